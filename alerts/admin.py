@@ -1,0 +1,186 @@
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from alerts import services
+from alerts.models import (
+    AlertEvent,
+    AlertRule,
+    AlertSeriesState,
+    IndicatorValue,
+    Notification,
+    NotificationChannel,
+)
+from livermore.errors import ServiceError
+
+
+@admin.register(IndicatorValue)
+class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
+    list_display = ("instrument", "timeframe", "name", "start", "value", "signal", "histogram")
+    list_filter = ("timeframe", "name", "instrument")
+    list_select_related = ("instrument",)
+    date_hierarchy = "start"
+    search_fields = ("instrument__symbol", "name")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
+    """The webhook URL is write-only: never shown; leaving the box empty keeps the stored one."""
+
+    new_webhook_url = forms.CharField(
+        required=False,
+        label="Webhook URL",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="https://discord.com/api/webhooks/{id}/{token}. Leave empty to keep the stored one.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("user", "name", "kind", "enabled")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        url = cleaned.get("new_webhook_url", "").strip()
+        if url:
+            try:
+                services.webhook_url_check(url)
+            except ServiceError as exc:
+                self.add_error("new_webhook_url", exc.message)
+        elif self.instance.pk is None:
+            self.add_error("new_webhook_url", "Required.")
+        return cleaned
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
+    form = NotificationChannelForm
+    list_display = ("name", "user", "kind", "enabled", "disabled_reason", "created_at")
+    list_select_related = ("user",)
+    list_filter = ("enabled", "kind")
+    search_fields = ("name", "user__username")
+    readonly_fields = ("disabled_reason",)
+
+    def save_model(self, request: HttpRequest, obj: NotificationChannel, form: Any, change: bool) -> None:
+        url = form.cleaned_data.get("new_webhook_url") or None
+        services.notification_channel_save(channel=obj, webhook_url=url)
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
+    list_display = (
+        "__str__",
+        "user",
+        "instrument",
+        "timeframe",
+        "kind",
+        "source",
+        "condition",
+        "threshold",
+        "frequency",
+        "status",
+        "last_fired_at",
+    )
+    list_select_related = ("user", "instrument")
+    list_filter = ("status", "kind", "timeframe", "frequency", "instrument")
+    search_fields = ("name", "user__username", "instrument__symbol")
+    autocomplete_fields = ("instrument",)
+    readonly_fields = ("state", "created_at", "updated_at", "last_fired_at")
+
+    def save_model(self, request: HttpRequest, obj: AlertRule, form: Any, change: bool) -> None:
+        services.alert_rule_save(rule=obj, changed=form.changed_data if change else ())
+
+
+class NotificationInline(admin.TabularInline[Notification, AlertEvent]):
+    model = Notification
+    extra = 0
+    can_delete = False
+    fields = ("channel", "status", "attempts", "next_attempt_at", "sent_at", "last_error")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin[AlertEvent]):
+    list_display = ("fired_at", "title", "user", "value", "price", "direction", "bar_start")
+    list_select_related = ("user",)
+    list_filter = ("direction", "timeframe", "symbol")
+    search_fields = ("title", "user__username", "symbol")
+    date_hierarchy = "fired_at"
+    inlines = (NotificationInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin[Notification]):
+    list_display = (
+        "id",
+        "event_link",
+        "channel",
+        "status",
+        "attempts",
+        "rate_limited",
+        "next_attempt_at",
+        "sent_at",
+        "maybe_duplicated",
+        "last_error",
+    )
+    list_select_related = ("event", "channel")
+    list_filter = ("status", "channel")
+    actions = ("retry",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="may show twice", boolean=True)
+    def maybe_duplicated(self, obj: Notification) -> bool:
+        return obj.maybe_duplicated
+
+    @admin.display(description="alert")
+    def event_link(self, obj: Notification) -> str:
+        url = reverse("admin:alerts_alertevent_change", args=[obj.event_id])
+        return format_html('<a href="{}">{}</a>', url, obj.event.title)
+
+    @admin.action(description="Retry delivery of the selected notifications")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        retried = 0
+        for notification in queryset:
+            try:
+                services.notification_retry(notification=notification)
+                retried += 1
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+        self.message_user(request, f"{retried} notification(s) queued for delivery.")
+
+
+@admin.register(AlertSeriesState)
+class AlertSeriesStateAdmin(admin.ModelAdmin[AlertSeriesState]):
+    list_display = ("symbol", "timeframe", "bar_start", "updated_at")
+    list_filter = ("timeframe", "symbol")
+    readonly_fields = ("symbol", "timeframe", "bar_start", "values", "updated_at")
+    exclude = ("history",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

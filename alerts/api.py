@@ -1,0 +1,235 @@
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from alerts import rules, selectors, services
+from alerts.indicators import INDICATOR_NAMES
+from alerts.models import AlertEvent, AlertRule, IndicatorValue, NotificationChannel
+from alerts.selectors import indicator_values
+from livermore.pagination import NewestFirst
+from marketdata.models import Instrument, Timeframe
+
+MAX_LIMIT = 5000
+
+
+class IndicatorQuerySerializer(serializers.Serializer):
+    tf = serializers.ChoiceField(choices=Timeframe.values, help_text="Timeframe: 1m 5m 15m 1h 4h 1d")
+    name = serializers.ChoiceField(
+        choices=INDICATOR_NAMES, required=False, help_text="One indicator; all of them if left out"
+    )
+    start = serializers.DateTimeField(required=False, help_text="First bar start (ISO 8601)")
+    end = serializers.DateTimeField(required=False, help_text="Last bar start (ISO 8601)")
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=500)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "start" in attrs and "end" in attrs and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["end must not be before start."]})
+        return attrs
+
+
+class IndicatorValueSerializer(serializers.ModelSerializer[IndicatorValue]):
+    class Meta:
+        model = IndicatorValue
+        fields = ("name", "start", "value", "signal", "histogram")
+
+
+class IndicatorSeriesSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    results = IndicatorValueSerializer(many=True)
+
+
+class IndicatorListView(APIView):
+    """Stored indicator values of closed bars, oldest first: the latest `limit` in [start, end]."""
+
+    @extend_schema(parameters=[IndicatorQuerySerializer], responses=IndicatorSeriesSerializer)
+    def get(self, request: Request, symbol: str) -> Response:
+        query = IndicatorQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instrument = Instrument.objects.filter(symbol=symbol).first()
+        if instrument is None:
+            raise NotFound(f"Unknown symbol {symbol!r}.")
+        params = query.validated_data
+        rows = indicator_values(
+            instrument=instrument,
+            timeframe=params["tf"],
+            name=params.get("name"),
+            start=params.get("start"),
+            end=params.get("end"),
+            limit=params["limit"],
+        )
+        body = {"symbol": instrument.symbol, "timeframe": params["tf"], "results": rows}
+        return Response(IndicatorSeriesSerializer(body).data)
+
+
+class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
+    symbol = serializers.SlugRelatedField(
+        source="instrument", slug_field="symbol", queryset=Instrument.objects.all()
+    )
+    status = serializers.ChoiceField(
+        choices=[AlertRule.Status.ACTIVE, AlertRule.Status.PAUSED], default=AlertRule.Status.ACTIVE
+    )
+    live = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = AlertRule
+        fields = (
+            "id",
+            "name",
+            "symbol",
+            "timeframe",
+            "kind",
+            "source",
+            "condition",
+            "threshold",
+            "upper",
+            "other",
+            "bars",
+            "frequency",
+            "expires_at",
+            "status",
+            "live",
+            "created_at",
+            "updated_at",
+            "last_fired_at",
+        )
+        read_only_fields = ("created_at", "updated_at", "last_fired_at")
+
+    def to_representation(self, instance: AlertRule) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["status"] = instance.status  # also triggered / expired, which clients cannot set
+        return data
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        merged = {
+            **{f: getattr(self.instance, f) for f in services.DEFINITION_FIELDS if self.instance},
+            **attrs,
+        }
+        errors = rules.validate_spec(
+            kind=merged.get("kind", rules.Kind.CONDITION),
+            source=merged.get("source", rules.PRICE),
+            condition=merged.get("condition", ""),
+            threshold=merged.get("threshold"),
+            upper=merged.get("upper"),
+            other=merged.get("other", ""),
+            bars=merged.get("bars", 1),
+            frequency=merged.get("frequency", rules.Frequency.ONCE_PER_BAR_CLOSE),
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class AlertRuleViewSet(viewsets.ModelViewSet[AlertRule]):
+    """A user's alert rules; each user sees and edits only their own."""
+
+    queryset = AlertRule.objects.none()  # the model, for the schema; rows come from get_queryset
+    serializer_class = AlertRuleSerializer
+
+    def get_queryset(self) -> QuerySet[AlertRule]:
+        return selectors.alert_rules_for_user(user=self.request.user)
+
+    def perform_create(self, serializer: Any) -> None:
+        rule = AlertRule(user=self.request.user, **serializer.validated_data)  # type: ignore[misc]
+        serializer.instance = services.alert_rule_save(rule=rule)
+
+    def perform_update(self, serializer: Any) -> None:
+        rule = serializer.instance
+        changed = [f for f, v in serializer.validated_data.items() if getattr(rule, f) != v]
+        for field, value in serializer.validated_data.items():
+            setattr(rule, field, value)
+        serializer.instance = services.alert_rule_save(rule=rule, changed=changed)
+
+    def perform_destroy(self, instance: AlertRule) -> None:
+        services.alert_rule_delete(rule=instance)
+
+
+class NotificationChannelSerializer(serializers.ModelSerializer[NotificationChannel]):
+    webhook_url = serializers.CharField(write_only=True, required=False, max_length=500)
+    has_webhook = serializers.SerializerMethodField()
+
+    class Meta:
+        model = NotificationChannel
+        fields = (
+            "id",
+            "name",
+            "kind",
+            "webhook_url",
+            "has_webhook",
+            "enabled",
+            "disabled_reason",
+            "created_at",
+        )
+        read_only_fields = ("disabled_reason", "created_at")
+
+    def get_has_webhook(self, obj: NotificationChannel) -> bool:
+        return bool(obj.webhook_url)
+
+
+class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
+    """A user's Discord webhooks. The webhook URL is write-only: it holds the webhook's token."""
+
+    queryset = NotificationChannel.objects.none()  # the model, for the schema; rows come from get_queryset
+    serializer_class = NotificationChannelSerializer
+
+    def get_queryset(self) -> QuerySet[NotificationChannel]:
+        return selectors.notification_channels_for_user(user=self.request.user)
+
+    def _save(self, serializer: Any, channel: NotificationChannel) -> None:
+        data = dict(serializer.validated_data)
+        webhook_url = data.pop("webhook_url", None)
+        for field, value in data.items():
+            setattr(channel, field, value)
+        serializer.instance = services.notification_channel_save(channel=channel, webhook_url=webhook_url)
+
+    def perform_create(self, serializer: Any) -> None:
+        self._save(serializer, NotificationChannel(user=self.request.user))  # type: ignore[misc]
+
+    def perform_update(self, serializer: Any) -> None:
+        self._save(serializer, serializer.instance)
+
+    def perform_destroy(self, instance: NotificationChannel) -> None:
+        services.notification_channel_delete(channel=instance)
+
+
+class AlertEventSerializer(serializers.ModelSerializer[AlertEvent]):
+    bias = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AlertEvent
+        fields = (
+            "id",
+            "rule",
+            "symbol",
+            "timeframe",
+            "bar_start",
+            "label",
+            "title",
+            "value",
+            "price",
+            "direction",
+            "bias",
+            "fired_at",
+        )
+
+    def get_bias(self, obj: AlertEvent) -> str | None:
+        return obj.payload.get("bias")
+
+
+class AlertEventViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[AlertEvent]
+):
+    """The user's alert history, newest first, in cursor pages (`limit`, then follow `next`)."""
+
+    queryset = AlertEvent.objects.none()  # the model, for the schema; rows come from get_queryset
+    serializer_class = AlertEventSerializer
+    pagination_class = NewestFirst
+
+    def get_queryset(self) -> QuerySet[AlertEvent]:
+        return selectors.alert_events_for_user(user=self.request.user)

@@ -1,0 +1,194 @@
+"""Discord webhook messages: the alert embed and one POST, with the rate-limit answer parsed.
+No Django. Wire format: PROTOCOLS.md section 4 (discord-api-docs resources/webhook, topics/rate-limits).
+
+The webhook URL carries the webhook's token: it never appears in a log line or a stored error.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+COLOURS = {"up": 0x2ECC71, "down": 0xE74C3C, "neutral": 0x95A5A6}
+CHART_FILENAME = "chart.png"
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+UNKNOWN_WEBHOOK = 10015
+
+
+def format_price(price: Decimal) -> str:
+    """>= 1000: 2 dp with thousands separators; >= 1: 4 dp; below 1: 6 significant digits."""
+    magnitude = abs(price)
+    if magnitude >= 1000:
+        return f"{price:,.2f}"
+    if magnitude >= 1:
+        return f"{price:.4f}"
+    if magnitude == 0:
+        return "0"
+    exponent = magnitude.adjusted() - 5
+    return f"{price.quantize(Decimal(1).scaleb(exponent)):f}"
+
+
+def format_value(value: Decimal | float | None) -> str:
+    return "n/a" if value is None else f"{float(value):.2f}"
+
+
+def alert_embed(
+    *,
+    title: str,
+    value: Decimal,
+    value_name: str,
+    price: Decimal | None,
+    frames: dict[str, float | None],
+    bias: str,
+    direction: str,
+    fired_at: datetime,
+    footer: str,
+    with_chart: bool,
+) -> dict[str, Any]:
+    fields = [
+        {"name": value_name, "value": format_value(value), "inline": True},
+        {"name": "Price", "value": format_price(price) if price is not None else "n/a", "inline": True},
+        {"name": "Bias", "value": bias, "inline": True},
+        *(
+            {"name": f"MACD-V {tf}", "value": format_value(frames.get(tf)), "inline": True}
+            for tf in TIMEFRAMES
+        ),
+    ]
+    embed: dict[str, Any] = {
+        "type": "rich",
+        "title": title[:256],
+        "color": COLOURS.get(direction, COLOURS["neutral"]),
+        "fields": fields,
+        "footer": {"text": footer[:2048]},
+        "timestamp": fired_at.astimezone(UTC).isoformat(),
+    }
+    if with_chart:
+        embed["image"] = {"url": f"attachment://{CHART_FILENAME}"}
+    return embed
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What a POST came to. `retry_after`: a 429's wait; `blocked_for`: the bucket is empty
+    (X-RateLimit-Remaining: 0) for this long even though the request succeeded."""
+
+    status: int  # 0 when no response arrived (timeout, connection error): the outcome is unknown
+    error: str = ""
+    code: int | None = None
+    retry_after: float | None = None
+    is_global: bool = False  # a 429 of the global (per IP) limit: every webhook must wait
+    scope: str = ""  # X-RateLimit-Scope of a 429: user, global or shared
+    blocked_for: float | None = None
+    message_id: str = ""
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def invalid(self) -> bool:
+        """Counts toward Discord's invalid request limit (10,000 per 10 minutes per IP, then a ban):
+        401, 403 and 429, except a 429 of a shared resource's limit."""
+        return self.status in (401, 403) or (self.status == 429 and self.scope != "shared")
+
+
+def _float(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if f >= 0 else None
+
+
+def webhook_post(
+    client: httpx.Client,
+    url: str,
+    *,
+    embed: dict[str, Any],
+    png: bytes | None,
+    timeout_s: float,
+    log_ref: str,
+) -> WebhookResult:
+    """Executes the webhook with ?wait=true, so a 200 confirms the message exists and carries its id.
+    `log_ref` names the channel and row in logs instead of the URL.
+
+    A request without an answer (timeout, broken connection) has an unknown outcome: Discord may
+    have posted the message. The webhook API has no idempotency key and no way to find a message
+    but by its id, so the caller can only retry and accept a possible duplicate (status 0)."""
+    payload: dict[str, Any] = {"embeds": [embed], "allowed_mentions": {"parse": []}}
+    started = time.monotonic()
+    try:
+        if png is None:
+            response = client.post(url, params={"wait": "true"}, json=payload, timeout=timeout_s)
+        else:
+            payload["attachments"] = [{"id": 0, "filename": CHART_FILENAME}]
+            files = {
+                "payload_json": (None, json.dumps(payload).encode(), "application/json"),
+                "files[0]": (CHART_FILENAME, png, "image/png"),
+            }
+            response = client.post(url, params={"wait": "true"}, files=files, timeout=timeout_s)
+    except httpx.TimeoutException:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.warning(
+            "discord %s timed out after %.0fms: the message may have been posted", log_ref, elapsed_ms
+        )
+        return WebhookResult(0, error=f"timeout after {timeout_s:g}s", elapsed_ms=elapsed_ms)
+    except httpx.HTTPError as exc:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        # httpx messages can quote the request URL: keep only the exception kind.
+        log.warning("discord %s failed: %s", log_ref, type(exc).__name__)
+        return WebhookResult(0, error=f"connection error ({type(exc).__name__})", elapsed_ms=elapsed_ms)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    headers = response.headers
+    blocked_for = (
+        _float(headers.get("X-RateLimit-Reset-After"))
+        if headers.get("X-RateLimit-Remaining") == "0"
+        else None
+    )
+    body: dict[str, Any] = {}
+    if response.content:
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else {}
+    log.info(
+        "discord %s status=%s remaining=%s in %.0fms",
+        log_ref,
+        response.status_code,
+        headers.get("X-RateLimit-Remaining"),
+        elapsed_ms,
+    )
+    if response.is_success:
+        return WebhookResult(
+            response.status_code,
+            blocked_for=blocked_for,
+            message_id=str(body.get("id", "")),
+            elapsed_ms=elapsed_ms,
+        )
+    code = body.get("code") if isinstance(body.get("code"), int) else None
+    message = str(body.get("message", response.reason_phrase))[:500]
+    retry_after, is_global = None, False
+    if response.status_code == 429:
+        is_global = body.get("global") is True or headers.get("X-RateLimit-Global") == "true"
+        retry_after = _float(body.get("retry_after"))
+        if retry_after is None:
+            retry_after = _float(headers.get("Retry-After")) or 1.0
+    return WebhookResult(
+        response.status_code,
+        error=f"HTTP {response.status_code}: {message}" + (f" (code {code})" if code else ""),
+        code=code,
+        retry_after=retry_after,
+        is_global=is_global,
+        scope=headers.get("X-RateLimit-Scope", ""),
+        blocked_for=blocked_for,
+        elapsed_ms=elapsed_ms,
+    )

@@ -1,0 +1,594 @@
+"""Technical indicators over bar history. No Django imports.
+
+Every indicator has two forms that agree to 1e-9: a vectorised function over the full history
+(numpy, with the recursive smoothings run in C by scipy.signal.lfilter) and an incremental state
+object whose `update(...)` takes one closed bar. Values before an indicator is seeded are NaN.
+
+Formulas (index i counts bars from 0):
+- SMA(n)[i] = mean(x[i-n+1..i]), valid from i = n-1.
+- EMA(n): alpha = 2/(n+1); EMA[n-1] = SMA(n)[n-1]; EMA[i] = alpha*x[i] + (1-alpha)*EMA[i-1].
+  Leading NaNs in the input are skipped (the EMA is seeded on the first n valid values).
+- Wilder smoothing(n): the same recursion with alpha = 1/n, seeded with the mean of the first n values.
+- RSI(n): Wilder-smoothed gains and losses of close-to-close changes, seeded with the mean of the
+  first n changes (valid from bar n); RSI = 100*gain/(gain+loss), 50 when both are 0.
+- True range: TR[0] = high-low; TR[i] = max(high-low, |high-close[i-1]|, |low-close[i-1]|)
+  = max(high, close[i-1]) - min(low, close[i-1]).
+- ATR(n): Wilder smoothing of the true ranges of real bars, seeded with the mean of the first n of
+  them. A synthetic (gap-filled) bar adds no true range and carries the ATR forward unchanged.
+- MACD(12,26,9): EMA12-EMA26, signal = EMA9 of it, histogram = MACD - signal. Once both EMAs are
+  seeded, the difference runs as one second-order filter (the two EMAs' transfer functions
+  subtracted): one pass instead of two, same values to rounding.
+- MACD-V = (EMA12(close) - EMA26(close)) / ATR26 * 100 (0 where the ATR is 0: no range, no move),
+  signal = EMA9 of MACD-V seeded on its first 9 valid values, histogram = MACD-V - signal.
+  The EMAs run over every bar (a synthetic close is the last real close).
+- Bollinger(n, k): middle = SMA(n), upper/lower = middle +- k * population standard deviation.
+
+Seeds are sums taken with math.fsum (correctly rounded) in both forms, so the forms stay in step
+even on badly conditioned data.
+"""
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import ArrayLike, NDArray
+from scipy.signal import lfilter
+
+FloatArray = NDArray[np.float64]
+NAN = math.nan
+
+LOW_TRADING_ACTIVITY = "Low trading activity"
+NOT_ENOUGH_BARS = "Not enough bars"
+
+MACDV_FAST, MACDV_SLOW, MACDV_SIGNAL, MACDV_ATR = 12, 26, 9, 26
+
+OVERSOLD = "oversold"
+OVERBOUGHT = "overbought"
+RALLYING = "rallying"
+REBOUNDING = "rebounding"
+REVERSING = "reversing"
+RETRACING = "retracing"
+RANGING = "ranging"
+MACDV_STAGES = (OVERSOLD, OVERBOUGHT, RANGING, RALLYING, REBOUNDING, REVERSING, RETRACING)
+
+_ROLLING_CHUNK = 1 << 16
+
+
+def _floats(x: ArrayLike) -> FloatArray:
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _check_period(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"period must be at least 1, not {n}")
+
+
+def _smooth(x: FloatArray, alpha: float, seed: float) -> FloatArray:
+    """y[i] = alpha*x[i] + (1-alpha)*y[i-1] with y[-1] = seed, run in C."""
+    if x.size == 0:
+        return np.empty(0)
+    y, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * seed])
+    return np.asarray(y, dtype=np.float64)
+
+
+def _first_valid(x: FloatArray) -> int:
+    if x.size and not math.isnan(x[0]):
+        return 0
+    valid = ~np.isnan(x)
+    return int(np.argmax(valid)) if valid.any() else x.size
+
+
+def _seeded_smooth(x: FloatArray, n: int, alpha: float) -> FloatArray:
+    """Seed with the mean of the first n valid values (leading NaNs skipped), then smooth."""
+    first = _first_valid(x)
+    if x.size - first < n:
+        return np.full(x.size, NAN)
+    seed_at = first + n - 1
+    seed = math.fsum(x[first : seed_at + 1]) / n
+    out = np.empty(x.size)
+    out[:seed_at] = NAN
+    out[seed_at] = seed
+    out[seed_at + 1 :] = _smooth(x[seed_at + 1 :], alpha, seed)
+    return out
+
+
+def ema(x: ArrayLike, n: int) -> FloatArray:
+    _check_period(n)
+    return _seeded_smooth(_floats(x), n, 2.0 / (n + 1))
+
+
+def wilder(x: ArrayLike, n: int) -> FloatArray:
+    _check_period(n)
+    return _seeded_smooth(_floats(x), n, 1.0 / n)
+
+
+def _diff_filter(fast: int, slow: int) -> tuple[list[float], list[float]]:
+    """Coefficients (b, a) of EMA(fast) - EMA(slow) as one second-order filter:
+    (a1 - a2 + (a2 b1 - a1 b2) z^-1) / ((1 - b1 z^-1)(1 - b2 z^-1)), a = alpha, b = 1 - alpha."""
+    a1, a2 = 2.0 / (fast + 1), 2.0 / (slow + 1)
+    b1, b2 = 1.0 - a1, 1.0 - a2
+    return [a1 - a2, a2 * b1 - a1 * b2, 0.0], [1.0, -(b1 + b2), b1 * b2]
+
+
+def _diff_state(fast: int, slow: int, e1: float, e2: float) -> list[float]:
+    """The filter's delay line after a bar where EMA(fast) = e1 and EMA(slow) = e2."""
+    b1, b2 = 1.0 - 2.0 / (fast + 1), 1.0 - 2.0 / (slow + 1)
+    return [b1 * e1 - b2 * e2, -(b1 * b2) * (e1 - e2)]
+
+
+def ema_diff(x: ArrayLike, fast: int, slow: int) -> FloatArray:
+    """EMA(fast) - EMA(slow) (the MACD line), in one filter pass once both EMAs are seeded."""
+    _check_period(fast)
+    _check_period(slow)
+    values = _floats(x)
+    head = min(values.size, _first_valid(values) + max(fast, slow))
+    fast_head, slow_head = ema(values[:head], fast), ema(values[:head], slow)
+    out = np.empty(values.size)
+    out[:head] = fast_head - slow_head
+    if head < values.size and not math.isnan(out[head - 1]):
+        b, a = _diff_filter(fast, slow)
+        zi = _diff_state(fast, slow, float(fast_head[-1]), float(slow_head[-1]))
+        out[head:] = lfilter(b, a, values[head:], zi=zi)[0]
+    else:
+        out[head:] = NAN
+    return out
+
+
+def sma(x: ArrayLike, n: int) -> FloatArray:
+    _check_period(n)
+    values = _floats(x)
+    out = np.full(values.size, NAN)
+    if values.size >= n:
+        out[n - 1 :] = sliding_window_view(values, n).mean(axis=1)
+    return out
+
+
+def rsi(close: ArrayLike, n: int = 14) -> FloatArray:
+    _check_period(n)
+    values = _floats(close)
+    out = np.full(values.size, NAN)
+    if values.size <= n:
+        return out
+    change = np.diff(values)
+    gain = wilder(np.maximum(change, 0.0), n)
+    loss = wilder(np.maximum(-change, 0.0), n)
+    total = gain + loss
+    # 100*gain/total, and 50 where nothing moved at all.
+    out[1:] = np.divide(100.0 * gain, total, out=np.full(total.size, 50.0), where=total != 0)
+    return out
+
+
+def true_range(high: ArrayLike, low: ArrayLike, close: ArrayLike) -> FloatArray:
+    h, lo, c = _floats(high), _floats(low), _floats(close)
+    if h.size <= 1:
+        return h - lo
+    # max(high, prev close) - min(low, prev close) is max(h-l, |h-pc|, |l-pc|) for high >= low, to the
+    # last bit (rounding is monotonic), in three passes instead of six.
+    tr = np.empty(h.size)
+    tr[0] = h[0] - lo[0]
+    prev = c[:-1]
+    np.maximum(h[1:], prev, out=tr[1:])
+    tr[1:] -= np.minimum(lo[1:], prev)
+    return tr
+
+
+def _synthetic_mask(synthetic: ArrayLike | None, size: int) -> NDArray[np.bool_] | None:
+    if synthetic is None:
+        return None
+    mask = np.asarray(synthetic, dtype=bool)
+    if mask.shape != (size,):
+        raise ValueError("synthetic must have one flag per bar")
+    return mask if mask.any() else None
+
+
+def atr(
+    high: ArrayLike, low: ArrayLike, close: ArrayLike, n: int = 14, synthetic: ArrayLike | None = None
+) -> FloatArray:
+    _check_period(n)
+    tr = true_range(high, low, close)
+    mask = _synthetic_mask(synthetic, tr.size)
+    if mask is None:
+        return wilder(tr, n)
+    real = np.flatnonzero(~mask)
+    out = np.full(tr.size, NAN)
+    out[real] = wilder(tr[real], n)
+    # A synthetic bar takes the ATR of the last real bar before it.
+    last_real = np.maximum.accumulate(np.where(mask, -1, np.arange(tr.size)))
+    carried = out[np.maximum(last_real, 0)]
+    carried[last_real < 0] = NAN
+    return carried
+
+
+@dataclass(frozen=True, slots=True)
+class Macd:
+    macd: FloatArray
+    signal: FloatArray
+    histogram: FloatArray
+
+
+def macd(close: ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9) -> Macd:
+    values = _floats(close)
+    line = ema_diff(values, fast, slow)
+    sig = ema(line, signal)
+    return Macd(macd=line, signal=sig, histogram=line - sig)
+
+
+@dataclass(frozen=True, slots=True)
+class Bollinger:
+    middle: FloatArray
+    upper: FloatArray
+    lower: FloatArray
+
+
+def bollinger(close: ArrayLike, n: int = 20, k: float = 2.0) -> Bollinger:
+    _check_period(n)
+    values = _floats(close)
+    middle = sma(values, n)
+    std = np.full(values.size, NAN)
+    if values.size >= n:
+        windows = sliding_window_view(values, n)
+        means = middle[n - 1 :]
+        # In chunks: the deviations of every window would otherwise need N*n floats at once.
+        for lo in range(0, windows.shape[0], _ROLLING_CHUNK):
+            hi = lo + _ROLLING_CHUNK
+            dev = windows[lo:hi] - means[lo:hi, None]
+            std[n - 1 + lo : n - 1 + hi] = np.sqrt(np.einsum("ij,ij->i", dev, dev) / n)
+    return Bollinger(middle=middle, upper=middle + k * std, lower=middle - k * std)
+
+
+@dataclass(frozen=True, slots=True)
+class MacdV:
+    """MACD-V over a history. `seeded` tells whether the last bar has a value; if not, `reason` why."""
+
+    value: FloatArray
+    signal: FloatArray
+    histogram: FloatArray
+    atr: FloatArray
+    seeded: bool
+    reason: str | None
+
+
+def _unseeded_reason(bars: int, real_bars: int, atr_period: int, slow: int) -> str:
+    if bars >= max(atr_period, slow) and real_bars < atr_period:
+        return LOW_TRADING_ACTIVITY
+    return NOT_ENOUGH_BARS
+
+
+def macdv(
+    high: ArrayLike,
+    low: ArrayLike,
+    close: ArrayLike,
+    synthetic: ArrayLike | None = None,
+    *,
+    fast: int = MACDV_FAST,
+    slow: int = MACDV_SLOW,
+    signal: int = MACDV_SIGNAL,
+    atr_period: int = MACDV_ATR,
+) -> MacdV:
+    c = _floats(close)
+    mask = _synthetic_mask(synthetic, c.size)
+    range_ = atr(high, low, c, atr_period, mask)
+    diff = ema_diff(c, fast, slow)
+    flat = range_ == 0
+    flat_valid = flat & ~np.isnan(diff) if flat.any() else None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.divide(diff, range_, out=diff)
+    if flat_valid is not None:
+        value[flat_valid] = 0.0
+    value *= 100.0
+    sig = ema(value, signal)
+    seeded = bool(c.size and not math.isnan(value[-1]))
+    real_bars = c.size - (int(mask.sum()) if mask is not None else 0)
+    return MacdV(
+        value=value,
+        signal=sig,
+        histogram=value - sig,
+        atr=range_,
+        seeded=seeded,
+        reason=None if seeded else _unseeded_reason(c.size, real_bars, atr_period, slow),
+    )
+
+
+def macdv_stage(value: float, signal: float) -> str | None:
+    """The MACD-V stage of one bar; None before the value is seeded, or when the stage needs the
+    signal and it is not seeded yet.
+
+    First match wins:
+      1. oversold    value < -150
+      2. overbought  value > 150 and value > signal
+      3. ranging     -50 <= value <= 50 (the neutral band, whatever the signal)
+      4. rallying    50 < value <= 150 and value > signal
+      5. rebounding  -150 <= value < -50 and value > signal
+      6. reversing   -150 <= value < -50 and value <= signal
+      7. retracing   value > 50 and value <= signal
+    "Above the signal" is strictly above; a value equal to its signal counts as below. Ranging takes
+    the band before the signal-based stages, so rebounding and retracing apply outside it.
+    """
+    if math.isnan(value):
+        return None
+    if value < -150.0:
+        return OVERSOLD
+    if -50.0 <= value <= 50.0:
+        return RANGING
+    if math.isnan(signal):
+        return None
+    above = value > signal
+    if value > 150.0:
+        return OVERBOUGHT if above else RETRACING
+    if value > 50.0:
+        return RALLYING if above else RETRACING
+    return REBOUNDING if above else REVERSING
+
+
+def macdv_stages(value: ArrayLike, signal: ArrayLike) -> list[str | None]:
+    return [macdv_stage(v, s) for v, s in zip(_floats(value).tolist(), _floats(signal).tolist())]
+
+
+class EmaState:
+    """Incremental EMA(n); NaN inputs before the first valid one are skipped, as in `ema`."""
+
+    __slots__ = ("alpha", "beta", "n", "seed", "value")
+
+    def __init__(self, n: int, alpha: float | None = None) -> None:
+        _check_period(n)
+        self.n = n
+        self.alpha = 2.0 / (n + 1) if alpha is None else alpha
+        self.beta = 1.0 - self.alpha
+        self.seed: list[float] | None = []
+        self.value = NAN
+
+    @property
+    def seeded(self) -> bool:
+        return self.seed is None
+
+    def update(self, x: float) -> float:
+        if self.seed is None:
+            self.value = self.alpha * x + self.beta * self.value
+        elif not math.isnan(x) or self.seed:
+            self.seed.append(x)
+            if len(self.seed) == self.n:
+                self.value = math.fsum(self.seed) / self.n
+                self.seed = None
+        return self.value
+
+
+class WilderState(EmaState):
+    __slots__ = ()
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, alpha=1.0 / n)
+
+
+class EmaDiffState:
+    """Incremental EMA(fast) - EMA(slow), run as the same second-order filter as `ema_diff`."""
+
+    __slots__ = ("a", "b", "fast", "fast_ema", "slow", "slow_ema", "value", "z0", "z1")
+
+    def __init__(self, fast: int, slow: int) -> None:
+        self.fast, self.slow = fast, slow
+        self.fast_ema: EmaState | None = EmaState(fast)
+        self.slow_ema = EmaState(slow)
+        self.b, self.a = _diff_filter(fast, slow)
+        self.z0 = self.z1 = NAN
+        self.value = NAN
+
+    def update(self, x: float) -> float:
+        if self.fast_ema is None:
+            b, a = self.b, self.a
+            y = self.z0 + b[0] * x
+            self.z0 = self.z1 + x * b[1] - y * a[1]
+            self.z1 = x * b[2] - y * a[2]
+            self.value = y
+            return y
+        e1, e2 = self.fast_ema.update(x), self.slow_ema.update(x)
+        self.value = e1 - e2
+        if self.fast_ema.seeded and self.slow_ema.seeded:
+            self.z0, self.z1 = _diff_state(self.fast, self.slow, e1, e2)
+            self.fast_ema = None
+        return self.value
+
+
+class SmaState:
+    __slots__ = ("n", "value", "window")
+
+    def __init__(self, n: int) -> None:
+        _check_period(n)
+        self.n = n
+        self.window: deque[float] = deque(maxlen=n)
+        self.value = NAN
+
+    def update(self, x: float) -> float:
+        self.window.append(x)
+        if len(self.window) == self.n:
+            self.value = sum(self.window) / self.n
+        return self.value
+
+
+class RsiState:
+    __slots__ = ("gain", "loss", "prev", "value")
+
+    def __init__(self, n: int = 14) -> None:
+        self.gain = WilderState(n)
+        self.loss = WilderState(n)
+        self.prev = NAN
+        self.value = NAN
+
+    def update(self, close: float) -> float:
+        if not math.isnan(self.prev):
+            change = close - self.prev
+            gain = self.gain.update(max(change, 0.0))
+            loss = self.loss.update(max(-change, 0.0))
+            if self.gain.seeded:
+                total = gain + loss
+                self.value = 100.0 * gain / total if total != 0 else 50.0
+        self.prev = close
+        return self.value
+
+
+class AtrState:
+    """Incremental ATR(n): a synthetic bar adds no true range and leaves the ATR as it was."""
+
+    __slots__ = ("prev_close", "smooth", "value")
+
+    def __init__(self, n: int = 14) -> None:
+        self.smooth = WilderState(n)
+        self.prev_close = NAN
+        self.value = NAN
+
+    def update(self, high: float, low: float, close: float, synthetic: bool = False) -> float:
+        if not synthetic:
+            prev = self.prev_close
+            tr = high - low if math.isnan(prev) else max(high, prev) - min(low, prev)
+            self.value = self.smooth.update(tr)
+        self.prev_close = close
+        return self.value
+
+
+class MacdState:
+    __slots__ = ("diff", "histogram", "sig", "signal", "value")
+
+    def __init__(self, fast: int = 12, slow: int = 26, signal: int = 9) -> None:
+        self.diff = EmaDiffState(fast, slow)
+        self.sig = EmaState(signal)
+        self.value = self.signal = self.histogram = NAN
+
+    def update(self, close: float) -> float:
+        self.value = self.diff.update(close)
+        self.signal = self.sig.update(self.value)
+        self.histogram = self.value - self.signal
+        return self.value
+
+
+class BollingerState:
+    __slots__ = ("k", "lower", "middle", "n", "upper", "window")
+
+    def __init__(self, n: int = 20, k: float = 2.0) -> None:
+        _check_period(n)
+        self.n = n
+        self.k = k
+        self.window: deque[float] = deque(maxlen=n)
+        self.middle = self.upper = self.lower = NAN
+
+    def update(self, close: float) -> float:
+        self.window.append(close)
+        if len(self.window) == self.n:
+            mean = sum(self.window) / self.n
+            std = math.sqrt(sum((x - mean) * (x - mean) for x in self.window) / self.n)
+            self.middle = mean
+            self.upper = mean + self.k * std
+            self.lower = mean - self.k * std
+        return self.middle
+
+
+class MacdVState:
+    """Incremental MACD-V: feed closed bars in order with `update`; read value, signal, histogram,
+    atr, seeded, reason and stage after each."""
+
+    __slots__ = ("atr_", "bars", "diff", "histogram", "real_bars", "sig", "signal", "slow", "value")
+
+    def __init__(
+        self,
+        fast: int = MACDV_FAST,
+        slow: int = MACDV_SLOW,
+        signal: int = MACDV_SIGNAL,
+        atr_period: int = MACDV_ATR,
+    ) -> None:
+        self.diff = EmaDiffState(fast, slow)
+        self.slow = slow
+        self.sig = EmaState(signal)
+        self.atr_ = AtrState(atr_period)
+        self.bars = self.real_bars = 0
+        self.value = self.signal = self.histogram = NAN
+
+    def update(self, high: float, low: float, close: float, synthetic: bool = False) -> float:
+        self.bars += 1
+        if not synthetic:
+            self.real_bars += 1
+        range_ = self.atr_.update(high, low, close, synthetic)
+        diff = self.diff.update(close)
+        if math.isnan(diff) or math.isnan(range_):
+            return NAN
+        value = diff / range_ * 100.0 if range_ != 0 else 0.0
+        self.value = value
+        self.signal = signal = self.sig.update(value)
+        self.histogram = value - signal
+        return value
+
+    @property
+    def atr(self) -> float:
+        return self.atr_.value
+
+    @property
+    def seeded(self) -> bool:
+        return not math.isnan(self.value)
+
+    @property
+    def reason(self) -> str | None:
+        if self.seeded:
+            return None
+        return _unseeded_reason(self.bars, self.real_bars, self.atr_.smooth.n, self.slow)
+
+    @property
+    def stage(self) -> str | None:
+        return macdv_stage(self.value, self.signal)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One named indicator's history in the stored shape: value, and signal/histogram where it has them."""
+
+    value: FloatArray
+    signal: FloatArray | None = None
+    histogram: FloatArray | None = None
+    reason: str | None = None  # why the last bar has no value, when it has none
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.value.size) and not math.isnan(self.value[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    synthetic: NDArray[np.bool_]
+
+
+def _macd_series(h: History) -> Series:
+    m = macd(h.close)
+    return Series(m.macd, m.signal, m.histogram)
+
+
+def _macdv_series(h: History) -> Series:
+    m = macdv(h.high, h.low, h.close, h.synthetic)
+    return Series(m.value, m.signal, m.histogram, reason=m.reason)
+
+
+def _atr_series(n: int) -> Callable[[History], Series]:
+    def compute(h: History) -> Series:
+        value = atr(h.high, h.low, h.close, n, h.synthetic)
+        real_bars = h.close.size - int(h.synthetic.sum())
+        unseeded = not value.size or math.isnan(value[-1])
+        return Series(value, reason=_unseeded_reason(h.close.size, real_bars, n, n) if unseeded else None)
+
+    return compute
+
+
+# The indicators computed on every closed bar and stored, by name.
+INDICATORS: dict[str, Callable[[History], Series]] = {
+    "macdv": _macdv_series,
+    "macd": _macd_series,
+    "ema12": lambda h: Series(ema(h.close, 12)),
+    "ema26": lambda h: Series(ema(h.close, 26)),
+    "sma20": lambda h: Series(sma(h.close, 20)),
+    "rsi14": lambda h: Series(rsi(h.close, 14)),
+    "atr14": _atr_series(14),
+    "atr26": _atr_series(26),
+    "bb20_upper": lambda h: Series(bollinger(h.close, 20).upper),
+    "bb20_lower": lambda h: Series(bollinger(h.close, 20).lower),
+}
+INDICATOR_NAMES = tuple(INDICATORS)

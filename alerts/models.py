@@ -1,0 +1,286 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from alerts import rules
+from livermore.fields import EncryptedTextField
+from marketdata.models import Instrument, Timeframe
+
+
+class IndicatorValue(models.Model):
+    """An indicator's value on one closed bar (signal and histogram where the indicator has them)."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="indicator_values")
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    start = models.DateTimeField(help_text="Start of the bar the value was computed on")
+    name = models.CharField(max_length=20, help_text="macdv, ema12, rsi14, ...")
+    value = models.DecimalField(max_digits=30, decimal_places=10)
+    signal = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    histogram = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("instrument", "timeframe", "name", "start")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("instrument", "timeframe", "start", "name"), name="indicatorvalue_unique_bar"
+            ),
+        ]
+        indexes = [models.Index(fields=("instrument", "timeframe", "name", "start"))]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.timeframe} {self.name} {self.start:%Y-%m-%d %H:%M}"
+
+
+class NotificationChannel(models.Model):
+    """Where a user's alerts go: a Discord webhook. The URL holds a token, so it is encrypted at
+    rest, write-only in the admin and the API, and never logged."""
+
+    class Kind(models.TextChoices):
+        DISCORD = "discord", "Discord webhook"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_channels"
+    )
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DISCORD)
+    webhook_url = EncryptedTextField()
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("user", "name")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertRuleQuerySet(models.QuerySet["AlertRule"]):
+    def active(self, *, now: Any = None) -> "AlertRuleQuerySet":
+        now = now or timezone.now()
+        return self.filter(status=AlertRule.Status.ACTIVE).exclude(expires_at__lte=now)
+
+
+class AlertRule(models.Model):
+    """A user's price/indicator condition or MACD-V preset on one symbol and timeframe."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        TRIGGERED = "triggered", "Triggered (once)"
+        EXPIRED = "expired", "Expired"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_rules")
+    name = models.CharField(max_length=100, blank=True)
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="alert_rules")
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    kind = models.CharField(
+        max_length=16, choices=[(k.value, k.name.title()) for k in rules.Kind], default=rules.Kind.CONDITION
+    )
+    source = models.CharField(
+        max_length=40,
+        default=rules.PRICE,
+        help_text="'price', a bar field (close, high...) or an indicator key such as ema12, rsi14, macdv",
+    )
+    condition = models.CharField(
+        max_length=24, choices=[(c.value, c.value.replace("_", " ")) for c in rules.Condition], blank=True
+    )
+    threshold = models.DecimalField(
+        max_digits=24,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="The level, the channel's lower bound, or the percentage for moving %",
+    )
+    upper = models.DecimalField(
+        max_digits=24, decimal_places=10, null=True, blank=True, help_text="The channel's upper bound"
+    )
+    other = models.CharField(
+        max_length=40, blank=True, help_text="Compare with this series instead of the threshold"
+    )
+    bars = models.PositiveSmallIntegerField(default=1, help_text="N for moving % over N bars")
+    frequency = models.CharField(
+        max_length=24,
+        choices=[(f.value, f.value.replace("_", " ")) for f in rules.Frequency],
+        default=rules.Frequency.ONCE_PER_BAR_CLOSE,
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # rules.RuleState: latches, cooldowns, last firing bar. Written only by the evaluation services.
+    state = models.JSONField(default=dict, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AlertRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("user", "instrument", "timeframe", "id")
+        indexes = [models.Index(fields=("instrument", "timeframe", "status"), name="alertrule_series_status")]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.instrument_id} {self.timeframe} {self.kind}"
+
+    def spec_errors(self) -> dict[str, list[str]]:
+        return rules.validate_spec(
+            kind=self.kind,
+            source=self.source,
+            condition=self.condition,
+            threshold=self.threshold,
+            upper=self.upper,
+            other=self.other,
+            bars=self.bars,
+            frequency=self.frequency,
+        )
+
+    def clean(self) -> None:
+        if errors := self.spec_errors():
+            raise ValidationError(errors)
+
+    @property
+    def live(self) -> bool:
+        return rules.is_live(
+            kind=self.kind,
+            source=self.source,
+            condition=self.condition,
+            other=self.other,
+            frequency=self.frequency,
+        )
+
+    def to_rule(self, symbol: str) -> rules.Rule:
+        return rules.Rule(
+            id=self.pk,
+            symbol=symbol,
+            timeframe=self.timeframe,
+            kind=rules.Kind(self.kind),
+            source=self.source,
+            condition=rules.Condition(self.condition) if self.condition else None,
+            threshold=self.threshold,  # stays Decimal on price rules: see rules.Rule.exact
+            upper=self.upper,
+            other=self.other,
+            bars=self.bars,
+            frequency=rules.Frequency(self.frequency),
+            expires_at=self.expires_at.timestamp() if self.expires_at else None,
+            state=rules.RuleState.from_json(self.state),
+        )
+
+
+class AlertSeriesState(models.Model):
+    """The last evaluated bar of a (symbol, timeframe): its values (the "previous" values crossings
+    compare with), a short history (moving %, charts) and when it was evaluated."""
+
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    bar_start = models.DateTimeField(null=True)
+    values = models.JSONField(default=dict)
+    history = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("symbol", "timeframe")
+        constraints = [
+            models.UniqueConstraint(fields=("symbol", "timeframe"), name="alerts_seriesstate_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.timeframe}"
+
+    def to_state(self) -> rules.SeriesState:
+        return rules.SeriesState(
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            bar_start=int(self.bar_start.timestamp()) if self.bar_start else None,
+            values=rules.SeriesState.values_from_json(self.values),
+            starts=list(self.history.get("starts", [])),
+            history=dict(self.history.get("history", {})),
+        )
+
+
+class AlertEvent(models.Model):
+    """The alert history: one row per (rule, bar, label), inserted once."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_events")
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    bar_start = models.DateTimeField()
+    label = models.CharField(max_length=64)
+    title = models.CharField(max_length=256)
+    value = models.DecimalField(max_digits=30, decimal_places=10)
+    price = models.DecimalField(max_digits=24, decimal_places=10, null=True)
+    direction = models.CharField(max_length=8, choices=[(d.value, d.value) for d in rules.Direction])
+    # The six timeframes' MACD-V, the bias and the chart's series, as the engine saw them.
+    payload = models.JSONField(default=dict)
+    fired_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-fired_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=("rule", "bar_start", "label"), name="alertevent_unique_firing")
+        ]
+        indexes = [models.Index(fields=("user", "-fired_at"), name="alertevent_user_recent")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "rule": self.rule_id,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "bar_start": self.bar_start.isoformat(),
+            "label": self.label,
+            "title": self.title,
+            "value": str(self.value),
+            "price": str(self.price) if self.price is not None else None,
+            "direction": self.direction,
+            "bias": self.payload.get("bias"),
+            "fired_at": self.fired_at.isoformat(),
+        }
+
+
+class Notification(models.Model):
+    """The outbox: one row per alert event and channel, delivered by a Celery task, at least once
+    (see services.notification_deliver): `attempt_log` tells whether a duplicate is possible."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Failed and successful sends, 429s aside"
+    )
+    rate_limited = models.PositiveSmallIntegerField(default=0, help_text="429 answers")
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=32, blank=True)
+    # One entry per request: {at, status (0: no answer), outcome, ms, error, message_id}.
+    attempt_log = models.JSONField(default=list, blank=True, editable=False)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=("event", "channel"), name="notification_unique_event_channel")
+        ]
+        indexes = [models.Index(fields=("status", "next_attempt_at"), name="notification_due")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.status}"
+
+    @property
+    def maybe_duplicated(self) -> bool:
+        """Sent after a request that got no answer: that one may have been posted as well."""
+        return self.status == self.Status.SENT and any(
+            entry.get("outcome") == "unknown" for entry in self.attempt_log
+        )

@@ -1,0 +1,615 @@
+"""Alert rule evaluation. Pure Python, no Django: the services load rules and state from the database,
+call these functions, and store what they changed.
+
+Prices are compared as Decimal, exactly: the bar's open/high/low/close, the quote's mid and the
+thresholds of rules on them (`Rule.exact`). Indicator values are floats (numpy computes them) and so
+are thresholds on indicators and the percentage of "moving %", a relative change that float computes
+to 1e-16. A Decimal compared with a float compares exactly too (Python converts the float losslessly).
+Times are UTC epoch seconds.
+
+Where a rule is evaluated:
+- on quotes (`evaluate_quote`): price rules against constant levels with frequency once, once per
+  bar or every time, except "greater/less than every time" and "moving %", which are bar-close rules;
+- on candle close (`evaluate_bar_close`): every other rule, including the MACD-V preset.
+
+MACD-V bias per timeframe, from the MACD-V stage vs its signal (Spiroglou's ranges):
+- Bullish: MACD-V above +50 and at or above its signal (rallying, or overbought and still rising);
+- Bearish: MACD-V below -50 and at or below its signal (declining, or oversold and still falling);
+- Neutral otherwise (ranging within +-50, retracing from strength, rebounding from weakness).
+The symbol's bias weighs the timeframes 1m 1, 5m 2, 15m 3, 1h 4, 4h 5, 1d 6: Bullish when the bullish
+weight exceeds 1.5 x the bearish weight, Bearish the other way round, else Neutral.
+"""
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from alerts.indicators import INDICATOR_NAMES
+from marketdata.bars import TIMEFRAME_SECONDS
+
+
+class Kind(StrEnum):
+    CONDITION = "condition"
+    MACDV = "macdv"
+
+
+class Condition(StrEnum):
+    CROSSING_UP = "crossing_up"
+    CROSSING_DOWN = "crossing_down"
+    GREATER_THAN = "greater_than"
+    LESS_THAN = "less_than"
+    ENTERING_CHANNEL = "entering_channel"
+    EXITING_CHANNEL = "exiting_channel"
+    MOVING_UP_PCT = "moving_up_pct"
+    MOVING_DOWN_PCT = "moving_down_pct"
+
+
+class Frequency(StrEnum):
+    ONCE = "once"
+    ONCE_PER_BAR = "once_per_bar"
+    ONCE_PER_BAR_CLOSE = "once_per_bar_close"
+    EVERY_TIME = "every_time"
+
+
+class Direction(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    NEUTRAL = "neutral"
+
+
+PRICE = "price"  # the bar close at candle close, the mid on quotes
+CLOSE = "close"
+PRICE_KEYS = frozenset({"open", "high", "low", CLOSE})  # Decimal values, compared exactly
+MACDV = "macdv"
+MACDV_SIGNAL = "macdv_signal"
+MACDV_HISTOGRAM = "macdv_histogram"
+MACDV_LEVELS = (150, 200, 250, 300, 350, 400)
+MACDV_STAGE_LEVEL = 50.0
+MACDV_REVERSAL_LEVEL = 150.0
+OVERSOLD_REVERSAL_HIST = 0.05  # histogram above 5% of |MACD-V|
+OVERBOUGHT_REVERSAL_HIST = 0.03  # histogram below -3% of |MACD-V|
+MACDV_COOLDOWN_S = 300.0
+TIMEFRAME_WEIGHTS = {"1m": 1, "5m": 2, "15m": 3, "1h": 4, "4h": 5, "1d": 6}
+BIAS_RATIO = 1.5
+MAX_BARS = 500  # longest "moving % over N bars" window
+CHART_BARS = 120  # bars of OHLCV and MACD-V kept per series for the chart
+CHART_KEYS = ("open", "high", "low", CLOSE, "volume", MACDV, MACDV_SIGNAL, MACDV_HISTOGRAM)
+
+CHANNEL_CONDITIONS = frozenset({Condition.ENTERING_CHANNEL, Condition.EXITING_CHANNEL})
+MOVING_CONDITIONS = frozenset({Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT})
+LEVEL_CONDITIONS = frozenset({Condition.GREATER_THAN, Condition.LESS_THAN})
+# Every series a rule may read on a closed bar: the bar itself and each indicator the bar-close path
+# computes, with `_signal` / `_histogram` where the indicator has them (see services.bar_close_values).
+SERIES = frozenset(
+    {"price", "open", "high", "low", "close", "volume"}
+    | {f"{name}{suffix}" for name in INDICATOR_NAMES for suffix in ("", "_signal", "_histogram")}
+)
+
+CONDITION_TEXT = {
+    Condition.CROSSING_UP: "crossed above",
+    Condition.CROSSING_DOWN: "crossed below",
+    Condition.GREATER_THAN: "is above",
+    Condition.LESS_THAN: "is below",
+    Condition.ENTERING_CHANNEL: "entered channel",
+    Condition.EXITING_CHANNEL: "exited channel",
+    Condition.MOVING_UP_PCT: "moved up",
+    Condition.MOVING_DOWN_PCT: "moved down",
+}
+CONDITION_DIRECTION = {
+    Condition.CROSSING_UP: Direction.UP,
+    Condition.CROSSING_DOWN: Direction.DOWN,
+    Condition.GREATER_THAN: Direction.UP,
+    Condition.LESS_THAN: Direction.DOWN,
+    Condition.ENTERING_CHANNEL: Direction.NEUTRAL,
+    Condition.EXITING_CHANNEL: Direction.NEUTRAL,
+    Condition.MOVING_UP_PCT: Direction.UP,
+    Condition.MOVING_DOWN_PCT: Direction.DOWN,
+}
+
+
+Value = float | Decimal  # Decimal for prices (PRICE_KEYS), float for indicators
+
+
+def num(x: Value) -> str:
+    """A level as people write it: 150, -1.085, 0.5."""
+    if isinstance(x, Decimal):
+        return f"{x.normalize():f}"
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _value(x: Value, exact: bool) -> Value:
+    if not exact:
+        return float(x)
+    if isinstance(x, Decimal):
+        return x
+    return Decimal(repr(x)) if isinstance(x, float) else Decimal(x)
+
+
+def source_label(source: str) -> str:
+    if source == PRICE:
+        return "Price"
+    if source == MACDV:
+        return "MACD-V"
+    return source.upper().replace("_", " ")
+
+
+def validate_spec(
+    *,
+    kind: str,
+    source: str,
+    condition: str,
+    threshold: Value | None,
+    upper: Value | None,
+    other: str,
+    bars: int,
+    frequency: str,
+) -> dict[str, list[str]]:
+    """Field errors of a rule definition (empty when valid). Shared by the API, the admin and services."""
+    errors: dict[str, list[str]] = {}
+
+    def err(name: str, message: str) -> None:
+        errors.setdefault(name, []).append(message)
+
+    if kind not in Kind.__members__.values():
+        err("kind", f"Must be one of {', '.join(Kind)}.")
+        return errors
+    if frequency not in Frequency.__members__.values():
+        err("frequency", f"Must be one of {', '.join(Frequency)}.")
+    if kind == Kind.MACDV:
+        return errors
+    if condition not in Condition.__members__.values():
+        err("condition", f"Must be one of {', '.join(Condition)}.")
+        return errors
+    for name, series in (("source", source), ("other", other)):
+        if series and series not in SERIES:
+            err(name, f"Unknown series {series!r}: one of {', '.join(sorted(SERIES))}.")
+    if not source:
+        err("source", "Required.")
+    if other and (condition in CHANNEL_CONDITIONS or condition in MOVING_CONDITIONS):
+        err("other", "Channel and moving % conditions compare with constants, not another series.")
+    if not other and threshold is None:
+        err("threshold", "Required (or compare with another series in 'other').")
+    if threshold is not None and not math.isfinite(threshold):
+        err("threshold", "Must be a finite number.")
+    if condition in CHANNEL_CONDITIONS:
+        if upper is None or not math.isfinite(upper):
+            err("upper", "A channel needs its upper bound.")
+        elif threshold is not None and upper <= threshold:
+            err("upper", "Must be above the lower bound (threshold).")
+    elif upper is not None:
+        err("upper", "Only channel conditions have an upper bound.")
+    if condition in MOVING_CONDITIONS:
+        if not 1 <= bars <= MAX_BARS:
+            err("bars", f"Must be between 1 and {MAX_BARS}.")
+        if threshold is not None and threshold <= 0:
+            err("threshold", "The percentage must be positive.")
+    return errors
+
+
+def is_live(*, kind: str, source: str, condition: str, other: str, frequency: str) -> bool:
+    """Evaluated on every quote (True) or on candle close (False)."""
+    return (
+        kind == Kind.CONDITION
+        and source == PRICE
+        and not other
+        and frequency != Frequency.ONCE_PER_BAR_CLOSE
+        and condition not in MOVING_CONDITIONS
+        and not (condition in LEVEL_CONDITIONS and frequency == Frequency.EVERY_TIME)
+    )
+
+
+@dataclass(slots=True)
+class RuleState:
+    """What a rule remembers between evaluations; stored with the rule so a restart forgets nothing."""
+
+    done: bool = False  # a "once" rule that fired
+    last_bar: int | None = None  # bar start of the last firing (once per bar)
+    latch_oversold: bool = False  # MACD-V reversals: fired, latched until the next level crossing
+    latch_overbought: bool = False
+    cooldowns: dict[str, float] = field(default_factory=dict)  # MACD-V label -> time it last fired
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "last_bar": self.last_bar,
+            "latch_oversold": self.latch_oversold,
+            "latch_overbought": self.latch_overbought,
+            "cooldowns": dict(self.cooldowns),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "RuleState":
+        data = data or {}
+        return cls(
+            done=bool(data.get("done", False)),
+            last_bar=data.get("last_bar"),
+            latch_oversold=bool(data.get("latch_oversold", False)),
+            latch_overbought=bool(data.get("latch_overbought", False)),
+            cooldowns={str(k): float(v) for k, v in (data.get("cooldowns") or {}).items()},
+        )
+
+
+@dataclass(slots=True)
+class Rule:
+    id: int
+    symbol: str
+    timeframe: str
+    kind: Kind = Kind.CONDITION
+    source: str = PRICE
+    condition: Condition | None = None
+    threshold: Value | None = None
+    upper: Value | None = None
+    other: str = ""
+    bars: int = 1
+    frequency: Frequency = Frequency.ONCE_PER_BAR_CLOSE
+    expires_at: float | None = None
+    state: RuleState = field(default_factory=RuleState)
+    live: bool = field(init=False)
+    key: str = field(init=False)  # the values key of `source` ("price" is the bar's close)
+    other_key: str = field(init=False)
+    moving: bool = field(init=False)
+    exact: bool = field(init=False)  # a price compared with price levels: Decimal thresholds
+
+    def __post_init__(self) -> None:
+        self.moving = self.condition in MOVING_CONDITIONS
+        self.key = CLOSE if self.source == PRICE else self.source
+        self.other_key = CLOSE if self.other == PRICE else self.other
+        self.exact = self.key in PRICE_KEYS and not self.moving
+        if self.threshold is not None:
+            self.threshold = _value(self.threshold, self.exact)
+        if self.upper is not None:
+            self.upper = _value(self.upper, self.exact)
+        self.live = is_live(
+            kind=self.kind,
+            source=self.source,
+            condition=self.condition or "",
+            other=self.other,
+            frequency=self.frequency,
+        )
+
+
+@dataclass(slots=True)
+class SeriesState:
+    """The last evaluated bar of one (symbol, timeframe) and a short history, oldest first."""
+
+    symbol: str
+    timeframe: str
+    bar_start: int | None = None
+    values: dict[str, Value] = field(default_factory=dict)
+    starts: list[int] = field(default_factory=list)
+    history: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def past(self, key: str, bars: int) -> float | None:
+        """The value `bars` bars before the bar being evaluated (history excludes that bar)."""
+        column = self.history.get(key)
+        if column is None or len(column) < bars:
+            return None
+        return column[-bars]
+
+    def advance(self, bar_start: int, values: Mapping[str, Value], depth: int, keys: Iterable[str]) -> None:
+        """Appends the evaluated bar; every history column stays as long as `starts`. The history
+        (moving %, charts) holds floats; `values` (what crossings compare with) keeps Decimal prices."""
+        old = len(self.starts)
+        history: dict[str, list[float | None]] = {}
+        for key in keys:
+            column = list(self.history.get(key, []))[-old:] if old else []
+            value = values.get(key)
+            column = [*([None] * (old - len(column))), *column, None if value is None else float(value)]
+            history[key] = column[-depth:]
+        self.starts = [*self.starts, bar_start][-depth:]
+        self.bar_start = bar_start
+        self.values = {**self.values, **values}  # a key missing from one bar keeps its last value
+        self.history = history
+
+    def to_json(self) -> dict[str, Any]:
+        return {"starts": self.starts, "history": self.history}
+
+    def values_to_json(self) -> dict[str, float | str]:
+        """Decimal prices as strings, so they come back exact (`values_from_json`)."""
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in self.values.items()}
+
+    @staticmethod
+    def values_from_json(data: Mapping[str, float | str]) -> dict[str, Value]:
+        return {k: Decimal(v) if isinstance(v, str) else float(v) for k, v in data.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    rule_id: int
+    symbol: str
+    timeframe: str
+    bar_start: int
+    label: str  # unique per rule and bar: what fired
+    title: str
+    value: Value
+    direction: Direction
+    ts: float  # when it fired
+
+
+def _finite(values: Mapping[str, Any]) -> dict[str, Value]:
+    """The finite values: prices as Decimal, everything else as float."""
+    out: dict[str, Value] = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        if k in PRICE_KEYS:
+            d = _value(v, True)
+            if d.is_finite():  # type: ignore[union-attr]
+                out[k] = d
+            continue
+        f = float(v)
+        if math.isfinite(f):
+            out[k] = f
+    return out
+
+
+def _met(
+    condition: Condition,
+    prev: Value | None,
+    curr: Value,
+    lo_prev: Value,
+    lo: Value,
+    hi: Value | None,
+    past: float | None,
+) -> bool:
+    if condition is Condition.CROSSING_UP:
+        return prev is not None and prev <= lo_prev and curr > lo
+    if condition is Condition.CROSSING_DOWN:
+        return prev is not None and prev >= lo_prev and curr < lo
+    if condition is Condition.GREATER_THAN:
+        return curr > lo
+    if condition is Condition.LESS_THAN:
+        return curr < lo
+    if condition is Condition.ENTERING_CHANNEL:
+        return prev is not None and not lo <= prev <= hi and lo <= curr <= hi  # type: ignore[operator]
+    if condition is Condition.EXITING_CHANNEL:
+        return prev is not None and lo <= prev <= hi and not lo <= curr <= hi  # type: ignore[operator]
+    if past is None or past == 0:
+        return False
+    change = (float(curr) - past) / abs(past) * 100.0
+    return change >= lo if condition is Condition.MOVING_UP_PCT else -change >= lo
+
+
+def _title(rule: Rule, condition: Condition) -> str:
+    what = source_label(rule.source)
+    if rule.other:
+        target = source_label(rule.other)
+    elif condition in CHANNEL_CONDITIONS:
+        target = f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
+    elif condition in MOVING_CONDITIONS:
+        target = f"{num(rule.threshold or 0)}% over {rule.bars} bars"
+    else:
+        target = num(rule.threshold or 0)
+    return f"{rule.symbol}: {what} {CONDITION_TEXT[condition]} {target} ({rule.timeframe})"
+
+
+def _condition_firing(
+    rule: Rule, condition: Condition, bar_start: int, label: str, value: Value, ts: float
+) -> Firing:
+    title = _title(rule, condition)
+    return Firing(
+        rule.id,
+        rule.symbol,
+        rule.timeframe,
+        bar_start,
+        label,
+        title,
+        value,
+        CONDITION_DIRECTION[condition],
+        ts,
+    )
+
+
+def _should_fire(rule: Rule, bar_start: int) -> bool:
+    """Applies the frequency; records the firing in the rule's state."""
+    state = rule.state
+    frequency = rule.frequency
+    if frequency is Frequency.ONCE:
+        state.done = True
+    elif frequency is Frequency.ONCE_PER_BAR or frequency is Frequency.ONCE_PER_BAR_CLOSE:
+        if state.last_bar == bar_start:
+            return False
+        state.last_bar = bar_start
+    return True
+
+
+def evaluate_bar_close(
+    rules: Iterable[Rule],
+    series: SeriesState,
+    *,
+    bar_start: int,
+    values: Mapping[str, Any],
+    cooldown_s: float = MACDV_COOLDOWN_S,
+) -> list[Firing]:
+    """Evaluates the bar-close rules of one (symbol, timeframe) on its newly closed bar and advances
+    the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
+    A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing."""
+    if series.bar_start is not None and bar_start <= series.bar_start:
+        return []
+    tf_s = TIMEFRAME_SECONDS[series.timeframe]
+    now = float(bar_start + tf_s)
+    cur = _finite(values)
+    prev_values = series.values
+    firings: list[Firing] = []
+    depth = CHART_BARS
+    history_keys = set(CHART_KEYS)
+    history_keys.update(k for k in cur if k.startswith("ema"))
+    cur_get, prev_get = cur.get, prev_values.get
+    for rule in rules:
+        if rule.moving:
+            depth = max(depth, rule.bars + 1)
+            history_keys.add(rule.key)
+        if rule.live or rule.state.done or (rule.expires_at is not None and rule.expires_at <= now):
+            continue
+        if rule.kind is Kind.MACDV:
+            firings.extend(_macdv_rule(rule, prev_values, cur, bar_start, now, cooldown_s))
+            continue
+        curr = cur_get(rule.key)
+        if curr is None:
+            continue
+        if rule.other:
+            lo = cur_get(rule.other_key)
+            lo_prev = prev_get(rule.other_key)
+            if lo is None or lo_prev is None:
+                continue
+        else:
+            lo = lo_prev = rule.threshold
+        past = series.past(rule.key, rule.bars) if rule.moving else None
+        prev = prev_get(rule.key)
+        condition: Condition = rule.condition  # type: ignore[assignment]
+        if _met(condition, prev, curr, lo_prev, lo, rule.upper, past) and _should_fire(rule, bar_start):  # type: ignore[arg-type]
+            firings.append(_condition_firing(rule, condition, bar_start, condition.value, curr, now))
+    series.advance(bar_start, cur, depth, sorted(history_keys))
+    return firings
+
+
+def evaluate_quote(
+    rules: Iterable[Rule], *, prev: Decimal | None, price: Decimal, ts_ns: int
+) -> list[Firing]:
+    """Evaluates live price rules of one symbol on a quote's mid. `prev` is the previous quote's mid."""
+    ts = ts_ns / 1e9
+    firings: list[Firing] = []
+    for rule in rules:
+        state = rule.state
+        if state.done or (rule.expires_at is not None and rule.expires_at <= ts):
+            continue
+        condition = rule.condition
+        assert condition is not None and rule.threshold is not None
+        level = rule.threshold
+        if not _met(condition, prev, price, level, level, rule.upper, None):
+            continue
+        tf_s = TIMEFRAME_SECONDS[rule.timeframe]
+        bar_start = int(ts) - int(ts) % tf_s
+        if not _should_fire(rule, bar_start):
+            continue
+        label = condition.value
+        if rule.frequency is Frequency.EVERY_TIME:
+            label = f"{label}@{ts_ns}"
+        firings.append(_condition_firing(rule, condition, bar_start, label, price, ts))
+    return firings
+
+
+def macdv_events(
+    state: RuleState,
+    *,
+    prev: float | None,
+    curr: float,
+    histogram: float | None,
+    now: float,
+    cooldown_s: float = MACDV_COOLDOWN_S,
+) -> list[tuple[str, str, Direction]]:
+    """MACD-V preset events (label, text, direction) for one update; updates latches and cooldowns.
+
+    Level crossings fire at -150..-400 going down and +150..+400 going up, only the deepest level
+    crossed in one update. A reversal from oversold (both values below -150, histogram above 5% of
+    |value|) or overbought (both above +150, histogram below -3% of |value|) fires once, then stays
+    latched until the next level crossing. Each label has its own cooldown."""
+    if prev is None:
+        return []
+    candidates: list[tuple[str, str, Direction]] = []
+    down = [lvl for lvl in MACDV_LEVELS if prev >= -lvl > curr]
+    up = [lvl for lvl in MACDV_LEVELS if prev <= lvl < curr]
+    if down:
+        level = -max(down)
+        candidates.append((f"macdv_below_{level}", f"MACD-V crossed below {level}", Direction.DOWN))
+    elif up:
+        level = max(up)
+        candidates.append((f"macdv_above_{level}", f"MACD-V crossed above {level}", Direction.UP))
+    if candidates:
+        state.latch_oversold = state.latch_overbought = False
+    if histogram is not None:
+        if (
+            prev < -MACDV_REVERSAL_LEVEL
+            and curr < -MACDV_REVERSAL_LEVEL
+            and histogram > OVERSOLD_REVERSAL_HIST * abs(curr)
+            and not state.latch_oversold
+        ):
+            state.latch_oversold = True
+            candidates.append(("macdv_reversal_oversold", "MACD-V reversal from oversold", Direction.UP))
+        elif (
+            prev > MACDV_REVERSAL_LEVEL
+            and curr > MACDV_REVERSAL_LEVEL
+            and histogram < -OVERBOUGHT_REVERSAL_HIST * abs(curr)
+            and not state.latch_overbought
+        ):
+            state.latch_overbought = True
+            candidates.append(
+                ("macdv_reversal_overbought", "MACD-V reversal from overbought", Direction.DOWN)
+            )
+    events = []
+    for label, text, direction in candidates:
+        last = state.cooldowns.get(label)
+        if last is not None and now - last < cooldown_s:
+            continue
+        state.cooldowns[label] = now
+        events.append((label, text, direction))
+    return events
+
+
+def _macdv_rule(
+    rule: Rule,
+    prev_values: Mapping[str, Value],
+    cur: Mapping[str, Value],
+    bar_start: int,
+    now: float,
+    cooldown_s: float,
+) -> list[Firing]:
+    value = cur.get(MACDV)
+    if value is None:
+        return []
+    curr, prev, histogram = float(value), prev_values.get(MACDV), cur.get(MACDV_HISTOGRAM)
+    events = macdv_events(
+        rule.state,
+        prev=None if prev is None else float(prev),
+        curr=curr,
+        histogram=None if histogram is None else float(histogram),
+        now=now,
+        cooldown_s=cooldown_s,
+    )
+    return [
+        Firing(
+            rule.id,
+            rule.symbol,
+            rule.timeframe,
+            bar_start,
+            label,
+            f"{rule.symbol}: {text} ({rule.timeframe})",
+            curr,
+            direction,
+            now,
+        )
+        for label, text, direction in events
+    ]
+
+
+def stage(value: float, signal: float | None) -> Direction:
+    """Bullish/bearish/neutral of one timeframe (see the module docstring)."""
+    if signal is None:
+        return Direction.NEUTRAL
+    if value > MACDV_STAGE_LEVEL and value >= signal:
+        return Direction.UP
+    if value < -MACDV_STAGE_LEVEL and value <= signal:
+        return Direction.DOWN
+    return Direction.NEUTRAL
+
+
+def bias(frames: Mapping[str, tuple[float, float | None] | None]) -> str:
+    """Bullish, Bearish or Neutral from each timeframe's (MACD-V, signal)."""
+    bull = bear = 0
+    for timeframe, frame in frames.items():
+        if frame is None:
+            continue
+        weight = TIMEFRAME_WEIGHTS.get(timeframe, 0)
+        direction = stage(*frame)
+        if direction is Direction.UP:
+            bull += weight
+        elif direction is Direction.DOWN:
+            bear += weight
+    if bull > BIAS_RATIO * bear:
+        return "Bullish"
+    if bear > BIAS_RATIO * bull:
+        return "Bearish"
+    return "Neutral"

@@ -1,0 +1,115 @@
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from django.db.models import QuerySet
+
+from alerts import rules
+from alerts.indicators import INDICATOR_NAMES
+from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue, NotificationChannel
+from livermore.redis import key, sync_client
+from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.models import Instrument
+from marketdata.selectors import SYNTHETIC_AFTER_S, candle_page
+
+
+def closed_bars(*, instrument: Instrument, timeframe: str, end: int, limit: int) -> list[Bar]:
+    """The last `limit` bars up to and including the closed one starting at `end` (epoch seconds),
+    gaps filled as the candle API fills them (none before the first stored bar)."""
+    step = TIMEFRAME_SECONDS[timeframe]
+    # The bar at `end` is closed, so every bar of the window is complete: `now` says so.
+    bars, _ = candle_page(
+        instrument=instrument,
+        timeframe=timeframe,
+        start=end - (limit - 1) * step,
+        end=end + step,
+        limit=limit,
+        now=end + step + SYNTHETIC_AFTER_S,
+    )
+    return bars
+
+
+def indicator_values(
+    *,
+    instrument: Instrument,
+    timeframe: str,
+    name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int,
+) -> list[IndicatorValue]:
+    """Stored values in time order: the latest `limit` of those in [start, end]."""
+    rows = IndicatorValue.objects.filter(instrument=instrument, timeframe=timeframe)
+    if name is not None:
+        rows = rows.filter(name=name)
+    if start is not None:
+        rows = rows.filter(start__gte=start)
+    if end is not None:
+        rows = rows.filter(start__lte=end)
+    return list(reversed(rows.order_by("-start", "name")[:limit]))
+
+
+def indicator_cache_key(symbol: str, timeframe: str, name: str) -> str:
+    return key("ind", symbol, timeframe, name)
+
+
+def indicators_latest(*, symbol: str, timeframe: str) -> dict[str, Any]:
+    """The latest cached value of each indicator, by name (those with no cached value left out)."""
+    raw = cast(
+        list[bytes | None],
+        sync_client().mget([indicator_cache_key(symbol, timeframe, n) for n in INDICATOR_NAMES]),
+    )
+    return {n: json.loads(r) for n, r in zip(INDICATOR_NAMES, raw) if r}
+
+
+def epoch_to_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def alert_rules_for_user(*, user: Any) -> QuerySet[AlertRule]:
+    return AlertRule.objects.filter(user=user).select_related("instrument")
+
+
+def notification_channels_for_user(*, user: Any) -> QuerySet[NotificationChannel]:
+    return NotificationChannel.objects.filter(user=user)
+
+
+def alert_events_for_user(*, user: Any) -> QuerySet[AlertEvent]:
+    return AlertEvent.objects.filter(user=user)
+
+
+def alert_events_recent(*, user: Any, limit: int = 20) -> list[AlertEvent]:
+    return list(alert_events_for_user(user=user)[:limit])
+
+
+def live_rules() -> dict[str, list[rules.Rule]]:
+    """Active rules evaluated on quotes, per symbol, with their stored state."""
+    by_symbol: dict[str, list[rules.Rule]] = {}
+    rows = AlertRule.objects.active().filter(kind=rules.Kind.CONDITION, source=rules.PRICE, other="")
+    for row in rows.select_related("instrument"):
+        if row.live:
+            by_symbol.setdefault(row.instrument.symbol, []).append(row.to_rule(row.instrument.symbol))
+    return by_symbol
+
+
+def macdv_frames(*, symbol: str) -> dict[str, tuple[float, float | None] | None]:
+    """Each timeframe's latest evaluated (MACD-V, signal) for the symbol, None where unknown."""
+    frames: dict[str, tuple[float, float | None] | None] = dict.fromkeys(rules.TIMEFRAME_WEIGHTS)
+    for timeframe, values in AlertSeriesState.objects.filter(symbol=symbol).values_list(
+        "timeframe", "values"
+    ):
+        if timeframe in frames and values.get(rules.MACDV) is not None:
+            frames[timeframe] = (float(values[rules.MACDV]), values.get(rules.MACDV_SIGNAL))
+    return frames
+
+
+def chart_series(*, symbol: str, timeframe: str, until: int) -> tuple[list[int], dict[str, list[Any]]] | None:
+    """The series history of bars starting at or before `until` (epoch s), or None if none is kept."""
+    row = AlertSeriesState.objects.filter(symbol=symbol, timeframe=timeframe).first()
+    if row is None:
+        return None
+    starts = [s for s in row.history.get("starts", []) if s <= until]
+    if not starts:
+        return None
+    n = len(starts)
+    return starts, {k: v[:n] for k, v in row.history.get("history", {}).items()}

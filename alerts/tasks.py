@@ -1,0 +1,20 @@
+from celery import shared_task
+
+from alerts import services
+
+
+@shared_task(ignore_result=True)
+def bar_closed(symbol: str, timeframe: str, start: int) -> int:
+    return len(services.bar_close_handle(symbol=symbol, timeframe=timeframe, start=start))
+
+
+@shared_task(ignore_result=True)
+def notification_deliver(notification_id: int) -> None:
+    retry_in = services.notification_deliver(notification_id=notification_id)
+    if retry_in is not None:
+        notification_deliver.apply_async((notification_id,), countdown=retry_in)
+
+
+@shared_task(ignore_result=True)
+def notifications_requeue() -> int:
+    return services.notifications_requeue_due()

@@ -1,0 +1,266 @@
+"""Brokerage models in the admin. Trading state (orders, positions, deals) and the ledger are
+read-only here: they change only through brokerage.services (operator actions call those)."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from livermore.admin import ReadOnlyAdmin
+from livermore.users.services import audit_record
+
+from . import services
+from .console import OperatorAccountMixin, OperatorOrderMixin, OperatorPositionMixin, operator_of
+from .models import (
+    ClientGroup,
+    Deal,
+    GroupInstrument,
+    LedgerAccount,
+    LedgerTransaction,
+    Order,
+    Position,
+    Posting,
+    TradingAccount,
+)
+
+
+class GroupInstrumentInline(admin.TabularInline[GroupInstrument, ClientGroup]):
+    model = GroupInstrument
+    extra = 0
+    autocomplete_fields = ("instrument",)
+
+
+def _form_changes(form: Any) -> dict[str, str]:
+    return {name: str(form.cleaned_data.get(name)) for name in form.changed_data}
+
+
+@admin.register(ClientGroup)
+class ClientGroupAdmin(admin.ModelAdmin[ClientGroup]):
+    """Group and per-instrument settings apply to new deals; every edit is audited."""
+
+    list_display = (
+        "name",
+        "currency",
+        "leverage",
+        "margin_mode",
+        "margin_call_level",
+        "stop_out_level",
+        "markup_default",
+        "markup_unit",
+    )
+    list_filter = ("currency", "margin_mode")
+    search_fields = ("name",)
+    inlines = (GroupInstrumentInline,)
+
+    def save_model(self, request: HttpRequest, obj: ClientGroup, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=operator_of(request),
+            action="group.change" if change else "group.create",
+            target=obj,
+            details={"changes": _form_changes(form)},
+        )
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        operator = operator_of(request)
+        for obj in formset.new_objects:
+            audit_record(
+                actor=operator,
+                action="group_instrument.create",
+                target=obj,
+                details={"group": form.instance.name},
+            )
+        for obj, fields in formset.changed_objects:
+            changes = {name: str(getattr(obj, name)) for name in fields}
+            audit_record(
+                actor=operator,
+                action="group_instrument.change",
+                target=obj,
+                details={"group": form.instance.name, "changes": changes},
+            )
+        for obj in formset.deleted_objects:
+            audit_record(
+                actor=operator,
+                action="group_instrument.delete",
+                target=obj,
+                details={"group": form.instance.name},
+            )
+
+    def delete_model(self, request: HttpRequest, obj: ClientGroup) -> None:
+        audit_record(actor=operator_of(request), action="group.delete", target=obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ClientGroup]) -> None:
+        for obj in queryset:
+            audit_record(actor=operator_of(request), action="group.delete", target=obj)
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(TradingAccount)
+class TradingAccountAdmin(OperatorAccountMixin, admin.ModelAdmin[TradingAccount]):
+    """Accounts open through account_open; status, group and leverage change on the console's
+    "Status / group / leverage" page (services with attribution and audit), never by a plain save."""
+
+    list_display = (
+        "number",
+        "owner",
+        "group",
+        "leverage",
+        "currency",
+        "status",
+        "balance",
+        "margin_call_at",
+    )
+    list_select_related = ("owner", "group")
+    list_filter = ("status", "currency", "group")
+    search_fields = ("=number", "owner__username", "owner__email")
+    autocomplete_fields = ("owner",)
+    readonly_fields = ("balance", "margin_reserved", "margin_call_at", "created_at")
+
+    def get_fields(self, request: HttpRequest, obj: TradingAccount | None = None) -> Any:
+        if obj is None:
+            return ["owner", "group", "status"]
+        return ["number", "owner", "group", "leverage", "currency", "status", *self.readonly_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: TradingAccount | None = None) -> Any:
+        if obj is None:
+            return ()
+        return ("number", "owner", "group", "leverage", "currency", "status", *self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: TradingAccount, form: Any, change: bool) -> None:
+        if change:
+            return  # nothing is editable on this form
+        account = services.account_open(owner=obj.owner, group=obj.group, status=obj.status)
+        obj.pk, obj.number, obj.currency = account.pk, account.number, account.currency
+        audit_record(
+            actor=operator_of(request),
+            action="account.open",
+            target=account,
+            details={"owner": obj.owner.username, "group": obj.group.name, "status": obj.status},
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(OperatorOrderMixin, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "account",
+        "instrument",
+        "type",
+        "side",
+        "volume",
+        "price",
+        "stop_price",
+        "status",
+        "reason",
+        "close_reason",
+        "filled_volume",
+        "fill_price",
+        "book",
+        "route",
+        "created_at",
+    )
+    list_select_related = ("account", "instrument")
+    list_filter = ("status", "type", "side", "reason", "book")
+    search_fields = ("=id", "=account__number", "client_order_id", "external_id")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Position)
+class PositionAdmin(OperatorPositionMixin, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "account",
+        "instrument",
+        "side",
+        "volume",
+        "open_price",
+        "sl",
+        "tp",
+        "margin",
+        "status",
+        "close_reason",
+        "realized_pnl",
+        "opened_at",
+    )
+    list_select_related = ("account", "instrument")
+    list_filter = ("status", "side", "close_reason", "instrument")
+    search_fields = ("=id", "=account__number")
+    date_hierarchy = "opened_at"
+
+
+@admin.register(Deal)
+class DealAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "account",
+        "instrument",
+        "entry",
+        "side",
+        "volume",
+        "price",
+        "commission",
+        "realized_pnl",
+        "reason",
+        "book",
+        "created_at",
+    )
+    list_select_related = ("account", "instrument")
+    list_filter = ("entry", "side", "reason", "book")
+    search_fields = ("=id", "=account__number", "=order__id", "=position__id", "external_id")
+    date_hierarchy = "created_at"
+
+
+@admin.register(LedgerAccount)
+class LedgerAccountAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "kind", "currency", "trading_account")
+    list_select_related = ("trading_account",)
+    list_filter = ("kind", "currency")
+
+
+class PostingInline(admin.TabularInline[Posting, LedgerTransaction]):
+    model = Posting
+    extra = 0
+    can_delete = False
+    fields = ("ledger_account", "amount")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "currency", "created_at", "created_by", "deal_link", "comment")
+    list_select_related = ("created_by",)
+    list_filter = ("kind", "currency")
+    search_fields = ("=id", "comment", "=deal__id", "=order__id")
+    date_hierarchy = "created_at"
+    inlines = (PostingInline,)
+
+    @admin.display(description="deal")
+    def deal_link(self, obj: LedgerTransaction) -> str:
+        if obj.deal_id is None:
+            return "-"
+        url = reverse("admin:brokerage_deal_change", args=[obj.deal_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.deal_id)
+
+
+@admin.register(Posting)
+class PostingAdmin(ReadOnlyAdmin):
+    list_display = ("id", "transaction", "ledger_account", "amount")
+    list_select_related = ("transaction", "ledger_account")
+    list_filter = ("ledger_account__kind", "ledger_account__currency")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Posting]:
+        return super().get_queryset(request).select_related("ledger_account__trading_account")

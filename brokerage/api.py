@@ -1,0 +1,532 @@
+"""Client and operator REST API of the dealing engine, under /api/v1/accounts/<number>/.
+
+A client sees only their own accounts: another's account answers 403 `forbidden_account`, an unknown
+number 404. Operators (is_staff) see and act on every account; their actions carry reason
+`operator`, and are audited. Views validate, call one service or selector, and render.
+"""
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import transaction
+from django.db.models import Model, OuterRef, QuerySet, Subquery, Sum
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from livermore.idempotency import idempotent
+from livermore.pagination import NewestFirst
+from livermore.throttling import ScopedWriteThrottle, throttles_with
+from livermore.users.authentication import request_user
+from livermore.users.models import User
+from livermore.users.services import audit_record
+
+from . import pricing, selectors, services, sql
+from .models import (
+    Deal,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    PositionStatus,
+    Posting,
+    Reason,
+    Side,
+    TimeInForce,
+    TradingAccount,
+)
+from .selectors import AccountSummary
+
+T = TypeVar("T")
+
+
+def price_field(**kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=24, decimal_places=10, **kwargs)
+
+
+def volume_field(**kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
+
+
+def account_for(request: Request, number: int) -> TradingAccount:
+    """The account `number` if the caller may use it: its owner, or an operator."""
+    found = sql.select(TradingAccount, "t.number = %s", [number], related="group")
+    if not found:
+        raise Http404("No TradingAccount matches the given query.")
+    account = found[0]
+    user = request_user(request)
+    if account.owner_id != user.pk and not user.is_staff:
+        raise PermissionDenied("This account is not yours.", code="forbidden_account")
+    return account
+
+
+def reason_for(user: User, account: TradingAccount) -> str:
+    return Reason.CLIENT if account.owner_id == user.pk else Reason.OPERATOR
+
+
+def as_caller(user: User, account: TradingAccount, action: str, run: Callable[[], T]) -> T:
+    """Run one service call for `user`; an operator acting on another's account is audited in the
+    same transaction (clients' own requests are not)."""
+    if account.owner_id == user.pk:
+        return run()
+    with transaction.atomic():
+        result = run()
+        target = result if isinstance(result, Model) else account
+        audit_record(
+            actor=user, action=action, target=target, details={"account": account.number, "via": "api"}
+        )
+    return result
+
+
+# -- serializers -------------------------------------------------------------------------------------
+
+
+class SummarySerializer(serializers.Serializer[Any]):
+    currency = serializers.CharField()
+    balance = serializers.DecimalField(max_digits=24, decimal_places=2)
+    equity = serializers.DecimalField(max_digits=24, decimal_places=2)
+    margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    free_margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    margin_level = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True, help_text="Percent; null without margin used."
+    )
+    unrealized_pnl = serializers.DecimalField(max_digits=24, decimal_places=2)
+    unpriced = serializers.ListField(
+        child=serializers.CharField(), help_text="Symbols of open positions without a tradable price."
+    )
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return summary_data(instance)
+
+
+def summary_data(summary: AccountSummary) -> dict[str, Any]:
+    """The engine's summary, money quantised to the account currency at this edge."""
+    data = summary.as_event()
+    for name in ("balance", "equity", "margin", "free_margin", "unrealized_pnl"):
+        data[name] = str(pricing.money(getattr(summary, name), summary.currency))
+    return data
+
+
+class AccountSerializer(serializers.ModelSerializer[TradingAccount]):
+    group = serializers.CharField(source="group.name")
+    leverage = serializers.IntegerField(source="group.leverage")
+
+    class Meta:
+        model = TradingAccount
+        fields: tuple[str, ...] = (
+            "number",
+            "currency",
+            "status",
+            "group",
+            "leverage",
+            "balance",
+            "created_at",
+        )
+
+
+class AccountDetailSerializer(AccountSerializer):
+    summary = SummarySerializer(source="*", read_only=True)
+
+    class Meta(AccountSerializer.Meta):
+        fields = (*AccountSerializer.Meta.fields, "summary")
+
+
+class OrderSerializer(serializers.ModelSerializer[Order]):
+    symbol = serializers.CharField(source="instrument.symbol")
+
+    class Meta:
+        model = Order
+        fields = (
+            "id",
+            "client_order_id",
+            "symbol",
+            "type",
+            "side",
+            "volume",
+            "price",
+            "stop_price",
+            "sl",
+            "tp",
+            "time_in_force",
+            "expires_at",
+            "status",
+            "reason",
+            "close_reason",
+            "close_text",
+            "book",
+            "route",
+            "position",
+            "filled_volume",
+            "fill_price",
+            "filled_at",
+            "created_at",
+        )
+
+
+# DRF builds a ModelSerializer's fields anew for each serializer; the order placed on the hot path is
+# rendered by one instance's fields, built once (rendering only reads them).
+_order_output = OrderSerializer()
+
+
+class OrderCreateSerializer(serializers.Serializer[Any]):
+    symbol = serializers.CharField(max_length=20)
+    side = serializers.ChoiceField(choices=Side.choices)
+    volume = volume_field()
+    type = serializers.ChoiceField(choices=OrderType.choices, default=OrderType.MARKET)
+    price = price_field(required=False, allow_null=True)
+    stop_price = price_field(required=False, allow_null=True)
+    sl = price_field(required=False, allow_null=True)
+    tp = price_field(required=False, allow_null=True)
+    time_in_force = serializers.ChoiceField(choices=TimeInForce.choices, default=TimeInForce.GTC)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    client_order_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+
+
+class PositionSerializer(serializers.ModelSerializer[Position]):
+    symbol = serializers.CharField(source="instrument.symbol")
+    unrealized_pnl = serializers.SerializerMethodField(
+        help_text="Open positions: marked at the client's closing price, in the account currency."
+    )
+
+    class Meta:
+        model = Position
+        fields = (
+            "id",
+            "symbol",
+            "side",
+            "volume",
+            "open_price",
+            "margin",
+            "sl",
+            "tp",
+            "status",
+            "unrealized_pnl",
+            "realized_pnl",
+            "commission",
+            "swap",
+            "close_reason",
+            "close_price",
+            "opened_at",
+            "closed_at",
+        )
+
+    def get_unrealized_pnl(self, position: Position) -> str | None:
+        value = self.context.get("pnl", {}).get(position.pk)
+        return None if value is None else str(value)
+
+
+class PositionCloseSerializer(serializers.Serializer[Any]):
+    volume = volume_field(
+        required=False, allow_null=True, help_text="Lots to close; the whole position if absent."
+    )
+
+
+class PositionsCloseSerializer(serializers.Serializer[Any]):
+    which = serializers.ChoiceField(choices=services.BULK_FILTERS, default="all")
+    symbol = serializers.CharField(max_length=20, required=False, allow_null=True, default=None)
+
+
+class PositionModifySerializer(serializers.Serializer[Any]):
+    sl = price_field(allow_null=True, help_text="null removes it.")
+    tp = price_field(allow_null=True, help_text="null removes it.")
+
+
+class DealSerializer(serializers.ModelSerializer[Deal]):
+    symbol = serializers.CharField(source="instrument.symbol")
+
+    class Meta:
+        model = Deal
+        fields = (
+            "id",
+            "order",
+            "position",
+            "symbol",
+            "side",
+            "entry",
+            "volume",
+            "price",
+            "commission",
+            "realized_pnl",
+            "reason",
+            "book",
+            "created_at",
+        )
+
+
+class PostingSerializer(serializers.ModelSerializer[Posting]):
+    transaction = serializers.IntegerField(source="transaction_id")
+    kind = serializers.CharField(source="transaction.kind")
+    comment = serializers.CharField(source="transaction.comment")
+    order = serializers.IntegerField(source="transaction.order_id", allow_null=True)
+    deal = serializers.IntegerField(source="transaction.deal_id", allow_null=True)
+    position = serializers.IntegerField(source="transaction.position_id", allow_null=True)
+    created_at = serializers.DateTimeField(source="transaction.created_at")
+    balance_after = serializers.DecimalField(max_digits=24, decimal_places=8)
+
+    class Meta:
+        model = Posting
+        fields = (
+            "id",
+            "transaction",
+            "kind",
+            "amount",
+            "balance_after",
+            "comment",
+            "order",
+            "deal",
+            "position",
+            "created_at",
+        )
+
+
+# -- views -------------------------------------------------------------------------------------------
+
+
+class AccountListView(APIView):
+    serializer_class = AccountSerializer
+
+    @extend_schema(
+        tags=["accounts"],
+        operation_id="accounts_list",
+        summary="Your trading accounts (every account for operators)",
+    )
+    def get(self, request: Request) -> Response:
+        user = request_user(request)
+        accounts = TradingAccount.objects.select_related("group").order_by("number")
+        if not user.is_staff:
+            accounts = accounts.filter(owner=user)
+        return Response(AccountSerializer(accounts, many=True).data)
+
+
+class AccountDetailView(APIView):
+    serializer_class = AccountDetailSerializer
+
+    @extend_schema(
+        tags=["accounts"], summary="An account with balance, equity, margin, free margin, margin level"
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        summary = selectors.account_summary(account=account)
+        data = AccountSerializer(account).data
+        return Response({**data, "summary": summary_data(summary)})
+
+
+class PaginatedListView(APIView):
+    pagination_class = NewestFirst
+
+    def paginate(self, queryset: QuerySet[Any], request: Request, **context: Any) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        assert page is not None
+        return paginator.get_paginated_response(
+            self.serializer_class(page, many=True, context=context).data  # type: ignore[attr-defined]
+        )
+
+
+class OrderListView(PaginatedListView):
+    serializer_class = OrderSerializer
+    throttle_classes = throttles_with(ScopedWriteThrottle)
+    throttle_scope = "orders"
+
+    @extend_schema(
+        tags=["orders"],
+        summary="The account's orders, newest first",
+        parameters=[OpenApiParameter("status", enum=OrderStatus.values)],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        orders = Order.objects.filter(account=account).select_related("instrument")
+        if request.query_params.get("status"):
+            orders = orders.filter(status=request.query_params["status"])
+        return self.paginate(orders, request)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Place an order (market orders fill now). Send an Idempotency-Key to retry safely.",
+        request=OrderCreateSerializer,
+        responses={201: OrderSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", location=OpenApiParameter.HEADER, required=False)],
+    )
+    @idempotent
+    def post(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        serializer = OrderCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        order = as_caller(
+            user,
+            account,
+            "order.submit",
+            lambda: services.order_submit(
+                account=account,
+                **serializer.validated_data,
+                reason=reason_for(user, account),
+                created_by=user,
+            ),
+        )
+        return Response(_order_output.to_representation(order), status=status.HTTP_201_CREATED)
+
+
+class OrderCancelView(APIView):
+    serializer_class = OrderSerializer
+
+    @extend_schema(tags=["orders"], summary="Cancel a pending order", request=None)
+    @idempotent
+    def post(self, request: Request, number: int, order_id: int) -> Response:
+        account = account_for(request, number)
+        order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
+        user = request_user(request)
+        order = as_caller(
+            user,
+            account,
+            "order.cancel",
+            lambda: services.order_cancel(order=order, reason=reason_for(user, account), created_by=user),
+        )
+        return Response(OrderSerializer(order).data)
+
+
+class PositionListView(PaginatedListView):
+    serializer_class = PositionSerializer
+
+    @extend_schema(
+        tags=["positions"],
+        summary="The account's positions, newest first (open ones with their unrealized PnL)",
+        parameters=[OpenApiParameter("status", enum=PositionStatus.values)],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        positions = Position.objects.filter(account=account).select_related("instrument")
+        if request.query_params.get("status"):
+            positions = positions.filter(status=request.query_params["status"])
+        pnl = selectors.account_summary(account=account).position_pnl
+        money = {pk: pricing.money(value, account.currency) for pk, value in pnl.items()}
+        return self.paginate(positions, request, pnl=money)
+
+
+class PositionView(APIView):
+    serializer_class = PositionSerializer
+
+    @extend_schema(
+        tags=["positions"], summary="Set or remove a position's SL and TP", request=PositionModifySerializer
+    )
+    def patch(self, request: Request, number: int, position_id: int) -> Response:
+        account = account_for(request, number)
+        position = get_object_or_404(Position, pk=position_id, account=account)
+        serializer = PositionModifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        position = services.position_modify(
+            position=position, **serializer.validated_data, created_by=request_user(request)
+        )
+        return Response(PositionSerializer(position).data)
+
+
+CloseResult = inline_serializer(
+    "PositionsClosed", {"deals": DealSerializer(many=True), "positions": PositionSerializer(many=True)}
+)
+
+
+def _closed(deals: list[Deal]) -> Response:
+    positions = Position.objects.filter(pk__in={d.position_id for d in deals}).select_related("instrument")
+    return Response(
+        {
+            "deals": DealSerializer(deals, many=True).data,
+            "positions": PositionSerializer(positions.order_by("id"), many=True).data,
+        }
+    )
+
+
+class PositionCloseView(APIView):
+    serializer_class = PositionCloseSerializer
+
+    @extend_schema(
+        tags=["positions"],
+        summary="Close a position at market, fully or partly",
+        request=PositionCloseSerializer,
+        responses=CloseResult,
+    )
+    @idempotent
+    def post(self, request: Request, number: int, position_id: int) -> Response:
+        account = account_for(request, number)
+        position = get_object_or_404(Position, pk=position_id, account=account)
+        serializer = PositionCloseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        deal = as_caller(
+            user,
+            account,
+            "position.close",
+            lambda: services.position_close(
+                position=position,
+                volume=serializer.validated_data.get("volume"),
+                reason=reason_for(user, account),
+                created_by=user,
+            ),
+        )
+        return _closed([deal])
+
+
+class PositionsCloseView(APIView):
+    serializer_class = PositionsCloseSerializer
+
+    @extend_schema(
+        tags=["positions"],
+        operation_id="accounts_positions_close_bulk",
+        summary="Close all, the winning or the losing positions (optionally of one symbol)",
+        request=PositionsCloseSerializer,
+        responses=CloseResult,
+    )
+    @idempotent
+    def post(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        serializer = PositionsCloseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        deals = as_caller(
+            user,
+            account,
+            "account.close_positions",
+            lambda: services.positions_close_bulk(
+                account=account,
+                **serializer.validated_data,
+                reason=reason_for(user, account),
+                created_by=user,
+            ),
+        )
+        return _closed(deals)
+
+
+class DealListView(PaginatedListView):
+    serializer_class = DealSerializer
+
+    @extend_schema(tags=["deals"], summary="The account's deals (fills), newest first")
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        return self.paginate(Deal.objects.filter(account=account).select_related("instrument"), request)
+
+
+class LedgerView(PaginatedListView):
+    serializer_class = PostingSerializer
+
+    @extend_schema(
+        tags=["ledger"], summary="The account's ledger postings, newest first, with the balance after each"
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        # A subquery, not a window: a window would only sum the page the cursor filtered down to.
+        running = (
+            Posting.objects.filter(ledger_account=OuterRef("ledger_account"), id__lte=OuterRef("id"))
+            .values("ledger_account")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        postings = (
+            Posting.objects.filter(ledger_account__trading_account=account)
+            .select_related("transaction")
+            .annotate(balance_after=Subquery(running))
+        )
+        return self.paginate(postings, request)

@@ -1,0 +1,363 @@
+"""The operator console in the Django admin: cash operations, status / group / leverage changes,
+closing positions, cancelling orders, the exposure page and the margin watch page. Every action calls
+an engine service attributed to the operator and is written to the audit log (users.AuditLog) in the
+same transaction."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from livermore.errors import ServiceError
+from livermore.users.models import User
+from livermore.users.services import audit_record
+
+from . import pricing, services
+from .models import (
+    AccountStatus,
+    ClientGroup,
+    Order,
+    OrderStatus,
+    Position,
+    PositionStatus,
+    Reason,
+    Side,
+    TradingAccount,
+)
+from .quotes import redis_quotes
+from .selectors import Conditions, account_summary, position_pnl
+
+CASH_OPERATIONS: dict[str, Callable[..., object]] = {
+    "deposit": services.account_deposit,
+    "withdraw": services.account_withdraw,
+    "adjust": services.account_adjust,
+    "bonus": services.account_bonus,
+}
+# Accounts whose margin level is within this factor of their margin-call level are "near".
+NEAR_MARGIN_CALL_FACTOR = Decimal("1.5")
+
+
+def operator_of(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class AccountConditionsForm(forms.Form):
+    status = forms.ChoiceField(choices=AccountStatus.choices)
+    group = forms.ModelChoiceField(
+        queryset=ClientGroup.objects.none(), help_text="Groups of the account's currency."
+    )
+    leverage = forms.IntegerField(
+        min_value=1, required=False, help_text="Overrides the group's leverage; empty uses the group's."
+    )
+    reason = forms.CharField(max_length=255, required=False, help_text="Required to change the status.")
+
+    def __init__(self, data: Any, *, account: TradingAccount) -> None:
+        initial = {"status": account.status, "group": account.group_id, "leverage": account.leverage}
+        super().__init__(data, initial=initial)
+        self.account = account
+        group_field = self.fields["group"]
+        assert isinstance(group_field, forms.ModelChoiceField)
+        group_field.queryset = ClientGroup.objects.filter(currency=account.currency)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("status") not in (None, self.account.status) and not (data.get("reason") or "").strip():
+            self.add_error("reason", "A status change needs a reason.")
+        return data
+
+
+def account_conditions_change(
+    *,
+    operator: User,
+    account: TradingAccount,
+    status: str,
+    group: ClientGroup,
+    leverage: int | None,
+    reason: str,
+) -> list[str]:
+    """Apply an operator's status, group and leverage changes together (all or none); what changed."""
+    changed = []
+    with transaction.atomic():
+        if status != account.status:
+            services.account_status_set(account=account, status=status, changed_by=operator, reason=reason)
+            changed.append(f"status {status}")
+        if group.pk != account.group_id:
+            services.account_group_change(account=account, group=group, changed_by=operator)
+            changed.append(f"group {group}")
+        if leverage != account.leverage:
+            services.account_leverage_set(account=account, leverage=leverage, changed_by=operator)
+            changed.append(f"leverage {leverage or 'of the group'}")
+    return changed
+
+
+class CashForm(forms.Form):
+    operation = forms.ChoiceField(choices=[(k, k.title()) for k in CASH_OPERATIONS])
+    amount = forms.DecimalField(
+        max_digits=24, decimal_places=8, help_text="Adjustments may be negative; the rest positive."
+    )
+    comment = forms.CharField(max_length=255, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("operation") == "adjust" and not data.get("comment"):
+            self.add_error("comment", "An adjustment needs a comment.")
+        return data
+
+
+def cash_operation(
+    *, operator: User, account: TradingAccount, operation: str, amount: Decimal, comment: str
+) -> None:
+    with transaction.atomic():
+        CASH_OPERATIONS[operation](account=account, amount=amount, comment=comment, created_by=operator)
+        audit_record(
+            actor=operator,
+            action=f"account.{operation}",
+            target=account,
+            details={"amount": str(amount), "comment": comment},
+        )
+
+
+class OperatorAccountMixin:
+    """For TradingAccountAdmin: the cash page and bulk-close action."""
+
+    actions: Sequence[Any] | None = ["close_all_positions"]
+    admin_site: admin.AdminSite
+
+    def get_urls(self) -> list[URLPattern]:
+        urls: list[URLPattern] = super().get_urls()  # type: ignore[misc]
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/cash/", wrap(self.cash_view), name="brokerage_tradingaccount_cash"),
+            path(
+                "<int:pk>/conditions/",
+                wrap(self.conditions_view),
+                name="brokerage_tradingaccount_conditions",
+            ),
+            path("exposure/", wrap(self.exposure_view), name="brokerage_exposure"),
+            path("margin-watch/", wrap(self.margin_watch_view), name="brokerage_margin_watch"),
+            *urls,
+        ]
+
+    def cash_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        account = get_object_or_404(TradingAccount.objects.select_related("owner", "group"), pk=pk)
+        form = CashForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                cash_operation(
+                    operator=operator_of(request),
+                    account=account,
+                    operation=data["operation"],
+                    amount=data["amount"],
+                    comment=data["comment"],
+                )
+            except ServiceError as exc:
+                self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)  # type: ignore[attr-defined]
+            else:
+                self.message_user(  # type: ignore[attr-defined]
+                    request, f"{data['operation'].title()} of {data['amount']} on {account} done."
+                )
+                return HttpResponseRedirect(reverse("admin:brokerage_tradingaccount_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Cash operation on account {account}",
+            "account": account,
+            "summary": account_summary(account=account),
+            "form": form,
+            "opts": TradingAccount._meta,
+        }
+        return TemplateResponse(request, "admin/brokerage/cash.html", context)
+
+    def conditions_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        account = get_object_or_404(TradingAccount.objects.select_related("owner", "group"), pk=pk)
+        form = AccountConditionsForm(request.POST or None, account=account)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                changed = account_conditions_change(
+                    operator=operator_of(request),
+                    account=account,
+                    status=data["status"],
+                    group=data["group"],
+                    leverage=data["leverage"],
+                    reason=data["reason"],
+                )
+            except ServiceError as exc:
+                self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)  # type: ignore[attr-defined]
+            else:
+                self.message_user(  # type: ignore[attr-defined]
+                    request, f"Account {account}: {', '.join(changed) or 'nothing'} changed."
+                )
+                return HttpResponseRedirect(reverse("admin:brokerage_tradingaccount_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Status, group and leverage of account {account}",
+            "account": account,
+            "summary": account_summary(account=account),
+            "form": form,
+            "opts": TradingAccount._meta,
+        }
+        return TemplateResponse(request, "admin/brokerage/conditions.html", context)
+
+    @admin.action(description="Close all open positions of the selected accounts")
+    def close_all_positions(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
+        operator = operator_of(request)
+        for account in queryset:
+            try:
+                with transaction.atomic():
+                    deals = services.positions_close_bulk(
+                        account=account, which="all", reason=Reason.OPERATOR, created_by=operator
+                    )
+                    audit_record(
+                        actor=operator,
+                        action="account.close_all_positions",
+                        target=account,
+                        details={"deals": [d.pk for d in deals]},
+                    )
+            except ServiceError as exc:
+                self.message_user(request, f"{account}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
+            else:
+                self.message_user(request, f"{account}: {len(deals)} position(s) closed.")  # type: ignore[attr-defined]
+
+    def exposure_view(self, request: HttpRequest) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "House exposure",
+            "rows": exposure(),
+            "opts": TradingAccount._meta,
+        }
+        return TemplateResponse(request, "admin/brokerage/exposure.html", context)
+
+    def margin_watch_view(self, request: HttpRequest) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Accounts near margin call",
+            "rows": accounts_near_margin_call(),
+            "opts": TradingAccount._meta,
+        }
+        return TemplateResponse(request, "admin/brokerage/margin_watch.html", context)
+
+
+class OperatorPositionMixin:
+    actions: Sequence[Any] | None = ["close_positions"]
+
+    @admin.action(description="Close the selected positions at market")
+    def close_positions(self, request: HttpRequest, queryset: QuerySet[Position]) -> None:
+        operator = operator_of(request)
+        for position in queryset.filter(status=PositionStatus.OPEN):
+            try:
+                with transaction.atomic():
+                    deal = services.position_close(
+                        position=position, reason=Reason.OPERATOR, created_by=operator
+                    )
+                    audit_record(
+                        actor=operator, action="position.close", target=position, details={"deal": deal.pk}
+                    )
+            except ServiceError as exc:
+                self.message_user(request, f"Position {position.pk}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
+            else:
+                self.message_user(request, f"Position {position.pk} closed at {deal.price}.")  # type: ignore[attr-defined]
+
+
+class OperatorOrderMixin:
+    actions: Sequence[Any] | None = ["cancel_orders"]
+
+    @admin.action(description="Cancel the selected pending orders")
+    def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        operator = operator_of(request)
+        for order in queryset.filter(status=OrderStatus.PENDING):
+            try:
+                with transaction.atomic():
+                    services.order_cancel(order=order, reason=Reason.OPERATOR, created_by=operator)
+                    audit_record(actor=operator, action="order.cancel", target=order)
+            except ServiceError as exc:
+                self.message_user(request, f"Order {order.pk}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
+            else:
+                self.message_user(request, f"Order {order.pk} cancelled.")  # type: ignore[attr-defined]
+
+
+# -- reads for the console pages ---------------------------------------------------------------------
+
+
+@dataclass
+class ExposureRow:
+    group: str
+    symbol: str
+    currency: str
+    long_volume: Decimal = Decimal(0)
+    short_volume: Decimal = Decimal(0)
+    client_pnl: Decimal = Decimal(0)
+    unpriced: int = 0
+
+    @property
+    def net_volume(self) -> Decimal:
+        return self.long_volume - self.short_volume
+
+    @property
+    def house_pnl(self) -> Decimal:
+        """The B-Book house is the clients' counterparty: it gains what they lose."""
+        return pricing.money(-self.client_pnl, self.currency)
+
+
+def exposure() -> list[ExposureRow]:
+    """Open client volume and the house's unrealized PnL per (group, instrument), at current prices."""
+    positions = Position.objects.filter(status=PositionStatus.OPEN).select_related(
+        "instrument", "account__group"
+    )
+    rows: dict[tuple[str, str], ExposureRow] = {}
+    conditions: dict[int, Conditions] = {}
+    for position in positions:
+        account = position.account
+        if account.group_id not in conditions:
+            conditions[account.group_id] = Conditions(account.group)
+        row = rows.setdefault(
+            (account.group.name, position.instrument.symbol),
+            ExposureRow(account.group.name, position.instrument.symbol, account.currency),
+        )
+        if position.side == Side.BUY:
+            row.long_volume += position.volume
+        else:
+            row.short_volume += position.volume
+        pnl = position_pnl(
+            position, currency=account.currency, conditions=conditions[account.group_id], quotes=redis_quotes
+        )
+        if pnl is None:
+            row.unpriced += 1
+        else:
+            row.client_pnl += pnl
+    return [rows[k] for k in sorted(rows)]
+
+
+@dataclass
+class MarginRow:
+    account: TradingAccount
+    margin_level: Decimal | None
+    equity: Decimal
+    margin: Decimal
+    unpriced: list[str] = field(default_factory=list)
+
+
+def accounts_near_margin_call() -> list[MarginRow]:
+    """Accounts holding positions whose margin level is below NEAR_MARGIN_CALL_FACTOR times their
+    group's margin-call level (or that are in margin call), lowest level first."""
+    accounts = TradingAccount.objects.filter(positions__status=PositionStatus.OPEN).select_related(
+        "group", "owner"
+    )
+    rows = []
+    for account in accounts.distinct():
+        summary = account_summary(account=account)
+        level = summary.margin_level
+        near = level is not None and level <= account.group.margin_call_level * NEAR_MARGIN_CALL_FACTOR
+        if near or account.margin_call_at:
+            rows.append(MarginRow(account, level, summary.equity, summary.margin, summary.unpriced))
+    return sorted(rows, key=lambda r: r.margin_level if r.margin_level is not None else Decimal(0))

@@ -1,0 +1,211 @@
+"""Reads of the dealing engine. `account_summary` is also what the services check margin with, so the
+numbers a client sees are the numbers the engine used."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from marketdata.models import Instrument
+
+from . import pricing, sql
+from .models import (
+    ClientGroup,
+    GroupInstrument,
+    LedgerAccount,
+    MarkupUnit,
+    Position,
+    PositionStatus,
+    Posting,
+    TradingAccount,
+)
+from .quotes import QuoteSource, redis_quotes
+
+ZERO = Decimal(0)
+LEVEL = Decimal("0.01")
+
+
+def instrument_spec(instrument: Instrument) -> pricing.Spec:
+    return pricing.Spec(
+        symbol=instrument.symbol,
+        base=instrument.base_currency,
+        quote=instrument.quote_currency,
+        contract_size=instrument.contract_size,
+        margin_rate=instrument.margin_rate,
+    )
+
+
+class Conditions:
+    """A group's trading conditions per instrument (one query), with the group's defaults."""
+
+    def __init__(self, group: ClientGroup) -> None:
+        self.group = group
+        self.by_instrument = {
+            gi.instrument_id: gi for gi in sql.select(GroupInstrument, "t.group_id = %s", [group.pk])
+        }
+
+    def settings(self, instrument: Instrument) -> GroupInstrument | None:
+        return self.by_instrument.get(instrument.pk)
+
+    def markup(self, instrument: Instrument) -> Decimal:
+        """The markup in price units for this instrument."""
+        gi = self.by_instrument.get(instrument.pk)
+        raw = gi.markup if gi is not None and gi.markup is not None else self.group.markup_default
+        return pricing.markup_in_price(
+            raw, pips=self.group.markup_unit == MarkupUnit.PIPS, pip_size=instrument.pip_size
+        )
+
+    def commission(self, instrument: Instrument, volume: Decimal) -> Decimal:
+        """Commission for a deal of `volume` lots, in the account currency (unrounded)."""
+        gi = self.by_instrument.get(instrument.pk)
+        return gi.commission_per_lot * volume if gi is not None else ZERO
+
+    def client_tick(self, instrument: Instrument, quotes: QuoteSource) -> pricing.Tick | None:
+        tick = quotes.tick(instrument.symbol)
+        return pricing.client_tick(tick, self.markup(instrument)) if tick else None
+
+
+@dataclass
+class AccountSummary:
+    currency: str
+    balance: Decimal
+    equity: Decimal
+    margin: Decimal
+    free_margin: Decimal
+    margin_level: Decimal | None  # percent; None when no margin is used
+    unrealized_pnl: Decimal
+    # Symbols of open positions without a healthy quote: their PnL is counted as zero.
+    unpriced: list[str] = field(default_factory=list)
+    # Unrounded unrealized PnL per open position id (priced ones only).
+    position_pnl: dict[int, Decimal] = field(default_factory=dict)
+
+    def as_event(self) -> dict[str, object]:
+        return {
+            "currency": self.currency,
+            "balance": str(self.balance),
+            "equity": str(self.equity),
+            "margin": str(self.margin),
+            "free_margin": str(self.free_margin),
+            "margin_level": None if self.margin_level is None else str(self.margin_level),
+            "unrealized_pnl": str(self.unrealized_pnl),
+            "unpriced": self.unpriced,
+        }
+
+
+def open_positions(*, account: TradingAccount) -> list[Position]:
+    return sql.select(
+        Position,
+        "t.account_id = %s AND t.status = %s ORDER BY t.id",
+        [account.pk, PositionStatus.OPEN],
+        related="instrument",
+    )
+
+
+def position_pnl(
+    position: Position, *, currency: str, conditions: Conditions, quotes: QuoteSource
+) -> Decimal | None:
+    """Unrealized PnL of an open position marked at the client's closing price, or None unpriced."""
+    tick = conditions.client_tick(position.instrument, quotes)
+    if tick is None:
+        return None
+    try:
+        return pricing.pnl(
+            instrument_spec(position.instrument),
+            side=position.side,
+            volume=position.volume,
+            entry=position.open_price,
+            exit=pricing.close_price(position.side, tick),
+            currency=currency,
+            rates=quotes.mid,
+        )
+    except pricing.NoRate:
+        return None
+
+
+def account_summary(
+    *,
+    account: TradingAccount,
+    quotes: QuoteSource | None = None,
+    positions: Iterable[Position] | None = None,
+    conditions: Conditions | None = None,
+) -> AccountSummary:
+    """Balance, equity, margin, free margin, margin level and unrealized PnL of an account.
+
+    Positions are marked at the client's prices (markup applied): longs at the bid, shorts at the ask.
+    The margin includes what routed (A-Book) orders hold until the LP fills them.
+    """
+    quotes = quotes or redis_quotes
+    conditions = conditions or Conditions(account.group)
+    positions = open_positions(account=account) if positions is None else positions
+    pnl_total, used = ZERO, account.margin_reserved
+    by_position: dict[int, Decimal] = {}
+    unpriced: list[str] = []
+    for position in positions:
+        used += position.margin
+        value = position_pnl(position, currency=account.currency, conditions=conditions, quotes=quotes)
+        if value is None:
+            unpriced.append(position.instrument.symbol)
+        else:
+            by_position[position.pk] = value
+            pnl_total += value
+    currency = account.currency
+    balance = pricing.money(account.balance, currency)
+    unrealized = pricing.money(pnl_total, currency)
+    equity = balance + unrealized
+    level = pricing.margin_level(equity, used)
+    return AccountSummary(
+        currency=currency,
+        balance=balance,
+        equity=equity,
+        margin=used,
+        free_margin=equity - used,
+        margin_level=None if level is None else level.quantize(LEVEL),
+        unrealized_pnl=unrealized,
+        unpriced=sorted(set(unpriced)),
+        position_pnl=by_position,
+    )
+
+
+def ledger_balance(*, ledger_account: LedgerAccount) -> Decimal:
+    """Sum of a ledger account's postings (house accounts have no cached balance)."""
+    return ledger_account.postings.aggregate(total=Sum("amount"))["total"] or ZERO
+
+
+def posted_balance(*, account: TradingAccount) -> Decimal:
+    """Sum of a trading account's postings: what its cached balance must equal."""
+    return Posting.objects.filter(ledger_account__trading_account=account).aggregate(total=Sum("amount"))[
+        "total"
+    ] or Decimal(0)
+
+
+def accounts_with_positions(*, symbols: Iterable[str] | None = None) -> list[int]:
+    """Ids of accounts holding open positions (in any of `symbols`), for the margin sweep."""
+    positions = Position.objects.filter(status=PositionStatus.OPEN)
+    if symbols is not None:
+        positions = positions.filter(instrument__symbol__in=list(symbols))
+    return list(positions.values_list("account_id", flat=True).distinct().order_by("account_id"))
+
+
+def margin_watchlist(*, symbols: Iterable[str] | None, quotes: QuoteSource) -> list[int]:
+    """Accounts (holding positions in `symbols`) at or below their margin-call level, or marked in
+    margin call: screened without locks, for account_margin_check to decide under the lock."""
+    positions = Position.objects.filter(
+        status=PositionStatus.OPEN, account_id__in=accounts_with_positions(symbols=symbols)
+    ).select_related("instrument", "account__group")
+    by_account: dict[int, list[Position]] = {}
+    for position in positions:
+        by_account.setdefault(position.account_id, []).append(position)
+    conditions: dict[int, Conditions] = {}
+    due = []
+    for account_id, held in by_account.items():
+        account = held[0].account
+        if account.group_id not in conditions:
+            conditions[account.group_id] = Conditions(account.group)
+        summary = account_summary(
+            account=account, quotes=quotes, positions=held, conditions=conditions[account.group_id]
+        )
+        level = summary.margin_level
+        if (level is not None and level <= account.group.margin_call_level) or account.margin_call_at:
+            due.append(account_id)
+    return due

@@ -1,0 +1,35 @@
+"""The `account:NUMBER` stream channel: the owner's only (operators follow accounts in the admin). The
+snapshot is the account with its summary, open positions and pending orders; the engine's services
+then publish `order`, `position`, `deal`, `account`, `margin_call` and `stop_out` events to the group
+after commit."""
+
+from typing import Any
+
+from .models import Order, OrderStatus, TradingAccount
+from .selectors import account_summary, open_positions
+
+
+class AccountChannel:
+    def _account(self, user: Any, arg: str) -> TradingAccount | None:
+        if not arg.isdigit() or not getattr(user, "is_authenticated", False):
+            return None
+        return TradingAccount.objects.select_related("group").filter(number=int(arg), owner=user).first()
+
+    def group(self, user: Any, arg: str) -> str | None:
+        account = self._account(user, arg)
+        return account.stream_group if account else None
+
+    def snapshot(self, user: Any, arg: str) -> Any:
+        account = self._account(user, arg)
+        if account is None:
+            return None
+        positions = open_positions(account=account)
+        orders = Order.objects.filter(account=account, status=OrderStatus.PENDING).select_related(
+            "instrument"
+        )
+        return {
+            **account.as_event(),
+            **account_summary(account=account, positions=positions).as_event(),
+            "positions": [p.as_event() for p in positions],
+            "orders": [o.as_event() for o in orders.order_by("id")],
+        }

@@ -1,0 +1,45 @@
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from fix.desk import OrderDesk
+from fix.engine import FixEngine
+from livermore.lease import Lease
+from livermore.redis import async_client
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the FIX initiator sessions (market data and A-Book orders); one active per deployment."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--session", action="append", help="Only run these FixSession names")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        only = set(options["session"]) if options["session"] else None
+        asyncio.run(self.main(only))
+
+    async def main(self, only: set[str] | None) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        name = "fix" if only is None else "fix:" + ",".join(sorted(only))
+        lease = Lease(async_client(), name, ttl_s=settings.FIX_LEASE_TTL_S)
+        engine = FixEngine(only=only, desk_factory=OrderDesk)
+        try:
+            await lease.acquire()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(lease.keep())
+                tg.create_task(asyncio.to_thread(engine.run))
+        except asyncio.CancelledError:
+            log.info("runfix stopping")
+        finally:
+            engine.stop()
+            await lease.release()

@@ -1,0 +1,27 @@
+"""The order router (settings.ORDER_ROUTER) when the fix app is installed: the first matching
+routing rule decides, and an order no rule matches is internalised (B-Book)."""
+
+from brokerage.router import B_BOOK, RouteDecision, RouteRequest
+from livermore.errors import ServiceError
+
+from .models import RoutingAction
+from .selectors import routing_rule_match
+
+
+def order_route(request: RouteRequest) -> RouteDecision:
+    """B-Book unless a rule says A-Book; an A-Book rule whose session cannot trade refuses the order
+    (nothing is stored), rather than leaving it waiting for a session that will not send it."""
+    rule = routing_rule_match(
+        account_id=request.account_id, group_id=request.group_id, symbol=request.symbol, volume=request.volume
+    )
+    if rule is None or rule.action == RoutingAction.B_BOOK:
+        return B_BOOK
+    session = rule.session
+    assert session is not None  # routingrule_a_book_needs_session
+    if not session.enabled or not session.does_trading:
+        raise ServiceError(
+            "no_route",
+            f"Rule {rule.name!r} routes this order to FIX session {session.name}, which cannot trade now.",
+            status_code=503,
+        )
+    return RouteDecision(book="A", session=session.name)

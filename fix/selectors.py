@@ -1,0 +1,123 @@
+import fnmatch
+import json
+import os
+from datetime import datetime
+from decimal import Decimal
+from typing import cast
+
+from django.db.models import Q, QuerySet
+
+from brokerage.models import Order, OrderStatus
+from livermore.redis import sync_client
+from marketdata.models import Instrument, VenueSymbol
+
+from .channels import state_key
+from .config import SessionConfig
+from .models import OPEN_ORDER_STATES, FixCommand, FixOrder, FixOrderState, FixSession, RoutingRule
+
+
+def fix_session_configs() -> list[SessionConfig]:
+    """Enabled sessions as runfix uses them; the password (from the named environment variable when
+    one is set, else the stored one) stays in memory."""
+    sessions = FixSession.objects.filter(enabled=True).select_related("venue")
+    out = []
+    for s in sessions:
+        symbols: tuple[tuple[str, str], ...] = ()
+        if s.does_market_data and s.venue is not None and s.venue.enabled:
+            symbols = tuple(
+                sorted(s.venue.symbols.filter(enabled=True).values_list("venue_symbol", "instrument__symbol"))
+            )
+        out.append(
+            SessionConfig(
+                id=s.pk,
+                name=s.name,
+                begin_string=s.begin_string,
+                sender_comp_id=s.sender_comp_id,
+                target_comp_id=s.target_comp_id,
+                host=s.host,
+                port=s.port,
+                heartbeat_s=s.heartbeat_s,
+                reconnect_s=s.reconnect_s,
+                tls=s.tls,
+                tls_ca_file=s.tls_ca_file,
+                market_data=s.does_market_data,
+                trading=s.does_trading,
+                venue_code=s.venue.code if s.venue is not None else "",
+                start_time=s.start_time,
+                end_time=s.end_time,
+                start_day=s.start_day,
+                end_day=s.end_day,
+                reset_on_logon=s.reset_on_logon,
+                username=s.username,
+                password=os.environ.get(s.password_env, "") if s.password_env else s.password,
+                account=s.account,
+                log_market_data=s.log_market_data,
+                symbols=symbols,
+            )
+        )
+    return out
+
+
+def fix_commands_pending() -> QuerySet[FixCommand]:
+    return FixCommand.objects.filter(done_at__isnull=True).order_by("requested_at")
+
+
+def fix_session_state(*, session: FixSession) -> dict[str, object] | None:
+    """What runfix last exported for the session (None when runfix is not running it)."""
+    raw = cast(bytes | None, sync_client().get(state_key(session.name)))
+    return json.loads(raw) if raw else None
+
+
+def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
+    """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
+    all match; None when no rule does."""
+    rules = RoutingRule.objects.filter(enabled=True).filter(
+        Q(group__isnull=True) | Q(group_id=group_id),
+        Q(account__isnull=True) | Q(account_id=account_id),
+        Q(volume_min__isnull=True) | Q(volume_min__lte=volume),
+        Q(volume_max__isnull=True) | Q(volume_max__gte=volume),
+    )
+    for rule in rules.select_related("session").order_by("priority", "id"):
+        if fnmatch.fnmatchcase(symbol.upper(), rule.instrument_pattern.upper()):
+            return rule
+    return None
+
+
+def fix_orders_open(*, session_id: int | None = None) -> QuerySet[FixOrder]:
+    orders = FixOrder.objects.filter(state__in=[FixOrderState.PENDING, *OPEN_ORDER_STATES])
+    if session_id is not None:
+        orders = orders.filter(session_id=session_id)
+    return orders.select_related("session", "order__account", "order__instrument")
+
+
+def fix_orders_unacknowledged(
+    *, session_id: int, older_than: datetime, max_requests: int
+) -> QuerySet[FixOrder]:
+    """Sent orders with no acknowledgement, whose last status request (if any) is also old."""
+    return FixOrder.objects.filter(
+        Q(status_requested_at__isnull=True) | Q(status_requested_at__lt=older_than),
+        session_id=session_id,
+        state=FixOrderState.SENT,
+        sent_at__lt=older_than,
+        status_requests__lt=max_requests,
+    )
+
+
+def orders_awaiting_route(*, since: datetime) -> QuerySet[Order]:
+    """A-Book orders the dealing engine stored as routed that have no FIX order yet (order_routed_idx)."""
+    return Order.objects.filter(
+        status=OrderStatus.ROUTED, created_at__gte=since, fix_order__isnull=True
+    ).select_related("instrument")
+
+
+def lp_symbol(*, session: FixSession, instrument: Instrument) -> str:
+    """The LP's name for an instrument: the session venue's symbol mapping, else our symbol."""
+    if session.venue_id is not None:
+        mapped = (
+            VenueSymbol.objects.filter(venue_id=session.venue_id, instrument=instrument)
+            .values_list("venue_symbol", flat=True)
+            .first()
+        )
+        if mapped:
+            return mapped
+    return instrument.symbol

@@ -1,0 +1,415 @@
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Protocol
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from brokerage.models import Order, OrderType, Side, TimeInForce
+from brokerage.services import order_fill, order_routed_end
+from livermore.errors import ServiceError
+from livermore.redis import sync_client
+from livermore.users.models import User
+
+from .channels import wake_channel
+from .models import (
+    CommandAction,
+    FixCommand,
+    FixFill,
+    FixMessage,
+    FixOrder,
+    FixOrderRequest,
+    FixOrderState,
+    FixSession,
+    LpPosition,
+    PositionCheck,
+    RequestKind,
+    RequestState,
+)
+from .selectors import lp_symbol
+from .wire import BUY, LIMIT, MARKET, SELL, STOP, STOP_LIMIT
+
+log = logging.getLogger(__name__)
+
+
+class LogLineLike(Protocol):
+    @property
+    def session_id(self) -> int: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def msg_type(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def raw(self) -> str: ...
+    @property
+    def at_ns(self) -> int: ...
+
+
+def fix_wake() -> None:
+    """Wake runfix once the current transaction commits (it also polls, so a lost wake only delays)."""
+    transaction.on_commit(lambda: sync_client().publish(wake_channel(), "1"))
+
+
+def fix_messages_record(*, lines: Iterable[LogLineLike]) -> int:
+    """Append redacted log lines (the caller already redacted them)."""
+    rows = [
+        FixMessage(
+            session_id=line.session_id,
+            direction=line.direction,
+            msg_type=line.msg_type,
+            seq=line.seq,
+            raw=line.raw,
+            created_at=datetime.fromtimestamp(line.at_ns / 1e9, tz=UTC),
+        )
+        for line in lines
+    ]
+    FixMessage.objects.bulk_create(rows)
+    return len(rows)
+
+
+def fix_messages_prune(*, keep_days: int, keep_per_session: int) -> int:
+    """Drop log lines older than `keep_days`, and beyond the newest `keep_per_session` per session."""
+    deleted, _ = FixMessage.objects.filter(created_at__lt=timezone.now() - timedelta(days=keep_days)).delete()
+    for session_id in FixSession.objects.values_list("pk", flat=True):
+        cutoff = (
+            FixMessage.objects.filter(session_id=session_id)
+            .order_by("-id")
+            .values_list("id", flat=True)[keep_per_session : keep_per_session + 1]
+        )
+        if cutoff:
+            more, _ = FixMessage.objects.filter(session_id=session_id, id__lte=cutoff[0]).delete()
+            deleted += more
+    return deleted
+
+
+@transaction.atomic
+def fix_command_request(*, session: FixSession, action: str, user: User | None = None) -> FixCommand:
+    if action not in CommandAction.values:
+        raise ServiceError("invalid_action", f"unknown FIX session action {action!r}", status_code=400)
+    command = FixCommand.objects.create(session=session, action=action, requested_by=user)
+    fix_wake()
+    return command
+
+
+def fix_command_complete(*, command: FixCommand, result: str) -> None:
+    FixCommand.objects.filter(pk=command.pk, done_at__isnull=True).update(
+        done_at=timezone.now(), result=result[:200]
+    )
+
+
+# -- A-Book orders -------------------------------------------------------------------------------------
+QTY_DIGITS = Decimal("1e-8")
+PRICE_DIGITS = Decimal("1e-10")
+TIF: dict[str, str] = {TimeInForce.GTC: "1", TimeInForce.GTD: "6"}
+
+
+def _client_fill(fix_order: FixOrder, *, exec_id: str, qty: Decimal, price: Decimal) -> None:
+    """Book one LP execution as the client's deal (brokerage.order_fill) at the LP price plus the
+    group's markup. Once the LP has filled the client's whole volume, the last execution books what
+    is left of the order, so lots rounded per execution never leave a sliver working. A booking
+    failure never undoes the LP facts already recorded: it is kept on the FIX order for the operator."""
+    order = fix_order.order
+    complete = (fix_order.cum_qty / fix_order.contract_size).quantize(QTY_DIGITS) >= order.volume
+    try:
+        with transaction.atomic():
+            order_fill(
+                order_id=fix_order.order_id,
+                price=price.quantize(PRICE_DIGITS),
+                external_id=f"fix:{fix_order.session_id}:{exec_id}",
+                volume=None if complete else (qty / fix_order.contract_size).quantize(QTY_DIGITS),
+            )
+    except ServiceError as exc:
+        fix_order.text = f"client booking failed: {exc.code}: {exc.message}"[:200]
+        log.error("fix order %s: %s", fix_order.cl_ord_id, fix_order.text)
+
+
+def _settle(fix_order: FixOrder) -> None:
+    """Once the LP order is final, end what the LP left unfilled of the client order (nothing when
+    its fills booked all of it): rejected, or cancelled keeping its fills."""
+    if fix_order.settled or fix_order.is_open:
+        return
+    rejected = fix_order.state == FixOrderState.REJECTED and fix_order.cum_qty == 0
+    order_routed_end(
+        order_id=fix_order.order_id,
+        status="rejected" if rejected else "cancelled",
+        reason=fix_order.text or f"{fix_order.get_state_display()} at the LP",
+        external_id=fix_order.lp_order_id,
+    )
+    fix_order.settled = True
+    fix_order.done_at = fix_order.done_at or timezone.now()
+
+
+ORD_TYPES: dict[str, str] = {
+    OrderType.MARKET: MARKET,
+    OrderType.LIMIT: LIMIT,
+    OrderType.STOP: STOP,
+    OrderType.STOP_LIMIT: STOP_LIMIT,
+}
+
+
+@transaction.atomic
+def fix_order_route(*, order: Order) -> FixOrder | None:
+    """Queue a routed client order for the FIX session the router chose at submit (a FixOrder outbox
+    row, unique per order); the order is rejected when that session can no longer trade."""
+    session = FixSession.objects.filter(name=order.route).first()
+    if session is None or not session.enabled or not session.does_trading:
+        order_routed_end(
+            order_id=order.pk, status="rejected", reason=f"FIX session {order.route!r} cannot trade"
+        )
+        log.warning("order %s: FIX session %r cannot trade; rejected", order.pk, order.route)
+        return None
+    instrument = order.instrument
+    try:
+        with transaction.atomic():
+            fix_order = FixOrder.objects.create(
+                order=order,
+                session=session,
+                cl_ord_id=str(order.pk),
+                current_cl_ord_id=str(order.pk),
+                symbol=lp_symbol(session=session, instrument=instrument),
+                side=BUY if order.side == Side.BUY else SELL,
+                ord_type=ORD_TYPES[order.type],
+                time_in_force="3" if order.type == OrderType.MARKET else TIF.get(order.time_in_force, "1"),
+                quantity=(order.volume * instrument.contract_size).quantize(QTY_DIGITS),
+                contract_size=instrument.contract_size,
+                price=order.price,
+                stop_px=order.stop_price,
+                # staleness counts from the client's order, however late runfix routes it
+                created_at=order.created_at,
+            )
+    except IntegrityError:
+        return FixOrder.objects.get(order=order)
+    fix_wake()
+    return fix_order
+
+
+def fix_orders_claim(*, session_id: int, max_age_s: float) -> list[FixOrder]:
+    """Take the session's unsent orders for sending, each exactly once (a conditional transition
+    from pending to sent). Orders older than `max_age_s` are stale: rejected, never sent."""
+    now = timezone.now()
+    claimed = []
+    for fix_order in FixOrder.objects.filter(session_id=session_id, state=FixOrderState.PENDING).order_by(
+        "id"
+    ):
+        if (now - fix_order.created_at).total_seconds() > max_age_s:
+            with transaction.atomic():
+                if FixOrder.objects.filter(pk=fix_order.pk, state=FixOrderState.PENDING).update(
+                    state=FixOrderState.REJECTED, text="stale: not sent in time", done_at=now
+                ):
+                    fix_order.state, fix_order.text = FixOrderState.REJECTED, "stale: not sent in time"
+                    _settle(fix_order)
+                    fix_order.save(update_fields=["settled", "done_at", "text"])
+            continue
+        if FixOrder.objects.filter(pk=fix_order.pk, state=FixOrderState.PENDING).update(
+            state=FixOrderState.SENT, sent_at=now
+        ):
+            fix_order.state, fix_order.sent_at = FixOrderState.SENT, now
+            claimed.append(fix_order)
+    return claimed
+
+
+def fix_order_status_requested(*, fix_order: FixOrder) -> None:
+    FixOrder.objects.filter(pk=fix_order.pk).update(
+        status_requested_at=timezone.now(), status_requests=F("status_requests") + 1
+    )
+
+
+ORD_STATUS = {
+    "0": FixOrderState.NEW,
+    "1": FixOrderState.PARTIALLY_FILLED,
+    "2": FixOrderState.FILLED,
+    "3": FixOrderState.CANCELLED,  # done for day
+    "4": FixOrderState.CANCELLED,
+    "8": FixOrderState.REJECTED,
+    "C": FixOrderState.CANCELLED,  # expired
+}
+
+
+STATE_RANK: dict[str, int] = {
+    FixOrderState.PENDING: 0,
+    FixOrderState.SENT: 1,
+    FixOrderState.NEW: 2,
+    FixOrderState.PARTIALLY_FILLED: 3,
+    FixOrderState.FILLED: 4,
+    FixOrderState.CANCELLED: 4,
+    FixOrderState.REJECTED: 4,
+}
+
+
+def _decimal_field(fields: dict[str, str], tag: str) -> Decimal | None:
+    try:
+        return Decimal(fields[tag]) if tag in fields else None
+    except InvalidOperation:
+        return None
+
+
+def _add_fill(fix_order: FixOrder, *, exec_id: str, qty: Decimal, price: Decimal) -> bool:
+    """Record one LP execution; False when this ExecID was already recorded (a duplicate report)."""
+    try:
+        with transaction.atomic():
+            FixFill.objects.create(
+                fix_order=fix_order,
+                session_id=fix_order.session_id,
+                exec_id=exec_id,
+                quantity=qty,
+                price=price,
+            )
+    except IntegrityError:
+        return False
+    fix_order.cum_qty += qty
+    fix_order.notional += qty * price
+    signed = qty if fix_order.side == BUY else -qty
+    position, _ = LpPosition.objects.select_for_update().get_or_create(
+        session_id=fix_order.session_id, symbol=fix_order.symbol
+    )
+    position.quantity += signed
+    position.save(update_fields=["quantity", "updated_at"])
+    _client_fill(fix_order, exec_id=exec_id, qty=qty, price=price)
+    return True
+
+
+@transaction.atomic
+def fix_execution_report_apply(*, session_id: int, fields: dict[str, str]) -> FixOrder | None:
+    """Apply an ExecutionReport (8) to its order: acknowledgements, fills (once per ExecID, each
+    booked for the client), cancels, replaces, rejects and order-status answers; end what is left
+    of the client order when the LP order is final."""
+    base = fields.get("11", "").split(".", 1)[0]
+    fix_order = (
+        FixOrder.objects.select_for_update()
+        .select_related("order")
+        .filter(session_id=session_id, cl_ord_id=base)
+        .first()
+    )
+    if fix_order is None:
+        log.warning("fix session=%s execution report for unknown ClOrdID %r", session_id, fields.get("11"))
+        return None
+    exec_type, ord_status = fields.get("150", ""), fields.get("39", "")
+    if fields.get("37") and fields["37"] != "NONE":
+        fix_order.lp_order_id = fields["37"]
+    if exec_type != "I" and fix_order.acked_at is None:
+        fix_order.acked_at = timezone.now()
+    if exec_type == "F":
+        qty, px = _decimal_field(fields, "32"), _decimal_field(fields, "31")
+        if qty is None or px is None or qty <= 0:
+            log.warning("fix order %s: trade report without LastQty/LastPx", fix_order.cl_ord_id)
+        elif not _add_fill(fix_order, exec_id=fields.get("17", ""), qty=qty, price=px):
+            log.info("fix order %s: duplicate ExecID %s ignored", fix_order.cl_ord_id, fields.get("17"))
+            return fix_order
+    elif exec_type == "I":
+        _apply_status(fix_order, fields)
+    elif exec_type == "5":
+        fix_order.current_cl_ord_id = fields.get("11", fix_order.current_cl_ord_id)
+        fix_order.quantity = _decimal_field(fields, "38") or fix_order.quantity
+        fix_order.price = _decimal_field(fields, "44") or fix_order.price
+        FixOrderRequest.objects.filter(cl_ord_id=fields.get("11", "")).update(state=RequestState.ACCEPTED)
+    elif exec_type in ("4", "C", "3"):
+        FixOrderRequest.objects.filter(cl_ord_id=fields.get("11", "")).update(state=RequestState.ACCEPTED)
+    state = ORD_STATUS.get(ord_status)
+    if exec_type == "I" and ord_status == "8" and fields.get("103") == "5" and fix_order.cum_qty == 0:
+        state, fix_order.text = FixOrderState.REJECTED, "unknown at the LP: never received"
+    elif exec_type == "8":
+        fix_order.text = f"rejected ({fields.get('103', '?')}): {fields.get('58', '')}"[:200]
+    if state is not None and fix_order.is_open and STATE_RANK[state] >= STATE_RANK[fix_order.state]:
+        fix_order.state = state
+    _settle(fix_order)
+    fix_order.save()
+    return fix_order
+
+
+def _apply_status(fix_order: FixOrder, fields: dict[str, str]) -> None:
+    """An order-status answer: executions we never saw (lost while disconnected) become one fill
+    for the difference, at the price implied by the LP's average."""
+    cum, avg = _decimal_field(fields, "14"), _decimal_field(fields, "6")
+    if cum is None or avg is None or cum <= fix_order.cum_qty:
+        return
+    missing = cum - fix_order.cum_qty
+    price = ((avg * cum - fix_order.notional) / missing).quantize(PRICE_DIGITS)
+    _add_fill(fix_order, exec_id=f"status:{fix_order.lp_order_id}:{cum}", qty=missing, price=price)
+
+
+@transaction.atomic
+def fix_cancel_reject_apply(*, session_id: int, fields: dict[str, str]) -> None:
+    text = f"rejected ({fields.get('102', '?')}): {fields.get('58', '')}"[:200]
+    FixOrderRequest.objects.filter(fix_order__session_id=session_id, cl_ord_id=fields.get("11", "")).update(
+        state=RequestState.REJECTED, text=text
+    )
+
+
+def _request(
+    *, fix_order: FixOrder, kind: str, quantity: Decimal | None, price: Decimal | None
+) -> FixOrderRequest:
+    if not fix_order.is_open or fix_order.state == FixOrderState.PENDING:
+        raise ServiceError(
+            "order_not_working", f"Order {fix_order.cl_ord_id} is not working at the LP.", status_code=409
+        )
+    n = fix_order.requests.count() + 1
+    request = FixOrderRequest.objects.create(
+        fix_order=fix_order, kind=kind, cl_ord_id=f"{fix_order.cl_ord_id}.{n}", quantity=quantity, price=price
+    )
+    fix_wake()
+    return request
+
+
+@transaction.atomic
+def fix_order_cancel_request(*, fix_order: FixOrder) -> FixOrderRequest:
+    """Ask the LP to cancel a working order (OrderCancelRequest F)."""
+    return _request(fix_order=fix_order, kind=RequestKind.CANCEL, quantity=None, price=None)
+
+
+@transaction.atomic
+def fix_order_replace_request(
+    *, fix_order: FixOrder, price: Decimal, quantity: Decimal | None = None
+) -> FixOrderRequest:
+    """Ask the LP to change a working limit order's price (and quantity) (OrderCancelReplaceRequest G)."""
+    if fix_order.ord_type != LIMIT:
+        raise ServiceError("not_a_limit_order", "Only limit orders can be replaced.", status_code=409)
+    if price <= 0 or (quantity is not None and quantity <= fix_order.cum_qty):
+        raise ServiceError(
+            "invalid_replace",
+            "Price must be positive and quantity above the filled quantity.",
+            status_code=400,
+        )
+    return _request(fix_order=fix_order, kind=RequestKind.REPLACE, quantity=quantity, price=price)
+
+
+def fix_requests_claim(*, session_id: int) -> list[FixOrderRequest]:
+    claimed = []
+    pending = FixOrderRequest.objects.filter(fix_order__session_id=session_id, state=RequestState.PENDING)
+    for request in pending.select_related("fix_order").order_by("id"):
+        if FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.PENDING).update(
+            state=RequestState.SENT, sent_at=timezone.now()
+        ):
+            claimed.append(request)
+    return claimed
+
+
+@transaction.atomic
+def fix_positions_reconcile(
+    *, session_id: int, request_id: str, theirs: dict[str, Decimal]
+) -> list[PositionCheck]:
+    """Compare the LP's PositionReports with the house's LP positions from our fills, per symbol."""
+    ours = dict(LpPosition.objects.filter(session_id=session_id).values_list("symbol", "quantity"))
+    now = timezone.now()
+    checks = [
+        PositionCheck(
+            session_id=session_id,
+            request_id=request_id,
+            symbol=symbol,
+            ours=ours.get(symbol, Decimal(0)),
+            theirs=theirs.get(symbol, Decimal(0)),
+            matched=ours.get(symbol, Decimal(0)) == theirs.get(symbol, Decimal(0)),
+            checked_at=now,
+        )
+        for symbol in sorted(set(ours) | set(theirs))
+        if ours.get(symbol) or theirs.get(symbol)
+    ]
+    PositionCheck.objects.bulk_create(checks)
+    mismatched = [c.symbol for c in checks if not c.matched]
+    if mismatched:
+        log.error("fix session=%s LP positions do not reconcile: %s", session_id, ", ".join(mismatched))
+    return checks

@@ -1,0 +1,22 @@
+import os
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+django.setup(set_prefix=False)
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from livermore.asgi_threads import ThreadPoolASGIHandler  # noqa: E402
+from livermore.routing import websocket_urlpatterns  # noqa: E402
+from livermore.ws import secure_websocket  # noqa: E402
+
+django_asgi_app = ThreadPoolASGIHandler(size=settings.ASGI_REQUEST_THREADS)
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": secure_websocket(URLRouter(websocket_urlpatterns)),
+    }
+)

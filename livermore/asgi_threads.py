@@ -1,0 +1,67 @@
+"""Django's ASGI handler, with the sync middleware chain run in one hop and a fixed set of threads.
+
+Django's ASGIHandler builds its middleware chain in async mode: each sync middleware's request and
+response hooks (sessions, CSRF, auth, messages, ...) then hop to a thread and back, a dozen hops per
+request, which cost more CPU than the view itself. Here the chain is built in sync mode, as under
+WSGI, and the whole of it runs in the request's thread in one hop.
+
+Django also runs each HTTP request's sync code (middleware and view) in a thread of its own: every
+request enters a new ThreadSensitiveContext, which starts a new single-thread executor. So every
+request paid for a thread start and for fresh per-thread state: a database connection checked out of
+the pool, a new Redis connection for the cache (throttling), and under load as many threads as
+requests in flight, all contending for the GIL and the database pool. Here a request borrows one of
+SIZE long-lived single-thread executors instead: threads and their connections are reused, and at
+most SIZE requests run sync code at once while the others wait in the event loop holding nothing.
+Thread-sensitive code still runs on one thread per request, as Django requires.
+"""
+
+import asyncio
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
+
+
+class _Threads:
+    """The executors of one event loop (an asyncio queue belongs to the loop it was made in)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.started = 0
+        self.idle: asyncio.Queue[ThreadPoolExecutor] = asyncio.Queue()
+
+    async def borrow(self) -> ThreadPoolExecutor:
+        if self.idle.empty() and self.started < self.size:
+            self.started += 1
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="http")
+        return await self.idle.get()
+
+
+class ThreadPoolASGIHandler(ASGIHandler):
+    def __init__(self, size: int) -> None:
+        # Not ASGIHandler.__init__, which loads the chain in async mode.
+        self.load_middleware(is_async=False)
+        self.size = size
+        self.threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Threads] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        loop = asyncio.get_running_loop()
+        threads = self.threads.get(loop)
+        if threads is None:
+            threads = self.threads[loop] = _Threads(self.size)
+        executor = await threads.borrow()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            threads.idle.put_nowait(executor)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)

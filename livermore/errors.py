@@ -1,0 +1,72 @@
+"""One error shape for the whole API: {"error": {"code", "message", "fields"}}."""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ServiceError(Exception):
+    """Raised by services for a request that is understood but cannot be carried out."""
+
+    status_code: int = status.HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        fields: dict[str, list[str]] | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fields = fields or {}
+        if status_code is not None:
+            self.status_code = status_code
+
+
+def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {k: _flatten(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [str(d) if not isinstance(d, dict | list) else _flatten(d) for d in detail]
+    return [str(detail)]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = (
+            _flatten(exc.detail)
+            if isinstance(exc.detail, dict)
+            else {"non_field_errors": _flatten(exc.detail)}
+        )
+        response.data = error_body("invalid", "The request is not valid.", fields)
+    elif isinstance(exc, exceptions.APIException):
+        codes: Any = exc.get_codes()
+        detail: Any = exc.detail
+        if isinstance(detail, dict) and "detail" in detail:  # simplejwt: {"detail", "code", "messages"}
+            codes, detail = codes["detail"], detail["detail"]
+        code = codes if isinstance(codes, str) else "error"
+        response.data = error_body(code, str(detail))
+    return response

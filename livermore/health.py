@@ -1,0 +1,41 @@
+"""/healthz: the process answers. /readyz: the database, Redis and a fresh quote are there (its age
+counted to the time of the request, so a dead market process makes the web not ready)."""
+
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from marketdata.selectors import feed_health
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+    try:
+        rows = feed_health()
+        checks["redis"] = {"ok": True}
+        fresh = [
+            r
+            for r in rows
+            if r["state"] == "selected" and r["age_ms"] <= settings.READY_QUOTE_MAX_AGE_S * 1000
+        ]
+        checks["quotes"] = {"ok": bool(fresh), "fresh_symbols": len(fresh)}
+    except Exception as exc:
+        checks["redis"] = {"ok": False, "error": type(exc).__name__}
+        checks["quotes"] = {"ok": False, "error": "redis unavailable"}
+    ready = all(c["ok"] for c in checks.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks, "ts": time.time()},
+        status=200 if ready else 503,
+    )

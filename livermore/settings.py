@@ -1,0 +1,381 @@
+"""Livermore settings: one file, read from the environment.
+
+Development needs nothing set: local PostgreSQL and Redis, the simulator venue, and secrets
+generated once per user and machine (DEV_SECRETS_FILE, never in the repository). Production
+(DJANGO_ENV=production) refuses to start without its secrets.
+"""
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+django_stubs_ext.monkeypatch()  # allows ModelAdmin[Model] and friends at run time
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"DJANGO_ENV must be development or production, not {DJANGO_ENV!r}")
+PRODUCTION = DJANGO_ENV == "production"
+# Per user and machine, like the development database they encrypt: every checkout on this machine
+# shares them, so a second clone can still read what the first one stored. Never in the repository.
+DEV_SECRETS_FILE = Path(
+    env.str("LIVERMORE_DEV_SECRETS", default=str(Path.home() / ".config" / "livermore" / "dev-secrets.env"))
+)
+SECRET_NAMES = ("SECRET_KEY", "JWT_SIGNING_KEY", "FIELD_ENCRYPTION_KEY")
+
+
+def _dev_secrets() -> dict[str, str]:
+    """Secrets for development, generated on first use and kept out of the repository."""
+    if not DEV_SECRETS_FILE.exists():
+        DEV_SECRETS_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from cryptography.fernet import Fernet
+
+        values = {
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "JWT_SIGNING_KEY": secrets.token_urlsafe(48),
+            "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        }
+        tmp = DEV_SECRETS_FILE.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        tmp.chmod(0o600)
+        tmp.replace(DEV_SECRETS_FILE)
+    return dict(line.split("=", 1) for line in DEV_SECRETS_FILE.read_text().split())
+
+
+def _secret(name: str, *, min_bytes: int = 0) -> str:
+    value = env.str(name, default="")
+    if not value:
+        if PRODUCTION:
+            raise ImproperlyConfigured(f"{name} must be set in production")
+        value = _dev_secrets()[name]
+    if len(value.encode()) < min_bytes:
+        raise ImproperlyConfigured(f"{name} must be at least {min_bytes} bytes")
+    return value
+
+
+SECRET_KEY = _secret("SECRET_KEY", min_bytes=50 if PRODUCTION else 0)
+JWT_SIGNING_KEY = _secret("JWT_SIGNING_KEY", min_bytes=32)
+FIELD_ENCRYPTION_KEYS = [k.strip() for k in _secret("FIELD_ENCRYPTION_KEY").split(",") if k.strip()]
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    """Fail at start, not at the first encrypted read, when a key is not a Fernet key."""
+    from cryptography.fernet import Fernet
+
+    try:
+        for k in keys:
+            Fernet(k.encode())
+    except ValueError as exc:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY must be urlsafe-base64 32-byte Fernet keys") from exc
+
+
+_check_fernet_keys(FIELD_ENCRYPTION_KEYS)
+
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off in production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_celery_beat",
+    "axes",
+    "rest_framework_simplejwt.token_blacklist",
+    "livermore",
+    "livermore.users",
+    "marketdata",
+    "brokerage",
+    "alerts",
+    "portfolio",
+    "fix",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+# Axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+ROOT_URLCONF = "livermore.urls"
+ASGI_APPLICATION = "livermore.asgi.application"
+WSGI_APPLICATION = None
+AUTH_USER_MODEL = "users.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/livermore")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A process-wide psycopg pool for the web process: under ASGI every request runs in its own thread,
+# so without it each request would open (and close) a PostgreSQL connection. Off by default because a
+# pool must not be inherited across fork (Celery prefork workers).
+if env.bool("DB_POOL", default=False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN", default=2),
+        "max_size": env.int("DB_POOL_MAX", default=16),
+        "timeout": 10,
+    }
+# Threads running HTTP requests' sync code in a web process (livermore/asgi_threads.py): no more than
+# the database pool can serve at once.
+ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=env.int("DB_POOL_MAX", default=16))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Namespaces every Redis key and pub/sub channel, so two checkouts can share one Redis server.
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="livermore")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": REDIS_PREFIX,
+        "TIMEOUT": 300,
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:ch"},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "livermore.users.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "livermore.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("THROTTLE_ANON", default="60/min"),
+        "user": env.str("THROTTLE_USER", default="1200/min"),
+        "auth": env.str("THROTTLE_AUTH", default="30/min"),
+        "orders": env.str("THROTTLE_ORDERS", default="600/min"),
+        "portfolio_sync": env.str("THROTTLE_PORTFOLIO_SYNC", default="6/min"),
+    },
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=5)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "UPDATE_LAST_LOGIN": False,
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+}
+
+# Brute-force lockout on the admin login and the token endpoint, per (username, client IP).
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "livermore.users.security.lockout_response"
+# daphne --proxy-headers already puts the proxied client into REMOTE_ADDR; a raw X-Forwarded-For
+# from the client must not let it pick a fresh IP per attempt.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+
+# The daily swap rollover (UTC hour); the "accrue swaps" beat job runs at it (livermore/schedules.py).
+SWAP_ROLLOVER_HOUR_UTC = env.int("SWAP_ROLLOVER_HOUR_UTC", default=21)
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Livermore API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "AccountStatusEnum": "brokerage.models.AccountStatus",
+        "OrderStatusEnum": "brokerage.models.OrderStatus",
+        "PositionStatusEnum": "brokerage.models.PositionStatus",
+        "ReasonEnum": "brokerage.models.Reason",
+    },
+}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = f"{REDIS_PREFIX}.default"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:", "visibility_timeout": 3600}
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Dotted paths of callables `(SelectedQuote) -> None` that the market loop calls on every quote.
+QUOTE_LISTENERS: list[str] = ["brokerage.watcher.quote_listener", "alerts.listeners.on_quote"]
+# Dotted paths of callables `(Bar) -> None` called with every closed candle, after it is stored, in the
+# market loop's candle writer thread (so they may use the database; keep them quick).
+CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
+# Dotted path of the callable `(RouteRequest) -> RouteDecision` choosing A- or B-Book per order
+# (brokerage/router.py); the fix app's applies its routing rules.
+ORDER_ROUTER = env.str(
+    "ORDER_ROUTER",
+    default="fix.routing.order_route" if "fix" in INSTALLED_APPS else "brokerage.router.b_book",
+)
+
+# /ws/v1/stream channel kinds -> StreamChannel classes (see marketdata/streams.py).
+STREAM_CHANNELS = {
+    "quotes": "marketdata.streams.QuotesChannel",
+    "indicators": "alerts.streams.IndicatorsChannel",
+    "account": "brokerage.streams.AccountChannel",
+    "candles": "marketdata.streams.CandlesChannel",
+    "alerts": "alerts.streams.AlertsChannel",
+}
+# Per-connection limits of /ws/v1/stream (docs/stream.md).
+STREAM_MAX_RATE = env.float("STREAM_MAX_RATE", default=10.0)  # quote frames per second per symbol
+STREAM_QUEUE_FRAMES = env.int("STREAM_QUEUE_FRAMES", default=1000)
+STREAM_SLOW_CONSUMER_S = env.float("STREAM_SLOW_CONSUMER_S", default=5.0)
+STREAM_AUTH_TIMEOUT_S = env.float("STREAM_AUTH_TIMEOUT_S", default=5.0)  # anonymous connections close after
+STREAM_CANDLE_SNAPSHOT_BARS = 100
+
+# Coinbase Advanced Trade REST endpoint for portfolio mirroring (tests point it at a local fake).
+COINBASE_REST_URL = env.str("COINBASE_REST_URL", default="https://api.coinbase.com")
+
+# Market loop and stream tuning.
+TICKER_CACHE_TTL = 60
+ORDER_BOOK_CACHE_TTL = 30
+CANDLE_CACHE_TTL = 24 * 3600
+CANDLE_CACHE_SIZE = env.int("CANDLE_CACHE_SIZE", default=1000)  # bars kept per symbol and timeframe
+TICK_RETENTION_DAYS = env.int("TICK_RETENTION_DAYS", default=30)
+TICK_FLUSH_INTERVAL_S = env.float("TICK_FLUSH_INTERVAL_S", default=0.5)
+TICK_BUFFER_MAX = env.int("TICK_BUFFER_MAX", default=1_000_000)  # ticks held through a database outage
+MARKET_LEASE_TTL_S = env.int("MARKET_LEASE_TTL_S", default=10)
+READY_QUOTE_MAX_AGE_S = env.int("READY_QUOTE_MAX_AGE_S", default=30)
+# QuickFIX sequence-number stores (never the messages: PersistMessages=N); outside the repository.
+FIX_STORE_DIR = Path(env.str("FIX_STORE_DIR", default=str(VAR_DIR / "fix")))
+FIX_LEASE_TTL_S = env.int("FIX_LEASE_TTL_S", default=10)
+FIX_MESSAGE_KEEP_DAYS = env.int("FIX_MESSAGE_KEEP_DAYS", default=7)
+FIX_MESSAGE_KEEP_PER_SESSION = env.int("FIX_MESSAGE_KEEP_PER_SESSION", default=200_000)
+# A quote stamped further than this ahead of its receipt is refused (a bad venue clock would stall bars).
+QUOTE_MAX_FUTURE_S = env.float("QUOTE_MAX_FUTURE_S", default=60.0)
+
+# Alerts: Discord delivery (webhook hosts allowed, timeouts, retries) and rule evaluation.
+ALERTS_WEBHOOK_HOSTS = env.list(
+    "ALERTS_WEBHOOK_HOSTS", default=["discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"]
+)
+ALERTS_DISCORD_TIMEOUT_S = env.float("ALERTS_DISCORD_TIMEOUT_S", default=10.0)
+ALERTS_DELIVERY_MAX_ATTEMPTS = env.int("ALERTS_DELIVERY_MAX_ATTEMPTS", default=8)
+ALERTS_DELIVERY_BACKOFF_S = env.float("ALERTS_DELIVERY_BACKOFF_S", default=2.0)
+ALERTS_DELIVERY_BACKOFF_MAX_S = env.float("ALERTS_DELIVERY_BACKOFF_MAX_S", default=600.0)
+ALERTS_MACDV_COOLDOWN_S = env.float("ALERTS_MACDV_COOLDOWN_S", default=300.0)
+ALERTS_LIVE_QUEUE_MAX = env.int("ALERTS_LIVE_QUEUE_MAX", default=10_000)
+ALERTS_LIVE_REFRESH_S = env.float("ALERTS_LIVE_REFRESH_S", default=5.0)
+ALERTS_BAR_CATCHUP_MAX = env.int("ALERTS_BAR_CATCHUP_MAX", default=60)
+ALERTS_DELIVERY_MAX_RATE_LIMITED = env.int("ALERTS_DELIVERY_MAX_RATE_LIMITED", default=20)
+ALERTS_DISCORD_INVALID_LIMIT = env.int("ALERTS_DISCORD_INVALID_LIMIT", default=8000)
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "readable": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "livermore.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if PRODUCTION else "readable"}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
+}
+
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    X_FRAME_OPTIONS = "DENY"

@@ -1,0 +1,95 @@
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+API_KEY_PREFIX_LEN = 8
+
+
+class User(AbstractUser):
+    """A person: an operator (is_staff) or a client who owns trading accounts."""
+
+
+class ApiKeyManager(models.Manager["ApiKey"]):
+    def for_secret(self, raw: str) -> "ApiKey | None":
+        prefix, _, _ = raw.partition(".")
+        key = self.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
+        if key is None or not secrets.compare_digest(key.hashed, ApiKey.hash(raw)):
+            return None
+        return key
+
+
+class ApiKey(models.Model):
+    """A bot's credential: shown once at creation, stored as a SHA-256 hash."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=API_KEY_PREFIX_LEN, unique=True, editable=False)
+    hashed = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyManager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, *, user: User, name: str) -> tuple["ApiKey", str]:
+        """Create a key; the raw secret is returned once and never stored."""
+        prefix = secrets.token_hex(API_KEY_PREFIX_LEN // 2)
+        raw = f"{prefix}.{secrets.token_urlsafe(32)}"
+        return cls.objects.create(user=user, name=name, prefix=prefix, hashed=cls.hash(raw)), raw
+
+
+class IdempotencyKey(models.Model):
+    """The stored outcome of a POST sent with an `Idempotency-Key` header (see livermore/idempotency.py).
+
+    The row is inserted in the same transaction that runs the request, so a concurrent duplicate
+    blocks on the unique constraint until the first one commits, then replays its response."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2000)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"
+
+
+class AuditLog(models.Model):
+    """Who did what to which object, for every operator action. Append-only (read-only in the admin)."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    object_repr = models.CharField(max_length=200, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [models.Index(fields=("object_type", "object_id"), name="auditlog_object_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_id} {self.action} {self.object_repr}"

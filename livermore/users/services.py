@@ -1,0 +1,51 @@
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+from rest_framework import status
+
+from livermore.errors import ServiceError
+
+from .models import ApiKey, AuditLog, IdempotencyKey, User
+
+
+def api_key_issue(*, user: User, name: str) -> tuple[ApiKey, str]:
+    """A new key for `user`; the raw secret is returned once and never stored."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("invalid", "A key needs a name.", fields={"name": ["This field is required."]})
+    return ApiKey.issue(user=user, name=name)
+
+
+@transaction.atomic
+def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
+    key = ApiKey.objects.select_for_update().filter(pk=key_id, user=user).first()
+    if key is None:
+        raise ServiceError("not_found", "No such API key.", status_code=status.HTTP_404_NOT_FOUND)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def idempotency_keys_purge(*, now: datetime | None = None) -> int:
+    """Delete the stored responses of keys older than settings.IDEMPOTENCY_KEY_TTL."""
+    cutoff = (now or timezone.now()) - settings.IDEMPOTENCY_KEY_TTL
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def audit_record(
+    *, actor: User, action: str, target: models.Model | None = None, details: dict[str, Any] | None = None
+) -> AuditLog:
+    """Record an operator action; call it inside the transaction of the action it describes."""
+    return AuditLog.objects.create(
+        actor=actor,
+        action=action,
+        object_type=target._meta.label_lower if target is not None else "",
+        object_id=str(target.pk) if target is not None else "",
+        object_repr=str(target)[:200] if target is not None else "",
+        details=details or {},
+    )

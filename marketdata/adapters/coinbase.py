@@ -1,0 +1,303 @@
+"""Coinbase Advanced Trade: the WebSocket market-data adapter, the REST client, and their JWT auth.
+
+Wire formats: shared/PROTOCOLS.md section 1. Credentials (never logged): `api_key_name`
+("organizations/{org}/apiKeys/{key}") and `private_key_pem` (EC P-256 PEM, or an Ed25519 key) from the
+venue's encrypted credentials, else the environment variables COINBASE_API_KEY_NAME and
+COINBASE_PRIVATE_KEY_PEM. Without them the public channels run unauthenticated.
+"""
+
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import jwt
+import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.quotes import Quote, now_ns
+
+from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
+from .rest import RestClient, VenueHttpError
+from .streaming import price, rfc3339_ns, watched
+
+log = logging.getLogger(__name__)
+
+WS_URL = "wss://advanced-trade-ws.coinbase.com"
+REST_URL = "https://api.coinbase.com"
+API_PREFIX = "/api/v3/brokerage"
+JWT_LIFETIME_S = 120
+CANDLES_PER_REQUEST = 350
+GRANULARITY = {
+    "1m": "ONE_MINUTE",
+    "5m": "FIVE_MINUTE",
+    "15m": "FIFTEEN_MINUTE",
+    "1h": "ONE_HOUR",
+    "4h": "FOUR_HOUR",
+    "1d": "ONE_DAY",
+}
+ENV_KEY_NAME, ENV_PRIVATE_KEY = "COINBASE_API_KEY_NAME", "COINBASE_PRIVATE_KEY_PEM"
+
+
+class CoinbaseSigner:
+    """Builds the short-lived JWTs Coinbase wants on every REST request and WebSocket message."""
+
+    def __init__(self, key_name: str, private_key: str) -> None:
+        self.key_name = key_name
+        self.key = _load_private_key(private_key)
+        self.algorithm = "EdDSA" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "ES256"
+
+    def __repr__(self) -> str:
+        return f"CoinbaseSigner({self.algorithm})"
+
+    def token(self, *, uri: str | None = None) -> str:
+        """`uri` is "<METHOD> <host><path>" for REST (no query string); WebSocket tokens have none."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": self.key_name,
+            "iss": "cdp",
+            "nbf": now,
+            "exp": now + JWT_LIFETIME_S,
+        }
+        if uri is not None:
+            claims["uri"] = uri
+        headers = {"kid": self.key_name, "nonce": secrets.token_hex()}
+        return jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers)
+
+
+def _load_private_key(raw: str) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
+    # Keys pasted into environment variables often carry literal "\n" for newlines.
+    text = raw.replace("\\n", "\n").strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key
+        raise ValueError("a Coinbase key must be an EC P-256 or an Ed25519 private key")
+    try:
+        seed = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("the Coinbase private key is neither PEM nor base64") from exc
+    if len(seed) not in (32, 64):
+        raise ValueError("a base64 Ed25519 Coinbase key must be 32 or 64 bytes")
+    return ed25519.Ed25519PrivateKey.from_private_bytes(seed[:32])
+
+
+def coinbase_signer(credentials: Mapping[str, str]) -> CoinbaseSigner | None:
+    """The signer for a venue's credentials, else the environment's, else None (unauthenticated)."""
+    key_name = credentials.get("api_key_name") or os.environ.get(ENV_KEY_NAME, "")
+    private_key = credentials.get("private_key_pem") or os.environ.get(ENV_PRIVATE_KEY, "")
+    if not (key_name and private_key):
+        return None
+    return CoinbaseSigner(key_name, private_key)
+
+
+class CoinbaseAdapter(Adapter):
+    """Advanced Trade market data WebSocket: `ticker` best bid/ask -> Quote; `heartbeats` keep the
+    channels open and feed the silence watchdog. The `candles` channel (5-minute buckets) is
+    subscribed only for a caller that passes a `bar_sink`: the market loop does not, because its
+    bars come from the selected mid and Coinbase's own bars are stored by the REST backfill."""
+
+    kind = "coinbase"
+
+    def __init__(
+        self,
+        venue: VenueConfig,
+        sink: QuoteSink,
+        *,
+        bar_sink: Callable[[Bar], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(venue, sink, **kwargs)
+        self.url = str(venue.config.get("ws_url", WS_URL))
+        default = ["heartbeats", "ticker", *(["candles"] if bar_sink is not None else [])]
+        self.channels: list[str] = list(venue.config.get("channels", default))
+        self.signer = coinbase_signer(venue.credentials)
+        self.bar_sink = bar_sink
+        self.sequence_gaps = 0
+        self.error_frames = 0
+        self._last_seq: int | None = None
+
+    @property
+    def silence_timeout_s(self) -> float:
+        # Heartbeats arrive every second, so a few quiet seconds already mean a dead connection.
+        return float(self.venue.config.get("silence_timeout_s", 10))
+
+    def subscription(self, channel: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "subscribe", "channel": channel}
+        if channel != "heartbeats":
+            message["product_ids"] = sorted(self.venue.symbols)
+        if self.signer is not None:
+            message["jwt"] = self.signer.token()  # fresh per message: a JWT lives 120 s
+        return message
+
+    async def session(self) -> None:
+        async with websockets.connect(self.url, max_size=10 * 2**20, open_timeout=10) as ws:
+            self.connected()
+            self._last_seq = None
+            # Coinbase disconnects a socket that has not subscribed within 5 s: subscribe at once.
+            for channel in self.channels:
+                await ws.send(json.dumps(self.subscription(channel)))
+            log.info("venue=%s subscribed to %s", self.venue.code, ", ".join(self.channels))
+            async for raw in watched(self, ws):
+                try:
+                    self.handle(raw)
+                except (MalformedMessage, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    self.malformed(raw, exc)
+
+    def handle(self, raw: str | bytes) -> None:
+        message = json.loads(raw)
+        if not isinstance(message, dict):
+            raise MalformedMessage("a frame must be a JSON object")
+        if message.get("type") == "error":
+            self.error_frames += 1
+            self.stats.last_error = f"error frame: {message.get('message', '')}"[:300]
+            log.warning("venue=%s error frame: %.200s", self.venue.code, message.get("message"))
+            return
+        channel = message["channel"]
+        self._check_sequence(message.get("sequence_num"))
+        if channel == "ticker":
+            venue_ts = rfc3339_ns(message["timestamp"])
+            for event in message["events"]:
+                for ticker in event["tickers"]:
+                    self._ticker(ticker, venue_ts)
+        elif channel == "candles" and self.bar_sink is not None:
+            for event in message["events"]:
+                for candle in event["candles"]:
+                    bar = self._bar(candle)
+                    if bar is not None:
+                        self.bar_sink(bar)
+        # heartbeats, subscriptions and unknown channels only feed the watchdog.
+
+    def _check_sequence(self, seq: object) -> None:
+        if not isinstance(seq, int):
+            raise MalformedMessage(f"sequence_num must be an integer, got {seq!r}")
+        if self._last_seq is not None and seq != self._last_seq + 1:
+            self.sequence_gaps += 1
+            log.warning(
+                "venue=%s sequence gap: %d after %d (%d gaps)",
+                self.venue.code,
+                seq,
+                self._last_seq,
+                self.sequence_gaps,
+            )
+        self._last_seq = seq
+
+    def _ticker(self, ticker: Mapping[str, Any], venue_ts: int) -> None:
+        symbol = self.venue.symbols.get(ticker["product_id"])
+        if symbol is None:
+            return
+        bid, ask = price(ticker["best_bid"]), price(ticker["best_ask"])
+        if bid == 0 or ask == 0:
+            return  # one side of the book is empty: no tradable quote
+        self.emit(
+            Quote(
+                symbol=symbol,
+                venue=self.venue.code,
+                bid=bid,
+                ask=ask,
+                venue_ts=venue_ts,
+                recv_ts=now_ns(),
+                bid_size=price(ticker["best_bid_quantity"]) if ticker.get("best_bid_quantity") else None,
+                ask_size=price(ticker["best_ask_quantity"]) if ticker.get("best_ask_quantity") else None,
+            )
+        )
+
+    def _bar(self, candle: Mapping[str, Any]) -> Bar | None:
+        symbol = self.venue.symbols.get(candle["product_id"])
+        if symbol is None:
+            return None
+        return candle_bar(candle, symbol=symbol, timeframe="5m")
+
+
+def candle_bar(candle: Mapping[str, Any], *, symbol: str, timeframe: str) -> Bar:
+    """A Coinbase candle (every field a string, `start` in UNIX seconds) as our Bar."""
+    try:
+        start = int(candle["start"])
+    except (TypeError, ValueError) as exc:
+        raise MalformedMessage(f"bad candle start {candle.get('start')!r}") from exc
+    return Bar(
+        symbol=symbol,
+        timeframe=timeframe,
+        start=start,
+        open=price(candle["open"]),
+        high=price(candle["high"]),
+        low=price(candle["low"]),
+        close=price(candle["close"]),
+        volume=price(candle["volume"]),
+    )
+
+
+class CoinbaseRest(RestClient):
+    """Advanced Trade REST (`/api/v3/brokerage`), with a fresh JWT per request."""
+
+    def __init__(
+        self, *, signer: CoinbaseSigner | None, base_url: str = REST_URL, venue: str = "coinbase", **kw: Any
+    ) -> None:
+        super().__init__(venue=venue, base_url=base_url, **kw)
+        self.signer = signer
+
+    def auth_headers(self, request: httpx.Request) -> dict[str, str]:
+        if self.signer is None:
+            return {}
+        uri = f"{request.method} {request.url.netloc.decode()}{request.url.path}"
+        return {"Authorization": f"Bearer {self.signer.token(uri=uri)}"}
+
+    def _paged(self, path: str, items: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Follow `cursor` while `has_next`."""
+        results: list[dict[str, Any]] = []
+        cursor, seen = "", set()
+        while True:
+            page = self.get(f"{API_PREFIX}{path}", {**params, **({"cursor": cursor} if cursor else {})})
+            results.extend(page.get(items) or [])
+            cursor = page.get("cursor") or ""
+            if not page.get("has_next") or not cursor:
+                return results
+            if cursor in seen:
+                raise VenueHttpError(self.venue, 200, f"cursor {cursor!r} repeated while paging {path}")
+            seen.add(cursor)
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return self._paged("/accounts", "accounts", {"limit": 250})
+
+    def orders(self, **filters: Any) -> list[dict[str, Any]]:
+        """GET /orders/historical/batch; list filters (order_status, order_ids, ...) as lists."""
+        params = {k: v for k, v in filters.items() if v not in (None, [], "")}
+        return self._paged("/orders/historical/batch", "orders", params)
+
+    def best_bid_ask(self, product_ids: list[str]) -> list[dict[str, Any]]:
+        return list(self.get(f"{API_PREFIX}/best_bid_ask", {"product_ids": product_ids})["pricebooks"])
+
+    def candles(self, *, product_id: str, symbol: str, timeframe: str, start: int, end: int) -> list[Bar]:
+        """Closed bars whose start is in [start, end) (UNIX seconds), oldest first, fetched in
+        windows of at most 350 buckets (the endpoint's maximum)."""
+        step = TIMEFRAME_SECONDS[timeframe]
+        first = start - start % step
+        closed_before = int(time.time()) - step  # the bucket in progress is not a bar yet
+        bars: dict[int, Bar] = {}
+        for window in range(first, end, CANDLES_PER_REQUEST * step):
+            window_end = min(end, window + CANDLES_PER_REQUEST * step)
+            buckets = -(-(window_end - window) // step)
+            # `end` one second before the next window, so the count is right whether Coinbase
+            # treats `end` as inclusive or exclusive.
+            params: dict[str, str | int] = {
+                "start": str(window),
+                "end": str(window + buckets * step - 1),
+                "granularity": GRANULARITY[timeframe],
+                "limit": buckets,
+            }
+            page = self.get(f"{API_PREFIX}/products/{product_id}/candles", params)
+            for candle in page.get("candles") or []:
+                bar = candle_bar(candle, symbol=symbol, timeframe=timeframe)
+                if window <= bar.start < window_end and start <= bar.start and bar.start <= closed_before:
+                    bars[bar.start] = bar
+        return [bars[k] for k in sorted(bars)]

@@ -1,0 +1,200 @@
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from livermore import redis
+from livermore.redis import key
+from livermore.users.models import User
+from marketdata import tasks
+from marketdata.adapters import ADAPTERS
+from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.selectors import backfill_targets
+
+from .loop import HEALTH_KEY, RECORDER_KEY
+from .models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
+from .selectors import tick_partition_stats
+from .services import venue_set_enabled
+
+
+class VenueForm(forms.ModelForm[Venue]):
+    """Credentials are write-only: the form never shows them; leaving the box empty keeps them."""
+
+    new_credentials = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text='A JSON object of secrets: coinbase {"api_key_name", "private_key_pem"}, oanda {"token"}. '
+        "Leave empty to keep the stored ones. Type {} to clear them.",
+    )
+
+    class Meta:
+        model = Venue
+        fields = ("code", "name", "kind", "enabled", "priority", "stale_after_ms", "config")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only kinds the market loop can run: a venue of another kind would never quote.
+        kinds = [(k, label) for k, label in VenueKind.choices if k in ADAPTERS]
+        self.fields["kind"].choices = kinds  # type: ignore[attr-defined]
+
+    def clean_new_credentials(self) -> str | None:
+        raw = self.cleaned_data["new_credentials"].strip()
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError("Credentials must be a JSON object.") from exc
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise forms.ValidationError("Credentials must be a JSON object of strings.")
+        return json.dumps(value) if value else ""
+
+    def save(self, commit: bool = True) -> Venue:
+        venue = super().save(commit=False)
+        if self.cleaned_data.get("new_credentials") is not None:
+            venue.credentials = self.cleaned_data["new_credentials"]
+        if commit:
+            venue.save()
+        return venue
+
+
+class VenueSymbolInline(admin.TabularInline[VenueSymbol, Venue]):
+    model = VenueSymbol
+    extra = 0
+    autocomplete_fields = ("instrument",)
+
+
+@admin.register(Venue)
+class VenueAdmin(admin.ModelAdmin[Venue]):
+    form = VenueForm
+    list_display = ("code", "name", "kind", "enabled", "priority", "stale_after_ms", "has_credentials")
+    list_editable = ("enabled", "priority")
+    list_filter = ("kind", "enabled")
+    inlines = (VenueSymbolInline,)
+    actions = ("enable", "disable")
+
+    @admin.display(boolean=True, description="credentials set")
+    def has_credentials(self, obj: Venue) -> bool:
+        return bool(obj.credentials)
+
+    @admin.action(description="Enable selected venues")
+    def enable(self, request: HttpRequest, queryset: Any) -> None:
+        self._set_enabled(request, queryset, enabled=True)
+
+    @admin.action(description="Disable selected venues")
+    def disable(self, request: HttpRequest, queryset: Any) -> None:
+        self._set_enabled(request, queryset, enabled=False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: Any, *, enabled: bool) -> None:
+        assert isinstance(request.user, User)  # the admin only lets staff users in
+        changed = sum(
+            venue_set_enabled(venue=venue, enabled=enabled, changed_by=request.user) for venue in queryset
+        )
+        self.message_user(request, f"{changed} venue(s) {'enabled' if enabled else 'disabled'}.")
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin[Instrument]):
+    list_display = (
+        "symbol",
+        "base_currency",
+        "quote_currency",
+        "contract_size",
+        "digits",
+        "pip_size",
+        "volume_min",
+        "volume_max",
+        "volume_step",
+        "margin_rate",
+        "tradable",
+    )
+    list_filter = ("tradable", "quote_currency")
+    search_fields = ("symbol", "description")
+    actions = ("backfill_candles",)
+
+    @admin.action(description="Backfill candles (last day, every timeframe)")
+    def backfill_candles(self, request: HttpRequest, queryset: Any) -> None:
+        queued, skipped = 0, []
+        for instrument in queryset:
+            targets = backfill_targets(instrument=instrument)
+            if not targets:
+                skipped.append(instrument.symbol)
+            for vs in targets:
+                for timeframe in TIMEFRAME_SECONDS:
+                    tasks.backfill_candles_enqueue(
+                        instrument_id=instrument.pk, venue_id=vs.venue_id, timeframe=timeframe
+                    )
+                    queued += 1
+        if queued:
+            self.message_user(request, f"{queued} backfill job(s) queued.")
+        if skipped:
+            self.message_user(
+                request,
+                f"No Coinbase or OANDA venue with credentials serves {', '.join(skipped)}.",
+                messages.WARNING,
+            )
+
+    def get_urls(self) -> list[URLPattern]:
+        live = path("live/", self.admin_site.admin_view(self.live_quotes), name="marketdata_live_quotes")
+        return [live, *super().get_urls()]
+
+    def live_quotes(self, request: HttpRequest) -> HttpResponse:
+        health, recorder = redis.mget([key(HEALTH_KEY), key(RECORDER_KEY)])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Live quotes",
+            "symbols": list(Instrument.objects.values_list("symbol", flat=True)),
+            "health": sorted(json.loads(health) if health else [], key=lambda r: (r["symbol"], r["venue"])),
+            "recorder": json.loads(recorder) if recorder else None,
+            "tick_partitions": tick_partition_stats(),
+        }
+        return TemplateResponse(request, "admin/marketdata/live_quotes.html", context)
+
+
+@admin.register(FeedHealthSnapshot)
+class FeedHealthSnapshotAdmin(admin.ModelAdmin[FeedHealthSnapshot]):
+    list_display = ("taken_at", "symbol", "venue", "bid", "ask", "seq", "age_ms", "tradable")
+    list_filter = ("symbol", "venue", "tradable")
+    date_hierarchy = "taken_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Candle)
+class CandleAdmin(admin.ModelAdmin[Candle]):
+    """Read-only: bars are written by the market loop and backfills, never by hand."""
+
+    list_display = (
+        "instrument",
+        "timeframe",
+        "start",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "tick_count",
+        "source",
+        "partial",
+    )
+    list_filter = ("timeframe", "source", "partial", "instrument")
+    list_select_related = ("instrument",)
+    date_hierarchy = "start"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

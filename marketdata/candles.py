@@ -1,0 +1,234 @@
+"""Candle builder: 1m 5m 15m 1h 4h 1d bars from the selected mid. Pure Python, no Django.
+
+Only the open 1m bar is touched per quote; every longer timeframe is a fold of closed 1m bars (all
+boundaries are whole minutes since the epoch, so 4h bars start at 00/04/08.. UTC and 1d at 00:00
+UTC), which gives the same OHLC and tick count as updating six bars per quote at a sixth of the cost.
+
+A bar closes exactly once: when the first quote of a later bar arrives, or when `close_due` is called
+after its end. Each symbol keeps a watermark (the latest end of a closed bar): a quote older than
+it, or older than the open 1m bar, is late, counted and dropped, so it never reopens or misorders a
+closed bar.
+
+After a restart `restore` rebuilds a symbol's open bars from what was stored: the current periods'
+closed 1m bars and the current minute's ticks. Bars that began before `since` (when this builder
+started watching) are marked partial.
+"""
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from marketdata.bars import TIMEFRAME_SECONDS, Bar
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+TIMEFRAMES = tuple(TIMEFRAME_SECONDS)
+_NO_BARS: tuple[Bar, ...] = ()
+
+
+class _Minute:
+    __slots__ = ("close", "end", "high", "last_ts", "low", "open", "start", "ticks")
+
+    def __init__(self, start: int, ts: int, price: Decimal) -> None:
+        self.start = start
+        self.end = start + MINUTE_NS
+        self.open = self.high = self.low = self.close = price
+        self.ticks = 1
+        self.last_ts = ts
+
+
+class _Fold:
+    """An open bar of a longer timeframe, made of the closed 1m bars inside it."""
+
+    __slots__ = ("close", "end", "high", "low", "open", "start", "ticks")
+
+    def __init__(self, start: int, length: int, minute: _Minute | Bar) -> None:
+        self.start = start
+        self.end = start + length
+        self.open, self.high, self.low, self.close = minute.open, minute.high, minute.low, minute.close
+        self.ticks = minute.ticks if isinstance(minute, _Minute) else minute.tick_count
+
+    def add(self, bar: Bar) -> None:
+        self.high = max(self.high, bar.high)
+        self.low = min(self.low, bar.low)
+        self.close = bar.close
+        self.ticks += bar.tick_count
+
+
+class _SymbolState:
+    __slots__ = ("folds", "minute", "watermark")
+
+    def __init__(self, n_folds: int) -> None:
+        self.minute: _Minute | None = None
+        self.folds: list[_Fold | None] = [None] * n_folds
+        self.watermark = 0
+
+
+class CandleBuilder:
+    def __init__(self, timeframes: Iterable[str] = TIMEFRAMES) -> None:
+        timeframes = tuple(timeframes)
+        if "1m" not in timeframes:
+            raise ValueError("the 1m timeframe is the base of all others")
+        self.fold_tfs = [tf for tf in TIMEFRAMES if tf in timeframes and tf != "1m"]
+        self.fold_ns = [TIMEFRAME_SECONDS[tf] * NS for tf in self.fold_tfs]
+        self.symbols: dict[str, _SymbolState] = {}
+        self.late = 0
+        self.since = 0  # epoch ns from which every quote was seen; bars that began earlier are partial
+
+    def add(self, symbol: str, ts: int, price: Decimal) -> Sequence[Bar]:
+        """Apply one price at `ts` (epoch ns). Returns the bars this quote closed, shortest first."""
+        state = self.symbols.get(symbol)
+        if state is not None:
+            m = state.minute
+            if m is not None and m.start <= ts < m.end:
+                if price > m.high:
+                    m.high = price
+                elif price < m.low:
+                    m.low = price
+                if ts >= m.last_ts:
+                    m.close = price
+                    m.last_ts = ts
+                m.ticks += 1
+                return _NO_BARS
+        else:
+            state = self.symbols[symbol] = _SymbolState(len(self.fold_ns))
+        return self._roll(state, symbol, ts, price)
+
+    def close_due(self, now: int) -> list[Bar]:
+        """Close every bar whose end is at or before `now` (epoch ns): the timer path."""
+        closed: list[Bar] = []
+        for symbol, state in self.symbols.items():
+            m = state.minute
+            if m is not None and m.end <= now:
+                self._close_minute(state, symbol, closed)
+            self._close_folds(state, symbol, now, closed)
+        return closed
+
+    def restore(
+        self, symbol: str, minutes: Iterable[Bar], ticks: Iterable[tuple[int, Decimal]], now: int
+    ) -> None:
+        """Rebuild `symbol`'s open bars at `now` (epoch ns) from stored data: `minutes` are its closed
+        1m bars (those of the current periods count), `ticks` its (ts, price) in the current minute."""
+        state = self.symbols[symbol] = _SymbolState(len(self.fold_ns))
+        current = now - now % MINUTE_NS
+        bars = sorted((b for b in minutes if b.start * NS < current), key=lambda b: b.start)
+        for i, length in enumerate(self.fold_ns):
+            period = now - now % length
+            for bar in bars:
+                if bar.start * NS < period:
+                    continue
+                fold = state.folds[i]
+                if fold is None:
+                    state.folds[i] = _Fold(period, length, bar)
+                else:
+                    fold.add(bar)
+        if bars:
+            state.watermark = bars[-1].start * NS + MINUTE_NS
+        for ts, price in sorted(ticks, key=lambda t: t[0]):
+            if current <= ts <= now:
+                self.add(symbol, ts, price)
+
+    def _roll(self, state: _SymbolState, symbol: str, ts: int, price: Decimal) -> Sequence[Bar]:
+        m = state.minute
+        if ts < state.watermark or (m is not None and ts < m.start):
+            self.late += 1
+            return _NO_BARS
+        closed: list[Bar] = []
+        if m is not None:
+            self._close_minute(state, symbol, closed)
+        self._close_folds(state, symbol, ts, closed)
+        state.minute = _Minute(ts - ts % MINUTE_NS, ts, price)
+        return closed
+
+    def _close_minute(self, state: _SymbolState, symbol: str, out: list[Bar]) -> None:
+        m = state.minute
+        assert m is not None
+        state.minute = None
+        state.watermark = max(state.watermark, m.end)
+        out.append(
+            Bar(
+                symbol,
+                "1m",
+                m.start // NS,
+                m.open,
+                m.high,
+                m.low,
+                m.close,
+                tick_count=m.ticks,
+                partial=m.start < self.since,
+            )
+        )
+        folds = state.folds
+        for i, length in enumerate(self.fold_ns):
+            fold = folds[i]
+            if fold is not None and m.start >= fold.end:
+                self._close_fold(state, symbol, i, out)
+                fold = None
+            if fold is None:
+                folds[i] = _Fold(m.start - m.start % length, length, m)
+                continue
+            if m.high > fold.high:
+                fold.high = m.high
+            if m.low < fold.low:
+                fold.low = m.low
+            fold.close = m.close
+            fold.ticks += m.ticks
+
+    def _close_folds(self, state: _SymbolState, symbol: str, now: int, out: list[Bar]) -> None:
+        for i, fold in enumerate(state.folds):
+            if fold is not None and fold.end <= now:
+                self._close_fold(state, symbol, i, out)
+
+    def _close_fold(self, state: _SymbolState, symbol: str, i: int, out: list[Bar]) -> None:
+        fold = state.folds[i]
+        assert fold is not None
+        state.folds[i] = None
+        state.watermark = max(state.watermark, fold.end)
+        out.append(
+            Bar(
+                symbol,
+                self.fold_tfs[i],
+                fold.start // NS,
+                fold.open,
+                fold.high,
+                fold.low,
+                fold.close,
+                tick_count=fold.ticks,
+                partial=fold.start < self.since,
+            )
+        )
+
+
+def fill_gaps(
+    bars: list[Bar],
+    *,
+    symbol: str,
+    timeframe: str,
+    start: int,
+    end: int,
+    previous: Bar | None,
+    complete_until: int,
+    limit: int,
+) -> tuple[list[Bar], int]:
+    """Bars from `start` to `end` (epoch seconds, end exclusive), at most `limit`: the stored `bars`
+    (ascending) with every missing bar after a known close made synthetic (OHLC = previous close,
+    volume 0). Only bars that ended by `complete_until` are synthesised (the current one is not),
+    and none before the first known close. Returns the bars and where the next page starts."""
+    step = TIMEFRAME_SECONDS[timeframe]
+    out: list[Bar] = []
+    close = previous.close if previous is not None else None
+    t, i = start, 0
+    while len(out) < limit and t < end:
+        stored = bars[i] if i < len(bars) else None
+        if stored is not None and stored.start <= t:
+            out.append(stored)
+            close = stored.close
+            i += 1
+            t = stored.start + step
+        elif close is None or t + step > complete_until:
+            if stored is None:
+                break
+            t = stored.start
+        else:
+            out.append(Bar(symbol, timeframe, t, close, close, close, close, synthetic=True))
+            t += step
+    return out, t

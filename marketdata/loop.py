@@ -1,0 +1,203 @@
+"""The market loop: adapters -> LP manager -> publisher, tick recorder, candles and quote listeners.
+One per deployment. Nothing here blocks the event loop: the database is read through sync_to_async
+and written from the recorder's and the candle stage's own threads."""
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.utils.module_loading import import_string
+
+from livermore.db import database_conninfo
+from livermore.aio import cancel_and_wait
+from livermore.redis import async_client, key
+from marketdata.adapters import adapter_class
+from marketdata.adapters.base import Adapter, VenueConfig
+from marketdata.lpmanager import LPManager, Output, VenueSettings
+from marketdata.outputs import CandleStage, OrderBookCache
+from marketdata.publisher import QuotePublisher, ticker_key
+from marketdata.quotes import Quote, now_ns
+from marketdata.selectors import instrument_symbols, venue_configs
+from marketdata.ticks import TickRecorder
+
+log = logging.getLogger(__name__)
+
+HEALTH_KEY = "feed-health"
+RECORDER_KEY = "tick-recorder"
+SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survives a restart
+
+
+def _connection_fields(config: VenueConfig) -> VenueConfig:
+    """What an adapter's connection depends on: priority and staleness change without a reconnect."""
+    return dataclasses.replace(config, priority=0, stale_after_ms=0)
+
+
+def _venue_configs() -> list[VenueConfig]:
+    close_old_connections()  # a long-lived thread: drop a connection a database restart broke
+    return venue_configs()
+
+
+class MarketLoop:
+    def __init__(
+        self,
+        *,
+        check_interval_s: float = 0.1,
+        reload_interval_s: float = 2.0,
+        extra_outputs: list[Output] | None = None,
+    ) -> None:
+        self.publisher = QuotePublisher()
+        self.recorder = TickRecorder(
+            database_conninfo(),
+            flush_interval_s=settings.TICK_FLUSH_INTERVAL_S,
+            max_buffer=settings.TICK_BUFFER_MAX,
+            days_back=settings.TICK_RETENTION_DAYS,
+        )
+        self.candles = CandleStage()
+        self.books = OrderBookCache()
+        listeners: list[Output] = [import_string(path) for path in settings.QUOTE_LISTENERS]
+        self.manager = LPManager(
+            {},
+            outputs=[self.publisher, self.recorder, self.candles, *listeners, *(extra_outputs or [])],
+        )
+        self.check_interval_s = check_interval_s
+        self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)
+        self.reload_interval_s = reload_interval_s
+        self.adapters: dict[str, tuple[VenueConfig, Adapter, asyncio.Task[None]]] = {}
+        self.broken: dict[str, VenueConfig] = {}  # venues whose adapter could not be built
+
+    def on_quote(self, quote: Quote) -> None:
+        """The adapters' sink. A quote stamped too far ahead of its receipt is refused as malformed:
+        it would close every open bar early and make all later quotes late."""
+        if quote.venue_ts - quote.recv_ts > self.max_future_ns:
+            entry = self.adapters.get(quote.venue)
+            if entry is not None:
+                entry[1].malformed(quote, ValueError("venue timestamp in the future"))
+            else:
+                log.warning("venue=%s quote refused: venue timestamp in the future: %r", quote.venue, quote)
+            return
+        self.books(quote)
+        self.manager.on_quote(quote)
+
+    async def run(self) -> None:
+        try:
+            await self.restore()
+        except Exception:
+            log.exception("state of the previous run not restored")
+        self.recorder.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.publisher.run())
+                tg.create_task(self.candles.run())
+                tg.create_task(self._every(self.check_interval_s, self.manager.check))
+                tg.create_task(self._every(self.reload_interval_s, self.reload))
+                tg.create_task(self._every(1.0, self.tick))
+        finally:
+            await self.shutdown()
+
+    async def restore(self) -> None:
+        """Pick up where the previous run stopped: per-symbol seq numbers, then open candles."""
+        symbols = await sync_to_async(instrument_symbols)()
+        redis = async_client()
+        tickers = await redis.mget([ticker_key(s) for s in symbols]) if symbols else []
+        saved = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(key(SEQ_KEY)))
+        seqs = {k.decode(): int(v) for k, v in saved.items()}
+        for symbol, raw in zip(symbols, tickers):
+            if raw:
+                seqs[symbol] = max(seqs.get(symbol, 0), int(json.loads(raw)["seq"]))
+        self.manager.seed_seq(seqs)
+        try:
+            await self.candles.restore(symbols, now_ns())
+        except Exception:
+            log.exception("open candles not restored: the current bars start from the first quote")
+
+    async def save_seq(self) -> None:
+        if self.manager.seq:
+            await cast("Awaitable[int]", async_client().hset(key(SEQ_KEY), mapping=dict(self.manager.seq)))
+
+    async def shutdown(self) -> None:
+        """Stop adapters, then flush what is buffered: ticks to PostgreSQL, closed bars to storage."""
+        for _, _, task in self.adapters.values():
+            task.cancel()
+        self.adapters.clear()
+        await asyncio.to_thread(self.recorder.stop)
+        try:
+            await self.save_seq()
+        except Exception:
+            log.exception("quote seq numbers not saved: the next run continues from the ticker cache")
+        await self.candles.shutdown()
+        await asyncio.to_thread(self.candles.close)
+        await sync_to_async(connections.close_all)()
+
+    async def _every(self, interval_s: float, fn: Callable[[], object]) -> None:
+        while True:
+            try:
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("market loop job %s failed", getattr(fn, "__name__", fn))
+            await asyncio.sleep(interval_s)
+
+    async def tick(self) -> None:
+        """Once a second: close bars whose end passed, refresh the order-book cache, export health."""
+        self.candles.close_due(now_ns())
+        await self.books.flush()
+        await self.export_health()
+
+    async def reload(self) -> None:
+        """Start, stop or restart adapters to match the database; apply priorities live."""
+        configs = {c.code: c for c in await sync_to_async(_venue_configs)()}
+        self.manager.configure(
+            {
+                c.code: VenueSettings(priority=c.priority, stale_after_ms=c.stale_after_ms)
+                for c in configs.values()
+            }
+        )
+        for code, (config, _, task) in list(self.adapters.items()):
+            if code not in configs or _connection_fields(configs[code]) != _connection_fields(config):
+                # Out of the table first: while the task unwinds, nothing may still see it as running.
+                del self.adapters[code]
+                await cancel_and_wait(task)
+                log.info("venue=%s stopped (%s)", code, "changed" if code in configs else "disabled")
+        for code, config in configs.items():
+            if code in self.adapters or self.broken.get(code) == config:
+                continue
+            try:
+                adapter = adapter_class(config.kind)(config, self.on_quote)
+            except Exception as exc:
+                # One venue that cannot be built (unknown kind, bad config) never stops the others;
+                # it is retried when its row changes.
+                self.broken[code] = config
+                log.error("venue=%s not started (%s): %s: %s", code, config.kind, type(exc).__name__, exc)
+                continue
+            self.broken.pop(code, None)
+            self.adapters[code] = (config, adapter, asyncio.create_task(adapter.run(), name=f"venue-{code}"))
+            log.info("venue=%s started (%s, %d symbols)", code, config.kind, len(config.symbols))
+
+    async def export_health(self) -> None:
+        """Per-(venue, symbol) health and the recorder's counters into Redis for the admin."""
+        now = now_ns()
+        rows = self.manager.health_rows(now)
+        for row in rows:
+            row["exported_ms"] = now // 1_000_000  # readers add the time since, see feed_health()
+            adapter = self.adapters.get(str(row["venue"]))
+            row["adapter_state"] = adapter[1].stats.state if adapter else "stopped"
+            row["malformed"] = adapter[1].stats.malformed if adapter else 0
+        recorder = {
+            **self.recorder.stats(),
+            "candles_late": self.candles.builder.late,
+            "candles_stored": self.candles.stored,
+            "candles_unstored": len(self.candles.unstored),
+        }
+        async with async_client().pipeline(transaction=False) as pipe:
+            pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)
+            pipe.set(key(RECORDER_KEY), json.dumps(recorder), ex=30)
+            if self.manager.seq:
+                pipe.hset(key(SEQ_KEY), mapping=dict(self.manager.seq))
+            await pipe.execute()

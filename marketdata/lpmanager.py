@@ -1,0 +1,181 @@
+"""LP manager: keeps the latest quote per (symbol, venue) and selects per symbol the healthy venue
+with the best priority. Pure Python, no Django, no I/O: outputs are callables it is given.
+
+A feed is healthy while its venue is enabled and its last quote is at most `stale_after_ms` old.
+Quotes of the selected venue are published as they come; the manager fails over when `check` (a
+timer, every 100 ms in the market loop) finds the selected feed stale, and fails back on the first
+quote of a better healthy venue. With no healthy venue the symbol is published once as untradable.
+"""
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from marketdata.quotes import Quote, SelectedQuote, now_ns
+
+log = logging.getLogger(__name__)
+
+Output = Callable[[SelectedQuote], None]
+MINUTE_NS = 60_000_000_000
+
+
+@dataclass(frozen=True)
+class VenueSettings:
+    priority: int
+    stale_after_ms: int
+    enabled: bool = True
+
+
+@dataclass
+class FeedHealth:
+    """Health of one (venue, symbol) feed, as shown in the admin."""
+
+    last_quote: Quote | None = None
+    last_recv_ns: int = 0
+    count: int = 0
+    recent: deque[int] = field(default_factory=deque)  # receive times within the last minute
+
+    def quotes_per_minute(self, now: int) -> int:
+        horizon = now - MINUTE_NS
+        recent = self.recent
+        while recent and recent[0] < horizon:
+            recent.popleft()
+        return len(recent)
+
+
+class LPManager:
+    def __init__(
+        self,
+        venues: dict[str, VenueSettings],
+        outputs: Iterable[Output] = (),
+        clock: Callable[[], int] = now_ns,
+    ) -> None:
+        self.venues = dict(venues)
+        self.outputs = list(outputs)
+        self.clock = clock
+        self.feeds: dict[str, dict[str, FeedHealth]] = {}  # symbol -> venue -> health
+        self.selected: dict[str, str | None] = {}  # symbol -> venue code, None when untradable
+        self.seq: dict[str, int] = {}
+        self.last: dict[str, SelectedQuote] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def on_quote(self, quote: Quote) -> None:
+        settings = self.venues.get(quote.venue)
+        if settings is None or not settings.enabled:
+            return
+        symbol, venue, now = quote.symbol, quote.venue, quote.recv_ts
+        feeds = self.feeds.get(symbol)
+        if feeds is None:
+            feeds = self.feeds[symbol] = {}
+        health = feeds.get(venue)
+        if health is None:
+            health = feeds[venue] = FeedHealth()
+        health.last_quote, health.last_recv_ns = quote, now
+        health.count += 1
+        recent = health.recent
+        recent.append(now)
+        if recent[0] < now - MINUTE_NS:
+            recent.popleft()
+        current = self.selected.get(symbol)
+        if current == venue:
+            self._publish(symbol, quote, True)
+            return
+        if (
+            current is None
+            or (current_settings := self.venues.get(current)) is None
+            or settings.priority < current_settings.priority
+            or not self.healthy(symbol, current, now)
+        ):
+            self._reselect(symbol, now)
+
+    def check(self) -> None:
+        """Called on a timer: fail over from stale venues, publish untradable when none is healthy."""
+        now = self.clock()
+        for symbol in self.feeds:
+            current = self.selected.get(symbol)
+            if current is None or not self.healthy(symbol, current, now):
+                self._reselect(symbol, now)
+
+    def configure(self, venues: dict[str, VenueSettings]) -> None:
+        """Apply venue changes (enable, disable, priority, staleness) without a restart."""
+        if venues == self.venues:
+            return
+        self.venues = dict(venues)
+        now = self.clock()
+        for symbol in self.feeds:
+            self._reselect(symbol, now)
+
+    def seed_seq(self, seqs: dict[str, int]) -> None:
+        """Continue each symbol's numbering after `seqs` (the last numbers a previous run published)."""
+        for symbol, seq in seqs.items():
+            self.seq[symbol] = max(self.seq.get(symbol, 0), seq)
+
+    # -- state ----------------------------------------------------------------------------------
+    def healthy(self, symbol: str, venue: str, now: int) -> bool:
+        settings = self.venues.get(venue)
+        health = self.feeds.get(symbol, {}).get(venue)
+        if settings is None or not settings.enabled or health is None:
+            return False
+        return now - health.last_recv_ns <= settings.stale_after_ms * 1_000_000
+
+    def state(self, symbol: str, venue: str, now: int) -> str:
+        settings = self.venues.get(venue)
+        if settings is None or not settings.enabled:
+            return "disabled"
+        if self.selected.get(symbol) == venue:
+            return "selected"
+        return "healthy" if self.healthy(symbol, venue, now) else "stale"
+
+    def health_rows(self, now: int) -> list[dict[str, object]]:
+        """Per-(venue, symbol) health: last quote age, quotes per minute, state, priority."""
+        rows: list[dict[str, object]] = []
+        for symbol, feeds in self.feeds.items():
+            for venue, health in feeds.items():
+                settings = self.venues.get(venue)
+                rows.append(
+                    {
+                        "symbol": symbol,
+                        "venue": venue,
+                        "age_ms": (now - health.last_recv_ns) // 1_000_000,
+                        "quotes_per_minute": health.quotes_per_minute(now),
+                        "quotes": health.count,
+                        "state": self.state(symbol, venue, now),
+                        "priority": settings.priority if settings else None,
+                        "stale_after_ms": settings.stale_after_ms if settings else None,
+                    }
+                )
+        return rows
+
+    # -- selection ------------------------------------------------------------------------------
+    def _reselect(self, symbol: str, now: int) -> None:
+        best: str | None = None
+        best_priority = 0
+        for venue in self.feeds[symbol]:
+            if self.healthy(symbol, venue, now):
+                priority = self.venues[venue].priority
+                if best is None or (priority, venue) < (best_priority, best):
+                    best, best_priority = venue, priority
+        previous = self.selected.get(symbol)
+        if best is not None:
+            if best == previous:
+                return
+            self.selected[symbol] = best
+            log.info("symbol=%s venue %s -> %s", symbol, previous, best)
+            self._publish(symbol, self.feeds[symbol][best].last_quote, True)
+        elif previous is not None or symbol not in self.last:
+            self.selected[symbol] = None
+            log.warning("symbol=%s no healthy venue (was %s): untradable", symbol, previous)
+            last = self.last.get(symbol)
+            self._publish(symbol, last.quote if last else None, False)
+
+    def _publish(self, symbol: str, quote: Quote | None, tradable: bool) -> None:
+        seq = self.seq.get(symbol, 0) + 1
+        self.seq[symbol] = seq
+        selected = SelectedQuote(symbol=symbol, seq=seq, quote=quote, tradable=tradable)
+        self.last[symbol] = selected
+        for output in self.outputs:
+            try:
+                output(selected)
+            except Exception:
+                log.exception("quote output %r failed on %s", output, symbol)

@@ -1,0 +1,37 @@
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from livermore.lease import Lease
+from livermore.redis import async_client
+from marketdata.loop import MarketLoop
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the market loop: venue adapters, LP manager, quote publishing (one active per deployment)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        asyncio.run(self.main())
+
+    async def main(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S)
+        try:
+            await lease.acquire()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(lease.keep())
+                tg.create_task(MarketLoop().run())
+        except asyncio.CancelledError:
+            log.info("market loop stopping")
+        finally:
+            await lease.release()

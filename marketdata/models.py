@@ -1,0 +1,162 @@
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from livermore.fields import EncryptedTextField
+
+
+class VenueKind(models.TextChoices):
+    SIMULATOR = "simulator", "Simulator"
+    COINBASE = "coinbase", "Coinbase Advanced Trade"
+    BINANCE = "binance", "Binance"
+    OANDA = "oanda", "OANDA v20"
+    FIX = "fix", "FIX 4.4 LP"
+
+
+class Venue(models.Model):
+    """A liquidity provider or price source. Lower priority number wins selection."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=VenueKind.choices)
+    enabled = models.BooleanField(default=True)
+    priority = models.PositiveSmallIntegerField(default=10)
+    stale_after_ms = models.PositiveIntegerField(default=5000, validators=[MinValueValidator(100)])
+    # Non-secret connection settings (endpoints, seeds, account ids); secrets go in `credentials`.
+    config = models.JSONField(default=dict, blank=True)
+    # A JSON object of secrets (API keys, tokens, PEM keys), encrypted at rest, write-only in the UI.
+    credentials = EncryptedTextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("priority", "code")
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Instrument(models.Model):
+    """A tradable symbol with its contract specification."""
+
+    symbol = models.CharField(max_length=20, unique=True)
+    description = models.CharField(max_length=100, blank=True)
+    base_currency = models.CharField(max_length=10)
+    quote_currency = models.CharField(max_length=10)
+    contract_size = models.DecimalField(
+        max_digits=20, decimal_places=8, validators=[MinValueValidator(Decimal(0))]
+    )
+    digits = models.PositiveSmallIntegerField()
+    pip_size = models.DecimalField(max_digits=20, decimal_places=10)
+    volume_min = models.DecimalField(max_digits=20, decimal_places=8)
+    volume_max = models.DecimalField(max_digits=20, decimal_places=8)
+    volume_step = models.DecimalField(max_digits=20, decimal_places=8)
+    margin_rate = models.DecimalField(
+        max_digits=10,
+        decimal_places=6,
+        default=Decimal(1),
+        help_text="Multiplier on the group's margin requirement (1 = as leveraged).",
+    )
+    tradable = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ("symbol",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(volume_min__gt=0), name="instrument_volume_min_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(volume_max__gte=models.F("volume_min")),
+                name="instrument_volume_max_ge_min",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(volume_step__gt=0), name="instrument_volume_step_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    @property
+    def tick_size(self) -> Decimal:
+        return Decimal(1).scaleb(-self.digits)
+
+
+class VenueSymbol(models.Model):
+    """How a venue names an instrument (EUR_USD at OANDA, BTC-USD at Coinbase, btcusdt at Binance)."""
+
+    venue = models.ForeignKey(Venue, on_delete=models.CASCADE, related_name="symbols")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="venue_symbols")
+    venue_symbol = models.CharField(max_length=40)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ("venue", "instrument")
+        constraints = [
+            models.UniqueConstraint(fields=("venue", "instrument"), name="venuesymbol_unique_instrument"),
+            models.UniqueConstraint(fields=("venue", "venue_symbol"), name="venuesymbol_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.venue.code}:{self.venue_symbol}"
+
+
+class FeedHealthSnapshot(models.Model):
+    """Periodic record of which venue each symbol is priced from and how fresh it is (beat job)."""
+
+    taken_at = models.DateTimeField(default=timezone.now, db_index=True)
+    symbol = models.CharField(max_length=20)
+    venue = models.CharField(max_length=32, blank=True)
+    bid = models.DecimalField(max_digits=24, decimal_places=10, null=True)
+    ask = models.DecimalField(max_digits=24, decimal_places=10, null=True)
+    seq = models.BigIntegerField(null=True)
+    age_ms = models.BigIntegerField(null=True)
+    tradable = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ("-taken_at", "symbol")
+        get_latest_by = "taken_at"
+
+    def __str__(self) -> str:
+        return f"{self.symbol}@{self.taken_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Timeframe(models.TextChoices):
+    M1 = "1m", "1 minute"
+    M5 = "5m", "5 minutes"
+    M15 = "15m", "15 minutes"
+    H1 = "1h", "1 hour"
+    H4 = "4h", "4 hours"
+    D1 = "1d", "1 day"
+
+
+class Candle(models.Model):
+    """A closed OHLC bar of the selected mid (or backfilled from a venue). Never reopened."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles")
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    start = models.DateTimeField()
+    open = models.DecimalField(max_digits=24, decimal_places=10)
+    high = models.DecimalField(max_digits=24, decimal_places=10)
+    low = models.DecimalField(max_digits=24, decimal_places=10)
+    close = models.DecimalField(max_digits=24, decimal_places=10)
+    volume = models.DecimalField(max_digits=28, decimal_places=10, default=Decimal(0))
+    tick_count = models.PositiveIntegerField(default=0)
+    source = models.CharField(
+        max_length=32, default="live", help_text="live, or the venue code it was backfilled from"
+    )
+    partial = models.BooleanField(
+        default=False,
+        help_text="A live bar whose period began before the market loop was running: a backfill replaces it.",
+    )
+
+    class Meta:
+        ordering = ("instrument", "timeframe", "start")
+        constraints = [
+            models.UniqueConstraint(fields=("instrument", "timeframe", "start"), name="candle_unique_bar"),
+            models.CheckConstraint(condition=models.Q(high__gte=models.F("low")), name="candle_high_ge_low"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.timeframe} {self.start:%Y-%m-%d %H:%M}"

@@ -1,0 +1,233 @@
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import QuerySet
+from rest_framework import status
+
+from livermore import redis
+from livermore.errors import ServiceError
+from livermore.redis import key
+from marketdata import ticks
+from marketdata.adapters.base import VenueConfig
+from marketdata.backfill import BACKFILL_KINDS, can_backfill
+from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.candles import fill_gaps
+from marketdata.models import Candle, Instrument, Venue, VenueSymbol
+from marketdata.publisher import book_key, ticker_key
+from marketdata.quotes import SelectedQuote
+
+Tick = tuple[int, Decimal]  # (epoch ns, mid)
+
+# A bar that ended this long ago and is not stored had no quote: the market loop stores a closed bar
+# within about a second of its end.
+SYNTHETIC_AFTER_S = 5
+
+
+def venue_config(v: Venue) -> VenueConfig:
+    """A venue as the plain config adapters take (credentials decrypted, in memory only)."""
+    return VenueConfig(
+        code=v.code,
+        kind=v.kind,
+        priority=v.priority,
+        stale_after_ms=v.stale_after_ms,
+        config=v.config,
+        credentials=json.loads(v.credentials) if v.credentials else {},
+        symbols={s.venue_symbol: s.instrument.symbol for s in v.symbols.all() if s.enabled},
+    )
+
+
+def venue_configs(*, kinds: set[str] | None = None) -> list[VenueConfig]:
+    """Enabled venues as the plain configs adapters take."""
+    venues = Venue.objects.filter(enabled=True).prefetch_related("symbols__instrument")
+    if kinds is not None:
+        venues = venues.filter(kind__in=kinds)
+    return [venue_config(v) for v in venues]
+
+
+def feed_health(*, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """The market loop's per-(venue, symbol) health rows, `age_ms` counted to now: the rows are
+    exported once a second, so a market process that died leaves ages that keep growing."""
+    raw = redis.get(key("feed-health"))
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rows: list[dict[str, Any]] = json.loads(raw) if raw else []
+    for row in rows:
+        row["age_ms"] += max(0, now_ms - row["exported_ms"])
+    return rows
+
+
+def instrument_symbols() -> list[str]:
+    return list(Instrument.objects.values_list("symbol", flat=True))
+
+
+def instrument_list() -> QuerySet[Instrument]:
+    return Instrument.objects.order_by("symbol")
+
+
+def instrument_get(*, symbol: str) -> Instrument:
+    instrument = Instrument.objects.filter(symbol=symbol).first()
+    if instrument is None:
+        raise ServiceError(
+            "unknown_symbol", f"Unknown symbol {symbol!r}.", status_code=status.HTTP_404_NOT_FOUND
+        )
+    return instrument
+
+
+def quote_list(*, symbols: list[str] | None = None) -> list[dict[str, Any]]:
+    """The latest selected quote per symbol from the Redis ticker cache. A known symbol with no
+    cached quote is listed untradable with no price; an unknown symbol is a 404."""
+    if symbols is None:
+        symbols = instrument_symbols()
+    else:
+        known = set(Instrument.objects.filter(symbol__in=symbols).values_list("symbol", flat=True))
+        unknown = [s for s in symbols if s not in known]
+        if unknown:
+            raise ServiceError(
+                "unknown_symbol",
+                f"Unknown symbol(s): {', '.join(unknown)}.",
+                fields={"symbols": [f"Unknown symbol {s!r}." for s in unknown]},
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+    raw = redis.mget([ticker_key(s) for s in symbols])
+    return [
+        json.loads(r) if r else SelectedQuote(symbol=s, seq=0, quote=None, tradable=False).to_wire()
+        for s, r in zip(symbols, raw)
+    ]
+
+
+def order_book_get(*, venue: str, symbol: str) -> dict[str, Any] | None:
+    """The latest top of book a venue sent for a symbol, if seen in the last ORDER_BOOK_CACHE_TTL s."""
+    raw = redis.get(book_key(venue, symbol))
+    return json.loads(raw) if raw else None
+
+
+def _bar(candle: Candle, symbol: str) -> Bar:
+    return Bar(
+        symbol=symbol,
+        timeframe=candle.timeframe,
+        start=int(candle.start.timestamp()),
+        open=candle.open.normalize(),  # drop the column's padding zeros
+        high=candle.high.normalize(),
+        low=candle.low.normalize(),
+        close=candle.close.normalize(),
+        volume=candle.volume.normalize(),
+        tick_count=candle.tick_count,
+    )
+
+
+def candle_page(
+    *, instrument: Instrument, timeframe: str, start: int, end: int, limit: int, now: int | None = None
+) -> tuple[list[Bar], int | None]:
+    """Bars of [start, end) (epoch seconds), gaps filled with synthetic bars, at most `limit`.
+    Returns the bars and the start of the next page (None when there is no more)."""
+    step = TIMEFRAME_SECONDS[timeframe]
+    start = -(-start // step) * step  # the first bar that starts at or after `start`
+    now = int(datetime.now(UTC).timestamp()) if now is None else now
+    candles = Candle.objects.filter(instrument=instrument, timeframe=timeframe)
+    stored = [
+        _bar(c, instrument.symbol)
+        for c in candles.filter(
+            start__gte=datetime.fromtimestamp(start, UTC), start__lt=datetime.fromtimestamp(end, UTC)
+        ).order_by("start")[:limit]
+    ]
+    previous = candles.filter(start__lt=datetime.fromtimestamp(start, UTC)).order_by("-start").first()
+    complete_until = now - SYNTHETIC_AFTER_S
+    bars, after = fill_gaps(
+        stored,
+        symbol=instrument.symbol,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        previous=_bar(previous, instrument.symbol) if previous else None,
+        complete_until=complete_until,
+        limit=limit,
+    )
+    if after >= end:
+        return bars, None
+    more = ((bool(bars) or previous is not None) and after + step <= complete_until) or candles.filter(
+        start__gte=datetime.fromtimestamp(after, UTC), start__lt=datetime.fromtimestamp(end, UTC)
+    ).exists()
+    return bars, after if more else None
+
+
+def candle_restore_inputs(*, symbols: list[str], now: int) -> dict[str, tuple[list[Bar], list[Tick]]]:
+    """Per symbol, what the candle builder needs to rebuild its open bars at `now` (epoch ns): the
+    stored 1m bars of the current day (the longest period) and the mids recorded this minute."""
+    now_s = now // 1_000_000_000
+    day_start = now_s - now_s % max(TIMEFRAME_SECONDS.values())
+    minute_start = now_s - now_s % 60
+    result: dict[str, tuple[list[Bar], list[Tick]]] = {s: ([], []) for s in symbols}
+    candles = Candle.objects.filter(
+        instrument__symbol__in=symbols,
+        timeframe="1m",
+        start__gte=datetime.fromtimestamp(day_start, UTC),
+        start__lt=datetime.fromtimestamp(minute_start, UTC),
+    ).select_related("instrument")
+    for candle in candles:
+        result[candle.instrument.symbol][0].append(_bar(candle, candle.instrument.symbol))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT symbol, ts, bid, ask FROM {ticks.TABLE} "  # noqa: S608 (a constant)
+            "WHERE symbol = ANY(%s) AND ts >= %s ORDER BY ts, seq",
+            [symbols, datetime.fromtimestamp(minute_start, UTC)],
+        )
+        for symbol, ts, bid, ask in cursor.fetchall():
+            at = (ts - ticks.EPOCH) // timedelta(microseconds=1) * 1000
+            result[symbol][1].append((at, (bid + ask) / 2))
+    return result
+
+
+def tick_page(
+    *,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+    """Recorded ticks of [start, end) in time order, at most `limit`, after the (ts, seq) `after`.
+    Returns them and the (ts, seq) to continue from (None when there is no more)."""
+    sql = (
+        f"SELECT ts, venue, bid, ask, bid_size, ask_size, seq FROM {ticks.TABLE} "  # noqa: S608 (a constant)
+        "WHERE symbol = %s AND ts >= %s AND ts < %s"
+    )
+    params: list[Any] = [symbol, start, end]
+    if after is not None:
+        sql += " AND (ts, seq) > (%s, %s)"
+        params += list(after)
+    sql += " ORDER BY ts, seq LIMIT %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit + 1])
+        rows = cursor.fetchall()
+    page = [
+        {"ts": ts, "venue": venue, "bid": bid, "ask": ask, "bid_size": bs, "ask_size": asz, "seq": seq}
+        for ts, venue, bid, ask, bs, asz, seq in rows[:limit]
+    ]
+    following = (page[-1]["ts"], page[-1]["seq"]) if len(rows) > limit else None
+    return page, following
+
+
+def tick_partition_stats() -> list[tuple[str, str, int]]:
+    """(partition, day, estimated rows) of the tick table, newest first, for the admin."""
+    with connection.cursor() as cursor:
+        return [(name, day.isoformat(), rows) for name, day, rows in reversed(ticks.partitions_list(cursor))]
+
+
+def backfill_targets(*, instrument: Instrument | None = None) -> list[VenueSymbol]:
+    """Enabled venue symbols on enabled Coinbase/OANDA venues that have credentials to read history."""
+    symbols = VenueSymbol.objects.filter(
+        enabled=True, venue__enabled=True, venue__kind__in=BACKFILL_KINDS
+    ).select_related("venue", "instrument")
+    if instrument is not None:
+        symbols = symbols.filter(instrument=instrument)
+    readable: dict[int, bool] = {}
+    targets = []
+    for vs in symbols.order_by("venue__priority", "instrument__symbol"):
+        if vs.venue_id not in readable:
+            readable[vs.venue_id] = can_backfill(venue_config(vs.venue))
+        if readable[vs.venue_id]:
+            targets.append(vs)
+    return targets

@@ -1,0 +1,316 @@
+"""Tick storage: every selected quote in `marketdata_tick`, and the recorder that writes it.
+
+The table is partitioned by range on `ts`, one partition per UTC day (created ahead by the recorder
+and the retention job), or a TimescaleDB hypertable with one-day chunks when the extension is
+installed. No Django here: the functions take a DB-API cursor (Django's or psycopg's) and the
+recorder its own psycopg connection, so it runs in a thread off the market loop.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.copy import QueuedLibpqWriter
+
+from marketdata.quotes import SelectedQuote
+
+log = logging.getLogger(__name__)
+
+TABLE = "marketdata_tick"
+PARTITION_PREFIX = f"{TABLE}_p"
+DAY_NS = 86_400 * 1_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+COLUMNS = ("ts", "symbol", "venue", "bid", "ask", "bid_size", "ask_size", "seq")
+COPY_SQL = f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_TYPES = ("timestamptz", "text", "text", "numeric", "numeric", "numeric", "numeric", "int8")
+
+# (venue ts in epoch ns, symbol, venue, bid, ask, bid size, ask size, seq)
+TickRow = tuple[int, str, str, Decimal, Decimal, Decimal | None, Decimal | None, int]
+
+_COLUMNS_SQL = """
+    ts timestamptz NOT NULL,
+    symbol varchar(20) NOT NULL,
+    venue varchar(32) NOT NULL,
+    bid numeric(24, 10) NOT NULL,
+    ask numeric(24, 10) NOT NULL,
+    bid_size numeric(28, 10),
+    ask_size numeric(28, 10),
+    seq bigint NOT NULL
+"""
+
+
+def timescale_installed(cursor: Any) -> bool:
+    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    return cursor.fetchone() is not None
+
+
+def tick_table_create(cursor: Any) -> None:
+    """Create the tick table: a hypertable when TimescaleDB is installed, else day partitions."""
+    if timescale_installed(cursor):
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS_SQL})")
+        cursor.execute(
+            f"SELECT create_hypertable('{TABLE}', 'ts', chunk_time_interval => interval '1 day', "
+            "if_not_exists => true)"
+        )
+    else:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS_SQL}) PARTITION BY RANGE (ts)")
+    cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_symbol_ts ON {TABLE} (symbol, ts)")
+
+
+def tick_table_drop(cursor: Any) -> None:
+    cursor.execute(f"DROP TABLE IF EXISTS {TABLE} CASCADE")
+
+
+def is_partitioned(cursor: Any) -> bool:
+    """True for declarative day partitions, False for a hypertable (chunks are TimescaleDB's job)."""
+    cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s AND relkind IN ('p', 'r')", [TABLE])
+    row = cursor.fetchone()
+    return row is not None and row[0] == "p"
+
+
+def partition_name(day: date) -> str:
+    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+
+
+def partitions_ensure(cursor: Any, days: Iterable[date]) -> list[str]:
+    """Create the day partitions that do not exist yet; returns their names."""
+    cursor.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+        [TABLE],
+    )
+    existing = {row[0] for row in cursor.fetchall()}
+    created = []
+    for day in sorted(set(days)):
+        name = partition_name(day)
+        if name in existing:
+            continue
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {TABLE} "
+            f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+        )
+        created.append(name)
+    return created
+
+
+def partitions_list(cursor: Any) -> list[tuple[str, date, int]]:
+    """(name, day, rows as the statistics collector counts them) of every day partition, oldest first."""
+    cursor.execute(
+        "SELECT c.relname, COALESCE(s.n_live_tup, 0) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+        "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE p.relname = %s ORDER BY c.relname",
+        [TABLE],
+    )
+    result = []
+    for name, rows in cursor.fetchall():
+        if name.startswith(PARTITION_PREFIX):
+            day = date.fromisoformat(name.removeprefix(PARTITION_PREFIX))
+            result.append((name, day, max(int(rows), 0)))
+    return result
+
+
+def ticks_drop_before(cursor: Any, day: date) -> list[str]:
+    """Drop whole days of ticks before `day` (partitions, or hypertable chunks)."""
+    if not is_partitioned(cursor):
+        cutoff = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        cursor.execute(f"SELECT drop_chunks('{TABLE}', older_than => %s)", [cutoff])
+        return [str(row[0]) for row in cursor.fetchall()]
+    dropped = []
+    for name, partition_day, _ in partitions_list(cursor):
+        if partition_day < day:
+            cursor.execute(f"DROP TABLE IF EXISTS {name}")
+            dropped.append(name)
+    return dropped
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def day_of(ns: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=ns // DAY_NS)
+
+
+class TickRecorder:
+    """An LP manager output: buffers selected quotes and writes them with binary COPY from a thread.
+
+    Flushes every `flush_interval_s` or as soon as `batch_size` rows wait. When PostgreSQL is down it
+    keeps what it holds and retries with backoff; past `max_buffer` rows, new ticks are dropped and
+    counted in `dropped`. `stop()` flushes what is buffered before returning. A tick dated outside
+    [today - days_back, today + days_ahead] is counted in `rejected` and not written, so one bad
+    venue clock can neither create partitions without bound nor fail every batch it is in.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        flush_interval_s: float = 0.5,
+        batch_size: int = 20_000,
+        max_buffer: int = 1_000_000,
+        days_ahead: int = 1,
+        days_back: int = 30,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.flush_interval_s = flush_interval_s
+        self.batch_size = batch_size
+        self.max_buffer = max_buffer
+        self.days_ahead = days_ahead
+        self.days_back = days_back
+        self.retry_max_s = retry_max_s
+        self.written = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.failures = 0
+        self.last_error = ""
+        self._buffer: list[TickRow] = []
+        self._inflight: list[TickRow] = []  # taken from the buffer, not yet committed
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._partitioned: bool | None = None
+        self._days: set[date] = set()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + len(self._inflight)
+
+    def __call__(self, selected: SelectedQuote) -> None:
+        q = selected.quote
+        if q is None or not selected.tradable:
+            return
+        self.add((q.venue_ts, selected.symbol, q.venue, q.bid, q.ask, q.bid_size, q.ask_size, selected.seq))
+
+    def add(self, row: TickRow) -> None:
+        with self._lock:
+            if len(self._buffer) + len(self._inflight) >= self.max_buffer:
+                self.dropped += 1
+                return
+            self._buffer.append(row)
+            full = len(self._buffer) >= self.batch_size
+        if full:
+            self._wake.set()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "written": self.written,
+            "buffered": self.buffered,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tick-recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush what is buffered (one last try) and end the thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.buffered:
+            log.error("tick recorder stopped with %d unwritten ticks", self.buffered)
+
+    def _run(self) -> None:
+        delay = 0.0
+        while True:
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._wake.wait(delay or self.flush_interval_s)
+                self._wake.clear()
+            delay = 0.0 if self.flush() else min(max(delay * 2, 0.25), self.retry_max_s)
+            if stopping:
+                break
+        self._close()
+
+    def flush(self) -> bool:
+        """Write everything buffered. False if PostgreSQL failed (the rows stay buffered)."""
+        with self._lock:
+            if self._buffer:
+                self._inflight.extend(self._buffer)
+                self._buffer = []
+        try:
+            while self._inflight:
+                chunk = self._inflight[: self.batch_size * 5]
+                rows = self._in_window(chunk)
+                if rows:
+                    self._write(rows)
+                del self._inflight[: len(chunk)]
+                self.written += len(rows)
+        except psycopg.Error as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("tick recorder: write failed, %d ticks buffered: %s", self.buffered, self.last_error)
+            self._close()
+            return False
+        return True
+
+    def _in_window(self, rows: list[TickRow]) -> list[TickRow]:
+        today = (day_of(time.time_ns()) - EPOCH.date()).days
+        low, high = (today - self.days_back) * DAY_NS, (today + self.days_ahead + 1) * DAY_NS
+        if low <= min(r[0] for r in rows) and max(r[0] for r in rows) < high:
+            return rows
+        kept = [r for r in rows if low <= r[0] < high]
+        self.rejected += len(rows) - len(kept)
+        log.warning(
+            "tick recorder: %d ticks dated outside the %d days back .. %d ahead window not written",
+            len(rows) - len(kept),
+            self.days_back,
+            self.days_ahead,
+        )
+        return kept
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=3, application_name="tick-recorder"
+            )
+            self._days.clear()
+            with self._conn.cursor() as cur:
+                self._partitioned = is_partitioned(cur)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _write(self, rows: Sequence[TickRow]) -> None:
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            if self._partitioned:
+                self._ensure_days(cur, rows)
+            # The queued writer sends to the server from its own thread while this one encodes.
+            with cur.copy(COPY_SQL, writer=QueuedLibpqWriter(cur)) as copy:
+                copy.set_types(COPY_TYPES)
+                write_row = copy.write_row
+                epoch, td = EPOCH, timedelta
+                for r in rows:
+                    write_row(
+                        (epoch + td(microseconds=r[0] // 1000), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+                    )
+
+    def _ensure_days(self, cur: psycopg.Cursor[Any], rows: Sequence[TickRow]) -> None:
+        first, last = day_of(min(r[0] for r in rows)), day_of(max(r[0] for r in rows))
+        today = day_of(time.time_ns())
+        wanted = {first + timedelta(days=i) for i in range((last - first).days + 1)}
+        wanted |= {today + timedelta(days=i) for i in range(self.days_ahead + 1)}
+        missing = wanted - self._days
+        if missing:
+            created = partitions_ensure(cur, missing)
+            if created:
+                log.info("tick partitions created: %s", ", ".join(created))
+            self._days |= missing

@@ -1,0 +1,76 @@
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from alerts.models import AlertRule, NotificationChannel
+from livermore.redis import key, sync_client
+from marketdata.demo import demo_seed
+from marketdata.models import Instrument
+from tests.fakes.discord import FakeDiscord
+
+BAR = 1_767_225_600  # 2026-01-01 00:00 UTC, aligned to every timeframe
+
+
+@pytest.fixture
+def instruments(db: Any) -> None:
+    demo_seed()
+
+
+@pytest.fixture
+def btc(instruments: None) -> Instrument:
+    return Instrument.objects.get(symbol="BTCUSD")
+
+
+@pytest.fixture
+def alice(db: Any) -> Any:
+    return get_user_model().objects.create_user("alice", "alice@example.com")
+
+
+@pytest.fixture
+def bob(db: Any) -> Any:
+    return get_user_model().objects.create_user("bob", "bob@example.com")
+
+
+@pytest.fixture
+def discord() -> Iterator[FakeDiscord]:
+    with FakeDiscord(bucket_limit=50, bucket_window_s=1.0) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _local_webhooks(settings: Any) -> Iterator[None]:
+    """Lets channels point at the local fake; clears rate-limit blocks between tests."""
+    settings.ALERTS_WEBHOOK_HOSTS = [*settings.ALERTS_WEBHOOK_HOSTS, "127.0.0.1"]
+    yield
+    redis = sync_client()
+    for name in redis.scan_iter(key("alerts", "*")):
+        redis.delete(name)
+
+
+def channel_for(user: Any, discord: FakeDiscord) -> tuple[NotificationChannel, str]:
+    webhook_id, url = discord.add_webhook()
+    return NotificationChannel.objects.create(
+        user=user, name=f"discord {webhook_id}", webhook_url=url
+    ), webhook_id
+
+
+def macdv_rule(user: Any, instrument: Instrument, timeframe: str = "5m") -> AlertRule:
+    return AlertRule.objects.create(user=user, instrument=instrument, timeframe=timeframe, kind="macdv")
+
+
+def bar_values(macdv: float, *, signal: float | None = None, hist: float | None = None, close: str = "95000"):
+    signal = macdv if signal is None else signal
+    return {
+        "open": Decimal(close),
+        "high": Decimal(close) + 50,
+        "low": Decimal(close) - 50,
+        "close": Decimal(close),
+        "volume": Decimal("3.5"),
+        "ema26": float(close) - 10,
+        "macdv": macdv,
+        "macdv_signal": signal,
+        "macdv_histogram": macdv - signal if hist is None else hist,
+    }

@@ -1,0 +1,154 @@
+"""Dealing benchmarks.
+
+order_service_orders_per_s: market orders through brokerage.services.order_submit, called directly
+from 6 processes (so the GIL is not what is measured) over 200 accounts (one account row lock
+each, as in production), priced from the in-memory quote source the market process uses, against a
+throwaway PostgreSQL database (<name>_bench, dropped afterwards) and a -bench Redis prefix.
+
+trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
+"""
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench.metric import emit
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+os.environ["REDIS_PREFIX"] = os.environ.get("REDIS_PREFIX", "livermore") + "-bench"
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import django
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import setup_databases, teardown_databases  # noqa: E402
+
+ACCOUNTS = 200
+PROCESSES = 6
+ORDERS = 3000
+TRIGGERS = 10_000
+SCANS = 20_000
+
+
+def trigger_scan_ms() -> float:
+    from brokerage.triggers import Trigger, TriggerIndex
+
+    index = TriggerIndex()
+    lock = threading.Lock()
+    for i in range(TRIGGERS):
+        offset = D(i) / 1_000_000
+        long_side = i % 2 == 0
+        index.add(
+            Trigger.make(
+                kind="sl" if i % 3 else "order",
+                object_id=i,
+                account_id=i % 500,
+                symbol="EURUSD",
+                side="buy" if long_side else "sell",
+                rule="sl" if i % 3 else "limit",
+                level=(D("1.0900") - offset) if long_side else (D("1.1100") + offset),
+                markup=D(0),
+            )
+        )
+    bids = [D("1.10000") + D(i % 50) / 100_000 for i in range(SCANS)]
+    started = time.perf_counter()
+    for bid in bids:
+        with lock:
+            fired = index.fire("EURUSD", bid, bid + D("0.00012"))
+        assert not fired
+    return (time.perf_counter() - started) * 1000 / SCANS
+
+
+def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[float, float, int]:
+    """One process's share: its own accounts, a live in-memory quote, then order_submit in a loop."""
+    from brokerage import services
+    from brokerage.models import TradingAccount
+    from brokerage.quotes import MemoryQuoteSource
+    from marketdata.quotes import Quote, SelectedQuote
+
+    quotes = MemoryQuoteSource()
+    stop = threading.Event()
+
+    def feed() -> None:  # keeps the quote fresh, as the market loop does
+        while True:
+            now = time.time_ns()
+            quote = Quote("EURUSD", "sim", D("1.10000"), D("1.10012"), now, now)
+            quotes.update(SelectedQuote(symbol="EURUSD", seq=1, quote=quote, tradable=True))
+            if stop.wait(0.2):
+                return
+
+    threading.Thread(target=feed, daemon=True).start()
+    accounts = list(TradingAccount.objects.filter(pk__in=account_ids))
+    services.order_submit(  # warm up the connection and caches before the clock starts
+        account=accounts[0], symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
+    )
+    barrier.wait()
+    started = time.perf_counter()
+    done = 0
+    for i in range(worker, ORDERS, PROCESSES):
+        services.order_submit(
+            account=accounts[i % len(accounts)],
+            symbol="EURUSD",
+            side="buy" if i % 2 else "sell",
+            volume=D("0.01"),
+            quotes=quotes,
+        )
+        done += 1
+    finished = time.perf_counter()
+    stop.set()
+    connection.close()
+    return started, finished, done
+
+
+def orders_per_s() -> float:
+    from brokerage import services
+    from brokerage.models import ClientGroup
+    from livermore.users.models import User
+    from marketdata.demo import demo_seed
+
+    demo_seed()
+    group = ClientGroup.objects.create(name="bench", currency="USD", leverage=100)
+    owner = User.objects.create_user(username="bench")
+    account_ids = []
+    for _ in range(ACCOUNTS):
+        account = services.account_open(owner=owner, group=group)
+        services.account_deposit(account=account, amount=D("1000000"))
+        account_ids.append(account.pk)
+    connection.close()  # no connection may cross the fork
+    context = multiprocessing.get_context("fork")
+    barrier = context.Manager().Barrier(PROCESSES)
+    with context.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            _submit_share, [(w, account_ids[w::PROCESSES], barrier) for w in range(PROCESSES)]
+        )
+    started = min(r[0] for r in results)
+    finished = max(r[1] for r in results)
+    filled = sum(r[2] for r in results)
+    assert filled == ORDERS
+    return filled / (finished - started)
+
+
+def main() -> None:
+    emit("trigger_scan_10k_ms", trigger_scan_ms(), "ms", "<= 1")
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = (
+        settings.DATABASES["default"]["NAME"] + "_bench"
+    )
+    old = setup_databases(verbosity=0, interactive=False)
+    try:
+        emit("order_service_orders_per_s", orders_per_s(), "orders/s", ">= 1000")
+    finally:
+        connection.close()
+        teardown_databases(old, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()

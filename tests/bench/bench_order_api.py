@@ -1,0 +1,348 @@
+"""Market orders through the HTTP API, served as `make run` serves it.
+
+Sets up its own database and Redis prefix (dropped afterwards), starts the Procfile's `web` (daphne)
+and `market` (market loop with the simulator venue) processes on a free port, then drives the API
+from another process, one API key per client account:
+
+- order_api_orders_per_s: completed market orders per second with CONCURRENCY clients sending
+  back to back for THROUGHPUT_S seconds;
+- order_api_p99_ms: the 99th percentile latency at a steady (open-loop) 150 orders/s.
+
+Each account is in a netting group and alternates buy and sell, so positions do not pile up.
+
+The load generator shares the machine's cores with the server, so it speaks HTTP/1.1 itself over
+keep-alive connections: httpx cost about as much CPU per request as the server's whole handling.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.bench.metric import emit  # noqa: E402
+
+ACCOUNTS = 64
+CONCURRENCY = 48
+WARMUP_S = 3.0
+THROUGHPUT_S = 15.0
+ORDER_TIMEOUT_S = 30.0
+STEADY_RATE = 150
+STEADY_S = 12.0
+SYMBOL = "EURUSD"
+
+
+def _bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    base_db = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/livermore")
+    prefix, _, name = base_db.rpartition("/")
+    env["DATABASE_URL"] = f"{prefix}/{name.split('?')[0]}_bench_order_api"
+    env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-order-api"
+    env["LOG_LEVEL"] = "WARNING"
+    env["THROTTLE_USER"] = "10000000/min"
+    env["THROTTLE_ORDERS"] = "10000000/min"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _procfile(kind: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == kind:
+            return command.strip()
+    raise SystemExit(f"no {kind} process in the Procfile")
+
+
+def _setup(env: dict[str, str]) -> list[str]:
+    """Fresh database: migrations, demo data, a netting group and funded accounts with API keys."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from django.core.management import call_command
+
+    _drop_database()
+    call_command("createdb", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    call_command("migrate", verbosity=0)
+    from marketdata.demo import demo_seed
+
+    demo_seed()
+    from brokerage import services
+    from brokerage.models import ClientGroup, MarginMode
+    from livermore.users.models import ApiKey, User
+
+    group = ClientGroup.objects.create(
+        name="bench", currency="USD", leverage=100, margin_mode=MarginMode.NETTING
+    )
+    keys = []
+    for i in range(ACCOUNTS):
+        user = User.objects.create_user(f"bench{i}", password=None)
+        account = services.account_open(owner=user, group=group)
+        services.account_deposit(account=account, amount=Decimal("100000000"))
+        _, raw = ApiKey.issue(user=user, name="bench")
+        keys.append(f"{account.number}:{raw}")
+    from django.db import connections
+
+    connections.close_all()
+    return keys
+
+
+def _drop_database() -> None:
+    import psycopg
+    from django.conf import settings
+    from django.db import connections
+    from psycopg import sql
+
+    connections.close_all()
+    db = settings.DATABASES["default"]
+    params = {
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+    }
+    with psycopg.connect(
+        dbname="postgres", autocommit=True, **{k: v for k, v in params.items() if v is not None}
+    ) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+
+
+def _start(kind: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env = {**env, "PATH": f"{venv_bin}:{env.get('PATH', '')}"}
+    return subprocess.Popen(
+        ["/bin/sh", "-c", _procfile(kind)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                raise SystemExit(f"a process died: {err}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the stack did not become ready (fresh quotes) in time")
+
+
+# -- load generator (runs in its own process) ---------------------------------------------------------
+
+
+class HttpClient:
+    """HTTP/1.1 POSTs over a pool of keep-alive connections to one server."""
+
+    def __init__(self, base: str) -> None:
+        host, _, port = base.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened: list[asyncio.StreamWriter] = []
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened.append(writer)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        status = int((await reader.readline()).split()[1])
+        length, chunked, close = 0, False, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection":
+                close = value == b"close"
+        if chunked:
+            payload = b""
+            while size := int((await reader.readline()).strip(), 16):
+                payload += (await reader.readexactly(size + 2))[:-2]
+            await reader.readline()
+        else:
+            payload = await reader.readexactly(length)
+        if close:
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return status, payload
+
+    def close(self) -> None:
+        for writer in self.opened:
+            writer.close()
+
+
+async def _order(client: HttpClient, account: str, key: str, side: str) -> float | None:
+    body = json.dumps({"symbol": SYMBOL, "side": side, "volume": "0.01"}).encode()
+    started = time.perf_counter()
+    try:
+        status, _ = await asyncio.wait_for(
+            client.post(f"/api/v1/accounts/{account}/orders", body, {"Authorization": f"Api-Key {key}"}),
+            timeout=ORDER_TIMEOUT_S,
+        )
+    except TimeoutError:
+        return None  # an overloaded server: a failed order (its connection is dropped, not reused)
+    elapsed = time.perf_counter() - started
+    if status != 201:
+        return None
+    return elapsed
+
+
+async def _load(base: str, keys: list[str]) -> dict[str, Any]:
+    accounts = [k.split(":", 1) for k in keys]
+    client = HttpClient(base)
+    try:
+        # Throughput: CONCURRENCY workers back to back, each on its own accounts.
+        done = {"ok": 0, "failed": 0}
+        counting = asyncio.Event()
+
+        async def worker(index: int, stop_at: float) -> None:
+            n = 0
+            mine = accounts[index::CONCURRENCY]
+            while time.monotonic() < stop_at:
+                account, key = mine[n % len(mine)]
+                side = "buy" if (n // len(mine)) % 2 == 0 else "sell"
+                n += 1
+                result = await _order(client, account, key, side)
+                if counting.is_set():
+                    done["ok" if result is not None else "failed"] += 1
+
+        start = time.monotonic()
+        stop_at = start + WARMUP_S + THROUGHPUT_S
+        tasks = [asyncio.create_task(worker(i, stop_at)) for i in range(CONCURRENCY)]
+        await asyncio.sleep(WARMUP_S)
+        counting.set()
+        measured_from = time.monotonic()
+        await asyncio.gather(*tasks)
+        throughput = done["ok"] / (time.monotonic() - measured_from)
+
+        # Latency: open loop at STEADY_RATE, each account alternating sides.
+        latencies: list[float] = []
+        failed = 0
+        sides: dict[str, int] = {}
+
+        async def one(account: str, key: str) -> None:
+            nonlocal failed
+            sides[account] = sides.get(account, 0) + 1
+            result = await _order(client, account, key, "buy" if sides[account] % 2 else "sell")
+            if result is None:
+                failed += 1
+                latencies.append(ORDER_TIMEOUT_S)  # a failed order counts as the slowest possible
+            else:
+                latencies.append(result)
+
+        total = int(STEADY_RATE * STEADY_S)
+        t0 = time.monotonic()
+        pending = []
+        for i in range(total):
+            delay = t0 + i / STEADY_RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            account, key = accounts[i % len(accounts)]
+            pending.append(asyncio.create_task(one(account, key)))
+        await asyncio.gather(*pending)
+        latencies.sort()
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    finally:
+        client.close()
+    return {
+        "orders_per_s": throughput,
+        "throughput_failed": done["failed"],
+        "p99_ms": p99,
+        "steady_failed": failed,
+        "steady_sent": total,
+    }
+
+
+def _client_main() -> None:
+    config = json.loads(sys.stdin.read())
+    print(json.dumps(asyncio.run(_load(config["base"], config["keys"]))))
+
+
+# -- driver ------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    env = _bench_env()
+    keys = _setup(env)
+    port = _free_port()
+    env_run = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    procs = [_start("market", env_run), _start("web", env_run)]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, procs)
+        client = subprocess.run(
+            [sys.executable, __file__, "--client"],
+            input=json.dumps({"base": base, "keys": keys}),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        if client.returncode != 0:
+            sys.stderr.write(client.stderr[-3000:])
+            return 1
+        result = json.loads(client.stdout.strip().splitlines()[-1])
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        _drop_database()
+    if result["throughput_failed"] or result["steady_failed"]:
+        sys.stderr.write(
+            f"rejected orders: {result['throughput_failed']} (throughput), "
+            f"{result['steady_failed']}/{result['steady_sent']} (steady)\n"
+        )
+    emit("order_api_orders_per_s", result["orders_per_s"], "orders/s", ">= 300")
+    emit("order_api_p99_ms", result["p99_ms"], "ms", "<= 30")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--client" in sys.argv:
+        _client_main()
+    else:
+        sys.exit(main())

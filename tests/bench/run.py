@@ -1,0 +1,44 @@
+"""`make bench`: run every tests/bench/bench_*.py script, each printing one JSON line per metric
+{"name", "value", "unit", "target"}; print the lines, then a summary of targets met and missed on
+stderr. Exit non-zero if a script fails (a missed target is a finding, not a crash)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.metric import met  # noqa: E402
+
+REQUIRED = {"name", "value", "unit", "target"}
+
+
+def main() -> int:
+    failed, missed, count = [], [], 0
+    for script in sorted(Path(__file__).parent.glob("bench_*.py")):
+        result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
+        for line in result.stdout.splitlines():
+            try:
+                metric = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(metric, dict) and metric.keys() >= REQUIRED:
+                print(json.dumps(metric), flush=True)
+                count += 1
+                if not met(metric["value"], metric["target"]):
+                    missed.append(f"{metric['name']}={metric['value']} (target {metric['target']})")
+        if result.returncode != 0:
+            failed.append(script.name)
+            sys.stderr.write(f"{script.name} failed ({result.returncode}):\n{result.stderr[-3000:]}\n")
+    sys.stderr.write(
+        f"{count - len(missed)} of {count} targets met"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+        + "\n"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

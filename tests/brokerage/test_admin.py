@@ -1,0 +1,74 @@
+from decimal import Decimal as D
+
+import pytest
+from django.urls import reverse
+
+from brokerage import services
+from brokerage.models import Posting, TradingAccount
+from brokerage.streams import AccountChannel
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def traded(account, market):
+    market.set("EURUSD", "1.1000", "1.1002")
+    services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    return account
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "clientgroup",
+        "tradingaccount",
+        "order",
+        "position",
+        "deal",
+        "ledgeraccount",
+        "ledgertransaction",
+        "posting",
+    ],
+)
+def test_every_brokerage_model_has_a_working_changelist(admin_client, traded, model):
+    assert admin_client.get(reverse(f"admin:brokerage_{model}_changelist")).status_code == 200
+
+
+def test_postings_cannot_be_added_changed_or_deleted_in_the_admin(admin_client, traded):
+    posting = Posting.objects.first()
+    assert admin_client.get(reverse("admin:brokerage_posting_add")).status_code == 403
+    response = admin_client.post(
+        reverse("admin:brokerage_posting_change", args=[posting.pk]), {"amount": "1"}
+    )
+    assert response.status_code == 403
+    assert admin_client.get(reverse("admin:brokerage_posting_delete", args=[posting.pk])).status_code == 403
+    posting.refresh_from_db()
+    assert posting.amount == D("5000")
+
+
+def test_an_account_added_in_the_admin_gets_its_ledger_account(admin_client, client_user, group):
+    response = admin_client.post(
+        reverse("admin:brokerage_tradingaccount_add"),
+        {"owner": client_user.pk, "group": group.pk, "status": "active"},
+    )
+    assert response.status_code == 302
+    account = TradingAccount.objects.get()
+    assert account.currency == "USD"
+    assert account.ledger_account.kind == "client"
+    assert account.number >= 100001
+
+
+def test_the_account_stream_channel_is_for_its_owner_only(account, client_user, operator, django_user_model):
+    channel = AccountChannel()
+    stranger = django_user_model.objects.create_user(username="mallory", password="a-long-password-3")
+    number = str(account.number)
+    assert channel.group(client_user, number) == f"account.{number}"
+    assert channel.group(operator, number) is None  # operators follow accounts in the admin
+    assert channel.group(stranger, number) is None
+    assert channel.group(client_user, "not-a-number") is None
+    snapshot = channel.snapshot(client_user, number)
+    assert (snapshot["number"], snapshot["balance"], snapshot["equity"]) == (
+        account.number,
+        "5000.00",
+        "5000.00",
+    )

@@ -1,0 +1,389 @@
+"""Coinbase Advanced Trade fakes speaking the documented formats (shared/PROTOCOLS.md section 1)
+over real sockets: a WebSocket market-data server and a REST server, both verifying the ES256 JWT
+against a key generated at test time.
+
+Plain HTTP/WS on 127.0.0.1: our clients take their endpoints from the venue config, so the fakes
+need no TLS."""
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from marketdata.adapters.streaming import ns_to_rfc3339
+
+from .http import HttpFake, Request, Response
+
+PREFIX = "/api/v3/brokerage"
+GRANULARITY_S = {
+    "ONE_MINUTE": 60,
+    "FIVE_MINUTE": 300,
+    "FIFTEEN_MINUTE": 900,
+    "THIRTY_MINUTE": 1800,
+    "ONE_HOUR": 3600,
+    "TWO_HOUR": 7200,
+    "FOUR_HOUR": 14400,
+    "SIX_HOUR": 21600,
+    "ONE_DAY": 86400,
+}
+MAX_CANDLES = 350
+
+
+@dataclass(frozen=True)
+class CoinbaseKey:
+    """A CDP API key made for one test: its name and SEC1 PEM as a user would paste them."""
+
+    name: str
+    private_pem: str
+    public_key: ec.EllipticCurvePublicKey
+
+    @classmethod
+    def generate(cls) -> "CoinbaseKey":
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ).decode()
+        return cls(f"organizations/{uuid4()}/apiKeys/{uuid4()}", pem, key.public_key())
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"api_key_name": self.name, "private_key_pem": self.private_pem}
+
+
+class JwtRejected(Exception):
+    pass
+
+
+def verify_jwt(token: str, key: CoinbaseKey, *, uri: str | None) -> dict[str, Any]:
+    """Check a Coinbase JWT as the venue does: ES256 by this key, header kid/nonce, claims
+    sub/iss/nbf/exp (at most 120 s of life), and `uri` for REST (absent on WebSocket)."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(
+            token,
+            key.public_key,
+            algorithms=["ES256"],
+            issuer="cdp",
+            options={"require": ["sub", "iss", "nbf", "exp"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise JwtRejected(str(exc)) from exc
+    if header.get("kid") != key.name or header.get("typ") != "JWT":
+        raise JwtRejected(f"bad header {header}")
+    if not re.fullmatch(r"[0-9a-f]{64}", str(header.get("nonce", ""))):
+        raise JwtRejected("nonce must be 64 hex characters")
+    if claims["sub"] != key.name:
+        raise JwtRejected("sub is not the key name")
+    if claims["exp"] - claims["nbf"] > 120:
+        raise JwtRejected("a JWT may live at most 120 s")
+    if claims.get("uri") != uri:
+        raise JwtRejected(f"uri claim {claims.get('uri')!r} does not match {uri!r}")
+    return claims
+
+
+def error(status: int, name: str, code: int, message: str) -> Response:
+    return Response(status, {"error": name, "code": code, "message": message, "details": []})
+
+
+def fake_candle(product_id: str, start: int, step: int) -> dict[str, str]:
+    """A deterministic candle for any bucket, so tests can predict every value."""
+    base = Decimal(1000 + (start // step) % 97)
+    return {
+        "start": str(start),
+        "low": str(base - 1),
+        "high": str(base + 2),
+        "open": str(base),
+        "close": str(base + 1),
+        "volume": f"{(start // step) % 13}.5",
+    }
+
+
+class CoinbaseRestFake(HttpFake):
+    """GET /accounts, /orders/historical/batch, /best_bid_ask, /products/{id}/candles."""
+
+    def __init__(
+        self, key: CoinbaseKey, *, page_size: int = 2, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__()
+        self.key = key
+        self.page_size = page_size
+        self.clock = clock
+        self.accounts: list[dict[str, Any]] = []
+        self.orders: list[dict[str, Any]] = []
+        self.books: dict[str, tuple[str, str]] = {}
+        self.jwt_claims: list[dict[str, Any]] = []
+        self.rejected_jwts: list[str] = []
+        self.revoked = False  # every request answers 401, as for a deleted key
+
+    def handle(self, request: Request) -> Response:
+        token = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+        try:
+            claims = verify_jwt(token, self.key, uri=f"{request.method} {self.host}{request.path}")
+        except JwtRejected as exc:
+            self.rejected_jwts.append(str(exc))
+            return error(401, "UNAUTHENTICATED", 16, "Unauthorized")
+        if self.revoked:
+            return error(401, "UNAUTHENTICATED", 16, "Unauthorized")
+        self.jwt_claims.append(claims)
+        path = request.path.removeprefix(PREFIX)
+        if path == "/accounts":
+            return self._page(request, self.accounts, "accounts")
+        if path == "/orders/historical/batch":
+            return self._page(request, self._orders(request), "orders", sequence="0")
+        if path == "/best_bid_ask":
+            return self._best_bid_ask(request)
+        if match := re.fullmatch(r"/products/([A-Z0-9-]+)/candles", path):
+            return self._candles(request, match.group(1))
+        return error(404, "NOT_FOUND", 5, "Not Found")
+
+    def _page(self, request: Request, items: list[dict[str, Any]], name: str, **extra: str) -> Response:
+        offset = int(request.arg("cursor") or 0)
+        size = min(int(request.arg("limit") or self.page_size), self.page_size)
+        page = items[offset : offset + size]
+        has_next = offset + size < len(items)
+        body = {name: page, "has_next": has_next, "cursor": str(offset + size) if has_next else "", **extra}
+        if name == "accounts":
+            body["size"] = len(page)
+        return Response(200, body)
+
+    def _orders(self, request: Request) -> list[dict[str, Any]]:
+        orders = self.orders
+        if statuses := request.query.get("order_status"):
+            orders = [o for o in orders if o["status"] in statuses]
+        if ids := request.query.get("order_ids"):
+            orders = [o for o in orders if o["order_id"] in ids]
+        if start := request.arg("start_date"):
+            orders = [o for o in orders if o["created_time"] >= start]
+        return sorted(orders, key=lambda o: o["created_time"], reverse=True)
+
+    def _best_bid_ask(self, request: Request) -> Response:
+        ids = request.query.get("product_ids") or sorted(self.books)
+        now = ns_to_rfc3339(int(self.clock() * 1e9))
+        books = [
+            {
+                "product_id": pid,
+                "bids": [{"price": self.books[pid][0], "size": "1.5"}],
+                "asks": [{"price": self.books[pid][1], "size": "2"}],
+                "time": now,
+            }
+            for pid in ids
+            if pid in self.books
+        ]
+        return Response(200, {"pricebooks": books})
+
+    def _candles(self, request: Request, product_id: str) -> Response:
+        try:
+            start, end = int(request.arg("start") or ""), int(request.arg("end") or "")
+            step = GRANULARITY_S[request.arg("granularity") or ""]
+            limit = int(request.arg("limit") or MAX_CANDLES)
+        except (KeyError, ValueError):
+            return error(400, "INVALID_ARGUMENT", 3, "start, end and granularity are required")
+        first = -(-start // step) * step
+        buckets = list(range(first, end + 1, step))
+        if len(buckets) > min(limit, MAX_CANDLES):
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                3,
+                f"start and end argument is invalid - number of candles requested should be less than "
+                f"{MAX_CANDLES}",
+            )
+        now = int(self.clock())
+        candles = [fake_candle(product_id, b, step) for b in reversed(buckets) if b <= now]
+        return Response(200, {"candles": candles})
+
+
+@dataclass(eq=False)
+class _Connection:
+    ws: ServerConnection
+    channels: dict[str, set[str]] = field(default_factory=dict)
+    seq: int = 0
+    snapshots: set[str] = field(default_factory=set)
+
+
+class CoinbaseWsFake:
+    """The market-data WebSocket. Enforces the subscribe deadline; verifies the JWT on every
+    subscribe message; sends heartbeats every `heartbeat_interval_s` to `heartbeats` subscribers."""
+
+    def __init__(
+        self,
+        key: CoinbaseKey | None = None,
+        *,
+        subscribe_deadline_s: float = 5.0,
+        heartbeat_interval_s: float = 1.0,
+    ) -> None:
+        self.key = key
+        self.subscribe_deadline_s = subscribe_deadline_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.connections: list[_Connection] = []
+        self.connects = 0
+        self.deadline_closes = 0
+        self.subscribe_messages: list[dict[str, Any]] = []
+        self.jwt_claims: list[dict[str, Any]] = []
+        self.silent = False
+        self._server: Server | None = None
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> "CoinbaseWsFake":
+        self._server = await serve(self._handler, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"ws://127.0.0.1:{next(iter(self._server.sockets)).getsockname()[1]}"
+
+    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+        async with asyncio.timeout(within_s), self._changed:
+            await self._changed.wait_for(predicate)
+
+    def subscribed(self, channel: str, product_id: str | None = None) -> int:
+        """How many open connections are subscribed to `channel` (for `product_id`)."""
+        return sum(
+            1
+            for c in self.connections
+            if channel in c.channels and (product_id is None or product_id in c.channels[channel])
+        )
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws)
+        self.connections.append(conn)
+        self.connects += 1
+        await self._notify()
+        heartbeats = asyncio.create_task(self._heartbeats(conn))
+        try:
+            try:
+                first = await asyncio.wait_for(ws.recv(), self.subscribe_deadline_s)
+            except TimeoutError:
+                self.deadline_closes += 1
+                await ws.close(1000, "no subscription within the deadline")
+                return
+            await self._on_message(conn, first)
+            async for raw in ws:
+                await self._on_message(conn, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            heartbeats.cancel()
+            self.connections.remove(conn)
+            await self._notify()
+
+    async def _on_message(self, conn: _Connection, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            kind, channel = message["type"], message["channel"]
+        except (ValueError, KeyError, TypeError):
+            await conn.ws.send(json.dumps({"type": "error", "message": "failure to parse message"}))
+            return
+        if self.key is not None and "jwt" in message:
+            try:
+                self.jwt_claims.append(verify_jwt(message["jwt"], self.key, uri=None))
+            except JwtRejected as exc:
+                await conn.ws.send(json.dumps({"type": "error", "message": f"authentication failure: {exc}"}))
+                return
+        self.subscribe_messages.append(message)
+        products = set(message.get("product_ids") or [])
+        if kind == "subscribe":
+            conn.channels.setdefault(channel, set()).update(products)
+        elif kind == "unsubscribe":
+            conn.channels.pop(channel, None)
+        await self._send(
+            conn, "subscriptions", [{"subscriptions": {c: sorted(p) for c, p in conn.channels.items()}}]
+        )
+        await self._notify()
+
+    async def _send(self, conn: _Connection, channel: str, events: list[dict[str, Any]]) -> None:
+        conn.seq += 1
+        envelope = {
+            "channel": channel,
+            "client_id": "",
+            "timestamp": ns_to_rfc3339(time.time_ns()),
+            "sequence_num": conn.seq - 1,
+            "events": events,
+        }
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(json.dumps(envelope))
+
+    async def _heartbeats(self, conn: _Connection) -> None:
+        counter = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            if "heartbeats" in conn.channels and not self.silent:
+                counter += 1
+                now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+                event = {
+                    "current_time": f"{now}.000000000 +0000 UTC m=+{counter}.0",
+                    "heartbeat_counter": counter,
+                }
+                await self._send(conn, "heartbeats", [event])
+
+    async def ticker(
+        self, product_id: str, best_bid: str, best_ask: str, *, bid_qty: str = "0.5", ask_qty: str = "0.75"
+    ) -> int:
+        """Send a ticker update to every subscriber of `product_id`; returns how many got it."""
+        ticker = {
+            "type": "ticker",
+            "product_id": product_id,
+            "price": best_ask,
+            "volume_24_h": "1234.5",
+            "low_24_h": best_bid,
+            "high_24_h": best_ask,
+            "low_52_w": best_bid,
+            "high_52_w": best_ask,
+            "price_percent_chg_24_h": "0.5",
+            "best_bid": best_bid,
+            "best_bid_quantity": bid_qty,
+            "best_ask": best_ask,
+            "best_ask_quantity": ask_qty,
+        }
+        return await self._broadcast("ticker", product_id, "tickers", ticker)
+
+    async def candle(self, product_id: str, candle: dict[str, str]) -> int:
+        return await self._broadcast("candles", product_id, "candles", {**candle, "product_id": product_id})
+
+    async def _broadcast(self, channel: str, product_id: str, key: str, item: dict[str, Any]) -> int:
+        sent = 0
+        for conn in list(self.connections):
+            if product_id in conn.channels.get(channel, set()) and not self.silent:
+                kind = "update" if channel in conn.snapshots else "snapshot"
+                conn.snapshots.add(channel)
+                await self._send(conn, channel, [{"type": kind, key: [item]}])
+                sent += 1
+        return sent
+
+    async def send_raw(self, text: str) -> None:
+        for conn in list(self.connections):
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(text)
+
+    def skip_sequence(self, count: int) -> None:
+        for conn in self.connections:
+            conn.seq += count
+
+    def drop(self) -> None:
+        """Cut every connection without a close frame (a network failure)."""
+        for conn in list(self.connections):
+            conn.ws.transport.abort()

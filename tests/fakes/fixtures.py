@@ -1,0 +1,75 @@
+"""Pytest fixtures for the venue fakes; a test package's conftest imports the ones it uses."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from marketdata.adapters.base import Adapter, Backoff
+
+from .coinbase import CoinbaseKey, CoinbaseRestFake
+from .oanda import OandaFake
+
+
+@pytest.fixture
+def coinbase_key() -> CoinbaseKey:
+    return CoinbaseKey.generate()
+
+
+@pytest.fixture
+def coinbase_rest(coinbase_key: CoinbaseKey) -> Iterator[CoinbaseRestFake]:
+    with CoinbaseRestFake(coinbase_key) as fake:
+        yield fake
+
+
+@pytest.fixture
+def oanda() -> Iterator[OandaFake]:
+    with OandaFake("oanda-test-token", heartbeat_interval_s=0.2) as fake:
+        yield fake
+
+
+def fast_backoff() -> Backoff:
+    return Backoff(base_s=0.02, cap_s=0.1)
+
+
+@contextlib.asynccontextmanager
+async def running(adapter: Adapter) -> AsyncIterator[Adapter]:
+    """Run an adapter's reconnecting loop for the duration of the block."""
+    task = asyncio.create_task(adapter.run())
+    try:
+        yield adapter
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def celery_worker() -> Iterator[None]:
+    """A real Celery worker (solo pool, in a thread) on the real Redis broker; its tasks see the
+    test database, so use it with django_db(transaction=True)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from livermore.celery import app
+
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
+        yield
+
+
+def wait_for(predicate: Callable[[], bool], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)

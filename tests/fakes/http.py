@@ -1,0 +1,156 @@
+"""A real HTTP/1.1 server on 127.0.0.1 (a free port) for venue fakes, in a background thread so both
+sync clients (Celery tasks, services) and asyncio clients can talk to it. Handlers return a
+`Response`, or a `Stream` (chunked transfer, one chunk per item, `DROP` cuts the socket mid-stream)."""
+
+import json
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+DROP = object()
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+@dataclass
+class Stream:
+    chunks: Iterator[Any]  # bytes, or DROP
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class HttpFake:
+    """Subclasses implement `handle(request)`. `fail_next` queues canned answers served first."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.forced: deque[Response] = deque()
+        self.stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    def handle(self, request: Request) -> Response | Stream:
+        raise NotImplementedError
+
+    def fail_next(
+        self, count: int, status: int, body: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        for _ in range(count):
+            self.forced.append(Response(status, body, dict(headers or {})))
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> Self:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._dispatch()
+
+            def do_POST(self) -> None:
+                self._dispatch()
+
+            def _dispatch(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(self.command, parts.path, parse_qs(parts.query), self.headers, body)
+                fake.requests.append(request)
+                answer = fake.forced.popleft() if fake.forced else fake.handle(request)
+                if isinstance(answer, Stream):
+                    self._stream(answer)
+                else:
+                    self._respond(answer)
+
+            def _respond(self, response: Response) -> None:
+                payload = response.encoded()
+                self.send_response(response.status)
+                headers = {"Content-Type": "application/json", **response.headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, stream: Stream) -> None:
+                self.send_response(200)
+                for name, value in {"Content-Type": "application/json", **stream.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                try:
+                    for chunk in stream.chunks:
+                        if chunk is DROP or fake.stopping.is_set():
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            self.close_connection = True
+                            return
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

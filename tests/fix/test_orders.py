@@ -1,0 +1,440 @@
+"""A-Book orders end to end: routing, NewOrderSingle, execution reports, client booking, cancels,
+replaces, status requests, positions. Peers: the LP simulator and the scripted acceptor."""
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from brokerage.models import Deal, OrderStatus, Position
+from brokerage.services import account_deposit, account_open, order_submit
+from fix.models import (
+    CommandAction,
+    FixFill,
+    FixOrder,
+    FixOrderRequest,
+    FixOrderState,
+    LpPosition,
+    PositionCheck,
+    RequestState,
+    RoutingAction,
+    RoutingRule,
+)
+from fix.selectors import fix_session_state
+from fix.services import fix_command_request, fix_order_cancel_request, fix_order_replace_request
+from tests.brokerage.conftest import ledger_problems
+
+from .conftest import free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+D = Decimal
+
+
+def fix_order_done(order_id: int) -> FixOrder:
+    return wait_for(
+        lambda: FixOrder.objects.filter(order_id=order_id, settled=True).select_related("order").first()
+    )
+
+
+def logged_on(session) -> bool:
+    state = fix_session_state(session=session)
+    return bool(state and state["logged_on"])
+
+
+@pytest.fixture
+def lp(start_simulator, make_session, run_engine):
+    """The simulator, a session to it, and runfix's engine logged on."""
+
+    def start(desk=None, **options):
+        sim = start_simulator(**options)
+        session = make_session(sim.options.port, target_comp_id="LPSIM", name="lp")
+        run_engine(desk=desk)
+        wait_for(lambda: logged_on(session))
+        return sim, session
+
+    return start
+
+
+def test_an_a_book_market_order_is_filled_by_the_lp_and_booked_for_the_client(lp, a_book):
+    sim, session = lp()
+    account = a_book(session)
+
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.5"))
+    assert order.status == OrderStatus.ROUTED
+    fix_order = fix_order_done(order.pk)
+
+    assert fix_order.state == FixOrderState.FILLED
+    assert (fix_order.symbol, fix_order.side, fix_order.ord_type, fix_order.quantity) == (
+        "EUR/USD",
+        "1",
+        "1",
+        50000,
+    )
+    fill = FixFill.objects.get(fix_order=fix_order)
+    sim_order = sim.orders[str(order.pk)]
+    assert fill.price == sim_order.avg_px and fill.quantity == 50000
+    order.refresh_from_db()
+    assert order.status == OrderStatus.FILLED and order.fill_price == fill.price + D("0.00002")
+    position = Position.objects.get(account=account)
+    assert (position.side, position.volume, position.open_price) == ("buy", D("0.5"), order.fill_price)
+    assert Deal.objects.get(order=order).external_id == f"fix:{session.pk}:{fill.exec_id}"
+    assert LpPosition.objects.get(session=session, symbol="EUR/USD").quantity == 50000
+    assert ledger_problems() == []
+
+
+def test_partial_fills_move_the_order_through_partially_filled_to_filled(lp, a_book):
+    _sim, session = lp(partial_fills=3, fill_delay_ms=150)
+    account = a_book(session)
+
+    order = order_submit(account=account, symbol="EURUSD", side="sell", volume=D("1"))
+    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.PARTIALLY_FILLED).exists())
+    fix_order = fix_order_done(order.pk)
+
+    fills = list(FixFill.objects.filter(fix_order=fix_order).order_by("id"))
+    assert [f.quantity for f in fills] == [D("33333.33"), D("33333.33"), D("33333.34")]
+    assert fix_order.state == FixOrderState.FILLED and fix_order.cum_qty == 100000
+    vwap = sum(f.quantity * f.price for f in fills) / 100000
+    order.refresh_from_db()
+    assert (order.status, order.filled_volume) == (OrderStatus.FILLED, 1)
+    assert order.fill_price == (vwap.quantize(D("1e-10")) - D("0.00002"))
+    deals = Deal.objects.filter(order=order).order_by("id")
+    assert [(d.volume, d.price, d.external_id) for d in deals] == [
+        (f.quantity / 100000, f.price - D("0.00002"), f"fix:{session.pk}:{f.exec_id}") for f in fills
+    ]
+    position = Position.objects.get(account=account)
+    assert (position.volume, position.open_price) == (1, order.fill_price)
+    assert LpPosition.objects.get(session=session).quantity == -100000
+    assert ledger_problems() == []
+
+
+def test_an_lp_reject_rejects_the_client_order_without_a_position(lp, a_book):
+    _, session = lp(reject_every=1)
+    account = a_book(session)
+
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
+    fix_order = fix_order_done(order.pk)
+
+    assert fix_order.state == FixOrderState.REJECTED and "simulated reject" in fix_order.text
+    order.refresh_from_db()
+    assert (order.status, order.close_reason) == (OrderStatus.REJECTED, "lp")
+    assert "simulated reject" in order.close_text and order.margin == 0
+    assert not Position.objects.filter(account=account).exists()
+    assert not FixFill.objects.exists()
+
+
+def limit(account, price: str):
+    return order_submit(
+        account=account, symbol="EURUSD", side="buy", volume=D("1"), type="limit", price=D(price)
+    )
+
+
+def test_a_resting_limit_order_is_cancelled_at_the_lp(lp, a_book):
+    sim, session = lp()
+    account = a_book(session)
+    order = limit(account, "1.00000")  # far below the market: rests at the LP
+    assert order.status == OrderStatus.ROUTED
+
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    assert (fix_order.ord_type, fix_order.time_in_force, fix_order.price) == ("2", "1", D("1.00000"))
+    request = fix_order_cancel_request(fix_order=fix_order)
+
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.CANCELLED
+    request.refresh_from_db()
+    assert request.state == RequestState.ACCEPTED and request.cl_ord_id == f"{order.pk}.1"
+    assert sim.orders[request.cl_ord_id].status == "4"
+    order.refresh_from_db()
+    assert (order.status, order.margin) == (OrderStatus.CANCELLED, 0)
+    account.refresh_from_db()
+    assert account.margin_reserved == 0
+
+
+def test_a_cancel_replace_moves_a_resting_limit_into_the_market_and_it_fills(lp, a_book):
+    _sim, session = lp()
+    account = a_book(session)
+    order = limit(account, "1.00000")
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+
+    fix_order_replace_request(fix_order=fix_order, price=D("1.20000"))
+    fix_order = fix_order_done(order.pk)
+
+    assert fix_order.state == FixOrderState.FILLED
+    assert (fix_order.current_cl_ord_id, fix_order.price) == (f"{order.pk}.1", D("1.20000"))
+    fill = FixFill.objects.get(fix_order=fix_order)
+    assert fill.price < D("1.20000")  # filled at the market, better than the limit
+    order.refresh_from_db()
+    assert order.status == OrderStatus.FILLED
+
+
+def test_a_duplicated_execution_report_produces_one_fill(peer, make_session, run_engine, a_book):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    peer.expect("AN")
+
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
+    new_order = peer.expect("D")
+    assert (new_order["11"], new_order["55"], new_order["54"], new_order["38"], new_order["40"]) == (
+        str(order.pk),
+        "EURUSD",
+        "1",
+        "100000",
+        "1",
+    )
+    assert new_order["59"] == "3" and "44" not in new_order
+    trade = [(37, "L1"), (11, str(order.pk)), (17, "X-1"), (150, "F"), (39, "2"), (55, "EURUSD"), (54, "1")]
+    trade += [(38, "100000"), (32, "100000"), (31, "1.08514"), (151, "0"), (14, "100000"), (6, "1.08514")]
+    peer.send("8", trade)
+    peer.send("8", trade)  # the same execution again (e.g. after a venue-side replay)
+    fix_order = fix_order_done(order.pk)
+    time.sleep(0.3)
+
+    assert FixFill.objects.filter(fix_order=fix_order).count() == 1
+    fix_order.refresh_from_db()
+    assert fix_order.cum_qty == 100000
+    assert Deal.objects.filter(order=order).count() == 1
+    assert LpPosition.objects.get(session=session).quantity == 100000
+
+
+def test_an_unacknowledged_order_is_queried_and_an_unknown_one_rejected(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine(desk={"ack_timeout_s": 0.5})
+    peer.expect("A")
+
+    order = order_submit(account=account, symbol="EURUSD", side="sell", volume=D("1"))
+    peer.expect("D")  # and never answered
+    status = peer.expect("H", timeout=4)
+    assert (status["11"], status["54"], status["55"]) == (str(order.pk), "2", "EURUSD")
+
+    unknown = [(37, "NONE"), (11, str(order.pk)), (17, "S-1"), (150, "I"), (39, "8"), (103, "5")]
+    peer.send("8", [*unknown, (55, "EURUSD"), (54, "2"), (151, "0"), (14, "0"), (6, "0")])
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.REJECTED
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REJECTED
+
+
+def test_an_order_in_flight_across_a_disconnect_is_queried_after_logon_never_resent(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("2"))
+    peer.expect("D")
+    peer.disconnect()  # the line drops before any execution report
+
+    peer.expect("A", timeout=6)
+    status = peer.expect("H")
+    assert status["11"] == str(order.pk)
+    filled = [(37, "L9"), (11, str(order.pk)), (17, "S-9"), (150, "I"), (39, "2"), (55, "EURUSD"), (54, "1")]
+    peer.send("8", [*filled, (151, "0"), (14, "200000"), (6, "1.08520")])
+    fix_order = fix_order_done(order.pk)
+
+    assert fix_order.state == FixOrderState.FILLED
+    assert [(f.quantity, f.price) for f in fix_order.fills.all()] == [(200000, D("1.08520"))]
+    assert not [m for m in peer.drain() if m.type == "D"]
+    order.refresh_from_db()
+    assert order.fill_price == D("1.08522")
+
+
+def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_not_resent(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
+    sent = peer.expect("D")
+
+    peer.send("2", [(7, "1"), (16, "0")])
+    gap_fill = peer.expect("4")
+    assert gap_fill["123"] == "Y" and int(gap_fill["36"]) > sent.seq
+    time.sleep(0.5)
+    assert not [m for m in peer.drain() if m.type == "D"]
+    assert FixOrder.objects.get(order=order).state == FixOrderState.SENT
+
+
+def test_an_order_too_old_to_send_is_rejected_not_sent(peer, make_session, run_engine, a_book):
+    session = make_session(free_port(), role="trading", venue=None)  # nobody listens there yet
+    account = a_book(session)
+    run_engine(desk={"max_order_age_s": 0.5})
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
+    wait_for(lambda: FixOrder.objects.filter(order=order).exists())
+    time.sleep(0.7)
+
+    session.port = peer.port
+    session.save()
+    peer.expect("A")
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.REJECTED and fix_order.text.startswith("stale")
+    time.sleep(0.3)
+    assert not [m for m in peer.drain() if m.type == "D"]
+
+
+def test_lp_positions_reconcile_and_a_mismatch_is_recorded(lp, a_book):
+    sim, session = lp()
+    account = a_book(session)
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.3"))
+    fix_order_done(order.pk)
+
+    fix_command_request(session=session, action=CommandAction.POSITIONS)
+    check = wait_for(lambda: PositionCheck.objects.filter(session=session, symbol="EUR/USD").first())
+    assert (check.ours, check.theirs, check.matched) == (30000, 30000, True)
+
+    sim.positions["USD/JPY"] = D("-5000")  # a trade the house never saw
+    fix_command_request(session=session, action=CommandAction.POSITIONS)
+    mismatch = wait_for(lambda: PositionCheck.objects.filter(session=session, matched=False).first())
+    assert (mismatch.symbol, mismatch.ours, mismatch.theirs) == ("USD/JPY", 0, -5000)
+
+
+def test_a_cancel_the_lp_refuses_is_recorded_and_the_order_keeps_working(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    order = limit(account, "1.00000")
+    new_order = peer.expect("D")
+    assert (new_order["40"], new_order["44"], new_order["59"]) == ("2", "1", "1")
+    ack = [(37, "L5"), (11, str(order.pk)), (17, "N-5"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
+    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+
+    request = fix_order_cancel_request(fix_order=fix_order)
+    cancel = peer.expect("F")
+    assert (cancel["11"], cancel["41"], cancel["37"]) == (request.cl_ord_id, str(order.pk), "L5")
+    refusal = [(37, "L5"), (11, request.cl_ord_id), (41, str(order.pk)), (39, "0"), (434, "1"), (102, "0")]
+    peer.send("9", [*refusal, (58, "too late")])
+
+    request = wait_for(
+        lambda: FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.REJECTED).first()
+    )
+    assert request.text == "rejected (0): too late"
+    fix_order.refresh_from_db()
+    assert fix_order.state == FixOrderState.NEW
+
+
+def test_a_rule_for_one_account_routes_it_to_the_lp_while_its_group_is_internalised(lp, a_book):
+    _sim, session = lp()
+    account = a_book(session)
+    RoutingRule.objects.filter(name="all to the LP").update(account=account, priority=1)
+    RoutingRule.objects.create(priority=5, name="group B", group=account.group, action=RoutingAction.B_BOOK)
+    other = account_open(owner=account.owner, group=account.group)
+    account_deposit(account=other, amount=D("10000"))
+
+    internal = order_submit(account=other, symbol="EURUSD", side="buy", volume=D("0.1"))
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+
+    assert (internal.status, internal.book, internal.fill_price) == (OrderStatus.FILLED, "B", D("1.08514"))
+    assert (order.status, order.book, order.route) == (OrderStatus.ROUTED, "A", "lp")
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.FILLED
+    order.refresh_from_db()
+    assert order.status == OrderStatus.FILLED and order.fill_price == fix_order.avg_px + D("0.00002")
+    assert not FixOrder.objects.filter(order=internal).exists()
+
+
+def test_runfix_routes_an_order_when_the_engine_announces_it_without_waiting_for_its_poll(lp, a_book):
+    _sim, session = lp(desk={"route_poll_s": 600})
+    account = a_book(session)
+    time.sleep(0.3)  # past the first poll at start-up
+
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    fix_order = wait_for(
+        lambda: FixOrder.objects.filter(order=order, state=FixOrderState.FILLED).first(), timeout=5
+    )
+    assert fix_order.cum_qty == 10000
+
+
+def test_a_stop_order_goes_to_the_lp_as_a_stop(peer, make_session, run_engine, a_book):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+
+    order = order_submit(
+        account=account, symbol="EURUSD", side="sell", volume=D("1"), type="stop", stop_price=D("1.08000")
+    )
+    new_order = peer.expect("D")
+    assert (new_order["11"], new_order["40"], new_order["99"], new_order["59"]) == (
+        str(order.pk),
+        "3",
+        "1.08",
+        "1",
+    )
+    assert "44" not in new_order
+
+
+def test_duplicated_reject_reports_end_the_client_order_once(peer, make_session, run_engine, a_book):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
+    peer.expect("D")
+    account.refresh_from_db()
+    assert account.margin_reserved == order.margin > 0
+
+    reject = [
+        (37, "NONE"),
+        (11, str(order.pk)),
+        (17, "R-1"),
+        (150, "8"),
+        (39, "8"),
+        (55, "EURUSD"),
+        (54, "1"),
+    ]
+    reject += [(103, "3"), (58, "no liquidity"), (151, "0"), (14, "0"), (6, "0")]
+    peer.send("8", reject)
+    peer.send("8", reject)
+    fix_order_done(order.pk)
+    time.sleep(0.3)
+
+    order.refresh_from_db()
+    assert (order.status, order.close_text) == (OrderStatus.REJECTED, "rejected (3): no liquidity")
+    account.refresh_from_db()
+    assert account.margin_reserved == 0
+    assert ledger_problems() == []
+
+
+def test_a_partial_fill_then_a_cancel_keeps_the_fill_and_ends_the_rest(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    order = limit(account, "1.08000")
+    peer.expect("D")
+
+    head = [(37, "L7"), (11, str(order.pk)), (55, "EURUSD"), (54, "1"), (38, "100000")]
+    partial = [*head, (17, "P-1"), (150, "F"), (39, "1"), (32, "40000"), (31, "1.07990")]
+    partial += [(151, "60000"), (14, "40000"), (6, "1.07990")]
+    cancelled = [*head, (17, "C-1"), (150, "4"), (39, "4"), (151, "0"), (14, "40000"), (6, "1.07990")]
+    for message in (partial, partial, cancelled, cancelled):
+        peer.send("8", message)
+    fix_order = fix_order_done(order.pk)
+    time.sleep(0.3)
+
+    assert (fix_order.state, fix_order.cum_qty) == (FixOrderState.CANCELLED, 40000)
+    order.refresh_from_db()
+    assert (order.status, order.filled_volume, order.fill_price) == (
+        OrderStatus.CANCELLED,
+        D("0.4"),
+        D("1.07992"),
+    )
+    assert (order.external_id, order.margin) == ("L7", 0)
+    deal = Deal.objects.get(order=order)
+    assert (deal.volume, deal.external_id) == (D("0.4"), f"fix:{session.pk}:P-1")
+    assert Position.objects.get(account=account).volume == D("0.4")
+    account.refresh_from_db()
+    assert account.margin_reserved == 0

@@ -1,0 +1,137 @@
+"""Session level behaviour of runfix's engine against a scripted raw-socket acceptor."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fix.models import CommandAction, FixMessage
+from fix.selectors import fix_session_state
+from fix.services import fix_command_request
+
+from .conftest import PASSWORD, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def logged_on(session) -> bool:
+    state = fix_session_state(session=session)
+    return bool(state and state["logged_on"])
+
+
+def test_it_logs_on_with_credentials_and_never_stores_the_password(peer, make_session, run_engine, store_dir):
+    session = make_session(peer.port)
+    engine = run_engine()
+
+    logon = peer.expect("A")
+    assert (logon["553"], logon["554"], logon["108"], logon["98"]) == ("livermore", PASSWORD, "1", "0")
+    assert logon["49"] == "LIVERMORE" and logon["56"] == "PEER"
+    wait_for(lambda: logged_on(session))
+
+    engine.stop()
+    peer.expect("5")
+    logged = wait_for(lambda: list(FixMessage.objects.filter(session=session, msg_type="A", direction="out")))
+    assert "554=***" in logged[0].raw and "553=livermore" in logged[0].raw
+    assert not FixMessage.objects.filter(raw__contains=PASSWORD).exists()
+    for path in Path(store_dir).rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+    assert oct(store_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_it_logs_out_when_the_peer_logs_out_and_logs_on_again(peer, make_session, run_engine):
+    session = make_session(peer.port)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    peer.send("5", [(58, "maintenance")])
+    peer.expect("5")
+    wait_for(lambda: (fix_session_state(session=session) or {}).get("last_logout_text") == "maintenance")
+
+    peer.disconnect()
+    second = peer.expect("A", timeout=6)
+    assert int(second["34"]) > 1  # sequence numbers continue across the reconnect
+    wait_for(lambda: logged_on(session))
+
+
+def test_a_sequence_gap_from_the_peer_triggers_a_resend_request(peer, make_session, run_engine):
+    session = make_session(peer.port, role="trading", venue=None)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    peer.send("0", seq=peer.next_out + 3)  # skips three sequence numbers
+    resend = peer.expect("2")
+    assert (resend["7"], resend["16"]) == ("2", "0")
+
+
+def test_a_resend_request_is_answered_with_a_gap_fill_not_the_old_messages(peer, make_session, run_engine):
+    session = make_session(peer.port)
+    run_engine()
+    peer.expect("A")
+    requests = [peer.expect("V"), peer.expect("V")]  # application messages: must not be re-sent
+    wait_for(lambda: logged_on(session))
+    peer.drain()
+
+    peer.send("2", [(7, "1"), (16, "0")])
+    gap_fill = peer.expect("4")
+    assert gap_fill["123"] == "Y" and gap_fill["43"] == "Y"
+    assert int(gap_fill["36"]) > max(r.seq for r in requests)
+    time.sleep(0.5)
+    assert not [m for m in peer.drain() if m.type == "V"]
+
+
+def test_a_silent_peer_gets_a_test_request_then_is_dropped_and_reconnected(peer, make_session, run_engine):
+    session = make_session(peer.port, role="trading", venue=None)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    peer.auto_heartbeat = False  # no Heartbeat, no answer to TestRequest: a dead line
+    test_request = peer.expect("1", timeout=4)
+    assert test_request["112"]
+    connections = peer.connections
+    again = peer.expect("A", timeout=8)
+    assert peer.connections == connections + 1
+    assert int(again["34"]) > int(test_request["34"])
+
+
+def test_operator_disconnect_keeps_the_session_down_until_connect(peer, make_session, run_engine):
+    session = make_session(peer.port, role="trading", venue=None)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    fix_command_request(session=session, action=CommandAction.DISCONNECT)
+    assert peer.expect("5")["58"] == "operator disconnect"
+    wait_for(lambda: not logged_on(session))
+    time.sleep(2.5)  # over two reconnect intervals
+    assert not [m for m in peer.drain() if m.type == "A"]
+
+    fix_command_request(session=session, action=CommandAction.CONNECT)
+    peer.expect("A", timeout=5)
+    wait_for(lambda: logged_on(session))
+    assert session.commands.filter(done_at__isnull=True).count() == 0
+
+
+def test_operator_reset_starts_both_sides_at_one_with_reset_flag(peer, make_session, run_engine):
+    session = make_session(peer.port, role="trading", venue=None)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+    for _ in range(3):
+        peer.send("0")
+    wait_for(lambda: (fix_session_state(session=session) or {}).get("next_in") == 5)
+
+    fix_command_request(session=session, action=CommandAction.RESET_SEQNUMS)
+    logon = peer.expect("A", timeout=6)
+    assert (logon["34"], logon["141"]) == ("1", "Y")
+    wait_for(lambda: logged_on(session))
+    assert peer.next_out == 2  # the peer restarted at 1 too (its Logon was 1)
+    wait_for(
+        lambda: (
+            (s := fix_session_state(session=session))
+            and (s["next_in"], s["next_out"]) == (peer.next_out, peer.next_in)
+        )
+    )

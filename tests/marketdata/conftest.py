@@ -1,0 +1,114 @@
+import asyncio
+from collections.abc import Iterator
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
+from rest_framework.test import APIClient
+
+from livermore.redis import key, sync_client
+from livermore.users.models import ApiKey, User
+from marketdata import ticks
+from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
+from tests.fakes.fixtures import celery_worker, coinbase_key, coinbase_rest, oanda
+
+
+@pytest.fixture(autouse=True)
+def _no_other_apps_quote_listeners(settings: Any) -> None:
+    """The market loop here runs without brokerage's and alerts' listeners (their own suites run
+    them): their background threads and database work outlived the short loops these tests run."""
+    settings.QUOTE_LISTENERS = []
+
+
+@pytest.fixture(autouse=True)
+def redis_clean() -> Iterator[None]:
+    """Every test starts and ends with no key under this run's Redis prefix."""
+    redis = sync_client()
+
+    def clean() -> None:
+        for name in redis.scan_iter(match=key("*"), count=1000):
+            redis.delete(name)
+
+    clean()
+    yield
+    clean()
+
+
+@pytest.fixture
+def thread_db_closed() -> Iterator[None]:
+    """For async tests: close the connection sync_to_async's thread opened, so the test database
+    can be dropped at the end of the session."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture
+def tick_table() -> Iterator[None]:
+    """The tick table is outside Django's test flush (it is not a model): empty it around the test."""
+
+    def drop_partitions() -> None:
+        with connection.cursor() as cursor:
+            for name, _, _ in ticks.partitions_list(cursor):
+                cursor.execute(f"DROP TABLE {name}")
+
+    drop_partitions()
+    yield
+    drop_partitions()
+
+
+def instrument(symbol: str = "EURUSD", digits: int = 5) -> Instrument:
+    return Instrument.objects.create(
+        symbol=symbol,
+        base_currency=symbol[:3],
+        quote_currency=symbol[3:],
+        contract_size=D(100000),
+        digits=digits,
+        pip_size=D("0.0001"),
+        volume_min=D("0.01"),
+        volume_max=D(100),
+        volume_step=D("0.01"),
+    )
+
+
+def simulator_venue(
+    code: str, *, priority: int, symbols: list[Instrument], stale_after_ms: int = 1000
+) -> Venue:
+    venue = Venue.objects.create(
+        code=code,
+        name=code,
+        kind=VenueKind.SIMULATOR,
+        priority=priority,
+        stale_after_ms=stale_after_ms,
+        config={
+            "seed": priority,
+            "interval_ms": 50,
+            "symbols": {i.symbol: {"price": "1.10000", "spread": "0.00010"} for i in symbols},
+        },
+    )
+    for i in symbols:
+        VenueSymbol.objects.create(venue=venue, instrument=i, venue_symbol=i.symbol)
+    return venue
+
+
+@pytest.fixture
+def eurusd(db: None) -> Instrument:
+    return instrument("EURUSD")
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    return User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+
+
+@pytest.fixture
+def api(operator: User) -> APIClient:
+    """A client authenticated the way bots are: with an API key."""
+    _, raw = ApiKey.issue(user=operator, name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    return client
+
+
+__all__ = ["celery_worker", "coinbase_key", "coinbase_rest", "oanda"]

@@ -1,0 +1,61 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from livermore.redis import key, sync_client
+from marketdata.demo import demo_seed
+from marketdata.loop import HEALTH_KEY
+from tests.support.stack import database_url
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tick_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM marketdata_tick")
+        return cursor.fetchone()[0]
+
+
+def test_sigterm_flushes_recorded_ticks_before_exit(tick_table):
+    demo_seed()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
+        "TICK_FLUSH_INTERVAL_S": "600",  # nothing is written until the process is told to stop
+        "LOG_LEVEL": "INFO",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runmarket"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Running once it exports feed health (its signal handlers are in place by then).
+        wait_until(lambda: process.poll() is None and sync_client().get(key(HEALTH_KEY)), timeout_s=60)
+        time.sleep(1.5)  # the simulator quotes six symbols every 250 ms
+        assert process.poll() is None
+        assert tick_count() == 0
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert tick_count() >= 6 * 6  # at least a second and a half of quotes for the six symbols
+    assert "unwritten ticks" not in output

@@ -1,0 +1,95 @@
+"""How stream events travel: the channel layer (channels-redis pub/sub) between processes, one hub
+channel per web process, joined to a layer group while a local connection needs it."""
+
+import asyncio
+import threading
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+
+from livermore.redis import sync_client
+from marketdata.demo import demo_seed
+from marketdata.hub import ALL_QUOTES_GROUP
+from marketdata.streams import stream_send
+from tests.marketdata.streamkit import Market, connected
+from tests.support.streams import StreamTap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def own_prefix(settings: Any) -> None:
+    settings.REDIS_PREFIX = f"test-stream-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def alice() -> Any:
+    demo_seed()
+    return get_user_model().objects.create_user("alice", password="correct horse battery")
+
+
+def subscribers(group: str) -> int:
+    """Redis subscriptions to a layer group: one per process (per event loop) that joined it."""
+    name = get_channel_layer()._get_group_channel_name(group)
+    [(_, count)] = sync_client().pubsub_numsub(name)
+    return int(count)
+
+
+async def subscribe(comm: Any, channel: str) -> None:
+    await comm.send_json_to({"type": "subscribe", "channels": [channel]})
+    assert (await comm.receive_json_from())["type"] == "snapshot"
+
+
+async def test_stream_send_works_from_a_thread_without_an_event_loop() -> None:
+    async with StreamTap("candles.EURUSD.1m") as tap:
+        thread = threading.Thread(
+            target=stream_send,
+            args=("candles.EURUSD.1m", "candles:EURUSD:1m", "candle", {"c": Decimal("1.1")}),
+        )
+        thread.start()
+        assert await tap.receive() == {
+            "event": "candle",
+            "channel": "candles:EURUSD:1m",
+            "data": {"c": "1.1"},
+        }
+        await asyncio.to_thread(thread.join)
+
+
+async def test_stream_send_works_when_called_inside_a_running_event_loop() -> None:
+    async with StreamTap("alerts.7") as tap:
+        stream_send("alerts.7", "alerts", "alert", {"id": 1})  # a sync producer in a loop's thread
+        assert await tap.receive() == {"event": "alert", "channel": "alerts", "data": {"id": 1}}
+
+
+async def test_the_process_joins_a_group_once_and_leaves_with_its_last_subscriber(alice: Any) -> None:
+    group = "candles.EURUSD.1m"
+    async with connected(alice) as first, connected(alice) as second:
+        assert subscribers(group) == 0
+        await subscribe(first, "candles:EURUSD:1m")
+        await subscribe(second, "candles:EURUSD:1m")
+        assert subscribers(group) == 1
+        await first.send_json_to({"type": "unsubscribe", "channels": ["candles:EURUSD:1m"]})
+        await first.receive_json_from()
+        assert subscribers(group) == 1
+        await second.send_json_to({"type": "unsubscribe", "channels": ["candles:EURUSD:1m"]})
+        await second.receive_json_from()
+        assert subscribers(group) == 0
+
+
+async def test_each_quote_is_sent_once_to_all_quotes_and_filtered_per_symbol_in_the_process(
+    alice: Any,
+) -> None:
+    async with Market() as market, connected(alice) as comm, StreamTap(ALL_QUOTES_GROUP) as tap:
+        await subscribe(comm, "quotes:EURUSD")
+        assert subscribers("quotes.EURUSD") == 0  # the hub joined quotes._all instead
+        market.quote("GBPUSD", "1.27000", "1.27016")
+        market.quote("EURUSD", "1.08500", "1.08512")
+        sent = [await tap.receive(), await tap.receive()]
+        assert [s["data"]["symbol"] for s in sent] == ["GBPUSD", "EURUSD"]
+        frame = await comm.receive_json_from()
+        assert (frame["channel"], frame["data"]["symbol"]) == ("quotes:EURUSD", "EURUSD")
+        assert await comm.receive_nothing(timeout=0.3)

@@ -1,0 +1,138 @@
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from livermore.db import database_conninfo
+from livermore.schedules import JOBS
+from marketdata import ticks
+from marketdata.quotes import Quote, SelectedQuote
+from marketdata.tasks import tick_retention
+from marketdata.ticks import TickRecorder
+from tests.support.stack import free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def selected(
+    seq: int, *, ts: int | None = None, symbol: str = "EURUSD", tradable: bool = True
+) -> SelectedQuote:
+    ts = time.time_ns() if ts is None else ts
+    bid = D("1.08500") + D(seq) / 100000
+    q = Quote(symbol, "sim", bid, bid + D("0.00012"), venue_ts=ts, recv_ts=ts, bid_size=D(3), ask_size=D(4))
+    return SelectedQuote(symbol=symbol, seq=seq, quote=q, tradable=tradable)
+
+
+def stored() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ts, symbol, venue, bid, ask, bid_size, ask_size, seq FROM marketdata_tick ORDER BY seq"
+        )
+        return cursor.fetchall()
+
+
+def test_every_tradable_selected_quote_is_written_within_a_second(tick_table):
+    recorder = TickRecorder(database_conninfo(), flush_interval_s=0.5)
+    recorder.start()
+    try:
+        ts = time.time_ns()
+        recorder(selected(1, ts=ts))
+        recorder(selected(2, ts=ts + 1_000))
+        recorder(selected(3, tradable=False))  # the last price of an untradable symbol is not a tick
+        started = time.monotonic()
+        wait_until(lambda: recorder.written == 2, timeout_s=3)
+        assert time.monotonic() - started <= 1.0
+    finally:
+        recorder.stop()
+    rows = stored()
+    assert [r[7] for r in rows] == [1, 2]
+    first = rows[0]
+    assert first[0] == ticks.ns_to_datetime(ts)
+    assert first[1:7] == ("EURUSD", "sim", D("1.0850100000"), D("1.0851300000"), D(3), D(4))
+
+
+def test_it_creates_the_day_partitions_it_needs_and_the_next_day_ahead(tick_table):
+    recorder = TickRecorder(database_conninfo())
+    today = timezone.now().date()
+    day = today - timedelta(days=3)
+    old = int(datetime(day.year, day.month, day.day, 23, 59, tzinfo=UTC).timestamp()) * 1_000_000_000
+    recorder(selected(1, ts=old))
+    recorder(selected(2, ts=old + 120 * 1_000_000_000))  # past midnight: the next day
+    recorder(selected(3))
+    assert recorder.flush()
+    with connection.cursor() as cursor:
+        days = {day for _, day, _ in ticks.partitions_list(cursor)}
+        cursor.execute("SELECT tableoid::regclass::text, seq FROM marketdata_tick ORDER BY seq")
+        placed = cursor.fetchall()
+    next_day = day + timedelta(days=1)
+    assert {day, next_day, today, today + timedelta(days=1)} <= days
+    assert placed[:2] == [(ticks.partition_name(day), 1), (ticks.partition_name(next_day), 2)]
+
+
+def test_ticks_dated_far_from_today_are_refused_without_creating_partitions_or_stalling(tick_table):
+    recorder = TickRecorder(database_conninfo(), days_ahead=1, days_back=2)
+    day_ns = 86_400 * 1_000_000_000
+    now = time.time_ns()
+    recorder(selected(1, ts=now + 400 * day_ns))  # a venue clock a year ahead
+    recorder(selected(2, ts=now - 5 * day_ns))
+    recorder(selected(3, ts=now))
+    recorder(selected(4, ts=now + day_ns))  # tomorrow: inside the window
+    assert recorder.flush()
+    assert recorder.rejected == 2 and recorder.buffered == 0
+    assert [row[7] for row in stored()] == [3, 4]
+    with connection.cursor() as cursor:
+        days = sorted(day for _, day, _ in ticks.partitions_list(cursor))
+    today = timezone.now().date()
+    assert days == [today, today + timedelta(days=1)]
+
+
+def test_stop_flushes_what_is_buffered(tick_table):
+    recorder = TickRecorder(database_conninfo(), flush_interval_s=60)
+    recorder.start()
+    for seq in range(1, 101):
+        recorder(selected(seq))
+    assert recorder.written == 0
+    recorder.stop()
+    assert recorder.written == 100
+    assert len(stored()) == 100
+
+
+def test_while_the_database_is_unreachable_it_buffers_up_to_the_bound_and_counts_drops():
+    recorder = TickRecorder(f"host=127.0.0.1 port={free_port()} dbname=nothing user=postgres", max_buffer=10)
+    for seq in range(1, 16):
+        recorder(selected(seq))
+    assert not recorder.flush()
+    assert recorder.failures == 1 and "OperationalError" in recorder.last_error
+    assert recorder.buffered == 10
+    assert recorder.dropped == 5
+    assert [row[7] for row in recorder._inflight] == list(range(1, 11))  # the oldest are kept, in order
+
+
+def test_the_retention_job_drops_days_older_than_the_setting(tick_table, settings):
+    settings.TICK_RETENTION_DAYS = 7
+    today = timezone.now().date()
+    old, recent = today - timedelta(days=8), today - timedelta(days=7)
+    with connection.cursor() as cursor:
+        ticks.partitions_ensure(cursor, [old, recent])
+    recorder = TickRecorder(database_conninfo())
+    for seq, day in enumerate((old, recent), start=1):
+        ts = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp()) * 1_000_000_000
+        recorder(selected(seq, ts=ts))
+    assert recorder.flush()
+
+    result = tick_retention()
+
+    assert result["dropped"] == [ticks.partition_name(old)]
+    with connection.cursor() as cursor:
+        days = {day for _, day, _ in ticks.partitions_list(cursor)}
+    assert old not in days
+    assert {recent, today, today + timedelta(days=1), today + timedelta(days=2)} <= days
+    assert [r[7] for r in stored()] == [2]
+
+
+def test_the_retention_job_is_scheduled():
+    assert any(job.task == "marketdata.tasks.tick_retention" for job in JOBS)

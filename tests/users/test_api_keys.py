@@ -1,0 +1,110 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from livermore.users.models import ApiKey, User
+
+pytestmark = pytest.mark.django_db
+
+
+def with_key(raw: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Api-Key {raw}"}
+
+
+def test_it_creates_a_key_and_shows_the_secret_once(api: APIClient, alice: User) -> None:
+    api.force_authenticate(alice)
+    created = api.post("/api/v1/api-keys", {"name": "grid bot"}, format="json")
+    assert created.status_code == 201
+    body = created.json()
+    assert body["name"] == "grid bot"
+    assert body["key"].startswith(body["prefix"] + ".")
+    stored = ApiKey.objects.get(pk=body["id"])
+    assert body["key"] not in (stored.hashed, stored.prefix)
+
+    listed = api.get("/api/v1/api-keys").json()
+    assert [k["id"] for k in listed] == [body["id"]]
+    assert set(listed[0]) == {"id", "name", "prefix", "created_at", "last_used_at", "revoked_at"}
+    assert body["key"] not in str(listed)
+    assert stored.hashed not in str(listed)
+
+
+def test_a_key_authenticates_its_owner(api: APIClient, alice: User) -> None:
+    _, raw = ApiKey.issue(user=alice, name="bot")
+    response = api.get("/api/v1/me", **with_key(raw))
+    assert response.status_code == 200
+    assert response.json()["username"] == "alice"
+    assert ApiKey.objects.get(user=alice).last_used_at is not None
+
+
+def test_it_rejects_a_revoked_key(api: APIClient, alice: User) -> None:
+    key, raw = ApiKey.issue(user=alice, name="bot")
+    api.force_authenticate(alice)
+    revoked = api.post(f"/api/v1/api-keys/{key.pk}/revoke")
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    api.force_authenticate(None)
+
+    response = api.get("/api/v1/me", **with_key(raw))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("raw", ["", "deadbeef.wrong-secret", "nodot", "x" * 500])
+def test_it_rejects_an_invalid_key(api: APIClient, alice: User, raw: str) -> None:
+    ApiKey.issue(user=alice, name="bot")
+    response = api.get("/api/v1/me", **with_key(raw))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_it_rejects_a_right_prefix_with_a_wrong_secret(api: APIClient, alice: User) -> None:
+    key, _ = ApiKey.issue(user=alice, name="bot")
+    response = api.get("/api/v1/me", **with_key(f"{key.prefix}.guessed"))
+    assert response.status_code == 401
+
+
+def test_it_rejects_the_key_of_a_deactivated_user(api: APIClient, alice: User) -> None:
+    _, raw = ApiKey.issue(user=alice, name="bot")
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 401
+
+
+def test_a_user_cannot_revoke_someone_elses_key(api: APIClient, alice: User, bob: User) -> None:
+    key, _ = ApiKey.issue(user=bob, name="bob's bot")
+    api.force_authenticate(alice)
+    response = api.post(f"/api/v1/api-keys/{key.pk}/revoke")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is None
+    assert api.get("/api/v1/api-keys").json() == []
+
+
+def test_an_api_key_cannot_mint_more_keys(api: APIClient, alice: User) -> None:
+    _, raw = ApiKey.issue(user=alice, name="bot")
+    response = api.post("/api/v1/api-keys", {"name": "another"}, format="json", **with_key(raw))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "api_key_not_allowed"
+    assert ApiKey.objects.filter(user=alice).count() == 1
+
+
+def test_it_requires_a_name(api: APIClient, alice: User) -> None:
+    api.force_authenticate(alice)
+    response = api.post("/api/v1/api-keys", {"name": ""}, format="json")
+    assert response.status_code == 400
+    assert "name" in response.json()["error"]["fields"]
+    assert not ApiKey.objects.exists()
+
+
+def test_last_used_is_written_at_most_once_a_minute(api: APIClient, alice: User) -> None:
+    key, raw = ApiKey.issue(user=alice, name="bot")
+    recent = timezone.now() - timedelta(seconds=10)
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=recent)
+    api.get("/api/v1/me", **with_key(raw))
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == recent
+
+    stale = timezone.now() - timedelta(minutes=5)
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=stale)
+    api.get("/api/v1/me", **with_key(raw))
+    assert ApiKey.objects.get(pk=key.pk).last_used_at > stale

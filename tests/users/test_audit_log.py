@@ -1,0 +1,31 @@
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from livermore.users.models import AuditLog, User
+from livermore.users.services import audit_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def entry(alice: User) -> AuditLog:
+    return audit_record(actor=alice, action="account.deposit", details={"amount": "100"})
+
+
+def test_the_database_refuses_to_update_an_audit_entry(entry: AuditLog) -> None:
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        AuditLog.objects.filter(pk=entry.pk).update(action="account.nothing")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE users_auditlog SET details = '{}' WHERE id = %s", [entry.pk])
+    entry.refresh_from_db()
+    assert (entry.action, entry.details) == ("account.deposit", {"amount": "100"})
+
+
+def test_the_database_refuses_to_delete_an_audit_entry(entry: AuditLog) -> None:
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        AuditLog.objects.filter(pk=entry.pk).delete()
+    assert AuditLog.objects.filter(pk=entry.pk).exists()
