@@ -28,6 +28,7 @@ def tick_count() -> int:
 
 def test_sigterm_flushes_recorded_ticks_before_exit(tick_table):
     demo_seed()
+    sync_client().delete(key(HEALTH_KEY))  # an earlier test's export must not count as this one's
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -51,7 +52,14 @@ def test_sigterm_flushes_recorded_ticks_before_exit(tick_table):
         assert process.poll() is None
         assert tick_count() == 0
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # runmarket dumps its threads' stacks
+            time.sleep(1)
+            process.kill()
+            stuck, _ = process.communicate()
+            pytest.fail(f"runmarket did not stop within 30 s of SIGTERM:\n{stuck}")
     finally:
         if process.poll() is None:
             process.kill()

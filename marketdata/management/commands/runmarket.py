@@ -1,4 +1,5 @@
 import asyncio
+import faulthandler
 import logging
 import signal
 from typing import Any
@@ -17,6 +18,8 @@ class Command(BaseCommand):
     help = "Run the market loop: venue adapters, LP manager, quote publishing (one active per deployment)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck process is doing.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         asyncio.run(self.main())
 
     async def main(self) -> None:
