@@ -403,7 +403,7 @@ class PositionListView(PaginatedListView):
         positions = Position.objects.filter(account=account).select_related("instrument")
         if request.query_params.get("status"):
             positions = positions.filter(status=request.query_params["status"])
-        pnl = selectors.account_summary(account=account).position_pnl
+        pnl = selectors.account_summary(account=account, with_position_pnl=True).position_pnl
         money = {pk: pricing.money(value, account.currency) for pk, value in pnl.items()}
         return self.paginate(positions, request, pnl=money)
 

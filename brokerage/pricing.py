@@ -124,6 +124,30 @@ def pnl(
     """Profit of `volume` lots from entry to exit, in the account currency (base-currency accounts
     convert at the exit price, like the margin)."""
     amount = (exit - entry) * direction(side) * volume * spec.contract_size
+    return _in_account_currency(spec, amount, exit=exit, currency=currency, rates=rates)
+
+
+def pnl_of_cost(
+    spec: Spec,
+    *,
+    side: str,
+    volume: Decimal,
+    cost: Decimal,
+    exit: Decimal,
+    currency: str,
+    rates: RateLookup,
+) -> Decimal:
+    """`pnl` of positions of one side in one instrument taken together (an account's exposure):
+    `volume` lots that cost sum(volume x entry) in price units. For the summaries (equity, margin
+    checks); a deal's realized PnL is `pnl` of that deal."""
+    amount = (exit * volume - cost) * direction(side) * spec.contract_size
+    return _in_account_currency(spec, amount, exit=exit, currency=currency, rates=rates)
+
+
+def _in_account_currency(
+    spec: Spec, amount: Decimal, *, exit: Decimal, currency: str, rates: RateLookup
+) -> Decimal:
+    """A PnL in the quote currency converted (base-currency accounts at the exit price)."""
     if currency == spec.quote or not amount:
         return amount
     if currency == spec.base:

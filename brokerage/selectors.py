@@ -93,6 +93,39 @@ class AccountSummary:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """An account's open positions in one instrument and side taken together: all the account's
+    totals (equity, margin) need, whatever the number of positions."""
+
+    instrument: Instrument
+    side: str
+    volume: Decimal
+    cost: Decimal  # sum of volume x open price
+    margin: Decimal
+
+
+def exposures_of(positions: Iterable[Position]) -> list[Exposure]:
+    """The exposures of loaded positions, as `open_exposures` sums them in the database."""
+    totals: dict[tuple[int, str], list[Decimal]] = {}
+    instruments: dict[int, Instrument] = {}
+    for p in positions:
+        instruments[p.instrument_id] = p.instrument
+        total = totals.setdefault((p.instrument_id, p.side), [ZERO, ZERO, ZERO])
+        total[0] += p.volume
+        total[1] += p.volume * p.open_price
+        total[2] += p.margin
+    return [
+        Exposure(instruments[instrument_id], side, volume, cost, margin)
+        for (instrument_id, side), (volume, cost, margin) in sorted(totals.items())
+    ]
+
+
+def open_exposures(*, account: TradingAccount) -> list[Exposure]:
+    """The account's exposures summed by the database (one row each, not one per position)."""
+    return [Exposure(*row) for row in sql.open_exposure_rows(account.pk, PositionStatus.OPEN)]
+
+
 def open_positions(*, account: TradingAccount) -> list[Position]:
     return sql.select(
         Position,
@@ -123,33 +156,68 @@ def position_pnl(
         return None
 
 
+def exposure_pnl(
+    exposure: Exposure, *, currency: str, conditions: Conditions, quotes: QuoteSource
+) -> Decimal | None:
+    """Unrealized PnL of an exposure marked like its positions, or None unpriced."""
+    tick = conditions.client_tick(exposure.instrument, quotes)
+    if tick is None:
+        return None
+    try:
+        return pricing.pnl_of_cost(
+            instrument_spec(exposure.instrument),
+            side=exposure.side,
+            volume=exposure.volume,
+            cost=exposure.cost,
+            exit=pricing.close_price(exposure.side, tick),
+            currency=currency,
+            rates=quotes.mid,
+        )
+    except pricing.NoRate:
+        return None
+
+
 def account_summary(
     *,
     account: TradingAccount,
     quotes: QuoteSource | None = None,
     positions: Iterable[Position] | None = None,
+    exposures: Iterable[Exposure] | None = None,
     conditions: Conditions | None = None,
+    with_position_pnl: bool = False,
 ) -> AccountSummary:
     """Balance, equity, margin, free margin, margin level and unrealized PnL of an account.
 
     Positions are marked at the client's prices (markup applied): longs at the bid, shorts at the ask.
-    The margin includes what routed (A-Book) orders hold until the LP fills them.
+    The margin includes what routed (A-Book) orders hold until the LP fills them. The totals come from
+    the account's exposures (given, or of the positions given, or summed by the database), so they do
+    not depend on how many positions make them up; `with_position_pnl` adds each position's PnL.
     """
     quotes = quotes or redis_quotes
     conditions = conditions or Conditions(account.group)
-    positions = open_positions(account=account) if positions is None else positions
-    pnl_total, used = ZERO, account.margin_reserved
-    by_position: dict[int, Decimal] = {}
-    unpriced: list[str] = []
-    for position in positions:
-        used += position.margin
-        value = position_pnl(position, currency=account.currency, conditions=conditions, quotes=quotes)
-        if value is None:
-            unpriced.append(position.instrument.symbol)
-        else:
-            by_position[position.pk] = value
-            pnl_total += value
+    if positions is None and with_position_pnl:
+        positions = open_positions(account=account)
+    if positions is not None:
+        positions = list(positions)
+        exposures = exposures_of(positions)
+    elif exposures is None:
+        exposures = open_exposures(account=account)
     currency = account.currency
+    pnl_total, used = ZERO, account.margin_reserved
+    unpriced: list[str] = []
+    for exposure in exposures:
+        used += exposure.margin
+        value = exposure_pnl(exposure, currency=currency, conditions=conditions, quotes=quotes)
+        if value is None:
+            unpriced.append(exposure.instrument.symbol)
+        else:
+            pnl_total += value
+    by_position: dict[int, Decimal] = {}
+    if with_position_pnl and positions is not None:
+        for position in positions:
+            value = position_pnl(position, currency=currency, conditions=conditions, quotes=quotes)
+            if value is not None:
+                by_position[position.pk] = value
     balance = pricing.money(account.balance, currency)
     unrealized = pricing.money(pnl_total, currency)
     equity = balance + unrealized

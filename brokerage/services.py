@@ -22,7 +22,6 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -64,7 +63,14 @@ from .models import (
 )
 from .quotes import QuoteSnapshot, QuoteSource, redis_quotes
 from .router import RouteRequest, order_route
-from .selectors import AccountSummary, Conditions, account_summary, instrument_spec, open_positions
+from .selectors import (
+    AccountSummary,
+    Conditions,
+    account_summary,
+    instrument_spec,
+    open_exposures,
+    open_positions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -281,19 +287,6 @@ def _lock_account(account_id: int) -> TradingAccount:
     return sql.lock_account(account_id)
 
 
-def _summary_or_raise(
-    account: TradingAccount, quotes: QuoteSource, positions: list[Position], conditions: Conditions
-) -> AccountSummary:
-    summary = account_summary(account=account, quotes=quotes, positions=positions, conditions=conditions)
-    if summary.unpriced:
-        raise ServiceError(
-            "no_price",
-            f"No tradable price for {', '.join(summary.unpriced)}: margin cannot be checked.",
-            status_code=503,
-        )
-    return summary
-
-
 # -- ledger ------------------------------------------------------------------------------------------
 
 
@@ -456,8 +449,7 @@ def account_withdraw(
     quotes = quotes or redis_quotes
     locked = _lock_account(account.pk)
     value = _amount(amount, locked.currency)
-    conditions = Conditions(locked.group)
-    summary = _summary_or_raise(locked, quotes, open_positions(account=locked), conditions)
+    summary = _Dealing(locked, quotes).summary()
     available = min(summary.free_margin, summary.balance)
     if value > available:
         raise ServiceError(
@@ -544,7 +536,7 @@ def _remargin(d: "_Dealing") -> None:
     if not changed:
         return
     group = d.account.group
-    summary = _summary_or_raise(d.account, d.quotes, d.positions, d.conditions)
+    summary = d.summary()
     level = summary.margin_level
     if summary.margin > before and level is not None and level <= group.stop_out_level:
         raise ServiceError(
@@ -607,7 +599,7 @@ def account_group_change(
             status_code=409,
         )
     locked.group = group
-    d = _dealing(locked, quotes or redis_quotes)
+    d = _Dealing(locked, quotes or redis_quotes)
     if group.margin_mode == MarginMode.NETTING:
         symbols = [p.instrument.symbol for p in d.positions]
         if len(symbols) != len(set(symbols)):
@@ -652,7 +644,7 @@ def account_leverage_set(
     if leverage == locked.leverage:
         return locked
     locked.leverage = leverage
-    d = _dealing(locked, quotes or redis_quotes)
+    d = _Dealing(locked, quotes or redis_quotes)
     _remargin(d)
     locked.save(update_fields=["leverage"])
     audit_record(
@@ -670,19 +662,58 @@ def account_leverage_set(
 # -- fills -------------------------------------------------------------------------------------------
 
 
-@dataclass
 class _Dealing:
-    """What one locked dealing step works with."""
+    """What one locked dealing step works with. The open positions are loaded when a step needs them
+    one by one (netting, closing, stop-out); a margin check needs only the account's exposures."""
 
-    account: TradingAccount
-    conditions: Conditions
-    quotes: QuoteSource
-    outbox: Outbox
-    positions: list[Position]
+    def __init__(self, account: TradingAccount, quotes: QuoteSource) -> None:
+        self.account = account
+        self.conditions = Conditions(account.group)
+        self.quotes = quotes
+        self.outbox = Outbox(account)
+        self._positions: list[Position] | None = None
 
     @property
     def currency(self) -> str:
         return self.account.currency
+
+    @property
+    def positions(self) -> list[Position]:
+        if self._positions is None:
+            self._positions = open_positions(account=self.account)
+        return self._positions
+
+    def opened(self, position: Position) -> None:
+        if self._positions is not None:
+            self._positions.append(position)
+
+    def closed(self, position: Position) -> None:
+        if self._positions is not None:
+            self._positions = [p for p in self._positions if p.pk != position.pk]
+
+    def summary(self) -> AccountSummary:
+        """The account's summary now, priced as its margin checks price it (no_price otherwise)."""
+        if self._positions is not None:
+            totals = account_summary(
+                account=self.account,
+                quotes=self.quotes,
+                positions=self._positions,
+                conditions=self.conditions,
+            )
+        else:
+            totals = account_summary(
+                account=self.account,
+                quotes=self.quotes,
+                exposures=open_exposures(account=self.account),
+                conditions=self.conditions,
+            )
+        if totals.unpriced:
+            raise ServiceError(
+                "no_price",
+                f"No tradable price for {', '.join(totals.unpriced)}: margin cannot be checked.",
+                status_code=503,
+            )
+        return totals
 
     def netting_position(self, instrument: Instrument) -> Position | None:
         if self.account.group.margin_mode != MarginMode.NETTING:
@@ -701,16 +732,6 @@ class _Dealing:
             )
         except pricing.NoRate as exc:
             raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
-
-
-def _dealing(account: TradingAccount, quotes: QuoteSource) -> _Dealing:
-    return _Dealing(
-        account=account,
-        conditions=Conditions(account.group),
-        quotes=quotes,
-        outbox=Outbox(account),
-        positions=open_positions(account=account),
-    )
 
 
 def _opening_loss(d: _Dealing, instrument: Instrument, side: str, volume: Decimal, price: Decimal) -> Decimal:
@@ -745,7 +766,7 @@ def _check_margin(d: _Dealing, order: Order, price: Decimal) -> Decimal:
     open_volume = order.volume - close_volume
     if not open_volume:
         return ZERO
-    summary = _summary_or_raise(d.account, d.quotes, d.positions, d.conditions)
+    summary = d.summary()
     released = existing.margin * close_volume / existing.volume if existing and close_volume else ZERO
     opening = d.margin_for(instrument, open_volume, price)
     margin_after = summary.margin - released + opening
@@ -867,7 +888,7 @@ def _open(
             opened_at=now,
         )
         sql.insert(position)
-        d.positions.append(position)
+        d.opened(position)
     commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
     deal = Deal(
         account=d.account,
@@ -954,7 +975,7 @@ def _close(
     position.margin = changes.get("margin", ZERO)
     if not remaining:
         position.status, position.close_reason, position.closed_at = PositionStatus.CLOSED, reason, now
-        d.positions = [p for p in d.positions if p.pk != position.pk]
+        d.closed(position)
     deal = Deal(
         account=d.account,
         order=order,
@@ -1140,7 +1161,7 @@ def order_submit(
 
     with transaction.atomic():
         locked = _lock_account(account.pk)
-        d = _dealing(locked, quotes)
+        d = _Dealing(locked, quotes)
         existing = d.netting_position(instrument)
         reduces = existing is not None and existing.side != side and volume_ <= existing.volume
         _check_account(locked, opening=not reduces)
@@ -1271,7 +1292,7 @@ def order_fill(
     ).update(filled_volume=order.filled_volume + volume_)
     if won != 1:
         raise ServiceError("order_not_routed", f"Order {order_id} changed meanwhile.", status_code=409)
-    d = _dealing(locked, quotes)
+    d = _Dealing(locked, quotes)
     markup = d.conditions.markup(order.instrument)
     client_price = price_ + markup if order.side == Side.BUY else price_ - markup
     released = (
@@ -1384,7 +1405,7 @@ def order_trigger(*, order_id: int, tick: pricing.Tick, quotes: QuoteSource | No
         _expire(locked, order.pk, now)
         order.refresh_from_db()
         return order
-    d = _dealing(locked, quotes)
+    d = _Dealing(locked, quotes)
     ctick = pricing.client_tick(tick, d.conditions.markup(order.instrument))
     if order.type == OrderType.STOP_LIMIT and order.stop_triggered_at is None:
         assert order.stop_price is not None
@@ -1502,7 +1523,7 @@ def position_close(
         raise ServiceError("invalid_volume", f"The position has only {fresh.volume} lots.")
     if 0 < fresh.volume - volume_ < instrument.volume_min:
         raise ServiceError("invalid_volume", f"The rest would be below the minimum {instrument.volume_min}.")
-    d = _dealing(locked, quotes)
+    d = _Dealing(locked, quotes)
     _check_tradable(instrument, d.conditions)
     deal = _close_at_market(d, fresh, volume_, reason=reason, created_by=created_by)
     _protect_negative_balance(d)
@@ -1529,8 +1550,10 @@ def positions_close_bulk(
     _choice(reason, Reason, "reason")
     locked = _lock_account(account.pk)
     _check_account(locked, opening=False, reason=reason)
-    d = _dealing(locked, quotes)
-    summary = account_summary(account=locked, quotes=quotes, positions=d.positions, conditions=d.conditions)
+    d = _Dealing(locked, quotes)
+    summary = account_summary(
+        account=locked, quotes=quotes, positions=d.positions, conditions=d.conditions, with_position_pnl=True
+    )
     deals = []
     for position in list(d.positions):
         pnl = summary.position_pnl.get(position.pk)
@@ -1566,7 +1589,7 @@ def position_trigger(
     level = getattr(position, kind) if position is not None else None
     if position is None or level is None or not position.instrument.tradable:
         return None
-    d = _dealing(locked, quotes)
+    d = _Dealing(locked, quotes)
     ctick = pricing.client_tick(tick, d.conditions.markup(position.instrument))
     if not pricing.triggered(position.side, kind, level, ctick):
         return None
@@ -1587,9 +1610,11 @@ def account_margin_check(*, account_id: int, quotes: QuoteSource | None = None) 
     """
     quotes = quotes or redis_quotes
     locked = _lock_account(account_id)
-    d = _dealing(locked, quotes)
+    d = _Dealing(locked, quotes)
     group = locked.group
-    summary = account_summary(account=locked, quotes=quotes, positions=d.positions, conditions=d.conditions)
+    summary = account_summary(
+        account=locked, quotes=quotes, positions=d.positions, conditions=d.conditions, with_position_pnl=True
+    )
     if summary.unpriced:
         # Equity is unknown while a position cannot be marked: no margin call, no stop-out.
         log.warning(
@@ -1618,7 +1643,11 @@ def account_margin_check(*, account_id: int, quotes: QuoteSource | None = None) 
         level_before = summary.margin_level
         deals.append(_close_at_market(d, worst, worst.volume, reason=Reason.STOP_OUT, created_by=None))
         summary = account_summary(
-            account=locked, quotes=quotes, positions=d.positions, conditions=d.conditions
+            account=locked,
+            quotes=quotes,
+            positions=d.positions,
+            conditions=d.conditions,
+            with_position_pnl=True,
         )
         d.outbox.add(
             "stop_out",

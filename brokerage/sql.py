@@ -19,7 +19,9 @@ from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
 
-from .models import ClientGroup, LedgerAccount, TradingAccount
+from marketdata.models import Instrument
+
+from .models import ClientGroup, LedgerAccount, Position, TradingAccount
 
 M = TypeVar("M", bound=Model)
 AnyField = Field[Any, Any]
@@ -208,3 +210,24 @@ def lock_account(account_id: int) -> TradingAccount:
     if row[at] is not None:
         account.ledger_account = build(LedgerAccount, row, at)
     return account
+
+
+@cache
+def _exposure_sql() -> str:
+    position = Position._meta
+    return (
+        f"SELECT {columns(Instrument, 'i')}, t.side,"  # noqa: S608
+        " SUM(t.volume), SUM(t.volume * t.open_price), SUM(t.margin)"
+        f" FROM {_quote(position.db_table)} t"
+        f" JOIN {_quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id"
+        " WHERE t.account_id = %s AND t.status = %s GROUP BY i.id, t.side ORDER BY i.id, t.side"
+    )
+
+
+def open_exposure_rows(account_id: int, status: str) -> list[tuple[Instrument, str, Any, Any, Any]]:
+    """(instrument, side, total volume, total volume x open price, total margin) of an account's
+    positions in `status`, per instrument and side: one row per exposure, however many positions."""
+    cursor = _cursor()
+    cursor.execute(_exposure_sql(), [account_id, status])
+    n = width(Instrument)
+    return [(build(Instrument, row), *row[n:]) for row in cursor.fetchall()]

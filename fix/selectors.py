@@ -7,6 +7,7 @@ from typing import cast
 
 from django.db.models import Q, QuerySet
 
+from brokerage import sql
 from brokerage.models import Order, OrderStatus
 from livermore.redis import sync_client
 from marketdata.models import Instrument, VenueSymbol
@@ -70,15 +71,21 @@ def fix_session_state(*, session: FixSession) -> dict[str, object] | None:
 
 def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
     """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
-    all match; None when no rule does."""
-    rules = RoutingRule.objects.filter(enabled=True).filter(
-        Q(group__isnull=True) | Q(group_id=group_id),
-        Q(account__isnull=True) | Q(account_id=account_id),
-        Q(volume_min__isnull=True) | Q(volume_min__lte=volume),
-        Q(volume_max__isnull=True) | Q(volume_max__gte=volume),
+    all match; None when no rule does. Every order asks, so the query is a prepared statement
+    (brokerage.sql) rather than an ORM query compiled per call."""
+    rules = sql.select(
+        RoutingRule,
+        "t.enabled AND (t.group_id IS NULL OR t.group_id = %s)"
+        " AND (t.account_id IS NULL OR t.account_id = %s)"
+        " AND (t.volume_min IS NULL OR t.volume_min <= %s)"
+        " AND (t.volume_max IS NULL OR t.volume_max >= %s)"
+        " ORDER BY t.priority, t.id",
+        [group_id, account_id, volume, volume],
     )
-    for rule in rules.select_related("session").order_by("priority", "id"):
+    for rule in rules:
         if fnmatch.fnmatchcase(symbol.upper(), rule.instrument_pattern.upper()):
+            if rule.session_id is not None:
+                rule.session = sql.select(FixSession, "t.id = %s", [rule.session_id])[0]
             return rule
     return None
 

@@ -157,9 +157,11 @@ DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:54
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# A process-wide psycopg pool for the web process: under ASGI every request runs in its own thread,
-# so without it each request would open (and close) a PostgreSQL connection. Off by default because a
-# pool must not be inherited across fork (Celery prefork workers).
+# Django sets psycopg's prepare_threshold to None (never prepare) unless told otherwise. Its own
+# cursors bind client-side and never prepare anyway; the dealing hot path's server-binding cursors
+# (brokerage/sql.py) need preparation on, or PostgreSQL parses and plans each of their statements on
+# every call (measured: 1.95 ms of database CPU per market order without, 0.81 ms with).
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 if env.bool("DB_POOL", default=False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

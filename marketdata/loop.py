@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from livermore.db import database_conninfo
 from livermore.aio import cancel_and_wait
+from livermore.db import database_conninfo
 from livermore.redis import async_client, key
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig

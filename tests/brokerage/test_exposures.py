@@ -1,0 +1,128 @@
+"""The account totals the dealing engine checks margin with come from exposures (positions summed per
+instrument and side, in the database on the order path); they must equal the totals of the positions."""
+
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection
+
+from brokerage import pricing, services, sql
+from brokerage.models import ClientGroup, GroupInstrument, Position
+from brokerage.quotes import redis_quotes
+from brokerage.selectors import (
+    Conditions,
+    account_summary,
+    exposure_pnl,
+    exposures_of,
+    open_exposures,
+    open_positions,
+    position_pnl,
+)
+from marketdata.models import Instrument
+
+from .conftest import open_account
+
+pytestmark = pytest.mark.django_db
+
+SPEC = pricing.Spec(symbol="USDJPY", base="USD", quote="JPY", contract_size=D(100000))
+
+
+def test_the_pnl_of_a_cost_basis_is_the_sum_of_the_positions_pnl():
+    fills = [(D("0.37"), D("150.123")), (D("1.2"), D("149.871")), (D("0.05"), D("151.004"))]
+    rates = {"USDJPY": D("150.2")}.get
+    for currency in ("JPY", "USD"):
+        each = sum(
+            pricing.pnl(
+                SPEC, side="sell", volume=v, entry=p, exit=D("150.31"), currency=currency, rates=rates
+            )
+            for v, p in fills
+        )
+        together = pricing.pnl_of_cost(
+            SPEC,
+            side="sell",
+            volume=sum(v for v, _ in fills),
+            cost=sum(v * p for v, p in fills),
+            exit=D("150.31"),
+            currency=currency,
+            rates=rates,
+        )
+        assert pricing.money(together, currency) == pricing.money(each, currency)
+
+
+def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(
+    client_user, instruments, market
+):
+    group = ClientGroup.objects.create(
+        name="marked-up", currency="USD", leverage=50, markup_default=D("0.00003")
+    )
+    GroupInstrument.objects.create(group=group, instrument=instruments["USDJPY"], markup=D("0.02"))
+    account = open_account(client_user, group, balance="500000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    market.set("USDJPY", "150.00", "150.02")
+    market.set("XAUUSD", "2400.10", "2400.60")
+    for symbol, side, volume in [
+        ("EURUSD", "buy", "0.3"),
+        ("EURUSD", "buy", "1.1"),
+        ("EURUSD", "sell", "0.25"),
+        ("USDJPY", "sell", "2"),
+        ("USDJPY", "sell", "0.7"),
+        ("XAUUSD", "buy", "0.1"),
+    ]:
+        services.order_submit(account=account, symbol=symbol, side=side, volume=D(volume))
+        market.set("EURUSD", "1.1004", "1.1006")  # later fills at other prices
+        market.set("USDJPY", "150.07", "150.09")
+    market.set("EURUSD", "1.0950", "1.0952")
+    market.set("USDJPY", "151.13", "151.15")
+
+    account.refresh_from_db()
+    positions = open_positions(account=account)
+    from_database = open_exposures(account=account)
+    assert from_database == exposures_of(positions)
+    assert [(e.instrument.symbol, e.side) for e in from_database] == [
+        ("EURUSD", "buy"),
+        ("EURUSD", "sell"),
+        ("USDJPY", "sell"),
+        ("XAUUSD", "buy"),
+    ]
+    eurusd_long = from_database[0]
+    assert eurusd_long.volume == D("1.4") and eurusd_long.margin == sum(
+        p.margin for p in positions if p.instrument.symbol == "EURUSD" and p.side == "buy"
+    )
+
+    conditions = Conditions(group)
+    per_position = sum(
+        position_pnl(p, currency="USD", conditions=conditions, quotes=redis_quotes) for p in positions
+    )
+    per_exposure = sum(
+        exposure_pnl(e, currency="USD", conditions=conditions, quotes=redis_quotes) for e in from_database
+    )
+    assert pricing.money(per_exposure, "USD") == pricing.money(per_position, "USD")
+
+    summary = account_summary(account=account, exposures=from_database)
+    assert summary == account_summary(account=account, positions=positions)
+    assert summary.margin == sum(p.margin for p in positions)
+    assert summary.unrealized_pnl == pricing.money(per_position, "USD")
+    detailed = account_summary(account=account, with_position_pnl=True)
+    assert set(detailed.position_pnl) == {p.pk for p in positions}
+    assert detailed.equity == summary.equity
+
+
+def test_an_exposure_without_a_price_leaves_the_summary_unpriced(client_user, group, market):
+    account = open_account(client_user, group, balance="10000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    market.clear("EURUSD")
+    account.refresh_from_db()
+    summary = account_summary(account=account, exposures=open_exposures(account=account))
+    assert summary.unpriced == ["EURUSD"] and summary.unrealized_pnl == 0
+    assert summary.margin == Position.objects.get(account=account).margin
+
+
+def test_hot_path_statements_are_prepared_on_the_server():
+    """brokerage.sql's statements are parsed and planned once per connection, not per call: Django
+    turns psycopg's preparation off unless settings set a prepare_threshold."""
+    sql.select(Instrument, "t.symbol = %s", ["EURUSD"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any('FROM "marketdata_instrument" t WHERE t.symbol = $1' in s for s in prepared), prepared
