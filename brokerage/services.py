@@ -838,7 +838,8 @@ def _fill(
         )
     if open_volume:
         deals.append(_open(d, order, open_volume, price, existing, reason=reason, external_id=external_id))
-    d.outbox.triggers_changed = True
+    if order.sl is not None or order.tp is not None:
+        d.outbox.triggers_changed = True  # the position's SL/TP are the watcher's to watch
     return deals
 
 
@@ -1008,7 +1009,8 @@ def _close(
         _charge_commission(d, deal, commission)
     d.outbox.add("deal", deal.as_event())
     d.outbox.add("position", position.as_event())
-    d.outbox.triggers_changed = True
+    if position.sl is not None or position.tp is not None:
+        d.outbox.triggers_changed = True  # its SL/TP triggers go (or follow the smaller volume)
     return deal
 
 

@@ -15,7 +15,8 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
 
@@ -37,15 +38,21 @@ class _PreparingCursor(psycopg.Cursor[Any]):
         return super().execute(query, params, prepare=True, binary=binary)
 
 
-def _cursor() -> CursorWrapper:
-    connection.ensure_connection()
+def _db() -> BaseDatabaseWrapper:
+    """This thread's connection wrapper, resolved once per helper call: each attribute read through
+    django.db.connection goes through a thread-local proxy (about 70 reads per market order)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
+    db.ensure_connection()
     # Django's own wrapping (query log, error translation, thread checks) around our cursor.
-    wrap = cast(Callable[[Any], CursorWrapper], connection._prepare_cursor)  # type: ignore[attr-defined]
-    return wrap(_PreparingCursor(connection.connection))
+    wrap = cast(Callable[[Any], CursorWrapper], db._prepare_cursor)  # type: ignore[attr-defined]
+    return wrap(_PreparingCursor(db.connection))
 
 
 def _quote(name: str) -> str:
-    return connection.ops.quote_name(name)
+    return _db().ops.quote_name(name)
 
 
 def _field(model: type[Model], name: str) -> AnyField:
@@ -77,31 +84,33 @@ def width(model: type[Model]) -> int:
     return len(_fields(model))
 
 
-def build(model: type[M], row: Sequence[Any], start: int = 0) -> M:
+def build(model: type[M], row: Sequence[Any], start: int = 0, db: BaseDatabaseWrapper | None = None) -> M:
     """A model instance from `row[start:]`, laid out as `columns(model, ...)` selects it."""
+    db = db or _db()
     values = list(row[start : start + width(model)])
     for i, convert in _converters(model):
-        values[i] = convert(values[i], None, connection)
-    return model.from_db(connection.alias, _attnames(model), values)
+        values[i] = convert(values[i], None, db)
+    return model.from_db(db.alias, _attnames(model), values)
 
 
 def select(model: type[M], where: str, params: Sequence[Any], *, related: str | None = None) -> list[M]:
     """Rows of `model` (alias `t`) matching `where`; with `related` (a forward foreign key), each
     row's related object comes in the same query (alias `r`), one instance per distinct row."""
-    cursor = _cursor()
+    db = _db()
+    cursor = _cursor(db)
     cursor.execute(_select_sql(model, where, related), params)
     rows = cursor.fetchall()
     if related is None:
-        return [build(model, row) for row in rows]
+        return [build(model, row, 0, db) for row in rows]
     remote = cast(type[Model], _field(model, related).related_model)
     shared: dict[Any, Model] = {}
     result = []
     n = width(model)
     for row in rows:
-        obj = build(model, row)
+        obj = build(model, row, 0, db)
         other = shared.get(row[n])
         if other is None:
-            other = shared[row[n]] = build(remote, row, n)
+            other = shared[row[n]] = build(remote, row, n, db)
         setattr(obj, related, other)
         result.append(obj)
     return result
@@ -136,15 +145,16 @@ def _insert_plan(model: type[Model], rows: int) -> tuple[str, list[AnyField], li
 def insert(*instances: Model) -> None:
     """INSERT new instances of one model in one statement; sets their pk and database defaults."""
     sql, fields, returning = _insert_plan(type(instances[0]), len(instances))
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in instances for f in fields]
-    cursor = _cursor()
+    db = _db()
+    params = [f.get_db_prep_save(f.pre_save(obj, True), db) for obj in instances for f in fields]
+    cursor = _cursor(db)
     cursor.execute(sql, params)
     # PostgreSQL returns the rows of a multi-row VALUES insert in their order.
     for obj, row in zip(instances, cursor.fetchall(), strict=True):
         for f, value in zip(returning, row, strict=True):
             setattr(obj, f.attname, value)
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = db.alias
 
 
 def update(
@@ -159,17 +169,18 @@ def update(
     still holds the `expect` values (a conditional state transition). Returns the rows changed."""
     values, add, expect = values or {}, add or {}, expect or {}
     sql = _update_sql(model, tuple(values), tuple(add), tuple(expect))
-    params = [_prep(model, name, value) for name, value in values.items()]
-    params += [_prep(model, name, value) for name, value in add.items()]
+    db = _db()
+    params = [_prep(model, name, value, db) for name, value in values.items()]
+    params += [_prep(model, name, value, db) for name, value in add.items()]
     params.append(pk)
-    params += [_prep(model, name, value) for name, value in expect.items()]
-    cursor = _cursor()
+    params += [_prep(model, name, value, db) for name, value in expect.items()]
+    cursor = _cursor(db)
     cursor.execute(sql, params)
     return int(cursor.rowcount)
 
 
-def _prep(model: type[Model], name: str, value: Any) -> Any:
-    return _field(model, name).get_db_prep_save(value, connection)
+def _prep(model: type[Model], name: str, value: Any, db: BaseDatabaseWrapper) -> Any:
+    return _field(model, name).get_db_prep_save(value, db)
 
 
 @cache
@@ -198,17 +209,18 @@ def _lock_sql() -> str:
 def lock_account(account_id: int) -> TradingAccount:
     """The trading account row locked until the transaction ends, with its group and ledger account
     (not locked) from the same round trip."""
-    cursor = _cursor()
+    db = _db()
+    cursor = _cursor(db)
     cursor.execute(_lock_sql(), [account_id])
     row = cursor.fetchone()
     if row is None:
         raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
-    account = build(TradingAccount, row)
+    account = build(TradingAccount, row, 0, db)
     at = width(TradingAccount)
-    account.group = build(ClientGroup, row, at)
+    account.group = build(ClientGroup, row, at, db)
     at += width(ClientGroup)
     if row[at] is not None:
-        account.ledger_account = build(LedgerAccount, row, at)
+        account.ledger_account = build(LedgerAccount, row, at, db)
     return account
 
 
@@ -227,7 +239,8 @@ def _exposure_sql() -> str:
 def open_exposure_rows(account_id: int, status: str) -> list[tuple[Instrument, str, Any, Any, Any]]:
     """(instrument, side, total volume, total volume x open price, total margin) of an account's
     positions in `status`, per instrument and side: one row per exposure, however many positions."""
-    cursor = _cursor()
+    db = _db()
+    cursor = _cursor(db)
     cursor.execute(_exposure_sql(), [account_id, status])
     n = width(Instrument)
-    return [(build(Instrument, row), *row[n:]) for row in cursor.fetchall()]
+    return [(build(Instrument, row, 0, db), *row[n:]) for row in cursor.fetchall()]
