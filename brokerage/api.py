@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from livermore import sql
 from livermore.idempotency import idempotent
 from livermore.pagination import NewestFirst
 from livermore.throttling import ScopedWriteThrottle, throttles_with
@@ -26,7 +27,7 @@ from livermore.users.authentication import request_user
 from livermore.users.models import User
 from livermore.users.services import audit_record
 
-from . import pricing, selectors, services, sql
+from . import pricing, selectors, services
 from .models import (
     Deal,
     Order,

@@ -4,12 +4,14 @@ numbers a client sees are the numbers the engine used."""
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 
 from django.db.models import Sum
 
+from livermore import sql
 from marketdata.models import Instrument
 
-from . import pricing, sql
+from . import pricing
 from .models import (
     ClientGroup,
     GroupInstrument,
@@ -121,9 +123,22 @@ def exposures_of(positions: Iterable[Position]) -> list[Exposure]:
     ]
 
 
+@cache
+def _exposures_sql() -> str:
+    return (
+        f"SELECT {sql.columns(Instrument, 'i')}, t.side,"  # noqa: S608
+        " SUM(t.volume), SUM(t.volume * t.open_price), SUM(t.margin)"
+        f" FROM {sql.quote(Position._meta.db_table)} t"
+        f" JOIN {sql.quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id"
+        " WHERE t.account_id = %s AND t.status = %s GROUP BY i.id, t.side ORDER BY i.id, t.side"
+    )
+
+
 def open_exposures(*, account: TradingAccount) -> list[Exposure]:
-    """The account's exposures summed by the database (one row each, not one per position)."""
-    return [Exposure(*row) for row in sql.open_exposure_rows(account.pk, PositionStatus.OPEN)]
+    """The account's exposures summed by the database: one row each, however many positions."""
+    rows = sql.execute(_exposures_sql(), [account.pk, PositionStatus.OPEN]).fetchall()
+    n = sql.width(Instrument)
+    return [Exposure(sql.build(Instrument, row), *row[n:]) for row in rows]
 
 
 def open_positions(*, account: TradingAccount) -> list[Position]:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any, Literal
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from livermore import sql
 from livermore.errors import ServiceError
 from livermore.redis import key, sync_client
 from livermore.users.models import User
@@ -38,7 +40,7 @@ from livermore.users.services import audit_record
 from marketdata.hub import Envelope, asend_batch, envelope, plain
 from marketdata.models import Instrument
 
-from . import pricing, sql
+from . import pricing
 from .models import (
     AccountStatus,
     Book,
@@ -282,9 +284,31 @@ def _client_tick(instrument: Instrument, conditions: Conditions, quotes: QuoteSo
     return tick
 
 
+@cache
+def _lock_sql() -> str:
+    return (
+        f"SELECT {sql.columns(TradingAccount, 'a')}, {sql.columns(ClientGroup, 'g')},"  # noqa: S608
+        f" {sql.columns(LedgerAccount, 'l')}"
+        f" FROM {sql.quote(TradingAccount._meta.db_table)} a"
+        f" JOIN {sql.quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
+        f" LEFT JOIN {sql.quote(LedgerAccount._meta.db_table)} l ON l.trading_account_id = a.id"
+        " WHERE a.id = %s FOR UPDATE OF a"
+    )
+
+
 def _lock_account(account_id: int) -> TradingAccount:
-    """The account row, locked until the transaction ends (the group and ledger account unlocked)."""
-    return sql.lock_account(account_id)
+    """The account row, locked until the transaction ends, with its group and ledger account (not
+    locked) from the same round trip."""
+    row = sql.execute(_lock_sql(), [account_id]).fetchone()
+    if row is None:
+        raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
+    account = sql.build(TradingAccount, row)
+    at = sql.width(TradingAccount)
+    account.group = sql.build(ClientGroup, row, at)
+    at += sql.width(ClientGroup)
+    if row[at] is not None:
+        account.ledger_account = sql.build(LedgerAccount, row, at)
+    return account
 
 
 # -- ledger ------------------------------------------------------------------------------------------

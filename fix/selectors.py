@@ -7,8 +7,8 @@ from typing import cast
 
 from django.db.models import Q, QuerySet
 
-from brokerage import sql
 from brokerage.models import Order, OrderStatus
+from livermore import sql
 from livermore.redis import sync_client
 from marketdata.models import Instrument, VenueSymbol
 

@@ -6,6 +6,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
+from livermore import sql
+
 API_KEY_PREFIX_LEN = 8
 
 
@@ -16,7 +18,9 @@ class User(AbstractUser):
 class ApiKeyManager(models.Manager["ApiKey"]):
     def for_secret(self, raw: str) -> "ApiKey | None":
         prefix, _, _ = raw.partition(".")
-        key = self.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
+        # Every bot request asks: a prepared statement, not an ORM query compiled per call.
+        found = sql.select(ApiKey, "t.prefix = %s AND t.revoked_at IS NULL", [prefix], related="user")
+        key = found[0] if found else None
         if key is None or not secrets.compare_digest(key.hashed, ApiKey.hash(raw)):
             return None
         return key

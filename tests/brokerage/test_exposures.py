@@ -6,7 +6,7 @@ from decimal import Decimal as D
 import pytest
 from django.db import connection
 
-from brokerage import pricing, services, sql
+from brokerage import pricing, services
 from brokerage.models import ClientGroup, GroupInstrument, Position
 from brokerage.quotes import redis_quotes
 from brokerage.selectors import (
@@ -18,6 +18,7 @@ from brokerage.selectors import (
     open_positions,
     position_pnl,
 )
+from livermore import sql
 from marketdata.models import Instrument
 
 from .conftest import open_account

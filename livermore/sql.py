@@ -1,4 +1,5 @@
-"""Statements of the dealing hot path, compiled once per model instead of once per call.
+"""Statements of the hot paths (dealing, API-key authentication), compiled once per model instead of
+once per call.
 
 A profile of order_submit showed Django's query compiler spending 0.5-1 ms of CPU on each statement
 against ~30 µs for the PostgreSQL round trip, so a market fill spent most of its time building SQL.
@@ -6,8 +7,8 @@ These helpers build their SQL from the models' metadata (tables, columns, databa
 it, and run it on Django's connection (same transaction, same query logging and error wrapping) as
 server-side prepared statements, so PostgreSQL too parses and plans each one once per connection.
 Rows come back as model instances. `insert` and `update` do what Model.save() and QuerySet.update()
-do for the dealing models (which have no signal receivers); callers keep every row lock and
-conditional update they had.
+do for models without signal receivers; callers keep every row lock and conditional update
+they had. `execute` runs a statement of the caller's own (built with `columns`, read with `build`).
 """
 
 from collections.abc import Callable, Sequence
@@ -19,10 +20,6 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
-
-from marketdata.models import Instrument
-
-from .models import ClientGroup, LedgerAccount, Position, TradingAccount
 
 M = TypeVar("M", bound=Model)
 AnyField = Field[Any, Any]
@@ -44,6 +41,13 @@ def _db() -> BaseDatabaseWrapper:
     return connections[DEFAULT_DB_ALIAS]
 
 
+def execute(sql: str, params: Sequence[Any]) -> CursorWrapper:
+    """Run one statement (prepared) on this thread's connection; the cursor holds its rows."""
+    cursor = _cursor(_db())
+    cursor.execute(sql, params)
+    return cursor
+
+
 def _cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
     db.ensure_connection()
     # Django's own wrapping (query log, error translation, thread checks) around our cursor.
@@ -51,7 +55,7 @@ def _cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
     return wrap(_PreparingCursor(db.connection))
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
     return _db().ops.quote_name(name)
 
 
@@ -77,7 +81,7 @@ def _converters(model: type[Model]) -> list[tuple[int, Callable[..., Any]]]:
 @cache
 def columns(model: type[Model], alias: str) -> str:
     """The model's concrete columns in field order, qualified by `alias`: what `build` reads."""
-    return ", ".join(f"{alias}.{_quote(f.column)}" for f in _fields(model))
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in _fields(model))
 
 
 def width(model: type[Model]) -> int:
@@ -118,13 +122,13 @@ def select(model: type[M], where: str, params: Sequence[Any], *, related: str | 
 
 @cache
 def _select_sql(model: type[Model], where: str, related: str | None) -> str:
-    table = _quote(model._meta.db_table)
+    table = quote(model._meta.db_table)
     if related is None:
         return f"SELECT {columns(model, 't')} FROM {table} t WHERE {where}"  # noqa: S608 (model metadata)
     field = _field(model, related)
     remote = cast(type[Model], field.related_model)
-    on = f"r.{_quote(remote._meta.pk.column)} = t.{_quote(field.column)}"
-    join = f"{_quote(remote._meta.db_table)} r ON {on}"
+    on = f"r.{quote(remote._meta.pk.column)} = t.{quote(field.column)}"
+    join = f"{quote(remote._meta.db_table)} r ON {on}"
     return f"SELECT {columns(model, 't')}, {columns(remote, 'r')} FROM {table} t JOIN {join} WHERE {where}"  # noqa: S608
 
 
@@ -136,8 +140,8 @@ def _insert_plan(model: type[Model], rows: int) -> tuple[str, list[AnyField], li
     returning = cast(list[AnyField], list(meta.db_returning_fields))
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
-        f"INSERT INTO {_quote(meta.db_table)} ({', '.join(_quote(f.column) for f in fields)})"  # noqa: S608
-        f" VALUES {', '.join([one] * rows)} RETURNING {', '.join(_quote(f.column) for f in returning)}"
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"  # noqa: S608
+        f" VALUES {', '.join([one] * rows)} RETURNING {', '.join(quote(f.column) for f in returning)}"
     )
     return sql, fields, returning
 
@@ -188,59 +192,8 @@ def _update_sql(
     model: type[Model], values: tuple[str, ...], add: tuple[str, ...], expect: tuple[str, ...]
 ) -> str:
     def column(name: str) -> str:
-        return _quote(_field(model, name).column)
+        return quote(_field(model, name).column)
 
     changes = [f"{column(n)} = %s" for n in values] + [f"{column(n)} = {column(n)} + %s" for n in add]
-    conditions = [f"{_quote(model._meta.pk.column)} = %s"] + [f"{column(n)} = %s" for n in expect]
-    return f"UPDATE {_quote(model._meta.db_table)} SET {', '.join(changes)} WHERE {' AND '.join(conditions)}"  # noqa: S608
-
-
-@cache
-def _lock_sql() -> str:
-    return (
-        f"SELECT {columns(TradingAccount, 'a')}, {columns(ClientGroup, 'g')}, {columns(LedgerAccount, 'l')}"  # noqa: S608
-        f" FROM {_quote(TradingAccount._meta.db_table)} a"
-        f" JOIN {_quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
-        f" LEFT JOIN {_quote(LedgerAccount._meta.db_table)} l ON l.trading_account_id = a.id"
-        " WHERE a.id = %s FOR UPDATE OF a"
-    )
-
-
-def lock_account(account_id: int) -> TradingAccount:
-    """The trading account row locked until the transaction ends, with its group and ledger account
-    (not locked) from the same round trip."""
-    db = _db()
-    cursor = _cursor(db)
-    cursor.execute(_lock_sql(), [account_id])
-    row = cursor.fetchone()
-    if row is None:
-        raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
-    account = build(TradingAccount, row, 0, db)
-    at = width(TradingAccount)
-    account.group = build(ClientGroup, row, at, db)
-    at += width(ClientGroup)
-    if row[at] is not None:
-        account.ledger_account = build(LedgerAccount, row, at, db)
-    return account
-
-
-@cache
-def _exposure_sql() -> str:
-    position = Position._meta
-    return (
-        f"SELECT {columns(Instrument, 'i')}, t.side,"  # noqa: S608
-        " SUM(t.volume), SUM(t.volume * t.open_price), SUM(t.margin)"
-        f" FROM {_quote(position.db_table)} t"
-        f" JOIN {_quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id"
-        " WHERE t.account_id = %s AND t.status = %s GROUP BY i.id, t.side ORDER BY i.id, t.side"
-    )
-
-
-def open_exposure_rows(account_id: int, status: str) -> list[tuple[Instrument, str, Any, Any, Any]]:
-    """(instrument, side, total volume, total volume x open price, total margin) of an account's
-    positions in `status`, per instrument and side: one row per exposure, however many positions."""
-    db = _db()
-    cursor = _cursor(db)
-    cursor.execute(_exposure_sql(), [account_id, status])
-    n = width(Instrument)
-    return [(build(Instrument, row, 0, db), *row[n:]) for row in cursor.fetchall()]
+    conditions = [f"{quote(model._meta.pk.column)} = %s"] + [f"{column(n)} = %s" for n in expect]
+    return f"UPDATE {quote(model._meta.db_table)} SET {', '.join(changes)} WHERE {' AND '.join(conditions)}"  # noqa: S608
