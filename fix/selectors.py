@@ -72,7 +72,7 @@ def fix_session_state(*, session: FixSession) -> dict[str, object] | None:
 def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
     """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
     all match; None when no rule does. Every order asks, so the query is a prepared statement
-    (brokerage.sql) rather than an ORM query compiled per call."""
+    (livermore.sql) rather than an ORM query compiled per call."""
     rules = sql.select(
         RoutingRule,
         "t.enabled AND (t.group_id IS NULL OR t.group_id = %s)"

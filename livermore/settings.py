@@ -159,7 +159,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Django sets psycopg's prepare_threshold to None (never prepare) unless told otherwise. Its own
 # cursors bind client-side and never prepare anyway; the dealing hot path's server-binding cursors
-# (brokerage/sql.py) need preparation on, or PostgreSQL parses and plans each of their statements on
+# (livermore/sql.py) need preparation on, or PostgreSQL parses and plans each of their statements on
 # every call (measured: 1.95 ms of database CPU per market order without, 0.81 ms with).
 DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 if env.bool("DB_POOL", default=False):
