@@ -221,13 +221,6 @@ def _amount(value: Any, currency: str, *, signed: bool = False) -> Decimal:
     return amount
 
 
-def _instrument(symbol: str) -> Instrument:
-    found = sql.select(Instrument, "t.symbol = %s", [symbol])
-    if not found:
-        raise ServiceError("unknown_symbol", f"No instrument {symbol!r}.", status_code=404)
-    return found[0]
-
-
 def _check_volume(volume: Decimal, instrument: Instrument) -> None:
     error = pricing.volume_error(
         volume, minimum=instrument.volume_min, maximum=instrument.volume_max, step=instrument.volume_step
@@ -285,21 +278,24 @@ def _client_tick(instrument: Instrument, conditions: Conditions, quotes: QuoteSo
 
 
 @cache
-def _lock_sql() -> str:
+def _lock_sql(with_instrument: bool) -> str:
+    """The account row locked, its group and ledger account; with_instrument: and the instrument of
+    the symbol given first (LEFT JOIN: an unknown symbol still locks and reads the account)."""
+    instrument = f", {sql.columns(Instrument, 'i')}" if with_instrument else ""
     return (
         f"SELECT {sql.columns(TradingAccount, 'a')}, {sql.columns(ClientGroup, 'g')},"  # noqa: S608
-        f" {sql.columns(LedgerAccount, 'l')}"
+        f" {sql.columns(LedgerAccount, 'l')}{instrument}"
         f" FROM {sql.quote(TradingAccount._meta.db_table)} a"
         f" JOIN {sql.quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
         f" LEFT JOIN {sql.quote(LedgerAccount._meta.db_table)} l ON l.trading_account_id = a.id"
-        " WHERE a.id = %s FOR UPDATE OF a"
+        + (f" LEFT JOIN {sql.quote(Instrument._meta.db_table)} i ON i.symbol = %s" if with_instrument else "")
+        + " WHERE a.id = %s FOR UPDATE OF a"
     )
 
 
-def _lock_account(account_id: int) -> TradingAccount:
-    """The account row, locked until the transaction ends, with its group and ledger account (not
-    locked) from the same round trip."""
-    row = sql.execute(_lock_sql(), [account_id]).fetchone()
+def _locked_row(account_id: int, symbol: str | None) -> tuple[TradingAccount, Sequence[Any], int]:
+    params: list[Any] = [account_id] if symbol is None else [symbol, account_id]
+    row = sql.execute(_lock_sql(symbol is not None), params).fetchone()
     if row is None:
         raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
     account = sql.build(TradingAccount, row)
@@ -308,7 +304,21 @@ def _lock_account(account_id: int) -> TradingAccount:
     at += sql.width(ClientGroup)
     if row[at] is not None:
         account.ledger_account = sql.build(LedgerAccount, row, at)
-    return account
+    return account, row, at + sql.width(LedgerAccount)
+
+
+def _lock_account_trading(account_id: int, symbol: str) -> tuple[TradingAccount, Instrument]:
+    """`_lock_account` and the instrument of `symbol`, in one round trip (an order needs both)."""
+    account, row, at = _locked_row(account_id, symbol)
+    if row[at] is None:
+        raise ServiceError("unknown_symbol", f"No instrument {symbol!r}.", status_code=404)
+    return account, sql.build(Instrument, row, at)
+
+
+def _lock_account(account_id: int) -> TradingAccount:
+    """The account row, locked until the transaction ends, with its group and ledger account (not
+    locked) from the same round trip."""
+    return _locked_row(account_id, None)[0]
 
 
 # -- ledger ------------------------------------------------------------------------------------------
@@ -1151,10 +1161,8 @@ def order_submit(
     _choice(side, Side, "side")
     _choice(type, OrderType, "type")
     _choice(time_in_force, TimeInForce, "time_in_force")
-    instrument = _instrument(symbol)
     volume_ = _decimal(volume, "volume")
     assert volume_ is not None
-    _check_volume(volume_, instrument)
     price_ = _decimal(price, "price", required=type in (OrderType.LIMIT, OrderType.STOP_LIMIT))
     stop_ = _decimal(stop_price, "stop_price", required=type in (OrderType.STOP, OrderType.STOP_LIMIT))
     sl_, tp_ = _decimal(sl, "sl", required=False), _decimal(tp, "tp", required=False)
@@ -1186,7 +1194,8 @@ def order_submit(
         )
 
     with transaction.atomic():
-        locked = _lock_account(account.pk)
+        locked, instrument = _lock_account_trading(account.pk, symbol)
+        _check_volume(volume_, instrument)
         d = _Dealing(locked, quotes)
         existing = d.netting_position(instrument)
         reduces = existing is not None and existing.side != side and volume_ <= existing.volume
