@@ -3,7 +3,7 @@ read-only here: they change only through brokerage.services (operator actions ca
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -39,7 +39,8 @@ def _form_changes(form: Any) -> dict[str, str]:
 
 @admin.register(ClientGroup)
 class ClientGroupAdmin(admin.ModelAdmin[ClientGroup]):
-    """Group and per-instrument settings apply to new deals; every edit is audited."""
+    """Group and per-instrument settings apply to new deals, except the leverage: a change re-margins
+    the open positions of the accounts following it. Every edit is audited."""
 
     list_display = (
         "name",
@@ -57,12 +58,27 @@ class ClientGroupAdmin(admin.ModelAdmin[ClientGroup]):
 
     def save_model(self, request: HttpRequest, obj: ClientGroup, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        operator = operator_of(request)
         audit_record(
-            actor=operator_of(request),
+            actor=operator,
             action="group.change" if change else "group.create",
             target=obj,
             details={"changes": _form_changes(form)},
         )
+        if change and "leverage" in form.changed_data:
+            # The admin saves in one transaction: the leverage and the margins change together.
+            result = services.group_positions_remargin(group=obj, changed_by=operator)
+            self.message_user(
+                request,
+                f"Leverage 1:{obj.leverage}: positions of {len(result.accounts)} account(s) re-margined.",
+            )
+            if result.unpriced:
+                self.message_user(
+                    request,
+                    "No price to convert the margin of accounts "
+                    f"{', '.join(map(str, result.unpriced))}: their positions keep their margin.",
+                    level=messages.WARNING,
+                )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         super().save_formset(request, form, formset, change)

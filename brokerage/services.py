@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -552,12 +553,14 @@ def _account_event(account: TradingAccount) -> dict[str, Any]:
     return {**account.as_event(), "group": account.group.name, "leverage": account.effective_leverage}
 
 
-def _remargin(d: "_Dealing") -> None:
-    """Recompute the margin of the open positions at the account's (new) group and leverage.
+def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
+    """Recompute the margin of the open positions at the account's (new) group and leverage; whether
+    any changed.
 
-    A change that raises the margin is refused when it would leave the margin level at or below the
-    stop-out level: an operator's change must not liquidate the client on the next quote. The margin
-    level is only checked with every position priced (no_price otherwise)."""
+    With refuse_stop_out, a change that raises the margin is refused when it would leave the margin
+    level at or below the stop-out level: an operator's change to one account must not liquidate the
+    client on the next quote. The margin level is only checked with every position priced (no_price
+    otherwise)."""
     before = d.account.margin_reserved + sum((p.margin for p in d.positions), ZERO)
     changed = []
     for position in d.positions:
@@ -568,11 +571,11 @@ def _remargin(d: "_Dealing") -> None:
             position.margin = margin
             changed.append(position)
     if not changed:
-        return
+        return False
     group = d.account.group
-    summary = d.summary()
-    level = summary.margin_level
-    if summary.margin > before and level is not None and level <= group.stop_out_level:
+    summary = d.summary() if refuse_stop_out else None
+    level = summary.margin_level if summary else None
+    if summary and summary.margin > before and level is not None and level <= group.stop_out_level:
         raise ServiceError(
             "margin_level_too_low",
             f"The margin would rise to {summary.margin} {d.currency}: margin level {level} % is at or "
@@ -585,6 +588,56 @@ def _remargin(d: "_Dealing") -> None:
             margin=position.margin, updated_at=now
         )
         d.outbox.add("position", position.as_event())
+    return True
+
+
+@dataclass(frozen=True)
+class GroupRemargin:
+    accounts: list[int]  # numbers of the accounts whose margin changed
+    unpriced: list[int]  # numbers of the accounts left as they were: no price to convert a margin
+
+
+def group_positions_remargin(
+    *, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
+) -> GroupRemargin:
+    """After an operator changed a group's leverage: re-margin the open positions of every account
+    that follows it (no leverage override of its own), one account lock at a time in id order; audited.
+
+    Unlike an account's own change, nothing is refused: lowering a group's leverage before a weekend
+    is meant to raise the margin of open positions, and an account it leaves at its margin-call or
+    stop-out level gets them from the market process's next margin sweep. Run it in the transaction
+    that saves the group, so the leverage and the margins change together."""
+    ids = (
+        Position.objects.filter(
+            status=PositionStatus.OPEN, account__group=group, account__leverage__isnull=True
+        )
+        .values_list("account_id", flat=True)
+        .distinct()
+        .order_by("account_id")
+    )
+    changed, unpriced = [], []
+    for account_id in ids:
+        locked = _lock_account(account_id)
+        if locked.group_id != group.pk or locked.leverage is not None:
+            continue
+        locked.group = group
+        d = _Dealing(locked, quotes or redis_quotes)
+        try:
+            if not _remargin(d, refuse_stop_out=False):
+                continue
+        except ServiceError:  # no rate to convert some position's margin: left as it was
+            unpriced.append(locked.number)
+            continue
+        changed.append(locked.number)
+        d.outbox.add("account", _account_event(locked))
+        d.outbox.commit()
+    audit_record(
+        actor=changed_by,
+        action="group.remargin",
+        target=group,
+        details={"leverage": group.leverage, "accounts": changed, "unpriced": unpriced},
+    )
+    return GroupRemargin(accounts=changed, unpriced=unpriced)
 
 
 @transaction.atomic

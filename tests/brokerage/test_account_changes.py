@@ -129,3 +129,31 @@ async def test_operator_changes_are_pushed_to_the_owners_account_stream(account,
     changes = [f for f in frames if f["data"]["status"] == "disabled"]  # not the deposit's, if late
     assert {f["channel"] for f in changes} == {f"account:{account.number}"}
     assert [(f["event"], f["data"]["leverage"]) for f in changes] == [("account", 100), ("account", 50)]
+
+
+def test_a_group_leverage_change_re_margins_the_accounts_following_it(client_user, group, operator, market):
+    market.set("EURUSD", "1.1000", "1.1002")
+    follower = open_account(client_user, group, balance="5000")
+    thin = open_account(client_user, group, balance="1200")
+    overridden = open_account(client_user, group, balance="5000")
+    services.account_leverage_set(account=overridden, leverage=200, changed_by=operator)
+    positions = {a.number: buy(a) for a in (follower, thin, overridden)}
+
+    group.leverage = 20  # as the admin saves it, then re-margins in the same transaction
+    group.save(update_fields=["leverage"])
+    result = services.group_positions_remargin(group=group, changed_by=operator)
+
+    assert sorted(result.accounts) == sorted([follower.number, thin.number]) and result.unpriced == []
+    margins = {n: Position.objects.get(pk=p.pk).margin for n, p in positions.items()}
+    assert margins == {
+        follower.number: D("5501.00"),
+        thin.number: D("5501.00"),
+        overridden.number: D("550.10"),
+    }
+    entry = AuditLog.objects.get(action="group.remargin")
+    assert (entry.actor, entry.details["leverage"]) == (operator, 20)
+    # Not refused for the thin account (margin level 21.45 %): the margin sweep stops it out.
+    deals = services.account_margin_check(account_id=thin.pk)
+    assert [d.reason for d in deals] == ["stop_out"]
+    assert Position.objects.get(pk=positions[thin.number].pk).status == "closed"
+    assert services.account_margin_check(account_id=follower.pk) == []

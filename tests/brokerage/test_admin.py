@@ -72,3 +72,26 @@ def test_the_account_stream_channel_is_for_its_owner_only(account, client_user, 
         "5000.00",
         "5000.00",
     )
+
+
+def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_client, traded, group):
+    from brokerage.models import Position
+    from livermore.users.models import AuditLog
+
+    url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
+    page = admin_client.get(url)
+    data = {}
+    for name, value in page.context["adminform"].form.initial.items():
+        if value is None or value is False:
+            continue
+        data[name] = "on" if value is True else str(value)
+    for inline in page.context["inline_admin_formsets"]:
+        prefix = inline.formset.prefix
+        data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+    data["leverage"] = "50"
+    response = admin_client.post(url, data, follow=True)
+    assert response.status_code == 200, response.content[:2000]
+    assert "positions of 1 account(s) re-margined" in response.content.decode()
+    position = Position.objects.get(account=traded)
+    assert position.margin == D("220.04")  # 0.1 lot at 1.1002, leverage 50 (110.02 at 100)
+    assert AuditLog.objects.filter(action="group.remargin", details__leverage=50).exists()
