@@ -59,7 +59,13 @@ def test_sigterm_flushes_recorded_ticks_before_exit(tick_table):
             time.sleep(1)
             process.kill()
             stuck, _ = process.communicate()
-            pytest.fail(f"runmarket did not stop within 30 s of SIGTERM:\n{stuck}")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 200)"
+                    " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                sessions = "\n".join(map(str, cursor.fetchall()))
+            pytest.fail(f"runmarket did not stop within 30 s of SIGTERM:\n{stuck}\nsessions:\n{sessions}")
     finally:
         if process.poll() is None:
             process.kill()
