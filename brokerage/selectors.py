@@ -154,27 +154,13 @@ def position_pnl(
     position: Position, *, currency: str, conditions: Conditions, quotes: QuoteSource
 ) -> Decimal | None:
     """Unrealized PnL of an open position marked at the client's closing price, or None unpriced."""
-    tick = conditions.client_tick(position.instrument, quotes)
-    if tick is None:
-        return None
-    try:
-        return pricing.pnl(
-            instrument_spec(position.instrument),
-            side=position.side,
-            volume=position.volume,
-            entry=position.open_price,
-            exit=pricing.close_price(position.side, tick),
-            currency=currency,
-            rates=quotes.mid,
-        )
-    except pricing.NoRate:
-        return None
+    return exposure_pnl(exposures_of([position])[0], currency=currency, conditions=conditions, quotes=quotes)
 
 
 def exposure_pnl(
     exposure: Exposure, *, currency: str, conditions: Conditions, quotes: QuoteSource
 ) -> Decimal | None:
-    """Unrealized PnL of an exposure marked like its positions, or None unpriced."""
+    """Unrealized PnL of an exposure marked at the client's closing price, or None unpriced."""
     tick = conditions.client_tick(exposure.instrument, quotes)
     if tick is None:
         return None

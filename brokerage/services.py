@@ -601,7 +601,8 @@ def group_positions_remargin(
     *, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
 ) -> GroupRemargin:
     """After an operator changed a group's leverage: re-margin the open positions of every account
-    that follows it (no leverage override of its own), one account lock at a time in id order; audited.
+    that follows it (no leverage override of its own), one account lock at a time in id order; audited
+    when any margin changed.
 
     Unlike an account's own change, nothing is refused: lowering a group's leverage before a weekend
     is meant to raise the margin of open positions, and an account it leaves at its margin-call or
@@ -631,12 +632,13 @@ def group_positions_remargin(
         changed.append(locked.number)
         d.outbox.add("account", _account_event(locked))
         d.outbox.commit()
-    audit_record(
-        actor=changed_by,
-        action="group.remargin",
-        target=group,
-        details={"leverage": group.leverage, "accounts": changed, "unpriced": unpriced},
-    )
+    if changed or unpriced:  # the leverage edit itself is the group's own audit entry
+        audit_record(
+            actor=changed_by,
+            action="group.remargin",
+            target=group,
+            details={"leverage": group.leverage, "accounts": changed, "unpriced": unpriced},
+        )
     return GroupRemargin(accounts=changed, unpriced=unpriced)
 
 
