@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from livermore.aio import cancel_and_wait
+from livermore.aio import cancel_all, cancel_and_wait
 from livermore.db import database_conninfo
 from livermore.redis import async_client, key
 from marketdata.adapters import adapter_class
@@ -90,14 +90,22 @@ class MarketLoop:
         except Exception:
             log.exception("state of the previous run not restored")
         self.recorder.start()
+        jobs = [
+            asyncio.create_task(self.publisher.run(), name="publisher"),
+            asyncio.create_task(self.candles.run(), name="candles"),
+            asyncio.create_task(self._every(self.check_interval_s, self.manager.check), name="check"),
+            asyncio.create_task(self._every(self.reload_interval_s, self.reload), name="reload"),
+            asyncio.create_task(self._every(1.0, self.tick), name="tick"),
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.publisher.run())
-                tg.create_task(self.candles.run())
-                tg.create_task(self._every(self.check_interval_s, self.manager.check))
-                tg.create_task(self._every(self.reload_interval_s, self.reload))
-                tg.create_task(self._every(1.0, self.tick))
+            # The jobs run until cancelled; the first to fail ends the loop (and the process).
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+            for job in done:
+                job.result()
         finally:
+            # Not a TaskGroup: it cancels its tasks once, and one job that swallowed that (a shutdown
+            # seen hanging under load) would keep the process from stopping and flushing.
+            await cancel_all(jobs)
             await self.shutdown()
 
     async def restore(self) -> None:

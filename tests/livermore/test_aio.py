@@ -46,3 +46,25 @@ async def test_a_cancellation_of_the_caller_while_it_waits_is_not_swallowed():
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert outer.cancelled()
+
+
+async def test_cancel_all_ends_a_task_that_swallows_one_cancellation():
+    from livermore.aio import cancel_all
+
+    swallowed = asyncio.Event()
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # as a library bug would: carry on
+        await asyncio.sleep(3600)
+
+    async def polite():
+        await asyncio.sleep(3600)
+
+    tasks = [asyncio.create_task(stubborn()), asyncio.create_task(polite())]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_all(tasks, again_after_s=0.05), timeout=5)
+    assert swallowed.is_set()
+    assert all(t.cancelled() for t in tasks)

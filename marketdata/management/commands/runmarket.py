@@ -2,6 +2,7 @@ import asyncio
 import faulthandler
 import logging
 import signal
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -14,12 +15,16 @@ from marketdata.loop import MarketLoop
 log = logging.getLogger(__name__)
 
 
+def _print_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"{task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+
+
 class Command(BaseCommand):
     help = "Run the market loop: venue adapters, LP manager, quote publishing (one active per deployment)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck process is doing.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
         asyncio.run(self.main())
 
     async def main(self) -> None:
@@ -28,6 +33,10 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        # `kill -USR1 <pid>` prints every thread's stack, then every asyncio task's, to stderr: what a
+        # stuck process is doing (the threads even while the event loop itself is blocked).
+        loop.add_signal_handler(signal.SIGUSR1, _print_tasks)
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
         lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S)
         try:
             await lease.acquire()
