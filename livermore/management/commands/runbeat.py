@@ -4,9 +4,12 @@ import signal
 import sys
 from typing import Any
 
+from celery.beat import Service
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connections
 
+from livermore.celery import app
 from livermore.lease import Lease
 from livermore.redis import async_client
 
@@ -29,23 +32,27 @@ class Command(BaseCommand):
         if stop.is_set():
             acquire.cancel()
             return 0
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "livermore",
-            "beat",
-            "--loglevel=INFO",
-        )
+        # Beat runs in a thread of this process and is stopped by its own flag. `celery beat` as a
+        # child process stops on SIGTERM by raising SystemExit from a signal handler, wherever the
+        # interpreter happens to be: inside a destructor that is printed and ignored.
+        service = Service(app=app, scheduler_cls=app.conf.beat_scheduler)
+        beat = asyncio.create_task(asyncio.to_thread(self.run_beat, service))
         keep = asyncio.create_task(lease.keep())
-        exited = asyncio.create_task(child.wait())
-        await asyncio.wait({keep, exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if child.returncode is None:  # stopping, or the lease was lost: never two beats at once
-            child.terminate()
-            await child.wait()
+        await asyncio.wait({keep, beat, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        service.stop()  # stopping, or the lease was lost: never two beats at once
+        await asyncio.wait({beat})  # the scheduler's sleep is at most its max interval (5 s)
         for task in (keep, stopped):
             task.cancel()
         with contextlib.suppress(Exception):
             await lease.release()
-        return 0 if stop.is_set() else (child.returncode or 1)
+        failed = [t.exception() for t in (keep, beat) if t.done() and not t.cancelled() and t.exception()]
+        for exc in failed:
+            self.stderr.write(f"beat stopped: {exc!r}")
+        return 0 if stop.is_set() and not failed else 1
+
+    @staticmethod
+    def run_beat(service: Service) -> None:
+        try:
+            service.start()
+        finally:
+            connections.close_all()
