@@ -183,7 +183,6 @@ def account_summary(
     account: TradingAccount,
     quotes: QuoteSource | None = None,
     positions: Iterable[Position] | None = None,
-    exposures: Iterable[Exposure] | None = None,
     conditions: Conditions | None = None,
     with_position_pnl: bool = False,
 ) -> AccountSummary:
@@ -191,8 +190,8 @@ def account_summary(
 
     Positions are marked at the client's prices (markup applied): longs at the bid, shorts at the ask.
     The margin includes what routed (A-Book) orders hold until the LP fills them. The totals come from
-    the account's exposures (given, or of the positions given, or summed by the database), so they do
-    not depend on how many positions make them up; `with_position_pnl` adds each position's PnL.
+    the account's exposures (of the positions given, else summed by the database), so they do not
+    depend on how many positions make them up; `with_position_pnl` adds each position's PnL.
     """
     quotes = quotes or redis_quotes
     conditions = conditions or Conditions(account.group)
@@ -201,7 +200,7 @@ def account_summary(
     if positions is not None:
         positions = list(positions)
         exposures = exposures_of(positions)
-    elif exposures is None:
+    else:
         exposures = open_exposures(account=account)
     currency = account.currency
     pnl_total, used = ZERO, account.margin_reserved

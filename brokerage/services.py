@@ -71,7 +71,6 @@ from .selectors import (
     Conditions,
     account_summary,
     instrument_spec,
-    open_exposures,
     open_positions,
 )
 
@@ -572,16 +571,17 @@ def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
             changed.append(position)
     if not changed:
         return False
-    group = d.account.group
-    summary = d.summary() if refuse_stop_out else None
-    level = summary.margin_level if summary else None
-    if summary and summary.margin > before and level is not None and level <= group.stop_out_level:
-        raise ServiceError(
-            "margin_level_too_low",
-            f"The margin would rise to {summary.margin} {d.currency}: margin level {level} % is at or "
-            f"below the stop-out level {group.stop_out_level} %.",
-            status_code=409,
-        )
+    if refuse_stop_out:
+        group = d.account.group
+        summary = d.summary()
+        level = summary.margin_level
+        if summary.margin > before and level is not None and level <= group.stop_out_level:
+            raise ServiceError(
+                "margin_level_too_low",
+                f"The margin would rise to {summary.margin} {d.currency}: margin level {level} % is at "
+                f"or below the stop-out level {group.stop_out_level} %.",
+                status_code=409,
+            )
     now = timezone.now()
     for position in changed:
         Position.objects.filter(pk=position.pk, status=PositionStatus.OPEN).update(
@@ -781,21 +781,11 @@ class _Dealing:
             self._positions = [p for p in self._positions if p.pk != position.pk]
 
     def summary(self) -> AccountSummary:
-        """The account's summary now, priced as its margin checks price it (no_price otherwise)."""
-        if self._positions is not None:
-            totals = account_summary(
-                account=self.account,
-                quotes=self.quotes,
-                positions=self._positions,
-                conditions=self.conditions,
-            )
-        else:
-            totals = account_summary(
-                account=self.account,
-                quotes=self.quotes,
-                exposures=open_exposures(account=self.account),
-                conditions=self.conditions,
-            )
+        """The account's summary now, priced as its margin checks price it (no_price otherwise):
+        from the loaded positions, else from the exposures the database sums."""
+        totals = account_summary(
+            account=self.account, quotes=self.quotes, positions=self._positions, conditions=self.conditions
+        )
         if totals.unpriced:
             raise ServiceError(
                 "no_price",

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from livermore.aio import cancel_all, cancel_and_wait
+from livermore.aio import cancel_and_wait
 from livermore.db import database_conninfo
 from livermore.redis import async_client, key
 from marketdata.adapters import adapter_class
@@ -105,7 +105,7 @@ class MarketLoop:
         finally:
             # Not a TaskGroup: it cancels its tasks once, and one job that swallowed that (a shutdown
             # seen hanging under load) would keep the process from stopping and flushing.
-            await cancel_all(jobs)
+            await cancel_and_wait(*jobs)
             await self.shutdown()
 
     async def restore(self) -> None:

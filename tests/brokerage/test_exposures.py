@@ -99,7 +99,7 @@ def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(
     )
     assert pricing.money(per_exposure, "USD") == pricing.money(per_position, "USD")
 
-    summary = account_summary(account=account, exposures=from_database)
+    summary = account_summary(account=account)  # summed by the database
     assert summary == account_summary(account=account, positions=positions)
     assert summary.margin == sum(p.margin for p in positions)
     assert summary.unrealized_pnl == pricing.money(per_position, "USD")
@@ -114,7 +114,7 @@ def test_an_exposure_without_a_price_leaves_the_summary_unpriced(client_user, gr
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
     market.clear("EURUSD")
     account.refresh_from_db()
-    summary = account_summary(account=account, exposures=open_exposures(account=account))
+    summary = account_summary(account=account)  # summed by the database
     assert summary.unpriced == ["EURUSD"] and summary.unrealized_pnl == 0
     assert summary.margin == Position.objects.get(account=account).margin
 

@@ -48,9 +48,7 @@ async def test_a_cancellation_of_the_caller_while_it_waits_is_not_swallowed():
     assert outer.cancelled()
 
 
-async def test_cancel_all_ends_a_task_that_swallows_one_cancellation():
-    from livermore.aio import cancel_all
-
+async def test_cancel_and_wait_ends_a_task_that_swallows_one_cancellation():
     swallowed = asyncio.Event()
 
     async def stubborn():
@@ -65,6 +63,6 @@ async def test_cancel_all_ends_a_task_that_swallows_one_cancellation():
 
     tasks = [asyncio.create_task(stubborn()), asyncio.create_task(polite())]
     await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_all(tasks, again_after_s=0.05), timeout=5)
+    await asyncio.wait_for(cancel_and_wait(*tasks, again_after_s=0.05), timeout=5)
     assert swallowed.is_set()
     assert all(t.cancelled() for t in tasks)
