@@ -74,11 +74,8 @@ def test_the_account_stream_channel_is_for_its_owner_only(account, client_user, 
     )
 
 
-def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_client, traded, group):
-    from brokerage.models import Position
-    from livermore.users.models import AuditLog
-
-    url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
+def group_form(admin_client, url):
+    """The group's change form as the admin renders it, ready to post back (no inline rows)."""
     page = admin_client.get(url)
     data = {}
     for name, value in page.context["adminform"].form.initial.items():
@@ -88,6 +85,15 @@ def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_clie
     for inline in page.context["inline_admin_formsets"]:
         prefix = inline.formset.prefix
         data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+    return data
+
+
+def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_client, traded, group):
+    from brokerage.models import Position
+    from livermore.users.models import AuditLog
+
+    url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
+    data = group_form(admin_client, url)
     data["leverage"] = "50"
     response = admin_client.post(url, data, follow=True)
     assert response.status_code == 200, response.content[:2000]
@@ -95,3 +101,20 @@ def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_clie
     position = Position.objects.get(account=traded)
     assert position.margin == D("220.04")  # 0.1 lot at 1.1002, leverage 50 (110.02 at 100)
     assert AuditLog.objects.filter(action="group.remargin", details__leverage=50).exists()
+
+
+@pytest.mark.parametrize("leverage", ["0", "-5", "ten"])
+def test_an_invalid_group_leverage_is_refused_and_changes_nothing(admin_client, traded, group, leverage):
+    from brokerage.models import Position
+    from livermore.users.models import AuditLog
+
+    url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
+    data = group_form(admin_client, url)
+    data["leverage"] = leverage
+    response = admin_client.post(url, data)
+    assert response.status_code == 200  # the form again, with its error
+    assert response.context["adminform"].form.errors["leverage"]
+    group.refresh_from_db()
+    assert group.leverage == 100
+    assert Position.objects.get(account=traded).margin == D("110.02")
+    assert not AuditLog.objects.filter(action__in=["group.change", "group.remargin"]).exists()
