@@ -1,4 +1,5 @@
 import os
+from importlib import import_module
 
 import django
 
@@ -9,6 +10,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from livermore.asgi_threads import ThreadPoolASGIHandler  # noqa: E402
+from livermore.heap import freeze_startup_objects  # noqa: E402
 from livermore.routing import websocket_urlpatterns  # noqa: E402
 from livermore.ws import secure_websocket  # noqa: E402
 
@@ -20,3 +22,7 @@ application = ProtocolTypeRouter(
         "websocket": secure_websocket(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Every view, serializer and URL conf imported now, not at the first request, so they are frozen too.
+import_module(settings.ROOT_URLCONF)
+freeze_startup_objects()

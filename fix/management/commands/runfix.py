@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from fix.desk import OrderDesk
 from fix.engine import FixEngine
+from livermore.heap import freeze_startup_objects
 from livermore.lease import Lease
 from livermore.redis import async_client
 
@@ -22,6 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         only = set(options["session"]) if options["session"] else None
+        freeze_startup_objects()
         asyncio.run(self.main(only))
 
     async def main(self, only: set[str] | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from livermore.heap import freeze_startup_objects
 from livermore.lease import Lease
 from livermore.redis import async_client
 from marketdata.loop import MarketLoop
@@ -25,6 +26,7 @@ class Command(BaseCommand):
     help = "Run the market loop: venue adapters, LP manager, quote publishing (one active per deployment)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        freeze_startup_objects()
         asyncio.run(self.main())
 
     async def main(self) -> None:
