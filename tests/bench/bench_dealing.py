@@ -1,9 +1,10 @@
 """Dealing benchmarks.
 
 order_service_orders_per_s: market orders through brokerage.services.order_submit, called directly
-from 6 processes (so the GIL is not what is measured) over 200 accounts (one account row lock
-each, as in production), priced from the in-memory quote source the market process uses, against a
-throwaway PostgreSQL database (<name>_bench, dropped afterwards) and a -bench Redis prefix.
+from 6 processes (so the GIL is not what is measured) over 200 accounts (one account row lock each,
+as in production), priced from the in-memory quote source the market process uses, against a
+throwaway PostgreSQL database (<name>_bench, dropped afterwards) and a -bench Redis prefix. Each
+process freezes its start-up objects out of the GC first, as the web and worker processes do.
 
 trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
 """
@@ -73,6 +74,7 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
     from brokerage import services
     from brokerage.models import TradingAccount
     from brokerage.quotes import MemoryQuoteSource
+    from livermore.heap import freeze_startup_objects
     from marketdata.quotes import Quote, SelectedQuote
 
     quotes = MemoryQuoteSource()
@@ -91,6 +93,7 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
     services.order_submit(  # warm up the connection and caches before the clock starts
         account=accounts[0], symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
     )
+    freeze_startup_objects()  # as the processes that serve orders do (livermore.heap)
     barrier.wait()
     started = time.perf_counter()
     done = 0
