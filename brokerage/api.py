@@ -376,7 +376,17 @@ class OrderListView(PaginatedListView):
 class OrderCancelView(APIView):
     serializer_class = OrderSerializer
 
-    @extend_schema(tags=["orders"], summary="Cancel a pending order", request=None)
+    @extend_schema(
+        tags=["orders"],
+        summary="Cancel a pending order, or a routed (A-Book) one",
+        description=(
+            "200: the order is cancelled. 202: the order is working at the LP, which has been asked to"
+            " cancel it; it stays `routed` until the LP answers, and an `order` event on"
+            " account:NUMBER tells how it ended (cancelled, or filled if the cancel came too late)."
+        ),
+        request=None,
+        responses={200: OrderSerializer, 202: OrderSerializer},
+    )
     @idempotent
     def post(self, request: Request, number: int, order_id: int) -> Response:
         account = account_for(request, number)
@@ -388,7 +398,10 @@ class OrderCancelView(APIView):
             "order.cancel",
             lambda: services.order_cancel(order=order, reason=reason_for(user, account), created_by=user),
         )
-        return Response(OrderSerializer(order).data)
+        routed = order.status == OrderStatus.ROUTED
+        return Response(
+            OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED if routed else status.HTTP_200_OK
+        )
 
 
 class PositionListView(PaginatedListView):

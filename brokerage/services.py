@@ -65,7 +65,7 @@ from .models import (
     TransactionKind,
 )
 from .quotes import QuoteSnapshot, QuoteSource, redis_quotes
-from .router import RouteRequest, order_route
+from .router import RouteRequest, order_route, routed_order_cancel
 from .selectors import (
     AccountSummary,
     Conditions,
@@ -1391,17 +1391,29 @@ def order_fill(
 
 @transaction.atomic
 def order_routed_end(
-    *, order_id: int, status: Literal["rejected", "cancelled"], reason: str, external_id: str = ""
+    *,
+    order_id: int,
+    status: Literal["rejected", "cancelled", "expired"],
+    reason: str,
+    external_id: str = "",
+    close_reason: str | None = None,
 ) -> Order | None:
-    """End a routed (A-Book) order the LP will not fill any further: rejected, or cancelled with
-    the fills it had kept. Releases its reserved margin. Exactly once: None when the order is no
-    longer routed (already filled or ended, e.g. on a repeated execution report)."""
-    if status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
-        raise ServiceError("invalid_status", "status must be rejected or cancelled.", status_code=400)
+    """End a routed (A-Book) order the LP will not fill any further: rejected, or cancelled or
+    expired (good till date) with the fills it had kept. Releases its reserved margin. Exactly once:
+    None when the order is no longer routed (already filled or ended, e.g. on a repeated execution
+    report). The close reason is the LP's (expiry for an expired order) unless `close_reason` says
+    whose request ended it."""
+    if status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+        raise ServiceError(
+            "invalid_status", "status must be rejected, cancelled or expired.", status_code=400
+        )
+    if close_reason is None:
+        close_reason = Reason.EXPIRY if status == OrderStatus.EXPIRED else Reason.LP
+    _choice(close_reason, Reason, "close_reason")
     locked, order = _locked_routed(order_id)
     if order is None:
         return None
-    changes = {"status": status, "close_reason": Reason.LP, "close_text": reason[:200], "margin": ZERO}
+    changes = {"status": status, "close_reason": close_reason, "close_text": reason[:200], "margin": ZERO}
     if external_id:
         changes["external_id"] = external_id[:64]
     won = Order.objects.filter(
@@ -1420,15 +1432,26 @@ def order_routed_end(
 
 @transaction.atomic
 def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User | None = None) -> Order:
-    """Cancel a pending order."""
+    """Cancel a pending order, or a routed (A-Book) one through settings.ROUTED_ORDER_CANCEL: ended
+    at once when the LP never got it; otherwise the LP is asked and the order stays `routed` until
+    the LP's answer ends it (its status tells the caller which happened). A routed order's rows are
+    locked by the hook in the LP gateway's order (order, then its FIX order, then the account, as an
+    execution report locks them), so this does not take the account lock first."""
     _choice(reason, Reason, "reason")
+    if Order.objects.filter(pk=order.pk, status=OrderStatus.ROUTED).exists():
+        _check_account(TradingAccount.objects.get(pk=order.account_id), opening=False, reason=reason)
+        routed_order_cancel(order.pk, reason)
+        order.refresh_from_db()
+        return order
     locked = _lock_account(order.account_id)
     _check_account(locked, opening=False, reason=reason)
     won = Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(
         status=OrderStatus.CANCELLED, close_reason=reason, updated_at=timezone.now()
     )
     if won != 1:
-        raise ServiceError("order_not_pending", f"Order {order.pk} is not pending.", status_code=409)
+        raise ServiceError(
+            "order_not_pending", f"Order {order.pk} is neither pending nor routed.", status_code=409
+        )
     order.refresh_from_db()
     outbox = Outbox(locked)
     outbox.add("order", order.as_event())

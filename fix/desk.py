@@ -188,6 +188,7 @@ class OrderDesk:
                 time_in_force=fix_order.time_in_force,
                 account=handler.cfg.account,
                 stop_px=fix_order.stop_px,
+                expire_time=fix_order.expire_time,
             )
         )
 

@@ -12,8 +12,13 @@ from .wire import BUY, LIMIT, MARKET, SELL, STOP, STOP_LIMIT
 __all__ = ["BUY", "LIMIT", "MARKET", "SELL", "STOP", "STOP_LIMIT"]
 
 
+def utc_timestamp(at: datetime) -> str:
+    """FIX UTCTimestamp (YYYYMMDD-HH:MM:SS.ssssss) of an aware datetime."""
+    return at.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S.%f")
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H:%M:%S.%f")
+    return utc_timestamp(datetime.now(UTC))
 
 
 def _message(msg_type: str) -> qf.Message:
@@ -88,6 +93,7 @@ def new_order_single(
     time_in_force: str,
     account: str = "",
     stop_px: Decimal | None = None,
+    expire_time: datetime | None = None,
 ) -> qf.Message:
     msg = _message("D")
     _set(
@@ -104,6 +110,7 @@ def new_order_single(
             44: price if ord_type in (LIMIT, STOP_LIMIT) else None,
             99: stop_px if ord_type in (STOP, STOP_LIMIT) else None,
             59: time_in_force,
+            126: None if expire_time is None else utc_timestamp(expire_time),
         },
     )
     return msg

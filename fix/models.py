@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from brokerage.models import Reason
 from livermore.fields import EncryptedTextField
 
 
@@ -223,6 +224,7 @@ class FixOrderState(models.TextChoices):
     PARTIALLY_FILLED = "partial", "Partially filled"
     FILLED = "filled", "Filled"
     CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired (good till date)"
     REJECTED = "rejected", "Rejected"
 
 
@@ -246,6 +248,9 @@ class FixOrder(models.Model):
         max_length=1, choices=[("1", "Market"), ("2", "Limit"), ("3", "Stop"), ("4", "Stop limit")]
     )
     time_in_force = models.CharField(max_length=1, default="1")
+    expire_time = models.DateTimeField(
+        "ExpireTime (126)", null=True, blank=True, help_text="When a good-till-date order ends at the LP."
+    )
     quantity = models.DecimalField(max_digits=24, decimal_places=8, help_text="Units (lots x contract size).")
     contract_size = models.DecimalField(max_digits=20, decimal_places=8)
     price = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True)
@@ -306,6 +311,12 @@ class FixOrderRequest(models.Model):
     price = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True)
     state = models.CharField(max_length=8, choices=RequestState.choices, default=RequestState.PENDING)
     text = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(
+        max_length=20,
+        choices=Reason.choices,
+        default=Reason.OPERATOR,
+        help_text="Whose request it is: the client's order ends with this reason once the LP cancels.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 

@@ -2,13 +2,13 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
+from typing import Literal, Protocol
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from brokerage.models import Order, OrderType, Side, TimeInForce
+from brokerage.models import Order, OrderStatus, OrderType, Reason, Side, TimeInForce
 from brokerage.services import order_fill, order_routed_end
 from livermore.errors import ServiceError
 from livermore.redis import sync_client
@@ -130,15 +130,26 @@ def _client_fill(fix_order: FixOrder, *, exec_id: str, qty: Decimal, price: Deci
 
 def _settle(fix_order: FixOrder) -> None:
     """Once the LP order is final, end what the LP left unfilled of the client order (nothing when
-    its fills booked all of it): rejected, or cancelled keeping its fills."""
+    its fills booked all of it): rejected, or cancelled or expired keeping its fills."""
     if fix_order.settled or fix_order.is_open:
         return
-    rejected = fix_order.state == FixOrderState.REJECTED and fix_order.cum_qty == 0
+    if fix_order.state == FixOrderState.REJECTED and fix_order.cum_qty == 0:
+        status: Literal["rejected", "cancelled", "expired"] = "rejected"
+    else:
+        status = "expired" if fix_order.state == FixOrderState.EXPIRED else "cancelled"
+    requested = (
+        fix_order.requests.filter(kind=RequestKind.CANCEL, state=RequestState.ACCEPTED)
+        .values_list("reason", flat=True)
+        .first()
+        if fix_order.state == FixOrderState.CANCELLED
+        else None
+    )
     order_routed_end(
         order_id=fix_order.order_id,
-        status="rejected" if rejected else "cancelled",
+        status=status,
         reason=fix_order.text or f"{fix_order.get_state_display()} at the LP",
         external_id=fix_order.lp_order_id,
+        close_reason=requested,
     )
     fix_order.settled = True
     fix_order.done_at = fix_order.done_at or timezone.now()
@@ -155,7 +166,10 @@ ORD_TYPES: dict[str, str] = {
 @transaction.atomic
 def fix_order_route(*, order: Order) -> FixOrder | None:
     """Queue a routed client order for the FIX session the router chose at submit (a FixOrder outbox
-    row, unique per order); the order is rejected when that session can no longer trade."""
+    row, unique per order); the order is rejected when that session can no longer trade. The order
+    row is locked first, as a client's cancel locks it: an order cancelled meanwhile is not queued."""
+    if not Order.objects.select_for_update().filter(pk=order.pk, status=OrderStatus.ROUTED).exists():
+        return None
     session = FixSession.objects.filter(name=order.route).first()
     if session is None or not session.enabled or not session.does_trading:
         order_routed_end(
@@ -175,6 +189,7 @@ def fix_order_route(*, order: Order) -> FixOrder | None:
                 side=BUY if order.side == Side.BUY else SELL,
                 ord_type=ORD_TYPES[order.type],
                 time_in_force="3" if order.type == OrderType.MARKET else TIF.get(order.time_in_force, "1"),
+                expire_time=order.expires_at if order.time_in_force == TimeInForce.GTD else None,
                 quantity=(order.volume * instrument.contract_size).quantize(QTY_DIGITS),
                 contract_size=instrument.contract_size,
                 price=order.price,
@@ -226,7 +241,7 @@ ORD_STATUS = {
     "3": FixOrderState.CANCELLED,  # done for day
     "4": FixOrderState.CANCELLED,
     "8": FixOrderState.REJECTED,
-    "C": FixOrderState.CANCELLED,  # expired
+    "C": FixOrderState.EXPIRED,
 }
 
 
@@ -237,6 +252,7 @@ STATE_RANK: dict[str, int] = {
     FixOrderState.PARTIALLY_FILLED: 3,
     FixOrderState.FILLED: 4,
     FixOrderState.CANCELLED: 4,
+    FixOrderState.EXPIRED: 4,
     FixOrderState.REJECTED: 4,
 }
 
@@ -279,15 +295,14 @@ def fix_execution_report_apply(*, session_id: int, fields: dict[str, str]) -> Fi
     booked for the client), cancels, replaces, rejects and order-status answers; end what is left
     of the client order when the LP order is final."""
     base = fields.get("11", "").split(".", 1)[0]
-    fix_order = (
-        FixOrder.objects.select_for_update()
-        .select_related("order")
-        .filter(session_id=session_id, cl_ord_id=base)
-        .first()
-    )
-    if fix_order is None:
+    ids = FixOrder.objects.filter(session_id=session_id, cl_ord_id=base).values_list("pk", "order_id").first()
+    if ids is None:
         log.warning("fix session=%s execution report for unknown ClOrdID %r", session_id, fields.get("11"))
         return None
+    # The client order first, then the FIX order (the account comes last, in the booking), as a
+    # client's cancel takes them (fix_order_client_cancel).
+    Order.objects.select_for_update().filter(pk=ids[1]).exists()
+    fix_order = FixOrder.objects.select_for_update(of=("self",)).select_related("order").get(pk=ids[0])
     exec_type, ord_status = fields.get("150", ""), fields.get("39", "")
     if fields.get("37") and fields["37"] != "NONE":
         fix_order.lp_order_id = fields["37"]
@@ -341,7 +356,12 @@ def fix_cancel_reject_apply(*, session_id: int, fields: dict[str, str]) -> None:
 
 
 def _request(
-    *, fix_order: FixOrder, kind: str, quantity: Decimal | None, price: Decimal | None
+    *,
+    fix_order: FixOrder,
+    kind: str,
+    quantity: Decimal | None,
+    price: Decimal | None,
+    reason: str = Reason.OPERATOR,
 ) -> FixOrderRequest:
     if not fix_order.is_open or fix_order.state == FixOrderState.PENDING:
         raise ServiceError(
@@ -349,16 +369,51 @@ def _request(
         )
     n = fix_order.requests.count() + 1
     request = FixOrderRequest.objects.create(
-        fix_order=fix_order, kind=kind, cl_ord_id=f"{fix_order.cl_ord_id}.{n}", quantity=quantity, price=price
+        fix_order=fix_order,
+        kind=kind,
+        cl_ord_id=f"{fix_order.cl_ord_id}.{n}",
+        quantity=quantity,
+        price=price,
+        reason=reason,
     )
     fix_wake()
     return request
 
 
 @transaction.atomic
-def fix_order_cancel_request(*, fix_order: FixOrder) -> FixOrderRequest:
-    """Ask the LP to cancel a working order (OrderCancelRequest F)."""
-    return _request(fix_order=fix_order, kind=RequestKind.CANCEL, quantity=None, price=None)
+def fix_order_cancel_request(*, fix_order: FixOrder, reason: str = Reason.OPERATOR) -> FixOrderRequest:
+    """Ask the LP to cancel a working order (OrderCancelRequest F); a cancel already on its way is
+    not asked twice. `reason`: whose request it is (the client order's close reason)."""
+    waiting = fix_order.requests.filter(
+        kind=RequestKind.CANCEL, state__in=(RequestState.PENDING, RequestState.SENT)
+    ).first()
+    if waiting is not None:
+        return waiting
+    return _request(fix_order=fix_order, kind=RequestKind.CANCEL, quantity=None, price=None, reason=reason)
+
+
+@transaction.atomic
+def fix_order_client_cancel(*, order_id: int, reason: str) -> None:
+    """Cancel a routed client order (brokerage's ROUTED_ORDER_CANCEL hook). Never sent to the LP (no
+    FIX order yet, or one still in the outbox): ended now. Working at the LP: an OrderCancelRequest,
+    and the LP's answer ends it.
+
+    Locks, in the order every writer of these rows takes them: the client order (fix_order_route
+    locks it before queueing), its FIX order (fix_orders_claim's conditional update, the execution
+    reports), then the account (order_routed_end). So an order is either stopped here or sent, and
+    a cancel never deadlocks with the LP's reports."""
+    if not Order.objects.select_for_update().filter(pk=order_id, status=OrderStatus.ROUTED).exists():
+        raise ServiceError("order_not_routed", f"Order {order_id} is not routed.", status_code=409)
+    fix_order = FixOrder.objects.select_for_update().filter(order_id=order_id).first()
+    if fix_order is not None and fix_order.state != FixOrderState.PENDING:
+        fix_order_cancel_request(fix_order=fix_order, reason=reason)
+        return
+    text = "cancelled before it was sent to the LP"
+    if fix_order is not None:
+        FixOrder.objects.filter(pk=fix_order.pk).update(
+            state=FixOrderState.CANCELLED, text=text, done_at=timezone.now(), settled=True
+        )
+    order_routed_end(order_id=order_id, status="cancelled", reason=text, close_reason=reason)
 
 
 @transaction.atomic

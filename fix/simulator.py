@@ -60,6 +60,7 @@ class SimOrder:
     price: Decimal | None
     tif: str
     stop_px: Decimal | None = None
+    expire_ns: int | None = None  # ExpireTime (126) of a good-till-date order
     triggered: bool = False  # a stop order the market reached: a market (stop) or limit (stop limit)
     cum_qty: Decimal = ZERO
     notional: Decimal = ZERO
@@ -241,8 +242,12 @@ class LPSimulator(qf.Application):
                     q = self.prices[symbol]
                     entries += [("1", "0", symbol, q.bid, q.bid_size), ("1", "1", symbol, q.ask, q.ask_size)]
                 self.send(m.md_incremental(req_id, entries))
+        now = now_ns()
         for order in resting:
-            self._try_fill(order)
+            if order.expire_ns is not None and order.expire_ns <= now:
+                self._expire(order)
+            else:
+                self._try_fill(order)
 
     def burst(self, count: int) -> None:
         """Send `count` incremental refreshes back to back (for throughput measurements)."""
@@ -262,6 +267,7 @@ class LPSimulator(qf.Application):
             price=Decimal(fm["44"]) if "44" in fm else None,
             tif=fm.get("59", "0"),
             stop_px=Decimal(fm["99"]) if "99" in fm else None,
+            expire_ns=wire.utc_timestamp_ns(fm["126"]) if "126" in fm else None,
         )
         with self.lock:
             self._orders_seen += 1
@@ -279,6 +285,11 @@ class LPSimulator(qf.Application):
         if order.ord_type not in (m.MARKET, m.LIMIT, m.STOP, m.STOP_LIMIT):
             order.status = "8"
             self._report(order, "8", "8", rej_reason="11", text="unsupported order type")
+            return
+        if order.tif == "6" and (order.expire_ns is None or order.expire_ns <= now_ns()):
+            order.status = "8"
+            text = "GTD needs ExpireTime" if order.expire_ns is None else "ExpireTime has passed"
+            self._report(order, "8", "8", rej_reason="99", text=text)
             return
         order.status = "0"
         self._report(order, "0", "0")
@@ -312,6 +323,13 @@ class LPSimulator(qf.Application):
         for i in range(pieces):
             qty = piece if i < pieces - 1 else remaining - piece * (pieces - 1)
             self._schedule(delay * (i + 1), functools.partial(self._fill, order, qty, px))
+
+    def _expire(self, order: SimOrder) -> None:
+        with self.lock:
+            if not order.open or order.pending_qty:
+                return
+            order.status = "C"
+        self._report(order, "C", "C", text="expired")
 
     def _fill(self, order: SimOrder, qty: Decimal, px: Decimal) -> None:
         with self.lock:

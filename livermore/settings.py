@@ -299,6 +299,10 @@ ORDER_ROUTER = env.str(
     "ORDER_ROUTER",
     default="fix.routing.order_route" if "fix" in INSTALLED_APPS else "brokerage.router.b_book",
 )
+# Dotted path of the callable `(*, order_id, reason) -> None` cancelling a routed (A-Book) order.
+ROUTED_ORDER_CANCEL = (
+    "fix.services.fix_order_client_cancel" if "fix" in INSTALLED_APPS else "brokerage.router.no_lp"
+)
 
 # /ws/v1/stream channel kinds -> StreamChannel classes (see marketdata/streams.py).
 STREAM_CHANNELS = {

@@ -189,7 +189,7 @@ def test_a_cancel_after_a_partial_fill_keeps_the_fill_and_releases_the_rest(acco
     assert Position.objects.get().volume == D("0.25")
 
 
-def test_ending_a_routed_order_takes_only_rejected_or_cancelled(account, a_book):
+def test_ending_a_routed_order_takes_only_rejected_cancelled_or_expired(account, a_book):
     order = routed(account)
     with pytest.raises(ServiceError) as bad:
         services.order_routed_end(order_id=order.pk, status="filled", reason="")  # type: ignore[arg-type]

@@ -1,13 +1,19 @@
 """A-Book orders end to end: routing, NewOrderSingle, execution reports, client booking, cancels,
 replaces, status requests, positions. Peers: the LP simulator and the scripted acceptor."""
 
+import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
 
-from brokerage.models import Deal, OrderStatus, Position
-from brokerage.services import account_deposit, account_open, order_submit
+from brokerage.models import Deal, Order, OrderStatus, Position
+from brokerage.services import account_deposit, account_open, order_cancel, order_submit
+from fix import wire
 from fix.models import (
     CommandAction,
     FixFill,
@@ -21,7 +27,14 @@ from fix.models import (
     RoutingRule,
 )
 from fix.selectors import fix_session_state
-from fix.services import fix_command_request, fix_order_cancel_request, fix_order_replace_request
+from fix.services import (
+    fix_command_request,
+    fix_order_cancel_request,
+    fix_order_replace_request,
+    fix_order_route,
+    fix_orders_claim,
+)
+from livermore.errors import ServiceError
 from tests.brokerage.conftest import ledger_problems
 
 from .conftest import free_port, wait_for
@@ -438,3 +451,139 @@ def test_a_partial_fill_then_a_cancel_keeps_the_fill_and_ends_the_rest(
     assert Position.objects.get(account=account).volume == D("0.4")
     account.refresh_from_db()
     assert account.margin_reserved == 0
+
+
+def test_a_good_till_date_order_carries_its_expire_time_and_expires_at_the_lp(lp, a_book):
+    sim, session = lp()
+    account = a_book(session)
+    expires_at = timezone.now() + timedelta(seconds=2)
+    order = order_submit(
+        account=account,
+        symbol="EURUSD",
+        side="buy",
+        volume=D("1"),
+        type="limit",
+        price=D("1.00000"),
+        time_in_force="gtd",
+        expires_at=expires_at,
+    )
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    assert (fix_order.time_in_force, fix_order.expire_time) == ("6", expires_at)
+    expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond * 1000
+    assert sim.orders[str(order.pk)].expire_ns == expected_ns
+    assert timezone.now() < expires_at  # still working at the LP until then
+
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.EXPIRED and fix_order.done_at >= expires_at
+    order.refresh_from_db()
+    assert (order.status, order.close_reason, order.margin) == (OrderStatus.EXPIRED, "expiry", 0)
+    account.refresh_from_db()
+    assert account.margin_reserved == 0
+    assert not Position.objects.filter(account=account).exists()
+
+
+def test_the_lp_simulator_rejects_a_good_till_date_order_without_a_future_expire_time(lp, a_book):
+    sim, _session = lp()
+    body = [(35, "D"), (55, "EUR/USD"), (54, "1"), (38, "1000"), (40, "2"), (44, "1.0"), (59, "6")]
+    sim.on_new_order(wire.SOH.join(f"{t}={v}" for t, v in [(11, "gtd-none"), *body]) + wire.SOH)
+    past = [(126, "20260101-00:00:00.000")]
+    sim.on_new_order(wire.SOH.join(f"{t}={v}" for t, v in [(11, "gtd-past"), *body, *past]) + wire.SOH)
+    assert sim.orders["gtd-none"].status == sim.orders["gtd-past"].status == "8"
+
+
+def test_a_routed_order_the_lp_never_got_is_cancelled_at_once_and_never_sent(make_session, a_book):
+    session = make_session(free_port(), role="trading", venue=None)  # nobody listens: nothing is sent
+    account = a_book(session)
+
+    unqueued = limit(account, "1.00000")  # runfix has not picked it up yet: no FIX order
+    queued = limit(account, "1.00000")
+    fix_order = fix_order_route(order=queued)  # in the outbox, not claimed for sending
+    assert fix_order is not None and fix_order.state == FixOrderState.PENDING
+
+    for order in (unqueued, queued):
+        cancelled = order_cancel(order=order)
+        assert (cancelled.status, cancelled.close_reason, cancelled.margin) == ("cancelled", "client", 0)
+        assert cancelled.close_text == "cancelled before it was sent to the LP"
+    assert fix_order_route(order=unqueued) is None
+    assert not FixOrder.objects.filter(order=unqueued).exists()
+    fix_order.refresh_from_db()
+    assert (fix_order.state, fix_order.settled) == (FixOrderState.CANCELLED, True)
+    assert fix_orders_claim(session_id=session.pk, max_age_s=60) == []
+    account.refresh_from_db()
+    assert account.margin_reserved == 0
+    with pytest.raises(ServiceError) as again:
+        order_cancel(order=queued)
+    assert again.value.code == "order_not_pending"
+    assert ledger_problems() == []
+
+
+def test_a_client_cancels_a_working_a_book_order_through_the_api_and_the_lp_ends_it(lp, a_book):
+    _sim, session = lp()
+    account = a_book(session)
+    order = limit(account, "1.00000")
+    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    api = APIClient()
+    api.force_authenticate(account.owner)
+    url = f"/api/v1/accounts/{account.number}/orders/{order.pk}/cancel"
+
+    asked = api.post(url)
+    assert asked.status_code == 202 and asked.json()["status"] == "routed"
+    assert api.post(url).status_code == 202  # asked again before the LP answered: one request
+    assert FixOrderRequest.objects.filter(fix_order__order=order).count() == 1
+
+    fix_order = fix_order_done(order.pk)
+    assert fix_order.state == FixOrderState.CANCELLED
+    assert FixOrderRequest.objects.get(fix_order=fix_order).reason == "client"
+    order.refresh_from_db()
+    assert (order.status, order.close_reason, order.margin) == (OrderStatus.CANCELLED, "client", 0)
+    gone = api.post(url)
+    assert gone.status_code == 409 and gone.json()["error"]["code"] == "order_not_pending"
+
+
+def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_lp(make_session, a_book):
+    """Client cancels against runfix's route-and-claim, in real threads: an order is never both
+    cancelled for the client and sent to the LP without a cancel request following it."""
+    session = make_session(free_port(), role="trading", venue=None)
+    account = a_book(session)
+    orders = [limit(account, "1.00000") for _ in range(12)]
+    barrier = threading.Barrier(2)
+
+    def route_and_send(order):
+        barrier.wait()
+        try:
+            fix_order_route(order=order)
+            fix_orders_claim(session_id=session.pk, max_age_s=60)
+        finally:
+            connection.close()
+
+    def cancel(order):
+        barrier.wait()
+        try:
+            order_cancel(order=order)
+        finally:
+            connection.close()
+
+    outcomes = set()
+    for order in orders:
+        threads = [
+            threading.Thread(target=route_and_send, args=(order,)),
+            threading.Thread(target=cancel, args=(order,)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        order.refresh_from_db()
+        fix_order = FixOrder.objects.filter(order=order).first()
+        sent = fix_order is not None and fix_order.sent_at is not None
+        if order.status == OrderStatus.CANCELLED:
+            assert not sent and order.margin == 0
+            outcomes.add("stopped")
+        else:
+            assert order.status == OrderStatus.ROUTED and sent
+            assert FixOrderRequest.objects.get(fix_order=fix_order).kind == "cancel"
+            outcomes.add("asked")
+    account.refresh_from_db()
+    assert account.margin_reserved == sum(o.margin for o in Order.objects.filter(status=OrderStatus.ROUTED))
+    assert "stopped" in outcomes
+    assert ledger_problems() == []
