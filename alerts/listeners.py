@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from alerts import rules, selectors, services
 from alerts.tasks import bar_closed
@@ -58,13 +58,14 @@ class LiveAlerts:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-live")
             self._slots = threading.BoundedSemaphore(settings.ALERTS_LIVE_QUEUE_MAX)
-        assert self._slots is not None
-        if not self._slots.acquire(blocking=False):
+        slots = self._slots
+        assert slots is not None
+        if not slots.acquire(blocking=False):
             self.dropped += 1
             log.error("live alerts queue full: dropped a job (%d so far)", self.dropped)
             return
         future = self._executor.submit(self._run, job)
-        future.add_done_callback(lambda _: self._slots.release())  # type: ignore[union-attr]
+        future.add_done_callback(lambda _: slots.release())
 
     @staticmethod
     def _run(job: Callable[[], None]) -> None:
@@ -113,6 +114,16 @@ class LiveAlerts:
         if self._executor is not None:
             done: Future[None] = self._executor.submit(lambda: None)
             done.result(timeout)
+
+    def stop(self) -> None:
+        """Called by the market loop once quotes have stopped: queued work is done, then the worker
+        thread ends with its database connection closed. The next quote starts a new one, which
+        loads the rules afresh."""
+        executor, self._executor = self._executor, None
+        self._next_refresh = 0.0
+        if executor is not None:
+            executor.submit(connection.close)
+            executor.shutdown(wait=True)
 
 
 def _definition(rule: rules.Rule) -> tuple[object, ...]:

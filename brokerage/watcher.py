@@ -115,13 +115,11 @@ class TriggerWatcher:
         self.quotes = MemoryQuoteSource()
         self.lock = threading.Lock()
         self.workers = workers
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triggers")
-        self.slots = threading.BoundedSemaphore(max_queued)
+        self.max_queued = max_queued
         self.reload_interval_s = reload_interval_s
         self.margin_interval_s = margin_interval_s
         self.moved: set[str] = set()
         self.started = False
-        self.stopping = threading.Event()
         self.ready = threading.Event()
 
     # -- market loop side (must not block) -------------------------------------------------------
@@ -176,14 +174,23 @@ class TriggerWatcher:
 
     # -- sync thread -------------------------------------------------------------------------------
     def start(self) -> None:
-        self.started = True
+        """Called by the first quote (on the market loop's thread), and again after a stop()."""
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="triggers")
+        self.slots = threading.BoundedSemaphore(self.max_queued)
+        self.stopping = threading.Event()
+        self.ready.clear()
         self.thread = threading.Thread(target=self._sync, name="triggers-sync", daemon=True)
+        self.started = True
         self.thread.start()
 
     def stop(self) -> None:
+        """Called by the market loop once quotes have stopped: executions in flight finish, then the
+        threads end with their database connections closed. The next quote starts it again."""
+        if not self.started:
+            return
+        self.started = False
         self.stopping.set()
-        if self.started:
-            self.thread.join(timeout=5)
+        self.thread.join(timeout=5)
         # One task per worker thread (the barrier holds each until all have one) closes its connection.
         barrier = threading.Barrier(self.workers)
 

@@ -288,7 +288,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
-# Dotted paths of callables `(SelectedQuote) -> None` that the market loop calls on every quote.
+# Dotted paths of callables `(SelectedQuote) -> None` that the market loop calls on every quote. One
+# with a stop() method has it called when the loop shuts down, after the last quote, and must start
+# again on its next quote (a process may run the loop more than once).
 QUOTE_LISTENERS: list[str] = ["brokerage.watcher.quote_listener", "alerts.listeners.on_quote"]
 # Dotted paths of callables `(Bar) -> None` called with every closed candle, after it is stored, in the
 # market loop's candle writer thread (so they may use the database; keep them quick).

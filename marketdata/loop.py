@@ -60,10 +60,10 @@ class MarketLoop:
         )
         self.candles = CandleStage()
         self.books = OrderBookCache()
-        listeners: list[Output] = [import_string(path) for path in settings.QUOTE_LISTENERS]
+        self.listeners: list[Output] = [import_string(path) for path in settings.QUOTE_LISTENERS]
         self.manager = LPManager(
             {},
-            outputs=[self.publisher, self.recorder, self.candles, *listeners, *(extra_outputs or [])],
+            outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)
@@ -133,6 +133,10 @@ class MarketLoop:
         for _, _, task in self.adapters.values():
             task.cancel()
         self.adapters.clear()
+        for listener in self.listeners:  # no quote comes any more: let their work in flight finish
+            stop = getattr(listener, "stop", None)
+            if stop is not None:
+                await asyncio.to_thread(stop)
         await asyncio.to_thread(self.recorder.stop)
         try:
             await self.save_seq()

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
+from django.utils.module_loading import import_string
 from rest_framework.test import APIClient
 
 from livermore.redis import key, sync_client
@@ -16,10 +17,15 @@ from tests.fakes.fixtures import celery_worker, coinbase_key, coinbase_rest, oan
 
 
 @pytest.fixture(autouse=True)
-def _no_other_apps_quote_listeners(settings: Any) -> None:
-    """The market loop here runs without brokerage's and alerts' listeners (their own suites run
-    them): their background threads and database work outlived the short loops these tests run."""
-    settings.QUOTE_LISTENERS = []
+def _quote_listeners_stopped(settings: Any) -> Iterator[None]:
+    """Tests that feed a MarketLoop's quotes without running it start the process's quote listeners
+    (brokerage's trigger watcher, live alerts) and never reach the loop's shutdown, which stops them:
+    stop them here, before the test database goes."""
+    yield
+    for path in settings.QUOTE_LISTENERS:
+        stop = getattr(import_string(path), "stop", None)
+        if stop is not None:
+            stop()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
@@ -10,6 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
+from alerts.listeners import on_quote as live_alerts
+from brokerage.watcher import quote_listener as trigger_watcher
 from livermore.db import database_conninfo
 from livermore.redis import key, sync_client
 from marketdata.adapters import ADAPTERS
@@ -190,3 +193,22 @@ async def test_a_venue_without_an_adapter_does_not_stop_the_others(caplog, threa
         for _, _, task in loop.adapters.values():
             task.cancel()
         loop.candles.close()
+
+
+async def test_the_loop_stops_its_quote_listeners_and_the_next_run_starts_them_again(
+    tick_table, thread_db_closed
+):
+    eurusd = await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
+    for _ in range(2):
+        task = asyncio.create_task(MarketLoop().run())
+        try:
+            await await_until(lambda: trigger_watcher.started and trigger_watcher.ready.is_set())
+            assert live_alerts._executor is not None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert not trigger_watcher.started and live_alerts._executor is None
+        left = [t.name for t in threading.enumerate() if t.name.startswith(("triggers", "alerts-live"))]
+        assert left == []
