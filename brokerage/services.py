@@ -935,6 +935,7 @@ def _open(
     instrument = order.instrument
     now = timezone.now()
     if existing is not None and existing.side == order.side:
+        _swaps_before_volume_change(d, existing)
         total = existing.volume + volume
         average = pricing.average_price(existing.volume, existing.open_price, volume, price)
         existing.volume, existing.open_price = total, average
@@ -1019,6 +1020,7 @@ def _close(
     external_id: str = "",
 ) -> Deal:
     """Close `volume` of an open position at the client price `price`, exactly once."""
+    _swaps_before_volume_change(d, position)
     instrument = position.instrument
     try:
         raw_pnl = pricing.pnl(
@@ -1777,11 +1779,12 @@ def swaps_accrue(*, day: date | None = None, quotes: QuoteSource | None = None) 
     """Charge (or pay) swaps on positions held over the daily rollovers (settings.SWAP_ROLLOVER_HOUR_UTC)
     up to the rollover of `day` (default: the last one passed) that were not charged yet.
 
-    A position takes part in each rollover it was open at: opened before it and still open when this
-    runs (the beat job runs at the rollover). Per lot per day, from the group's instrument settings,
-    times pricing.swap_days (three days on the triple weekday of five-day markets, none on their
-    weekends). Exactly once per rollover: a position's swap_through (the last rollover date charged)
-    only moves forward, by a conditional update."""
+    A position takes part in each rollover it was open at, on the volume it held then: opened before
+    it, and charged here if still open, else by its close (a close or a netting add between a
+    rollover and this job charges that rollover first, see _swaps_before_volume_change). Per lot
+    per day, from the group's instrument settings, times pricing.swap_days (three days on the triple
+    weekday of five-day markets, none on their weekends). Exactly once per rollover: a position's
+    swap_through (the last rollover date charged) only moves forward, by a conditional update."""
     hour = settings.SWAP_ROLLOVER_HOUR_UTC
     day = day or pricing.rollover_day(timezone.now(), hour)
     due = (
@@ -1800,22 +1803,37 @@ def swaps_accrue(*, day: date | None = None, quotes: QuoteSource | None = None) 
 def _swap_position(position_id: int, account_id: int, day: date, hour: int) -> int:
     locked = _lock_account(account_id)
     position = Position.objects.select_related("instrument").get(pk=position_id)
-    if position.status != PositionStatus.OPEN or (position.swap_through and position.swap_through >= day):
+    if position.status != PositionStatus.OPEN:
         return 0
+    outbox = Outbox(locked)
+    charged = _charge_swaps(locked, Conditions(locked.group), position, day, hour, outbox)
+    outbox.commit()
+    return int(charged)
+
+
+def _charge_swaps(
+    locked: TradingAccount, conditions: Conditions, position: Position, day: date, hour: int, outbox: Outbox
+) -> bool:
+    """Charge `position` (of the locked account) the swaps of the rollovers after the last one it
+    was charged for (or after its opening) through `day`, on its volume now. True when posted."""
+    if position.swap_through is not None and position.swap_through >= day:
+        return False
     if position.swap_through is not None:
         first = position.swap_through + timedelta(days=1)
     else:
         first = pricing.rollover_day(position.opened_at, hour) + timedelta(days=1)
-    gi = Conditions(locked.group).settings(position.instrument)
+    gi = conditions.settings(position.instrument)
     rate = (gi.swap_long if position.side == Side.BUY else gi.swap_short) if gi else ZERO
     days = pricing.swap_days(first, day, triple_weekday=gi.swap_triple_weekday if gi else None)
     amount = pricing.money(rate * position.volume * days, locked.currency)
     won = Position.objects.filter(pk=position.pk, swap_through=position.swap_through).update(
         swap_through=day, swap=F("swap") + amount
     )
-    if won != 1 or not amount:
-        return 0
-    outbox = Outbox(locked)
+    if won != 1:
+        return False
+    position.swap_through, position.swap = day, position.swap + amount
+    if not amount:
+        return False
     _post_client(
         locked,
         kind=TransactionKind.SWAP,
@@ -1825,5 +1843,16 @@ def _swap_position(position_id: int, account_id: int, day: date, hour: int) -> i
         position=position,
         comment=f"Swap {days} day(s) through the {day.isoformat()} rollover",
     )
-    outbox.commit()
-    return 1
+    return True
+
+
+def _swaps_before_volume_change(d: _Dealing, position: Position) -> None:
+    """A close or a netting add changes the volume the next swap is charged on: first charge the
+    rollovers already passed that the swap job has not reached yet (it runs shortly after each),
+    on the volume held over them. Nothing to do, and no query, outside that window."""
+    hour = settings.SWAP_ROLLOVER_HOUR_UTC
+    day = pricing.rollover_day(timezone.now(), hour)
+    if position.opened_at < pricing.rollover_at(day, hour) and (
+        position.swap_through is None or position.swap_through < day
+    ):
+        _charge_swaps(d.account, d.conditions, position, day, hour, d.outbox)

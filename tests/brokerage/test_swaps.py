@@ -2,11 +2,15 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from brokerage import pricing, services
 from brokerage.models import GroupInstrument, LedgerTransaction, Position, TransactionKind
 from livermore.schedules import periodic_tasks_sync
+
+from .conftest import ledger_problems, open_account
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +84,48 @@ def test_the_swap_job_runs_daily_at_the_rollover_and_keeps_operator_edits() -> N
     PeriodicTask.objects.filter(pk=task.pk).update(crontab=later)
     periodic_tasks_sync()
     assert PeriodicTask.objects.get(name="accrue swaps").crontab == later
+
+
+def held_over_the_last_two_rollovers(account, market, volume: str) -> tuple[Position, date]:
+    """A position opened an hour before the rollover of the day before the last one, which the swap
+    job has not charged yet (it runs just after each rollover): two rollovers due."""
+    hour = settings.SWAP_ROLLOVER_HOUR_UTC
+    last = pricing.rollover_day(timezone.now(), hour)
+    at = pricing.rollover_at(last - timedelta(days=1), hour) - timedelta(hours=1)
+    return opened(account, market, "buy", volume, at), last
+
+
+def test_a_close_before_the_swap_job_pays_the_rollovers_it_was_held_over_on_the_volume_held(
+    account, group, instruments, market
+):
+    GroupInstrument.objects.create(
+        group=group, instrument=instruments["EURUSD"], swap_long=D("-1"), swap_triple_weekday=None
+    )
+    position, last = held_over_the_last_two_rollovers(account, market, "2")
+
+    services.position_close(position=position, volume=D("0.5"))
+    position.refresh_from_db()
+    assert (position.swap, position.swap_through, position.volume) == (D("-4"), last, D("1.5"))  # 2 lots x 2
+    assert services.swaps_accrue(day=last) == 0  # the job finds it charged
+    services.position_close(position=position)
+    position.refresh_from_db()
+    assert (position.status, position.swap) == ("closed", D("-4"))
+    swaps = LedgerTransaction.objects.filter(kind=TransactionKind.SWAP)
+    assert swaps.count() == 1
+    assert ledger_problems() == []
+
+
+def test_a_netting_add_before_the_swap_job_pays_the_passed_rollovers_on_the_volume_before_it(
+    client_user, netting_group, instruments, market
+):
+    GroupInstrument.objects.create(
+        group=netting_group, instrument=instruments["EURUSD"], swap_long=D("-1"), swap_triple_weekday=None
+    )
+    account = open_account(client_user, netting_group)
+    position, last = held_over_the_last_two_rollovers(account, market, "1")
+
+    services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("3"))
+    position.refresh_from_db()
+    assert (position.volume, position.swap, position.swap_through) == (D("4"), D("-2"), last)  # 1 lot x 2
+    assert services.swaps_accrue(day=last) == 0
+    assert ledger_problems() == []
