@@ -135,9 +135,9 @@ def test_an_lp_reject_rejects_the_client_order_without_a_position(lp, a_book):
     assert not FixFill.objects.exists()
 
 
-def limit(account, price: str):
+def limit(account, price: str, **kwargs):
     return order_submit(
-        account=account, symbol="EURUSD", side="buy", volume=D("1"), type="limit", price=D(price)
+        account=account, symbol="EURUSD", side="buy", volume=D("1"), type="limit", price=D(price), **kwargs
     )
 
 
@@ -457,16 +457,7 @@ def test_a_good_till_date_order_carries_its_expire_time_and_expires_at_the_lp(lp
     sim, session = lp()
     account = a_book(session)
     expires_at = timezone.now() + timedelta(seconds=2)
-    order = order_submit(
-        account=account,
-        symbol="EURUSD",
-        side="buy",
-        volume=D("1"),
-        type="limit",
-        price=D("1.00000"),
-        time_in_force="gtd",
-        expires_at=expires_at,
-    )
+    order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
     fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     assert (fix_order.time_in_force, fix_order.expire_time) == ("6", expires_at)
     expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond * 1000
