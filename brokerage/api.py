@@ -373,6 +373,16 @@ class OrderListView(PaginatedListView):
         return Response(_order_output.to_representation(order), status=status.HTTP_201_CREATED)
 
 
+class OrderView(APIView):
+    serializer_class = OrderSerializer
+
+    @extend_schema(tags=["orders"], summary="One order of the account (e.g. a routed one awaiting the LP)")
+    def get(self, request: Request, number: int, order_id: int) -> Response:
+        account = account_for(request, number)
+        order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
+        return Response(OrderSerializer(order).data)
+
+
 class OrderCancelView(APIView):
     serializer_class = OrderSerializer
 

@@ -6,6 +6,7 @@ urlpatterns = [
     path("accounts", api.AccountListView.as_view(), name="accounts"),
     path("accounts/<int:number>", api.AccountDetailView.as_view(), name="account"),
     path("accounts/<int:number>/orders", api.OrderListView.as_view(), name="account-orders"),
+    path("accounts/<int:number>/orders/<int:order_id>", api.OrderView.as_view(), name="account-order"),
     path(
         "accounts/<int:number>/orders/<int:order_id>/cancel",
         api.OrderCancelView.as_view(),

@@ -167,6 +167,22 @@ def test_an_order_of_another_account_cannot_be_cancelled_through_yours(
     response = alice_api.post(f"{orders_url(alice_account)}/{bob_order.json()['id']}/cancel")
     assert response.status_code == 404
     assert Order.objects.get(pk=bob_order.json()["id"]).status == OrderStatus.PENDING
+    assert alice_api.get(f"{orders_url(alice_account)}/{bob_order.json()['id']}").status_code == 404
+    assert alice_api.get(f"{orders_url(bob_account)}/{bob_order.json()['id']}").status_code == 403
+
+
+def test_one_order_is_read_back_by_its_id(
+    alice_api: APIClient, alice_account: TradingAccount, quotes: QuoteSetter
+) -> None:
+    placed = alice_api.post(
+        orders_url(alice_account),
+        {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
+        format="json",
+    ).json()
+    read = alice_api.get(f"{orders_url(alice_account)}/{placed['id']}")
+    assert read.status_code == 200 and read.json() == placed
+    missing = alice_api.get(f"{orders_url(alice_account)}/{placed['id'] + 1000}")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 def test_bulk_close_closes_only_the_winners_of_a_symbol(

@@ -336,6 +336,31 @@ def test_a_cancel_the_lp_refuses_is_recorded_and_the_order_keeps_working(
     assert fix_order.state == FixOrderState.NEW
 
 
+def test_a_client_cancel_asked_twice_before_the_lp_answers_sends_one_cancel_request(
+    peer, make_session, run_engine, a_book
+):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    order = limit(account, "1.00000")
+    peer.expect("D")
+    ack = [(37, "L6"), (11, str(order.pk)), (17, "N-6"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
+    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
+    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+
+    assert order_cancel(order=order).status == OrderStatus.ROUTED
+    cancel = peer.expect("F")
+    assert order_cancel(order=order).status == OrderStatus.ROUTED  # the LP has not answered yet
+    request = FixOrderRequest.objects.get(fix_order__order=order)
+    assert (cancel["11"], request.reason, request.state) == (request.cl_ord_id, "client", RequestState.SENT)
+    done = [(37, "L6"), (11, request.cl_ord_id), (41, str(order.pk)), (17, "C-6"), (150, "4"), (39, "4")]
+    peer.send("8", [*done, (55, "EURUSD"), (54, "1"), (151, "0"), (14, "0"), (6, "0")])
+    fix_order_done(order.pk)
+    order.refresh_from_db()
+    assert (order.status, order.close_reason) == (OrderStatus.CANCELLED, "client")
+
+
 def test_a_rule_for_one_account_routes_it_to_the_lp_while_its_group_is_internalised(lp, a_book):
     _sim, session = lp()
     account = a_book(session)
@@ -515,16 +540,16 @@ def test_a_client_cancels_a_working_a_book_order_through_the_api_and_the_lp_ends
     wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     api = APIClient()
     api.force_authenticate(account.owner)
-    url = f"/api/v1/accounts/{account.number}/orders/{order.pk}/cancel"
+    order_url = f"/api/v1/accounts/{account.number}/orders/{order.pk}"
+    url = f"{order_url}/cancel"
 
     asked = api.post(url)
     assert asked.status_code == 202 and asked.json()["status"] == "routed"
-    assert api.post(url).status_code == 202  # asked again before the LP answered: one request
-    assert FixOrderRequest.objects.filter(fix_order__order=order).count() == 1
 
     fix_order = fix_order_done(order.pk)
     assert fix_order.state == FixOrderState.CANCELLED
     assert FixOrderRequest.objects.get(fix_order=fix_order).reason == "client"
+    assert api.get(order_url).json()["status"] == "cancelled"  # what a client polling after the 202 sees
     order.refresh_from_db()
     assert (order.status, order.close_reason, order.margin) == (OrderStatus.CANCELLED, "client", 0)
     gone = api.post(url)
@@ -536,7 +561,7 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
     cancelled for the client and sent to the LP without a cancel request following it."""
     session = make_session(free_port(), role="trading", venue=None)
     account = a_book(session)
-    orders = [limit(account, "1.00000") for _ in range(12)]
+    orders = [limit(account, "1.00000") for _ in range(20)]
     barrier = threading.Barrier(2)
 
     def route_and_send(order):
@@ -547,18 +572,19 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
         finally:
             connection.close()
 
-    def cancel(order):
+    def cancel(order, delay_s):
         barrier.wait()
+        time.sleep(delay_s)  # from before the route to after the send, across the iterations
         try:
             order_cancel(order=order)
         finally:
             connection.close()
 
     outcomes = set()
-    for order in orders:
+    for i, order in enumerate(orders):
         threads = [
             threading.Thread(target=route_and_send, args=(order,)),
-            threading.Thread(target=cancel, args=(order,)),
+            threading.Thread(target=cancel, args=(order, i * 0.00025)),
         ]
         for t in threads:
             t.start()
@@ -576,5 +602,5 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
             outcomes.add("asked")
     account.refresh_from_db()
     assert account.margin_reserved == sum(o.margin for o in Order.objects.filter(status=OrderStatus.ROUTED))
-    assert "stopped" in outcomes
+    assert outcomes == {"stopped", "asked"}  # the delays spread the cancels across both sides
     assert ledger_problems() == []
