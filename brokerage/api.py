@@ -376,7 +376,11 @@ class OrderListView(PaginatedListView):
 class OrderView(APIView):
     serializer_class = OrderSerializer
 
-    @extend_schema(tags=["orders"], summary="One order of the account (e.g. a routed one awaiting the LP)")
+    @extend_schema(
+        tags=["orders"],
+        operation_id="accounts_order_retrieve",
+        summary="One order of the account (e.g. a routed one awaiting the LP)",
+    )
     def get(self, request: Request, number: int, order_id: int) -> Response:
         account = account_for(request, number)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
