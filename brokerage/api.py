@@ -232,6 +232,16 @@ class PositionsCloseSerializer(serializers.Serializer[Any]):
     symbol = serializers.CharField(max_length=20, required=False, allow_null=True, default=None)
 
 
+class OrderModifySerializer(serializers.Serializer[Any]):
+    """A pending order's new values; a field left out keeps its current value."""
+
+    price = price_field(required=False, allow_null=True)
+    stop_price = price_field(required=False, allow_null=True)
+    sl = price_field(required=False, allow_null=True, help_text="null removes it.")
+    tp = price_field(required=False, allow_null=True, help_text="null removes it.")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
 class PositionModifySerializer(serializers.Serializer[Any]):
     sl = price_field(allow_null=True, help_text="null removes it.")
     tp = price_field(allow_null=True, help_text="null removes it.")
@@ -384,6 +394,21 @@ class OrderView(APIView):
     def get(self, request: Request, number: int, order_id: int) -> Response:
         account = account_for(request, number)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
+        return Response(OrderSerializer(order).data)
+
+    @extend_schema(
+        tags=["orders"],
+        operation_id="accounts_order_modify",
+        summary="Change a pending order's prices, SL/TP or expiry (fields left out keep their values)",
+        request=OrderModifySerializer,
+    )
+    def patch(self, request: Request, number: int, order_id: int) -> Response:
+        account = account_for(request, number)
+        order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
+        serializer = OrderModifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        order = services.order_modify(order=order, **serializer.validated_data, created_by=user)
         return Response(OrderSerializer(order).data)
 
 

@@ -82,6 +82,7 @@ TRIGGERS_CHANNEL = ("brokerage", "triggers")
 ROUTED_CHANNEL = ("brokerage", "routed")
 PRICE_DIGITS = Decimal("1e-10")
 BULK_FILTERS = ("all", "winners", "losers")
+KEEP: Any = object()  # order_modify: leave this field as it is
 SYSTEM_REASONS = {Reason.OPERATOR, Reason.STOP_OUT, Reason.SL, Reason.TP, Reason.PENDING, Reason.EXPIRY}
 
 
@@ -1460,6 +1461,102 @@ def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User 
     outbox.triggers_changed = True
     outbox.commit()
     return order
+
+
+@transaction.atomic
+def order_modify(
+    *,
+    order: Order,
+    price: Any = KEEP,
+    stop_price: Any = KEEP,
+    sl: Any = KEEP,
+    tp: Any = KEEP,
+    expires_at: Any = KEEP,
+    created_by: User | None = None,
+    quotes: QuoteSource | None = None,
+) -> Order:
+    """Change a pending order's prices, SL/TP and expiry: what is given (None removes SL, TP or the
+    expiry; KEEP, the default, keeps the value the order has under the lock), checked as order_submit
+    checks a new order against the current prices. A stop-limit whose stop was reached keeps its
+    stop price. Routed (A-Book) orders are the LP's: cancel and place again. An operator's change
+    (by anyone but the owner) is audited."""
+    quotes = quotes or redis_quotes
+    locked = _lock_account(order.account_id)
+    _check_account(locked, opening=True)
+    fresh = Order.objects.select_related("instrument").get(pk=order.pk)
+
+    def given(value: Any, field: str) -> Any:
+        return getattr(fresh, field) if value is KEEP else value
+
+    price_ = _decimal(given(price, "price"), "price", required=False)
+    stop_ = _decimal(given(stop_price, "stop_price"), "stop_price", required=False)
+    sl_, tp_ = (
+        _decimal(given(sl, "sl"), "sl", required=False),
+        _decimal(given(tp, "tp"), "tp", required=False),
+    )
+    expires_at = given(expires_at, "expires_at")
+    if fresh.status != OrderStatus.PENDING:
+        code = "order_routed" if fresh.status == OrderStatus.ROUTED else "order_not_pending"
+        raise ServiceError(
+            code, f"Order {fresh.pk} is {fresh.status}: it cannot be modified.", status_code=409
+        )
+    needs_price = fresh.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+    needs_stop = fresh.type in (OrderType.STOP, OrderType.STOP_LIMIT)
+    for value, field, needed in ((price_, "price", needs_price), (stop_, "stop_price", needs_stop)):
+        if (value is None) == needed:
+            say = "needs" if needed else "takes no"
+            raise ServiceError(
+                "invalid_price", f"A {fresh.type} order {say} {field}.", fields={field: [f"{say}."]}
+            )
+        if value is not None and value <= 0:
+            raise ServiceError(
+                "invalid_price", f"{field} must be positive.", fields={field: ["Not positive."]}
+            )
+    armed = fresh.type == OrderType.STOP_LIMIT and fresh.stop_triggered_at is not None
+    if armed and stop_ != fresh.stop_price:
+        raise ServiceError(
+            "invalid_stop_price",
+            "The stop was reached: the stop price can no longer change.",
+            status_code=409,
+        )
+    if fresh.time_in_force == TimeInForce.GTD:
+        if expires_at is None or expires_at <= timezone.now():
+            raise ServiceError(
+                "invalid_expires_at", "expires_at must be in the future.", fields={"expires_at": ["Past."]}
+            )
+    elif expires_at is not None:
+        raise ServiceError("invalid_expires_at", "expires_at needs time_in_force gtd.", status_code=400)
+    tick = _client_tick(fresh.instrument, Conditions(locked.group), quotes)
+    if armed:  # now a limit order at its limit price
+        assert price_ is not None
+        entry = _check_pending_prices(OrderType.LIMIT, fresh.side, price_, None, tick)
+    else:
+        entry = _check_pending_prices(fresh.type, fresh.side, price_, stop_, tick)
+    _check_sl_tp(fresh.side, entry, sl_, tp_)
+    before = fresh.as_event()
+    changes = {"price": price_, "stop_price": stop_, "sl": sl_, "tp": tp_, "expires_at": expires_at}
+    if not Order.objects.filter(pk=fresh.pk, status=OrderStatus.PENDING).update(
+        updated_at=timezone.now(), **changes
+    ):
+        raise ServiceError("order_not_pending", f"Order {fresh.pk} is not pending.", status_code=409)
+    fresh.refresh_from_db()
+    after = fresh.as_event()
+    if created_by is not None and created_by.pk != locked.owner_id:
+        audit_record(
+            actor=created_by,
+            action="order.modify",
+            target=fresh,
+            details={
+                "account": locked.number,
+                "before": {k: before[k] for k in changes},
+                **{k: after[k] for k in changes},
+            },
+        )
+    outbox = Outbox(locked)
+    outbox.add("order", after)
+    outbox.triggers_changed = True  # the watcher re-arms it at its new level
+    outbox.commit()
+    return fresh
 
 
 @transaction.atomic

@@ -92,3 +92,70 @@ def test_an_expired_good_till_date_order_never_fills_on_a_triggering_quote(accou
     assert (result.status, result.close_reason) == (OrderStatus.EXPIRED, "expiry")
     assert not Deal.objects.exists()
     assert not Position.objects.exists()
+
+
+def test_a_pending_order_is_moved_and_its_trigger_follows(account, market):
+    order = place(account, market, type="limit", price=D("1.0950"), sl=D("1.0900"))
+
+    moved = services.order_modify(order=order, price=D("1.0960"), tp=D("1.1100"))
+    assert (moved.price, moved.sl, moved.tp, moved.status) == (
+        D("1.0960"),
+        D("1.0900"),
+        D("1.1100"),
+        "pending",
+    )
+    [trigger] = [t for t in triggers_load(account_id=account.pk) if t.kind == "order"]
+    assert trigger.threshold == D("1.0960")  # no markup in this group
+    assert services.order_trigger(order_id=order.pk, tick=tick("1.0955", "1.0962")) is None  # above it
+    services.order_trigger(order_id=order.pk, tick=tick("1.0958", "1.0960"))
+    assert Deal.objects.get(order=order).price == D("1.0960")
+    assert Position.objects.get().tp == D("1.1100")
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"price": D("1.1010")}, "invalid_price"),  # a buy limit above the market
+        ({"price": None}, "invalid_price"),  # a limit needs its price
+        ({"stop_price": D("1.1050")}, "invalid_price"),  # a limit takes no stop
+        ({"sl": D("1.0960")}, "invalid_sl"),  # above the entry of a buy
+        ({"expires_at": timezone.now() + timedelta(hours=1)}, "invalid_expires_at"),  # not GTD
+        ({"price": "abc"}, "invalid_price"),
+    ],
+)
+def test_a_bad_modification_is_refused_and_the_order_is_unchanged(account, market, change, code):
+    order = place(account, market, type="limit", price=D("1.0950"), sl=D("1.0900"))
+    before = Order.objects.filter(pk=order.pk).values().get()
+    with pytest.raises(services.ServiceError) as refused:
+        services.order_modify(order=order, **change)
+    assert refused.value.code == code
+    assert Order.objects.filter(pk=order.pk).values().get() == before
+
+
+def test_only_pending_orders_are_modified_and_an_armed_stop_limit_keeps_its_stop(account, market):
+    filled = place(account, market)
+    with pytest.raises(services.ServiceError) as done:
+        services.order_modify(order=filled, sl=D("1.0900"))
+    assert (done.value.code, done.value.status_code) == ("order_not_pending", 409)
+
+    order = place(account, market, type="stop_limit", stop_price=D("1.1050"), price=D("1.1060"))
+    services.order_trigger(order_id=order.pk, tick=tick("1.1068", "1.1070"))  # stop reached, limit rests
+    market.set("EURUSD", "1.1070", "1.1072")
+    with pytest.raises(services.ServiceError) as armed:
+        services.order_modify(order=order, stop_price=D("1.1080"), price=D("1.1065"))
+    assert armed.value.code == "invalid_stop_price"
+    moved = services.order_modify(order=order, price=D("1.1065"))
+    assert (moved.stop_price, moved.price) == (D("1.1050"), D("1.1065"))
+
+
+def test_a_good_till_date_order_gets_a_new_expiry_but_not_a_past_one(account, market):
+    expires = timezone.now() + timedelta(hours=1)
+    order = place(account, market, type="limit", price=D("1.0950"), time_in_force="gtd", expires_at=expires)
+    later = expires + timedelta(days=1)
+    assert services.order_modify(order=order, expires_at=later).expires_at == later
+    with pytest.raises(services.ServiceError) as past:
+        services.order_modify(order=order, expires_at=timezone.now() - timedelta(seconds=1))
+    assert past.value.code == "invalid_expires_at"
+    with pytest.raises(services.ServiceError):
+        services.order_modify(order=order, expires_at=None)
+    assert Order.objects.get(pk=order.pk).expires_at == later

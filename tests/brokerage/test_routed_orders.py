@@ -195,3 +195,11 @@ def test_ending_a_routed_order_takes_only_rejected_cancelled_or_expired(account,
         services.order_routed_end(order_id=order.pk, status="filled", reason="")  # type: ignore[arg-type]
     assert bad.value.code == "invalid_status"
     assert Order.objects.get().status == OrderStatus.ROUTED
+
+
+def test_a_routed_order_is_not_modified_here(account, a_book):
+    order = routed(account, type="limit", price=D("1.0900"))
+    with pytest.raises(ServiceError) as refused:
+        services.order_modify(order=order, price=D("1.0950"))
+    assert (refused.value.code, refused.value.status_code) == ("order_routed", 409)
+    assert Order.objects.get(pk=order.pk).price == D("1.0900")

@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from brokerage.models import ClientGroup, Deal, Order, OrderStatus, Position, PositionStatus, TradingAccount
 from brokerage.selectors import posted_balance
-from livermore.users.models import User
+from livermore.users.models import AuditLog, User
 
 from .conftest import PASSWORD, QuoteSetter, client_for, funded_account
 
@@ -238,3 +238,62 @@ def test_position_pnl_is_shown_in_the_account_currencys_minor_unit(
     assert buy(alice_api, account, symbol="USDJPY").status_code == 201
     positions = alice_api.get(f"/api/v1/accounts/{account.number}/positions").json()["results"]
     assert positions[0]["unrealized_pnl"] == "-140"  # 0.1 lot x -0.014 (the spread) x 100000, in yen
+
+
+def test_a_pending_order_is_modified_by_patch_and_fields_left_out_keep_their_values(
+    alice_api: APIClient, alice_account: TradingAccount, operator: User, quotes: QuoteSetter
+) -> None:
+    placed = alice_api.post(
+        orders_url(alice_account),
+        {
+            "symbol": "EURUSD",
+            "side": "buy",
+            "volume": "0.10",
+            "type": "limit",
+            "price": "1.08000",
+            "sl": "1.07",
+        },
+        format="json",
+    ).json()
+    url = f"{orders_url(alice_account)}/{placed['id']}"
+
+    moved = alice_api.patch(url, {"price": "1.08100"}, format="json")
+    assert moved.status_code == 200
+    assert (moved.json()["price"], moved.json()["sl"]) == ("1.0810000000", "1.0700000000")
+    removed = alice_api.patch(url, {"sl": None}, format="json")
+    assert removed.json()["sl"] is None and removed.json()["price"] == "1.0810000000"
+
+    wrong_side = alice_api.patch(url, {"price": "1.09000"}, format="json")  # above the market ask
+    assert wrong_side.status_code == 422 and wrong_side.json()["error"]["code"] == "invalid_price"
+    not_a_number = alice_api.patch(url, {"price": "abc"}, format="json")
+    assert not_a_number.status_code == 400
+    assert Order.objects.get(pk=placed["id"]).price == Decimal("1.081")
+    assert not AuditLog.objects.exists()  # the owner's own changes are not audited
+
+    by_desk = client_for(operator).patch(url, {"tp": "1.10"}, format="json")
+    assert by_desk.status_code == 200
+    entry = AuditLog.objects.get()
+    assert (entry.actor, entry.action, entry.details["tp"]) == (operator, "order.modify", "1.1000000000")
+
+
+def test_only_the_owner_or_an_operator_modifies_an_order(
+    alice_api: APIClient, alice_account: TradingAccount, bob_account: TradingAccount, quotes: QuoteSetter
+) -> None:
+    bob_order = (
+        client_for(bob_account.owner)
+        .post(
+            orders_url(bob_account),
+            {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
+            format="json",
+        )
+        .json()
+    )
+    through_mine = alice_api.patch(
+        f"{orders_url(alice_account)}/{bob_order['id']}", {"price": "1.07"}, format="json"
+    )
+    assert through_mine.status_code == 404
+    through_his = alice_api.patch(
+        f"{orders_url(bob_account)}/{bob_order['id']}", {"price": "1.07"}, format="json"
+    )
+    assert through_his.status_code == 403
+    assert Order.objects.get(pk=bob_order["id"]).price == Decimal("1.08")
