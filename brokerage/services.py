@@ -936,11 +936,11 @@ def _open(
     instrument = order.instrument
     now = timezone.now()
     if existing is not None and existing.side == order.side:
-        _swaps_before_volume_change(d, existing)
         total = existing.volume + volume
         average = pricing.average_price(existing.volume, existing.open_price, volume, price)
-        existing.volume, existing.open_price = total, average
-        existing.margin = pricing.money(d.margin_for(instrument, total, average), d.currency)
+        margin = pricing.money(d.margin_for(instrument, total, average), d.currency)
+        _swaps_before_volume_change(d, existing)  # on the volume held over the rollovers
+        existing.volume, existing.open_price, existing.margin = total, average, margin
         if order.sl is not None or order.tp is not None:
             existing.sl, existing.tp = order.sl, order.tp
         existing.updated_at = now
@@ -1021,7 +1021,6 @@ def _close(
     external_id: str = "",
 ) -> Deal:
     """Close `volume` of an open position at the client price `price`, exactly once."""
-    _swaps_before_volume_change(d, position)
     instrument = position.instrument
     try:
         raw_pnl = pricing.pnl(
@@ -1037,6 +1036,7 @@ def _close(
         raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
     realized = pricing.money(raw_pnl, d.currency)
     commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
+    _swaps_before_volume_change(d, position)  # the first write: every check is done
     now = timezone.now()
     remaining = position.volume - volume
     changes: dict[str, Any] = {"volume": remaining, "close_price": price, "updated_at": now}

@@ -138,15 +138,16 @@ class TriggerWatcher:
             self.submit(trigger, tick)
 
     def submit(self, trigger: Trigger, tick: Tick) -> None:
-        if not self.slots.acquire(blocking=False):
+        slots = self.slots
+        if not slots.acquire(blocking=False):
             # Saturated: keep the trigger armed so a later quote fires it again.
             with self.lock:
                 self.index.add(trigger)
             return
-        self.executor.submit(self._execute, trigger, tick)
+        self.executor.submit(self._execute, trigger, tick, slots)
 
     # -- worker threads ----------------------------------------------------------------------------
-    def _execute(self, trigger: Trigger, tick: Tick) -> None:
+    def _execute(self, trigger: Trigger, tick: Tick, slots: threading.BoundedSemaphore) -> None:
         try:
             close_old_connections()
             if trigger.kind == "order":
@@ -161,16 +162,16 @@ class TriggerWatcher:
         except Exception:
             log.exception("trigger %s on %s failed", trigger.key, trigger.symbol)
         finally:
-            self.slots.release()
+            slots.release()
 
-    def _margin_check(self, account_id: int) -> None:
+    def _margin_check(self, account_id: int, slots: threading.BoundedSemaphore) -> None:
         try:
             close_old_connections()
             services.account_margin_check(account_id=account_id, quotes=self.quotes)
         except Exception:
             log.exception("margin check of account %s failed", account_id)
         finally:
-            self.slots.release()
+            slots.release()
 
     # -- sync thread -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,18 +180,22 @@ class TriggerWatcher:
         self.slots = threading.BoundedSemaphore(self.max_queued)
         self.stopping = threading.Event()
         self.ready.clear()
-        self.thread = threading.Thread(target=self._sync, name="triggers-sync", daemon=True)
+        self.thread = threading.Thread(
+            target=self._sync, args=(self.stopping,), name="triggers-sync", daemon=True
+        )
         self.started = True
         self.thread.start()
 
     def stop(self) -> None:
-        """Called by the market loop once quotes have stopped: executions in flight finish, then the
-        threads end with their database connections closed. The next quote starts it again."""
+        """Called by the market loop once its adapters have ended (no quote comes any more):
+        executions in flight finish, then the threads end with their database connections closed.
+        The next quote starts it again. Works on the run it found, even if a new one starts."""
         if not self.started:
             return
+        thread, executor, stopping = self.thread, self.executor, self.stopping
         self.started = False
-        self.stopping.set()
-        self.thread.join(timeout=5)
+        stopping.set()
+        thread.join(timeout=5)
         # One task per worker thread (the barrier holds each until all have one) closes its connection.
         barrier = threading.Barrier(self.workers)
 
@@ -199,8 +204,8 @@ class TriggerWatcher:
             connection.close()
 
         for _ in range(self.workers):
-            self.executor.submit(close_connection)
-        self.executor.shutdown(wait=True)
+            executor.submit(close_connection)
+        executor.shutdown(wait=True)
 
     def reload_all(self) -> None:
         triggers = triggers_load()
@@ -218,14 +223,15 @@ class TriggerWatcher:
             moved, self.moved = self.moved, set()
         if not moved:
             return
+        slots, executor = self.slots, self.executor
         for account_id in margin_watchlist(symbols=moved, quotes=self.quotes):
-            if self.slots.acquire(blocking=False):
-                self.executor.submit(self._margin_check, account_id)
+            if slots.acquire(blocking=False):
+                executor.submit(self._margin_check, account_id, slots)
 
-    def _sync(self) -> None:
+    def _sync(self, stopping: threading.Event) -> None:
         pubsub = None
         next_reload = next_sweep = 0.0
-        while not self.stopping.is_set():
+        while not stopping.is_set():
             try:
                 close_old_connections()
                 if pubsub is None:
@@ -252,7 +258,7 @@ class TriggerWatcher:
                 if pubsub is not None:
                     pubsub.close()
                     pubsub = None
-                self.stopping.wait(1.0)
+                stopping.wait(1.0)
         if pubsub is not None:
             pubsub.close()
         connection.close()

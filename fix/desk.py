@@ -217,6 +217,7 @@ class OrderDesk:
                     ord_type=fix_order.ord_type,
                     price=request.price or fix_order.price,
                     time_in_force=fix_order.time_in_force,
+                    expire_time=fix_order.expire_time,
                 )
             )
 

@@ -135,6 +135,7 @@ def order_cancel_replace_request(
     ord_type: str,
     price: Decimal | None,
     time_in_force: str,
+    expire_time: datetime | None = None,
 ) -> qf.Message:
     msg = _message("G")
     _set(
@@ -151,6 +152,7 @@ def order_cancel_replace_request(
             40: ord_type,
             44: price if ord_type == LIMIT else None,
             59: time_in_force,
+            126: None if expire_time is None else utc_timestamp(expire_time),
         },
     )
     return msg

@@ -163,6 +163,13 @@ ORD_TYPES: dict[str, str] = {
 }
 
 
+def _locked(fix_order: FixOrder) -> FixOrder:
+    """The FIX order re-read under lock, its client order's row locked first: the order in which
+    every writer takes them (client order, FIX order, then the account), so none deadlocks another."""
+    Order.objects.select_for_update().filter(pk=fix_order.order_id).exists()
+    return FixOrder.objects.select_for_update(of=("self",)).select_related("order").get(pk=fix_order.pk)
+
+
 @transaction.atomic
 def fix_order_route(*, order: Order) -> FixOrder | None:
     """Queue a routed client order for the FIX session the router chose at submit (a FixOrder outbox
@@ -205,20 +212,23 @@ def fix_order_route(*, order: Order) -> FixOrder | None:
 
 def fix_orders_claim(*, session_id: int, max_age_s: float) -> list[FixOrder]:
     """Take the session's unsent orders for sending, each exactly once (a conditional transition
-    from pending to sent). Orders older than `max_age_s` are stale: rejected, never sent."""
+    from pending to sent). Orders older than `max_age_s` are stale: rejected, never sent; a
+    good-till-date order whose expiry passed in the outbox ends expired, never sent."""
     now = timezone.now()
     claimed = []
     for fix_order in FixOrder.objects.filter(session_id=session_id, state=FixOrderState.PENDING).order_by(
         "id"
     ):
-        if (now - fix_order.created_at).total_seconds() > max_age_s:
+        expired = fix_order.expire_time is not None and fix_order.expire_time <= now
+        if expired or (now - fix_order.created_at).total_seconds() > max_age_s:
             with transaction.atomic():
-                if FixOrder.objects.filter(pk=fix_order.pk, state=FixOrderState.PENDING).update(
-                    state=FixOrderState.REJECTED, text="stale: not sent in time", done_at=now
-                ):
-                    fix_order.state, fix_order.text = FixOrderState.REJECTED, "stale: not sent in time"
+                fix_order = _locked(fix_order)
+                if fix_order.state == FixOrderState.PENDING:
+                    fix_order.state = FixOrderState.EXPIRED if expired else FixOrderState.REJECTED
+                    fix_order.text = "expired before it was sent" if expired else "stale: not sent in time"
+                    fix_order.done_at = now
                     _settle(fix_order)
-                    fix_order.save(update_fields=["settled", "done_at", "text"])
+                    fix_order.save(update_fields=["state", "text", "settled", "done_at"])
             continue
         if FixOrder.objects.filter(pk=fix_order.pk, state=FixOrderState.PENDING).update(
             state=FixOrderState.SENT, sent_at=now
@@ -301,8 +311,7 @@ def fix_execution_report_apply(*, session_id: int, fields: dict[str, str]) -> Fi
         return None
     # The client order first, then the FIX order (the account comes last, in the booking), as a
     # client's cancel takes them (fix_order_client_cancel).
-    Order.objects.select_for_update().filter(pk=ids[1]).exists()
-    fix_order = FixOrder.objects.select_for_update(of=("self",)).select_related("order").get(pk=ids[0])
+    fix_order = _locked(FixOrder(pk=ids[0], order_id=ids[1]))
     exec_type, ord_status = fields.get("150", ""), fields.get("39", "")
     if fields.get("37") and fields["37"] != "NONE":
         fix_order.lp_order_id = fields["37"]
@@ -363,6 +372,7 @@ def _request(
     price: Decimal | None,
     reason: str = Reason.OPERATOR,
 ) -> FixOrderRequest:
+    fix_order = _locked(fix_order)  # requests are numbered in turn
     if not fix_order.is_open or fix_order.state == FixOrderState.PENDING:
         raise ServiceError(
             "order_not_working", f"Order {fix_order.cl_ord_id} is not working at the LP.", status_code=409
@@ -384,6 +394,7 @@ def _request(
 def fix_order_cancel_request(*, fix_order: FixOrder, reason: str = Reason.OPERATOR) -> FixOrderRequest:
     """Ask the LP to cancel a working order (OrderCancelRequest F); a cancel already on its way is
     not asked twice. `reason`: whose request it is (the client order's close reason)."""
+    fix_order = _locked(fix_order)
     waiting = fix_order.requests.filter(
         kind=RequestKind.CANCEL, state__in=(RequestState.PENDING, RequestState.SENT)
     ).first()
@@ -404,7 +415,7 @@ def fix_order_client_cancel(*, order_id: int, reason: str) -> None:
     a cancel never deadlocks with the LP's reports."""
     if not Order.objects.select_for_update().filter(pk=order_id, status=OrderStatus.ROUTED).exists():
         raise ServiceError("order_not_routed", f"Order {order_id} is not routed.", status_code=409)
-    fix_order = FixOrder.objects.select_for_update().filter(order_id=order_id).first()
+    fix_order = FixOrder.objects.select_for_update(of=("self",)).filter(order_id=order_id).first()
     if fix_order is not None and fix_order.state != FixOrderState.PENDING:
         fix_order_cancel_request(fix_order=fix_order, reason=reason)
         return

@@ -2,7 +2,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
 
@@ -11,8 +11,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@worker_process_init.connect
+@worker_init.connect
 def _freeze_startup_objects(**kwargs: Any) -> None:
+    """In the worker's main process, before it forks its pool: the children inherit the frozen
+    objects without a collection of their own touching (and so copying) every inherited page."""
     from livermore.heap import freeze_startup_objects
 
     freeze_startup_objects()

@@ -130,13 +130,9 @@ class MarketLoop:
 
     async def shutdown(self) -> None:
         """Stop adapters, then flush what is buffered: ticks to PostgreSQL, closed bars to storage."""
-        for _, _, task in self.adapters.values():
-            task.cancel()
+        tasks = [task for _, _, task in self.adapters.values()]
         self.adapters.clear()
-        for listener in self.listeners:  # no quote comes any more: let their work in flight finish
-            stop = getattr(listener, "stop", None)
-            if stop is not None:
-                await asyncio.to_thread(stop)
+        await cancel_and_wait(*tasks)
         await asyncio.to_thread(self.recorder.stop)
         try:
             await self.save_seq()
@@ -144,6 +140,13 @@ class MarketLoop:
             log.exception("quote seq numbers not saved: the next run continues from the ticker cache")
         await self.candles.shutdown()
         await asyncio.to_thread(self.candles.close)
+        for listener in self.listeners:  # no quote comes any more: their work in flight finishes
+            stop = getattr(listener, "stop", None)
+            if stop is not None:
+                try:
+                    await asyncio.to_thread(stop)
+                except Exception:
+                    log.exception("quote listener %r did not stop cleanly", listener)
         await sync_to_async(connections.close_all)()
 
     async def _every(self, interval_s: float, fn: Callable[[], object]) -> None:

@@ -1,6 +1,7 @@
 """A-Book orders end to end: routing, NewOrderSingle, execution reports, client booking, cancels,
 replaces, status requests, positions. Peers: the LP simulator and the scripted acceptor."""
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -603,4 +604,82 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
     account.refresh_from_db()
     assert account.margin_reserved == sum(o.margin for o in Order.objects.filter(status=OrderStatus.ROUTED))
     assert outcomes == {"stopped", "asked"}  # the delays spread the cancels across both sides
+    assert ledger_problems() == []
+
+
+def test_a_good_till_date_order_expiring_in_the_outbox_ends_expired_and_is_never_sent(make_session, a_book):
+    session = make_session(free_port(), role="trading", venue=None)
+    account = a_book(session)
+    order = limit(account, "1.00000", time_in_force="gtd", expires_at=timezone.now() + timedelta(seconds=1))
+    fix_order_route(order=order)
+    time.sleep(1.1)
+
+    assert fix_orders_claim(session_id=session.pk, max_age_s=60) == []
+    fix_order = FixOrder.objects.get(order=order)
+    assert (fix_order.state, fix_order.text, fix_order.sent_at) == (
+        "expired",
+        "expired before it was sent",
+        None,
+    )
+    order.refresh_from_db()
+    assert (order.status, order.close_reason, order.margin) == (OrderStatus.EXPIRED, "expiry", 0)
+
+
+def test_a_replace_of_a_good_till_date_order_carries_its_expire_time(peer, make_session, run_engine, a_book):
+    session = make_session(peer.port, role="trading", venue=None)
+    account = a_book(session)
+    run_engine()
+    peer.expect("A")
+    expires_at = timezone.now() + timedelta(hours=1)
+    order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
+    new_order = peer.expect("D")
+    assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f"))
+    ack = [(37, "L7"), (11, str(order.pk)), (17, "N-7"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
+    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+
+    fix_order_replace_request(fix_order=fix_order, price=D("1.01000"))
+    replace = peer.expect("G")
+    assert (replace["44"], replace["59"], replace["126"]) == ("1.01", "6", new_order["126"])
+
+
+def test_client_cancels_racing_the_stale_order_rejection_neither_deadlock_nor_end_an_order_twice(
+    make_session, a_book
+):
+    session = make_session(free_port(), role="trading", venue=None)
+    account = a_book(session)
+    orders = [limit(account, "1.00000") for _ in range(12)]
+    for order in orders:
+        fix_order_route(order=order)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(work):
+        barrier.wait()
+        try:
+            work()
+        except BaseException as exc:  # a deadlock victim, say
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def cancel_all():
+        for order in orders:
+            with contextlib.suppress(ServiceError):  # already ended as stale
+                order_cancel(order=order)
+
+    threads = [
+        threading.Thread(target=run, args=(lambda: fix_orders_claim(session_id=session.pk, max_age_s=0),)),
+        threading.Thread(target=run, args=(cancel_all,)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ends = {o.status for o in Order.objects.filter(pk__in=[o.pk for o in orders])}
+    assert ends <= {OrderStatus.CANCELLED, OrderStatus.REJECTED}
+    assert not FixOrder.objects.filter(sent_at__isnull=False).exists()
+    account.refresh_from_db()
+    assert account.margin_reserved == 0
     assert ledger_problems() == []
