@@ -1463,6 +1463,30 @@ def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User 
     return order
 
 
+def _audit_operator_change(
+    created_by: User | None,
+    locked: TradingAccount,
+    action: str,
+    target: Order | Position,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    fields: list[str],
+) -> None:
+    """Audit a change of an account's order or position made by anyone but its owner: the changed
+    fields' values before and after (events' string forms)."""
+    if created_by is not None and created_by.pk != locked.owner_id:
+        audit_record(
+            actor=created_by,
+            action=action,
+            target=target,
+            details={
+                "account": locked.number,
+                "before": {f: before[f] for f in fields},
+                **{f: after[f] for f in fields},
+            },
+        )
+
+
 @transaction.atomic
 def order_modify(
     *,
@@ -1541,17 +1565,7 @@ def order_modify(
         raise ServiceError("order_not_pending", f"Order {fresh.pk} is not pending.", status_code=409)
     fresh.refresh_from_db()
     after = fresh.as_event()
-    if created_by is not None and created_by.pk != locked.owner_id:
-        audit_record(
-            actor=created_by,
-            action="order.modify",
-            target=fresh,
-            details={
-                "account": locked.number,
-                "before": {k: before[k] for k in changes},
-                **{k: after[k] for k in changes},
-            },
-        )
+    _audit_operator_change(created_by, locked, "order.modify", fresh, before, after, list(changes))
     outbox = Outbox(locked)
     outbox.add("order", after)
     outbox.triggers_changed = True  # the watcher re-arms it at its new level
@@ -1684,18 +1698,7 @@ def position_modify(
     fresh.sl, fresh.tp = sl_, tp_
     fresh.save(update_fields=["sl", "tp", "updated_at"])
     after = fresh.as_event()
-    if created_by is not None and created_by.pk != locked.owner_id:
-        audit_record(
-            actor=created_by,
-            action="position.modify",
-            target=fresh,
-            details={
-                "account": locked.number,
-                "before": {"sl": before["sl"], "tp": before["tp"]},
-                "sl": after["sl"],
-                "tp": after["tp"],
-            },
-        )
+    _audit_operator_change(created_by, locked, "position.modify", fresh, before, after, ["sl", "tp"])
     outbox = Outbox(locked)
     outbox.add("position", after)
     outbox.triggers_changed = True

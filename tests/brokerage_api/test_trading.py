@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -14,6 +15,14 @@ pytestmark = pytest.mark.django_db
 
 def orders_url(account: TradingAccount) -> str:
     return f"/api/v1/accounts/{account.number}/orders"
+
+
+BUY_LIMIT = {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"}
+
+
+def place_buy_limit(api: APIClient, account: TradingAccount) -> Any:
+    """A buy limit below the market: it rests as pending. The response."""
+    return api.post(orders_url(account), BUY_LIMIT, format="json")
 
 
 def buy(
@@ -135,11 +144,7 @@ def test_no_fresh_price_no_fill(
 def test_a_pending_order_can_be_cancelled_once(
     alice_api: APIClient, alice_account: TradingAccount, quotes: QuoteSetter
 ) -> None:
-    placed = alice_api.post(
-        orders_url(alice_account),
-        {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
-        format="json",
-    )
+    placed = place_buy_limit(alice_api, alice_account)
     assert placed.status_code == 201
     assert placed.json()["status"] == "pending"
     cancel_url = f"{orders_url(alice_account)}/{placed.json()['id']}/cancel"
@@ -159,11 +164,7 @@ def test_an_order_of_another_account_cannot_be_cancelled_through_yours(
     bob_account: TradingAccount,
     quotes: QuoteSetter,
 ) -> None:
-    bob_order = client_for(bob_account.owner).post(
-        orders_url(bob_account),
-        {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
-        format="json",
-    )
+    bob_order = place_buy_limit(client_for(bob_account.owner), bob_account)
     response = alice_api.post(f"{orders_url(alice_account)}/{bob_order.json()['id']}/cancel")
     assert response.status_code == 404
     assert Order.objects.get(pk=bob_order.json()["id"]).status == OrderStatus.PENDING
@@ -174,11 +175,7 @@ def test_an_order_of_another_account_cannot_be_cancelled_through_yours(
 def test_one_order_is_read_back_by_its_id(
     alice_api: APIClient, alice_account: TradingAccount, quotes: QuoteSetter
 ) -> None:
-    placed = alice_api.post(
-        orders_url(alice_account),
-        {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
-        format="json",
-    ).json()
+    placed = place_buy_limit(alice_api, alice_account).json()
     read = alice_api.get(f"{orders_url(alice_account)}/{placed['id']}")
     assert read.status_code == 200 and read.json() == placed
     missing = alice_api.get(f"{orders_url(alice_account)}/{placed['id'] + 1000}")
@@ -279,15 +276,7 @@ def test_a_pending_order_is_modified_by_patch_and_fields_left_out_keep_their_val
 def test_only_the_owner_or_an_operator_modifies_an_order(
     alice_api: APIClient, alice_account: TradingAccount, bob_account: TradingAccount, quotes: QuoteSetter
 ) -> None:
-    bob_order = (
-        client_for(bob_account.owner)
-        .post(
-            orders_url(bob_account),
-            {"symbol": "EURUSD", "side": "buy", "volume": "0.10", "type": "limit", "price": "1.08000"},
-            format="json",
-        )
-        .json()
-    )
+    bob_order = place_buy_limit(client_for(bob_account.owner), bob_account).json()
     through_mine = alice_api.patch(
         f"{orders_url(alice_account)}/{bob_order['id']}", {"price": "1.07"}, format="json"
     )

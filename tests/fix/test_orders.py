@@ -142,6 +142,20 @@ def limit(account, price: str, **kwargs):
     )
 
 
+def resting_at_peer(peer, make_session, run_engine, a_book, lp_order_id: str, **kwargs):
+    """A buy limit far below the market sent to the scripted peer, which acknowledges it as New with
+    OrderID `lp_order_id`. Returns the account, the order, the NewOrderSingle's fields and the FIX order."""
+    account = a_book(make_session(peer.port, role="trading", venue=None))
+    run_engine()
+    peer.expect("A")
+    order = limit(account, "1.00000", **kwargs)
+    new_order = peer.expect("D")
+    ack = [(37, lp_order_id), (11, str(order.pk)), (17, f"N-{lp_order_id}"), (150, "0"), (39, "0")]
+    peer.send("8", [*ack, (55, "EURUSD"), (54, "1"), (151, "100000"), (14, "0"), (6, "0")])
+    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    return account, order, new_order, fix_order
+
+
 def test_a_resting_limit_order_is_cancelled_at_the_lp(lp, a_book):
     sim, session = lp()
     account = a_book(session)
@@ -312,16 +326,8 @@ def test_lp_positions_reconcile_and_a_mismatch_is_recorded(lp, a_book):
 def test_a_cancel_the_lp_refuses_is_recorded_and_the_order_keeps_working(
     peer, make_session, run_engine, a_book
 ):
-    session = make_session(peer.port, role="trading", venue=None)
-    account = a_book(session)
-    run_engine()
-    peer.expect("A")
-    order = limit(account, "1.00000")
-    new_order = peer.expect("D")
+    _account, order, new_order, fix_order = resting_at_peer(peer, make_session, run_engine, a_book, "L5")
     assert (new_order["40"], new_order["44"], new_order["59"]) == ("2", "1", "1")
-    ack = [(37, "L5"), (11, str(order.pk)), (17, "N-5"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
-    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
 
     request = fix_order_cancel_request(fix_order=fix_order)
     cancel = peer.expect("F")
@@ -340,15 +346,7 @@ def test_a_cancel_the_lp_refuses_is_recorded_and_the_order_keeps_working(
 def test_a_client_cancel_asked_twice_before_the_lp_answers_sends_one_cancel_request(
     peer, make_session, run_engine, a_book
 ):
-    session = make_session(peer.port, role="trading", venue=None)
-    account = a_book(session)
-    run_engine()
-    peer.expect("A")
-    order = limit(account, "1.00000")
-    peer.expect("D")
-    ack = [(37, "L6"), (11, str(order.pk)), (17, "N-6"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
-    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
-    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    _account, order, _new_order, _fix_order = resting_at_peer(peer, make_session, run_engine, a_book, "L6")
 
     assert order_cancel(order=order).status == OrderStatus.ROUTED
     cancel = peer.expect("F")
@@ -626,17 +624,11 @@ def test_a_good_till_date_order_expiring_in_the_outbox_ends_expired_and_is_never
 
 
 def test_a_replace_of_a_good_till_date_order_carries_its_expire_time(peer, make_session, run_engine, a_book):
-    session = make_session(peer.port, role="trading", venue=None)
-    account = a_book(session)
-    run_engine()
-    peer.expect("A")
     expires_at = timezone.now() + timedelta(hours=1)
-    order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
-    new_order = peer.expect("D")
+    _account, _order, new_order, fix_order = resting_at_peer(
+        peer, make_session, run_engine, a_book, "L8", time_in_force="gtd", expires_at=expires_at
+    )
     assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f"))
-    ack = [(37, "L7"), (11, str(order.pk)), (17, "N-7"), (150, "0"), (39, "0"), (55, "EURUSD"), (54, "1")]
-    peer.send("8", [*ack, (151, "100000"), (14, "0"), (6, "0")])
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
 
     fix_order_replace_request(fix_order=fix_order, price=D("1.01000"))
     replace = peer.expect("G")
