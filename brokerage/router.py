@@ -4,8 +4,9 @@ refuse an order by raising livermore.errors.ServiceError. brokerage knows only i
 the fix app's router (fix.routing.order_route) applies the operator's routing rules.
 
 settings.ROUTED_ORDER_CANCEL names a callable `(*, order_id, reason) -> None` that order_cancel calls
-under the account lock for a routed (A-Book) order: it ends the order at once when the LP never got
-it, or asks the LP to cancel it (the order then stays routed until the LP's answer ends it)."""
+for a routed (A-Book) order, taking the locks itself in the LP gateway's order: it ends the order at
+once when the LP never got it, or asks the LP to cancel it (the order then stays routed until the
+LP's answer ends it)."""
 
 import functools
 from collections.abc import Callable

@@ -278,6 +278,40 @@ def _client_tick(instrument: Instrument, conditions: Conditions, quotes: QuoteSo
     return tick
 
 
+def _order_prices(type: str, price: Any, stop_price: Any) -> tuple[Decimal | None, Decimal | None]:
+    """The limit and stop prices an order of `type` takes, as Decimals: a limit price for limit and
+    stop-limit orders, a stop price for stop and stop-limit orders, each positive; none for market."""
+    price_ = _decimal(price, "price", required=type in (OrderType.LIMIT, OrderType.STOP_LIMIT))
+    stop_ = _decimal(stop_price, "stop_price", required=type in (OrderType.STOP, OrderType.STOP_LIMIT))
+    if type == OrderType.MARKET and (price_ is not None or stop_ is not None):
+        raise ServiceError("invalid_price", "A market order takes no price.", status_code=400)
+    if type == OrderType.LIMIT and stop_ is not None:
+        raise ServiceError("invalid_price", "A limit order takes no stop price.", status_code=400)
+    if type == OrderType.STOP and price_ is not None:
+        raise ServiceError("invalid_price", "A stop order takes no limit price.", status_code=400)
+    for value, field in ((price_, "price"), (stop_, "stop_price")):
+        if value is not None and value <= 0:
+            raise ServiceError(
+                "invalid_price", f"{field} must be positive.", fields={field: ["Not positive."]}
+            )
+    return price_, stop_
+
+
+def _check_expiry(type: str, time_in_force: str, expires_at: datetime | None) -> None:
+    """A good-till-date order (never a market one) expires in the future; any other has no expiry."""
+    if time_in_force == TimeInForce.GTD:
+        if type == OrderType.MARKET:
+            raise ServiceError(
+                "invalid_time_in_force", "A market order is not good till a date.", status_code=400
+            )
+        if expires_at is None or expires_at <= timezone.now():
+            raise ServiceError(
+                "invalid_expires_at", "expires_at must be in the future.", fields={"expires_at": ["Past."]}
+            )
+    elif expires_at is not None:
+        raise ServiceError("invalid_expires_at", "expires_at needs time_in_force gtd.", status_code=400)
+
+
 @cache
 def _lock_sql(with_instrument: bool) -> str:
     """The account row locked, its group and ledger account; with_instrument: and the instrument of
@@ -1211,31 +1245,9 @@ def order_submit(
     _choice(time_in_force, TimeInForce, "time_in_force")
     volume_ = _decimal(volume, "volume")
     assert volume_ is not None
-    price_ = _decimal(price, "price", required=type in (OrderType.LIMIT, OrderType.STOP_LIMIT))
-    stop_ = _decimal(stop_price, "stop_price", required=type in (OrderType.STOP, OrderType.STOP_LIMIT))
+    price_, stop_ = _order_prices(type, price, stop_price)
     sl_, tp_ = _decimal(sl, "sl", required=False), _decimal(tp, "tp", required=False)
-    if type == OrderType.MARKET and (price_ is not None or stop_ is not None):
-        raise ServiceError("invalid_price", "A market order takes no price.", status_code=400)
-    if type == OrderType.LIMIT and stop_ is not None:
-        raise ServiceError("invalid_price", "A limit order takes no stop price.", status_code=400)
-    if type == OrderType.STOP and price_ is not None:
-        raise ServiceError("invalid_price", "A stop order takes no limit price.", status_code=400)
-    for value, field in ((price_, "price"), (stop_, "stop_price")):
-        if value is not None and value <= 0:
-            raise ServiceError(
-                "invalid_price", f"{field} must be positive.", fields={field: ["Not positive."]}
-            )
-    if time_in_force == TimeInForce.GTD:
-        if type == OrderType.MARKET:
-            raise ServiceError(
-                "invalid_time_in_force", "A market order is not good till a date.", status_code=400
-            )
-        if expires_at is None or expires_at <= timezone.now():
-            raise ServiceError(
-                "invalid_expires_at", "expires_at must be in the future.", fields={"expires_at": ["Past."]}
-            )
-    elif expires_at is not None:
-        raise ServiceError("invalid_expires_at", "expires_at needs time_in_force gtd.", status_code=400)
+    _check_expiry(type, time_in_force, expires_at)
     if len(client_order_id) > 64:
         raise ServiceError(
             "invalid_client_order_id", "client_order_id is at most 64 characters.", status_code=400
@@ -1509,33 +1521,22 @@ def order_modify(
     _check_account(locked, opening=True)
     fresh = Order.objects.select_related("instrument").get(pk=order.pk)
 
-    def given(value: Any, field: str) -> Any:
-        return getattr(fresh, field) if value is KEEP else value
-
-    price_ = _decimal(given(price, "price"), "price", required=False)
-    stop_ = _decimal(given(stop_price, "stop_price"), "stop_price", required=False)
-    sl_, tp_ = (
-        _decimal(given(sl, "sl"), "sl", required=False),
-        _decimal(given(tp, "tp"), "tp", required=False),
-    )
-    expires_at = given(expires_at, "expires_at")
     if fresh.status != OrderStatus.PENDING:
         code = "order_routed" if fresh.status == OrderStatus.ROUTED else "order_not_pending"
         raise ServiceError(
             code, f"Order {fresh.pk} is {fresh.status}: it cannot be modified.", status_code=409
         )
-    needs_price = fresh.type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-    needs_stop = fresh.type in (OrderType.STOP, OrderType.STOP_LIMIT)
-    for value, field, needed in ((price_, "price", needs_price), (stop_, "stop_price", needs_stop)):
-        if (value is None) == needed:
-            say = "needs" if needed else "takes no"
-            raise ServiceError(
-                "invalid_price", f"A {fresh.type} order {say} {field}.", fields={field: [f"{say}."]}
-            )
-        if value is not None and value <= 0:
-            raise ServiceError(
-                "invalid_price", f"{field} must be positive.", fields={field: ["Not positive."]}
-            )
+
+    def given(value: Any, field: str) -> Any:
+        return getattr(fresh, field) if value is KEEP else value
+
+    price_, stop_ = _order_prices(fresh.type, given(price, "price"), given(stop_price, "stop_price"))
+    sl_, tp_ = (
+        _decimal(given(sl, "sl"), "sl", required=False),
+        _decimal(given(tp, "tp"), "tp", required=False),
+    )
+    expires_at = given(expires_at, "expires_at")
+    _check_expiry(fresh.type, fresh.time_in_force, expires_at)
     armed = fresh.type == OrderType.STOP_LIMIT and fresh.stop_triggered_at is not None
     if armed and stop_ != fresh.stop_price:
         raise ServiceError(
@@ -1543,13 +1544,6 @@ def order_modify(
             "The stop was reached: the stop price can no longer change.",
             status_code=409,
         )
-    if fresh.time_in_force == TimeInForce.GTD:
-        if expires_at is None or expires_at <= timezone.now():
-            raise ServiceError(
-                "invalid_expires_at", "expires_at must be in the future.", fields={"expires_at": ["Past."]}
-            )
-    elif expires_at is not None:
-        raise ServiceError("invalid_expires_at", "expires_at needs time_in_force gtd.", status_code=400)
     tick = _client_tick(fresh.instrument, Conditions(locked.group), quotes)
     if armed:  # now a limit order at its limit price
         assert price_ is not None
@@ -1563,7 +1557,8 @@ def order_modify(
         updated_at=timezone.now(), **changes
     ):
         raise ServiceError("order_not_pending", f"Order {fresh.pk} is not pending.", status_code=409)
-    fresh.refresh_from_db()
+    for field, value in changes.items():
+        setattr(fresh, field, value)
     after = fresh.as_event()
     _audit_operator_change(created_by, locked, "order.modify", fresh, before, after, list(changes))
     outbox = Outbox(locked)
@@ -1952,7 +1947,5 @@ def _swaps_before_volume_change(d: _Dealing, position: Position) -> None:
     on the volume held over them. Nothing to do, and no query, outside that window."""
     hour = settings.SWAP_ROLLOVER_HOUR_UTC
     day = pricing.rollover_day(timezone.now(), hour)
-    if position.opened_at < pricing.rollover_at(day, hour) and (
-        position.swap_through is None or position.swap_through < day
-    ):
+    if position.opened_at < pricing.rollover_at(day, hour):  # else no rollover has passed over it
         _charge_swaps(d.account, d.conditions, position, day, hour, d.outbox)

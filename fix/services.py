@@ -372,7 +372,7 @@ def _request(
     price: Decimal | None,
     reason: str = Reason.OPERATOR,
 ) -> FixOrderRequest:
-    fix_order = _locked(fix_order)  # requests are numbered in turn
+    """A request for `fix_order`, which the caller has _locked (requests are numbered in turn)."""
     if not fix_order.is_open or fix_order.state == FixOrderState.PENDING:
         raise ServiceError(
             "order_not_working", f"Order {fix_order.cl_ord_id} is not working at the LP.", status_code=409
@@ -432,6 +432,7 @@ def fix_order_replace_request(
     *, fix_order: FixOrder, price: Decimal, quantity: Decimal | None = None
 ) -> FixOrderRequest:
     """Ask the LP to change a working limit order's price (and quantity) (OrderCancelReplaceRequest G)."""
+    fix_order = _locked(fix_order)
     if fix_order.ord_type != LIMIT:
         raise ServiceError("not_a_limit_order", "Only limit orders can be replaced.", status_code=409)
     if price <= 0 or (quantity is not None and quantity <= fix_order.cum_qty):
