@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup install services lint format typecheck migrations-check bench clean
+.PHONY: run test setup install services lint format typecheck migrations-check import-check check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ typecheck: install
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
+
+# The dependency rule between apps, and pure modules free of Django ([tool.importlinter] in pyproject.toml).
+import-check: install
+	$(VENV)/bin/lint-imports
+
+# What CI guards before the tests.
+check: lint typecheck migrations-check import-check
 
 bench: setup
 	$(PY) tests/bench/run.py
