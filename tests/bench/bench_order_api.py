@@ -27,7 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.bench.metric import emit  # noqa: E402
+from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps_for_ratio  # noqa: E402
 
 ACCOUNTS = 64
 CONCURRENCY = 48
@@ -36,6 +36,7 @@ THROUGHPUT_S = 15.0
 ORDER_TIMEOUT_S = 30.0
 STEADY_RATE = 150
 STEADY_S = 12.0
+ORDERS_PER_S_BAR = 300
 SYMBOL = "EURUSD"
 
 
@@ -340,7 +341,8 @@ def main() -> int:
             f"rejected orders: {result['throughput_failed']} (throughput), "
             f"{result['steady_failed']}/{result['steady_sent']} (steady)\n"
         )
-    emit("order_api_orders_per_s", result["orders_per_s"], "orders/s", ">= 300")
+    emit("order_api_orders_per_s", result["orders_per_s"], "orders/s", f">= {ORDERS_PER_S_BAR}")
+    emit_vs_pgbench("order_api_vs_pgbench", result["orders_per_s"], ORDERS_PER_S_BAR, pgbench_tps_for_ratio())
     emit("order_api_p99_ms", result["p99_ms"], "ms", "<= 30")
     return 0
 
