@@ -1,0 +1,334 @@
+"""Accounts: opening, cash movements, and the operator's status, group and leverage changes."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from livermore.errors import ServiceError
+from livermore.users.models import User
+from livermore.users.services import audit_record
+
+from ..models import (
+    AccountStatus,
+    ClientGroup,
+    LedgerAccount,
+    LedgerAccountKind,
+    LedgerTransaction,
+    MarginMode,
+    Position,
+    PositionStatus,
+    TradingAccount,
+    TransactionKind,
+)
+from ..quotes import QuoteSource, redis_quotes
+from .checks import ZERO, _amount, _choice
+from .dealing import _Dealing, _remargin
+from .events import Outbox
+from .ledger import _post_client
+from .locks import _lock_account
+
+
+@transaction.atomic
+def account_open(
+    *,
+    owner: User,
+    group: ClientGroup,
+    number: int | None = None,
+    status: str = AccountStatus.ACTIVE,
+) -> TradingAccount:
+    """Open a trading account in the group's currency, with its client ledger account.
+    The number comes from a database sequence unless given."""
+    _choice(status, AccountStatus, "status")
+    fields: dict[str, Any] = {"owner": owner, "group": group, "currency": group.currency, "status": status}
+    if number is not None:
+        fields["number"] = number
+    try:
+        with transaction.atomic():
+            account = TradingAccount.objects.create(**fields)
+    except IntegrityError:
+        raise ServiceError("duplicate_account_number", f"Account {number} exists.", status_code=409) from None
+    account.refresh_from_db(fields=["number"])
+    LedgerAccount.objects.create(
+        kind=LedgerAccountKind.CLIENT, currency=account.currency, trading_account=account
+    )
+    return account
+
+
+def _cash_movement(
+    account: TradingAccount,
+    *,
+    kind: str,
+    house_kind: str,
+    amount: Decimal,
+    comment: str,
+    created_by: User | None,
+) -> LedgerTransaction:
+    outbox = Outbox(account)
+    txn = _post_client(
+        account,
+        kind=kind,
+        amount=amount,
+        house_kind=house_kind,
+        outbox=outbox,
+        comment=comment,
+        created_by=created_by,
+    )
+    outbox.commit()
+    return txn
+
+
+@transaction.atomic
+def account_deposit(
+    *, account: TradingAccount, amount: Decimal, created_by: User | None = None, comment: str = ""
+) -> LedgerTransaction:
+    """Credit the account from the house cash account."""
+    locked = _lock_account(account.pk)
+    value = _amount(amount, locked.currency)
+    txn = _cash_movement(
+        locked,
+        kind=TransactionKind.DEPOSIT,
+        house_kind=LedgerAccountKind.CASH,
+        amount=value,
+        comment=comment,
+        created_by=created_by,
+    )
+    account.balance = locked.balance
+    return txn
+
+
+@transaction.atomic
+def account_withdraw(
+    *,
+    account: TradingAccount,
+    amount: Decimal,
+    created_by: User | None = None,
+    comment: str = "",
+    quotes: QuoteSource | None = None,
+) -> LedgerTransaction:
+    """Pay out to the house cash account; never more than the free margin (nor the balance)."""
+    quotes = quotes or redis_quotes
+    locked = _lock_account(account.pk)
+    value = _amount(amount, locked.currency)
+    summary = _Dealing(locked, quotes).summary()
+    available = min(summary.free_margin, summary.balance)
+    if value > available:
+        raise ServiceError(
+            "insufficient_free_margin",
+            f"At most {max(available, ZERO)} {locked.currency} can be withdrawn now.",
+            fields={"amount": ["Exceeds the free margin."]},
+        )
+    txn = _cash_movement(
+        locked,
+        kind=TransactionKind.WITHDRAWAL,
+        house_kind=LedgerAccountKind.CASH,
+        amount=-value,
+        comment=comment,
+        created_by=created_by,
+    )
+    account.balance = locked.balance
+    return txn
+
+
+@transaction.atomic
+def account_adjust(
+    *, account: TradingAccount, amount: Decimal, comment: str, created_by: User | None = None
+) -> LedgerTransaction:
+    """An operator's correction, positive or negative, against the house adjustment account."""
+    if not comment.strip():
+        raise ServiceError(
+            "comment_required", "An adjustment needs a comment.", fields={"comment": ["Required."]}
+        )
+    locked = _lock_account(account.pk)
+    value = _amount(amount, locked.currency, signed=True)
+    txn = _cash_movement(
+        locked,
+        kind=TransactionKind.ADJUSTMENT,
+        house_kind=LedgerAccountKind.ADJUSTMENT,
+        amount=value,
+        comment=comment,
+        created_by=created_by,
+    )
+    account.balance = locked.balance
+    return txn
+
+
+@transaction.atomic
+def account_bonus(
+    *, account: TradingAccount, amount: Decimal, comment: str = "", created_by: User | None = None
+) -> LedgerTransaction:
+    """A bonus credit paid by the house bonus account."""
+    locked = _lock_account(account.pk)
+    value = _amount(amount, locked.currency)
+    txn = _cash_movement(
+        locked,
+        kind=TransactionKind.BONUS,
+        house_kind=LedgerAccountKind.BONUS,
+        amount=value,
+        comment=comment,
+        created_by=created_by,
+    )
+    account.balance = locked.balance
+    return txn
+
+
+def _account_event(account: TradingAccount) -> dict[str, Any]:
+    return {**account.as_event(), "group": account.group.name, "leverage": account.effective_leverage}
+
+
+@dataclass(frozen=True)
+class GroupRemargin:
+    accounts: list[int]  # numbers of the accounts whose margin changed
+    unpriced: list[int]  # numbers of the accounts left as they were: no price to convert a margin
+
+
+def group_positions_remargin(
+    *, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
+) -> GroupRemargin:
+    """After an operator changed a group's leverage: re-margin the open positions of every account
+    that follows it (no leverage override of its own), one account lock at a time in id order; audited
+    when any margin changed.
+
+    Unlike an account's own change, nothing is refused: lowering a group's leverage before a weekend
+    is meant to raise the margin of open positions, and an account it leaves at its margin-call or
+    stop-out level gets them from the market process's next margin sweep. Run it in the transaction
+    that saves the group, so the leverage and the margins change together."""
+    ids = (
+        Position.objects.filter(
+            status=PositionStatus.OPEN, account__group=group, account__leverage__isnull=True
+        )
+        .values_list("account_id", flat=True)
+        .distinct()
+        .order_by("account_id")
+    )
+    changed, unpriced = [], []
+    for account_id in ids:
+        locked = _lock_account(account_id)
+        if locked.group_id != group.pk or locked.leverage is not None:
+            continue
+        locked.group = group
+        d = _Dealing(locked, quotes or redis_quotes)
+        try:
+            if not _remargin(d, refuse_stop_out=False):
+                continue
+        except ServiceError:  # no rate to convert some position's margin: left as it was
+            unpriced.append(locked.number)
+            continue
+        changed.append(locked.number)
+        d.outbox.add("account", _account_event(locked))
+        d.outbox.commit()
+    if changed or unpriced:  # the leverage edit itself is the group's own audit entry
+        audit_record(
+            actor=changed_by,
+            action="group.remargin",
+            target=group,
+            details={"leverage": group.leverage, "accounts": changed, "unpriced": unpriced},
+        )
+    return GroupRemargin(accounts=changed, unpriced=unpriced)
+
+
+@transaction.atomic
+def account_status_set(
+    *, account: TradingAccount, status: str, changed_by: User, reason: str
+) -> TradingAccount:
+    """Set an account active, close-only or disabled (an operator, with a reason); audited."""
+    _choice(status, AccountStatus, "status")
+    if not reason.strip():
+        raise ServiceError(
+            "reason_required", "A status change needs a reason.", fields={"reason": ["Required."]}
+        )
+    locked = _lock_account(account.pk)
+    previous = locked.status
+    if status != previous:
+        locked.status = status
+        locked.save(update_fields=["status"])
+        audit_record(
+            actor=changed_by,
+            action="account.status",
+            target=locked,
+            details={"from": previous, "to": status, "reason": reason},
+        )
+        outbox = Outbox(locked)
+        outbox.add("account", _account_event(locked))
+        outbox.commit()
+    account.status = status
+    return locked
+
+
+@transaction.atomic
+def account_group_change(
+    *, account: TradingAccount, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
+) -> TradingAccount:
+    """Move an account to another group of its currency; audited. Open positions are re-margined at
+    the new group's leverage (unless the account overrides it), refused as _remargin says; a netting
+    group takes no account holding several positions in one symbol."""
+    locked = _lock_account(account.pk)
+    previous = locked.group
+    if group.pk == previous.pk:
+        return locked
+    if group.currency != locked.currency:
+        raise ServiceError(
+            "currency_mismatch",
+            f"Account {locked.number} is in {locked.currency}; group {group} is in {group.currency}.",
+            status_code=409,
+        )
+    locked.group = group
+    d = _Dealing(locked, quotes or redis_quotes)
+    if group.margin_mode == MarginMode.NETTING:
+        symbols = [p.instrument.symbol for p in d.positions]
+        if len(symbols) != len(set(symbols)):
+            raise ServiceError(
+                "margin_mode_conflict",
+                f"Account {locked.number} holds several positions in one symbol; {group} is netting.",
+                status_code=409,
+            )
+    _remargin(d)
+    locked.save(update_fields=["group"])
+    audit_record(
+        actor=changed_by,
+        action="account.group",
+        target=locked,
+        details={"from": previous.name, "to": group.name, "leverage": locked.effective_leverage},
+    )
+    d.outbox.add("account", _account_event(locked))
+    d.outbox.triggers_changed = True  # the group's markup moves trigger thresholds
+    d.outbox.commit()
+    account.group = group
+    return locked
+
+
+@transaction.atomic
+def account_leverage_set(
+    *,
+    account: TradingAccount,
+    leverage: int | None,
+    changed_by: User,
+    quotes: QuoteSource | None = None,
+) -> TradingAccount:
+    """Override the account's leverage (None: back to the group's); audited. Open positions are
+    re-margined, refused as _remargin says."""
+    if leverage is not None and (isinstance(leverage, bool) or not isinstance(leverage, int) or leverage < 1):
+        raise ServiceError(
+            "invalid_leverage",
+            "Leverage must be a whole number of at least 1.",
+            fields={"leverage": ["Invalid."]},
+        )
+    locked = _lock_account(account.pk)
+    previous = locked.effective_leverage
+    if leverage == locked.leverage:
+        return locked
+    locked.leverage = leverage
+    d = _Dealing(locked, quotes or redis_quotes)
+    _remargin(d)
+    locked.save(update_fields=["leverage"])
+    audit_record(
+        actor=changed_by,
+        action="account.leverage",
+        target=locked,
+        details={"from": previous, "to": locked.effective_leverage, "override": leverage},
+    )
+    d.outbox.add("account", _account_event(locked))
+    d.outbox.commit()
+    account.leverage = leverage
+    return locked

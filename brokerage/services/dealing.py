@@ -1,0 +1,513 @@
+"""The locked dealing core: fills, opens, closes, commissions, swaps due before a volume change,
+negative balance protection and re-margining, all under the account lock of the calling service."""
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from livermore import sql
+from livermore.errors import ServiceError
+from livermore.users.models import User
+from marketdata.models import Instrument
+
+from .. import pricing
+from ..models import (
+    Deal,
+    DealEntry,
+    LedgerAccountKind,
+    MarginMode,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    PositionStatus,
+    Side,
+    TradingAccount,
+    TransactionKind,
+)
+from ..quotes import QuoteSource
+from ..selectors import AccountSummary, Conditions, account_summary, instrument_spec, open_positions
+from .checks import PRICE_DIGITS, ZERO, _client_tick
+from .events import Outbox
+from .ledger import _post_client
+
+
+def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
+    """Recompute the margin of the open positions at the account's (new) group and leverage; whether
+    any changed.
+
+    With refuse_stop_out, a change that raises the margin is refused when it would leave the margin
+    level at or below the stop-out level: an operator's change to one account must not liquidate the
+    client on the next quote. The margin level is only checked with every position priced (no_price
+    otherwise)."""
+    before = d.account.margin_reserved + sum((p.margin for p in d.positions), ZERO)
+    changed = []
+    for position in d.positions:
+        margin = pricing.money(
+            d.margin_for(position.instrument, position.volume, position.open_price), d.currency
+        )
+        if margin != position.margin:
+            position.margin = margin
+            changed.append(position)
+    if not changed:
+        return False
+    if refuse_stop_out:
+        group = d.account.group
+        summary = d.summary()
+        level = summary.margin_level
+        if summary.margin > before and level is not None and level <= group.stop_out_level:
+            raise ServiceError(
+                "margin_level_too_low",
+                f"The margin would rise to {summary.margin} {d.currency}: margin level {level} % is at "
+                f"or below the stop-out level {group.stop_out_level} %.",
+                status_code=409,
+            )
+    now = timezone.now()
+    for position in changed:
+        Position.objects.filter(pk=position.pk, status=PositionStatus.OPEN).update(
+            margin=position.margin, updated_at=now
+        )
+        d.outbox.add("position", position.as_event())
+    return True
+
+
+class _Dealing:
+    """What one locked dealing step works with. The open positions are loaded when a step needs them
+    one by one (netting, closing, stop-out); a margin check needs only the account's exposures."""
+
+    def __init__(self, account: TradingAccount, quotes: QuoteSource) -> None:
+        self.account = account
+        self.conditions = Conditions(account.group)
+        self.quotes = quotes
+        self.outbox = Outbox(account)
+        self._positions: list[Position] | None = None
+
+    @property
+    def currency(self) -> str:
+        return self.account.currency
+
+    @property
+    def positions(self) -> list[Position]:
+        if self._positions is None:
+            self._positions = open_positions(account=self.account)
+        return self._positions
+
+    def opened(self, position: Position) -> None:
+        if self._positions is not None:
+            self._positions.append(position)
+
+    def closed(self, position: Position) -> None:
+        if self._positions is not None:
+            self._positions = [p for p in self._positions if p.pk != position.pk]
+
+    def summary(self) -> AccountSummary:
+        """The account's summary now, priced as its margin checks price it (no_price otherwise):
+        from the loaded positions, else from the exposures the database sums."""
+        totals = account_summary(
+            account=self.account, quotes=self.quotes, positions=self._positions, conditions=self.conditions
+        )
+        if totals.unpriced:
+            raise ServiceError(
+                "no_price",
+                f"No tradable price for {', '.join(totals.unpriced)}: margin cannot be checked.",
+                status_code=503,
+            )
+        return totals
+
+    def netting_position(self, instrument: Instrument) -> Position | None:
+        if self.account.group.margin_mode != MarginMode.NETTING:
+            return None
+        return next((p for p in self.positions if p.instrument_id == instrument.pk), None)
+
+    def margin_for(self, instrument: Instrument, volume: Decimal, price: Decimal) -> Decimal:
+        try:
+            return pricing.margin(
+                instrument_spec(instrument),
+                volume=volume,
+                price=price,
+                leverage=self.account.effective_leverage,
+                currency=self.currency,
+                rates=self.quotes.mid,
+            )
+        except pricing.NoRate as exc:
+            raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
+
+
+def _opening_loss(d: _Dealing, instrument: Instrument, side: str, volume: Decimal, price: Decimal) -> Decimal:
+    """What a new position opened at `price` loses at once, marked at the current closing price (the
+    spread and markup: a BUY opens at the ask and is marked at the bid). Zero or negative."""
+    tick = _client_tick(instrument, d.conditions, d.quotes)
+    try:
+        loss = pricing.pnl(
+            instrument_spec(instrument),
+            side=side,
+            volume=volume,
+            entry=price,
+            exit=pricing.close_price(side, tick),
+            currency=d.currency,
+            rates=d.quotes.mid,
+        )
+    except pricing.NoRate as exc:
+        raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
+    return min(loss, ZERO)
+
+
+def _check_margin(d: _Dealing, order: Order, price: Decimal) -> Decimal:
+    """Refuse a fill at `price` that would leave free margin below zero just after it: equity marked
+    with the new position at the closing price (its spread loss), less commission, must cover the
+    margin held with it. Fills that only reduce exposure are always allowed. Returns the margin the
+    opening part needs (zero when the fill only reduces)."""
+    instrument = order.instrument
+    existing = d.netting_position(instrument)
+    close_volume = ZERO
+    if existing is not None and existing.side != order.side:
+        close_volume = min(order.volume, existing.volume)
+    open_volume = order.volume - close_volume
+    if not open_volume:
+        return ZERO
+    summary = d.summary()
+    released = existing.margin * close_volume / existing.volume if existing and close_volume else ZERO
+    opening = d.margin_for(instrument, open_volume, price)
+    margin_after = summary.margin - released + opening
+    commission = d.conditions.commission(instrument, order.volume)
+    opening_loss = _opening_loss(d, instrument, order.side, open_volume, price)
+    if summary.equity + opening_loss - commission - margin_after < 0:
+        raise ServiceError(
+            "insufficient_margin",
+            f"Free margin {summary.free_margin} {d.currency} is not enough for this order.",
+        )
+    return opening
+
+
+def _save_order(order: Order) -> None:
+    if order._state.adding:
+        sql.insert(order)
+    else:
+        order.save()
+
+
+def _fill(
+    d: _Dealing,
+    order: Order,
+    price: Decimal,
+    *,
+    reason: str,
+    check_margin: bool = True,
+    external_id: str = "",
+    volume: Decimal | None = None,
+) -> list[Deal]:
+    """Book `volume` lots of `order` (default: all it has left) as filled at the client price `price`:
+    open, add to, reduce or flip positions. The order is filled once its whole volume is; until then
+    its fill price is the average of its fills, and later fills add to the position the first opened.
+
+    Every check (and any ServiceError) comes before the first write.
+    """
+    if check_margin:
+        _check_margin(d, order, price)
+    instrument = order.instrument
+    volume = order.volume - order.filled_volume if volume is None else volume
+    existing = d.netting_position(instrument)
+    notional = volume * price
+    if order.filled_volume:
+        earlier = list(
+            Deal.objects.filter(order=order).values_list("position_id", "entry", "volume", "price")
+        )
+        notional += sum((v * p for _, _, v, p in earlier), ZERO)
+        if existing is None:
+            opened = {pid for pid, entry, _, _ in earlier if entry == DealEntry.IN}
+            existing = next((p for p in d.positions if p.pk in opened), None)
+    close_volume = ZERO
+    if existing is not None and existing.side != order.side:
+        close_volume = min(volume, existing.volume)
+    open_volume = volume - close_volume
+    order.filled_volume += volume
+    if order.filled_volume == order.volume:
+        order.status = OrderStatus.FILLED
+    order.fill_price = (
+        price if order.filled_volume == volume else (notional / order.filled_volume).quantize(PRICE_DIGITS)
+    )
+    order.filled_at = timezone.now()
+    _save_order(order)
+    d.outbox.add("order", order.as_event())
+    deals = []
+    if close_volume:
+        assert existing is not None
+        deals.append(
+            _close(d, existing, close_volume, price, order=order, reason=reason, external_id=external_id)
+        )
+    if open_volume:
+        deals.append(_open(d, order, open_volume, price, existing, reason=reason, external_id=external_id))
+    if order.sl is not None or order.tp is not None:
+        d.outbox.triggers_changed = True  # the position's SL/TP are the watcher's to watch
+    return deals
+
+
+def _open(
+    d: _Dealing,
+    order: Order,
+    volume: Decimal,
+    price: Decimal,
+    existing: Position | None,
+    *,
+    reason: str,
+    external_id: str,
+) -> Deal:
+    instrument = order.instrument
+    now = timezone.now()
+    if existing is not None and existing.side == order.side:
+        total = existing.volume + volume
+        average = pricing.average_price(existing.volume, existing.open_price, volume, price)
+        margin = pricing.money(d.margin_for(instrument, total, average), d.currency)
+        _swaps_before_volume_change(d, existing)  # on the volume held over the rollovers
+        existing.volume, existing.open_price, existing.margin = total, average, margin
+        if order.sl is not None or order.tp is not None:
+            existing.sl, existing.tp = order.sl, order.tp
+        existing.updated_at = now
+        sql.update(
+            Position,
+            existing.pk,
+            values={
+                "volume": existing.volume,
+                "open_price": existing.open_price,
+                "margin": existing.margin,
+                "sl": existing.sl,
+                "tp": existing.tp,
+                "updated_at": now,
+            },
+        )
+        position = existing
+    else:
+        position = Position(
+            account=d.account,
+            instrument=instrument,
+            side=order.side,
+            volume=volume,
+            open_price=price,
+            margin=pricing.money(d.margin_for(instrument, volume, price), d.currency),
+            sl=order.sl,
+            tp=order.tp,
+            opened_at=now,
+        )
+        sql.insert(position)
+        d.opened(position)
+    commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
+    deal = Deal(
+        account=d.account,
+        order=order,
+        position=position,
+        instrument=instrument,
+        side=order.side,
+        entry=DealEntry.IN,
+        volume=volume,
+        price=price,
+        commission=-commission,
+        reason=reason,
+        book=order.book,
+        external_id=external_id,
+        created_at=now,
+    )
+    sql.insert(deal)
+    if commission:
+        _charge_commission(d, deal, commission)
+    d.outbox.add("deal", deal.as_event())
+    d.outbox.add("position", position.as_event())
+    return deal
+
+
+def _charge_commission(d: _Dealing, deal: Deal, commission: Decimal) -> None:
+    _post_client(
+        d.account,
+        kind=TransactionKind.COMMISSION,
+        amount=-commission,
+        house_kind=LedgerAccountKind.REVENUE,
+        outbox=d.outbox,
+        deal=deal,
+        order=deal.order,
+        position=deal.position,
+    )
+    sql.update(Position, deal.position_id, add={"commission": -commission})
+    deal.position.commission -= commission
+
+
+def _close(
+    d: _Dealing,
+    position: Position,
+    volume: Decimal,
+    price: Decimal,
+    *,
+    order: Order,
+    reason: str,
+    external_id: str = "",
+) -> Deal:
+    """Close `volume` of an open position at the client price `price`, exactly once."""
+    instrument = position.instrument
+    try:
+        raw_pnl = pricing.pnl(
+            instrument_spec(instrument),
+            side=position.side,
+            volume=volume,
+            entry=position.open_price,
+            exit=price,
+            currency=d.currency,
+            rates=d.quotes.mid,
+        )
+    except pricing.NoRate as exc:
+        raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
+    realized = pricing.money(raw_pnl, d.currency)
+    commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
+    _swaps_before_volume_change(d, position)  # the first write: every check is done
+    now = timezone.now()
+    remaining = position.volume - volume
+    changes: dict[str, Any] = {"volume": remaining, "close_price": price, "updated_at": now}
+    if remaining:
+        changes["margin"] = pricing.money(position.margin * remaining / position.volume, d.currency)
+    else:
+        changes.update(margin=ZERO, status=PositionStatus.CLOSED, close_reason=reason, closed_at=now)
+    won = sql.update(
+        Position,
+        position.pk,
+        values=changes,
+        add={"realized_pnl": realized},
+        expect={"status": PositionStatus.OPEN, "volume": position.volume},
+    )
+    if won != 1:
+        raise ServiceError("position_not_open", f"Position {position.pk} is no longer open.", status_code=409)
+    position.volume, position.close_price = remaining, price
+    position.realized_pnl += realized
+    position.margin = changes.get("margin", ZERO)
+    if not remaining:
+        position.status, position.close_reason, position.closed_at = PositionStatus.CLOSED, reason, now
+        d.closed(position)
+    deal = Deal(
+        account=d.account,
+        order=order,
+        position=position,
+        instrument=instrument,
+        side=pricing.opposite(position.side),
+        entry=DealEntry.OUT,
+        volume=volume,
+        price=price,
+        commission=-commission,
+        realized_pnl=realized,
+        reason=reason,
+        book=order.book,
+        external_id=external_id,
+        created_at=now,
+    )
+    sql.insert(deal)
+    if realized:
+        _post_client(
+            d.account,
+            kind=TransactionKind.REALIZED_PNL,
+            amount=realized,
+            house_kind=LedgerAccountKind.PNL,
+            outbox=d.outbox,
+            deal=deal,
+            order=order,
+            position=position,
+        )
+    if commission:
+        _charge_commission(d, deal, commission)
+    d.outbox.add("deal", deal.as_event())
+    d.outbox.add("position", position.as_event())
+    if position.sl is not None or position.tp is not None:
+        d.outbox.triggers_changed = True  # its SL/TP triggers go (or follow the smaller volume)
+    return deal
+
+
+def _protect_negative_balance(d: _Dealing) -> None:
+    """Once a stopped-out account is flat with a negative balance, the house restores it to zero."""
+    account = d.account
+    if account.balance >= 0 or d.positions or not account.group.negative_balance_protection:
+        return
+    _post_client(
+        account,
+        kind=TransactionKind.NEGATIVE_BALANCE_COMPENSATION,
+        amount=-account.balance,
+        house_kind=LedgerAccountKind.COMPENSATION,
+        outbox=d.outbox,
+        comment="Negative balance protection",
+    )
+
+
+def _closing_order(
+    d: _Dealing, position: Position, volume: Decimal, *, reason: str, created_by: User | None
+) -> Order:
+    return Order(
+        account=d.account,
+        instrument=position.instrument,
+        type=OrderType.MARKET,
+        side=pricing.opposite(position.side),
+        volume=volume,
+        status=OrderStatus.FILLED,
+        reason=reason,
+        position=position,
+        created_by=created_by,
+    )
+
+
+def _close_at_market(
+    d: _Dealing,
+    position: Position,
+    volume: Decimal,
+    *,
+    reason: str,
+    created_by: User | None,
+    tick: pricing.Tick | None = None,
+) -> Deal:
+    tick = tick or _client_tick(position.instrument, d.conditions, d.quotes)
+    price = pricing.close_price(position.side, tick)
+    order = _closing_order(d, position, volume, reason=reason, created_by=created_by)
+    order.fill_price, order.filled_at = price, timezone.now()
+    _save_order(order)
+    d.outbox.add("order", order.as_event())
+    return _close(d, position, volume, price, order=order, reason=reason)
+
+
+def _charge_swaps(
+    locked: TradingAccount, conditions: Conditions, position: Position, day: date, hour: int, outbox: Outbox
+) -> bool:
+    """Charge `position` (of the locked account) the swaps of the rollovers after the last one it
+    was charged for (or after its opening) through `day`, on its volume now. True when posted."""
+    if position.swap_through is not None and position.swap_through >= day:
+        return False
+    if position.swap_through is not None:
+        first = position.swap_through + timedelta(days=1)
+    else:
+        first = pricing.rollover_day(position.opened_at, hour) + timedelta(days=1)
+    gi = conditions.settings(position.instrument)
+    rate = (gi.swap_long if position.side == Side.BUY else gi.swap_short) if gi else ZERO
+    days = pricing.swap_days(first, day, triple_weekday=gi.swap_triple_weekday if gi else None)
+    amount = pricing.money(rate * position.volume * days, locked.currency)
+    won = Position.objects.filter(pk=position.pk, swap_through=position.swap_through).update(
+        swap_through=day, swap=F("swap") + amount
+    )
+    if won != 1:
+        return False
+    position.swap_through, position.swap = day, position.swap + amount
+    if not amount:
+        return False
+    _post_client(
+        locked,
+        kind=TransactionKind.SWAP,
+        amount=amount,
+        house_kind=LedgerAccountKind.SWAP,
+        outbox=outbox,
+        position=position,
+        comment=f"Swap {days} day(s) through the {day.isoformat()} rollover",
+    )
+    return True
+
+
+def _swaps_before_volume_change(d: _Dealing, position: Position) -> None:
+    """A close or a netting add changes the volume the next swap is charged on: first charge the
+    rollovers already passed that the swap job has not reached yet (it runs shortly after each),
+    on the volume held over them. Nothing to do, and no query, outside that window."""
+    hour = settings.SWAP_ROLLOVER_HOUR_UTC
+    day = pricing.rollover_day(timezone.now(), hour)
+    if position.opened_at < pricing.rollover_at(day, hour):  # else no rollover has passed over it
+        _charge_swaps(d.account, d.conditions, position, day, hour, d.outbox)

@@ -1,0 +1,104 @@
+"""Account events and watcher notices, published after commit (the Outbox of a dealing call)."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import threading
+from typing import Any
+
+from django.db import transaction
+
+from livermore.redis import sync_client
+from marketdata.hub import Envelope, asend_batch, envelope, plain
+
+from ..models import (
+    TradingAccount,
+)
+from .channels import routed_channel, triggers_channel
+
+log = logging.getLogger(__name__)
+
+
+PUBLISH_BATCH_MAX = 500
+
+
+class _Publisher:
+    """Sends committed transactions' events from one background thread, so a fill never waits on
+    Redis and events of one account keep their commit order. What queued up while the last batch was
+    sent goes out as one stream message (and one round trip), so the cost per fill falls as the rate
+    rises. Events are notifications (the state is in the database): ones queued when the process
+    dies are lost."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Outbox] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def put(self, outbox: "Outbox") -> None:
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="account-events", daemon=True)
+                    self.thread.start()
+        self.queue.put(outbox)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            batch = [self.queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < PUBLISH_BATCH_MAX:
+                    batch.append(self.queue.get_nowait())
+            try:
+                self._send(batch, loop)
+            except Exception:
+                log.exception("events of accounts %s not sent", sorted({o.account.number for o in batch}))
+
+    def _send(self, batch: list["Outbox"], loop: asyncio.AbstractEventLoop) -> None:
+        """Notices in one Redis pipeline; events in one channel-layer message per account group."""
+        with sync_client().pipeline(transaction=False) as pipe:
+            for outbox in batch:
+                if outbox.triggers_changed:
+                    pipe.publish(triggers_channel(), json.dumps({"account": outbox.account.pk}))
+                if outbox.routed:
+                    pipe.publish(routed_channel(), json.dumps({"account": outbox.account.pk}))
+            pipe.execute()
+        by_group: dict[str, list[Envelope]] = {}
+        for outbox in batch:
+            for event, data in outbox.events:
+                by_group.setdefault(outbox.account.stream_group, []).append(
+                    envelope(outbox.targets, event, plain(data))
+                )
+        if by_group:
+            loop.run_until_complete(_send_batches(by_group))
+
+
+async def _send_batches(by_group: dict[str, list[Envelope]]) -> None:
+    await asyncio.gather(*(asend_batch(group, envelopes) for group, envelopes in by_group.items()))
+
+
+_publisher = _Publisher()
+
+
+class Outbox:
+    """Account events, trigger-change and routed-order notices collected during a transaction, sent
+    after commit."""
+
+    def __init__(self, account: TradingAccount) -> None:
+        self.account = account
+        self.events: list[tuple[str, Any]] = []
+        self.triggers_changed = False
+        self.routed = False
+
+    def add(self, event: str, data: Any) -> None:
+        self.events.append((event, data))
+
+    @property
+    def targets(self) -> list[tuple[str, str]]:
+        return [(self.account.stream_group, self.account.stream_channel)]
+
+    def commit(self) -> None:
+        if self.events or self.triggers_changed or self.routed:
+            transaction.on_commit(lambda: _publisher.put(self))
