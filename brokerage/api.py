@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import transaction
-from django.db.models import Model, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -41,7 +41,7 @@ from .models import (
     TimeInForce,
     TradingAccount,
 )
-from .selectors import AccountSummary
+from .selectors import AccountSummary, ledger_postings
 
 T = TypeVar("T")
 
@@ -569,17 +569,4 @@ class LedgerView(PaginatedListView):
         tags=["ledger"], summary="The account's ledger postings, newest first, with the balance after each"
     )
     def get(self, request: Request, number: int) -> Response:
-        account = account_for(request, number)
-        # A subquery, not a window: a window would only sum the page the cursor filtered down to.
-        running = (
-            Posting.objects.filter(ledger_account=OuterRef("ledger_account"), id__lte=OuterRef("id"))
-            .values("ledger_account")
-            .annotate(total=Sum("amount"))
-            .values("total")
-        )
-        postings = (
-            Posting.objects.filter(ledger_account__trading_account=account)
-            .select_related("transaction")
-            .annotate(balance_after=Subquery(running))
-        )
-        return self.paginate(postings, request)
+        return self.paginate(ledger_postings(account=account_for(request, number)), request)

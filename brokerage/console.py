@@ -4,7 +4,6 @@ an engine service attributed to the operator and is written to the audit log (us
 same transaction."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +20,7 @@ from livermore.errors import ServiceError
 from livermore.users.models import User
 from livermore.users.services import audit_record
 
-from . import pricing, services
+from . import services
 from .models import (
     AccountStatus,
     ClientGroup,
@@ -30,11 +29,9 @@ from .models import (
     Position,
     PositionStatus,
     Reason,
-    Side,
     TradingAccount,
 )
-from .quotes import redis_quotes
-from .selectors import Conditions, account_summary, position_pnl
+from .selectors import account_summary, accounts_near_margin_call, exposure
 
 CASH_OPERATIONS: dict[str, Callable[..., object]] = {
     "deposit": services.account_deposit,
@@ -42,8 +39,6 @@ CASH_OPERATIONS: dict[str, Callable[..., object]] = {
     "adjust": services.account_adjust,
     "bonus": services.account_bonus,
 }
-# Accounts whose margin level is within this factor of their margin-call level are "near".
-NEAR_MARGIN_CALL_FACTOR = Decimal("1.5")
 
 
 def operator_of(request: HttpRequest) -> User:
@@ -284,80 +279,3 @@ class OperatorOrderMixin:
                 self.message_user(request, f"Order {order.pk}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
             else:
                 self.message_user(request, f"Order {order.pk} cancelled.")  # type: ignore[attr-defined]
-
-
-# -- reads for the console pages ---------------------------------------------------------------------
-
-
-@dataclass
-class ExposureRow:
-    group: str
-    symbol: str
-    currency: str
-    long_volume: Decimal = Decimal(0)
-    short_volume: Decimal = Decimal(0)
-    client_pnl: Decimal = Decimal(0)
-    unpriced: int = 0
-
-    @property
-    def net_volume(self) -> Decimal:
-        return self.long_volume - self.short_volume
-
-    @property
-    def house_pnl(self) -> Decimal:
-        """The B-Book house is the clients' counterparty: it gains what they lose."""
-        return pricing.money(-self.client_pnl, self.currency)
-
-
-def exposure() -> list[ExposureRow]:
-    """Open client volume and the house's unrealized PnL per (group, instrument), at current prices."""
-    positions = Position.objects.filter(status=PositionStatus.OPEN).select_related(
-        "instrument", "account__group"
-    )
-    rows: dict[tuple[str, str], ExposureRow] = {}
-    conditions: dict[int, Conditions] = {}
-    for position in positions:
-        account = position.account
-        if account.group_id not in conditions:
-            conditions[account.group_id] = Conditions(account.group)
-        row = rows.setdefault(
-            (account.group.name, position.instrument.symbol),
-            ExposureRow(account.group.name, position.instrument.symbol, account.currency),
-        )
-        if position.side == Side.BUY:
-            row.long_volume += position.volume
-        else:
-            row.short_volume += position.volume
-        pnl = position_pnl(
-            position, currency=account.currency, conditions=conditions[account.group_id], quotes=redis_quotes
-        )
-        if pnl is None:
-            row.unpriced += 1
-        else:
-            row.client_pnl += pnl
-    return [rows[k] for k in sorted(rows)]
-
-
-@dataclass
-class MarginRow:
-    account: TradingAccount
-    margin_level: Decimal | None
-    equity: Decimal
-    margin: Decimal
-    unpriced: list[str] = field(default_factory=list)
-
-
-def accounts_near_margin_call() -> list[MarginRow]:
-    """Accounts holding positions whose margin level is below NEAR_MARGIN_CALL_FACTOR times their
-    group's margin-call level (or that are in margin call), lowest level first."""
-    accounts = TradingAccount.objects.filter(positions__status=PositionStatus.OPEN).select_related(
-        "group", "owner"
-    )
-    rows = []
-    for account in accounts.distinct():
-        summary = account_summary(account=account)
-        level = summary.margin_level
-        near = level is not None and level <= account.group.margin_call_level * NEAR_MARGIN_CALL_FACTOR
-        if near or account.margin_call_at:
-            rows.append(MarginRow(account, level, summary.equity, summary.margin, summary.unpriced))
-    return sorted(rows, key=lambda r: r.margin_level if r.margin_level is not None else Decimal(0))

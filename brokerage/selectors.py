@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 
-from django.db.models import Sum
+from django.db.models import OuterRef, QuerySet, Subquery, Sum
 
 from livermore import sql
 from marketdata.models import Instrument
@@ -20,6 +20,7 @@ from .models import (
     Position,
     PositionStatus,
     Posting,
+    Side,
     TradingAccount,
 )
 from .quotes import QuoteSource, redis_quotes
@@ -255,18 +256,31 @@ def accounts_with_positions(*, symbols: Iterable[str] | None = None) -> list[int
     return list(positions.values_list("account_id", flat=True).distinct().order_by("account_id"))
 
 
-def margin_watchlist(*, symbols: Iterable[str] | None, quotes: QuoteSource) -> list[int]:
-    """Accounts (holding positions in `symbols`) at or below their margin-call level, or marked in
-    margin call: screened without locks, for account_margin_check to decide under the lock."""
+@dataclass
+class MarginRow:
+    account: TradingAccount
+    margin_level: Decimal | None
+    equity: Decimal
+    margin: Decimal
+    unpriced: list[str] = field(default_factory=list)
+
+
+def margin_rows(
+    *, factor: Decimal, symbols: Iterable[str] | None = None, quotes: QuoteSource | None = None
+) -> list[MarginRow]:
+    """Accounts holding positions (in `symbols`) whose margin level is at or below `factor` times their
+    group's margin-call level, or that are marked in margin call, lowest level first: screened
+    without locks (account_margin_check decides under the lock)."""
+    quotes = quotes or redis_quotes
     positions = Position.objects.filter(
         status=PositionStatus.OPEN, account_id__in=accounts_with_positions(symbols=symbols)
-    ).select_related("instrument", "account__group")
+    ).select_related("instrument", "account__group", "account__owner")
     by_account: dict[int, list[Position]] = {}
     for position in positions:
         by_account.setdefault(position.account_id, []).append(position)
     conditions: dict[int, Conditions] = {}
-    due = []
-    for account_id, held in by_account.items():
+    rows = []
+    for held in by_account.values():
         account = held[0].account
         if account.group_id not in conditions:
             conditions[account.group_id] = Conditions(account.group)
@@ -274,6 +288,88 @@ def margin_watchlist(*, symbols: Iterable[str] | None, quotes: QuoteSource) -> l
             account=account, quotes=quotes, positions=held, conditions=conditions[account.group_id]
         )
         level = summary.margin_level
-        if (level is not None and level <= account.group.margin_call_level) or account.margin_call_at:
-            due.append(account_id)
-    return due
+        if (
+            level is not None and level <= account.group.margin_call_level * factor
+        ) or account.margin_call_at:
+            rows.append(MarginRow(account, level, summary.equity, summary.margin, summary.unpriced))
+    return sorted(rows, key=lambda r: (r.margin_level if r.margin_level is not None else ZERO, r.account.pk))
+
+
+def margin_watchlist(*, symbols: Iterable[str] | None, quotes: QuoteSource) -> list[int]:
+    """Accounts (holding positions in `symbols`) at or below their margin-call level, or marked in
+    margin call: the trigger watcher's margin sweep."""
+    return sorted(row.account.pk for row in margin_rows(factor=Decimal(1), symbols=symbols, quotes=quotes))
+
+
+# Accounts whose margin level is within this factor of their margin-call level are "near".
+NEAR_MARGIN_CALL_FACTOR = Decimal("1.5")
+
+
+def accounts_near_margin_call() -> list[MarginRow]:
+    """The console's margin watch: accounts near (NEAR_MARGIN_CALL_FACTOR) or in margin call."""
+    return margin_rows(factor=NEAR_MARGIN_CALL_FACTOR)
+
+
+@dataclass
+class ExposureRow:
+    group: str
+    symbol: str
+    currency: str
+    long_volume: Decimal = Decimal(0)
+    short_volume: Decimal = Decimal(0)
+    client_pnl: Decimal = Decimal(0)
+    unpriced: int = 0
+
+    @property
+    def net_volume(self) -> Decimal:
+        return self.long_volume - self.short_volume
+
+    @property
+    def house_pnl(self) -> Decimal:
+        """The B-Book house is the clients' counterparty: it gains what they lose."""
+        return pricing.money(-self.client_pnl, self.currency)
+
+
+def exposure() -> list[ExposureRow]:
+    """Open client volume and the house's unrealized PnL per (group, instrument), at current prices."""
+    positions = Position.objects.filter(status=PositionStatus.OPEN).select_related(
+        "instrument", "account__group"
+    )
+    rows: dict[tuple[str, str], ExposureRow] = {}
+    conditions: dict[int, Conditions] = {}
+    for position in positions:
+        account = position.account
+        if account.group_id not in conditions:
+            conditions[account.group_id] = Conditions(account.group)
+        row = rows.setdefault(
+            (account.group.name, position.instrument.symbol),
+            ExposureRow(account.group.name, position.instrument.symbol, account.currency),
+        )
+        if position.side == Side.BUY:
+            row.long_volume += position.volume
+        else:
+            row.short_volume += position.volume
+        pnl = position_pnl(
+            position, currency=account.currency, conditions=conditions[account.group_id], quotes=redis_quotes
+        )
+        if pnl is None:
+            row.unpriced += 1
+        else:
+            row.client_pnl += pnl
+    return [rows[k] for k in sorted(rows)]
+
+
+def ledger_postings(*, account: TradingAccount) -> QuerySet[Posting]:
+    """A trading account's ledger postings, each with the account's balance after it (`balance_after`).
+    A subquery, not a window: a window would only sum the page a cursor filtered the rows down to."""
+    running = (
+        Posting.objects.filter(ledger_account=OuterRef("ledger_account"), id__lte=OuterRef("id"))
+        .values("ledger_account")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return (
+        Posting.objects.filter(ledger_account__trading_account=account)
+        .select_related("transaction")
+        .annotate(balance_after=Subquery(running))
+    )
