@@ -506,7 +506,8 @@ def macdv_events(
     Level crossings fire at -150..-400 going down and +150..+400 going up, only the deepest level
     crossed in one update. A reversal from oversold (both values below -150, histogram above 5% of
     |value|) or overbought (both above +150, histogram below -3% of |value|) fires once, then stays
-    latched until the next level crossing. Each label has its own cooldown."""
+    latched until the next level crossing. Each label has its own cooldown. The texts are the
+    replaced Livermore monitor's ("MACD-V crossed below -150", "Potential reversal up from oversold")."""
     if prev is None:
         return []
     candidates: list[tuple[str, str, Direction]] = []
@@ -528,7 +529,9 @@ def macdv_events(
             and not state.latch_oversold
         ):
             state.latch_oversold = True
-            candidates.append(("macdv_reversal_oversold", "MACD-V reversal from oversold", Direction.UP))
+            candidates.append(
+                ("macdv_reversal_oversold", "Potential reversal up from oversold", Direction.UP)
+            )
         elif (
             prev > MACDV_REVERSAL_LEVEL
             and curr > MACDV_REVERSAL_LEVEL
@@ -537,7 +540,7 @@ def macdv_events(
         ):
             state.latch_overbought = True
             candidates.append(
-                ("macdv_reversal_overbought", "MACD-V reversal from overbought", Direction.DOWN)
+                ("macdv_reversal_overbought", "Potential reversal down from overbought", Direction.DOWN)
             )
     events = []
     for label, text, direction in candidates:

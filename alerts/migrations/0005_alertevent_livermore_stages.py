@@ -34,13 +34,13 @@ class _Series:
         self.values = [float(value) for _, value, _ in rows]
         self.signals = [None if signal is None else float(signal) for _, _, signal in rows]
 
-    def signal_of(self, value: float, by: datetime) -> tuple[bool, float | None]:
-        """(found, signal) of the latest bar closed by `by` whose MACD-V is `value`."""
+    def signal_of(self, value: float, by: datetime) -> float | None:
+        """The signal of the latest bar closed by `by` whose MACD-V is `value` (None if none is)."""
         end = bisect.bisect_right(self.closes, by)
         for i in range(end - 1, max(end - SEARCH_BARS, 0) - 1, -1):
             if abs(self.values[i] - value) <= 1e-9 * max(1.0, abs(value)):
-                return True, self.signals[i]
-        return False, None
+                return self.signals[i]
+        return None
 
 
 def _recompute(apps: Any, schema_editor: Any) -> None:
@@ -77,7 +77,7 @@ def _recompute(apps: Any, schema_editor: Any) -> None:
             for tf, value in frames.items():
                 signal = None
                 if isinstance(value, int | float) and tf in series:
-                    _, signal = series[tf].signal_of(float(value), bound)
+                    signal = series[tf].signal_of(float(value), bound)
                 signals[tf] = signal
                 stages[tf] = macdv_stage(value if isinstance(value, int | float) else None, signal)
             payload.update(signals=signals, stages=stages, bias=bias_of_stages(stages))

@@ -125,3 +125,14 @@ class TestRejects:
         response = APIClient().get(URL, {"tf": "1m"})
         assert response.status_code in (401, 403)
         assert "error" in response.json()
+
+
+@pytest.mark.usefixtures("history")
+def test_the_admin_lists_the_macdv_stage_and_liquidity(admin_client: Any) -> None:
+    IndicatorValue.objects.filter(name="macdv", start=bar_start(39)).update(
+        value=Decimal("20"), signal=Decimal("10"), n_eff=150, span=200
+    )
+    page = admin_client.get("/admin/alerts/indicatorvalue/", {"name": "macdv", "start__gte": bar_start(39)})
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "rebounding" in body and '<td class="field-liquidity">medium</td>' in body
