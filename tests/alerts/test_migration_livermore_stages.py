@@ -1,5 +1,6 @@
-"""The data migration that recomputes the stages and bias of stored alerts under Livermore's rules,
-applied with the migration executor to rows written in the old shape."""
+"""The data migrations that recompute the stages and bias of stored alerts under Livermore's rules and
+fill in the diagnostics of stored MACD-V values, applied with the migration executor to rows
+written in the old shape."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,25 +22,34 @@ def at(seconds: int) -> datetime:
     return BAR + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def old_schema(transactional_db: Any) -> Iterator[Any]:
-    """The database migrated back to just before the data migration; its models at that state."""
+def migrated_back(target: list[tuple[str, str]]) -> Iterator[Any]:
+    """The database migrated back to `target`, its models at that state; forward again afterwards."""
     executor = MigrationExecutor(connection)
-    executor.migrate(BEFORE)
-    yield executor.loader.project_state(BEFORE).apps
+    executor.migrate(target)
+    others = [leaf for leaf in executor.loader.graph.leaf_nodes() if leaf[0] != "alerts"]
+    yield executor.loader.project_state([*target, *others]).apps
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
-def migrate_forward() -> None:
+@pytest.fixture
+def old_schema(transactional_db: Any) -> Iterator[Any]:
+    yield from migrated_back(BEFORE)
+
+
+@pytest.fixture
+def schema_without_diagnostics(transactional_db: Any) -> Iterator[Any]:
+    yield from migrated_back(AFTER)
+
+
+def migrate_forward(target: list[tuple[str, str]] = AFTER) -> None:
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
-    executor.migrate(AFTER)
+    executor.migrate(target)
 
 
-def test_stored_alerts_get_livermore_stages_and_bias(old_schema: Any) -> None:
-    apps = old_schema
-    instrument = apps.get_model("marketdata", "Instrument").objects.create(
+def make_instrument(apps: Any) -> Any:
+    return apps.get_model("marketdata", "Instrument").objects.create(
         symbol="BTCUSD",
         base_currency="BTC",
         quote_currency="USD",
@@ -50,6 +60,11 @@ def test_stored_alerts_get_livermore_stages_and_bias(old_schema: Any) -> None:
         volume_max=Decimal(100),
         volume_step=Decimal("0.01"),
     )
+
+
+def test_stored_alerts_get_livermore_stages_and_bias(old_schema: Any) -> None:
+    apps = old_schema
+    instrument = make_instrument(apps)
     user = apps.get_model("users", "User").objects.create(username="alice", password="!")
     rule = apps.get_model("alerts", "AlertRule").objects.create(
         user=user, instrument=instrument, timeframe="5m", kind="macdv"
@@ -120,3 +135,41 @@ def test_stored_alerts_get_livermore_stages_and_bias(old_schema: Any) -> None:
     assert payload["stages"] == {"5m": "reversing", "1h": "unknown"}
     assert payload["bias"] == "Bearish"
     assert AlertEvent.objects.get(pk=untouched).payload == {"bias": "Neutral", "value_name": "Value"}
+
+
+def test_stored_macdv_values_get_their_diagnostics(schema_without_diagnostics: Any) -> None:
+    apps = schema_without_diagnostics
+    instrument = make_instrument(apps)
+    minutes = [*range(0, 250), *range(290, 300), 1500]  # gaps at 250..289, then a long silence
+    apps.get_model("marketdata", "Candle").objects.bulk_create(
+        apps.get_model("marketdata", "Candle")(
+            instrument=instrument, timeframe="1m", start=at(60 * m), open=1, high=1, low=1, close=1
+        )
+        for m in minutes
+    )
+    IndicatorValue = apps.get_model("alerts", "IndicatorValue")
+
+    def value(minute: int, name: str = "macdv", **kwargs: Any) -> int:
+        return IndicatorValue.objects.create(
+            instrument=instrument, timeframe="1m", start=at(60 * minute), name=name, value=1, **kwargs
+        ).pk
+
+    young, gapped, silent = value(30), value(299), value(1500)
+    no_candle, other, kept = value(260), value(299, name="ema12"), value(249, n_eff=7, span=9)
+
+    migrate_forward([("alerts", "0006_indicatorvalue_diagnostics_backfill")])
+
+    from alerts.models import IndicatorValue as Current
+
+    def diagnostics(pk: int) -> tuple[int | None, int | None]:
+        row = Current.objects.get(pk=pk)
+        return row.n_eff, row.span
+
+    assert diagnostics(young) == (31, 31)
+    # the last 200 real bars of 299 are 290..299 and 60..249 (as the indicator service counts them)
+    assert diagnostics(gapped) == (200, 240)
+    # the 1000-bar window of 1500 starts at 501: its only real bar is 1500
+    assert diagnostics(silent) == (1, 1)
+    assert diagnostics(no_candle) == (None, None)
+    assert diagnostics(other) == (None, None)
+    assert diagnostics(kept) == (7, 9)
