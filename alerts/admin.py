@@ -21,11 +21,32 @@ from livermore.errors import ServiceError
 
 @admin.register(IndicatorValue)
 class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
-    list_display = ("instrument", "timeframe", "name", "start", "value", "signal", "histogram")
+    list_display = (
+        "instrument",
+        "timeframe",
+        "name",
+        "start",
+        "value",
+        "signal",
+        "histogram",
+        "stage",
+        "n_eff",
+        "span",
+        "liquidity",
+    )
     list_filter = ("timeframe", "name", "instrument")
     list_select_related = ("instrument",)
     date_hierarchy = "start"
     search_fields = ("instrument__symbol", "name")
+
+    @admin.display(description="MACD-V stage")
+    def stage(self, obj: IndicatorValue) -> str:
+        return obj.stage or "-"
+
+    @admin.display(description="liquidity")
+    def liquidity(self, obj: IndicatorValue) -> str:
+        diagnostics = obj.diagnostics
+        return diagnostics.liquidity if diagnostics else "-"
 
     def has_add_permission(self, request: object) -> bool:
         return False
@@ -113,12 +134,16 @@ class NotificationInline(admin.TabularInline[Notification, AlertEvent]):
 
 @admin.register(AlertEvent)
 class AlertEventAdmin(admin.ModelAdmin[AlertEvent]):
-    list_display = ("fired_at", "title", "user", "value", "price", "direction", "bar_start")
+    list_display = ("fired_at", "title", "user", "value", "price", "direction", "bias", "bar_start")
     list_select_related = ("user",)
     list_filter = ("direction", "timeframe", "symbol")
     search_fields = ("title", "user__username", "symbol")
     date_hierarchy = "fired_at"
     inlines = (NotificationInline,)
+
+    @admin.display(description="MACD-V bias")
+    def bias(self, obj: AlertEvent) -> str:
+        return str(obj.payload.get("bias", "-"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

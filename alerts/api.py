@@ -1,7 +1,7 @@
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from alerts import rules, selectors, services
-from alerts.indicators import INDICATOR_NAMES
+from alerts.indicators import INDICATOR_NAMES, LIQUIDITY_TIERS, MACDV_STAGES, DiagnosticsJson
 from alerts.models import AlertEvent, AlertRule, IndicatorValue, NotificationChannel
 from alerts.selectors import indicator_values
 from livermore.pagination import NewestFirst
@@ -33,10 +33,29 @@ class IndicatorQuerySerializer(serializers.Serializer):
         return attrs
 
 
+class DiagnosticsSerializer(serializers.Serializer):
+    n_eff = serializers.IntegerField(help_text="Real bars behind the ATR, of the last 200 real bars")
+    span = serializers.IntegerField(help_text="Bars from the first of those real bars to the last")
+    gap_ratio = serializers.FloatField(help_text="Share of synthetic (gap) bars in the span, 0 to 1")
+    liquidity = serializers.ChoiceField(
+        choices=LIQUIDITY_TIERS, help_text="high below 20% synthetic bars, medium below 50%, else low"
+    )
+
+
 class IndicatorValueSerializer(serializers.ModelSerializer[IndicatorValue]):
+    stage = serializers.ChoiceField(
+        choices=MACDV_STAGES, read_only=True, allow_null=True, help_text="MACD-V only: its stage"
+    )
+    diagnostics = serializers.SerializerMethodField(help_text="MACD-V only, when stored")
+
     class Meta:
         model = IndicatorValue
-        fields = ("name", "start", "value", "signal", "histogram")
+        fields = ("name", "start", "value", "signal", "histogram", "stage", "diagnostics")
+
+    @extend_schema_field(DiagnosticsSerializer(allow_null=True))
+    def get_diagnostics(self, obj: IndicatorValue) -> DiagnosticsJson | None:
+        diagnostics = obj.diagnostics
+        return diagnostics.to_json() if diagnostics else None
 
 
 class IndicatorSeriesSerializer(serializers.Serializer):
@@ -200,6 +219,8 @@ class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
 
 class AlertEventSerializer(serializers.ModelSerializer[AlertEvent]):
     bias = serializers.SerializerMethodField()
+    stages = serializers.SerializerMethodField(help_text="Each timeframe's MACD-V stage when it fired")
+    diagnostics = serializers.SerializerMethodField(help_text="MACD-V diagnostics of its timeframe")
 
     class Meta:
         model = AlertEvent
@@ -215,11 +236,21 @@ class AlertEventSerializer(serializers.ModelSerializer[AlertEvent]):
             "price",
             "direction",
             "bias",
+            "stages",
+            "diagnostics",
             "fired_at",
         )
 
     def get_bias(self, obj: AlertEvent) -> str | None:
         return obj.payload.get("bias")
+
+    @extend_schema_field(serializers.DictField(child=serializers.ChoiceField(choices=MACDV_STAGES)))
+    def get_stages(self, obj: AlertEvent) -> dict[str, str] | None:
+        return obj.payload.get("stages")
+
+    @extend_schema_field(DiagnosticsSerializer(allow_null=True))
+    def get_diagnostics(self, obj: AlertEvent) -> DiagnosticsJson | None:
+        return obj.payload.get("diagnostics")
 
 
 class AlertEventViewSet(

@@ -7,12 +7,15 @@ The webhook URL carries the webhook's token: it never appears in a log line or a
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
+
+from alerts.indicators import LOW_TRADING_ACTIVITY, UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +42,56 @@ def format_value(value: Decimal | float | None) -> str:
     return "n/a" if value is None else f"{float(value):.2f}"
 
 
+def format_frame(value: float | None, stage: str) -> str:
+    """A timeframe's MACD-V and its stage: "-160.00 (oversold)"; "n/a" before it is seeded."""
+    return "n/a" if value is None else f"{format_value(value)} ({stage})"
+
+
+def format_liquidity(diagnostics: Mapping[str, Any] | None, *, seeded: bool) -> str:
+    """ "high (nEff 200, span 200)"; "Low trading activity" while the MACD-V is not seeded, as
+    Livermore said; "n/a" for an alert stored before diagnostics were kept."""
+    if not seeded:
+        return LOW_TRADING_ACTIVITY
+    if diagnostics is None:
+        return "n/a"
+    return f"{diagnostics['liquidity']} (nEff {diagnostics['n_eff']}, span {diagnostics['span']})"
+
+
 def alert_embed(
     *,
     title: str,
     value: Decimal,
     value_name: str,
     price: Decimal | None,
-    frames: dict[str, float | None],
+    timeframe: str,
+    frames: Mapping[str, float | None],
+    stages: Mapping[str, str],
     bias: str,
+    diagnostics: Mapping[str, Any] | None,
     direction: str,
     fired_at: datetime,
     footer: str,
     with_chart: bool,
 ) -> dict[str, Any]:
+    """The alert's embed: its value, the price, the symbol's MACD-V bias, each timeframe's MACD-V and
+    stage, and the liquidity diagnostics of the alert's timeframe."""
     fields = [
         {"name": value_name, "value": format_value(value), "inline": True},
         {"name": "Price", "value": format_price(price) if price is not None else "n/a", "inline": True},
         {"name": "Bias", "value": bias, "inline": True},
         *(
-            {"name": f"MACD-V {tf}", "value": format_value(frames.get(tf)), "inline": True}
+            {
+                "name": f"MACD-V {tf}",
+                "value": format_frame(frames.get(tf), stages.get(tf, UNKNOWN)),
+                "inline": True,
+            }
             for tf in TIMEFRAMES
         ),
+        {
+            "name": f"Liquidity {timeframe}",
+            "value": format_liquidity(diagnostics, seeded=frames.get(timeframe) is not None),
+            "inline": True,
+        },
     ]
     embed: dict[str, Any] = {
         "type": "rich",

@@ -25,12 +25,17 @@ Formulas (index i counts bars from 0):
 
 Seeds are sums taken with math.fsum (correctly rounded) in both forms, so the forms stay in step
 even on badly conditioned data.
+
+MACD-V stages (`macdv_stage`) are the StockCharts range rules as the replaced Livermore monitor
+applied them, and its diagnostics (`Diagnostics`: nEff, span, liquidity tier) are its definitions;
+this module is their only implementation (rules.bias and every text, embed, stream and API use it).
 """
 
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -52,7 +57,18 @@ REBOUNDING = "rebounding"
 REVERSING = "reversing"
 RETRACING = "retracing"
 RANGING = "ranging"
-MACDV_STAGES = (OVERSOLD, OVERBOUGHT, RANGING, RALLYING, REBOUNDING, REVERSING, RETRACING)
+UNKNOWN = "unknown"
+# Livermore's order of classification; "unknown" last.
+MACDV_STAGES = (OVERSOLD, OVERBOUGHT, RALLYING, REBOUNDING, REVERSING, RETRACING, RANGING, UNKNOWN)
+BULLISH_STAGES = frozenset({OVERSOLD, REBOUNDING, RALLYING})
+BEARISH_STAGES = frozenset({OVERBOUGHT, RETRACING, REVERSING})
+
+# Diagnostics (see Diagnostics): the window and the liquidity tiers of the replaced Livermore monitor.
+DIAGNOSTIC_REAL_BARS = 200
+LIQUIDITY_HIGH, LIQUIDITY_MEDIUM, LIQUIDITY_LOW = "high", "medium", "low"
+LIQUIDITY_TIERS = (LIQUIDITY_HIGH, LIQUIDITY_MEDIUM, LIQUIDITY_LOW)
+LIQUIDITY_HIGH_BELOW = 0.2  # share of synthetic bars
+LIQUIDITY_MEDIUM_BELOW = 0.5
 
 _ROLLING_CHUNK = 1 << 16
 
@@ -239,9 +255,66 @@ def bollinger(close: ArrayLike, n: int = 20, k: float = 2.0) -> Bollinger:
     return Bollinger(middle=middle, upper=middle + k * std, lower=middle - k * std)
 
 
+def liquidity_tier(gap_ratio: float) -> str:
+    """high below 20% synthetic bars, medium below 50%, low from 50% (Livermore's classifyLiquidity)."""
+    if gap_ratio < LIQUIDITY_HIGH_BELOW:
+        return LIQUIDITY_HIGH
+    if gap_ratio < LIQUIDITY_MEDIUM_BELOW:
+        return LIQUIDITY_MEDIUM
+    return LIQUIDITY_LOW
+
+
+class DiagnosticsJson(TypedDict):
+    n_eff: int
+    span: int
+    gap_ratio: float
+    liquidity: str
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """What stands behind a bar's MACD-V, as the replaced Livermore monitor reported it: over the
+    last DIAGNOSTIC_REAL_BARS real bars (it read that many stored candles and gap-filled between them),
+    `n_eff` real bars (the true ranges its ATR was fed) spread over `span` bars, from the first of them
+    to the last; the rest of the span is synthetic (gap) bars, and their share gives the liquidity tier."""
+
+    n_eff: int
+    span: int
+
+    @property
+    def gap_ratio(self) -> float:
+        return (self.span - self.n_eff) / self.span if self.span else 0.0
+
+    @property
+    def liquidity(self) -> str:
+        return liquidity_tier(self.gap_ratio)
+
+    def to_json(self) -> "DiagnosticsJson":
+        return {
+            "n_eff": self.n_eff,
+            "span": self.span,
+            "gap_ratio": self.gap_ratio,
+            "liquidity": self.liquidity,
+        }
+
+
+def macdv_diagnostics(synthetic: ArrayLike | None, size: int) -> Diagnostics:
+    """Diagnostics of the last of `size` bars, `synthetic` flagging the gap-filled ones (None: none)."""
+    mask = _synthetic_mask(synthetic, size)
+    if mask is None:
+        n = min(size, DIAGNOSTIC_REAL_BARS)
+        return Diagnostics(n_eff=n, span=n)
+    real = np.flatnonzero(~mask)[-DIAGNOSTIC_REAL_BARS:]
+    if not real.size:
+        return Diagnostics(n_eff=0, span=0)
+    return Diagnostics(n_eff=int(real.size), span=int(real[-1] - real[0]) + 1)
+
+
 @dataclass(frozen=True, slots=True)
 class MacdV:
-    """MACD-V over a history. `seeded` tells whether the last bar has a value; if not, `reason` why."""
+    """MACD-V over a history. `seeded` tells whether the last bar has a value; if not, `reason` why
+    (always "Low trading activity", as Livermore said: its ATR has not seen enough real bars).
+    `diagnostics` describe the last bar."""
 
     value: FloatArray
     signal: FloatArray
@@ -249,6 +322,7 @@ class MacdV:
     atr: FloatArray
     seeded: bool
     reason: str | None
+    diagnostics: Diagnostics
 
 
 def _unseeded_reason(bars: int, real_bars: int, atr_period: int, slow: int) -> str:
@@ -281,49 +355,55 @@ def macdv(
     value *= 100.0
     sig = ema(value, signal)
     seeded = bool(c.size and not math.isnan(value[-1]))
-    real_bars = c.size - (int(mask.sum()) if mask is not None else 0)
     return MacdV(
         value=value,
         signal=sig,
         histogram=value - sig,
         atr=range_,
         seeded=seeded,
-        reason=None if seeded else _unseeded_reason(c.size, real_bars, atr_period, slow),
+        reason=None if seeded else LOW_TRADING_ACTIVITY,
+        diagnostics=macdv_diagnostics(mask, c.size),
     )
 
 
-def macdv_stage(value: float, signal: float) -> str | None:
-    """The MACD-V stage of one bar; None before the value is seeded, or when the stage needs the
-    signal and it is not seeded yet.
+def macdv_stage(value: float | None, signal: float | None) -> str:
+    """The MACD-V stage of one bar: the StockCharts range rules as the replaced Livermore monitor
+    applied them (its classifyMACDVStage). "Above" is value > signal, "below" value < signal; a value
+    equal to its signal is neither. A missing (None or NaN) value or signal is "unknown".
 
     First match wins:
       1. oversold    value < -150
-      2. overbought  value > 150 and value > signal
-      3. ranging     -50 <= value <= 50 (the neutral band, whatever the signal)
-      4. rallying    50 < value <= 150 and value > signal
-      5. rebounding  -150 <= value < -50 and value > signal
-      6. reversing   -150 <= value < -50 and value <= signal
-      7. retracing   value > 50 and value <= signal
-    "Above the signal" is strictly above; a value equal to its signal counts as below. Ranging takes
-    the band before the signal-based stages, so rebounding and retracing apply outside it.
+      2. overbought  value > 150 and above
+      3. rallying    50 < value < 150 and above
+      4. rebounding  -150 < value < 50 and above
+      5. reversing   -150 < value < -50 and below
+      6. retracing   value > -50 and below
+      7. ranging     -50 < value < 50
+      8. unknown     anything else (e.g. exactly 150 above the signal, or 100 equal to it)
     """
-    if math.isnan(value):
-        return None
+    if value is None or signal is None or value != value or signal != signal:  # x != x: NaN
+        return UNKNOWN
     if value < -150.0:
         return OVERSOLD
-    if -50.0 <= value <= 50.0:
+    above, below = value > signal, value < signal
+    if above:
+        if value > 150.0:
+            return OVERBOUGHT
+        if 50.0 < value < 150.0:
+            return RALLYING
+        if -150.0 < value < 50.0:
+            return REBOUNDING
+    elif below:
+        if -150.0 < value < -50.0:
+            return REVERSING
+        if value > -50.0:
+            return RETRACING
+    if -50.0 < value < 50.0:
         return RANGING
-    if math.isnan(signal):
-        return None
-    above = value > signal
-    if value > 150.0:
-        return OVERBOUGHT if above else RETRACING
-    if value > 50.0:
-        return RALLYING if above else RETRACING
-    return REBOUNDING if above else REVERSING
+    return UNKNOWN
 
 
-def macdv_stages(value: ArrayLike, signal: ArrayLike) -> list[str | None]:
+def macdv_stages(value: ArrayLike, signal: ArrayLike) -> list[str]:
     return [macdv_stage(v, s) for v, s in zip(_floats(value).tolist(), _floats(signal).tolist())]
 
 
@@ -485,9 +565,9 @@ class BollingerState:
 
 class MacdVState:
     """Incremental MACD-V: feed closed bars in order with `update`; read value, signal, histogram,
-    atr, seeded, reason and stage after each."""
+    atr, seeded, reason, stage and diagnostics after each."""
 
-    __slots__ = ("atr_", "bars", "diff", "histogram", "real_bars", "sig", "signal", "slow", "value")
+    __slots__ = ("atr_", "bars", "diff", "histogram", "real", "sig", "signal", "value")
 
     def __init__(
         self,
@@ -497,16 +577,16 @@ class MacdVState:
         atr_period: int = MACDV_ATR,
     ) -> None:
         self.diff = EmaDiffState(fast, slow)
-        self.slow = slow
         self.sig = EmaState(signal)
         self.atr_ = AtrState(atr_period)
-        self.bars = self.real_bars = 0
+        self.bars = 0
+        self.real: deque[int] = deque(maxlen=DIAGNOSTIC_REAL_BARS)  # indices of the last real bars
         self.value = self.signal = self.histogram = NAN
 
     def update(self, high: float, low: float, close: float, synthetic: bool = False) -> float:
-        self.bars += 1
         if not synthetic:
-            self.real_bars += 1
+            self.real.append(self.bars)
+        self.bars += 1
         range_ = self.atr_.update(high, low, close, synthetic)
         diff = self.diff.update(close)
         if math.isnan(diff) or math.isnan(range_):
@@ -527,13 +607,18 @@ class MacdVState:
 
     @property
     def reason(self) -> str | None:
-        if self.seeded:
-            return None
-        return _unseeded_reason(self.bars, self.real_bars, self.atr_.smooth.n, self.slow)
+        return None if self.seeded else LOW_TRADING_ACTIVITY
 
     @property
-    def stage(self) -> str | None:
+    def stage(self) -> str:
         return macdv_stage(self.value, self.signal)
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        real = self.real
+        if not real:
+            return Diagnostics(n_eff=0, span=0)
+        return Diagnostics(n_eff=len(real), span=real[-1] - real[0] + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,6 +629,7 @@ class Series:
     signal: FloatArray | None = None
     histogram: FloatArray | None = None
     reason: str | None = None  # why the last bar has no value, when it has none
+    diagnostics: Diagnostics | None = None  # MACD-V's, of the last bar
 
     @property
     def seeded(self) -> bool:
@@ -565,7 +651,7 @@ def _macd_series(h: History) -> Series:
 
 def _macdv_series(h: History) -> Series:
     m = macdv(h.high, h.low, h.close, h.synthetic)
-    return Series(m.value, m.signal, m.histogram, reason=m.reason)
+    return Series(m.value, m.signal, m.histogram, reason=m.reason, diagnostics=m.diagnostics)
 
 
 def _atr_series(n: int) -> Callable[[History], Series]:

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from alerts import rules
+from alerts.indicators import Diagnostics, macdv_stage
 from livermore.fields import EncryptedTextField
 from marketdata.models import Instrument, Timeframe
 
@@ -20,6 +21,13 @@ class IndicatorValue(models.Model):
     value = models.DecimalField(max_digits=30, decimal_places=10)
     signal = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
     histogram = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    # MACD-V only (indicators.Diagnostics); the gap ratio and liquidity tier follow from them.
+    n_eff = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Real bars behind the ATR, of the last 200 (MACD-V)"
+    )
+    span = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Bars from the first of those real bars to the last (MACD-V)"
+    )
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -33,6 +41,19 @@ class IndicatorValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.timeframe} {self.name} {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def stage(self) -> str | None:
+        """MACD-V's stage on this bar (None for other indicators)."""
+        if self.name != rules.MACDV:
+            return None
+        return macdv_stage(float(self.value), float(self.signal) if self.signal is not None else None)
+
+    @property
+    def diagnostics(self) -> Diagnostics | None:
+        if self.n_eff is None or self.span is None:
+            return None
+        return Diagnostics(n_eff=self.n_eff, span=self.span)
 
 
 class NotificationChannel(models.Model):
@@ -240,6 +261,8 @@ class AlertEvent(models.Model):
             "price": str(self.price) if self.price is not None else None,
             "direction": self.direction,
             "bias": self.payload.get("bias"),
+            "stages": self.payload.get("stages"),
+            "diagnostics": self.payload.get("diagnostics"),
             "fired_at": self.fired_at.isoformat(),
         }
 

@@ -12,12 +12,11 @@ Where a rule is evaluated:
   bar or every time, except "greater/less than every time" and "moving %", which are bar-close rules;
 - on candle close (`evaluate_bar_close`): every other rule, including the MACD-V preset.
 
-MACD-V bias per timeframe, from the MACD-V stage vs its signal (Spiroglou's ranges):
-- Bullish: MACD-V above +50 and at or above its signal (rallying, or overbought and still rising);
-- Bearish: MACD-V below -50 and at or below its signal (declining, or oversold and still falling);
-- Neutral otherwise (ranging within +-50, retracing from strength, rebounding from weakness).
-The symbol's bias weighs the timeframes 1m 1, 5m 2, 15m 3, 1h 4, 4h 5, 1d 6: Bullish when the bullish
-weight exceeds 1.5 x the bearish weight, Bearish the other way round, else Neutral.
+MACD-V bias of a symbol, as the replaced Livermore monitor computed it: each timeframe's MACD-V stage
+(`indicators.macdv_stage`, the StockCharts range rules) counts as bullish (oversold, rebounding,
+rallying), bearish (overbought, retracing, reversing) or neither (ranging, unknown), weighted 1m 1,
+5m 2, 15m 3, 1h 4, 4h 5, 1d 6. Bullish when the bullish weight exceeds 1.5 x the bearish weight,
+Bearish the other way round, else Neutral (so also when nothing is known).
 """
 
 import math
@@ -25,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from alerts.indicators import INDICATOR_NAMES
+from alerts.indicators import BEARISH_STAGES, BULLISH_STAGES, INDICATOR_NAMES, Diagnostics, macdv_stage
 from marketdata.bars import TIMEFRAME_SECONDS
 
 
@@ -66,8 +65,9 @@ PRICE_KEYS = frozenset({"open", "high", "low", CLOSE})  # Decimal values, compar
 MACDV = "macdv"
 MACDV_SIGNAL = "macdv_signal"
 MACDV_HISTOGRAM = "macdv_histogram"
+MACDV_N_EFF = "macdv_n_eff"  # kept with a series' values for the alerts' payload; no rule reads them
+MACDV_SPAN = "macdv_span"
 MACDV_LEVELS = (150, 200, 250, 300, 350, 400)
-MACDV_STAGE_LEVEL = 50.0
 MACDV_REVERSAL_LEVEL = 150.0
 OVERSOLD_REVERSAL_HIST = 0.05  # histogram above 5% of |MACD-V|
 OVERBOUGHT_REVERSAL_HIST = 0.03  # histogram below -3% of |MACD-V|
@@ -506,7 +506,8 @@ def macdv_events(
     Level crossings fire at -150..-400 going down and +150..+400 going up, only the deepest level
     crossed in one update. A reversal from oversold (both values below -150, histogram above 5% of
     |value|) or overbought (both above +150, histogram below -3% of |value|) fires once, then stays
-    latched until the next level crossing. Each label has its own cooldown."""
+    latched until the next level crossing. Each label has its own cooldown. The texts are the
+    replaced Livermore monitor's ("MACD-V crossed below -150", "Potential reversal up from oversold")."""
     if prev is None:
         return []
     candidates: list[tuple[str, str, Direction]] = []
@@ -528,7 +529,9 @@ def macdv_events(
             and not state.latch_oversold
         ):
             state.latch_oversold = True
-            candidates.append(("macdv_reversal_oversold", "MACD-V reversal from oversold", Direction.UP))
+            candidates.append(
+                ("macdv_reversal_oversold", "Potential reversal up from oversold", Direction.UP)
+            )
         elif (
             prev > MACDV_REVERSAL_LEVEL
             and curr > MACDV_REVERSAL_LEVEL
@@ -537,7 +540,7 @@ def macdv_events(
         ):
             state.latch_overbought = True
             candidates.append(
-                ("macdv_reversal_overbought", "MACD-V reversal from overbought", Direction.DOWN)
+                ("macdv_reversal_overbought", "Potential reversal down from overbought", Direction.DOWN)
             )
     events = []
     for label, text, direction in candidates:
@@ -585,31 +588,50 @@ def _macdv_rule(
     ]
 
 
-def stage(value: float, signal: float | None) -> Direction:
-    """Bullish/bearish/neutral of one timeframe (see the module docstring)."""
-    if signal is None:
-        return Direction.NEUTRAL
-    if value > MACDV_STAGE_LEVEL and value >= signal:
-        return Direction.UP
-    if value < -MACDV_STAGE_LEVEL and value <= signal:
-        return Direction.DOWN
-    return Direction.NEUTRAL
+BULLISH, BEARISH, NEUTRAL = "Bullish", "Bearish", "Neutral"
 
 
-def bias(frames: Mapping[str, tuple[float, float | None] | None]) -> str:
-    """Bullish, Bearish or Neutral from each timeframe's (MACD-V, signal)."""
+def bias_of_stages(stages: Mapping[str, str | None]) -> str:
+    """Bullish, Bearish or Neutral from each timeframe's MACD-V stage (see the module docstring)."""
     bull = bear = 0
-    for timeframe, frame in frames.items():
-        if frame is None:
-            continue
+    for timeframe, stage in stages.items():
         weight = TIMEFRAME_WEIGHTS.get(timeframe, 0)
-        direction = stage(*frame)
-        if direction is Direction.UP:
+        if stage in BULLISH_STAGES:
             bull += weight
-        elif direction is Direction.DOWN:
+        elif stage in BEARISH_STAGES:
             bear += weight
     if bull > BIAS_RATIO * bear:
-        return "Bullish"
+        return BULLISH
     if bear > BIAS_RATIO * bull:
-        return "Bearish"
-    return "Neutral"
+        return BEARISH
+    return NEUTRAL
+
+
+def bias(frames: Mapping[str, tuple[float | None, float | None] | None]) -> str:
+    """Bullish, Bearish or Neutral from each timeframe's (MACD-V, signal); a missing timeframe or value
+    has the stage "unknown", which counts for neither side."""
+    return bias_of_stages({tf: macdv_stage(*(frame or (None, None))) for tf, frame in frames.items()})
+
+
+class MacdvFrame(NamedTuple):
+    """One timeframe's latest evaluated MACD-V, its signal and diagnostics (None where unknown)."""
+
+    value: float | None
+    signal: float | None
+    diagnostics: Diagnostics | None
+
+
+def macdv_payload(frames: Mapping[str, MacdvFrame | None], *, timeframe: str) -> dict[str, Any]:
+    """What an alert stores of the symbol's MACD-V when it fires: each timeframe's value, signal and
+    stage, the bias, and the diagnostics of the alert's own timeframe."""
+    values = {tf: frame.value if frame else None for tf, frame in frames.items()}
+    signals = {tf: frame.signal if frame else None for tf, frame in frames.items()}
+    stages = {tf: macdv_stage(values[tf], signals[tf]) for tf in frames}
+    own = frames.get(timeframe)
+    return {
+        "frames": values,
+        "signals": signals,
+        "stages": stages,
+        "bias": bias_of_stages(stages),
+        "diagnostics": own.diagnostics.to_json() if own and own.diagnostics else None,
+    }

@@ -5,7 +5,7 @@ from typing import Any, cast
 from django.db.models import QuerySet
 
 from alerts import rules
-from alerts.indicators import INDICATOR_NAMES
+from alerts.indicators import INDICATOR_NAMES, Diagnostics, macdv_stage
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue, NotificationChannel
 from livermore.redis import key, sync_client
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
@@ -59,7 +59,12 @@ def indicators_latest(*, symbol: str, timeframe: str) -> dict[str, Any]:
         list[bytes | None],
         sync_client().mget([indicator_cache_key(symbol, timeframe, n) for n in INDICATOR_NAMES]),
     )
-    return {n: json.loads(r) for n, r in zip(INDICATOR_NAMES, raw) if r}
+    latest = {n: json.loads(r) for n, r in zip(INDICATOR_NAMES, raw) if r}
+    if (reading := latest.get(rules.MACDV)) is not None:
+        # Derived again from the cached values: a reading cached under older stage rules never shows.
+        reading["stage"] = macdv_stage(_number(reading.get("value")), _number(reading.get("signal")))
+        reading.setdefault("diagnostics", None)
+    return latest
 
 
 def epoch_to_datetime(epoch: float) -> datetime:
@@ -92,15 +97,36 @@ def live_rules() -> dict[str, list[rules.Rule]]:
     return by_symbol
 
 
-def macdv_frames(*, symbol: str) -> dict[str, tuple[float, float | None] | None]:
-    """Each timeframe's latest evaluated (MACD-V, signal) for the symbol, None where unknown."""
-    frames: dict[str, tuple[float, float | None] | None] = dict.fromkeys(rules.TIMEFRAME_WEIGHTS)
+def _number(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def macdv_snapshot(*, symbol: str) -> dict[str, rules.MacdvFrame | None]:
+    """Each timeframe's latest evaluated MACD-V, signal and diagnostics for the symbol, None where no
+    bar of that timeframe was evaluated yet."""
+    frames: dict[str, rules.MacdvFrame | None] = dict.fromkeys(rules.TIMEFRAME_WEIGHTS)
     for timeframe, values in AlertSeriesState.objects.filter(symbol=symbol).values_list(
         "timeframe", "values"
     ):
-        if timeframe in frames and values.get(rules.MACDV) is not None:
-            frames[timeframe] = (float(values[rules.MACDV]), values.get(rules.MACDV_SIGNAL))
+        if timeframe not in frames:
+            continue
+        n_eff, span = values.get(rules.MACDV_N_EFF), values.get(rules.MACDV_SPAN)
+        frames[timeframe] = rules.MacdvFrame(
+            value=_number(values.get(rules.MACDV)),
+            signal=_number(values.get(rules.MACDV_SIGNAL)),
+            diagnostics=Diagnostics(int(n_eff), int(span))
+            if n_eff is not None and span is not None
+            else None,
+        )
     return frames
+
+
+def macdv_frames(*, symbol: str) -> dict[str, tuple[float, float | None] | None]:
+    """Each timeframe's latest evaluated (MACD-V, signal) for the symbol, None where unknown."""
+    return {
+        tf: (frame.value, frame.signal) if frame and frame.value is not None else None
+        for tf, frame in macdv_snapshot(symbol=symbol).items()
+    }
 
 
 def chart_series(*, symbol: str, timeframe: str, until: int) -> tuple[list[int], dict[str, list[Any]]] | None:

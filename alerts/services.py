@@ -1,7 +1,6 @@
 import ipaddress
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ from rest_framework import status
 
 from alerts import discord, rules
 from alerts.charts import render_chart
-from alerts.indicators import INDICATORS, NOT_ENOUGH_BARS, History, macdv_stage
+from alerts.indicators import INDICATORS, NOT_ENOUGH_BARS, Diagnostics, DiagnosticsJson, History, macdv_stage
 from alerts.models import (
     AlertEvent,
     AlertRule,
@@ -27,7 +26,7 @@ from alerts.models import (
     Notification,
     NotificationChannel,
 )
-from alerts.selectors import chart_series, closed_bars, epoch_to_datetime, indicator_cache_key, macdv_frames
+from alerts.selectors import chart_series, closed_bars, epoch_to_datetime, indicator_cache_key, macdv_snapshot
 from alerts.streams import alerts_group, indicator_channel, indicator_group
 from livermore.errors import ServiceError
 from livermore.redis import key, sync_client
@@ -65,7 +64,8 @@ class IndicatorReading(TypedDict):
     histogram: str | None
     seeded: bool
     reason: str | None
-    stage: str | None
+    stage: str | None  # MACD-V only: its stage ("unknown" while unseeded)
+    diagnostics: DiagnosticsJson | None  # MACD-V only: nEff, span, gap ratio, liquidity tier
 
 
 def _decimal(value: Decimal | float) -> Decimal | None:
@@ -116,6 +116,7 @@ def indicators_update_for_bar(
         value = _decimal(float(series.value[-1]))
         signal = _decimal(float(series.signal[-1])) if series.signal is not None else None
         histogram = _decimal(float(series.histogram[-1])) if series.histogram is not None else None
+        diagnostics: Diagnostics | None = series.diagnostics
         if value is not None:
             rows.append(
                 IndicatorValue(
@@ -126,6 +127,8 @@ def indicators_update_for_bar(
                     value=value,
                     signal=signal,
                     histogram=histogram,
+                    n_eff=diagnostics.n_eff if diagnostics else None,
+                    span=diagnostics.span if diagnostics else None,
                 )
             )
         elif series.seeded:
@@ -141,16 +144,16 @@ def indicators_update_for_bar(
             histogram=_text(histogram),
             seeded=value is not None,
             reason=None if value is not None else (series.reason or NOT_ENOUGH_BARS),
-            stage=macdv_stage(float(value), float(signal) if signal is not None else math.nan)
-            if name == "macdv" and value is not None
-            else None,
+            # The stage of the stored (rounded) values, so a reader recomputing it from them agrees.
+            stage=macdv_stage(_float(value), _float(signal)) if name == rules.MACDV else None,
+            diagnostics=diagnostics.to_json() if diagnostics else None,
         )
     with transaction.atomic():
         IndicatorValue.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=("instrument", "timeframe", "start", "name"),
-            update_fields=("value", "signal", "histogram", "computed_at"),
+            update_fields=("value", "signal", "histogram", "n_eff", "span", "computed_at"),
         )
     redis = sync_client()
     set_if_newer = redis.register_script(_SET_IF_NEWER)
@@ -164,9 +167,15 @@ def indicators_update_for_bar(
     return data
 
 
+def _float(d: Decimal | None) -> float | None:
+    return None if d is None else float(d)
+
+
 def bar_close_values(candle: Candle, readings: Mapping[str, IndicatorReading]) -> dict[str, Decimal]:
     """The keys rules read on a closed bar: its OHLCV and each seeded indicator, with `<name>_signal`
-    and `<name>_histogram` where the indicator has them (`macdv`, `macdv_signal`, `macdv_histogram`)."""
+    and `<name>_histogram` where the indicator has them (`macdv`, `macdv_signal`, `macdv_histogram`).
+    Also MACD-V's diagnostics (`macdv_n_eff`, `macdv_span`), kept with the series for the alerts'
+    payload; no rule reads them."""
     values = {
         "open": candle.open,
         "high": candle.high,
@@ -182,6 +191,9 @@ def bar_close_values(candle: Candle, readings: Mapping[str, IndicatorReading]) -
         ):
             if text is not None:
                 values[f"{name}{suffix}"] = Decimal(text)
+        if (diagnostics := reading.get("diagnostics")) is not None:
+            values[rules.MACDV_N_EFF] = Decimal(diagnostics["n_eff"])
+            values[rules.MACDV_SPAN] = Decimal(diagnostics["span"])
     return values
 
 
@@ -463,7 +475,7 @@ def _events_record(
     if not firings:
         return []
     now = timezone.now()
-    frames_by_symbol: dict[str, dict[str, tuple[float, float | None] | None]] = {}
+    snapshots: dict[str, dict[str, rules.MacdvFrame | None]] = {}
     events = []
     for firing in firings:
         value = _decimal(firing.value)
@@ -475,9 +487,9 @@ def _events_record(
                 firing.value,
             )
             continue
-        frames = frames_by_symbol.get(firing.symbol)
-        if frames is None:
-            frames = frames_by_symbol[firing.symbol] = macdv_frames(symbol=firing.symbol)
+        snapshot = snapshots.get(firing.symbol)
+        if snapshot is None:
+            snapshot = snapshots[firing.symbol] = macdv_snapshot(symbol=firing.symbol)
         events.append(
             AlertEvent(
                 rule_id=firing.rule_id,
@@ -491,8 +503,7 @@ def _events_record(
                 price=prices.get(firing.rule_id),
                 direction=firing.direction.value,
                 payload={
-                    "frames": {tf: frame[0] if frame else None for tf, frame in frames.items()},
-                    "bias": rules.bias(frames),
+                    **rules.macdv_payload(snapshot, timeframe=firing.timeframe),
                     "value_name": "MACD-V" if firing.label.startswith("macdv") else "Value",
                 },
                 fired_at=now,
@@ -658,8 +669,11 @@ def notification_deliver(*, notification_id: int) -> float | None:
             value=event.value,
             value_name=event.payload.get("value_name", "Value"),
             price=event.price,
+            timeframe=event.timeframe,
             frames=event.payload.get("frames", {}),
-            bias=event.payload.get("bias", "Neutral"),
+            stages=event.payload.get("stages", {}),
+            bias=event.payload.get("bias", rules.NEUTRAL),
+            diagnostics=event.payload.get("diagnostics"),
             direction=event.direction,
             fired_at=event.fired_at,
             footer=f"Livermore alert #{event.pk}",

@@ -168,10 +168,16 @@ def test_the_alert_history_is_per_user(alice: Any, bob: Any, btc: Instrument) ->
     AlertEvent.objects.create(
         rule=rule, user=alice, symbol="BTCUSD", timeframe="1h", bar_start="2026-01-01T00:00Z",
         label="less_than", title="BTCUSD: Price is below 1 (1h)", value="0.5", direction="down",
-        payload={"bias": "Neutral"},
+        payload={
+            "bias": "Bullish",
+            "stages": {"1h": "rebounding", "1d": "unknown"},
+            "diagnostics": {"n_eff": 200, "span": 210, "gap_ratio": 10 / 210, "liquidity": "high"},
+        },
     )  # fmt: skip
     (event,) = client_for(alice).get("/api/v1/alert-events").json()["results"]
-    assert event["title"] == "BTCUSD: Price is below 1 (1h)" and event["bias"] == "Neutral"
+    assert event["title"] == "BTCUSD: Price is below 1 (1h)" and event["bias"] == "Bullish"
+    assert event["stages"] == {"1h": "rebounding", "1d": "unknown"}
+    assert event["diagnostics"] == {"n_eff": 200, "span": 210, "gap_ratio": 10 / 210, "liquidity": "high"}
     assert event["value"] == "0.5000000000"
     assert client_for(bob).get("/api/v1/alert-events").json()["results"] == []
 

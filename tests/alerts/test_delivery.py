@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from alerts.models import AlertEvent, AlertSeriesState, Notification, NotificationChannel
+from alerts.models import AlertEvent, AlertRule, AlertSeriesState, Notification, NotificationChannel
 from alerts.services import alerts_evaluate_bar_close, notification_deliver
 from livermore.redis import key, sync_client
 from marketdata.models import Instrument
@@ -60,8 +60,9 @@ def test_it_posts_the_embed_with_the_chart_as_multipart(
     assert embed["image"] == {"url": "attachment://chart.png"}
     assert received.payload["attachments"] == [{"id": 0, "filename": "chart.png"}]
     fields = {f["name"]: f["value"] for f in embed["fields"]}
-    assert fields["MACD-V"] == "-160.00" and fields["Price"] == "95,000.00" and fields["Bias"] == "Bearish"
-    assert fields["MACD-V 5m"] == "-160.00" and fields["MACD-V 1d"] == "n/a"
+    assert fields["MACD-V"] == "-160.00" and fields["Price"] == "95,000.00" and fields["Bias"] == "Bullish"
+    assert fields["MACD-V 5m"] == "-160.00 (oversold)" and fields["MACD-V 1d"] == "n/a"
+    assert fields["Liquidity 5m"] == "n/a"  # these bars came without diagnostics
     assert [k for k in fields if k.startswith("MACD-V ")] == [
         f"MACD-V {tf}" for tf in ("1m", "5m", "15m", "1h", "4h", "1d")
     ]
@@ -70,6 +71,55 @@ def test_it_posts_the_embed_with_the_chart_as_multipart(
     (upload,) = received.files
     assert (upload.name, upload.filename, upload.content_type) == ("files[0]", "chart.png", "image/png")
     assert Image.open(io.BytesIO(upload.data)).size == (800, 500)
+
+
+def test_the_embed_shows_each_timeframes_stage_and_the_liquidity_of_its_own(
+    alice: Any, btc: Instrument, discord: FakeDiscord
+) -> None:
+    channel, webhook_id = channel_for(alice, discord)
+    macdv_rule(alice, btc, "1h")
+    AlertRule.objects.create(
+        user=alice, instrument=btc, timeframe="1m", condition="greater_than", threshold=Decimal(90000)
+    )
+    diagnostics = {"macdv_n_eff": Decimal(200), "macdv_span": Decimal(260)}  # 60 gaps in 260: 23%
+    alerts_evaluate_bar_close(
+        symbol="BTCUSD", timeframe="5m", bar_start=BAR, values=bar_values(20.0, signal=10.0)
+    )
+    alerts_evaluate_bar_close(
+        symbol="BTCUSD", timeframe="1h", bar_start=BAR, values=bar_values(140.0) | diagnostics
+    )
+    alerts_evaluate_bar_close(
+        symbol="BTCUSD",
+        timeframe="1h",
+        bar_start=BAR + 3600,
+        values=bar_values(160.0, signal=150.0) | diagnostics,
+    )
+    # A price rule on 1m, whose MACD-V is not seeded yet: its bar carries diagnostics, no MACD-V.
+    unseeded = {k: v for k, v in bar_values(0.0).items() if not k.startswith("macdv")}
+    alerts_evaluate_bar_close(
+        symbol="BTCUSD",
+        timeframe="1m",
+        bar_start=BAR + 7200,
+        values=unseeded | {"macdv_n_eff": Decimal(20), "macdv_span": Decimal(45)},
+    )
+    for notification in Notification.objects.filter(channel=channel).order_by("pk"):
+        assert notification_deliver(notification_id=notification.pk) is None
+    macdv_alert, price_alert = (
+        {f["name"]: f["value"] for f in r.payload["embeds"][0]["fields"]} for r in discord.posted(webhook_id)
+    )
+    assert macdv_alert["MACD-V 1h"] == "160.00 (overbought)"
+    assert macdv_alert["MACD-V 5m"] == "20.00 (rebounding)"
+    assert macdv_alert["Bias"] == "Bearish"  # overbought 1h (4) against rebounding 5m (2)
+    assert macdv_alert["Liquidity 1h"] == "medium (nEff 200, span 260)"
+    assert price_alert["Liquidity 1m"] == "Low trading activity"
+    assert price_alert["MACD-V 1m"] == "n/a"
+    event = AlertEvent.objects.get(timeframe="1h")
+    assert event.payload["diagnostics"] == {
+        "n_eff": 200, "span": 260, "gap_ratio": 60 / 260, "liquidity": "medium"
+    }  # fmt: skip
+    assert AlertEvent.objects.get(timeframe="1m").payload["diagnostics"] == {
+        "n_eff": 20, "span": 45, "gap_ratio": 25 / 45, "liquidity": "low"
+    }  # fmt: skip
 
 
 def test_a_chart_failure_sends_the_alert_without_the_image(

@@ -54,7 +54,11 @@ def test_a_macdv_crossing_is_recorded_once_with_an_outbox_row_per_enabled_channe
     assert event.value == Decimal("-160") and event.price == Decimal("95000")
     assert event.bar_start == datetime.fromtimestamp(BAR + 300, UTC)
     assert event.payload["frames"]["5m"] == -160 and event.payload["frames"]["1h"] is None
-    assert event.payload["bias"] == "Bearish"  # 5m below -50 and at its signal
+    assert event.payload["bias"] == "Bullish"  # 5m oversold, which Livermore counts bullish
+    assert event.payload["stages"] == {
+        "1m": "unknown", "5m": "oversold", "15m": "unknown", "1h": "unknown", "4h": "unknown", "1d": "unknown"
+    }  # fmt: skip
+    assert event.payload["signals"]["5m"] == -160 and event.payload["signals"]["1h"] is None
     assert Notification.objects.filter(event=event, status="pending").count() == 2
 
 

@@ -56,8 +56,23 @@ class TestRead:
             "value": "350.0000000000",
             "signal": None,
             "histogram": None,
+            "stage": "unknown",
+            "diagnostics": {"n_eff": 31, "span": 31, "gap_ratio": 0.0, "liquidity": "high"},
         }
         assert (last["value"], last["signal"]) == ("350.0000000000", "350.0000000000")
+        assert last["stage"] == "unknown"  # at its signal, outside -50..50
+        assert last["diagnostics"]["n_eff"] == 40
+
+    def test_other_indicators_have_no_stage_or_diagnostics(self, client: APIClient) -> None:
+        (row,) = client.get(URL, {"tf": "1m", "name": "ema12", "limit": 1}).json()["results"]
+        assert (row["stage"], row["diagnostics"]) == (None, None)
+
+    def test_the_stage_follows_the_stored_value_and_signal(self, client: APIClient) -> None:
+        IndicatorValue.objects.filter(name="macdv", start=bar_start(39)).update(
+            value=Decimal("20"), signal=Decimal("10"), n_eff=None, span=None
+        )
+        (row,) = client.get(URL, {"tf": "1m", "name": "macdv", "limit": 1}).json()["results"]
+        assert (row["stage"], row["diagnostics"]) == ("rebounding", None)
 
     def test_every_indicator_is_served_without_a_name(self, client: APIClient) -> None:
         body = client.get(URL, {"tf": "1m", "limit": "5000"}).json()
@@ -110,3 +125,14 @@ class TestRejects:
         response = APIClient().get(URL, {"tf": "1m"})
         assert response.status_code in (401, 403)
         assert "error" in response.json()
+
+
+@pytest.mark.usefixtures("history")
+def test_the_admin_lists_the_macdv_stage_and_liquidity(admin_client: Any) -> None:
+    IndicatorValue.objects.filter(name="macdv", start=bar_start(39)).update(
+        value=Decimal("20"), signal=Decimal("10"), n_eff=150, span=200
+    )
+    page = admin_client.get("/admin/alerts/indicatorvalue/", {"name": "macdv", "start__gte": bar_start(39)})
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "rebounding" in body and '<td class="field-liquidity">medium</td>' in body

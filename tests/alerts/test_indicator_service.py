@@ -7,9 +7,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
-from alerts.indicators import INDICATOR_NAMES, LOW_TRADING_ACTIVITY, NOT_ENOUGH_BARS, RANGING, RETRACING
+from alerts.indicators import INDICATOR_NAMES, LOW_TRADING_ACTIVITY, RANGING, UNKNOWN
 from alerts.models import IndicatorValue
-from alerts.selectors import closed_bars, indicator_cache_key
+from alerts.selectors import closed_bars, indicator_cache_key, indicators_latest
 from alerts.services import INDICATOR_CACHE_TTL, indicators_update_for_bar
 from livermore.asgi import application
 from livermore.errors import ServiceError
@@ -66,7 +66,7 @@ class TestUpdateForBar:
         reading = data["indicators"]["macdv"]
         assert reading["seeded"] is True
         assert reading["signal"] is None
-        assert reading["stage"] is None  # above 150: overbought or retracing, which needs the signal
+        assert reading["stage"] == UNKNOWN  # no signal yet
 
     def test_an_unseeded_bar_stores_nothing_and_says_why(self) -> None:
         make_ramp(make_instrument(), 20)
@@ -82,9 +82,12 @@ class TestUpdateForBar:
             "signal": None,
             "histogram": None,
             "seeded": False,
-            "reason": NOT_ENOUGH_BARS,
-            "stage": None,
+            "reason": LOW_TRADING_ACTIVITY,  # as Livermore said of any unseeded MACD-V
+            "stage": UNKNOWN,
+            "diagnostics": {"n_eff": 20, "span": 20, "gap_ratio": 0.0, "liquidity": "high"},
         }
+        assert data["indicators"]["sma20"]["stage"] is None
+        assert data["indicators"]["sma20"]["diagnostics"] is None
         assert IndicatorValue.objects.filter(name="sma20", start=bar_start(19)).exists()
 
     def test_gaps_become_synthetic_bars_and_low_activity_delays_the_macdv(self) -> None:
@@ -94,6 +97,7 @@ class TestUpdateForBar:
         macdv = data["indicators"]["macdv"]
         assert macdv["seeded"] is False
         assert macdv["reason"] == LOW_TRADING_ACTIVITY
+        assert macdv["diagnostics"] == {"n_eff": 20, "span": 40, "gap_ratio": 0.5, "liquidity": "low"}
         assert not IndicatorValue.objects.filter(name__in=("macdv", "atr26")).exists()
         assert IndicatorValue.objects.filter(name="ema26", start=bar_start(39)).exists()
 
@@ -105,11 +109,30 @@ class TestUpdateForBar:
         assert data["indicators"]["macdv"]["value"] == "0E-10"
         assert data["indicators"]["macdv"]["stage"] == RANGING
 
-    def test_a_macdv_at_its_signal_above_50_is_retracing(self) -> None:
-        # On the ramp the signal catches up with the constant 350: stored, both are 350.0000000000.
+    def test_a_macdv_at_its_signal_above_50_is_unknown(self) -> None:
+        # On the ramp the signal catches up with the constant 350: stored, both are 350.0000000000,
+        # neither above nor below it, and outside -50..50: Livermore had no stage for that.
         make_ramp(make_instrument(), 60)
         data = indicators_update_for_bar(symbol="EURUSD", timeframe="1m", start=epoch(59))
-        assert data["indicators"]["macdv"]["stage"] == RETRACING
+        assert data["indicators"]["macdv"]["stage"] == UNKNOWN
+
+    def test_the_macdv_row_keeps_its_diagnostics(self) -> None:
+        make_ramp(make_instrument(), 60, skip=set(range(10, 20)))
+        data = indicators_update_for_bar(symbol="EURUSD", timeframe="1m", start=epoch(59))
+        row = macdv_row(59)
+        assert (row.n_eff, row.span) == (50, 60)  # 10 gaps in 60 bars
+        assert data["indicators"]["macdv"]["diagnostics"] == {
+            "n_eff": 50, "span": 60, "gap_ratio": 10 / 60, "liquidity": "high"
+        }  # fmt: skip
+        assert IndicatorValue.objects.get(name="ema12", start=bar_start(59)).n_eff is None
+
+    def test_diagnostics_cover_the_last_200_real_bars(self) -> None:
+        # 300 minutes, 40 gaps at 250..289: the last 200 real bars are 290..299 and 60..249.
+        make_ramp(make_instrument(), 300, skip=set(range(250, 290)))
+        data = indicators_update_for_bar(symbol="EURUSD", timeframe="1m", start=epoch(299))
+        assert data["indicators"]["macdv"]["diagnostics"] == {
+            "n_eff": 200, "span": 240, "gap_ratio": 40 / 240, "liquidity": "high"
+        }  # fmt: skip
 
     def test_it_rejects_an_unknown_symbol(self) -> None:
         with pytest.raises(ServiceError) as caught:
@@ -138,6 +161,12 @@ class TestCache:
         cache_key = indicator_cache_key("EURUSD", "1m", "macdv")
         assert json.loads(cast(bytes, redis.get(cache_key))) == data["indicators"]["macdv"]
         assert INDICATOR_CACHE_TTL - 60 < cast(int, redis.ttl(cache_key)) <= INDICATOR_CACHE_TTL == 24 * 3600
+
+    def test_a_reading_cached_under_the_old_rules_shows_the_livermore_stage(self) -> None:
+        old = {"name": "macdv", "ts": epoch(9), "value": "20.0000000000", "signal": "10.0000000000"}
+        sync_client().set(indicator_cache_key("EURUSD", "1m", "macdv"), json.dumps(old | {"stage": RANGING}))
+        reading = indicators_latest(symbol="EURUSD", timeframe="1m")["macdv"]
+        assert reading["stage"] == "rebounding" and reading["diagnostics"] is None
 
     def test_a_late_update_of_an_older_bar_keeps_the_latest_cached(self) -> None:
         make_ramp(make_instrument(), 40)
@@ -185,7 +214,9 @@ class TestStream:
             assert event["type"] == "indicator"
             assert event["channel"] == "indicators:EURUSD:1m"
             assert event["data"]["start"] == bar_start(39).isoformat()
-            assert event["data"]["indicators"]["macdv"]["value"] == "350.0000000000"
+            macdv = event["data"]["indicators"]["macdv"]
+            assert (macdv["value"], macdv["stage"]) == ("350.0000000000", "unknown")  # at its signal
+            assert macdv["diagnostics"] == {"n_eff": 40, "span": 40, "gap_ratio": 0.0, "liquidity": "high"}
         finally:
             await communicator.disconnect()
 

@@ -129,7 +129,7 @@ class TestMacdVOnARamp:
         result = ind.macdv(*ramp(25))
         assert np.isnan(result.value).all()
         assert not result.seeded
-        assert result.reason == ind.NOT_ENOUGH_BARS
+        assert result.reason == ind.LOW_TRADING_ACTIVITY  # Livermore's one reason: too few real bars
 
 
 class TestSyntheticBars:
@@ -185,7 +185,7 @@ class TestSyntheticBars:
             state.update(h, lo, c, s)
         assert not state.seeded
         assert state.reason == ind.LOW_TRADING_ACTIVITY
-        assert state.stage is None
+        assert state.stage == ind.UNKNOWN
 
 
 class TestAgainstTheReference:
@@ -226,7 +226,8 @@ class TestAgainstTheReference:
         result = ind.macdv([], [], [])
         assert result.value.size == 0
         assert not result.seeded
-        assert result.reason == ind.NOT_ENOUGH_BARS
+        assert result.reason == ind.LOW_TRADING_ACTIVITY
+        assert result.diagnostics == ind.Diagnostics(n_eff=0, span=0)
 
     def test_a_flat_market_has_a_macdv_of_zero(self) -> None:
         close = [100.0] * 40

@@ -110,6 +110,7 @@ def test_macdv_agrees_with_synthetic_bars(history: tuple) -> None:
         assert state.seeded == result.seeded
         assert state.reason == result.reason
         assert state.stage == ind.macdv_stage(result.value[-1], result.signal[-1])
+        assert state.diagnostics == result.diagnostics
 
 
 def test_macdv_agrees_over_a_long_random_walk() -> None:

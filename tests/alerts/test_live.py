@@ -124,7 +124,8 @@ async def test_the_alerts_channel_sends_a_snapshot_then_new_alerts(
         frame = await alice_ws.receive_json_from(timeout=5)
         assert frame["type"] == "alert" and frame["channel"] == "alerts"
         assert frame["data"]["title"] == "BTCUSD: MACD-V crossed below -200 (5m)"
-        assert frame["data"]["value"] == "-210.0000000000" and frame["data"]["bias"] == "Bearish"
+        assert frame["data"]["value"] == "-210.0000000000" and frame["data"]["bias"] == "Bullish"
+        assert frame["data"]["stages"]["5m"] == "oversold" and frame["data"]["stages"]["1h"] == "unknown"
         assert await bob_ws.receive_nothing(timeout=0.5)
     finally:
         await alice_ws.disconnect()

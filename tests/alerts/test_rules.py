@@ -17,7 +17,6 @@ from alerts.rules import (
     evaluate_bar_close,
     evaluate_quote,
     macdv_events,
-    stage,
     validate_spec,
 )
 
@@ -227,18 +226,26 @@ def test_macdv_rule_titles_and_directions() -> None:
     assert firing.value == -151.5
 
 
-def test_stage_per_timeframe() -> None:
-    assert stage(120, 100) is Direction.UP  # rallying
-    assert stage(200, 180) is Direction.UP  # overbought, still rising
-    assert stage(120, 130) is Direction.NEUTRAL  # retracing
-    assert stage(20, 0) is Direction.NEUTRAL  # ranging
-    assert stage(-120, -100) is Direction.DOWN
-    assert stage(-120, -130) is Direction.NEUTRAL  # rebounding
-    assert stage(120, None) is Direction.NEUTRAL
+def test_reversal_titles_are_livermores() -> None:
+    r = Rule(7, "BTCUSD", "5m", kind=Kind.MACDV)
+    series = SeriesState("BTCUSD", "5m")
+    evaluate_bar_close([r], series, bar_start=BAR, values={"macdv": -200.0})
+    (up,) = evaluate_bar_close(
+        [r], series, bar_start=BAR + M5, values={"macdv": -190.0, "macdv_histogram": 10.0}
+    )
+    assert (up.title, up.direction) == ("BTCUSD: Potential reversal up from oversold (5m)", Direction.UP)
+    evaluate_bar_close([r], series, bar_start=BAR + 2 * M5, values={"macdv": 210.0})
+    (down,) = evaluate_bar_close(
+        [r], series, bar_start=BAR + 3 * M5, values={"macdv": 200.0, "macdv_histogram": -6.5}
+    )
+    assert (down.title, down.direction) == (
+        "BTCUSD: Potential reversal down from overbought (5m)",
+        Direction.DOWN,
+    )
 
 
 def test_bias_weighs_timeframes_and_needs_one_and_a_half_times_the_other_side() -> None:
-    up, down, flat = (100.0, 90.0), (-100.0, -90.0), (0.0, 0.0)
+    up, down, flat = (100.0, 90.0), (-100.0, -90.0), (0.0, 0.0)  # rallying, reversing, ranging
     # bullish 1h+4h = 9 vs bearish 1d = 6: 9 > 9 is false
     assert bias({"1h": up, "4h": up, "1d": down, "1m": flat}) == "Neutral"
     # bullish 1m+1h+4h = 10 > 1.5 x 6
