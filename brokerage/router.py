@@ -1,18 +1,19 @@
-"""Which book an order goes to. settings.ORDER_ROUTER names a callable `(RouteRequest) -> RouteDecision`
-that order_submit calls under the account lock before anything is filled or stored; a router may
-refuse an order by raising livermore.errors.ServiceError. brokerage knows only its B-Book default:
-the fix app's router (fix.routing.order_route) applies the operator's routing rules.
+"""The LP gateway: where an order goes, and how a routed order is cancelled. settings.ORDER_GATEWAY
+names one object implementing `LpGateway`, which the dealing engine calls under the account lock:
 
-settings.ROUTED_ORDER_CANCEL names a callable `(*, order_id, reason) -> None` that order_cancel calls
-for a routed (A-Book) order, taking the locks itself in the LP gateway's order: it ends the order at
-once when the LP never got it, or asks the LP to cancel it (the order then stays routed until the
-LP's answer ends it)."""
+- `route(request)` decides the book before anything is filled or stored; it may refuse an order by
+  raising livermore.errors.ServiceError.
+- `cancel(order_id=..., reason=...)` cancels a routed (A-Book) order, taking the locks itself in the
+  gateway's order: it ends the order at once when the LP never got it, or asks the LP to cancel it
+  (the order then stays routed until the LP's answer ends it).
+
+brokerage knows only its B-Book default, `INTERNAL`; the fix app's gateway (fix.routing.GATEWAY)
+applies the operator's routing rules and cancels over FIX."""
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -42,32 +43,39 @@ class RouteDecision:
             raise ValueError(f"an A-Book decision names a session, a B-Book one none: {self!r}")
 
 
-Router = Callable[[RouteRequest], RouteDecision]
+class LpGateway(Protocol):
+    def route(self, request: RouteRequest) -> RouteDecision: ...
+
+    def cancel(self, *, order_id: int, reason: str) -> None: ...
+
+
 B_BOOK = RouteDecision(book="B")
 
 
-def b_book(request: RouteRequest) -> RouteDecision:
-    """The default without a FIX app: every order is internalised."""
-    return B_BOOK
+class Internal:
+    """The gateway without a FIX app: every order is internalised, none is ever routed."""
+
+    def route(self, request: RouteRequest) -> RouteDecision:
+        return B_BOOK
+
+    def cancel(self, *, order_id: int, reason: str) -> None:
+        raise ServiceError(
+            "order_not_cancellable", f"Order {order_id} has no LP to cancel it at.", status_code=409
+        )
 
 
-def no_lp(*, order_id: int, reason: str) -> None:
-    """The default without a FIX app, which never routes an order."""
-    raise ServiceError(
-        "order_not_cancellable", f"Order {order_id} has no LP to cancel it at.", status_code=409
-    )
+INTERNAL = Internal()
 
 
 @functools.cache
-def _hook(path: str) -> Callable[..., Any]:
-    hook: Callable[..., Any] = import_string(path)
-    return hook
+def _gateway(path: str) -> LpGateway:
+    gateway: LpGateway = import_string(path)
+    return gateway
 
 
 def order_route(request: RouteRequest) -> RouteDecision:
-    router: Router = _hook(settings.ORDER_ROUTER)
-    return router(request)
+    return _gateway(settings.ORDER_GATEWAY).route(request)
 
 
 def routed_order_cancel(order_id: int, reason: str) -> None:
-    _hook(settings.ROUTED_ORDER_CANCEL)(order_id=order_id, reason=reason)
+    _gateway(settings.ORDER_GATEWAY).cancel(order_id=order_id, reason=reason)

@@ -1,27 +1,40 @@
-"""The order router (settings.ORDER_ROUTER) when the fix app is installed: the first matching
-routing rule decides, and an order no rule matches is internalised (B-Book)."""
+"""The LP gateway (settings.ORDER_GATEWAY) when the fix app is installed: the first matching routing
+rule decides the book, an order no rule matches is internalised (B-Book), and routed orders are
+cancelled over FIX."""
 
 from brokerage.router import B_BOOK, RouteDecision, RouteRequest
 from livermore.errors import ServiceError
 
 from .models import RoutingAction
 from .selectors import routing_rule_match
+from .services import fix_order_client_cancel
 
 
-def order_route(request: RouteRequest) -> RouteDecision:
-    """B-Book unless a rule says A-Book; an A-Book rule whose session cannot trade refuses the order
-    (nothing is stored), rather than leaving it waiting for a session that will not send it."""
-    rule = routing_rule_match(
-        account_id=request.account_id, group_id=request.group_id, symbol=request.symbol, volume=request.volume
-    )
-    if rule is None or rule.action == RoutingAction.B_BOOK:
-        return B_BOOK
-    session = rule.session
-    assert session is not None  # routingrule_a_book_needs_session
-    if not session.enabled or not session.does_trading:
-        raise ServiceError(
-            "no_route",
-            f"Rule {rule.name!r} routes this order to FIX session {session.name}, which cannot trade now.",
-            status_code=503,
+class FixGateway:
+    def route(self, request: RouteRequest) -> RouteDecision:
+        """B-Book unless a rule says A-Book; an A-Book rule whose session cannot trade refuses the order
+        (nothing is stored), rather than leaving it waiting for a session that will not send it."""
+        rule = routing_rule_match(
+            account_id=request.account_id,
+            group_id=request.group_id,
+            symbol=request.symbol,
+            volume=request.volume,
         )
-    return RouteDecision(book="A", session=session.name)
+        if rule is None or rule.action == RoutingAction.B_BOOK:
+            return B_BOOK
+        session = rule.session
+        assert session is not None  # routingrule_a_book_needs_session
+        if not session.enabled or not session.does_trading:
+            raise ServiceError(
+                "no_route",
+                f"Rule {rule.name!r} routes this order to FIX session {session.name}, "
+                "which cannot trade now.",
+                status_code=503,
+            )
+        return RouteDecision(book="A", session=session.name)
+
+    def cancel(self, *, order_id: int, reason: str) -> None:
+        fix_order_client_cancel(order_id=order_id, reason=reason)
+
+
+GATEWAY = FixGateway()

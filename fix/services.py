@@ -405,7 +405,7 @@ def fix_order_cancel_request(*, fix_order: FixOrder, reason: str = Reason.OPERAT
 
 @transaction.atomic
 def fix_order_client_cancel(*, order_id: int, reason: str) -> None:
-    """Cancel a routed client order (brokerage's ROUTED_ORDER_CANCEL hook). Never sent to the LP (no
+    """Cancel a routed client order (FixGateway.cancel, brokerage's LP gateway). Never sent to the LP (no
     FIX order yet, or one still in the outbox): ended now. Working at the LP: an OrderCancelRequest,
     and the LP's answer ends it.
 

@@ -295,15 +295,11 @@ QUOTE_LISTENERS: list[str] = ["brokerage.watcher.quote_listener", "alerts.listen
 # Dotted paths of callables `(Bar) -> None` called with every closed candle, after it is stored, in the
 # market loop's candle writer thread (so they may use the database; keep them quick).
 CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
-# Dotted path of the callable `(RouteRequest) -> RouteDecision` choosing A- or B-Book per order
-# (brokerage/router.py); the fix app's applies its routing rules.
-ORDER_ROUTER = env.str(
-    "ORDER_ROUTER",
-    default="fix.routing.order_route" if "fix" in INSTALLED_APPS else "brokerage.router.b_book",
-)
-# Dotted path of the callable `(*, order_id, reason) -> None` cancelling a routed (A-Book) order.
-ROUTED_ORDER_CANCEL = (
-    "fix.services.fix_order_client_cancel" if "fix" in INSTALLED_APPS else "brokerage.router.no_lp"
+# Dotted path of the LP gateway (brokerage/router.py LpGateway): routes each order to A- or B-Book and
+# cancels routed ones; the fix app's applies its routing rules.
+ORDER_GATEWAY = env.str(
+    "ORDER_GATEWAY",
+    default="fix.routing.GATEWAY" if "fix" in INSTALLED_APPS else "brokerage.router.INTERNAL",
 )
 
 # /ws/v1/stream channel kinds -> StreamChannel classes (see marketdata/streams.py).

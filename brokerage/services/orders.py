@@ -105,7 +105,7 @@ def order_submit(
     created_by: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Order:
-    """Place an order. The router (settings.ORDER_ROUTER) decides its book first. B-Book: a market
+    """Place an order. The LP gateway (settings.ORDER_GATEWAY) decides its book first. B-Book: a market
     order fills now at the client's ask (BUY) or bid (SELL); limit, stop and stop-limit orders are
     stored as `pending` for the trigger watcher. A-Book: any type is stored as `routed` for the LP
     session the router chose, holding its margin. Raises ServiceError; nothing is written when it does."""
@@ -317,7 +317,7 @@ def order_routed_end(
 
 @transaction.atomic
 def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User | None = None) -> Order:
-    """Cancel a pending order, or a routed (A-Book) one through settings.ROUTED_ORDER_CANCEL: ended
+    """Cancel a pending order, or a routed (A-Book) one through the LP gateway (settings.ORDER_GATEWAY): ended
     at once when the LP never got it; otherwise the LP is asked and the order stays `routed` until
     the LP's answer ends it (its status tells the caller which happened). A routed order's rows are
     locked by the hook in the LP gateway's order (order, then its FIX order, then the account, as an

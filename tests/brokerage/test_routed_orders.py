@@ -1,4 +1,4 @@
-"""The routing hook (settings.ORDER_ROUTER) and the A-Book order lifecycle in the dealing engine:
+"""The LP gateway (settings.ORDER_GATEWAY) and the A-Book order lifecycle in the dealing engine:
 routed orders hold margin, the LP's partial fills are booked as they come, and an LP reject or cancel
 ends what is left exactly once."""
 
@@ -8,7 +8,7 @@ import pytest
 
 from brokerage import services
 from brokerage.models import Deal, Order, OrderStatus, Position, Posting, TradingAccount
-from brokerage.router import RouteDecision, RouteRequest
+from brokerage.router import Internal, RouteDecision, RouteRequest
 from brokerage.selectors import account_summary
 from brokerage.watcher import triggers_load
 from livermore.errors import ServiceError
@@ -19,19 +19,24 @@ pytestmark = pytest.mark.django_db
 requests: list[RouteRequest] = []
 
 
-def to_the_lp(request: RouteRequest) -> RouteDecision:
-    requests.append(request)
-    return RouteDecision(book="A", session="lp-test")
+class ToTheLp(Internal):
+    def route(self, request: RouteRequest) -> RouteDecision:
+        requests.append(request)
+        return RouteDecision(book="A", session="lp-test")
 
 
-def no_route(request: RouteRequest) -> RouteDecision:
-    raise ServiceError("no_route", "No LP takes this order now.", status_code=503)
+class NoRoute(Internal):
+    def route(self, request: RouteRequest) -> RouteDecision:
+        raise ServiceError("no_route", "No LP takes this order now.", status_code=503)
+
+
+to_the_lp, no_route = ToTheLp(), NoRoute()
 
 
 @pytest.fixture
 def a_book(settings, market):
     requests.clear()
-    settings.ORDER_ROUTER = f"{__name__}.to_the_lp"
+    settings.ORDER_GATEWAY = f"{__name__}.to_the_lp"
     market.set("EURUSD", "1.1000", "1.1002")
 
 
@@ -69,7 +74,7 @@ def test_margin_held_by_routed_orders_refuses_an_order_it_leaves_no_room_for(acc
 
 
 def test_a_router_refusing_an_order_writes_nothing(account, settings, market):
-    settings.ORDER_ROUTER = f"{__name__}.no_route"
+    settings.ORDER_GATEWAY = f"{__name__}.no_route"
     market.set("EURUSD", "1.1000", "1.1002")
     with pytest.raises(ServiceError) as refused:
         routed(account)
@@ -78,7 +83,7 @@ def test_a_router_refusing_an_order_writes_nothing(account, settings, market):
 
 
 def test_the_b_book_default_router_fills_at_submit(account, settings, market):
-    settings.ORDER_ROUTER = "brokerage.router.b_book"
+    settings.ORDER_GATEWAY = "brokerage.router.INTERNAL"
     market.set("EURUSD", "1.1000", "1.1002")
     order = routed(account)
     assert (order.status, order.book, order.route, order.fill_price) == (
@@ -105,7 +110,7 @@ def test_a_book_limit_and_stop_orders_go_to_the_lp_not_to_the_trigger_watcher(ac
     assert limit.margin == D("1090.00") and stop.margin == D("1110.00")  # at their entry prices
     assert triggers_load(account_id=account.pk) == []
 
-    settings.ORDER_ROUTER = "brokerage.router.b_book"
+    settings.ORDER_GATEWAY = "brokerage.router.INTERNAL"
     pending = routed(account, type="limit", price=D("1.0900"))
     assert [t.object_id for t in triggers_load(account_id=account.pk)] == [pending.pk]
 
