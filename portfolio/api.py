@@ -65,7 +65,7 @@ class LinkSerializer(serializers.ModelSerializer[CoinbaseLink]):
         fields = ("enabled", "status", "last_error", "last_synced_at", "currency")
 
 
-class HoldingValueSerializer(serializers.Serializer[Any]):
+class PortfolioHoldingValueSerializer(serializers.Serializer[Any]):
     currency = serializers.CharField()
     quantity = amount(help_text="available + hold")
     product_id = serializers.CharField(
@@ -87,7 +87,7 @@ class HoldingValueSerializer(serializers.Serializer[Any]):
     unpriced_reason = serializers.CharField()
 
 
-class PositionSerializer(serializers.Serializer[Any]):
+class PortfolioPositionSerializer(serializers.Serializer[Any]):
     product_id = serializers.CharField()
     quantity = amount()
     cost = amount(help_text="Average-cost basis of the quantity, in the quote currency, fees included.")
@@ -101,7 +101,7 @@ class PositionSerializer(serializers.Serializer[Any]):
     fills = serializers.IntegerField()
 
 
-class ValuationSerializer(serializers.Serializer[Any]):
+class PortfolioValuationSerializer(serializers.Serializer[Any]):
     """Holdings valued at the best bid (what they could be sold for now) from the last sync's prices."""
 
     currency = serializers.CharField(help_text="The account currency of every amount below.")
@@ -110,8 +110,8 @@ class ValuationSerializer(serializers.Serializer[Any]):
     total_unrealized_pnl = money()
     complete = serializers.BooleanField(help_text="False when a holding could not be priced.")
     unpriced = serializers.ListField(child=serializers.CharField())
-    holdings = HoldingValueSerializer(many=True)
-    positions = PositionSerializer(many=True)
+    holdings = PortfolioHoldingValueSerializer(many=True)
+    positions = PortfolioPositionSerializer(many=True)
 
 
 class CurrencySerializer(serializers.Serializer[None]):
@@ -128,7 +128,7 @@ PortfolioSerializer = inline_serializer(
     {
         "coinbase": LinkSerializer(allow_null=True),
         "holdings": HoldingSerializer(many=True),
-        "valuation": ValuationSerializer(),
+        "valuation": PortfolioValuationSerializer(),
         "orders": CoinbaseOrderSerializer(many=True),
     },
 )
@@ -150,7 +150,7 @@ class PortfolioView(APIView):
             {
                 "coinbase": LinkSerializer(link).data if link else None,
                 "holdings": HoldingSerializer(selectors.holdings_for(user=_user(request)), many=True).data,
-                "valuation": ValuationSerializer(valuation).data,
+                "valuation": PortfolioValuationSerializer(valuation).data,
                 "orders": CoinbaseOrderSerializer(
                     selectors.coinbase_orders_for(user=_user(request)), many=True
                 ).data,

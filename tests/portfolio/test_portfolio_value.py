@@ -2,10 +2,13 @@
 Coinbase fake (real wire formats, ES256 JWT checked), and GET /api/v1/portfolio values the holdings.
 Expected numbers are worked out by hand in the comments."""
 
+import io
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -368,3 +371,20 @@ def test_an_operator_sets_the_account_currency_in_the_admin_and_a_bad_one_is_ref
     assert CoinbaseLink.objects.get(pk=link.pk).currency == "USD"
     assert admin_client.post(url, {"enabled": "on", "currency": "gbp"}).status_code == 302
     assert CoinbaseLink.objects.get(pk=link.pk).currency == "GBP"
+
+
+def test_the_valuation_is_documented_in_the_openapi_schema() -> None:
+    out = io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out)
+    schema = json.loads(out.getvalue())
+    portfolio = schema["paths"]["/api/v1/portfolio"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert portfolio["schema"]["$ref"] == "#/components/schemas/Portfolio"
+    components = schema["components"]["schemas"]
+    assert (
+        components["Portfolio"]["properties"]["valuation"]["$ref"]
+        == "#/components/schemas/PortfolioValuation"
+    )
+    assert "best bid" in components["PortfolioValuation"]["description"]
+    holding = components["PortfolioHoldingValue"]["properties"]
+    assert {"value", "cost_basis", "unrealized_pnl", "conversion_product", "unpriced_reason"} <= set(holding)
+    assert "/api/v1/portfolio/currency" in schema["paths"]
