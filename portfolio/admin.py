@@ -3,13 +3,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from livermore.admin import ReadOnlyAdmin
 from marketdata.adapters.coinbase import CoinbaseSigner
 
 from . import selectors, services, tasks
 from .models import CoinbaseFill, CoinbaseLink, Holding, PortfolioPrice
-from .valuation import Valuation, currency_code
+from .valuation import Valuation, currency_code, plain
 
 
 def valuation_text(valuation: Valuation) -> str:
@@ -120,7 +121,32 @@ class CoinbaseLinkAdmin(admin.ModelAdmin[CoinbaseLink]):
     def valuation(self, obj: CoinbaseLink) -> str:
         if obj.pk is None:
             return "-"
-        return valuation_text(selectors.portfolio_valuation_for(user=obj.user))
+        valuation = selectors.portfolio_valuation_for(user=obj.user)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    h.currency,
+                    plain(h.quantity),
+                    h.product_id or "-",
+                    plain(h.bid) if h.bid is not None else "-",
+                    h.conversion_product or "-",
+                    h.value if h.value is not None else h.unpriced_reason,
+                    h.cost_basis if h.cost_basis is not None else "-",
+                    h.unrealized_pnl if h.unrealized_pnl is not None else "-",
+                )
+                for h in valuation.holdings
+            ),
+        )
+        return format_html(
+            "<p>{}</p><table><tr><th>Currency</th><th>Quantity</th><th>Priced on</th><th>Bid</th>"
+            "<th>Converted through</th><th>Value ({})</th><th>Cost basis</th><th>Unrealized PnL</th></tr>"
+            "{}</table>",
+            valuation_text(valuation),
+            valuation.currency,
+            rows,
+        )
 
     @admin.action(description="Sync now")
     def sync_now(self, request: HttpRequest, queryset: Any) -> None:

@@ -13,6 +13,7 @@ from livermore.users.models import User
 
 from . import selectors, services, tasks
 from .models import CoinbaseLink, CoinbaseOrder, Holding
+from .valuation import plain
 
 
 def money(**kwargs: Any) -> serializers.DecimalField:
@@ -27,7 +28,7 @@ class NumberField(serializers.DecimalField):
         super().__init__(max_digits=None, decimal_places=None, **kwargs)
 
     def to_representation(self, value: Any) -> str:
-        return format(Decimal(value).normalize(), "f")
+        return plain(Decimal(value))
 
 
 amount = NumberField

@@ -44,6 +44,11 @@ def money(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-CURRENCY_DECIMALS.get(currency, 2)), rounding=ROUND_HALF_EVEN)
 
 
+def plain(value: Decimal) -> str:
+    """A quantity or price as people write it: exact, no trailing zeros, no exponent."""
+    return format(value.normalize(), "f")
+
+
 def currency_code(raw: str) -> str:
     """A currency code as Coinbase writes them (USD, EUR, USDC, 1INCH): 2-10 letters or digits."""
     code = raw.strip().upper()

@@ -348,6 +348,8 @@ def test_the_admin_shows_the_valuation_and_the_mirrored_fills(
     page = admin_client.get(f"/admin/portfolio/coinbaselink/{link.pk}/change/").content.decode()
     assert "54776.75 USD at the bid" in page
     assert "DOGE: no price for DOGE-USD" in page
+    # one row per holding: SOL priced on SOL-EUR at 25, converted through USD-EUR
+    assert "<tr><td>SOL</td><td>10</td><td>SOL-EUR</td><td>25</td><td>USD-EUR</td><td>312.50</td>" in page
     listing = admin_client.get("/admin/portfolio/coinbaselink/").content.decode()
     assert "54776.75 USD (incomplete)" in listing
     fills = admin_client.get("/admin/portfolio/coinbasefill/").content.decode()
