@@ -106,6 +106,7 @@ class PortfolioValuationSerializer(serializers.Serializer[Any]):
     """Holdings valued at the best bid (what they could be sold for now) from the last sync's prices."""
 
     currency = serializers.CharField(help_text="The account currency of every amount below.")
+    priced_at = serializers.DateTimeField(allow_null=True, help_text="When the prices used were fetched.")
     total_value = money()
     total_cost_basis = money()
     total_unrealized_pnl = money()

@@ -41,12 +41,12 @@ def portfolio_valuation_for(*, user: User, currency: str | None = None) -> valua
         for f in CoinbaseFill.objects.filter(user=user).order_by("trade_time", "entry_id")
         if valuation.is_spot(f.product_id)
     ]
-    books = {
-        p.product_id: valuation.Book(bid=p.bid, ask=p.ask) for p in PortfolioPrice.objects.filter(user=user)
-    }
+    prices = list(PortfolioPrice.objects.filter(user=user))
+    books = {p.product_id: valuation.Book(bid=p.bid, ask=p.ask) for p in prices}
     return valuation.value_portfolio(
         holdings=holdings,
         account_currency=currency,
         positions=valuation.positions_from_fills(fills),
         books=books,
+        priced_at=max((p.synced_at for p in prices), default=None),
     )

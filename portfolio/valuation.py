@@ -227,6 +227,7 @@ class Valuation:
     total_cost_basis: Decimal
     total_unrealized_pnl: Decimal
     unpriced: list[str] = field(default_factory=list)
+    priced_at: datetime | None = None  # when the prices used were fetched
 
     @property
     def complete(self) -> bool:
@@ -303,6 +304,7 @@ def value_portfolio(
     account_currency: str,
     positions: Mapping[str, Position],
     books: Mapping[str, Book],
+    priced_at: datetime | None = None,
 ) -> Valuation:
     """`holdings` maps a currency to its total (available + hold) quantity."""
     values = [
@@ -318,4 +320,5 @@ def value_portfolio(
         total_cost_basis=sum((v.cost_basis for v in priced if v.cost_basis is not None), ZERO),
         total_unrealized_pnl=sum((v.unrealized_pnl for v in priced if v.unrealized_pnl is not None), ZERO),
         unpriced=[v.currency for v in values if v.value is None],
+        priced_at=priced_at,
     )

@@ -222,6 +222,7 @@ def test_the_api_values_the_portfolio_at_the_bid_with_cost_basis_and_unrealized_
     btc = next(p for p in valuation["positions"] if p["product_id"] == "BTC-USD")
     assert (btc["realized_pnl"], btc["fees"], btc["average_cost"]) == ("4756.8", "75.5", "32332.3")
     assert body["coinbase"]["currency"] == "USD"
+    assert valuation["priced_at"] == body["holdings"][0]["synced_at"]  # the same sync
 
 
 def test_a_resync_is_idempotent_and_asks_only_for_fills_posted_since_the_last_one(
@@ -239,7 +240,9 @@ def test_a_resync_is_idempotent_and_asks_only_for_fills_posted_since_the_last_on
     assert {r.arg("start_sequence_timestamp") for r in fill_requests} == {since}
     assert CoinbaseFill.objects.filter(user=link.user).count() == 6
     assert CoinbaseOrder.objects.filter(user=link.user).count() == 4
-    assert api_for(link.user).get("/api/v1/portfolio").json()["valuation"] == first
+    again = api_for(link.user).get("/api/v1/portfolio").json()["valuation"]
+    assert again.pop("priced_at") > first.pop("priced_at")  # fresh prices, the same numbers
+    assert again == first
 
 
 def test_new_fills_and_prices_change_the_valuation_on_the_next_sync(
@@ -303,6 +306,7 @@ def test_a_user_sees_only_their_own_valuation(link: CoinbaseLink) -> None:
     assert body["coinbase"] is None
     assert body["valuation"] == {
         "currency": "USD",
+        "priced_at": None,
         "total_value": "0",
         "total_cost_basis": "0",
         "total_unrealized_pnl": "0",
