@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portfolio.valuation import (
     Book,
@@ -177,3 +179,40 @@ def test_a_holding_traded_in_the_account_currency_is_priced_there_even_if_traded
     )
     assert products_to_price(["ETH"], "USD", positions) == ["ETH-USD"]
     assert products_to_price(["ETH"], "EUR", positions) == ["BTC-EUR", "ETH-BTC", "EUR-BTC"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.decimals(min_value=D("0.001"), max_value=D("5"), places=3),
+            st.decimals(min_value=D("1"), max_value=D("50000"), places=2),
+            st.decimals(min_value=D("0"), max_value=D("20"), places=2),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_once_everything_is_sold_the_realized_pnl_is_all_money_in_minus_all_money_out(
+    trades: list[tuple[bool, Decimal, Decimal, Decimal]],
+) -> None:
+    """Average cost only moves PnL between trades: after a full sale, realised PnL must equal the
+    sales' proceeds less every fee and every purchase, whatever the order of buys and sells."""
+    fills, held, money_in, money_out = [], D(0), D(0), D(0)
+    for n, (is_sell, size, price, fee) in enumerate(trades):
+        if is_sell and held:
+            size = min(size, held)
+            fills.append(fill(n, "BTC-USD", "SELL", str(size), str(price), str(fee)))
+            held -= size
+            money_in += size * price - fee
+        else:
+            fills.append(fill(n, "BTC-USD", "BUY", str(size), str(price), str(fee)))
+            held += size
+            money_out += size * price + fee
+    if held:
+        fills.append(fill(len(trades), "BTC-USD", "SELL", str(held), "100", "1"))
+        money_in += held * 100 - 1
+    position = positions_from_fills(fills)["BTC-USD"]
+    assert (position.quantity, position.cost, position.untracked_sold) == (0, 0, 0)
+    assert abs(position.realized_pnl - (money_in - money_out)) < D("1e-15")
