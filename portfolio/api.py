@@ -31,9 +31,6 @@ class NumberField(serializers.DecimalField):
         return plain(Decimal(value))
 
 
-amount = NumberField
-
-
 class HoldingSerializer(serializers.ModelSerializer[Holding]):
     class Meta:
         model = Holding
@@ -68,19 +65,19 @@ class LinkSerializer(serializers.ModelSerializer[CoinbaseLink]):
 
 class PortfolioHoldingValueSerializer(serializers.Serializer[Any]):
     currency = serializers.CharField()
-    quantity = amount(help_text="available + hold")
+    quantity = NumberField(help_text="available + hold")
     product_id = serializers.CharField(
         help_text="The product it is priced on; empty for the account currency."
     )
-    bid = amount(allow_null=True, help_text="Best bid of product_id, in its quote currency.")
+    bid = NumberField(allow_null=True, help_text="Best bid of product_id, in its quote currency.")
     conversion_product = serializers.CharField(
         help_text="The product converting the quote currency to the account currency; empty if none needed."
     )
-    conversion_rate = amount(allow_null=True, help_text="Account-currency units per quote unit.")
+    conversion_rate = NumberField(allow_null=True, help_text="Account-currency units per quote unit.")
     value = money(allow_null=True, help_text="quantity x bid x conversion_rate; null when unpriced.")
-    tracked_quantity = amount(help_text="The part of the quantity the fills account for.")
-    untracked_quantity = amount(help_text="Quantity with no cost basis (deposits, transfers, rewards).")
-    average_cost = amount(
+    tracked_quantity = NumberField(help_text="The part of the quantity the fills account for.")
+    untracked_quantity = NumberField(help_text="Quantity with no cost basis (deposits, transfers, rewards).")
+    average_cost = NumberField(
         allow_null=True, help_text="Average cost per unit in the quote currency, fees included."
     )
     cost_basis = money(allow_null=True, help_text="Cost of the tracked quantity, in the account currency.")
@@ -90,14 +87,16 @@ class PortfolioHoldingValueSerializer(serializers.Serializer[Any]):
 
 class PortfolioPositionSerializer(serializers.Serializer[Any]):
     product_id = serializers.CharField()
-    quantity = amount()
-    cost = amount(help_text="Average-cost basis of the quantity, in the quote currency, fees included.")
-    average_cost = amount(allow_null=True)
-    realized_pnl = amount(help_text="In the quote currency, fees deducted.")
-    fees = amount()
-    bought = amount()
-    sold = amount()
-    untracked_sold = amount(help_text="Sold beyond what the fills bought (coins that came in otherwise).")
+    quantity = NumberField()
+    cost = NumberField(help_text="Average-cost basis of the quantity, in the quote currency, fees included.")
+    average_cost = NumberField(allow_null=True)
+    realized_pnl = NumberField(help_text="In the quote currency, fees deducted.")
+    fees = NumberField()
+    bought = NumberField()
+    sold = NumberField()
+    untracked_sold = NumberField(
+        help_text="Sold beyond what the fills bought (coins that came in otherwise)."
+    )
     adjusted_fills = serializers.IntegerField(help_text="REVERSAL/CORRECTION/SYNTHETIC fills, not applied.")
     fills = serializers.IntegerField()
 

@@ -27,12 +27,11 @@ def coinbase_links_to_sync() -> list[int]:
     return list(CoinbaseLink.objects.filter(enabled=True, user__is_active=True).values_list("pk", flat=True))
 
 
-def portfolio_valuation_for(*, user: User, currency: str | None = None) -> valuation.Valuation:
-    """The user's holdings valued from the prices and fills of their last successful sync, in
-    `currency` (default: the link's account currency, else USD)."""
-    if currency is None:
-        link = coinbase_link_for(user=user)
-        currency = link.currency if link is not None else DEFAULT_CURRENCY
+def portfolio_valuation_for(*, user: User) -> valuation.Valuation:
+    """The user's holdings valued from the prices and fills of their last successful sync, in their
+    account currency (USD until they link Coinbase and choose another)."""
+    link = coinbase_link_for(user=user)
+    currency = link.currency if link is not None else DEFAULT_CURRENCY
     holdings: dict[str, Decimal] = {}
     for holding in holdings_for(user=user):
         holdings[holding.currency] = holdings.get(holding.currency, Decimal(0)) + holding.total
