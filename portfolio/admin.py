@@ -3,12 +3,27 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from livermore.admin import ReadOnlyAdmin
 from marketdata.adapters.coinbase import CoinbaseSigner
 
-from . import services, tasks
-from .models import CoinbaseLink, CoinbaseOrder, Holding
+from . import selectors, services, tasks
+from .models import CoinbaseFill, CoinbaseLink, Holding, PortfolioPrice
+from .valuation import Valuation, currency_code, plain
+
+
+def valuation_text(valuation: Valuation) -> str:
+    text = (
+        f"{valuation.total_value} {valuation.currency} at the bid; cost basis "
+        f"{valuation.total_cost_basis}, unrealized PnL {valuation.total_unrealized_pnl}"
+    )
+    if valuation.unpriced:
+        reasons = "; ".join(
+            f"{h.currency}: {h.unpriced_reason}" for h in valuation.holdings if h.value is None
+        )
+        text += f". Not priced, left out of the totals: {reasons}"
+    return text
 
 
 class CoinbaseLinkForm(forms.ModelForm[CoinbaseLink]):
@@ -27,9 +42,22 @@ class CoinbaseLinkForm(forms.ModelForm[CoinbaseLink]):
         help_text="The PEM private key. Never displayed again once saved.",
     )
 
+    currency = forms.CharField(
+        required=False,
+        max_length=10,
+        help_text="The account currency the portfolio is valued in (e.g. USD). Empty keeps the current one.",
+    )
+
     class Meta:
         model = CoinbaseLink
-        fields = ("user", "enabled")
+        fields = ("user", "enabled", "currency")
+
+    def clean_currency(self) -> str:
+        raw = self.cleaned_data.get("currency") or ""
+        try:
+            return currency_code(raw) if raw.strip() else ""
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -47,10 +75,17 @@ class CoinbaseLinkForm(forms.ModelForm[CoinbaseLink]):
 @admin.register(CoinbaseLink)
 class CoinbaseLinkAdmin(admin.ModelAdmin[CoinbaseLink]):
     form = CoinbaseLinkForm
-    list_display = ("user", "enabled", "status", "last_synced_at", "last_error")
+    list_display = ("user", "enabled", "currency", "total_value", "status", "last_synced_at", "last_error")
     list_filter = ("status", "enabled")
     list_select_related = ("user",)
-    readonly_fields = ("status", "last_error", "last_synced_at", "orders_synced_until")
+    readonly_fields = (
+        "status",
+        "last_error",
+        "last_synced_at",
+        "orders_synced_until",
+        "fills_synced_until",
+        "valuation",
+    )
     search_fields = ("user__username",)
     autocomplete_fields = ("user",)
     actions = ("sync_now",)
@@ -70,8 +105,48 @@ class CoinbaseLinkAdmin(admin.ModelAdmin[CoinbaseLink]):
             )
         else:
             link = services.coinbase_link_enable(link=obj, enabled=obj.enabled)
+        if currency := form.cleaned_data.get("currency", "").strip():
+            services.portfolio_currency_set(link=link, currency=currency)
         obj.pk = link.pk
         obj.refresh_from_db()
+
+    @admin.display(description="Value at the bid")
+    def total_value(self, obj: CoinbaseLink) -> str:
+        valuation = selectors.portfolio_valuation_for(user=obj.user)
+        return f"{valuation.total_value} {valuation.currency}" + (
+            "" if valuation.complete else " (incomplete)"
+        )
+
+    @admin.display(description="Valuation (at the bid)")
+    def valuation(self, obj: CoinbaseLink) -> str:
+        if obj.pk is None:
+            return "-"
+        valuation = selectors.portfolio_valuation_for(user=obj.user)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    h.currency,
+                    plain(h.quantity),
+                    h.product_id or "-",
+                    plain(h.bid) if h.bid is not None else "-",
+                    h.conversion_product or "-",
+                    h.value if h.value is not None else h.unpriced_reason,
+                    h.cost_basis if h.cost_basis is not None else "-",
+                    h.unrealized_pnl if h.unrealized_pnl is not None else "-",
+                )
+                for h in valuation.holdings
+            ),
+        )
+        return format_html(
+            "<p>{}</p><table><tr><th>Currency</th><th>Quantity</th><th>Priced on</th><th>Bid</th>"
+            "<th>Converted through</th><th>Value ({})</th><th>Cost basis</th><th>Unrealized PnL</th></tr>"
+            "{}</table>",
+            valuation_text(valuation),
+            valuation.currency,
+            rows,
+        )
 
     @admin.action(description="Sync now")
     def sync_now(self, request: HttpRequest, queryset: Any) -> None:
@@ -89,19 +164,27 @@ class HoldingAdmin(ReadOnlyAdmin):
     search_fields = ("user__username", "currency")
 
 
-@admin.register(CoinbaseOrder)
-class CoinbaseOrderAdmin(ReadOnlyAdmin):
+@admin.register(CoinbaseFill)
+class CoinbaseFillAdmin(ReadOnlyAdmin):
     list_select_related = ("user",)
     list_display = (
         "user",
-        "order_id",
+        "trade_time",
         "product_id",
         "side",
-        "status",
-        "created_time",
-        "filled_size",
-        "average_filled_price",
+        "size",
+        "price",
+        "commission",
+        "trade_type",
+        "order_id",
     )
-    list_filter = ("status", "side", "product_id")
-    search_fields = ("user__username", "order_id", "product_id")
-    date_hierarchy = "created_time"
+    list_filter = ("side", "trade_type", "product_id")
+    search_fields = ("user__username", "order_id", "trade_id", "product_id")
+    date_hierarchy = "trade_time"
+
+
+@admin.register(PortfolioPrice)
+class PortfolioPriceAdmin(ReadOnlyAdmin):
+    list_select_related = ("user",)
+    list_display = ("user", "product_id", "bid", "ask", "venue_time", "synced_at")
+    search_fields = ("user__username", "product_id")

@@ -6,6 +6,8 @@ from django.utils import timezone
 
 from livermore.fields import EncryptedTextField
 
+from . import valuation
+
 
 class SyncStatus(models.TextChoices):
     NEVER = "never", "Never synced"
@@ -29,6 +31,13 @@ class CoinbaseLink(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     # Orders created before this were fetched by an earlier sync; the next asks only for newer ones.
     orders_synced_until = models.DateTimeField(null=True, blank=True)
+    # Fills posted before this were fetched by an earlier sync (their sequence_timestamp).
+    fills_synced_until = models.DateTimeField(null=True, blank=True)
+    currency = models.CharField(
+        max_length=16,
+        default="USD",
+        help_text="The account currency the portfolio is valued and totalled in (e.g. USD, EUR).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     def __str__(self) -> str:
@@ -61,7 +70,8 @@ class Holding(models.Model):
 
 
 class CoinbaseOrder(models.Model):
-    """An open or filled Coinbase order of a user, upserted by order_id."""
+    """A Coinbase order of a user, upserted by order_id: open, filled, or cancelled/expired after at
+    least one fill (an order that ends with nothing filled is kept only if it was mirrored while open)."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="coinbase_orders"
@@ -88,3 +98,73 @@ class CoinbaseOrder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.product_id} {self.status}"
+
+
+class CoinbaseFill(models.Model):
+    """One fill from Coinbase's List Fills, upserted by entry_id (unique per fill, also for adjusted
+    fills, whose trade_id repeats). `size` is in base units: for quote-sized orders Coinbase sends
+    the quote amount, converted here as size / price; `raw_size` keeps what was sent."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="coinbase_fills"
+    )
+    entry_id = models.CharField(max_length=64)
+    trade_id = models.CharField(max_length=64)
+    order_id = models.CharField(max_length=64)
+    product_id = models.CharField(max_length=32)
+    side = models.CharField(max_length=8)
+    trade_type = models.CharField(max_length=16, default="FILL")
+    price = models.DecimalField(max_digits=38, decimal_places=18)
+    size = models.DecimalField(max_digits=38, decimal_places=18)
+    raw_size = models.DecimalField(max_digits=38, decimal_places=18)
+    size_in_quote = models.BooleanField(default=False)
+    commission = models.DecimalField(max_digits=38, decimal_places=18, default=Decimal(0))
+    liquidity_indicator = models.CharField(max_length=32, blank=True)
+    trade_time = models.DateTimeField()
+    sequence_timestamp = models.DateTimeField()
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("user", "trade_time", "entry_id")
+        constraints = [models.UniqueConstraint(fields=("user", "entry_id"), name="coinbasefill_unique_entry")]
+        indexes = [
+            models.Index(fields=("user", "product_id", "trade_time"), name="coinbasefill_product_time")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.size} {self.product_id} @ {self.price}"
+
+    def as_fill(self) -> valuation.Fill:
+        return valuation.Fill(
+            entry_id=self.entry_id,
+            product_id=self.product_id,
+            side=self.side,
+            size=self.size,
+            price=self.price,
+            commission=self.commission,
+            trade_time=self.trade_time,
+            trade_type=self.trade_type,
+        )
+
+
+class PortfolioPrice(models.Model):
+    """Coinbase's best bid and ask for a product, fetched by a user's sync to value that user's
+    holdings (so a valuation always uses the prices of its own sync). None = that side was empty."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portfolio_prices"
+    )
+    product_id = models.CharField(max_length=32)
+    bid = models.DecimalField(max_digits=38, decimal_places=18, null=True, blank=True)
+    ask = models.DecimalField(max_digits=38, decimal_places=18, null=True, blank=True)
+    venue_time = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("user", "product_id")
+        constraints = [
+            models.UniqueConstraint(fields=("user", "product_id"), name="portfolioprice_unique_product")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.bid}/{self.ask}"

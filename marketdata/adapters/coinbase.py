@@ -277,6 +277,25 @@ class CoinbaseRest(RestClient):
     def best_bid_ask(self, product_ids: list[str]) -> list[dict[str, Any]]:
         return list(self.get(f"{API_PREFIX}/best_bid_ask", {"product_ids": product_ids})["pricebooks"])
 
+    def fills(self, **filters: Any) -> list[dict[str, Any]]:
+        """GET /orders/historical/fills (List Fills). Its answer is `{"fills": [...], "cursor": str}`
+        with no `has_next`: pages follow while the cursor is non-empty."""
+        params = {k: v for k, v in filters.items() if v not in (None, [], "")}
+        results: list[dict[str, Any]] = []
+        cursor, seen = "", set()
+        while True:
+            page = self.get(
+                f"{API_PREFIX}/orders/historical/fills", {**params, **({"cursor": cursor} if cursor else {})}
+            )
+            fills = page.get("fills") or []
+            results.extend(fills)
+            cursor = page.get("cursor") or ""
+            if not cursor or not fills:
+                return results
+            if cursor in seen:
+                raise VenueHttpError(self.venue, 200, f"cursor {cursor!r} repeated while paging fills")
+            seen.add(cursor)
+
     def candles(self, *, product_id: str, symbol: str, timeframe: str, start: int, end: int) -> list[Bar]:
         """Closed bars whose start is in [start, end) (UNIX seconds), oldest first, fetched in
         windows of at most 350 buckets (the endpoint's maximum)."""

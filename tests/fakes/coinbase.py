@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from marketdata.adapters.streaming import ns_to_rfc3339
+from marketdata.adapters.streaming import ns_to_rfc3339, rfc3339_ns
 
 from .http import HttpFake, Request, Response
 
@@ -39,6 +39,19 @@ GRANULARITY_S = {
     "ONE_DAY": 86400,
 }
 MAX_CANDLES = 350
+# List Orders' order_status enum (docs .../rest-api/orders/list-orders).
+ORDER_STATUSES = {
+    "PENDING",
+    "OPEN",
+    "FILLED",
+    "CANCELLED",
+    "EXPIRED",
+    "FAILED",
+    "UNKNOWN_ORDER_STATUS",
+    "QUEUED",
+    "CANCEL_QUEUED",
+    "EDIT_QUEUED",
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,8 @@ def fake_candle(product_id: str, start: int, step: int) -> dict[str, str]:
 
 
 class CoinbaseRestFake(HttpFake):
-    """GET /accounts, /orders/historical/batch, /best_bid_ask, /products/{id}/candles."""
+    """GET /accounts, /orders/historical/batch, /orders/historical/fills, /best_bid_ask,
+    /products/{id}/candles."""
 
     def __init__(
         self, key: CoinbaseKey, *, page_size: int = 2, clock: Callable[[], float] = time.time
@@ -125,6 +139,7 @@ class CoinbaseRestFake(HttpFake):
         self.accounts: list[dict[str, Any]] = []
         self.orders: list[dict[str, Any]] = []
         self.books: dict[str, tuple[str, str]] = {}
+        self.fills: list[dict[str, Any]] = []
         self.jwt_claims: list[dict[str, Any]] = []
         self.rejected_jwts: list[str] = []
         self.revoked = False  # every request answers 401, as for a deleted key
@@ -143,7 +158,11 @@ class CoinbaseRestFake(HttpFake):
         if path == "/accounts":
             return self._page(request, self.accounts, "accounts")
         if path == "/orders/historical/batch":
+            if bad := set(request.query.get("order_status") or []) - ORDER_STATUSES:
+                return error(400, "INVALID_ARGUMENT", 3, f"invalid order_status {sorted(bad)}")
             return self._page(request, self._orders(request), "orders", sequence="0")
+        if path == "/orders/historical/fills":
+            return self._fills(request)
         if path == "/best_bid_ask":
             return self._best_bid_ask(request)
         if match := re.fullmatch(r"/products/([A-Z0-9-]+)/candles", path):
@@ -169,6 +188,38 @@ class CoinbaseRestFake(HttpFake):
         if start := request.arg("start_date"):
             orders = [o for o in orders if o["created_time"] >= start]
         return sorted(orders, key=lambda o: o["created_time"], reverse=True)
+
+    def _fills(self, request: Request) -> Response:
+        """List Fills: filters order_ids/trade_ids/product_ids (repeated keys) and
+        start/end_sequence_timestamp (RFC3339, start inclusive, end exclusive); newest first; the
+        answer is `{"fills", "cursor"}` with no has_next, the cursor empty on the last page."""
+        fills = self.fills
+        for name, key in (
+            ("order_ids", "order_id"),
+            ("trade_ids", "trade_id"),
+            ("product_ids", "product_id"),
+        ):
+            if wanted := request.query.get(name):
+                fills = [f for f in fills if f[key] in wanted]
+        try:
+            start = request.arg("start_sequence_timestamp")
+            end = request.arg("end_sequence_timestamp")
+            start_ns, end_ns = (rfc3339_ns(start) if start else None), (rfc3339_ns(end) if end else None)
+        except ValueError:
+            return error(400, "INVALID_ARGUMENT", 3, "invalid sequence timestamp")
+        fills = [
+            f
+            for f in fills
+            if (start_ns is None or rfc3339_ns(f["sequence_timestamp"]) >= start_ns)
+            and (end_ns is None or rfc3339_ns(f["sequence_timestamp"]) < end_ns)
+        ]
+        fills = sorted(fills, key=lambda f: rfc3339_ns(f["sequence_timestamp"]), reverse=True)
+        offset = int(request.arg("cursor") or 0)
+        size = min(int(request.arg("limit") or self.page_size), self.page_size)
+        more = offset + size < len(fills)
+        return Response(
+            200, {"fills": fills[offset : offset + size], "cursor": str(offset + size) if more else ""}
+        )
 
     def _best_bid_ask(self, request: Request) -> Response:
         ids = request.query.get("product_ids") or sorted(self.books)

@@ -4,6 +4,7 @@ sync clients (Celery tasks, services) and asyncio clients can talk to it. Handle
 
 import json
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ class HttpFake:
         self.requests: list[Request] = []
         self.forced: deque[Response] = deque()
         self.stopping = threading.Event()
+        # Set before start() to serve HTTPS (for clients that only speak https://, e.g. venue SDKs).
+        self.ssl_context: ssl.SSLContext | None = None
         self._server: ThreadingHTTPServer | None = None
 
     def handle(self, request: Request) -> Response | Stream:
@@ -80,7 +83,7 @@ class HttpFake:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}"
 
     def start(self) -> Self:
         fake = self
@@ -140,6 +143,8 @@ class HttpFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.ssl_context is not None:
+            self._server.socket = self.ssl_context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
         return self
 

@@ -104,7 +104,7 @@ def link(trader: User, coinbase_key: CoinbaseKey) -> CoinbaseLink:
     )
 
 
-def test_a_sync_mirrors_accounts_and_open_and_filled_orders(
+def test_a_sync_mirrors_accounts_and_open_and_filled_orders_not_ones_that_ended_unfilled(
     link: CoinbaseLink, coinbase_rest: CoinbaseRestFake
 ) -> None:
     link = portfolio_sync(link=link)
@@ -145,7 +145,9 @@ def test_the_next_sync_is_incremental_and_settles_orders_that_left_open(
     coinbase_rest.accounts = coinbase_rest.accounts[:2]
     portfolio_sync(link=link)
     batches = [r for r in coinbase_rest.requests if r.path.endswith("/orders/historical/batch")]
-    filled_query = next(r for r in batches if r.query.get("order_status") == ["FILLED"])
+    filled_query = next(
+        r for r in batches if r.query.get("order_status") == ["FILLED", "CANCELLED", "EXPIRED"]
+    )
     assert filled_query.arg("start_date") == synced_until.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert any(r.query.get("order_ids") == ["o-open"] for r in batches)
     orders = {o.order_id: o.status for o in CoinbaseOrder.objects.filter(user=link.user)}
