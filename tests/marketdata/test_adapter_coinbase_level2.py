@@ -196,3 +196,16 @@ async def test_a_quiet_book_on_a_live_connection_stays_selected_and_a_silent_one
             manager.check()
             assert manager.selected["BTCUSD"] is None
             assert not published[-1].tradable and manager.state("BTCUSD", "cb", manager.clock()) == "stale"
+
+
+async def test_a_sequence_number_going_back_resyncs_too(coinbase_key: CoinbaseKey) -> None:
+    quotes: list[Quote] = []
+    async with CoinbaseWsFake(coinbase_key) as fake:
+        btc_book(fake)
+        async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
+            await eventually(lambda: len(quotes) == 1)
+            fake.skip_sequence(-2)  # a repeat of numbers already seen
+            await fake.l2_update("BTC-USD", [("bid", "95000.05", "1")])
+            await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
+    assert adapter.sequence_gaps == 1
+    assert tops(quotes)[-1] == ("95000.05", "1", "95000.35", "1.5")  # from the fresh snapshot
