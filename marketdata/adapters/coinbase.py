@@ -122,8 +122,9 @@ class CoinbaseAdapter(Adapter):
 
     `sequence_num` counts every message of the connection, whatever its channel. A gap means some
     message was lost, possibly a level update: every book is dropped (the LP manager is told at once)
-    and `level2` is unsubscribed and subscribed again, which makes the venue send a fresh snapshot per
-    product. If no snapshot comes within `resync_timeout_s`, the connection is dropped and reopened."""
+    and `level2` is unsubscribed and subscribed again for a fresh snapshot per product (a subscription
+    starts with one). If a book that was synced gets no snapshot within `resync_timeout_s`, the
+    connection is dropped and reopened, which always starts with snapshots."""
 
     kind = "coinbase"
     # Coinbase documents WebSocket connections per IP as 8/s (one page) and 750/s (another): stay far
@@ -155,6 +156,7 @@ class CoinbaseAdapter(Adapter):
         self._last_seq: int | None = None
         self._resync_due = False
         self._resync_deadline = 0.0
+        self._resyncing: set[str] = set()  # products synced before the resync, awaiting a snapshot
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "l2_data": self._on_level2,
             "ticker": self._on_ticker,
@@ -185,6 +187,7 @@ class CoinbaseAdapter(Adapter):
             self._last_seq = None
             self._resync_due = False
             self._resync_deadline = 0.0
+            self._resyncing.clear()
             for book in self.books.values():
                 book.reset()
             # Coinbase disconnects a socket that has not subscribed within 5 s: subscribe at once.
@@ -199,11 +202,14 @@ class CoinbaseAdapter(Adapter):
                 if self._resync_due:
                     await self._resubscribe_level2(ws)
                 elif self._resync_deadline and time.monotonic() > self._resync_deadline:
-                    if any(not book.synced for book in self.books.values()):
+                    # Only books that were synced count: a product the venue never snapshots (a bad
+                    # product id) must not make every resync a reconnect.
+                    if any(not self.books[product].synced for product in self._resyncing):
                         raise BookResyncTimeout(
                             f"no level2 snapshot {self.resync_timeout_s:g} s after resync"
                         )
                     self._resync_deadline = 0.0
+                    self._resyncing.clear()
 
     async def _resubscribe_level2(self, ws: Any) -> None:
         self._resync_due = False
@@ -247,7 +253,9 @@ class CoinbaseAdapter(Adapter):
         """Drop every book until its fresh snapshot; the session loop resubscribes level2."""
         if not self.quotes_from_book:
             return
-        for book in self.books.values():
+        for product, book in self.books.items():
+            if book.synced:
+                self._resyncing.add(product)
             book.reset()
         self._resync_due = True
         if self.listener is not None:
