@@ -243,6 +243,7 @@ class CoinbaseWsFake:
         # product -> side ("bid"/"offer") -> price level -> quantity, as decimal strings
         self.books: dict[str, dict[str, dict[str, str]]] = {}
         self.send_snapshots = True  # False: a level2 subscription gets no snapshot (a broken venue)
+        self.withheld_snapshots: set[str] = set()  # products whose snapshot never comes
         self._server: Server | None = None
         self._changed = asyncio.Condition()
 
@@ -327,7 +328,7 @@ class CoinbaseWsFake:
             conn, "subscriptions", [{"subscriptions": {c: sorted(p) for c, p in conn.channels.items()}}]
         )
         if kind == "subscribe" and channel == "level2" and self.send_snapshots:
-            for product in sorted(products):
+            for product in sorted(products - self.withheld_snapshots):
                 await self._send(conn, "l2_data", [self._l2_snapshot(product)])
         await self._notify()
 

@@ -209,3 +209,21 @@ async def test_a_sequence_number_going_back_resyncs_too(coinbase_key: CoinbaseKe
             await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
     assert adapter.sequence_gaps == 1
     assert tops(quotes)[-1] == ("95000.05", "1", "95000.35", "1.5")  # from the fresh snapshot
+
+
+async def test_a_product_never_snapshotted_does_not_turn_a_resync_into_a_reconnect(
+    coinbase_key: CoinbaseKey,
+) -> None:
+    quotes: list[Quote] = []
+    async with CoinbaseWsFake(coinbase_key, heartbeat_interval_s=0.05) as fake:
+        btc_book(fake)
+        fake.withheld_snapshots.add("ETH-USD")
+        adapter = make_adapter(fake, coinbase_key, quotes.append, resync_timeout_s=0.2)
+        async with running(adapter):
+            await eventually(lambda: len(quotes) == 1)
+            fake.skip_sequence(1)
+            await fake.l2_update("BTC-USD", [("bid", "95000.05", "1")])
+            await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
+            await asyncio.sleep(0.6)  # heartbeats past the resync deadline
+    assert fake.connects == 1 and adapter.stats.disconnects == 0
+    assert not adapter.books["ETH-USD"].synced
