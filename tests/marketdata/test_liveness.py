@@ -144,3 +144,12 @@ def test_every_venue_kind_has_a_staleness_floor_at_least_its_liveness_period(kin
     floor = adapter_class(kind).min_stale_after_ms
     period_ms = {"simulator": 0, "coinbase": 1000, "binance": 1000, "oanda": 5000, "fix": 1000}[kind]
     assert floor >= 2 * period_ms
+
+
+def test_the_market_loop_never_judges_a_venue_on_less_than_its_kinds_floor() -> None:
+    from marketdata.loop import _stale_after_ms
+
+    assert _stale_after_ms(VenueConfig(code="oa", kind="oanda", stale_after_ms=2000)) == 10_000
+    assert _stale_after_ms(VenueConfig(code="oa", kind="oanda", stale_after_ms=20_000)) == 20_000
+    assert _stale_after_ms(VenueConfig(code="sim", kind="simulator", stale_after_ms=700)) == 700
+    assert _stale_after_ms(VenueConfig(code="x", kind="carrier-pigeon", stale_after_ms=700)) == 700
