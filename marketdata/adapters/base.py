@@ -172,6 +172,8 @@ class Adapter(ABC):
             try:
                 self.stats.state = "connecting"
                 await self.session()
+                # Kept for the admin too: a venue that keeps closing cleanly is worth seeing.
+                self.error("session ended (closed by the venue or due for renewal)")
                 log.info("venue=%s session ended by peer", self.venue.code)
             except asyncio.CancelledError:
                 self.stats.state = "stopped"
