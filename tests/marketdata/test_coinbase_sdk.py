@@ -25,8 +25,9 @@ def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def sdk_websockets_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK is written for websockets<14, whose `websockets.connect` is the legacy client
-    (`extra_headers`, `.open`). Where a newer websockets is installed, hand the SDK that same legacy
-    client, which websockets still ships; with websockets 13 this changes nothing."""
+    (`extra_headers`, `.open`); the project runs a newer websockets (the Makefile installs the SDK
+    without its pin). Hand the SDK that same legacy client, which websockets still ships; with
+    websockets 13 this changes nothing."""
     if int(websockets.__version__.split(".")[0]) >= 14:
         from websockets.legacy.client import connect as legacy_connect
 
