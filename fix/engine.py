@@ -296,11 +296,11 @@ class SessionHandler:
             return now_ns()
 
     def alive(self, now: int) -> bool:
-        """Logged on and heard from recently. QuickFIX sends a TestRequest after a HeartBtInt of
-        silence and logs out a peer that does not answer it, so a live peer is never silent much
-        longer than one HeartBtInt."""
+        """Logged on and heard from within 2 HeartBtInt + 1 s. A live peer sends a Heartbeat every
+        HeartBtInt, or answers the TestRequest QuickFIX sends after a HeartBtInt of silence (its
+        timer ticks once a second); QuickFIX logs out a peer silent for 2.4 HeartBtInt."""
         st = self.state
-        return st.logged_on and now - st.last_in_ns <= self.cfg.heartbeat_s * 1_500_000_000
+        return st.logged_on and now - st.last_in_ns <= (2 * self.cfg.heartbeat_s + 1) * 1_000_000_000
 
     def publish(self, symbol: str, top: Top) -> None:
         if top.complete and self.cfg.venue_code:
