@@ -8,12 +8,19 @@ export PORT
 
 .PHONY: run test setup install services lint format typecheck migrations-check import-check check bench clean
 
-$(STAMP): pyproject.toml
+# Coinbase's official client, a test dependency: tests/marketdata/test_coinbase_sdk.py proves with it
+# that tests/fakes/coinbase.py speaks the real protocol. It pins websockets<14 for its legacy client,
+# which would hold the whole project on websockets 13 (the stream tests use the 14+ client API), so it
+# is installed without its dependencies (the rest of them, requests and backoff, are dev dependencies
+# in pyproject.toml) and the test hands it the legacy client that websockets still ships.
+COINBASE_SDK := "coinbase-advanced-py>=1.8.4,<2"
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@echo "Installing dependencies (the first install compiles quickfix: about 7 minutes)"
 	$(PY) -m pip install -q -e ".[dev,fix]"
-	$(PY) -m pip install -q --no-deps "coinbase-advanced-py>=1.8.4,<2"
+	$(PY) -m pip install -q --no-deps $(COINBASE_SDK)
 	touch $@
 
 install: $(STAMP)

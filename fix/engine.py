@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MD_TYPES = frozenset({"W", "X"})
 ORDER_TYPES = frozenset({"D", "F", "G"})
+BEACON_INTERVAL_S = 1.0  # liveness beacons of logged-on market-data sessions (QuotePublisher.beacon)
 
 
 # -- shared sinks ------------------------------------------------------------------------------------
@@ -95,13 +96,18 @@ class QuotePublisher(threading.Thread):
 
     def __init__(self, *, interval_s: float = 0.002) -> None:
         super().__init__(name="fix-md-publisher", daemon=True)
-        self.rows: queue.SimpleQueue[tuple[str, QuoteRow]] = queue.SimpleQueue()
+        self.rows: queue.SimpleQueue[tuple[str, QuoteRow | None]] = queue.SimpleQueue()
         self.interval_s = interval_s
         self.stopping = threading.Event()
         self.published = 0
 
     def put(self, venue_code: str, row: QuoteRow) -> None:
         self.rows.put((venue_code, row))
+
+    def beacon(self, venue_code: str) -> None:
+        """Publish an empty batch for the venue: its FIX session is alive even if no price moved, so
+        the market loop keeps its quiet books (marketdata.adapters.fix)."""
+        self.rows.put((venue_code, None))
 
     def run(self) -> None:
         client = sync_client()
@@ -112,13 +118,16 @@ class QuotePublisher(threading.Thread):
                 continue
             time.sleep(self.interval_s)
             by_venue: dict[str, list[QuoteRow]] = defaultdict(list)
-            by_venue[first[0]].append(first[1])
-            while True:
+            item: tuple[str, QuoteRow | None] | None = first
+            while item is not None:
+                venue, row = item
+                rows = by_venue[venue]  # a beacon (row None) still makes the venue's batch, empty
+                if row is not None:
+                    rows.append(row)
                 try:
-                    venue, row = self.rows.get_nowait()
+                    item = self.rows.get_nowait()
                 except queue.Empty:
-                    break
-                by_venue[venue].append(row)
+                    item = None
             try:
                 pipe = client.pipeline(transaction=False)
                 for venue, rows in by_venue.items():
@@ -285,6 +294,13 @@ class SessionHandler:
             return wire.utc_timestamp_ns(head["52"])
         except (KeyError, ValueError):
             return now_ns()
+
+    def alive(self, now: int) -> bool:
+        """Logged on and heard from within 2 HeartBtInt + 1 s. A live peer sends a Heartbeat every
+        HeartBtInt, or answers the TestRequest QuickFIX sends after a HeartBtInt of silence (its
+        timer ticks once a second); QuickFIX logs out a peer silent for 2.4 HeartBtInt."""
+        st = self.state
+        return st.logged_on and now - st.last_in_ns <= (2 * self.cfg.heartbeat_s + 1) * 1_000_000_000
 
     def publish(self, symbol: str, top: Top) -> None:
         if top.complete and self.cfg.venue_code:
@@ -457,7 +473,7 @@ class FixEngine:
         self.desk = desk_factory(self) if desk_factory else None
         self._wake = threading.Event()
         self.stopping = threading.Event()
-        self._next_reload = self._next_state = 0.0
+        self._next_reload = self._next_state = self._next_beacon = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -535,6 +551,12 @@ class FixEngine:
                         self.desk.after_logon(handler)
             if self.desk is not None:
                 self.desk.pump()
+            if mono >= self._next_beacon:
+                self._next_beacon = mono + BEACON_INTERVAL_S
+                now = now_ns()
+                for handler in self.handlers():
+                    if handler.cfg.market_data and handler.cfg.venue_code and handler.alive(now):
+                        self.quotes.beacon(handler.cfg.venue_code)
             if mono >= self._next_state:
                 self._next_state = mono + self.state_interval_s
                 self.state_export()

@@ -28,7 +28,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         fresh = [
             r
             for r in rows
-            if r["state"] == "selected" and r["age_ms"] <= settings.READY_QUOTE_MAX_AGE_S * 1000
+            # A quiet book on a live connection is fresh: judged on the connection's silence.
+            if r["state"] == "selected" and r["silent_ms"] <= settings.READY_QUOTE_MAX_AGE_S * 1000
         ]
         checks["quotes"] = {"ok": bool(fresh), "fresh_symbols": len(fresh)}
     except Exception as exc:

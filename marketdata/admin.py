@@ -15,7 +15,7 @@ from marketdata.adapters import ADAPTERS
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.selectors import backfill_targets
 
-from .loop import HEALTH_KEY, RECORDER_KEY
+from .loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 from .models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
 from .selectors import tick_partition_stats
 from .services import venue_set_enabled
@@ -143,12 +143,13 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
         return [live, *super().get_urls()]
 
     def live_quotes(self, request: HttpRequest) -> HttpResponse:
-        health, recorder = redis.mget([key(HEALTH_KEY), key(RECORDER_KEY)])
+        health, recorder, venues = redis.mget([key(HEALTH_KEY), key(RECORDER_KEY), key(VENUES_KEY)])
         context = {
             **self.admin_site.each_context(request),
             "title": "Live quotes",
             "symbols": list(Instrument.objects.values_list("symbol", flat=True)),
             "health": sorted(json.loads(health) if health else [], key=lambda r: (r["symbol"], r["venue"])),
+            "venues": json.loads(venues) if venues else [],
             "recorder": json.loads(recorder) if recorder else None,
             "tick_partitions": tick_partition_stats(),
         }

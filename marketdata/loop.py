@@ -29,6 +29,7 @@ from marketdata.ticks import TickRecorder
 log = logging.getLogger(__name__)
 
 HEALTH_KEY = "feed-health"
+VENUES_KEY = "venue-health"  # per venue: adapter state, reconnects, last error
 RECORDER_KEY = "tick-recorder"
 SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survives a restart
 
@@ -36,6 +37,16 @@ SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survive
 def _connection_fields(config: VenueConfig) -> VenueConfig:
     """What an adapter's connection depends on: priority and staleness change without a reconnect."""
     return dataclasses.replace(config, priority=0, stale_after_ms=0)
+
+
+def _stale_after_ms(config: VenueConfig) -> int:
+    """The venue's staleness window, never shorter than its kind's liveness period: a venue whose
+    heartbeats come every 5 s (OANDA) is not stale after 4 s of a quiet book."""
+    try:
+        floor = adapter_class(config.kind).min_stale_after_ms
+    except (KeyError, ImportError):
+        return config.stale_after_ms
+    return max(config.stale_after_ms, floor)
 
 
 def _venue_configs() -> list[VenueConfig]:
@@ -170,7 +181,7 @@ class MarketLoop:
         configs = {c.code: c for c in await sync_to_async(_venue_configs)()}
         self.manager.configure(
             {
-                c.code: VenueSettings(priority=c.priority, stale_after_ms=c.stale_after_ms)
+                c.code: VenueSettings(priority=c.priority, stale_after_ms=_stale_after_ms(c))
                 for c in configs.values()
             }
         )
@@ -184,7 +195,7 @@ class MarketLoop:
             if code in self.adapters or self.broken.get(code) == config:
                 continue
             try:
-                adapter = adapter_class(config.kind)(config, self.on_quote)
+                adapter = adapter_class(config.kind)(config, self.on_quote, listener=self.manager)
             except Exception as exc:
                 # One venue that cannot be built (unknown kind, bad config) never stops the others;
                 # it is retried when its row changes.
@@ -204,6 +215,24 @@ class MarketLoop:
             adapter = self.adapters.get(str(row["venue"]))
             row["adapter_state"] = adapter[1].stats.state if adapter else "stopped"
             row["malformed"] = adapter[1].stats.malformed if adapter else 0
+        venues = [
+            {
+                "venue": code,
+                "kind": config.kind,
+                "state": adapter.stats.state,
+                "connects": adapter.stats.connects,
+                "reconnects": adapter.stats.disconnects,
+                "throttled": adapter.stats.throttled,
+                "messages": adapter.stats.messages,
+                "silent_ms": (now - adapter.stats.last_message_ns) // 1_000_000
+                if adapter.stats.last_message_ns
+                else None,
+                "last_error": adapter.stats.last_error,
+                "last_error_ms": adapter.stats.last_error_ns // 1_000_000 or None,
+                "exported_ms": now // 1_000_000,
+            }
+            for code, (config, adapter, _) in sorted(self.adapters.items())
+        ]
         recorder = {
             **self.recorder.stats(),
             "candles_late": self.candles.builder.late,
@@ -213,6 +242,7 @@ class MarketLoop:
         async with async_client().pipeline(transaction=False) as pipe:
             pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)
             pipe.set(key(RECORDER_KEY), json.dumps(recorder), ex=30)
+            pipe.set(key(VENUES_KEY), json.dumps(venues), ex=30)
             if self.manager.seq:
                 pipe.hset(key(SEQ_KEY), mapping=dict(self.manager.seq))
             await pipe.execute()

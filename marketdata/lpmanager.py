@@ -1,15 +1,19 @@
 """LP manager: keeps the latest quote per (symbol, venue) and selects per symbol the healthy venue
 with the best priority. Pure Python, no Django, no I/O: outputs are callables it is given.
 
-A feed is healthy while its venue is enabled and its last quote is at most `stale_after_ms` old.
-Quotes of the selected venue are published as they come; the manager fails over when `check` (a
-timer, every 100 ms in the market loop) finds the selected feed stale, and fails back on the first
+A feed (venue, symbol) is healthy while its venue is enabled, its book is known (a quote came and
+the adapter has not reported the book gone since) and the venue's connection is not silent: its last
+sign of life (any frame, heartbeats included, see `venue_alive`) is at most `stale_after_ms` old. A
+quiet book on a live connection therefore stays healthy with its last quote; a silent connection
+makes every feed of the venue stale. Quotes of the selected venue are published as they come; the
+manager fails over when `check` (a timer, every 100 ms in the market loop) finds the selected feed
+stale or at once when its adapter reports its book gone (`venue_down`), and fails back on the first
 quote of a better healthy venue. With no healthy venue the symbol is published once as untradable.
 """
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from marketdata.quotes import Quote, SelectedQuote, now_ns
@@ -34,6 +38,7 @@ class FeedHealth:
     last_quote: Quote | None = None
     last_recv_ns: int = 0
     count: int = 0
+    live: bool = False  # the book is known: False after the adapter reported it gone, until a quote
     recent: deque[int] = field(default_factory=deque)  # receive times within the last minute
 
     def quotes_per_minute(self, now: int) -> int:
@@ -58,6 +63,7 @@ class LPManager:
         self.selected: dict[str, str | None] = {}  # symbol -> venue code, None when untradable
         self.seq: dict[str, int] = {}
         self.last: dict[str, SelectedQuote] = {}
+        self.alive_ns: dict[str, int] = {}  # venue -> last sign of life of its connection
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_quote(self, quote: Quote) -> None:
@@ -71,7 +77,7 @@ class LPManager:
         health = feeds.get(venue)
         if health is None:
             health = feeds[venue] = FeedHealth()
-        health.last_quote, health.last_recv_ns = quote, now
+        health.last_quote, health.last_recv_ns, health.live = quote, now, True
         health.count += 1
         recent = health.recent
         recent.append(now)
@@ -88,6 +94,23 @@ class LPManager:
             or not self.healthy(symbol, current, now)
         ):
             self._reselect(symbol, now)
+
+    def venue_alive(self, venue: str, ts_ns: int) -> None:
+        """The venue's connection delivered a frame (data or heartbeat): its books are current."""
+        if ts_ns > self.alive_ns.get(venue, 0):
+            self.alive_ns[venue] = ts_ns
+
+    def venue_down(self, venue: str, symbols: Collection[str] | None = None) -> None:
+        """The venue's books (for `symbols`, else all) are gone: connection lost, book resyncing or
+        one-sided. Its feeds are not healthy until their next quote; fail over now."""
+        now = self.clock()
+        for symbol, feeds in self.feeds.items():
+            health = feeds.get(venue)
+            if health is None or not health.live or (symbols is not None and symbol not in symbols):
+                continue
+            health.live = False
+            if self.selected.get(symbol) == venue:
+                self._reselect(symbol, now)
 
     def check(self) -> None:
         """Called on a timer: fail over from stale venues, publish untradable when none is healthy."""
@@ -115,9 +138,10 @@ class LPManager:
     def healthy(self, symbol: str, venue: str, now: int) -> bool:
         settings = self.venues.get(venue)
         health = self.feeds.get(symbol, {}).get(venue)
-        if settings is None or not settings.enabled or health is None:
+        if settings is None or not settings.enabled or health is None or not health.live:
             return False
-        return now - health.last_recv_ns <= settings.stale_after_ms * 1_000_000
+        alive = max(health.last_recv_ns, self.alive_ns.get(venue, 0))
+        return now - alive <= settings.stale_after_ms * 1_000_000
 
     def state(self, symbol: str, venue: str, now: int) -> str:
         settings = self.venues.get(venue)
@@ -125,7 +149,10 @@ class LPManager:
             return "disabled"
         if self.selected.get(symbol) == venue:
             return "selected"
-        return "healthy" if self.healthy(symbol, venue, now) else "stale"
+        if self.healthy(symbol, venue, now):
+            return "healthy"
+        health = self.feeds.get(symbol, {}).get(venue)
+        return "down" if health is not None and not health.live else "stale"
 
     def health_rows(self, now: int) -> list[dict[str, object]]:
         """Per-(venue, symbol) health: last quote age, quotes per minute, state, priority."""
@@ -138,6 +165,9 @@ class LPManager:
                         "symbol": symbol,
                         "venue": venue,
                         "age_ms": (now - health.last_recv_ns) // 1_000_000,
+                        # time since the venue's connection last showed life: what staleness is judged on
+                        "silent_ms": (now - max(health.last_recv_ns, self.alive_ns.get(venue, 0)))
+                        // 1_000_000,
                         "quotes_per_minute": health.quotes_per_minute(now),
                         "quotes": health.count,
                         "state": self.state(symbol, venue, now),

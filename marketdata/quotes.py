@@ -24,6 +24,7 @@ class Quote:
     recv_ts: int
     bid_size: Decimal | None = None
     ask_size: Decimal | None = None
+    last: Decimal | None = None  # the venue's last trade price, where it sends one (Coinbase ticker)
 
     @property
     def mid(self) -> Decimal:

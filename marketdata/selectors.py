@@ -55,7 +55,9 @@ def feed_health(*, now_ms: int | None = None) -> list[dict[str, Any]]:
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     rows: list[dict[str, Any]] = json.loads(raw) if raw else []
     for row in rows:
-        row["age_ms"] += max(0, now_ms - row["exported_ms"])
+        since = max(0, now_ms - row["exported_ms"])
+        row["age_ms"] += since
+        row["silent_ms"] = row.get("silent_ms", row["age_ms"] - since) + since
     return rows
 
 

@@ -2,21 +2,42 @@
 
 Adapters import no Django models: they get a VenueConfig and a sink, so they run the same in the
 market loop, in tests against tests/fakes/, and in benchmarks.
+
+Liveness: an adapter tells its `FeedListener` (the LP manager) that the venue's connection is alive
+on every frame it receives, heartbeats included, and that its books are gone when the connection
+ends (or, for Coinbase, while a book is resynced). A quiet book on a live connection is therefore
+not stale; a silent connection is. docs/venues.md says what "alive" is per venue kind.
+
+Reconnects: the backoff is reset only after a connection has delivered data for `stable_after_s`
+(a venue that accepts and then closes gets ever longer waits), and connection attempts per venue
+are capped by `ConnectLimiter` below the venue's documented limit.
 """
 
 import asyncio
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from marketdata.quotes import Quote, now_ns
 
 log = logging.getLogger(__name__)
 
 QuoteSink = Callable[[Quote], None]
+
+
+class FeedListener(Protocol):
+    """Who wants to know whether a venue's connection is alive (the LP manager)."""
+
+    def venue_alive(self, venue: str, ts_ns: int) -> None:
+        """The venue's connection delivered a frame (data or heartbeat) at `ts_ns`."""
+
+    def venue_down(self, venue: str, symbols: Collection[str] | None = None) -> None:
+        """The venue's books for `symbols` (None: all of them) are no longer known."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,8 @@ class AdapterStats:
     malformed: int = 0
     last_message_ns: int = 0
     last_error: str = ""
+    last_error_ns: int = 0
+    throttled: int = 0  # connection attempts the ConnectLimiter delayed
 
 
 class Backoff:
@@ -59,21 +82,70 @@ class Backoff:
         self.attempt = 0
 
 
+class ConnectLimiter:
+    """At most `max_attempts` connection attempts in any `window_s` (a sliding window); 0 = no cap.
+
+    A venue that bans repeat offenders (Binance: 300 connections per 5 minutes per IP) must never
+    see a reconnect storm, whatever the backoff does."""
+
+    def __init__(
+        self, *, max_attempts: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_attempts, self.window_s, self.clock = max_attempts, window_s, clock
+        self.attempts: deque[float] = deque()
+
+    def wait_s(self) -> float:
+        """How long the next attempt must wait (0: now)."""
+        if self.max_attempts <= 0:
+            return 0.0
+        now = self.clock()
+        while self.attempts and self.attempts[0] <= now - self.window_s:
+            self.attempts.popleft()
+        if len(self.attempts) < self.max_attempts:
+            return 0.0
+        return self.attempts[0] + self.window_s - now
+
+    def record(self) -> None:
+        if self.max_attempts > 0:
+            self.attempts.append(self.clock())
+
+
 class MalformedMessage(ValueError):
     """A frame that does not parse as the venue's format: counted and skipped, never fatal."""
 
 
 class Adapter(ABC):
     kind: ClassVar[str]
+    # Connection attempts per venue: (attempts, window in seconds), below the venue's documented limit
+    # (docs/venues.md); a venue's config overrides them with `max_connects` and `connects_window_s`.
+    connect_limit: ClassVar[tuple[int, float]] = (0, 60.0)
+    # The shortest `stale_after_ms` that makes sense: a live connection shows itself at least this often.
+    min_stale_after_ms: ClassVar[int] = 0
 
-    def __init__(self, venue: VenueConfig, sink: QuoteSink, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        venue: VenueConfig,
+        sink: QuoteSink,
+        *,
+        backoff: Backoff | None = None,
+        listener: FeedListener | None = None,
+    ) -> None:
         self.venue = venue
         self.sink = sink
+        self.listener = listener
         self.stats = AdapterStats()
         self.backoff = backoff or Backoff(
             base_s=float(venue.config.get("backoff_base_s", 0.5)),
             cap_s=float(venue.config.get("backoff_cap_s", 30)),
         )
+        attempts, window_s = self.connect_limit
+        self.limiter = ConnectLimiter(
+            max_attempts=int(venue.config.get("max_connects", attempts)),
+            window_s=float(venue.config.get("connects_window_s", window_s)),
+        )
+        # A connection that delivered data for this long was a good one: the backoff starts over.
+        self.stable_after_s = float(venue.config.get("stable_after_s", 30))
+        self._first_message_ns = 0
 
     @property
     def silence_timeout_s(self) -> float:
@@ -83,29 +155,67 @@ class Adapter(ABC):
     async def run(self) -> None:
         """Connect, stream, and reconnect forever with backoff, until cancelled."""
         while True:
+            wait_s = self.limiter.wait_s()
+            if wait_s > 0:
+                self.stats.throttled += 1
+                self.stats.state = "throttled"
+                log.warning(
+                    "venue=%s %d connection attempts in %g s: waiting %.1f s",
+                    self.venue.code,
+                    self.limiter.max_attempts,
+                    self.limiter.window_s,
+                    wait_s,
+                )
+                await asyncio.sleep(wait_s)
+            self.limiter.record()
+            self._first_message_ns = 0
             try:
                 self.stats.state = "connecting"
                 await self.session()
+                # Kept for the admin too: a venue that keeps closing cleanly is worth seeing.
+                self.error("session ended (closed by the venue or due for renewal)")
                 log.info("venue=%s session ended by peer", self.venue.code)
             except asyncio.CancelledError:
                 self.stats.state = "stopped"
+                self._down()
                 raise
             except Exception as exc:
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                self.error(f"{type(exc).__name__}: {exc}")
                 log.warning("venue=%s session failed: %s", self.venue.code, self.stats.last_error)
+            self._down()
             self.stats.disconnects += 1
             self.stats.state = "backoff"
+            if self._was_stable():
+                self.backoff.reset()
             await asyncio.sleep(self.backoff.next_delay())
+
+    def _was_stable(self) -> bool:
+        """Did the connection that just ended deliver data for at least `stable_after_s`?"""
+        first = self._first_message_ns
+        return first > 0 and self.stats.last_message_ns - first >= self.stable_after_s * 1e9
+
+    def _down(self) -> None:
+        if self.listener is not None:
+            self.listener.venue_down(self.venue.code)
+
+    def error(self, text: str) -> None:
+        self.stats.last_error = text[:300]
+        self.stats.last_error_ns = now_ns()
 
     def connected(self) -> None:
         self.stats.connects += 1
         self.stats.state = "streaming"
-        self.backoff.reset()
         log.info("venue=%s connected (connect #%d)", self.venue.code, self.stats.connects)
 
     def message_received(self) -> None:
+        """A frame arrived, data or heartbeat: the connection is alive."""
+        now = now_ns()
         self.stats.messages += 1
-        self.stats.last_message_ns = now_ns()
+        self.stats.last_message_ns = now
+        if not self._first_message_ns:
+            self._first_message_ns = now
+        if self.listener is not None:
+            self.listener.venue_alive(self.venue.code, now)
 
     def malformed(self, raw: object, exc: Exception) -> None:
         self.stats.malformed += 1

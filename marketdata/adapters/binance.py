@@ -3,9 +3,15 @@
 Public data, no credentials. Venue symbols are Binance's (`btcusdt`, any case). Binance cuts every
 connection after 24 h, so the adapter reconnects on its own a little before (`max_connection_s`).
 The websockets library answers the server's pings with pongs echoing their payload.
+
+`bookTicker` sends nothing while a book is quiet, so data frames cannot tell a quiet book from a dead
+connection. The adapter pings the server every `ping_interval_s` (Binance allows 5 incoming messages
+a second per connection, pings included): each pong is a sign of life for the LP manager, and a pong
+missing for `pong_timeout_s` drops the connection. That, not data silence, is this venue's watchdog.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -28,20 +34,36 @@ class ServerShutdown(Exception):
     """Binance announced it will close this connection: reconnect now."""
 
 
+class PongTimeout(Exception):
+    """The server did not answer our ping in time: the connection is dead."""
+
+
 class BinanceAdapter(Adapter):
     kind = "binance"
+    # Binance: 300 connections per 5 minutes per IP, and repeat offenders are banned. A venue keeps
+    # to a third of that, leaving room for other venues and processes on the same address.
+    connect_limit = (100, 300.0)
+    min_stale_after_ms = 3000  # a pong every second
 
     def __init__(self, venue: VenueConfig, sink: QuoteSink, **kwargs: Any) -> None:
         super().__init__(venue, sink, **kwargs)
         self.by_name = {name.lower(): symbol for name, symbol in venue.symbols.items()}
         self.max_connection_s = float(venue.config.get("max_connection_s", MAX_CONNECTION_S))
+        self.ping_interval_s = float(venue.config.get("ping_interval_s", 1.0))
+        self.pong_timeout_s = float(venue.config.get("pong_timeout_s", 5.0))
         base = str(venue.config.get("ws_url", WS_URL)).rstrip("/")
         streams = "/".join(f"{name}@bookTicker" for name in sorted(self.by_name))
         self.url = f"{base}/stream?streams={streams}"
 
+    @property
+    def silence_timeout_s(self) -> float:
+        # Quiet books send nothing: silence is judged by the pongs (see the module docstring).
+        return float(self.venue.config.get("silence_timeout_s", self.max_connection_s))
+
     async def session(self) -> None:
         async with websockets.connect(self.url, max_size=2**20, open_timeout=10) as ws:
             self.connected()
+            keepalive = asyncio.create_task(self._keepalive(ws), name=f"pings-{self.venue.code}")
             try:
                 async with asyncio.timeout(self.max_connection_s):
                     async for raw in watched(self, ws):
@@ -57,6 +79,28 @@ class BinanceAdapter(Adapter):
                 )
             except ServerShutdown:
                 log.info("venue=%s server shutdown announced, reconnecting", self.venue.code)
+            finally:
+                keepalive.cancel()
+                # A PongTimeout raised here replaces the closed-connection error it caused.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keepalive
+
+    async def _keepalive(self, ws: Any) -> None:
+        """Ping every `ping_interval_s`; a pong is a sign of life, a missing one ends the connection."""
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            try:
+                pong = await ws.ping()
+            except websockets.ConnectionClosed:
+                return  # the reader sees the close too and ends the session
+            try:
+                async with asyncio.timeout(self.pong_timeout_s):
+                    await pong
+            except TimeoutError:
+                # The reader is blocked on a socket that will never speak again: abort it.
+                ws.transport.abort()
+                raise PongTimeout(f"no pong within {self.pong_timeout_s:g} s") from None
+            self.message_received()
 
     def handle(self, raw: str | bytes) -> None:
         message = json.loads(raw)

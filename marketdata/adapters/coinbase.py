@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.book import OrderBook
 from marketdata.quotes import Quote, now_ns
 
 from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
@@ -45,6 +47,7 @@ GRANULARITY = {
     "1d": "ONE_DAY",
 }
 ENV_KEY_NAME, ENV_PRIVATE_KEY = "COINBASE_API_KEY_NAME", "COINBASE_PRIVATE_KEY_PEM"
+NUMBER_CACHE_MAX = 200_000
 
 
 class CoinbaseSigner:
@@ -101,13 +104,33 @@ def coinbase_signer(credentials: Mapping[str, str]) -> CoinbaseSigner | None:
     return CoinbaseSigner(key_name, private_key)
 
 
+class BookResyncTimeout(Exception):
+    """A level2 resubscription brought no fresh snapshot in time: reconnect for one."""
+
+
 class CoinbaseAdapter(Adapter):
-    """Advanced Trade market data WebSocket: `ticker` best bid/ask -> Quote; `heartbeats` keep the
-    channels open and feed the silence watchdog. The `candles` channel (5-minute buckets) is
-    subscribed only for a caller that passes a `bar_sink`: the market loop does not, because its
-    bars come from the selected mid and Coinbase's own bars are stored by the REST backfill."""
+    """Advanced Trade market data WebSocket, one handler per channel:
+
+    - `level2` (messages arrive as `l2_data`): one order book per product, built from the snapshot and
+      then the absolute level updates; its best bid/ask with sizes -> Quote whenever the top changes.
+    - `ticker`: the last trade price per product, carried on the book's quotes as `last`. Without
+      `level2` in the venue's `channels` it is the quote source, as before (it only sends on trades).
+    - `heartbeats`: one frame a second, keeping the subscriptions open and the connection visibly
+      alive while a book is quiet.
+    - `candles` (5-minute buckets): subscribed only for a caller that passes a `bar_sink`; the market
+      loop does not, because its bars come from the selected mid and the REST backfill.
+
+    `sequence_num` counts every message of the connection, whatever its channel. A gap means some
+    message was lost, possibly a level update: every book is dropped (the LP manager is told at once)
+    and `level2` is unsubscribed and subscribed again for a fresh snapshot per product (a subscription
+    starts with one). If a book that was synced gets no snapshot within `resync_timeout_s`, the
+    connection is dropped and reopened, which always starts with snapshots."""
 
     kind = "coinbase"
+    # Coinbase documents WebSocket connections per IP as 8/s (one page) and 750/s (another): stay far
+    # below the lower figure.
+    connect_limit = (30, 60.0)
+    min_stale_after_ms = 3000  # heartbeats every second
 
     def __init__(
         self,
@@ -119,21 +142,39 @@ class CoinbaseAdapter(Adapter):
     ) -> None:
         super().__init__(venue, sink, **kwargs)
         self.url = str(venue.config.get("ws_url", WS_URL))
-        default = ["heartbeats", "ticker", *(["candles"] if bar_sink is not None else [])]
+        default = ["heartbeats", "level2", "ticker", *(["candles"] if bar_sink is not None else [])]
         self.channels: list[str] = list(venue.config.get("channels", default))
         self.signer = coinbase_signer(venue.credentials)
         self.bar_sink = bar_sink
+        self.resync_timeout_s = float(venue.config.get("resync_timeout_s", 5))
         self.sequence_gaps = 0
+        self.resyncs = 0
         self.error_frames = 0
+        self.books: dict[str, OrderBook] = {product: OrderBook() for product in venue.symbols}
+        self.last_trades: dict[str, Decimal] = {}
+        self._numbers: dict[str, Decimal] = {}  # wire text -> checked Decimal (see _on_level2)
         self._last_seq: int | None = None
+        self._resync_due = False
+        self._resync_deadline = 0.0
+        self._resyncing: set[str] = set()  # products synced before the resync, awaiting a snapshot
+        self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
+            "l2_data": self._on_level2,
+            "ticker": self._on_ticker,
+            "candles": self._on_candles,
+        }
+        # heartbeats, subscriptions and unknown channels only feed the watchdog and the liveness.
 
     @property
     def silence_timeout_s(self) -> float:
         # Heartbeats arrive every second, so a few quiet seconds already mean a dead connection.
         return float(self.venue.config.get("silence_timeout_s", 10))
 
-    def subscription(self, channel: str) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": "subscribe", "channel": channel}
+    @property
+    def quotes_from_book(self) -> bool:
+        return "level2" in self.channels
+
+    def subscription(self, channel: str, kind: str = "subscribe") -> dict[str, Any]:
+        message: dict[str, Any] = {"type": kind, "channel": channel}
         if channel != "heartbeats":
             message["product_ids"] = sorted(self.venue.symbols)
         if self.signer is not None:
@@ -144,6 +185,11 @@ class CoinbaseAdapter(Adapter):
         async with websockets.connect(self.url, max_size=10 * 2**20, open_timeout=10) as ws:
             self.connected()
             self._last_seq = None
+            self._resync_due = False
+            self._resync_deadline = 0.0
+            self._resyncing.clear()
+            for book in self.books.values():
+                book.reset()
             # Coinbase disconnects a socket that has not subscribed within 5 s: subscribe at once.
             for channel in self.channels:
                 await ws.send(json.dumps(self.subscription(channel)))
@@ -153,6 +199,27 @@ class CoinbaseAdapter(Adapter):
                     self.handle(raw)
                 except (MalformedMessage, ValueError, KeyError, TypeError, AttributeError) as exc:
                     self.malformed(raw, exc)
+                if self._resync_due:
+                    await self._resubscribe_level2(ws)
+                elif self._resync_deadline and time.monotonic() > self._resync_deadline:
+                    # Only books that were synced count: a product the venue never snapshots (a bad
+                    # product id) must not make every resync a reconnect.
+                    if any(not self.books[product].synced for product in self._resyncing):
+                        raise BookResyncTimeout(
+                            f"no level2 snapshot {self.resync_timeout_s:g} s after resync"
+                        )
+                    self._resync_deadline = 0.0
+                    self._resyncing.clear()
+
+    async def _resubscribe_level2(self, ws: Any) -> None:
+        self._resync_due = False
+        self.resyncs += 1
+        await ws.send(json.dumps(self.subscription("level2", "unsubscribe")))
+        await ws.send(json.dumps(self.subscription("level2")))
+        self._resync_deadline = time.monotonic() + self.resync_timeout_s
+        log.info(
+            "venue=%s level2 resubscribed for fresh snapshots (resync #%d)", self.venue.code, self.resyncs
+        )
 
     def handle(self, raw: str | bytes) -> None:
         message = json.loads(raw)
@@ -160,45 +227,89 @@ class CoinbaseAdapter(Adapter):
             raise MalformedMessage("a frame must be a JSON object")
         if message.get("type") == "error":
             self.error_frames += 1
-            self.stats.last_error = f"error frame: {message.get('message', '')}"[:300]
+            self.error(f"error frame: {message.get('message', '')}")
             log.warning("venue=%s error frame: %.200s", self.venue.code, message.get("message"))
             return
-        channel = message["channel"]
         self._check_sequence(message.get("sequence_num"))
-        if channel == "ticker":
-            venue_ts = rfc3339_ns(message["timestamp"])
-            for event in message["events"]:
-                for ticker in event["tickers"]:
-                    self._ticker(ticker, venue_ts)
-        elif channel == "candles" and self.bar_sink is not None:
-            for event in message["events"]:
-                for candle in event["candles"]:
-                    bar = self._bar(candle)
-                    if bar is not None:
-                        self.bar_sink(bar)
-        # heartbeats, subscriptions and unknown channels only feed the watchdog.
+        handler = self._handlers.get(message["channel"])
+        if handler is not None:
+            handler(message)
 
     def _check_sequence(self, seq: object) -> None:
+        """Any break in the connection's numbering (a gap, or a number going back) starts a book
+        resync; the numbering then continues from this message."""
         if not isinstance(seq, int):
             raise MalformedMessage(f"sequence_num must be an integer, got {seq!r}")
-        if self._last_seq is not None and seq != self._last_seq + 1:
+        last = self._last_seq
+        if last is not None and seq != last + 1:
             self.sequence_gaps += 1
             log.warning(
-                "venue=%s sequence gap: %d after %d (%d gaps)",
-                self.venue.code,
-                seq,
-                self._last_seq,
-                self.sequence_gaps,
+                "venue=%s sequence gap: %d after %d (%d gaps)", self.venue.code, seq, last, self.sequence_gaps
             )
+            self._resync()
         self._last_seq = seq
 
-    def _ticker(self, ticker: Mapping[str, Any], venue_ts: int) -> None:
-        symbol = self.venue.symbols.get(ticker["product_id"])
-        if symbol is None:
+    def _resync(self) -> None:
+        """Drop every book until its fresh snapshot; the session loop resubscribes level2."""
+        if not self.quotes_from_book:
             return
-        bid, ask = price(ticker["best_bid"]), price(ticker["best_ask"])
-        if bid == 0 or ask == 0:
-            return  # one side of the book is empty: no tradable quote
+        for product, book in self.books.items():
+            if book.synced:
+                self._resyncing.add(product)
+            book.reset()
+        self._resync_due = True
+        if self.listener is not None:
+            self.listener.venue_down(self.venue.code, list(self.venue.symbols.values()))
+
+    # -- one handler per channel ---------------------------------------------------------------------
+    def _on_level2(self, message: Mapping[str, Any]) -> None:
+        venue_ts = rfc3339_ns(message["timestamp"])
+        for event in message["events"]:
+            product = event["product_id"]
+            book = self.books.get(product)
+            if book is None:
+                continue
+            kind = event["type"]
+            if kind == "snapshot":
+                book.reset()
+                book.synced = True
+            elif not book.synced:
+                continue  # an update for a book whose snapshot has not come (yet, or again)
+            bids, asks = book.bids, book.asks
+            changed = kind == "snapshot"
+            numbers = self._numbers
+            try:
+                for update in event["updates"]:
+                    side = update["side"]
+                    levels = bids if side == "bid" else asks if side == "offer" else book.side(side)
+                    # Levels near the inside and common sizes repeat: parse and check each text once.
+                    text = update["price_level"]
+                    level = numbers.get(text)
+                    if level is None:
+                        level = numbers[text] = price(text)
+                    text = update["new_quantity"]
+                    quantity = numbers.get(text)
+                    if quantity is None:
+                        quantity = numbers[text] = price(text)
+                    if levels.set(level, quantity):
+                        changed = True
+                if len(numbers) > NUMBER_CACHE_MAX:
+                    numbers.clear()
+            except (MalformedMessage, ValueError, KeyError, TypeError):
+                self._resync()  # the book took part of a message: only a snapshot makes it whole
+                raise
+            if changed:
+                self._emit_top(product, book, venue_ts)
+
+    def _emit_top(self, product: str, book: OrderBook, venue_ts: int) -> None:
+        symbol = self.venue.symbols[product]
+        top = book.top
+        if top is None:
+            # One side empty (or crossed): no tradable price from this venue until it is whole again.
+            if self.listener is not None:
+                self.listener.venue_down(self.venue.code, [symbol])
+            return
+        bid, bid_size, ask, ask_size = top
         self.emit(
             Quote(
                 symbol=symbol,
@@ -207,16 +318,49 @@ class CoinbaseAdapter(Adapter):
                 ask=ask,
                 venue_ts=venue_ts,
                 recv_ts=now_ns(),
-                bid_size=price(ticker["best_bid_quantity"]) if ticker.get("best_bid_quantity") else None,
-                ask_size=price(ticker["best_ask_quantity"]) if ticker.get("best_ask_quantity") else None,
+                bid_size=bid_size,
+                ask_size=ask_size,
+                last=self.last_trades.get(product),
             )
         )
 
-    def _bar(self, candle: Mapping[str, Any]) -> Bar | None:
-        symbol = self.venue.symbols.get(candle["product_id"])
-        if symbol is None:
-            return None
-        return candle_bar(candle, symbol=symbol, timeframe="5m")
+    def _on_ticker(self, message: Mapping[str, Any]) -> None:
+        venue_ts = rfc3339_ns(message["timestamp"])
+        for event in message["events"]:
+            for ticker in event["tickers"]:
+                product = ticker["product_id"]
+                if product not in self.venue.symbols:
+                    continue
+                self.last_trades[product] = price(ticker["price"])
+                if not self.quotes_from_book:
+                    self._ticker_quote(ticker, venue_ts)
+
+    def _ticker_quote(self, ticker: Mapping[str, Any], venue_ts: int) -> None:
+        bid, ask = price(ticker["best_bid"]), price(ticker["best_ask"])
+        if bid == 0 or ask == 0:
+            return  # one side of the book is empty: no tradable quote
+        self.emit(
+            Quote(
+                symbol=self.venue.symbols[ticker["product_id"]],
+                venue=self.venue.code,
+                bid=bid,
+                ask=ask,
+                venue_ts=venue_ts,
+                recv_ts=now_ns(),
+                bid_size=price(ticker["best_bid_quantity"]) if ticker.get("best_bid_quantity") else None,
+                ask_size=price(ticker["best_ask_quantity"]) if ticker.get("best_ask_quantity") else None,
+                last=price(ticker["price"]),
+            )
+        )
+
+    def _on_candles(self, message: Mapping[str, Any]) -> None:
+        if self.bar_sink is None:
+            return
+        for event in message["events"]:
+            for candle in event["candles"]:
+                symbol = self.venue.symbols.get(candle["product_id"])
+                if symbol is not None:
+                    self.bar_sink(candle_bar(candle, symbol=symbol, timeframe="5m"))
 
 
 def candle_bar(candle: Mapping[str, Any], *, symbol: str, timeframe: str) -> Bar:

@@ -6,7 +6,10 @@ any other. This module imports neither the fix app nor quickfix.
 Wire format (one pub/sub message per batch): a JSON array of
 `[venue_symbol, bid, ask, bid_size, ask_size, venue_ts_ns]`, prices and sizes as the venue's decimal
 strings (sizes may be null). The receive time is taken here, on the market loop's clock, because
-staleness is judged on it.
+staleness is judged on it. An empty array is a liveness beacon: `runfix` sends one a second for each
+venue whose FIX session is logged on and has heard from its peer within 2 HeartBtInt + 1 s (QuickFIX's
+heartbeats and test requests keep that true while the peer lives), so a quiet book stays healthy and
+a dead session goes stale once the beacons stop.
 """
 
 import json
@@ -30,6 +33,7 @@ def encode_rows(rows: list[QuoteRow]) -> str:
 
 class FixAdapter(Adapter):
     kind = "fix"
+    min_stale_after_ms = 3000  # a beacon every second
 
     async def session(self) -> None:
         pubsub = async_client().pubsub(ignore_subscribe_messages=True)

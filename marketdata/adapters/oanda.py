@@ -42,6 +42,9 @@ class OandaAdapter(Adapter):
     """PRICE lines -> Quote (best bid/ask); HEARTBEAT lines (every 5 s) feed the silence watchdog."""
 
     kind = "oanda"
+    # OANDA: at most 20 active streams per IP, and no more than 2 new connections a second.
+    connect_limit = (30, 60.0)
+    min_stale_after_ms = 10_000  # HEARTBEAT lines every 5 s: two of them
 
     def __init__(self, venue: VenueConfig, sink: QuoteSink, **kwargs: Any) -> None:
         super().__init__(venue, sink, **kwargs)

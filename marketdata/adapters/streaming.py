@@ -1,6 +1,7 @@
 """Pieces the streaming adapters share: the silence watchdog, venue timestamps, strict decimals."""
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -40,11 +41,16 @@ def rfc3339_ns(value: str) -> int:
     head, _, fraction = value[:-1].partition(".")
     if fraction and (not fraction.isdigit() or len(fraction) > 9):
         raise MalformedMessage(f"bad fractional seconds in {value!r}")
+    return _epoch_seconds(head) * 1_000_000_000 + int(fraction.ljust(9, "0") if fraction else 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _epoch_seconds(head: str) -> int:
+    # strptime costs microseconds and a stream's messages share their second: parse each second once.
     try:
-        seconds = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        return int(datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
     except ValueError as exc:
-        raise MalformedMessage(f"not an RFC3339 UTC time: {value!r}") from exc
-    return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, "0") if fraction else 0)
+        raise MalformedMessage(f"not an RFC3339 UTC time: {head!r}") from exc
 
 
 def ns_to_rfc3339(ns: int) -> str:

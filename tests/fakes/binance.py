@@ -157,3 +157,10 @@ class BinanceWsFake:
     def drop(self) -> None:
         for conn in list(self.connections):
             conn.ws.transport.abort()
+
+    def freeze(self) -> None:
+        """Stop reading every connection, pings included, without closing it: a peer that died
+        behind a firewall that keeps the TCP session open."""
+        self.silent = True
+        for conn in list(self.connections):
+            conn.ws.transport.pause_reading()

@@ -268,7 +268,12 @@ class _Connection:
 
 class CoinbaseWsFake:
     """The market-data WebSocket. Enforces the subscribe deadline; verifies the JWT on every
-    subscribe message; sends heartbeats every `heartbeat_interval_s` to `heartbeats` subscribers."""
+    subscribe message; sends heartbeats every `heartbeat_interval_s` to `heartbeats` subscribers.
+
+    `level2`: the fake keeps one book per product (`set_book`); subscribing sends each product's
+    snapshot on channel `l2_data`, then `l2_update` sends absolute quantities per level ("0" removes
+    a level) to the product's subscribers. Every message of a connection carries the next
+    `sequence_num`, whatever its channel; `skip_sequence` makes a gap."""
 
     def __init__(
         self,
@@ -286,6 +291,10 @@ class CoinbaseWsFake:
         self.subscribe_messages: list[dict[str, Any]] = []
         self.jwt_claims: list[dict[str, Any]] = []
         self.silent = False
+        # product -> side ("bid"/"offer") -> price level -> quantity, as decimal strings
+        self.books: dict[str, dict[str, dict[str, str]]] = {}
+        self.send_snapshots = True  # False: a level2 subscription gets no snapshot (a broken venue)
+        self.withheld_snapshots: set[str] = set()  # products whose snapshot never comes
         self._server: Server | None = None
         self._changed = asyncio.Condition()
 
@@ -360,10 +369,18 @@ class CoinbaseWsFake:
         if kind == "subscribe":
             conn.channels.setdefault(channel, set()).update(products)
         elif kind == "unsubscribe":
-            conn.channels.pop(channel, None)
+            # Without product ids the whole channel goes (docs: websocket-overview, Unsubscribing).
+            remaining = conn.channels.get(channel, set()) - products
+            if products and remaining:
+                conn.channels[channel] = remaining
+            else:
+                conn.channels.pop(channel, None)
         await self._send(
             conn, "subscriptions", [{"subscriptions": {c: sorted(p) for c, p in conn.channels.items()}}]
         )
+        if kind == "subscribe" and channel == "level2" and self.send_snapshots:
+            for product in sorted(products - self.withheld_snapshots):
+                await self._send(conn, "l2_data", [self._l2_snapshot(product)])
         await self._notify()
 
     async def _send(self, conn: _Connection, channel: str, events: list[dict[str, Any]]) -> None:
@@ -422,6 +439,42 @@ class CoinbaseWsFake:
                 kind = "update" if channel in conn.snapshots else "snapshot"
                 conn.snapshots.add(channel)
                 await self._send(conn, channel, [{"type": kind, key: [item]}])
+                sent += 1
+        return sent
+
+    # -- level2 ----------------------------------------------------------------------------------
+    def set_book(self, product_id: str, *, bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> None:
+        """The book a level2 subscriber gets as its snapshot (nothing is sent now)."""
+        self.books[product_id] = {"bid": dict(bids), "offer": dict(asks)}
+
+    def _l2_snapshot(self, product_id: str) -> dict[str, Any]:
+        book = self.books.get(product_id, {"bid": {}, "offer": {}})
+        now = ns_to_rfc3339(time.time_ns())
+        updates = [
+            {"side": side, "event_time": now, "price_level": level, "new_quantity": quantity}
+            for side in ("bid", "offer")
+            for level, quantity in book[side].items()
+        ]
+        return {"type": "snapshot", "product_id": product_id, "updates": updates}
+
+    async def l2_update(self, product_id: str, changes: list[tuple[str, str, str]]) -> int:
+        """Apply (side, price_level, new_quantity) changes to the book and send them as one update
+        event to every level2 subscriber of the product; returns how many got it."""
+        book = self.books.setdefault(product_id, {"bid": {}, "offer": {}})
+        now = ns_to_rfc3339(time.time_ns())
+        updates = []
+        for side, level, quantity in changes:
+            levels = book.setdefault(side, {})  # a side Coinbase does not have only goes on the wire
+            if Decimal(quantity) == 0:
+                levels.pop(level, None)
+            else:
+                levels[level] = quantity
+            updates.append({"side": side, "event_time": now, "price_level": level, "new_quantity": quantity})
+        event = {"type": "update", "product_id": product_id, "updates": updates}
+        sent = 0
+        for conn in list(self.connections):
+            if product_id in conn.channels.get("level2", set()) and not self.silent:
+                await self._send(conn, "l2_data", [event])
                 sent += 1
         return sent
 

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -34,8 +35,11 @@ def fast_backoff() -> Backoff:
     return Backoff(base_s=0.02, cap_s=0.1)
 
 
+AdapterT = TypeVar("AdapterT", bound=Adapter)
+
+
 @contextlib.asynccontextmanager
-async def running(adapter: Adapter) -> AsyncIterator[Adapter]:
+async def running(adapter: AdapterT) -> AsyncIterator[AdapterT]:
     """Run an adapter's reconnecting loop for the duration of the block."""
     task = asyncio.create_task(adapter.run())
     try:

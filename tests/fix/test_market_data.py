@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -198,3 +199,34 @@ def test_the_market_loop_side_imports_neither_the_fix_app_nor_quickfix():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def count_beacons(pubsub, for_s: float) -> int:
+    """Empty batches (liveness beacons) received on the venue's quote channel within `for_s`."""
+    deadline, count = time.monotonic() + for_s, 0
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None and json.loads(message["data"]) == []:
+            count += 1
+    return count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beacons_flow_while_the_peer_answers_and_stop_when_it_falls_silent(peer, make_session, run_engine):
+    pubsub = sync_client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(fixmd_channel("lpx"))
+    try:
+        make_session(peer.port)  # HeartBtInt 1 s
+        run_engine()
+        peer.expect("A")
+        # No quote at all: the book is quiet, the session answers test requests, the beacons say so.
+        assert count_beacons(pubsub, 4.0) >= 3
+        # The peer stays connected and says nothing more (nor answers the logon of a reconnect).
+        peer.auto_heartbeat = peer.auto_logon = False
+        silent_at = time.monotonic()
+        while count_beacons(pubsub, 1.2):  # until a whole 1.2 s passes without a beacon
+            assert time.monotonic() - silent_at < 8, "beacons go on for a silent peer"
+        # The last beacon within 2 HeartBtInt + 1 s, then at most the window that held it and the empty one
+        assert time.monotonic() - silent_at <= 3 + 1.2 + 1.2 + 1.0
+    finally:
+        pubsub.close()

@@ -52,3 +52,18 @@ def test_readyz_is_not_ready_once_the_market_process_stopped_exporting(client: C
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["quotes"] == {"ok": False, "fresh_symbols": 0}
+
+
+@pytest.mark.django_db
+def test_readyz_counts_a_quiet_book_on_a_live_connection_as_fresh(client: Client, settings) -> None:
+    settings.QUOTE_LISTENERS = []
+    settings.READY_QUOTE_MAX_AGE_S = 1
+    loop = MarketLoop()
+    loop.manager.configure({"sim": VenueSettings(priority=1, stale_after_ms=5000)})
+    long_ago = now_ns() - 3_000_000_000
+    loop.on_quote(Quote("EURUSD", "sim", D("1.1"), D("1.1001"), venue_ts=long_ago, recv_ts=long_ago))
+    loop.manager.venue_alive("sim", now_ns())  # a heartbeat just now; the book has not moved for 3 s
+    asyncio.run(loop.export_health())
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["quotes"] == {"ok": True, "fresh_symbols": 1}

@@ -27,10 +27,12 @@ def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_adapter(
     fake: CoinbaseWsFake, key: CoinbaseKey | None, quotes: list[Quote], **config: object
 ) -> CoinbaseAdapter:
+    """The ticker-only configuration (quotes from `ticker`); the level2 book has its own tests in
+    test_adapter_coinbase_level2.py."""
     venue = VenueConfig(
         code="cb",
         kind="coinbase",
-        config={"ws_url": fake.url, **config},
+        config={"ws_url": fake.url, "channels": ["heartbeats", "ticker"], **config},
         credentials=key.credentials if key else {},
         symbols={"BTC-USD": "BTCUSD", "ETH-USD": "ETHUSD"},
     )

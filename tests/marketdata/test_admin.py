@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from livermore.redis import key, sync_client
-from marketdata.loop import HEALTH_KEY, RECORDER_KEY
+from marketdata.loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 from marketdata.models import Candle, Venue
 
 from .conftest import simulator_venue
@@ -20,6 +20,7 @@ def test_the_live_page_shows_per_feed_health_and_the_recorder(admin_client, euru
             "symbol": "EURUSD",
             "venue": "lp-a",
             "age_ms": 120,
+            "silent_ms": 80,
             "quotes_per_minute": 240,
             "quotes": 999,
             "state": "selected",
@@ -32,6 +33,7 @@ def test_the_live_page_shows_per_feed_health_and_the_recorder(admin_client, euru
             "symbol": "EURUSD",
             "venue": "lp-b",
             "age_ms": 7300,
+            "silent_ms": 7100,
             "quotes_per_minute": 3,
             "quotes": 10,
             "state": "stale",
@@ -57,8 +59,56 @@ def test_the_live_page_shows_per_feed_health_and_the_recorder(admin_client, euru
     assert response.status_code == 200
     html = response.content.decode()
     assert '<tr class="state-selected"><td>EURUSD</td><td>lp-a</td><td>selected</td><td>1</td>' in html
-    assert "<td>7300</td><td>3</td><td>backoff</td><td>2</td>" in html
+    assert "<td>7300</td><td>7100</td><td>3</td><td>backoff</td><td>2</td>" in html
     assert "<td>12345</td>" in html and "OperationalError: gone" in html
+
+
+def test_the_live_page_shows_each_venues_reconnects_and_last_error(admin_client):
+    venues = [
+        {
+            "venue": "bn",
+            "kind": "binance",
+            "state": "throttled",
+            "connects": 100,
+            "reconnects": 100,
+            "throttled": 4,
+            "messages": 0,
+            "silent_ms": None,
+            "last_error": "ConnectionClosedError: received 1011 (internal error) going away",
+            "last_error_ms": 1_780_000_000_000,
+            "exported_ms": 1_780_000_000_500,
+        },
+        {
+            "venue": "cb",
+            "kind": "coinbase",
+            "state": "streaming",
+            "connects": 1,
+            "reconnects": 0,
+            "throttled": 0,
+            "messages": 5321,
+            "silent_ms": 310,
+            "last_error": "",
+            "last_error_ms": None,
+            "exported_ms": 1_780_000_000_500,
+        },
+    ]
+    sync_client().set(key(VENUES_KEY), json.dumps(venues))
+    html = admin_client.get(reverse("admin:marketdata_live_quotes")).content.decode()
+    assert (
+        '<tr class="adapter-throttled"><td>bn</td><td>binance</td><td>throttled</td><td>100</td><td>100</td>'
+        "<td>4</td>" in html
+    )
+    assert "received 1011 (internal error) going away" in html
+    assert 'data-ms="1780000000000"' in html
+    assert (
+        '<tr class="adapter-streaming"><td>cb</td><td>coinbase</td><td>streaming</td><td>1</td><td>0</td>'
+        in html
+    )
+
+
+def test_the_live_page_needs_staff(client):
+    response = client.get(reverse("admin:marketdata_live_quotes"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
 
 
 def test_the_live_page_says_when_the_market_process_is_silent(admin_client):

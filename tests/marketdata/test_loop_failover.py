@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from livermore.redis import key, sync_client
-from marketdata.loop import HEALTH_KEY, MarketLoop
+from marketdata.loop import HEALTH_KEY, VENUES_KEY, MarketLoop
 from marketdata.models import Venue
 from marketdata.quotes import SelectedQuote
 from tests.support.waiting import await_until
@@ -33,6 +33,11 @@ async def test_the_running_loop_fails_over_when_the_selected_venue_is_disabled_i
         await asyncio.sleep(1.2)  # let the health export run with both feeds
         health = json.loads(sync_client().get(key(HEALTH_KEY)))
         assert {(r["venue"], r["state"]) for r in health} == {("sim-a", "selected"), ("sim-b", "healthy")}
+        venues = json.loads(sync_client().get(key(VENUES_KEY)))
+        assert [(v["venue"], v["kind"], v["state"], v["connects"], v["reconnects"]) for v in venues] == [
+            ("sim-a", "simulator", "streaming", 1, 0),
+            ("sim-b", "simulator", "streaming", 1, 0),
+        ]
 
         await sync_to_async(Venue.objects.filter(code="sim-a").update)(enabled=False)
         took = await await_until(lambda: last_venue() == "sim-b", timeout_s=5)

@@ -179,3 +179,53 @@ def test_a_failing_output_does_not_starve_the_others(clock, published):
     )
     manager.on_quote(quote(clock, "primary"))
     assert len(published) == 1
+
+
+def test_a_quiet_book_on_a_live_connection_stays_selected(manager, clock, published):
+    both_quote(manager, clock)
+    for _ in range(100):  # ten seconds without a quote, heartbeats every 100 ms
+        clock.advance(100)
+        manager.venue_alive("primary", clock.now)
+        manager.check()
+    assert manager.selected["EURUSD"] == "primary" and published[-1].tradable
+    assert len(published) == 2  # both first quotes; nothing moved since: nothing published again
+    row = next(r for r in manager.health_rows(clock.now) if r["venue"] == "primary")
+    assert (row["state"], row["age_ms"], row["silent_ms"]) == ("selected", 10_000, 0)
+    assert manager.state("EURUSD", "backup", clock.now) == "stale"  # silent since its one quote
+
+
+def test_a_silent_connection_makes_its_quiet_book_stale(manager, clock, published):
+    both_quote(manager, clock)
+    run_for(manager, clock, 1500)
+    assert manager.selected["EURUSD"] == "primary"
+    manager.venue_alive("backup", clock.now)  # the backup's connection speaks, the primary's does not
+    run_for(manager, clock, 600)
+    assert manager.selected["EURUSD"] == "backup"
+    assert published[-1].quote.venue == "backup" and published[-1].quote.bid == D("1.20000")
+
+
+def test_a_venue_reporting_its_book_gone_fails_over_at_once_and_its_next_quote_brings_it_back(
+    manager, clock, published
+):
+    both_quote(manager, clock)
+    manager.venue_alive("primary", clock.now)
+    manager.venue_down("primary", ["GBPUSD"])  # not this symbol
+    assert manager.selected["EURUSD"] == "primary"
+    manager.venue_down("primary", ["EURUSD"])
+    assert manager.selected["EURUSD"] == "backup" and published[-1].quote.venue == "backup"
+    clock.advance(100)
+    manager.venue_alive("primary", clock.now)  # alive again, but its book is not known yet
+    manager.check()
+    assert manager.selected["EURUSD"] == "backup"
+    assert manager.state("EURUSD", "primary", clock.now) == "down"
+    manager.on_quote(quote(clock, "primary", "1.10005"))
+    assert manager.selected["EURUSD"] == "primary" and published[-1].quote.bid == D("1.10005")
+
+
+def test_a_venue_down_for_all_its_symbols_leaves_them_untradable(clock, published):
+    manager = LPManager({"only": VenueSettings(priority=1, stale_after_ms=2000)}, [published.append], clock)
+    manager.on_quote(quote(clock, "only"))
+    manager.on_quote(quote(clock, "only", symbol="GBPUSD"))
+    manager.venue_down("only")
+    assert manager.selected == {"EURUSD": None, "GBPUSD": None}
+    assert [p.tradable for p in published[-2:]] == [False, False]
