@@ -105,6 +105,7 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
         "quote_currency",
         "contract_size",
         "digits",
+        "tick_size",
         "pip_size",
         "volume_min",
         "volume_max",

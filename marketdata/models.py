@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -32,6 +33,10 @@ class Venue(models.Model):
 
     class Meta:
         ordering = ("priority", "code")
+        permissions = [
+            ("import_instruments", "Can import instruments from a venue's catalogue"),
+            ("change_watchlist", "Can add and remove the symbols a venue quotes"),
+        ]
 
     def __str__(self) -> str:
         return self.code
@@ -47,7 +52,15 @@ class Instrument(models.Model):
     contract_size = models.DecimalField(
         max_digits=20, decimal_places=8, validators=[MinValueValidator(Decimal(0))]
     )
-    digits = models.PositiveSmallIntegerField()
+    digits = models.PositiveSmallIntegerField(help_text="Decimals of a price: those of the tick size.")
+    tick_size = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        blank=True,
+        validators=[MinValueValidator(Decimal("1e-10"))],
+        help_text="The smallest price step, not always a power of ten (0.5). "
+        "Left empty: 1 unit of the last digit.",
+    )
     pip_size = models.DecimalField(max_digits=20, decimal_places=10)
     volume_min = models.DecimalField(max_digits=20, decimal_places=8)
     volume_max = models.DecimalField(max_digits=20, decimal_places=8)
@@ -73,14 +86,16 @@ class Instrument(models.Model):
             models.CheckConstraint(
                 condition=models.Q(volume_step__gt=0), name="instrument_volume_step_positive"
             ),
+            models.CheckConstraint(condition=models.Q(tick_size__gt=0), name="instrument_tick_size_positive"),
         ]
 
     def __str__(self) -> str:
         return self.symbol
 
-    @property
-    def tick_size(self) -> Decimal:
-        return Decimal(1).scaleb(-self.digits)
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.tick_size is None:  # type: ignore[comparison-overlap]
+            self.tick_size = Decimal(1).scaleb(-self.digits)
+        super().save(*args, **kwargs)
 
 
 class VenueSymbol(models.Model):
