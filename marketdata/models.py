@@ -93,7 +93,7 @@ class Instrument(models.Model):
         return self.symbol
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.tick_size is None:  # type: ignore[comparison-overlap]
+        if self.tick_size is None:
             self.tick_size = Decimal(1).scaleb(-self.digits)
         super().save(*args, **kwargs)
 

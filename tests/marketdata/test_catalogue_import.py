@@ -11,7 +11,7 @@ from livermore.users.models import AuditLog, User
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.services import instruments_import
 from tests.fakes.binance import BinanceRestFake, binance_symbol
-from tests.fakes.coinbase import CoinbaseRestFake, coinbase_product
+from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, coinbase_product
 from tests.fakes.oanda import OandaFake, oanda_instrument
 
 from .conftest import instrument
@@ -54,7 +54,7 @@ def snapshot() -> tuple[list[dict[str, object]], list[tuple[object, ...]]]:
 
 
 @pytest.fixture
-def coinbase_public(coinbase_key) -> Iterator[CoinbaseRestFake]:  # type: ignore[no-untyped-def]
+def coinbase_public(coinbase_key: CoinbaseKey) -> Iterator[CoinbaseRestFake]:
     with CoinbaseRestFake(coinbase_key) as fake:
         fake.products = [
             coinbase_product("BTC-USD", base_name="Bitcoin", quote_name="US Dollar"),

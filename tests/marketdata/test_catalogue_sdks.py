@@ -4,6 +4,7 @@ our import stores is what the SDK parses from the same response."""
 import json
 from collections.abc import Iterator
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 import v20
@@ -72,7 +73,7 @@ def test_binance_sdk_reads_exchange_info_and_what_we_import_matches_it():
         ]
         client = Spot(config_rest_api=ConfigurationRestAPI(base_path=fake.url, retries=0))
 
-        info = client.rest_api.exchange_info().data()
+        info: Any = client.rest_api.exchange_info().data()  # the SDK's pydantic model
         filters = {f.actual_instance.filter_type: f.actual_instance for f in info.symbols[0].filters}
         with pytest.raises(BadRequestError, match="Invalid symbol"):
             client.rest_api.exchange_info(symbol="NOPEUSDT")
