@@ -1,6 +1,7 @@
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -96,6 +97,15 @@ class Instrument(models.Model):
         if self.tick_size is None:
             self.tick_size = Decimal(1).scaleb(-self.digits)
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.tick_size is not None and self.digits is not None:
+            exponent = self.tick_size.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > self.digits:
+                tick = self.tick_size.normalize()
+                raise ValidationError(
+                    {"tick_size": f"A tick of {tick} needs more than {self.digits} digits."}
+                )
 
 
 class VenueSymbol(models.Model):

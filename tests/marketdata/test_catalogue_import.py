@@ -4,6 +4,7 @@ from decimal import Decimal as D
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from livermore.errors import ServiceError
@@ -414,3 +415,14 @@ def test_the_command_refuses_bad_input_clearly(coinbase_venue, binance_venue, bi
     with pytest.raises(CommandError, match="cannot be imported, nothing was written"):
         call_command("instruments_import", "bn", stdout=StringIO())
     assert not Instrument.objects.exists()
+
+
+def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_a_finer_tick_is_refused():
+    eurusd = instrument("EURUSD", digits=5)
+    assert eurusd.tick_size == D("0.00001")
+
+    eurusd.tick_size = D("0.5")
+    eurusd.full_clean()  # 0.5 needs 1 digit of 5
+    eurusd.tick_size = D("0.000001")
+    with pytest.raises(ValidationError, match=r"A tick of 0\.000001 needs more than 5 digits"):
+        eurusd.full_clean()
