@@ -301,11 +301,20 @@ def instruments_import(
 
 
 def _import_apply(venue: Venue, plan: catalogue.ImportPlan) -> None:
-    for item in plan.of("create"):
-        instrument = Instrument.objects.create(symbol=item.symbol, **item.values)
-        VenueSymbol.objects.create(
-            venue=venue, instrument=instrument, venue_symbol=item.entry.venue_symbol, enabled=False
-        )
+    created = plan.of("create")
+    # A whole catalogue is thousands of rows (Binance lists ~3000 symbols): one INSERT each table.
+    instruments = Instrument.objects.bulk_create(
+        [Instrument(symbol=item.symbol, **item.values) for item in created], batch_size=500
+    )
+    VenueSymbol.objects.bulk_create(
+        [
+            VenueSymbol(
+                venue=venue, instrument=instrument, venue_symbol=item.entry.venue_symbol, enabled=False
+            )
+            for item, instrument in zip(created, instruments, strict=True)
+        ],
+        batch_size=500,
+    )
     for item in plan.of("update"):
         Instrument.objects.filter(symbol=item.symbol).update(
             **{k: new for k, (_, new) in item.changes.items()}
