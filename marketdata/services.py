@@ -361,7 +361,9 @@ def venue_watchlist_change(
     with transaction.atomic():
         Venue.objects.select_for_update().get(pk=venue.pk)
         mappings = list(
-            VenueSymbol.objects.select_for_update().filter(venue=venue).select_related("instrument")
+            VenueSymbol.objects.select_for_update(of=("self",))
+            .filter(venue=venue)
+            .select_related("instrument")
         )
         index: dict[str, VenueSymbol] = {}
         for m in mappings:
