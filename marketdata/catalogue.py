@@ -18,14 +18,14 @@ How venue specs become ours (docs/catalogue.md says the same for operators):
   multiplier on the client group's leverage, so the two cannot be converted without a group: it is
   shown in the preview and never written.
 - description, pip size (except OANDA's pipLocation) and `tradable` are the desk's once the
-  instrument exists; a new instrument is tradable when the venue trades it.
+  instrument exists; a product the venue does not trade now (delisted, halted) is not created.
 """
 
 import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -168,8 +168,11 @@ def _entry(
     )
 
 
-def coinbase_entry(product: Mapping[str, Any]) -> CatalogueEntry:
-    """A product of Coinbase's `market/products` (every number a string)."""
+def coinbase_entry(product: Mapping[str, Any]) -> CatalogueEntry | None:
+    """A product of Coinbase's `market/products` (every number a string); None for a product that
+    is not SPOT (futures are not instruments of this kind)."""
+    if product.get("product_type", "SPOT") != "SPOT":
+        return None
     base = _currency(product.get("base_currency_id"), "base_currency_id")
     quote = _currency(product.get("quote_currency_id"), "quote_currency_id")
     tick_name = "price_increment" if product.get("price_increment") else "quote_increment"
@@ -256,7 +259,7 @@ def oanda_entry(instrument: Mapping[str, Any]) -> CatalogueEntry:
     )
 
 
-PARSERS = {
+PARSERS: dict[str, tuple[str, str, Callable[[Mapping[str, Any]], CatalogueEntry | None]]] = {
     "coinbase": ("products", "product_id", coinbase_entry),
     "binance": ("symbols", "symbol", binance_entry),
     "oanda": ("instruments", "name", oanda_entry),
@@ -292,7 +295,7 @@ def parse_catalogue(kind: str, payload: object, *, match: str = "") -> Catalogue
             if _matches(patterns, name, re.sub(r"[^A-Za-z0-9]", "", name)):
                 errors.append((name, str(exc)))
             continue
-        if _matches(patterns, entry.venue_symbol, entry.symbol):
+        if entry is not None and _matches(patterns, entry.venue_symbol, entry.symbol):
             entries.append(entry)
     return Catalogue(entries, errors)
 
@@ -433,6 +436,12 @@ def plan_import(
                 f"mapped to {symbol} ({row.base_currency}/{row.quote_currency}), "
                 f"the venue quotes {entry.base}/{entry.quote}: specs not imported"
             )
+            items.append(PlanItem(entry, symbol, "skipped", reason=reason))
+            continue
+        if row is None and not entry.trading:
+            # Catalogues keep delisted and halted products (Binance lists hundreds in BREAK): a new
+            # instrument is made only for a product the venue trades; an existing one is updated.
+            reason = f"not trading at the venue ({entry.status or 'disabled'}): not created"
             items.append(PlanItem(entry, symbol, "skipped", reason=reason))
             continue
         try:

@@ -76,8 +76,12 @@ def coinbase_public(coinbase_key: CoinbaseKey) -> Iterator[CoinbaseRestFake]:
                 base_increment="0.001",
                 base_min_size="0.01",
                 base_max_size="50000",
-                trading_disabled=True,
             ),
+            coinbase_product("OLD-USD", base_name="Old", quote_name="US Dollar", status="delisted"),
+            {
+                **coinbase_product("BIT-PERP", base_name="Bitcoin", quote_name="US Dollar"),
+                "product_type": "FUTURE",
+            },
         ]
         yield fake
 
@@ -97,7 +101,8 @@ def binance_rest() -> Iterator[BinanceRestFake]:
             binance_symbol(
                 "ETHBTC", "ETH", "BTC", tick_size="0.00001000", step_size="0.00010000", min_qty="0.00000000"
             ),
-            binance_symbol("BNBUSDT", "BNB", "USDT", tick_size="0.50000000", status="BREAK"),
+            binance_symbol("BNBUSDT", "BNB", "USDT", tick_size="0.50000000"),
+            binance_symbol("LUNAUSDT", "LUNA", "USDT", status="BREAK"),
         ]
         yield fake
 
@@ -140,7 +145,8 @@ def oanda_venue(oanda: OandaFake) -> Venue:
 def test_coinbase_products_become_instruments_field_for_field(coinbase_venue, coinbase_public):
     plan = instruments_import(venue=coinbase_venue)
 
-    assert plan.counts == {"create": 3, "update": 0, "unchanged": 0, "skipped": 0}
+    assert plan.counts == {"create": 3, "update": 0, "unchanged": 0, "skipped": 1}
+    assert plan.of("skipped")[0].reason == "not trading at the venue (delisted): not created"
     assert spec("BTCUSD") == {
         "description": "Bitcoin vs US Dollar",
         "base_currency": "BTC",
@@ -159,7 +165,8 @@ def test_coinbase_products_become_instruments_field_for_field(coinbase_venue, co
     assert (eth["volume_min"], eth["volume_max"], eth["volume_step"]) == (D("0.001"), D(1200), D("0.0001"))
     # price_increment wins over quote_increment, and 0.005 is not a power of ten: kept exactly.
     sol = spec("SOLUSD")
-    assert (sol["tick_size"], sol["digits"], sol["tradable"]) == (D("0.005"), 3, False)
+    assert (sol["tick_size"], sol["digits"], sol["tradable"]) == (D("0.005"), 3, True)
+    assert not Instrument.objects.filter(symbol__in=["OLDUSD", "BITPERP"]).exists()  # delisted, a future
     assert mappings(coinbase_venue) == {
         "BTC-USD": ("BTCUSD", False),
         "ETH-EUR": ("ETHEUR", False),
@@ -188,8 +195,8 @@ def test_binance_exchange_info_symbols_become_instruments(binance_venue, binance
         D("0.0001"),
     )
     bnb = spec("BNBUSDT")
-    assert (bnb["tick_size"], bnb["digits"], bnb["tradable"]) == (D("0.5"), 1, False)
-    assert set(mappings(binance_venue)) == {"BTCUSDT", "ETHBTC", "BNBUSDT"}
+    assert (bnb["tick_size"], bnb["digits"], bnb["tradable"]) == (D("0.5"), 1, True)
+    assert set(mappings(binance_venue)) == {"BTCUSDT", "ETHBTC", "BNBUSDT"}  # not LUNAUSDT, in BREAK
     assert [r.path for r in binance_rest.requests] == ["/api/v3/exchangeInfo"]
 
 
@@ -240,6 +247,7 @@ def test_the_preview_creates_nothing(coinbase_venue):
         ("create", "BTCUSD"),
         ("create", "ETHEUR"),
         ("create", "SOLUSD"),
+        ("skipped", "OLDUSD"),
     ]
     assert plan.items[0].values["tick_size"] == D("0.01")
     assert snapshot() == before
@@ -252,7 +260,7 @@ def test_a_second_import_changes_nothing(coinbase_venue):
 
     plan = instruments_import(venue=coinbase_venue)
 
-    assert plan.counts == {"create": 0, "update": 0, "unchanged": 3, "skipped": 0}
+    assert plan.counts == {"create": 0, "update": 0, "unchanged": 3, "skipped": 1}
     assert snapshot() == before
 
 
@@ -301,8 +309,8 @@ def test_a_venue_name_already_mapped_keeps_its_instrument_and_a_proxy_is_skipped
 
     plan = instruments_import(venue=binance_venue)
 
-    [skipped] = plan.of("skipped")
-    assert skipped.symbol == "BTCUSD" and "BTC/USDT" in skipped.reason
+    skipped = {i.symbol: i.reason for i in plan.of("skipped")}
+    assert skipped["BTCUSD"] == "mapped to BTCUSD (BTC/USD), the venue quotes BTC/USDT: specs not imported"
     assert not Instrument.objects.filter(symbol="BTCUSDT").exists()
     assert spec("BTCUSD")["volume_min"] == D("0.01")
     assert mappings(binance_venue)["BTCUSDT"] == ("BTCUSD", True)
@@ -320,7 +328,7 @@ def test_a_malformed_entry_writes_nothing(binance_venue, binance_rest):
 
     assert caught.value.code == "catalogue_malformed"
     assert "nothing was written" in caught.value.message
-    assert caught.value.fields == {"catalogue": ["XRPUSDT: no LOT_SIZE filter", "#4: symbol is missing"]}
+    assert caught.value.fields == {"catalogue": ["XRPUSDT: no LOT_SIZE filter", "#5: symbol is missing"]}
     assert snapshot() == before
     # An entry without a name is a broken response whatever the match; a named one outside the
     # match is not looked at.
