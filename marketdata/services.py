@@ -15,10 +15,11 @@ from livermore.users.models import User
 from livermore.users.services import audit_record
 from marketdata import catalogue, ticks
 from marketdata.adapters.base import MalformedMessage
+from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
 from marketdata.adapters.rest import VenueHttpError
 from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, venue_bars
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
-from marketdata.models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueSymbol
+from marketdata.models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.publisher import ticker_key
 from marketdata.selectors import feed_health, venue_config
 
@@ -392,6 +393,15 @@ def venue_watchlist_change(
                 mapping.enabled = enabled
                 mapping.save(update_fields=["enabled"])
                 done.append(mapping.venue_symbol)
+        watched = sum(m.enabled for m in mappings)
+        if venue.kind == VenueKind.BINANCE and watched > BINANCE_MAX_STREAMS:
+            # The adapter takes every symbol on one combined connection, which Binance caps.
+            raise ServiceError(
+                "watchlist_too_long",
+                f"{venue.code} would watch {watched} symbols: Binance takes at most {BINANCE_MAX_STREAMS} "
+                "streams per connection. Nothing was changed.",
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
         if changed_by is not None and (change.added or change.removed):
             audit_record(
                 actor=changed_by,

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 WS_URL = "wss://stream.binance.com:9443"
 REST_URL = "https://api.binance.com"
 MAX_CONNECTION_S = 23 * 3600 + 50 * 60
+MAX_STREAMS = 1024  # per connection (web-socket-streams.md)
 
 
 class ServerShutdown(Exception):

@@ -134,3 +134,39 @@ async def test_the_running_market_loop_applies_a_watchlist_change_without_a_rest
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.django_db
+def test_a_binance_watchlist_stays_within_one_connections_streams():
+    venue = binance_venue()
+    names = [f"C{n:04d}USDT" for n in range(1022)]
+    instruments = Instrument.objects.bulk_create(
+        Instrument(
+            symbol=name,
+            base_currency=name[:5],
+            quote_currency="USDT",
+            contract_size=D(1),
+            digits=2,
+            tick_size=D("0.01"),
+            pip_size=D("0.01"),
+            volume_min=D(1),
+            volume_max=D(10),
+            volume_step=D(1),
+        )
+        for name in names
+    )
+    VenueSymbol.objects.bulk_create(
+        VenueSymbol(venue=venue, instrument=i, venue_symbol=i.symbol, enabled=True) for i in instruments
+    )
+    venue_watchlist_change(venue=venue, add=["ETHUSDT"])  # 1024 streams: Binance's limit
+
+    with pytest.raises(ServiceError) as caught:
+        venue_watchlist_change(venue=venue, add=["SOLUSDT", "C0000USDT"])
+    assert caught.value.code == "watchlist_too_long"
+    assert caught.value.message == (
+        "bn would watch 1025 symbols: Binance takes at most 1024 streams per connection. Nothing was changed."
+    )
+    assert not VenueSymbol.objects.get(venue=venue, venue_symbol="SOLUSDT").enabled
+
+    venue_watchlist_change(venue=venue, add=["SOLUSDT"], remove=["C0000USDT"])  # a swap fits
+    assert venue.symbols.filter(enabled=True).count() == 1024
