@@ -1,12 +1,13 @@
-"""Venue catalogues -> instrument specifications, and the plan of an import. No Django:
-services.instruments_import loads the rows, asks `plan_import` what to change and writes it.
+"""Venue catalogues -> instrument specifications, and the plan of an import. No Django (the venue
+REST clients are Django-free too): services.instruments_import loads the rows, asks `plan_import`
+what to change and writes it.
 
 Sources (shared/PROTOCOLS.md): Coinbase `GET /api/v3/brokerage/market/products` (public), Binance
 `GET /api/v3/exchangeInfo` (public), OANDA `GET /v3/accounts/{accountID}/instruments` (token).
 
 How venue specs become ours (docs/catalogue.md says the same for operators):
-- symbol = BASE + QUOTE (`BTC-USD`, `BTCUSD`... -> `BTCUSD`, `EUR_USD` -> `EURUSD`), as the desk's
-  instruments are named; the venue's own name is kept on the VenueSymbol.
+- symbol = BASE + QUOTE (`BTC-USD` -> `BTCUSD`, `BTCUSDT` -> `BTCUSDT`, `EUR_USD` -> `EURUSD`), as
+  the desk's instruments are named; the venue's own name is kept on the VenueSymbol.
 - tick size = Coinbase `price_increment` (else `quote_increment`), Binance PRICE_FILTER `tickSize`,
   OANDA 10^-displayPrecision; digits = the decimals of that tick (0.5 -> 1, 0.01 -> 2, 5 -> 0), so a
   tick that is not a power of ten (0.5, 0.25) is kept exactly in `tick_size`.
@@ -48,14 +49,6 @@ PRICE_QUANTUM, PRICE_LIMIT = Decimal("1e-10"), Decimal("1e10")
 
 # The Instrument fields an import writes on an existing instrument, in preview order.
 UPDATED_FIELDS = ("digits", "tick_size", "pip_size", "volume_min", "volume_max", "volume_step")
-CREATED_FIELDS = (
-    "description",
-    "base_currency",
-    "quote_currency",
-    "contract_size",
-    *UPDATED_FIELDS,
-    "tradable",
-)
 
 
 class CatalogueUnavailable(Exception):
