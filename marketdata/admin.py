@@ -73,6 +73,9 @@ class CatalogueForm(forms.Form):
         help_text="Shell patterns on the venue's name or our symbol, comma separated: BTC-*, ETH-USD. "
         "Empty: the whole catalogue.",
     )
+    watch = forms.BooleanField(
+        required=False, label="Put the imported symbols on the watchlist (the market loop quotes them)"
+    )
     fingerprint = forms.CharField(required=False, widget=forms.HiddenInput)
 
 
@@ -167,7 +170,11 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
             try:
                 if "confirm" in request.POST:
                     done = instruments_import(
-                        venue=venue, match=match, expected=fingerprint, changed_by=request.user
+                        venue=venue,
+                        match=match,
+                        expected=fingerprint,
+                        watch=form.cleaned_data["watch"],
+                        changed_by=request.user,
                     )
                     counts = ", ".join(f"{n} {action}" for action, n in done.counts.items())
                     self.message_user(request, f"Imported from {venue.code}: {counts}.")
@@ -179,7 +186,13 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
-                form = CatalogueForm(initial={"match": match, "fingerprint": plan.fingerprint})
+                form = CatalogueForm(
+                    initial={
+                        "match": match,
+                        "watch": form.cleaned_data["watch"],
+                        "fingerprint": plan.fingerprint,
+                    }
+                )
         context = self._page(
             request, venue, f"Import instruments from {venue}'s catalogue", form=form, plan=plan
         )

@@ -255,6 +255,7 @@ def instruments_import(
     match: str = "",
     dry_run: bool = False,
     expected: str | None = None,
+    watch: bool = False,
     changed_by: User | None = None,
 ) -> catalogue.ImportPlan:
     """Create or update instruments and this venue's symbol mappings from the venue's catalogue.
@@ -263,7 +264,8 @@ def instruments_import(
     with a malformed matching entry writes nothing, and with `expected` (the fingerprint of the plan
     the operator confirmed) a catalogue that changed since the preview writes nothing either. New
     mappings are off the venue's watchlist: the import records what the venue lists, the watchlist
-    decides what the market loop subscribes to."""
+    decides what the market loop subscribes to; `watch` puts the imported symbols on it too, in the
+    same transaction."""
     fetched = _catalogue_fetch(venue, match)  # outside the transaction: a venue call holds no lock
     if dry_run:
         return _import_plan(venue, fetched, match, lock=False)
@@ -287,6 +289,9 @@ def instruments_import(
                 status_code=status.HTTP_409_CONFLICT,
             )
         _import_apply(venue, plan)
+        if watch:
+            imported = [i.entry.venue_symbol for i in plan.items if i.action != "skipped"]
+            venue_watchlist_change(venue=venue, add=imported, changed_by=changed_by)
         if changed_by is not None:
             audit_record(
                 actor=changed_by,

@@ -70,13 +70,16 @@ def test_confirming_the_preview_imports_it_and_audits_the_operator(admin_client,
     preview = admin_client.post(url, {"match": "ETH*", "preview": "Preview"}).content.decode()
 
     response = admin_client.post(
-        url, {"match": "ETH*", "fingerprint": fingerprint(preview), "confirm": "Import"}, follow=True
+        url,
+        {"match": "ETH*", "watch": "on", "fingerprint": fingerprint(preview), "confirm": "Import"},
+        follow=True,
     )
 
     assert "Imported from bn: 1 create, 0 update, 0 unchanged, 0 skipped." in response.content.decode()
     eth = Instrument.objects.get()
     assert (eth.symbol, eth.tick_size, eth.digits, eth.volume_step) == ("ETHUSDT", D("0.05"), 2, D("0.0001"))
     assert AuditLog.objects.get(action="venue.instruments_import").actor.username == "admin"
+    assert dict(venue.symbols.values_list("venue_symbol", "enabled")) == {"ETHUSDT": True}  # watched
 
 
 def test_a_confirmation_after_the_catalogue_changed_writes_nothing_and_shows_the_new_preview(

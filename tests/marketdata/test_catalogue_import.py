@@ -434,3 +434,14 @@ def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_
     eurusd.tick_size = D("0.000001")
     with pytest.raises(ValidationError, match=r"A tick of 0\.000001 needs more than 5 digits"):
         eurusd.full_clean()
+
+
+def test_an_import_can_put_what_it_imports_on_the_watchlist(coinbase_venue):
+    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+
+    instruments_import(venue=coinbase_venue, match="BTC-USD, OLD-USD", watch=True, changed_by=ops)
+    call_command("instruments_import", "cb", "--match", "ETH-*", "--watch", stdout=StringIO())
+
+    assert mappings(coinbase_venue) == {"BTC-USD": ("BTCUSD", True), "ETH-EUR": ("ETHEUR", True)}
+    entry = AuditLog.objects.get(action="venue.watchlist_change")
+    assert entry.details == {"added": ["BTC-USD"], "removed": []}

@@ -99,7 +99,7 @@ def test_the_command_changes_the_watchlist_and_audits_the_operator():
     assert entry.actor == ops and entry.details == {"added": ["ETHUSDT", "SOLUSDT"], "removed": ["BTCUSDT"]}
     with pytest.raises(CommandError, match="Not mapped on bn: NOPE"):
         call_command("instruments_import", "bn", "--add", "NOPE")
-    with pytest.raises(CommandError, match="no --match or --dry-run"):
+    with pytest.raises(CommandError, match="no --match, --dry-run or --watch"):
         call_command("instruments_import", "bn", "--add", "BTCUSDT", "--dry-run")
     assert watched(venue) == ["ETHUSDT", "SOLUSDT"]
 

@@ -46,6 +46,9 @@ class Command(BaseCommand):
         parser.add_argument("venue", help="venue code")
         parser.add_argument("--match", default="", help="shell patterns, comma separated: 'BTC-*,ETH-USD'")
         parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+        parser.add_argument(
+            "--watch", action="store_true", help="also put the imported symbols on the watchlist"
+        )
         parser.add_argument("--add", nargs="+", default=[], metavar="SYMBOL", help="put on the watchlist")
         parser.add_argument(
             "--remove", nargs="+", default=[], metavar="SYMBOL", help="take off the watchlist"
@@ -64,8 +67,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No staff user {options['operator']!r}.")
         try:
             if options["add"] or options["remove"]:
-                if options["match"] or options["dry_run"]:
-                    raise CommandError("--add/--remove change the watchlist only: no --match or --dry-run.")
+                if options["match"] or options["dry_run"] or options["watch"]:
+                    raise CommandError(
+                        "--add/--remove change the watchlist only: no --match, --dry-run or --watch."
+                    )
                 change = venue_watchlist_change(
                     venue=venue, add=options["add"], remove=options["remove"], changed_by=operator
                 )
@@ -76,7 +81,11 @@ class Command(BaseCommand):
                 )
                 return
             plan = instruments_import(
-                venue=venue, match=options["match"], dry_run=options["dry_run"], changed_by=operator
+                venue=venue,
+                match=options["match"],
+                dry_run=options["dry_run"],
+                watch=options["watch"],
+                changed_by=operator,
             )
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
