@@ -3,11 +3,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from livermore import redis
+from livermore.errors import ServiceError
 from livermore.redis import key
 from livermore.users.models import User
 from marketdata import tasks
@@ -18,7 +22,7 @@ from marketdata.selectors import backfill_targets
 from .loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 from .models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
 from .selectors import tick_partition_stats
-from .services import venue_set_enabled
+from .services import instruments_import, venue_set_enabled, venue_watchlist_change
 
 
 class VenueForm(forms.ModelForm[Venue]):
@@ -62,6 +66,31 @@ class VenueForm(forms.ModelForm[Venue]):
         return venue
 
 
+class CatalogueForm(forms.Form):
+    match = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Shell patterns on the venue's name or our symbol, comma separated: BTC-*, ETH-USD. "
+        "Empty: the whole catalogue.",
+    )
+    watch = forms.BooleanField(
+        required=False, label="Put the imported symbols on the watchlist (the market loop quotes them)"
+    )
+    fingerprint = forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+class WatchlistForm(forms.Form):
+    add = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Venue names (BTC-USD) or symbols (BTCUSD), separated by spaces, commas or lines.",
+    )
+    remove = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def names(self, field: str) -> list[str]:
+        return [n for n in self.cleaned_data[field].replace(",", " ").split() if n]
+
+
 class VenueSymbolInline(admin.TabularInline[VenueSymbol, Venue]):
     model = VenueSymbol
     extra = 0
@@ -71,15 +100,127 @@ class VenueSymbolInline(admin.TabularInline[VenueSymbol, Venue]):
 @admin.register(Venue)
 class VenueAdmin(admin.ModelAdmin[Venue]):
     form = VenueForm
-    list_display = ("code", "name", "kind", "enabled", "priority", "stale_after_ms", "has_credentials")
+    list_display = (
+        "code",
+        "name",
+        "kind",
+        "enabled",
+        "priority",
+        "stale_after_ms",
+        "has_credentials",
+        "symbol_pages",
+    )
     list_editable = ("enabled", "priority")
     list_filter = ("kind", "enabled")
     inlines = (VenueSymbolInline,)
-    actions = ("enable", "disable")
+    actions = ("enable", "disable", "import_instruments")
 
     @admin.display(boolean=True, description="credentials set")
     def has_credentials(self, obj: Venue) -> bool:
         return bool(obj.credentials)
+
+    @admin.display(description="symbols")
+    def symbol_pages(self, obj: Venue) -> str:
+        return format_html(
+            '<a href="{}">catalogue</a> · <a href="{}">watchlist</a>',
+            reverse("admin:marketdata_venue_catalogue", args=[obj.pk]),
+            reverse("admin:marketdata_venue_watchlist", args=[obj.pk]),
+        )
+
+    def has_import_instruments_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketdata.import_instruments")
+
+    @admin.action(
+        description="Import instruments from the venue's catalogue…", permissions=["import_instruments"]
+    )
+    def import_instruments(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select one venue to import from.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:marketdata_venue_catalogue", args=[queryset.get().pk]))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/catalogue/", wrap(self.catalogue_view), name="marketdata_venue_catalogue"),
+            path("<int:pk>/watchlist/", wrap(self.watchlist_view), name="marketdata_venue_watchlist"),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request: HttpRequest, venue: Venue, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "venue": venue,
+            "opts": Venue._meta,
+            **extra,
+        }
+
+    def catalogue_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Preview, then confirm: the confirmation carries the preview's fingerprint, so the import
+        writes what the operator saw or nothing (the catalogue changed: a new preview is shown)."""
+        if not request.user.has_perm("marketdata.import_instruments"):
+            raise PermissionDenied
+        venue = get_object_or_404(Venue, pk=pk)
+        form = CatalogueForm(request.POST or None)
+        plan = None
+        if request.method == "POST" and form.is_valid():
+            match, fingerprint = form.cleaned_data["match"], form.cleaned_data["fingerprint"]
+            assert isinstance(request.user, User)  # the admin only lets staff users in
+            try:
+                if "confirm" in request.POST:
+                    done = instruments_import(
+                        venue=venue,
+                        match=match,
+                        expected=fingerprint,
+                        watch=form.cleaned_data["watch"],
+                        changed_by=request.user,
+                    )
+                    counts = ", ".join(f"{n} {action}" for action, n in done.counts.items())
+                    self.message_user(request, f"Imported from {venue.code}: {counts}.")
+                    return HttpResponseRedirect(reverse("admin:marketdata_venue_catalogue", args=[pk]))
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            try:
+                plan = instruments_import(venue=venue, match=match, dry_run=True)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                form = CatalogueForm(
+                    initial={
+                        "match": match,
+                        "watch": form.cleaned_data["watch"],
+                        "fingerprint": plan.fingerprint,
+                    }
+                )
+        context = self._page(
+            request, venue, f"Import instruments from {venue}'s catalogue", form=form, plan=plan
+        )
+        return TemplateResponse(request, "admin/marketdata/venue_catalogue.html", context)
+
+    def watchlist_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm("marketdata.change_watchlist"):
+            raise PermissionDenied
+        venue = get_object_or_404(Venue, pk=pk)
+        form = WatchlistForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            assert isinstance(request.user, User)
+            try:
+                change = venue_watchlist_change(
+                    venue=venue, add=form.names("add"), remove=form.names("remove"), changed_by=request.user
+                )
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Watchlist of {venue.code}: added {', '.join(change.added) or 'none'}, removed "
+                    f"{', '.join(change.removed) or 'none'}. The market loop applies it within seconds.",
+                )
+                return HttpResponseRedirect(reverse("admin:marketdata_venue_watchlist", args=[pk]))
+        symbols = venue.symbols.select_related("instrument").order_by("-enabled", "venue_symbol")
+        context = self._page(request, venue, f"Watchlist of {venue}", form=form, symbols=symbols)
+        return TemplateResponse(request, "admin/marketdata/venue_watchlist.html", context)
 
     @admin.action(description="Enable selected venues")
     def enable(self, request: HttpRequest, queryset: Any) -> None:
@@ -105,6 +246,7 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
         "quote_currency",
         "contract_size",
         "digits",
+        "tick_size",
         "pip_size",
         "volume_min",
         "volume_max",

@@ -53,6 +53,7 @@ class InstrumentSerializer(serializers.ModelSerializer[Instrument]):
             "quote_currency",
             "contract_size",
             "digits",
+            "tick_size",
             "pip_size",
             "volume_min",
             "volume_max",

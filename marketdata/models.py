@@ -1,5 +1,7 @@
 from decimal import Decimal
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -32,6 +34,10 @@ class Venue(models.Model):
 
     class Meta:
         ordering = ("priority", "code")
+        permissions = [
+            ("import_instruments", "Can import instruments from a venue's catalogue"),
+            ("change_watchlist", "Can add and remove the symbols a venue quotes"),
+        ]
 
     def __str__(self) -> str:
         return self.code
@@ -47,7 +53,15 @@ class Instrument(models.Model):
     contract_size = models.DecimalField(
         max_digits=20, decimal_places=8, validators=[MinValueValidator(Decimal(0))]
     )
-    digits = models.PositiveSmallIntegerField()
+    digits = models.PositiveSmallIntegerField(help_text="Decimals of a price: those of the tick size.")
+    tick_size = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        blank=True,
+        validators=[MinValueValidator(Decimal("1e-10"))],
+        help_text="The smallest price step, not always a power of ten (0.5). "
+        "Left empty: 1 unit of the last digit.",
+    )
     pip_size = models.DecimalField(max_digits=20, decimal_places=10)
     volume_min = models.DecimalField(max_digits=20, decimal_places=8)
     volume_max = models.DecimalField(max_digits=20, decimal_places=8)
@@ -73,14 +87,25 @@ class Instrument(models.Model):
             models.CheckConstraint(
                 condition=models.Q(volume_step__gt=0), name="instrument_volume_step_positive"
             ),
+            models.CheckConstraint(condition=models.Q(tick_size__gt=0), name="instrument_tick_size_positive"),
         ]
 
     def __str__(self) -> str:
         return self.symbol
 
-    @property
-    def tick_size(self) -> Decimal:
-        return Decimal(1).scaleb(-self.digits)
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.tick_size is None:
+            self.tick_size = Decimal(1).scaleb(-self.digits)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.tick_size is not None and self.digits is not None:
+            exponent = self.tick_size.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > self.digits:
+                tick = self.tick_size.normalize()
+                raise ValidationError(
+                    {"tick_size": f"A tick of {tick} needs more than {self.digits} digits."}
+                )
 
 
 class VenueSymbol(models.Model):

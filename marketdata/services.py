@@ -1,6 +1,7 @@
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,12 +13,13 @@ from livermore import redis
 from livermore.errors import ServiceError
 from livermore.users.models import User
 from livermore.users.services import audit_record
-from marketdata import ticks
+from marketdata import catalogue, ticks
 from marketdata.adapters.base import MalformedMessage
+from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
 from marketdata.adapters.rest import VenueHttpError
 from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, venue_bars
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
-from marketdata.models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueSymbol
+from marketdata.models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.publisher import ticker_key
 from marketdata.selectors import feed_health, venue_config
 
@@ -188,3 +190,229 @@ def candles_backfill(
         replaced,
     )
     return len(missing) + replaced
+
+
+# -- instrument catalogue and watchlists ---------------------------------------------------
+
+
+def _instrument_row(i: Instrument) -> catalogue.InstrumentRow:
+    return catalogue.InstrumentRow(
+        symbol=i.symbol,
+        description=i.description,
+        base_currency=i.base_currency,
+        quote_currency=i.quote_currency,
+        contract_size=i.contract_size,
+        digits=i.digits,
+        tick_size=i.tick_size,
+        pip_size=i.pip_size,
+        volume_min=i.volume_min,
+        volume_max=i.volume_max,
+        volume_step=i.volume_step,
+        tradable=i.tradable,
+    )
+
+
+def _catalogue_fetch(venue: Venue, match: str) -> catalogue.Catalogue:
+    try:
+        payload = catalogue.catalogue_payload(venue_config(venue))
+        return catalogue.parse_catalogue(venue.kind, payload, match=match)
+    except catalogue.CatalogueUnavailable as exc:
+        raise ServiceError(
+            "catalogue_unavailable", str(exc), status_code=status.HTTP_400_BAD_REQUEST
+        ) from exc
+    except catalogue.MalformedEntry as exc:
+        raise ServiceError(
+            "venue_error",
+            f"{venue.code}: malformed catalogue: {exc}",
+            status_code=status.HTTP_502_BAD_GATEWAY,
+        ) from exc
+    except VenueHttpError as exc:
+        raise ServiceError("venue_error", str(exc), status_code=status.HTTP_502_BAD_GATEWAY) from exc
+
+
+def _import_plan(
+    venue: Venue, fetched: catalogue.Catalogue, match: str, *, lock: bool
+) -> catalogue.ImportPlan:
+    symbols = {e.symbol for e in fetched.entries}
+    mappings = VenueSymbol.objects.filter(venue=venue).select_related("instrument")
+    mapped = {m.venue_symbol: m.instrument.symbol for m in mappings}
+    symbols |= {mapped[e.venue_symbol] for e in fetched.entries if e.venue_symbol in mapped}
+    instruments = Instrument.objects.filter(symbol__in=symbols)
+    if lock:
+        instruments = instruments.select_for_update()
+    return catalogue.plan_import(
+        venue.code,
+        fetched,
+        match=match,
+        instruments={i.symbol: _instrument_row(i) for i in instruments},
+        mappings=[catalogue.MappingRow(m.venue_symbol, m.instrument.symbol, m.enabled) for m in mappings],
+    )
+
+
+def instruments_import(
+    *,
+    venue: Venue,
+    match: str = "",
+    dry_run: bool = False,
+    expected: str | None = None,
+    watch: bool = False,
+    changed_by: User | None = None,
+) -> catalogue.ImportPlan:
+    """Create or update instruments and this venue's symbol mappings from the venue's catalogue.
+
+    `dry_run` only plans (the preview). Otherwise all or nothing, in one transaction: a catalogue
+    with a malformed matching entry writes nothing, and with `expected` (the fingerprint of the plan
+    the operator confirmed) a catalogue that changed since the preview writes nothing either. New
+    mappings are off the venue's watchlist: the import records what the venue lists, the watchlist
+    decides what the market loop subscribes to; `watch` puts the imported symbols on it too, in the
+    same transaction."""
+    fetched = _catalogue_fetch(venue, match)  # outside the transaction: a venue call holds no lock
+    if dry_run:
+        return _import_plan(venue, fetched, match, lock=False)
+    with transaction.atomic():
+        Venue.objects.select_for_update().get(pk=venue.pk)  # one import or watchlist change at a time
+        plan = _import_plan(venue, fetched, match, lock=True)
+        if plan.errors:
+            listed = "; ".join(f"{name}: {why}" for name, why in plan.errors[:5])
+            more = f" (and {len(plan.errors) - 5} more)" if len(plan.errors) > 5 else ""
+            raise ServiceError(
+                "catalogue_malformed",
+                f"{venue.code}: {len(plan.errors)} catalogue entr{'y' if len(plan.errors) == 1 else 'ies'} "
+                f"cannot be imported, nothing was written: {listed}{more}",
+                fields={"catalogue": [f"{name}: {why}" for name, why in plan.errors]},
+            )
+        if expected is not None and expected != plan.fingerprint:
+            raise ServiceError(
+                "catalogue_changed",
+                f"{venue.code}'s catalogue or the instruments changed since the preview: nothing was "
+                "written, review the new preview.",
+                status_code=status.HTTP_409_CONFLICT,
+            )
+        _import_apply(venue, plan)
+        if watch:
+            imported = [i.entry.venue_symbol for i in plan.items if i.action != "skipped"]
+            venue_watchlist_change(venue=venue, add=imported, changed_by=changed_by)
+        if changed_by is not None:
+            audit_record(
+                actor=changed_by,
+                action="venue.instruments_import",
+                target=venue,
+                details={
+                    "match": match,
+                    **{action: [i.symbol for i in plan.of(action)] for action in ("create", "update")},
+                },
+            )
+    log.info("venue=%s instruments import %r: %s", venue.code, match, plan.counts)
+    return plan
+
+
+def _import_apply(venue: Venue, plan: catalogue.ImportPlan) -> None:
+    created = plan.of("create")
+    # A whole catalogue is thousands of rows (Binance lists ~3000 symbols): one INSERT each table.
+    instruments = Instrument.objects.bulk_create(
+        [Instrument(symbol=item.symbol, **item.values) for item in created], batch_size=500
+    )
+    VenueSymbol.objects.bulk_create(
+        [
+            VenueSymbol(
+                venue=venue, instrument=instrument, venue_symbol=item.entry.venue_symbol, enabled=False
+            )
+            for item, instrument in zip(created, instruments, strict=True)
+        ],
+        batch_size=500,
+    )
+    for item in plan.of("update"):
+        Instrument.objects.filter(symbol=item.symbol).update(
+            **{k: new for k, (_, new) in item.changes.items()}
+        )
+        if item.mapping == "create":
+            VenueSymbol.objects.create(
+                venue=venue,
+                instrument=Instrument.objects.get(symbol=item.symbol),
+                venue_symbol=item.entry.venue_symbol,
+                enabled=False,
+            )
+        elif item.mapping == "rename":
+            VenueSymbol.objects.filter(venue=venue, instrument__symbol=item.symbol).update(
+                venue_symbol=item.entry.venue_symbol
+            )
+
+
+@dataclass
+class WatchlistChange:
+    added: list[str]
+    removed: list[str]
+    unchanged: list[str]
+
+
+def _names(raw: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(n.strip() for n in raw if n.strip()))
+
+
+def venue_watchlist_change(
+    *, venue: Venue, add: Iterable[str] = (), remove: Iterable[str] = (), changed_by: User | None = None
+) -> WatchlistChange:
+    """Put symbols on or off a venue's watchlist (the mappings the market loop subscribes to), by
+    venue name (BTC-USD) or our symbol (BTCUSD), any case. The running market loop applies it at its
+    next reload. Every name must be mapped on the venue (import it first), else nothing changes."""
+    add, remove = _names(add), _names(remove)
+    both = sorted({n.upper() for n in add} & {n.upper() for n in remove})
+    if both:
+        raise ServiceError(
+            "invalid_watchlist",
+            f"Both added and removed: {', '.join(both)}.",
+            fields={"remove": [f"{n} is also added." for n in both]},
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    with transaction.atomic():
+        Venue.objects.select_for_update().get(pk=venue.pk)
+        mappings = list(
+            VenueSymbol.objects.select_for_update(of=("self",))
+            .filter(venue=venue)
+            .select_related("instrument")
+        )
+        index: dict[str, VenueSymbol] = {}
+        for m in mappings:
+            index.setdefault(m.instrument.symbol.upper(), m)
+            index[m.venue_symbol.upper()] = m
+        unknown = {
+            side: [f"{n} is not mapped on {venue.code}." for n in names if n.upper() not in index]
+            for side, names in (("add", add), ("remove", remove))
+        }
+        unknown = {side: errors for side, errors in unknown.items() if errors}
+        if unknown:
+            listed = ", ".join(n for n in [*add, *remove] if n.upper() not in index)
+            raise ServiceError(
+                "unknown_symbols",
+                f"Not mapped on {venue.code}: {listed}. Import them from the venue's catalogue first.",
+                fields=unknown,
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
+        change = WatchlistChange([], [], [])
+        for names, enabled, done in ((add, True, change.added), (remove, False, change.removed)):
+            for name in names:
+                mapping = index[name.upper()]
+                if mapping.enabled == enabled:
+                    change.unchanged.append(mapping.venue_symbol)
+                    continue
+                mapping.enabled = enabled
+                mapping.save(update_fields=["enabled"])
+                done.append(mapping.venue_symbol)
+        watched = sum(m.enabled for m in mappings)
+        if venue.kind == VenueKind.BINANCE and watched > BINANCE_MAX_STREAMS:
+            # The adapter takes every symbol on one combined connection, which Binance caps.
+            raise ServiceError(
+                "watchlist_too_long",
+                f"{venue.code} would watch {watched} symbols: Binance takes at most {BINANCE_MAX_STREAMS} "
+                "streams per connection. Nothing was changed.",
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
+        if changed_by is not None and (change.added or change.removed):
+            audit_record(
+                actor=changed_by,
+                action="venue.watchlist_change",
+                target=venue,
+                details={"added": change.added, "removed": change.removed},
+            )
+    log.info("venue=%s watchlist: +%s -%s", venue.code, change.added, change.removed)
+    return change

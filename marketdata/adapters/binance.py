@@ -22,12 +22,15 @@ import websockets
 from marketdata.quotes import Quote, now_ns
 
 from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
+from .rest import RestClient
 from .streaming import price, watched
 
 log = logging.getLogger(__name__)
 
 WS_URL = "wss://stream.binance.com:9443"
+REST_URL = "https://api.binance.com"
 MAX_CONNECTION_S = 23 * 3600 + 50 * 60
+MAX_STREAMS = 1024  # per connection (web-socket-streams.md)
 
 
 class ServerShutdown(Exception):
@@ -137,3 +140,15 @@ class BinanceAdapter(Adapter):
                 ask_size=price(data["A"]),
             )
         )
+
+
+class BinanceRest(RestClient):
+    """Spot REST, public market data only (no key, no signature)."""
+
+    def __init__(self, *, base_url: str = REST_URL, venue: str = "binance", **kw: Any) -> None:
+        super().__init__(venue=venue, base_url=base_url, **kw)
+
+    def exchange_info(self) -> Any:
+        """Trading rules and symbols: `{"timezone", "serverTime", "rateLimits", "exchangeFilters",
+        "symbols": [...]}` (rest-api.md "Exchange information")."""
+        return self.get("/api/v3/exchangeInfo")

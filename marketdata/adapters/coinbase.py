@@ -418,6 +418,11 @@ class CoinbaseRest(RestClient):
         params = {k: v for k, v in filters.items() if v not in (None, [], "")}
         return self._paged("/orders/historical/batch", "orders", params)
 
+    def public_products(self, product_type: str = "SPOT") -> Any:
+        """The public catalogue (`market/products`, no key needed): `{"products": [...],
+        "num_products"}`. Without `limit` the venue lists every product in one response."""
+        return self.get(f"{API_PREFIX}/market/products", {"product_type": product_type})
+
     def best_bid_ask(self, product_ids: list[str]) -> list[dict[str, Any]]:
         return list(self.get(f"{API_PREFIX}/best_bid_ask", {"product_ids": product_ids})["pricebooks"])
 

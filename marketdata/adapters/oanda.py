@@ -34,6 +34,10 @@ def oanda_token(credentials: Mapping[str, str]) -> str:
     return credentials.get("token") or os.environ.get(ENV_TOKEN, "")
 
 
+def oanda_account(config: Mapping[str, Any]) -> str:
+    return str(config.get("account_id") or os.environ.get(ENV_ACCOUNT, ""))
+
+
 def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Accept-Datetime-Format": "RFC3339"}
 
@@ -48,7 +52,7 @@ class OandaAdapter(Adapter):
 
     def __init__(self, venue: VenueConfig, sink: QuoteSink, **kwargs: Any) -> None:
         super().__init__(venue, sink, **kwargs)
-        account = venue.config.get("account_id") or os.environ.get(ENV_ACCOUNT, "")
+        account = oanda_account(venue.config)
         base = str(venue.config.get("stream_url", STREAM_URL)).rstrip("/")
         self.url = f"{base}/v3/accounts/{account}/pricing/stream"
         self.token = oanda_token(venue.credentials)
@@ -118,6 +122,10 @@ class OandaRest(RestClient):
 
     def auth_headers(self, request: httpx.Request) -> dict[str, str]:
         return _headers(self.token)
+
+    def instruments(self, account_id: str) -> Any:
+        """The account's tradeable instruments: `{"instruments": [...], "lastTransactionID"}`."""
+        return self.get(f"/v3/accounts/{account_id}/instruments")
 
     def candles(self, *, instrument: str, symbol: str, timeframe: str, start: int, end: int) -> list[Bar]:
         """Complete mid bars whose start is in [start, end) (UNIX seconds), oldest first, paged with

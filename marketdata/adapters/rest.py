@@ -45,13 +45,14 @@ def retry_after_s(response: httpx.Response) -> float | None:
 
 
 def error_message(response: httpx.Response) -> str:
-    """The venue's error text: Coinbase `message`/`error`, OANDA `errorMessage`, else the raw body."""
+    """The venue's error text: Coinbase `message`/`error`, OANDA `errorMessage`, Binance `msg`, else
+    the raw body."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200]
     if isinstance(body, dict):
-        for name in ("message", "errorMessage", "error"):
+        for name in ("message", "errorMessage", "msg", "error"):
             if isinstance(body.get(name), str) and body[name]:
                 return body[name][:200]
     return response.text[:200]

@@ -224,6 +224,7 @@ def main() -> None:
             quote_currency="USD",
             contract_size=1,
             digits=2,
+            tick_size=Decimal("0.01"),  # bulk_create skips save(), which fills it from digits
             pip_size=Decimal("0.01"),
             volume_min=1,
             volume_max=100,

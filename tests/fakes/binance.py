@@ -1,7 +1,7 @@
-"""Binance spot market-stream fake (shared/PROTOCOLS.md section 2) on a real WebSocket: raw
+"""Binance spot fakes (shared/PROTOCOLS.md section 2). The market-stream fake on a real WebSocket: raw
 `/ws/<name>`, combined `/stream?streams=a/b` (payloads wrapped as {stream, data}) and bare `/stream`
 with SUBSCRIBE/UNSUBSCRIBE; ping frames every `ping_interval_s`, dropping clients that do not pong;
-connections cut after `max_lifetime_s` (24 h on Binance)."""
+connections cut after `max_lifetime_s` (24 h on Binance). The REST fake serves exchangeInfo."""
 
 import asyncio
 import contextlib
@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from .http import HttpFake, Request, Response
 
 
 @dataclass(eq=False)
@@ -164,3 +166,110 @@ class BinanceWsFake:
         self.silent = True
         for conn in list(self.connections):
             conn.ws.transport.pause_reading()
+
+
+def binance_symbol(
+    symbol: str,
+    base: str,
+    quote: str,
+    *,
+    tick_size: str = "0.01000000",
+    step_size: str = "0.00001000",
+    min_qty: str = "0.00001000",
+    max_qty: str = "9000.00000000",
+    status: str = "TRADING",
+) -> dict[str, Any]:
+    """A symbol as exchangeInfo lists it (rest-api.md "Exchange information", filters.md)."""
+    return {
+        "symbol": symbol,
+        "status": status,
+        "baseAsset": base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": 8,
+        "quoteCommissionPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": True,
+        "cancelReplaceAllowed": True,
+        "amendAllowed": False,
+        "pegInstructionsAllowed": True,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": True,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": tick_size,
+                "maxPrice": "1000000.00000000",
+                "tickSize": tick_size,
+            },
+            {"filterType": "LOT_SIZE", "minQty": min_qty, "maxQty": max_qty, "stepSize": step_size},
+            {"filterType": "ICEBERG_PARTS", "limit": 10},
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": "5.00000000",
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT", "MARGIN"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+    }
+
+
+class BinanceRestFake(HttpFake):
+    """GET /api/v3/exchangeInfo with `symbol` or `symbols` (a JSON array): an unknown one is the
+    documented 400 {"code": -1121, "msg": "Invalid symbol."}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.symbols: list[dict[str, Any]] = []
+
+    def handle(self, request: Request) -> Response:
+        if request.path != "/api/v3/exchangeInfo":
+            return Response(404, {"code": -1000, "msg": "Not found."})
+        wanted: list[str] | None = None
+        if one := request.arg("symbol"):
+            wanted = [one]
+        elif many := request.arg("symbols"):
+            try:
+                wanted = [str(s) for s in json.loads(many)]
+            except ValueError:
+                return Response(
+                    400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}
+                )
+        symbols = self.symbols
+        if wanted is not None:
+            known = {s["symbol"] for s in symbols}
+            if any(w not in known for w in wanted):
+                return Response(400, {"code": -1121, "msg": "Invalid symbol."})
+            symbols = [s for s in symbols if s["symbol"] in wanted]
+        return Response(
+            200,
+            {
+                "timezone": "UTC",
+                "serverTime": int(time.time() * 1000),
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": 6000,
+                    },
+                    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+                ],
+                "exchangeFilters": [],
+                "symbols": symbols,
+            },
+            headers={"X-MBX-USED-WEIGHT-1M": "20"},
+        )

@@ -125,9 +125,67 @@ def fake_candle(product_id: str, start: int, step: int) -> dict[str, str]:
     }
 
 
+def coinbase_product(
+    product_id: str,
+    *,
+    base_name: str,
+    quote_name: str,
+    quote_increment: str = "0.01",
+    base_increment: str = "0.00000001",
+    base_min_size: str = "0.00000001",
+    base_max_size: str = "3400",
+    price_increment: str | None = None,
+    status: str = "online",
+    trading_disabled: bool = False,
+) -> dict[str, Any]:
+    """A SPOT product as `market/products` lists it: every field of the documented example
+    (docs .../rest-api/public/list-public-products), numbers as strings."""
+    base, quote = product_id.split("-")
+    return {
+        "product_id": product_id,
+        "price": "140.21",
+        "price_percentage_change_24h": "9.43%",
+        "volume_24h": "1908432",
+        "volume_percentage_change_24h": "9.43%",
+        "base_increment": base_increment,
+        "quote_increment": quote_increment,
+        "quote_min_size": "1",
+        "quote_max_size": "150000000",
+        "base_min_size": base_min_size,
+        "base_max_size": base_max_size,
+        "base_name": base_name,
+        "quote_name": quote_name,
+        "watched": False,
+        "is_disabled": False,
+        "new": False,
+        "status": status,
+        "cancel_only": False,
+        "limit_only": False,
+        "post_only": False,
+        "trading_disabled": trading_disabled,
+        "auction_mode": False,
+        "product_type": "SPOT",
+        "quote_currency_id": quote,
+        "base_currency_id": base,
+        "fcm_trading_session_details": None,
+        "mid_market_price": "",
+        "alias": "",
+        "alias_to": [],
+        "base_display_symbol": base,
+        "quote_display_symbol": quote,
+        "view_only": False,
+        "price_increment": price_increment or quote_increment,
+        "display_name": f"{base}-{quote}",
+        "product_venue": "CBE",
+        "approximate_quote_24h_volume": "1908432",
+        "new_at": "2021-07-01T00:00:00.000Z",
+    }
+
+
 class CoinbaseRestFake(HttpFake):
     """GET /accounts, /orders/historical/batch, /orders/historical/fills, /best_bid_ask,
-    /products/{id}/candles."""
+    /products/{id}/candles (JWT), and the public /market/products (no key: a JWT, as the SDK sends
+    when it has a key, is not checked)."""
 
     def __init__(
         self, key: CoinbaseKey, *, page_size: int = 2, clock: Callable[[], float] = time.time
@@ -143,8 +201,11 @@ class CoinbaseRestFake(HttpFake):
         self.jwt_claims: list[dict[str, Any]] = []
         self.rejected_jwts: list[str] = []
         self.revoked = False  # every request answers 401, as for a deleted key
+        self.products: list[dict[str, Any]] = []
 
     def handle(self, request: Request) -> Response:
+        if request.path == f"{PREFIX}/market/products":
+            return self._public_products(request)
         token = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
         try:
             claims = verify_jwt(token, self.key, uri=f"{request.method} {self.host}{request.path}")
@@ -168,6 +229,17 @@ class CoinbaseRestFake(HttpFake):
         if match := re.fullmatch(r"/products/([A-Z0-9-]+)/candles", path):
             return self._candles(request, match.group(1))
         return error(404, "NOT_FOUND", 5, "Not Found")
+
+    def _public_products(self, request: Request) -> Response:
+        products = self.products
+        if kind := request.arg("product_type"):
+            products = [p for p in products if p["product_type"] == kind.upper()]
+        if ids := request.query.get("product_ids"):
+            products = [p for p in products if p["product_id"] in ids]
+        offset = int(request.arg("offset") or 0)
+        limit = int(request.arg("limit") or len(products) or 1)
+        page = products[offset : offset + limit]
+        return Response(200, {"products": page, "num_products": len(page)})
 
     def _page(self, request: Request, items: list[dict[str, Any]], name: str, **extra: str) -> Response:
         offset = int(request.arg("cursor") or 0)

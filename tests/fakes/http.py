@@ -1,18 +1,30 @@
 """A real HTTP/1.1 server on 127.0.0.1 (a free port) for venue fakes, in a background thread so both
 sync clients (Celery tasks, services) and asyncio clients can talk to it. Handlers return a
-`Response`, or a `Stream` (chunked transfer, one chunk per item, `DROP` cuts the socket mid-stream)."""
+`Response`, or a `Stream` (chunked transfer, one chunk per item, `DROP` cuts the socket mid-stream).
 
+`tls = True` before `start()` serves HTTPS with a certificate made for the run (`ca_file` is what a
+client trusts): for official SDKs that only speak https (coinbase-advanced-py)."""
+
+import datetime
+import ipaddress
 import json
 import socket
 import ssl
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 DROP = object()
 
@@ -52,16 +64,47 @@ class Stream:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
 class HttpFake:
     """Subclasses implement `handle(request)`. `fail_next` queues canned answers served first."""
+
+    tls = False
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.forced: deque[Response] = deque()
         self.stopping = threading.Event()
-        # Set before start() to serve HTTPS (for clients that only speak https://, e.g. venue SDKs).
-        self.ssl_context: ssl.SSLContext | None = None
         self._server: ThreadingHTTPServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_file = ""
 
     def handle(self, request: Request) -> Response | Stream:
         raise NotImplementedError
@@ -83,7 +126,7 @@ class HttpFake:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> Self:
         fake = self
@@ -143,8 +186,13 @@ class HttpFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        if self.ssl_context is not None:
-            self._server.socket = self.ssl_context.wrap_socket(self._server.socket, server_side=True)
+        if self.tls:
+            self._tmp = tempfile.TemporaryDirectory()
+            cert_file, key_file = self_signed(Path(self._tmp.name))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert_file, key_file)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.ca_file = str(cert_file)
         threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
         return self
 
@@ -153,6 +201,8 @@ class HttpFake:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,7 +1,8 @@
 """OANDA v20 fake (shared/PROTOCOLS.md section 3) on a real HTTP server: the chunked pricing stream
-(one JSON object per line, HEARTBEAT every `heartbeat_interval_s`) and instrument candles with
+(one JSON object per line, HEARTBEAT every `heartbeat_interval_s`), instrument candles with
 `count` <= 5000 paging, `includeFirst`, incomplete current bar, and no bars on Saturdays (FX is
-closed at weekends, so a page of N candles spans more than N buckets)."""
+closed at weekends, so a page of N candles spans more than N buckets), and the account's
+instruments (`instruments` CSV filter)."""
 
 import json
 import queue
@@ -43,6 +44,46 @@ def fake_volume(start: int, step: int) -> int:
     return 10 + (start // step) % 50
 
 
+def oanda_instrument(
+    name: str,
+    *,
+    kind: str = "CURRENCY",
+    display_name: str | None = None,
+    pip_location: int = -4,
+    display_precision: int = 5,
+    trade_units_precision: int = 0,
+    minimum_trade_size: str = "1",
+    maximum_order_units: str = "100000000",
+    margin_rate: str = "0.0333",
+) -> dict[str, Any]:
+    """An Instrument of GET /v3/accounts/{accountID}/instruments (developer.oanda.com
+    primitives-df "Instrument"; v20-openapi): integers as numbers, decimals as strings."""
+    return {
+        "name": name,
+        "type": kind,
+        "displayName": display_name or name.replace("_", "/"),
+        "pipLocation": pip_location,
+        "displayPrecision": display_precision,
+        "tradeUnitsPrecision": trade_units_precision,
+        "minimumTradeSize": minimum_trade_size,
+        "maximumTrailingStopDistance": "1.00000",
+        "minimumTrailingStopDistance": "0.00050",
+        "maximumPositionSize": "0",
+        "maximumOrderUnits": maximum_order_units,
+        "marginRate": margin_rate,
+        "guaranteedStopLossOrderMode": "DISABLED",
+        "tags": [{"type": "ASSET_CLASS", "name": kind}],
+        "financing": {
+            "longRate": "-0.0275",
+            "shortRate": "0.0063",
+            "financingDaysOfWeek": [
+                {"dayOfWeek": day, "daysCharged": 3 if day == "WEDNESDAY" else 1}
+                for day in ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+            ],
+        },
+    }
+
+
 def trading(start: int) -> bool:
     return datetime.fromtimestamp(start, UTC).weekday() != 5
 
@@ -63,6 +104,7 @@ class OandaFake(HttpFake):
         self.clock = clock
         self.silent = False
         self.stream_connects = 0
+        self.instruments: list[dict[str, Any]] = []
         self._streams: list[tuple[queue.Queue[Any], set[str]]] = []
         self._lock = threading.Lock()
 
@@ -76,6 +118,12 @@ class OandaFake(HttpFake):
             if not instruments:
                 return Response(400, {"errorMessage": "Invalid value specified for 'instruments'"})
             return Stream(self._lines(instruments))
+        if match := re.fullmatch(r"/v3/accounts/([^/]+)/instruments", request.path):
+            if match.group(1) != self.account_id:
+                return Response(400, {"errorMessage": "Invalid value specified for 'accountID'"})
+            wanted = {i for i in (request.arg("instruments") or "").split(",") if i}
+            listed = [i for i in self.instruments if not wanted or i["name"] in wanted]
+            return Response(200, {"instruments": listed, "lastTransactionID": "6356"})
         if match := re.fullmatch(r"/v3/instruments/([A-Z0-9_]+)/candles", request.path):
             return self._candles(request, match.group(1))
         return Response(404, {"errorMessage": "The requested resource was not found"})

@@ -48,6 +48,7 @@ def test_it_lists_instruments_with_decimals_as_strings(api, eurusd):
     (row,) = api.get("/api/v1/instruments").json()
     assert row["symbol"] == "EURUSD"
     assert row["contract_size"] == "100000.00000000" and row["digits"] == 5
+    assert row["tick_size"] == "0.0000100000"  # one unit of the last digit unless set
 
 
 def test_it_serves_quotes_from_the_ticker_cache(api, eurusd):

@@ -2,18 +2,11 @@
 JWT code, sends its own query encoding over HTTPS, and parses the fake's answers into its typed
 responses. What it parses is what our sync reads, so the fake's shapes are the real ones."""
 
-import datetime
-import ipaddress
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from coinbase.rest import RESTClient
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake
 
@@ -21,43 +14,12 @@ from .test_portfolio_value import FILLS
 from .test_sync import order
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made for this test."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "fake.pem", directory / "fake.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
-def tls_fake(coinbase_key: CoinbaseKey, tmp_path: Path) -> Iterator[tuple[CoinbaseRestFake, Path]]:
-    cert, key = self_signed(tmp_path)
+def tls_fake(coinbase_key: CoinbaseKey) -> Iterator[tuple[CoinbaseRestFake, Path]]:
     fake = CoinbaseRestFake(coinbase_key, page_size=4)
-    fake.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    fake.ssl_context.load_cert_chain(cert, key)
+    fake.tls = True
     with fake:
-        yield fake, cert
+        yield fake, Path(fake.ca_file)
 
 
 @pytest.fixture
