@@ -907,6 +907,8 @@ def _fill(
     price: Decimal,
     *,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     check_margin: bool = True,
     external_id: str = "",
     volume: Decimal | None = None,
@@ -914,6 +916,8 @@ def _fill(
     """Book `volume` lots of `order` (default: all it has left) as filled at the client price `price`:
     open, add to, reduce or flip positions. The order is filled once its whole volume is; until then
     its fill price is the average of its fills, and later fills add to the position the first opened.
+    Its deals record where the price came from: the venue and the seq of the selected quote (an LP
+    fill has the LP's venue and no seq).
 
     Every check (and any ServiceError) comes before the first write.
     """
@@ -948,10 +952,32 @@ def _fill(
     if close_volume:
         assert existing is not None
         deals.append(
-            _close(d, existing, close_volume, price, order=order, reason=reason, external_id=external_id)
+            _close(
+                d,
+                existing,
+                close_volume,
+                price,
+                order=order,
+                reason=reason,
+                venue=venue,
+                quote_seq=quote_seq,
+                external_id=external_id,
+            )
         )
     if open_volume:
-        deals.append(_open(d, order, open_volume, price, existing, reason=reason, external_id=external_id))
+        deals.append(
+            _open(
+                d,
+                order,
+                open_volume,
+                price,
+                existing,
+                reason=reason,
+                venue=venue,
+                quote_seq=quote_seq,
+                external_id=external_id,
+            )
+        )
     if order.sl is not None or order.tp is not None:
         d.outbox.triggers_changed = True  # the position's SL/TP are the watcher's to watch
     return deals
@@ -965,6 +991,8 @@ def _open(
     existing: Position | None,
     *,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     external_id: str,
 ) -> Deal:
     instrument = order.instrument
@@ -1019,6 +1047,8 @@ def _open(
         reason=reason,
         book=order.book,
         external_id=external_id,
+        venue=venue,
+        quote_seq=quote_seq,
         created_at=now,
     )
     sql.insert(deal)
@@ -1052,6 +1082,8 @@ def _close(
     *,
     order: Order,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     external_id: str = "",
 ) -> Deal:
     """Close `volume` of an open position at the client price `price`, exactly once."""
@@ -1107,6 +1139,8 @@ def _close(
         reason=reason,
         book=order.book,
         external_id=external_id,
+        venue=venue,
+        quote_seq=quote_seq,
         created_at=now,
     )
     sql.insert(deal)
@@ -1176,7 +1210,9 @@ def _close_at_market(
     order.fill_price, order.filled_at = price, timezone.now()
     _save_order(order)
     d.outbox.add("order", order.as_event())
-    return _close(d, position, volume, price, order=order, reason=reason)
+    return _close(
+        d, position, volume, price, order=order, reason=reason, venue=tick.venue, quote_seq=tick.seq
+    )
 
 
 # -- orders ------------------------------------------------------------------------------------------
@@ -1310,7 +1346,7 @@ def order_submit(
             d.outbox.add("order", order.as_event())
             d.outbox.triggers_changed = True
         else:
-            _fill(d, order, entry, reason=reason)
+            _fill(d, order, entry, reason=reason, venue=tick.venue, quote_seq=tick.seq)
         d.outbox.commit()
     account.balance = locked.balance
     return order
@@ -1350,11 +1386,13 @@ def order_fill(
     price: Decimal,
     external_id: str,
     volume: Decimal | None = None,
+    venue: str = "",
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Book the LP's fill of `volume` lots (default: all that is left) of a routed (A-Book) order at
     the LP price plus the group's markup: a deal, the position change and its ledger postings. The
-    rest of a partly filled order stays routed; its reserved margin is released pro rata.
+    rest of a partly filled order stays routed; its reserved margin is released pro rata. The deals
+    record `venue` (the LP's) and no quote seq: the LP's execution priced them, not a quote.
 
     Idempotent on external_id (the LP's execution id): a repeated execution returns the deals
     already booked."""
@@ -1397,7 +1435,15 @@ def order_fill(
     )
     order.margin -= released
     deals = _fill(
-        d, order, client_price, reason=Reason.LP, check_margin=False, external_id=external_id, volume=volume_
+        d,
+        order,
+        client_price,
+        reason=Reason.LP,
+        venue=venue,
+        quote_seq=None,
+        check_margin=False,
+        external_id=external_id,
+        volume=volume_,
     )
     _reserve(locked, -released)
     d.outbox.commit()
@@ -1645,7 +1691,14 @@ def order_trigger(*, order_id: int, tick: pricing.Tick, quotes: QuoteSource | No
         return None
     try:
         with transaction.atomic():
-            _fill(d, order, pricing.open_price(order.side, ctick), reason=Reason.PENDING)
+            _fill(
+                d,
+                order,
+                pricing.open_price(order.side, ctick),
+                reason=Reason.PENDING,
+                venue=ctick.venue,
+                quote_seq=ctick.seq,
+            )
     except ServiceError as exc:
         order.status, order.close_reason = OrderStatus.REJECTED, Reason.INSUFFICIENT_MARGIN
         order.save(update_fields=["status", "close_reason", "updated_at"])
