@@ -1,58 +1,26 @@
-"""Live and demo deployments: runmarket refuses simulated venues in a live one, seed creates the demo
-venues only in a demo, the admin refuses to enable a simulated venue in a live one, and a
-per-(venue, symbol) priority is applied by the running market loop."""
+"""Live and demo deployments: runmarket refuses simulated venues in a live one, the admin refuses to
+enable a simulated venue in a live one, and a per-(venue, symbol) priority is applied by the running
+market loop."""
 
 import asyncio
 import contextlib
-import io
-import os
-import secrets
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
-from cryptography.fernet import Fernet
 from django.conf import settings as django_settings
-from django.core.management import call_command
 
-from brokerage.models import ClientGroup
-from fix.models import FixSession, RoutingRule
 from livermore.redis import key, sync_client
 from livermore.users.models import AuditLog
 from marketdata.loop import HEALTH_KEY, MarketLoop
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
-from tests.support.stack import database_url
+from tests.support.stack import ROOT, production_env
 from tests.support.waiting import await_until, wait_until
 
 from .conftest import instrument, simulator_venue
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def production_env(**extra: str) -> dict[str, str]:
-    """A production process's environment (fresh secrets) on this test's database and Redis."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"LIVERMORE_DEMO", "DEBUG", "DJANGO_SUPERUSER_USERNAME"}
-    }
-    return {
-        **env,
-        "DJANGO_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "JWT_SIGNING_KEY": secrets.token_urlsafe(48),
-        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "ALLOWED_HOSTS": "localhost",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": django_settings.REDIS_URL,
-        "REDIS_PREFIX": django_settings.REDIS_PREFIX,
-        "LOG_LEVEL": "INFO",
-        **extra,
-    }
 
 
 def demo_fix_venue(symbols: list[Instrument]) -> Venue:
@@ -72,7 +40,7 @@ def test_runmarket_in_production_refuses_to_start_with_a_simulated_venue_enabled
     result = subprocess.run(
         [sys.executable, "manage.py", "runmarket"],
         cwd=ROOT,
-        env=production_env(),
+        env=production_env(REDIS_PREFIX=django_settings.REDIS_PREFIX),
         capture_output=True,
         text=True,
         timeout=120,
@@ -93,7 +61,7 @@ def test_runmarket_in_production_runs_the_simulator_when_the_deployment_says_it_
     process = subprocess.Popen(
         [sys.executable, "manage.py", "runmarket"],
         cwd=ROOT,
-        env=production_env(LIVERMORE_DEMO="true"),
+        env=production_env(LIVERMORE_DEMO="true", REDIS_PREFIX=django_settings.REDIS_PREFIX),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -128,42 +96,6 @@ async def test_a_live_market_loop_never_starts_a_simulated_venue_enabled_while_i
     assert loop.manager.venues == {}
     refusals = [r for r in caplog.records if "simulated, and this deployment is live" in r.getMessage()]
     assert len(refusals) == 1  # said once, not on every reload
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_seed_in_production_creates_no_demo_venue_session_or_routing_rule():
-    result = subprocess.run(
-        [sys.executable, "manage.py", "seed"],
-        cwd=ROOT,
-        env=production_env(
-            DJANGO_SUPERUSER_USERNAME="operator", DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(18)
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "no simulated venue, demo FIX LP session or demo routing rule seeded" in result.stdout
-    assert Instrument.objects.count() == 6  # the contract specifications are not demo data
-    assert not Venue.objects.exists()
-    assert not VenueSymbol.objects.exists()
-    assert not FixSession.objects.exists()
-    assert not RoutingRule.objects.exists()
-    assert not ClientGroup.objects.filter(name="demo-abook").exists()
-
-
-@pytest.mark.django_db
-def test_seed_in_a_demo_creates_the_simulated_venues_the_lp_session_and_its_routing_rule(settings):
-    settings.LIVERMORE_DEMO = True
-    call_command("seed", stdout=io.StringIO())
-    call_command("seed", stdout=io.StringIO())  # idempotent
-    venues = {v.code: v for v in Venue.objects.all()}
-    assert set(venues) == {"sim", "lpfix"}
-    assert venues["sim"].simulated and venues["lpfix"].simulated and venues["lpfix"].demo
-    assert VenueSymbol.objects.filter(venue__code="sim").count() == 6
-    assert FixSession.objects.get(name="lpsim").venue == venues["lpfix"]
-    assert RoutingRule.objects.get().session.name == "lpsim"
 
 
 @pytest.mark.django_db
