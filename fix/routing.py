@@ -1,6 +1,8 @@
 """The order router (settings.ORDER_ROUTER) when the fix app is installed: the first matching
 routing rule decides, and an order no rule matches is internalised (B-Book)."""
 
+from django.conf import settings
+
 from brokerage.router import B_BOOK, RouteDecision, RouteRequest
 from livermore.errors import ServiceError
 
@@ -22,6 +24,14 @@ def order_route(request: RouteRequest) -> RouteDecision:
         raise ServiceError(
             "no_route",
             f"Rule {rule.name!r} routes this order to FIX session {session.name}, which cannot trade now.",
+            status_code=503,
+        )
+    if not settings.LIVERMORE_DEMO and session.venue_id is not None and session.venue.simulated:
+        # A demo LP's fills are simulated prices: a live deployment never books one.
+        raise ServiceError(
+            "no_route",
+            f"Rule {rule.name!r} routes this order to FIX session {session.name}, whose LP is simulated"
+            " (a demo venue), and this deployment is live.",
             status_code=503,
         )
     return RouteDecision(book="A", session=session.name)
