@@ -26,7 +26,7 @@ def order_route(request: RouteRequest) -> RouteDecision:
             f"Rule {rule.name!r} routes this order to FIX session {session.name}, which cannot trade now.",
             status_code=503,
         )
-    if not settings.LIVERMORE_DEMO and session.venue_id is not None and session.venue.simulated:
+    if not settings.LIVERMORE_DEMO and session.venue is not None and session.venue.simulated:
         # A demo LP's fills are simulated prices: a live deployment never books one.
         raise ServiceError(
             "no_route",
