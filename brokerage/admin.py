@@ -226,11 +226,13 @@ class DealAdmin(ReadOnlyAdmin):
         "realized_pnl",
         "reason",
         "book",
+        "venue",
+        "quote_seq",
         "created_at",
     )
     list_select_related = ("account", "instrument")
     list_filter = ("entry", "side", "reason", "book")
-    search_fields = ("=id", "=account__number", "=order__id", "=position__id", "external_id")
+    search_fields = ("=id", "=account__number", "=order__id", "=position__id", "external_id", "=quote_seq")
     date_hierarchy = "created_at"
 
 

@@ -265,6 +265,8 @@ class DealSerializer(serializers.ModelSerializer[Deal]):
             "realized_pnl",
             "reason",
             "book",
+            "venue",
+            "quote_seq",
             "created_at",
         )
 

@@ -465,6 +465,13 @@ class Deal(models.Model):
     external_id = models.CharField(
         max_length=64, blank=True, default="", help_text="LP execution id (A-Book fills)."
     )
+    # Where the price came from, so a fill can be traced to the exact quote: the venue code and the
+    # per-symbol seq of the selected quote (the seq on the stream and in the ticks); an A-Book fill
+    # has the LP's venue and no seq (the LP's execution report priced it).
+    venue = models.CharField(max_length=32, blank=True, default="", help_text="Venue that priced the fill.")
+    quote_seq = models.BigIntegerField(
+        null=True, blank=True, help_text="Seq of the selected quote that priced it (none for LP fills)."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -492,6 +499,8 @@ class Deal(models.Model):
             "commission": str(self.commission),
             "realized_pnl": str(self.realized_pnl),
             "reason": self.reason,
+            "venue": self.venue,
+            "quote_seq": self.quote_seq,
         }
 
 

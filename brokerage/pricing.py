@@ -30,8 +30,13 @@ class NoRate(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Tick:
+    """A bid/ask and the selected quote it comes from (its venue and per-symbol seq), which a deal
+    priced from it records."""
+
     bid: Decimal
     ask: Decimal
+    venue: str = ""
+    seq: int | None = None
 
     @property
     def mid(self) -> Decimal:
@@ -62,7 +67,7 @@ def client_tick(tick: Tick, markup: Decimal) -> Tick:
     """The client's prices: the markup is added to the ask and taken off the bid."""
     if not markup:
         return tick
-    return Tick(bid=tick.bid - markup, ask=tick.ask + markup)
+    return Tick(bid=tick.bid - markup, ask=tick.ask + markup, venue=tick.venue, seq=tick.seq)
 
 
 def direction(side: str) -> int:

@@ -2,8 +2,10 @@
 
 The market process owns the selected quotes. Web and worker processes read the copy it publishes to
 the Redis ticker cache (marketdata.publisher); the market process itself (trigger watcher) hands its
-in-memory latest quotes to the services. Either way a quote that is not tradable, or older than its
-venue's stale_after_ms, is no price at all: nothing fills, triggers or stops out on it.
+in-memory latest quotes to the services. Either way a quote that is not tradable, older than its
+venue's stale_after_ms, or from a simulated venue in a live deployment (settings.LIVERMORE_DEMO off;
+the LP manager never selects one there, this is the dealing side's own check) is no price at all:
+nothing fills, triggers or stops out on it.
 """
 
 import json
@@ -12,8 +14,10 @@ import time
 from decimal import Decimal
 from typing import Protocol, cast
 
+from django.conf import settings
+
 from livermore.redis import sync_client
-from marketdata.models import Venue
+from marketdata.models import Venue, venue_simulated
 from marketdata.publisher import ticker_key
 from marketdata.quotes import SelectedQuote
 
@@ -31,24 +35,33 @@ class QuoteSource(Protocol):
         """The healthy mid of a symbol, or None (a pricing.RateLookup)."""
 
 
-class _StaleAfter:
-    """Venue code -> stale_after_ms, read from the database at most every few seconds."""
+class _MaxAge:
+    """Venue code -> how old (ms) its quote may be to price a deal: its stale_after_ms, or None when
+    its prices may not be dealt on at all (simulated, in a live deployment). Read from the database
+    at most every few seconds."""
 
     def __init__(self) -> None:
-        self._values: dict[str, int] = {}
+        self._values: dict[str, int | None] = {}
         self._loaded = 0.0
+        self._live = False
         self._lock = threading.Lock()
 
-    def __call__(self, venue: str | None) -> int:
+    def __call__(self, venue: str) -> int | None:
         now = time.monotonic()
-        if now - self._loaded > VENUE_CACHE_S:
-            values = dict(Venue.objects.values_list("code", "stale_after_ms"))
+        live = not settings.LIVERMORE_DEMO
+        if now - self._loaded > VENUE_CACHE_S or live != self._live:
+            values = {
+                code: None if live and venue_simulated(kind=kind, demo=demo) else stale
+                for code, stale, kind, demo in Venue.objects.values_list(
+                    "code", "stale_after_ms", "kind", "demo"
+                )
+            }
             with self._lock:
-                self._values, self._loaded = values, now
-        return self._values.get(venue or "", DEFAULT_STALE_AFTER_MS)
+                self._values, self._loaded, self._live = values, now, live
+        return self._values.get(venue, DEFAULT_STALE_AFTER_MS)
 
 
-stale_after_ms = _StaleAfter()
+max_age_ms = _MaxAge()
 
 
 class RedisQuoteSource:
@@ -61,9 +74,11 @@ class RedisQuoteSource:
         wire = json.loads(raw)
         if not wire.get("tradable") or wire.get("bid") is None or wire.get("ask") is None:
             return None
-        if time.time_ns() // 1_000_000 - int(wire["ts"]) > stale_after_ms(wire.get("venue")):
+        venue = wire.get("venue") or ""
+        max_age = max_age_ms(venue)
+        if max_age is None or time.time_ns() // 1_000_000 - int(wire["ts"]) > max_age:
             return None
-        return Tick(bid=Decimal(wire["bid"]), ask=Decimal(wire["ask"]))
+        return Tick(bid=Decimal(wire["bid"]), ask=Decimal(wire["ask"]), venue=venue, seq=wire.get("seq"))
 
     def mid(self, symbol: str) -> Decimal | None:
         tick = self.tick(symbol)
@@ -84,9 +99,10 @@ class MemoryQuoteSource:
         if selected is None or not selected.tradable or selected.quote is None:
             return None
         q = selected.quote
-        if time.time_ns() - q.recv_ts > stale_after_ms(q.venue) * 1_000_000:
+        max_age = max_age_ms(q.venue)
+        if max_age is None or time.time_ns() - q.recv_ts > max_age * 1_000_000:
             return None
-        return Tick(bid=q.bid, ask=q.ask)
+        return Tick(bid=q.bid, ask=q.ask, venue=q.venue, seq=selected.seq)
 
     def mid(self, symbol: str) -> Decimal | None:
         tick = self.tick(symbol)

@@ -133,7 +133,7 @@ class TriggerWatcher:
         with self.lock:
             fired = self.index.fire(selected.symbol, quote.bid, quote.ask)
             self.moved.add(selected.symbol)
-        tick = Tick(bid=quote.bid, ask=quote.ask)
+        tick = Tick(bid=quote.bid, ask=quote.ask, venue=quote.venue, seq=selected.seq)
         for trigger in fired:
             self.submit(trigger, tick)
 

@@ -1,4 +1,5 @@
-"""Demo data for FIX: the LP simulator as a FIX venue and the session runfix opens to it."""
+"""Demo data for FIX: the LP simulator as a (demo) FIX venue, the session runfix opens to it and the
+routing rule sending the demo A-Book group there. Seeded in demo deployments only (see `seed`)."""
 
 import os
 import secrets
@@ -22,6 +23,7 @@ def fix_demo_seed() -> FixSession:
         defaults={
             "name": "FIX LP (simulator)",
             "kind": VenueKind.FIX,
+            "demo": True,  # the LP simulator's prices are simulated, whatever protocol carries them
             "priority": 20,
             "stale_after_ms": 3000,
         },

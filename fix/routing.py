@@ -2,6 +2,8 @@
 rule decides the book, an order no rule matches is internalised (B-Book), and routed orders are
 cancelled over FIX."""
 
+from django.conf import settings
+
 from brokerage.router import B_BOOK, RouteDecision, RouteRequest
 from livermore.errors import ServiceError
 
@@ -29,6 +31,14 @@ class FixGateway:
                 "no_route",
                 f"Rule {rule.name!r} routes this order to FIX session {session.name}, "
                 "which cannot trade now.",
+                status_code=503,
+            )
+        if not settings.LIVERMORE_DEMO and session.venue is not None and session.venue.simulated:
+            # A demo LP's fills are simulated prices: a live deployment never books one.
+            raise ServiceError(
+                "no_route",
+                f"Rule {rule.name!r} routes this order to FIX session {session.name}, whose LP is "
+                "simulated (a demo venue), and this deployment is live.",
                 status_code=503,
             )
         return RouteDecision(book="A", session=session.name)

@@ -115,6 +115,8 @@ def _client_fill(fix_order: FixOrder, *, exec_id: str, qty: Decimal, price: Deci
     failure never undoes the LP facts already recorded: it is kept on the FIX order for the operator."""
     order = fix_order.order
     complete = (fix_order.cum_qty / fix_order.contract_size).quantize(QTY_DIGITS) >= order.volume
+    # The deal records the LP's venue (the session's); the session itself is in its external id.
+    venue = FixSession.objects.filter(pk=fix_order.session_id).values_list("venue__code", flat=True).first()
     try:
         with transaction.atomic():
             order_fill(
@@ -122,6 +124,7 @@ def _client_fill(fix_order: FixOrder, *, exec_id: str, qty: Decimal, price: Deci
                 price=price.quantize(PRICE_DIGITS),
                 external_id=f"fix:{fix_order.session_id}:{exec_id}",
                 volume=None if complete else (qty / fix_order.contract_size).quantize(QTY_DIGITS),
+                venue=venue or "",
             )
     except ServiceError as exc:
         fix_order.text = f"client booking failed: {exc.code}: {exc.message}"[:200]

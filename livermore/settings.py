@@ -25,6 +25,10 @@ DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 if DJANGO_ENV not in {"development", "production"}:
     raise ImproperlyConfigured(f"DJANGO_ENV must be development or production, not {DJANGO_ENV!r}")
 PRODUCTION = DJANGO_ENV == "production"
+# A demo deployment may price from simulated venues (the simulator, the FIX LP simulator) and seeds
+# them; a live one never does: runmarket refuses to start with a simulated venue enabled, and no
+# fill, trigger or stop-out happens on a simulated price. Development is a demo unless told otherwise.
+LIVERMORE_DEMO = env.bool("LIVERMORE_DEMO", default=not PRODUCTION)
 # Per user and machine, like the development database they encrypt: every checkout on this machine
 # shares them, so a second clone can still read what the first one stored. Never in the repository.
 DEV_SECRETS_FILE = Path(

@@ -37,7 +37,7 @@ class VenueForm(forms.ModelForm[Venue]):
 
     class Meta:
         model = Venue
-        fields = ("code", "name", "kind", "enabled", "priority", "stale_after_ms", "config")
+        fields = ("code", "name", "kind", "demo", "enabled", "priority", "stale_after_ms", "config")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +93,7 @@ class WatchlistForm(forms.Form):
 
 class VenueSymbolInline(admin.TabularInline[VenueSymbol, Venue]):
     model = VenueSymbol
+    fields = ("instrument", "venue_symbol", "enabled", "priority")
     extra = 0
     autocomplete_fields = ("instrument",)
 
@@ -104,6 +105,7 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
         "code",
         "name",
         "kind",
+        "is_simulated",
         "enabled",
         "priority",
         "stale_after_ms",
@@ -111,9 +113,13 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
         "symbol_pages",
     )
     list_editable = ("enabled", "priority")
-    list_filter = ("kind", "enabled")
+    list_filter = ("kind", "enabled", "demo")
     inlines = (VenueSymbolInline,)
     actions = ("enable", "disable", "import_instruments")
+
+    @admin.display(boolean=True, description="simulated")
+    def is_simulated(self, obj: Venue) -> bool:
+        return obj.simulated
 
     @admin.display(boolean=True, description="credentials set")
     def has_credentials(self, obj: Venue) -> bool:
@@ -232,9 +238,12 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
 
     def _set_enabled(self, request: HttpRequest, queryset: Any, *, enabled: bool) -> None:
         assert isinstance(request.user, User)  # the admin only lets staff users in
-        changed = sum(
-            venue_set_enabled(venue=venue, enabled=enabled, changed_by=request.user) for venue in queryset
-        )
+        changed = 0
+        for venue in queryset:
+            try:
+                changed += venue_set_enabled(venue=venue, enabled=enabled, changed_by=request.user)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
         self.message_user(request, f"{changed} venue(s) {'enabled' if enabled else 'disabled'}.")
 
 

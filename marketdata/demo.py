@@ -1,4 +1,5 @@
-"""Demo data: the six instruments with real contract specifications and the simulator venue."""
+"""Seed data: the six instruments with real contract specifications (any deployment) and the
+simulator venue quoting them (demo deployments only, see `seed`)."""
 
 from decimal import Decimal as D
 
@@ -103,22 +104,9 @@ INSTRUMENTS = [
 
 
 @transaction.atomic
-def demo_seed() -> None:
-    """Idempotent: creates what is missing, leaves operator changes to existing rows alone."""
-    sim, _ = Venue.objects.get_or_create(
-        code="sim",
-        defaults={
-            "name": "Simulator",
-            "kind": VenueKind.SIMULATOR,
-            "priority": 10,
-            "stale_after_ms": 2000,
-            "config": {
-                "seed": 1,
-                "interval_ms": 250,
-                "symbols": {row[0]: {"price": row[11], "spread": row[12]} for row in INSTRUMENTS},
-            },
-        },
-    )
+def instruments_seed() -> list[Instrument]:
+    """Idempotent: the six instruments, created when missing; operator changes are left alone."""
+    instruments = []
     for symbol, desc, base, quote, size, digits, pip, vmin, vmax, vstep, mrate, _, _ in INSTRUMENTS:
         instrument, _ = Instrument.objects.get_or_create(
             symbol=symbol,
@@ -135,4 +123,29 @@ def demo_seed() -> None:
                 "margin_rate": D(mrate),
             },
         )
-        VenueSymbol.objects.get_or_create(venue=sim, instrument=instrument, defaults={"venue_symbol": symbol})
+        instruments.append(instrument)
+    return instruments
+
+
+@transaction.atomic
+def demo_seed() -> None:
+    """Idempotent: the instruments and the simulator venue quoting them, created when missing;
+    operator changes to existing rows are left alone."""
+    sim, _ = Venue.objects.get_or_create(
+        code="sim",
+        defaults={
+            "name": "Simulator",
+            "kind": VenueKind.SIMULATOR,
+            "priority": 10,
+            "stale_after_ms": 2000,
+            "config": {
+                "seed": 1,
+                "interval_ms": 250,
+                "symbols": {row[0]: {"price": row[11], "spread": row[12]} for row in INSTRUMENTS},
+            },
+        },
+    )
+    for instrument in instruments_seed():
+        VenueSymbol.objects.get_or_create(
+            venue=sim, instrument=instrument, defaults={"venue_symbol": instrument.symbol}
+        )

@@ -35,8 +35,20 @@ SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survive
 
 
 def _connection_fields(config: VenueConfig) -> VenueConfig:
-    """What an adapter's connection depends on: priority and staleness change without a reconnect."""
-    return dataclasses.replace(config, priority=0, stale_after_ms=0)
+    """What an adapter's connection depends on: priorities, staleness and the demo flag change
+    without a reconnect."""
+    return dataclasses.replace(config, priority=0, stale_after_ms=0, symbol_priority={}, simulated=False)
+
+
+def venue_settings(config: VenueConfig) -> VenueSettings:
+    """What the LP manager selects on, from a venue's config."""
+    return VenueSettings(
+        priority=config.priority,
+        stale_after_ms=_stale_after_ms(config),
+        simulated=config.simulated,
+        symbol_priority=dict(config.symbol_priority),
+        symbols=frozenset(config.symbols.values()),
+    )
 
 
 def _stale_after_ms(config: VenueConfig) -> int:
@@ -75,12 +87,14 @@ class MarketLoop:
         self.manager = LPManager(
             {},
             outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
+            allow_simulated=settings.LIVERMORE_DEMO,
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)
         self.reload_interval_s = reload_interval_s
         self.adapters: dict[str, tuple[VenueConfig, Adapter, asyncio.Task[None]]] = {}
         self.broken: dict[str, VenueConfig] = {}  # venues whose adapter could not be built
+        self.refused: set[str] = set()  # simulated venues a live deployment does not run
 
     def on_quote(self, quote: Quote) -> None:
         """The adapters' sink. A quote stamped too far ahead of its receipt is refused as malformed:
@@ -179,12 +193,16 @@ class MarketLoop:
     async def reload(self) -> None:
         """Start, stop or restart adapters to match the database; apply priorities live."""
         configs = {c.code: c for c in await sync_to_async(_venue_configs)()}
-        self.manager.configure(
-            {
-                c.code: VenueSettings(priority=c.priority, stale_after_ms=_stale_after_ms(c))
-                for c in configs.values()
-            }
-        )
+        if not settings.LIVERMORE_DEMO:
+            # A live deployment never runs a simulated venue, even one enabled while it runs (runmarket
+            # refuses to start with one; the admin refuses to enable one).
+            refused = {code for code, c in configs.items() if c.simulated}
+            for code in sorted(refused - self.refused):
+                log.error("venue=%s not started: simulated, and this deployment is live", code)
+            self.refused = refused
+            for code in refused:
+                del configs[code]
+        self.manager.configure({c.code: venue_settings(c) for c in configs.values()})
         for code, (config, _, task) in list(self.adapters.items()):
             if code not in configs or _connection_fields(configs[code]) != _connection_fields(config):
                 # Out of the table first: while the task unwinds, nothing may still see it as running.

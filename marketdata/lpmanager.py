@@ -1,5 +1,6 @@
 """LP manager: keeps the latest quote per (symbol, venue) and selects per symbol the healthy venue
-with the best priority. Pure Python, no Django, no I/O: outputs are callables it is given.
+with the best priority (the venue's, or its own for that symbol). Pure Python, no Django, no I/O:
+outputs are callables it is given.
 
 A feed (venue, symbol) is healthy while its venue is enabled, its book is known (a quote came and
 the adapter has not reported the book gone since) and the venue's connection is not silent: its last
@@ -9,11 +10,16 @@ makes every feed of the venue stale. Quotes of the selected venue are published 
 manager fails over when `check` (a timer, every 100 ms in the market loop) finds the selected feed
 stale or at once when its adapter reports its book gone (`venue_down`), and fails back on the first
 quote of a better healthy venue. With no healthy venue the symbol is published once as untradable.
+
+Live and simulated prices never mix: a simulated venue (the simulator, a demo LP) is never selected
+for a symbol that an enabled live venue carries, whatever the priorities, so a live venue going stale
+leaves the symbol untradable rather than priced by a simulation; with `allow_simulated` off (a live
+deployment) simulated venues are never selected at all.
 """
 
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from marketdata.quotes import Quote, SelectedQuote, now_ns
@@ -29,6 +35,15 @@ class VenueSettings:
     priority: int
     stale_after_ms: int
     enabled: bool = True
+    simulated: bool = False
+    # instrument symbol -> the priority this venue has for it instead of `priority`
+    symbol_priority: Mapping[str, int] = field(default_factory=dict)
+    # the instrument symbols it is configured to quote; None when not known (then only the symbols
+    # it has quoted count as carried)
+    symbols: frozenset[str] | None = None
+
+    def priority_for(self, symbol: str) -> int:
+        return self.symbol_priority.get(symbol, self.priority)
 
 
 @dataclass
@@ -55,15 +70,20 @@ class LPManager:
         venues: dict[str, VenueSettings],
         outputs: Iterable[Output] = (),
         clock: Callable[[], int] = now_ns,
+        *,
+        allow_simulated: bool = True,
     ) -> None:
         self.venues = dict(venues)
         self.outputs = list(outputs)
         self.clock = clock
+        self.allow_simulated = allow_simulated
         self.feeds: dict[str, dict[str, FeedHealth]] = {}  # symbol -> venue -> health
         self.selected: dict[str, str | None] = {}  # symbol -> venue code, None when untradable
         self.seq: dict[str, int] = {}
         self.last: dict[str, SelectedQuote] = {}
         self.alive_ns: dict[str, int] = {}  # venue -> last sign of life of its connection
+        self.live_symbols: set[str] = set()  # symbols an enabled live venue carries
+        self._update_live()
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_quote(self, quote: Quote) -> None:
@@ -75,8 +95,12 @@ class LPManager:
         if feeds is None:
             feeds = self.feeds[symbol] = {}
         health = feeds.get(venue)
+        new_live = False
         if health is None:
             health = feeds[venue] = FeedHealth()
+            if not settings.simulated and symbol not in self.live_symbols:
+                self.live_symbols.add(symbol)
+                new_live = True  # a simulated venue selected for the symbol must go
         health.last_quote, health.last_recv_ns, health.live = quote, now, True
         health.count += 1
         recent = health.recent
@@ -87,10 +111,13 @@ class LPManager:
         if current == venue:
             self._publish(symbol, quote, True)
             return
+        if self.excluded(symbol, settings):
+            return  # kept for its health only
         if (
-            current is None
+            new_live
+            or current is None
             or (current_settings := self.venues.get(current)) is None
-            or settings.priority < current_settings.priority
+            or settings.priority_for(symbol) < current_settings.priority_for(symbol)
             or not self.healthy(symbol, current, now)
         ):
             self._reselect(symbol, now)
@@ -121,10 +148,12 @@ class LPManager:
                 self._reselect(symbol, now)
 
     def configure(self, venues: dict[str, VenueSettings]) -> None:
-        """Apply venue changes (enable, disable, priority, staleness) without a restart."""
+        """Apply venue changes (enable, disable, priorities, staleness, live or simulated) without a
+        restart."""
         if venues == self.venues:
             return
         self.venues = dict(venues)
+        self._update_live()
         now = self.clock()
         for symbol in self.feeds:
             self._reselect(symbol, now)
@@ -135,6 +164,18 @@ class LPManager:
             self.seq[symbol] = max(self.seq.get(symbol, 0), seq)
 
     # -- state ----------------------------------------------------------------------------------
+    def _update_live(self) -> None:
+        live: set[str] = set()
+        for code, settings in self.venues.items():
+            if settings.enabled and not settings.simulated:
+                live.update(settings.symbols or ())
+                live.update(symbol for symbol, feeds in self.feeds.items() if code in feeds)
+        self.live_symbols = live
+
+    def excluded(self, symbol: str, settings: VenueSettings) -> bool:
+        """Whether a venue's prices may not price `symbol`: simulated ones where a live venue is."""
+        return settings.simulated and (not self.allow_simulated or symbol in self.live_symbols)
+
     def healthy(self, symbol: str, venue: str, now: int) -> bool:
         settings = self.venues.get(venue)
         health = self.feeds.get(symbol, {}).get(venue)
@@ -147,6 +188,8 @@ class LPManager:
         settings = self.venues.get(venue)
         if settings is None or not settings.enabled:
             return "disabled"
+        if self.excluded(symbol, settings):
+            return "excluded"  # simulated, and the symbol has a live venue (or the deployment is live)
         if self.selected.get(symbol) == venue:
             return "selected"
         if self.healthy(symbol, venue, now):
@@ -171,7 +214,7 @@ class LPManager:
                         "quotes_per_minute": health.quotes_per_minute(now),
                         "quotes": health.count,
                         "state": self.state(symbol, venue, now),
-                        "priority": settings.priority if settings else None,
+                        "priority": settings.priority_for(symbol) if settings else None,
                         "stale_after_ms": settings.stale_after_ms if settings else None,
                     }
                 )
@@ -183,7 +226,10 @@ class LPManager:
         best_priority = 0
         for venue in self.feeds[symbol]:
             if self.healthy(symbol, venue, now):
-                priority = self.venues[venue].priority
+                settings = self.venues[venue]
+                if self.excluded(symbol, settings):
+                    continue
+                priority = settings.priority_for(symbol)
                 if best is None or (priority, venue) < (best_priority, best):
                     best, best_priority = venue, priority
         previous = self.selected.get(symbol)

@@ -1,6 +1,7 @@
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -18,13 +19,23 @@ class VenueKind(models.TextChoices):
 
 
 class Venue(models.Model):
-    """A liquidity provider or price source. Lower priority number wins selection."""
+    """A liquidity provider or price source. Lower priority number wins selection.
+
+    A venue is live or simulated: the simulator kind always is, and so is any venue marked `demo`
+    (e.g. a FIX session to the LP simulator). A simulated price never prices a symbol that has a live
+    venue enabled, and a live deployment (settings.LIVERMORE_DEMO off) never uses one at all.
+    """
 
     code = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=VenueKind.choices)
     enabled = models.BooleanField(default=True)
     priority = models.PositiveSmallIntegerField(default=10)
+    demo = models.BooleanField(
+        default=False,
+        help_text="Simulated prices (a test LP or simulator behind a real protocol): never used for a "
+        "symbol that has a live venue, never used at all in a live deployment.",
+    )
     stale_after_ms = models.PositiveIntegerField(default=5000, validators=[MinValueValidator(100)])
     # Non-secret connection settings (endpoints, seeds, account ids); secrets go in `credentials`.
     config = models.JSONField(default=dict, blank=True)
@@ -41,6 +52,24 @@ class Venue(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    @property
+    def simulated(self) -> bool:
+        return venue_simulated(kind=self.kind, demo=self.demo)
+
+    def clean(self) -> None:
+        if self.enabled and self.simulated and not settings.LIVERMORE_DEMO:
+            raise ValidationError(
+                {"enabled": "A simulated venue cannot be enabled: this deployment is live (LIVERMORE_DEMO)."}
+            )
+
+
+def venue_simulated(*, kind: str, demo: bool) -> bool:
+    """Whether a venue's prices are simulated: the one rule (SIMULATED is the same as a filter)."""
+    return demo or kind == VenueKind.SIMULATOR
+
+
+SIMULATED = models.Q(demo=True) | models.Q(kind=VenueKind.SIMULATOR)
 
 
 class Instrument(models.Model):
@@ -115,6 +144,11 @@ class VenueSymbol(models.Model):
     instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="venue_symbols")
     venue_symbol = models.CharField(max_length=40)
     enabled = models.BooleanField(default=True)
+    priority = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Overrides the venue's priority for this instrument (lower wins); empty uses the venue's.",
+    )
 
     class Meta:
         ordering = ("venue", "instrument")

@@ -16,7 +16,7 @@ from marketdata.adapters.base import VenueConfig
 from marketdata.backfill import BACKFILL_KINDS, can_backfill
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.candles import fill_gaps
-from marketdata.models import Candle, Instrument, Venue, VenueSymbol
+from marketdata.models import SIMULATED, Candle, Instrument, Venue, VenueSymbol
 from marketdata.publisher import book_key, ticker_key
 from marketdata.quotes import SelectedQuote
 
@@ -37,6 +37,10 @@ def venue_config(v: Venue) -> VenueConfig:
         config=v.config,
         credentials=json.loads(v.credentials) if v.credentials else {},
         symbols={s.venue_symbol: s.instrument.symbol for s in v.symbols.all() if s.enabled},
+        symbol_priority={
+            s.instrument.symbol: s.priority for s in v.symbols.all() if s.enabled and s.priority is not None
+        },
+        simulated=v.simulated,
     )
 
 
@@ -46,6 +50,11 @@ def venue_configs(*, kinds: set[str] | None = None) -> list[VenueConfig]:
     if kinds is not None:
         venues = venues.filter(kind__in=kinds)
     return [venue_config(v) for v in venues]
+
+
+def venues_simulated_enabled() -> list[str]:
+    """Codes of the enabled venues whose prices are simulated (a live deployment runs none)."""
+    return list(Venue.objects.filter(SIMULATED, enabled=True).order_by("code").values_list("code", flat=True))
 
 
 def feed_health(*, now_ms: int | None = None) -> list[dict[str, Any]]:

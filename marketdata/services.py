@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import status
@@ -33,6 +34,12 @@ def venue_set_enabled(*, venue: Venue, enabled: bool, changed_by: User) -> bool:
         locked = Venue.objects.select_for_update().get(pk=venue.pk)
         if locked.enabled == enabled:
             return False
+        if enabled and locked.simulated and not settings.LIVERMORE_DEMO:
+            raise ServiceError(
+                "simulated_venue",
+                f"Venue {locked.code} is simulated: this deployment is live (LIVERMORE_DEMO).",
+                status_code=status.HTTP_409_CONFLICT,
+            )
         locked.enabled = enabled
         locked.save(update_fields=["enabled", "updated_at"])
         audit_record(actor=changed_by, action="venue.enable" if enabled else "venue.disable", target=locked)

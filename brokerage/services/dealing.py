@@ -196,6 +196,8 @@ def _fill(
     price: Decimal,
     *,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     check_margin: bool = True,
     external_id: str = "",
     volume: Decimal | None = None,
@@ -203,6 +205,8 @@ def _fill(
     """Book `volume` lots of `order` (default: all it has left) as filled at the client price `price`:
     open, add to, reduce or flip positions. The order is filled once its whole volume is; until then
     its fill price is the average of its fills, and later fills add to the position the first opened.
+    Its deals record where the price came from: the venue and the seq of the selected quote (an LP
+    fill has the LP's venue and no seq).
 
     Every check (and any ServiceError) comes before the first write.
     """
@@ -237,10 +241,32 @@ def _fill(
     if close_volume:
         assert existing is not None
         deals.append(
-            _close(d, existing, close_volume, price, order=order, reason=reason, external_id=external_id)
+            _close(
+                d,
+                existing,
+                close_volume,
+                price,
+                order=order,
+                reason=reason,
+                venue=venue,
+                quote_seq=quote_seq,
+                external_id=external_id,
+            )
         )
     if open_volume:
-        deals.append(_open(d, order, open_volume, price, existing, reason=reason, external_id=external_id))
+        deals.append(
+            _open(
+                d,
+                order,
+                open_volume,
+                price,
+                existing,
+                reason=reason,
+                venue=venue,
+                quote_seq=quote_seq,
+                external_id=external_id,
+            )
+        )
     if order.sl is not None or order.tp is not None:
         d.outbox.triggers_changed = True  # the position's SL/TP are the watcher's to watch
     return deals
@@ -254,6 +280,8 @@ def _open(
     existing: Position | None,
     *,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     external_id: str,
 ) -> Deal:
     instrument = order.instrument
@@ -308,6 +336,8 @@ def _open(
         reason=reason,
         book=order.book,
         external_id=external_id,
+        venue=venue,
+        quote_seq=quote_seq,
         created_at=now,
     )
     sql.insert(deal)
@@ -341,6 +371,8 @@ def _close(
     *,
     order: Order,
     reason: str,
+    venue: str,
+    quote_seq: int | None,
     external_id: str = "",
 ) -> Deal:
     """Close `volume` of an open position at the client price `price`, exactly once."""
@@ -396,6 +428,8 @@ def _close(
         reason=reason,
         book=order.book,
         external_id=external_id,
+        venue=venue,
+        quote_seq=quote_seq,
         created_at=now,
     )
     sql.insert(deal)
@@ -465,7 +499,9 @@ def _close_at_market(
     order.fill_price, order.filled_at = price, timezone.now()
     _save_order(order)
     d.outbox.add("order", order.as_event())
-    return _close(d, position, volume, price, order=order, reason=reason)
+    return _close(
+        d, position, volume, price, order=order, reason=reason, venue=tick.venue, quote_seq=tick.seq
+    )
 
 
 def _charge_swaps(

@@ -180,7 +180,7 @@ def order_submit(
             d.outbox.add("order", order.as_event())
             d.outbox.triggers_changed = True
         else:
-            _fill(d, order, entry, reason=reason)
+            _fill(d, order, entry, reason=reason, venue=tick.venue, quote_seq=tick.seq)
         d.outbox.commit()
     account.balance = locked.balance
     return order
@@ -220,11 +220,13 @@ def order_fill(
     price: Decimal,
     external_id: str,
     volume: Decimal | None = None,
+    venue: str = "",
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Book the LP's fill of `volume` lots (default: all that is left) of a routed (A-Book) order at
     the LP price plus the group's markup: a deal, the position change and its ledger postings. The
-    rest of a partly filled order stays routed; its reserved margin is released pro rata.
+    rest of a partly filled order stays routed; its reserved margin is released pro rata. The deals
+    record `venue` (the LP's) and no quote seq: the LP's execution priced them, not a quote.
 
     Idempotent on external_id (the LP's execution id): a repeated execution returns the deals
     already booked."""
@@ -267,7 +269,15 @@ def order_fill(
     )
     order.margin -= released
     deals = _fill(
-        d, order, client_price, reason=Reason.LP, check_margin=False, external_id=external_id, volume=volume_
+        d,
+        order,
+        client_price,
+        reason=Reason.LP,
+        venue=venue,
+        quote_seq=None,
+        check_margin=False,
+        external_id=external_id,
+        volume=volume_,
     )
     _reserve(locked, -released)
     d.outbox.commit()
@@ -515,7 +525,14 @@ def order_trigger(*, order_id: int, tick: pricing.Tick, quotes: QuoteSource | No
         return None
     try:
         with transaction.atomic():
-            _fill(d, order, pricing.open_price(order.side, ctick), reason=Reason.PENDING)
+            _fill(
+                d,
+                order,
+                pricing.open_price(order.side, ctick),
+                reason=Reason.PENDING,
+                venue=ctick.venue,
+                quote_seq=ctick.seq,
+            )
     except ServiceError as exc:
         order.status, order.close_reason = OrderStatus.REJECTED, Reason.INSUFFICIENT_MARGIN
         order.save(update_fields=["status", "close_reason", "updated_at"])

@@ -50,6 +50,9 @@ class VenueConfig:
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     # venue symbol -> our instrument symbol
     symbols: Mapping[str, str] = field(default_factory=dict)
+    # instrument symbol -> priority overriding `priority` for it (VenueSymbol.priority)
+    symbol_priority: Mapping[str, int] = field(default_factory=dict)
+    simulated: bool = False  # Venue.simulated: its prices are not a live market's
 
 
 @dataclass

@@ -91,7 +91,9 @@ def test_an_a_book_market_order_is_filled_by_the_lp_and_booked_for_the_client(lp
     assert order.status == OrderStatus.FILLED and order.fill_price == fill.price + D("0.00002")
     position = Position.objects.get(account=account)
     assert (position.side, position.volume, position.open_price) == ("buy", D("0.5"), order.fill_price)
-    assert Deal.objects.get(order=order).external_id == f"fix:{session.pk}:{fill.exec_id}"
+    deal = Deal.objects.get(order=order)
+    assert deal.external_id == f"fix:{session.pk}:{fill.exec_id}"
+    assert (deal.venue, deal.quote_seq) == (session.venue.code, None)  # the LP's price, no quote's
     assert LpPosition.objects.get(session=session, symbol="EUR/USD").quantity == 50000
     assert ledger_problems() == []
 

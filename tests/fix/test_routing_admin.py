@@ -1,5 +1,7 @@
 """Routing rules, the operator console pages, and the message log pruning."""
 
+import json
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -24,6 +26,9 @@ from fix.selectors import fix_session_configs, routing_rule_match
 from fix.services import fix_messages_prune, fix_order_route, fix_orders_claim
 from livermore.errors import ServiceError
 from livermore.redis import sync_client
+from marketdata.models import Venue, VenueKind
+from marketdata.publisher import ticker_key
+from marketdata.quotes import Quote, SelectedQuote
 
 from .conftest import PASSWORD
 
@@ -203,3 +208,23 @@ def test_the_password_comes_from_the_named_environment_variable_when_set(session
     session.save()
     monkeypatch.setenv("LP_FIX_PASSWORD", "from-the-environment")
     assert [c.password for c in fix_session_configs()] == ["from-the-environment"]
+
+
+def test_a_live_deployment_routes_no_order_to_a_simulated_lp(make_session, a_book, fix_venue, settings):
+    demo_lp = Venue.objects.create(code="lpdemo", name="LP simulator", kind=VenueKind.FIX, demo=True)
+    account = a_book(make_session(9, venue=demo_lp))
+    settings.LIVERMORE_DEMO = False
+    now = time.time_ns()
+    live = Quote("EURUSD", fix_venue.code, D("1.08500"), D("1.08512"), venue_ts=now, recv_ts=now)
+    sync_client().set(
+        ticker_key("EURUSD"), json.dumps(SelectedQuote("EURUSD", 7, live, True).to_wire()), ex=60
+    )
+    with pytest.raises(ServiceError) as refused:
+        order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    assert (refused.value.code, refused.value.status_code) == ("no_route", 503)
+    assert "whose LP is simulated" in refused.value.message
+    assert not Order.objects.exists()
+
+    settings.LIVERMORE_DEMO = True
+    order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    assert (order.status, order.route) == (OrderStatus.ROUTED, "peer")

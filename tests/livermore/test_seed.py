@@ -1,3 +1,7 @@
+import io
+import secrets
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -5,7 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
 
+from brokerage.models import ClientGroup
+from fix.models import FixSession, RoutingRule
 from marketdata.models import Instrument, Venue, VenueSymbol
+from tests.support.stack import ROOT, production_env
 
 
 def counts() -> tuple[int, ...]:
@@ -69,3 +76,39 @@ def test_seed_takes_the_operator_password_from_the_environment(
     assert "from the environment 42" not in capsys.readouterr().out
     user = get_user_model().objects.get(username="desk")
     assert user.is_superuser and user.check_password("from the environment 42")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_seed_in_production_creates_no_demo_venue_session_or_routing_rule():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed"],
+        cwd=ROOT,
+        env=production_env(
+            DJANGO_SUPERUSER_USERNAME="operator", DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(18)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no simulated venue, demo FIX LP session or demo routing rule seeded" in result.stdout
+    assert Instrument.objects.count() == 6  # the contract specifications are not demo data
+    assert not Venue.objects.exists()
+    assert not VenueSymbol.objects.exists()
+    assert not FixSession.objects.exists()
+    assert not RoutingRule.objects.exists()
+    assert not ClientGroup.objects.filter(name="demo-abook").exists()
+
+
+@pytest.mark.django_db
+def test_seed_in_a_demo_creates_the_simulated_venues_the_lp_session_and_its_routing_rule(settings):
+    settings.LIVERMORE_DEMO = True
+    call_command("seed", stdout=io.StringIO())
+    call_command("seed", stdout=io.StringIO())  # idempotent
+    venues = {v.code: v for v in Venue.objects.all()}
+    assert set(venues) == {"sim", "lpfix"}
+    assert venues["sim"].simulated and venues["lpfix"].simulated and venues["lpfix"].demo
+    assert VenueSymbol.objects.filter(venue__code="sim").count() == 6
+    assert FixSession.objects.get(name="lpsim").venue == venues["lpfix"]
+    assert RoutingRule.objects.get().session.name == "lpsim"

@@ -1,6 +1,7 @@
 """Start Livermore's own processes (the Procfile's) against the test database, on a free port."""
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,6 +49,24 @@ def stack_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
     )
+    env.update(extra)
+    return env
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """stack_env for a production process: DJANGO_ENV=production with fresh secrets, a live
+    deployment unless `extra` sets LIVERMORE_DEMO."""
+    from cryptography.fernet import Fernet
+
+    env = stack_env(
+        DJANGO_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        JWT_SIGNING_KEY=secrets.token_urlsafe(48),
+        FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="localhost",
+    )
+    for name in ("LIVERMORE_DEMO", "DEBUG", "DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD"):
+        env.pop(name, None)
     env.update(extra)
     return env
 

@@ -3,23 +3,34 @@ import secrets
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from livermore.schedules import periodic_tasks_sync
-from marketdata.demo import demo_seed
+from marketdata.demo import demo_seed, instruments_seed
 
 
 class Command(BaseCommand):
-    help = "Idempotent set-up: demo instruments and venues, periodic jobs, the operator superuser."
+    help = (
+        "Idempotent set-up: instruments, periodic jobs, the operator superuser, and in a demo deployment"
+        " (LIVERMORE_DEMO) the simulated venues, the demo FIX LP session and its routing rule."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        demo_seed()
-        if apps.is_installed("fix"):
-            from fix.demo import fix_demo_seed
+        if settings.LIVERMORE_DEMO:
+            demo_seed()
+            if apps.is_installed("fix"):
+                from fix.demo import fix_demo_seed
 
-            fix_demo_seed()
+                fix_demo_seed()
+        else:
+            instruments_seed()
+            self.stdout.write(
+                "Live deployment (LIVERMORE_DEMO off): no simulated venue, demo FIX LP session or demo"
+                " routing rule seeded; add the live venues in the admin."
+            )
         periodic_tasks_sync()
         self.operator_ensure()
         self.stdout.write("Seed complete.")

@@ -6,12 +6,13 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from livermore.heap import freeze_startup_objects
 from livermore.lease import Lease
 from livermore.redis import async_client
 from marketdata.loop import MarketLoop
+from marketdata.selectors import venues_simulated_enabled
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ class Command(BaseCommand):
     help = "Run the market loop: venue adapters, LP manager, quote publishing (one active per deployment)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.LIVERMORE_DEMO and (simulated := venues_simulated_enabled()):
+            raise CommandError(
+                f"Refusing to start: simulated venue(s) {', '.join(simulated)} enabled and this deployment"
+                " is live. Disable them in the admin, or set LIVERMORE_DEMO=true if it is a demo."
+            )
         freeze_startup_objects()
         asyncio.run(self.main())
 
