@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from brokerage import services
 from brokerage.models import Deal, Position, Reason
 from brokerage.quotes import MemoryQuoteSource
-from brokerage.router import RouteDecision, RouteRequest
+from brokerage.router import Internal, RouteDecision, RouteRequest
 from brokerage.watcher import TriggerWatcher
 from livermore.errors import ServiceError
 from livermore.redis import sync_client
@@ -46,7 +46,7 @@ def test_market_fills_and_closes_record_the_venue_and_seq_of_the_quote_that_pric
 
 @pytest.mark.django_db
 def test_an_lp_fill_records_the_lp_venue_and_no_quote_seq(account, market, settings):
-    settings.ORDER_ROUTER = f"{__name__}.to_the_lp"
+    settings.ORDER_GATEWAY = f"{__name__}.to_the_lp"
     market.set("EURUSD", "1.1000", "1.1002")
     order = services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1))
     (deal,) = services.order_fill(order_id=order.pk, price=D("1.1001"), external_id="X-1", venue="lpx")
@@ -54,8 +54,12 @@ def test_an_lp_fill_records_the_lp_venue_and_no_quote_seq(account, market, setti
     assert deal.reason == Reason.LP
 
 
-def to_the_lp(request: RouteRequest) -> RouteDecision:
-    return RouteDecision(book="A", session="lp-test")
+class ToTheLp(Internal):
+    def route(self, request: RouteRequest) -> RouteDecision:
+        return RouteDecision(book="A", session="lp-test")
+
+
+to_the_lp = ToTheLp()
 
 
 @pytest.mark.django_db(transaction=True)
