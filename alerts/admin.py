@@ -69,10 +69,24 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
     list_filter = ("enabled", "kind")
     search_fields = ("name", "user__username")
     readonly_fields = ("disabled_reason",)
+    actions = ("send_test_message",)
 
     def save_model(self, request: HttpRequest, obj: NotificationChannel, form: Any, change: bool) -> None:
         url = form.cleaned_data.get("new_webhook_url") or None
         services.notification_channel_save(channel=obj, webhook_url=url)
+
+    def has_test_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("alerts.test_notificationchannel")
+
+    @admin.action(description="Send a test message to the selected channels", permissions=["test"])
+    def send_test_message(self, request: HttpRequest, queryset: QuerySet[NotificationChannel]) -> None:
+        for channel in queryset:
+            try:
+                message_id = services.notification_channel_test(channel=channel)
+            except ServiceError as exc:
+                self.message_user(request, f"{channel}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{channel}: test message posted (Discord message {message_id}).")
 
 
 @admin.register(AlertRule)
