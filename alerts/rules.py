@@ -2,9 +2,9 @@
 call these functions, and store what they changed.
 
 Prices are compared as Decimal, exactly: the bar's open/high/low/close, the quote's mid and the
-thresholds of rules on them (`Rule.exact`). Indicator values are floats (numpy computes them) and so
-are thresholds on indicators and the percentage of "moving %", a relative change that float computes
-to 1e-16. A Decimal compared with a float compares exactly too (Python converts the float losslessly).
+thresholds, amounts and percentages of rules on them (`Rule.exact`). Indicator values are floats
+(numpy computes them) and so are the thresholds of rules on indicators. A Decimal compared with a
+float compares exactly too (Python converts the float losslessly).
 Times are UTC epoch seconds.
 
 Where a rule is evaluated (the conditions and frequencies, as TradingView defines them: docs/alerts.md):
@@ -324,8 +324,10 @@ class Rule:
     other_key: str = field(init=False)
     moving: bool = field(init=False)
     exact: bool = field(init=False)  # a price compared with price levels or moves: Decimal thresholds
+    titles: dict[Direction, str] = field(init=False, repr=False, compare=False)  # made once each
 
     def __post_init__(self) -> None:
+        self.titles = {}
         self.moving = self.condition in MOVING_CONDITIONS
         self.key = CLOSE if self.source == PRICE else self.source
         self.other_key = CLOSE if self.other == PRICE else self.other
@@ -427,11 +429,11 @@ def _met(
     lo_prev: Value,
     lo: Value,
     hi: Value | None,
-    past: float | None,
+    past: Value | None,
 ) -> bool:
     """Whether the condition holds (docs/alerts.md). `prev`/`lo_prev`: the series and the level one
     evaluation earlier (None: no earlier one); `hi`: a channel's upper bound; `past`: the series
-    `bars` bars back (moving conditions)."""
+    `bars` bars back (moving conditions), a Decimal when `curr` is a price."""
     if condition is Condition.CROSSING_UP:
         return prev is not None and prev < lo_prev and curr >= lo
     if condition is Condition.CROSSING_DOWN:
@@ -458,17 +460,15 @@ def _met(
         )
     if past is None:
         return False
-    # History keeps floats; a price's float gives back its decimal digits exactly (repr round-trips).
-    before: Value = Decimal(repr(past)) if isinstance(curr, Decimal) else past
-    change = curr - before  # type: ignore[operator]
+    change = curr - past  # type: ignore[operator]
     if condition is Condition.MOVING_UP:
         return change >= lo  # type: ignore[no-any-return]
     if condition is Condition.MOVING_DOWN:
         return -change >= lo  # type: ignore[no-any-return]
-    if before == 0:
+    if past == 0:
         return False
-    # change / |before| * 100 >= lo, without the division's rounding
-    scaled, base = change * 100, lo * abs(before)  # type: ignore[operator]
+    # change / |past| * 100 >= lo, without the division's rounding
+    scaled, base = change * 100, lo * abs(past)  # type: ignore[operator]
     return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base  # type: ignore[no-any-return]
 
 
@@ -497,15 +497,17 @@ def _condition_firing(
     label: str,
     value: Value,
     ts: float,
-    *,
     rising: bool,
     gate: Gate,
 ) -> Firing:
-    """The firing; flagged `stop` when the flood stop stopped the rule with it."""
+    """The firing; flagged `stop` when the flood stop stopped the rule with it. `rising`: a crossing
+    (either way) came from below."""
     direction = CONDITION_DIRECTION[condition]
     if condition is Condition.CROSSING:
         direction = Direction.UP if rising else Direction.DOWN
-    title = _title(rule, condition, direction)
+    title = rule.titles.get(direction)
+    if title is None:
+        title = rule.titles[direction] = _title(rule, condition, direction)
     return Firing(
         rule.id, rule.symbol, rule.timeframe, bar_start, label, title, value, direction, ts, gate is Gate.STOP
     )
@@ -537,13 +539,13 @@ def gate(state: RuleState, frequency: Frequency, *, bar_start: int, ts: float) -
         frequency is Frequency.ONCE_PER_MINUTE and state.last_ts is not None and ts - state.last_ts < MINUTE_S
     ):
         return Gate.SKIP
-    recent = [t for t in state.recent if ts - t < FLOOD_WINDOW_S]
-    if len(recent) >= FLOOD_MAX:
-        state.recent = recent
-        state.stopped = True
-        return Gate.STOP
-    recent.append(ts)
-    state.recent = recent
+    recent = state.recent
+    if len(recent) >= FLOOD_MAX:  # only then can the window hold too many (keeps it short)
+        recent = state.recent = [t for t in recent if ts - t < FLOOD_WINDOW_S]
+        if len(recent) >= FLOOD_MAX:
+            state.stopped = True
+            return Gate.STOP
+    state.recent = [*recent, ts]
     state.last_ts = ts
     return Gate.FIRE
 
@@ -571,6 +573,7 @@ def evaluate_bar_close(
     history_keys = set(CHART_KEYS)
     history_keys.update(k for k in cur if k.startswith("ema"))
     cur_get, prev_get = cur.get, prev_values.get
+    pasts: dict[tuple[str, int], Value | None] = {}
     for rule in rules:
         if rule.moving:
             depth = max(depth, rule.bars + 1)
@@ -596,18 +599,25 @@ def evaluate_bar_close(
                 continue
         else:
             lo = lo_prev = rule.threshold
-        past = series.past(rule.key, rule.bars) if rule.moving else None
+        past = None
+        if rule.moving:
+            window = (rule.key, rule.bars)
+            if window in pasts:
+                past = pasts[window]
+            else:
+                past = pasts[window] = series.past(rule.key, rule.bars)
+                if past is not None and rule.exact:
+                    # History keeps floats; a price's float gives back its decimal digits exactly.
+                    past = pasts[window] = Decimal(repr(past))
         prev = prev_get(rule.key)
         condition: Condition = rule.condition  # type: ignore[assignment]
         if not _met(condition, prev, curr, lo_prev, lo, rule.upper, past):  # type: ignore[arg-type]
             continue
         outcome = gate(state, rule.frequency, bar_start=bar_start, ts=now)
         if outcome is not Gate.SKIP:
-            rising = prev is not None and prev < lo_prev  # type: ignore[operator]
+            rising = condition is Condition.CROSSING and prev < lo_prev  # type: ignore[operator]
             firings.append(
-                _condition_firing(
-                    rule, condition, bar_start, condition.value, curr, now, rising=rising, gate=outcome
-                )
+                _condition_firing(rule, condition, bar_start, condition.value, curr, now, rising, outcome)
             )
     series.advance(bar_start, cur, depth, sorted(history_keys))
     return firings
@@ -636,10 +646,8 @@ def evaluate_quote(
         label = condition.value
         if rule.frequency is Frequency.EVERY_TIME or rule.frequency is Frequency.ONCE_PER_MINUTE:
             label = f"{label}@{ts_ns}"  # several firings in one bar
-        rising = prev is not None and prev < level
-        firings.append(
-            _condition_firing(rule, condition, bar_start, label, price, ts, rising=rising, gate=outcome)
-        )
+        rising = condition is Condition.CROSSING and prev < level  # type: ignore[operator]
+        firings.append(_condition_firing(rule, condition, bar_start, label, price, ts, rising, outcome))
     return firings
 
 
