@@ -834,11 +834,14 @@ def notification_retry(*, notification: Notification) -> Notification:
     return notification
 
 
-def notifications_requeue_due(*, grace_s: float = 60.0) -> int:
-    """Re-enqueues pending rows whose delivery is overdue (a task lost with a broker or worker).
+def notifications_requeue_due(*, grace_s: float | None = None) -> int:
+    """Re-enqueues pending rows whose delivery is overdue by more than ALERTS_REQUEUE_GRACE_S (a task
+    lost with a broker or a worker killed mid-delivery: its row lock died with its connection).
     Extra deliveries of a row are harmless: the row lock and its status decide."""
     from alerts.tasks import notification_deliver
 
+    if grace_s is None:
+        grace_s = settings.ALERTS_REQUEUE_GRACE_S
     due = list(
         Notification.objects.filter(
             status=Notification.Status.PENDING,
