@@ -462,14 +462,14 @@ def _met(
         return False
     change = curr - past  # type: ignore[operator]
     if condition is Condition.MOVING_UP:
-        return change >= lo  # type: ignore[no-any-return]
+        return change >= lo
     if condition is Condition.MOVING_DOWN:
-        return -change >= lo  # type: ignore[no-any-return]
+        return -change >= lo
     if past == 0:
         return False
     # change / |past| * 100 >= lo, without the division's rounding
     scaled, base = change * 100, lo * abs(past)  # type: ignore[operator]
-    return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base  # type: ignore[no-any-return]
+    return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base
 
 
 def _title(rule: Rule, condition: Condition, direction: Direction) -> str:
