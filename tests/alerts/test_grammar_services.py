@@ -125,6 +125,41 @@ def test_the_stored_state_decides_the_flood_stop(alice: Any, btc: Instrument) ->
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_stored_state_decides_once_per_minute(alice: Any, btc: Instrument) -> None:
+    """Fired 30 s ago according to the stored state: a listener that missed it cannot fire then
+    (its own next firing comes 60 s after what it believed was one)."""
+    rule = live_rule(alice, btc, frequency="once_per_minute", state={"last_ts": BAR - 29.0})
+    listener = LiveAlerts()
+    listener(quote("94000", 0))
+    listener.flush()
+    listener.rules["BTCUSD"][0].state.last_ts = None  # the stale in-memory view
+    for second in (1, 2, 61):
+        listener(quote("95001", second))
+    listener.flush()
+    labels = list(AlertEvent.objects.filter(rule=rule).values_list("label", flat=True))
+    assert labels == [f"greater_than@{(BAR + 61) * 1_000_000_000}"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_re_armed_rule_fires_again_on_quotes(alice: Any, btc: Instrument) -> None:
+    """The listener keeps its in-memory progress across refreshes, but not across an edit by the
+    owner: re-arming a stopped rule makes it fire again at once."""
+    rule = live_rule(alice, btc)
+    listener = LiveAlerts()
+    run_quotes(listener, ["95001"] * 20)
+    rule.refresh_from_db()
+    assert rule.status == AlertRule.Status.STOPPED
+    response = client_for(alice).patch(f"/api/v1/alert-rules/{rule.pk}", {"status": "active"}, format="json")
+    assert response.status_code == 200
+    listener._next_refresh = 0
+    listener(quote("95001", 200))  # refreshes: the re-armed rule comes back with a fresh state
+    listener.flush()
+    listener(quote("95002", 201))
+    listener.flush()
+    assert AlertEvent.objects.filter(rule=rule, label=f"greater_than@{(BAR + 201) * 1_000_000_000}").exists()
+
+
 @pytest.mark.django_db
 def test_a_bar_close_rule_that_fires_too_often_is_stopped(alice: Any, btc: Instrument) -> None:
     close_at = BAR + 300
