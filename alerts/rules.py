@@ -257,7 +257,7 @@ class RuleState:
     stopped: bool = False  # fired too often (`gate`): evaluated no more until its owner resets it
     last_bar: int | None = None  # bar start of the last firing (once per bar)
     last_ts: float | None = None  # time of the last firing (once per minute)
-    recent: list[float] = field(default_factory=list)  # firing times in the last FLOOD_WINDOW_S
+    recent: list[float] = field(default_factory=list)  # times of its last quote firings (flood stop)
     latch_oversold: bool = False  # MACD-V reversals: fired, latched until the next level crossing
     latch_overbought: bool = False
     cooldowns: dict[str, float] = field(default_factory=dict)  # MACD-V label -> time it last fired
@@ -525,28 +525,32 @@ def stop_notice(firing: Firing) -> Firing:
     )
 
 
-def gate(state: RuleState, frequency: Frequency, *, bar_start: int, ts: float) -> Gate:
+def gate(state: RuleState, frequency: Frequency, bar_start: int, ts: float, *, counted: bool = True) -> Gate:
     """Applies the frequency, then the flood stop, to a condition met at `ts` (epoch s) in the bar
     starting at `bar_start`, and records the firing in the state. Shared by the evaluators and by
-    the service that re-checks the quote listener's firings under the rule's row lock."""
+    the service that re-checks the quote listener's firings under the rule's row lock.
+
+    `counted`: the firing counts toward the flood stop. Bar-close firings are not counted: a rule
+    fires at most once per bar there, and bars are a minute long at least, so it cannot fire more
+    than 3 times in 3 minutes (and its state does not change with every firing)."""
     if frequency is Frequency.ONCE:
         state.done = True
     elif frequency is Frequency.ONCE_PER_BAR or frequency is Frequency.ONCE_PER_BAR_CLOSE:
         if state.last_bar is not None and state.last_bar >= bar_start:
             return Gate.SKIP
         state.last_bar = bar_start
-    elif (
-        frequency is Frequency.ONCE_PER_MINUTE and state.last_ts is not None and ts - state.last_ts < MINUTE_S
-    ):
-        return Gate.SKIP
-    recent = state.recent
-    if len(recent) >= FLOOD_MAX:  # only then can the window hold too many (keeps it short)
-        recent = state.recent = [t for t in recent if ts - t < FLOOD_WINDOW_S]
-        if len(recent) >= FLOOD_MAX:
-            state.stopped = True
-            return Gate.STOP
-    state.recent = [*recent, ts]
-    state.last_ts = ts
+    elif frequency is Frequency.ONCE_PER_MINUTE:
+        if state.last_ts is not None and ts - state.last_ts < MINUTE_S:
+            return Gate.SKIP
+        state.last_ts = ts
+    if counted:
+        recent = state.recent
+        if len(recent) >= FLOOD_MAX:  # only then can the window hold too many (keeps it short)
+            recent = state.recent = [t for t in recent if ts - t < FLOOD_WINDOW_S]
+            if len(recent) >= FLOOD_MAX:
+                state.stopped = True
+                return Gate.STOP
+        recent.append(ts)
     return Gate.FIRE
 
 
@@ -561,7 +565,7 @@ def evaluate_bar_close(
     """Evaluates the bar-close rules of one (symbol, timeframe) on its newly closed bar and advances
     the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
     A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing.
-    The bar's time is its close: once per minute and the flood stop count in bar time."""
+    The bar's time is its close: once per minute counts in bar time."""
     if series.bar_start is not None and bar_start <= series.bar_start:
         return []
     tf_s = TIMEFRAME_SECONDS[series.timeframe]
@@ -613,7 +617,7 @@ def evaluate_bar_close(
         condition: Condition = rule.condition  # type: ignore[assignment]
         if not _met(condition, prev, curr, lo_prev, lo, rule.upper, past):  # type: ignore[arg-type]
             continue
-        outcome = gate(state, rule.frequency, bar_start=bar_start, ts=now)
+        outcome = gate(state, rule.frequency, bar_start, now, counted=False)
         if outcome is not Gate.SKIP:
             rising = condition is Condition.CROSSING and prev < lo_prev  # type: ignore[operator]
             firings.append(
@@ -640,7 +644,7 @@ def evaluate_quote(
             continue
         tf_s = TIMEFRAME_SECONDS[rule.timeframe]
         bar_start = int(ts) - int(ts) % tf_s
-        outcome = gate(state, rule.frequency, bar_start=bar_start, ts=ts)
+        outcome = gate(state, rule.frequency, bar_start, ts)
         if outcome is Gate.SKIP:
             continue
         label = condition.value

@@ -423,8 +423,6 @@ def _evaluate_bar(
             stored.state = rule.state.to_json()
             if rule.state.done:
                 stored.status = AlertRule.Status.TRIGGERED
-            elif rule.state.stopped:
-                stored.status = AlertRule.Status.STOPPED
             if rule.id in fired_ids:
                 stored.last_fired_at = close_at
             changed.append(stored)
@@ -466,9 +464,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
             ):
                 continue
             state = states.setdefault(row.pk, rules.RuleState.from_json(row.state))
-            outcome = rules.gate(
-                state, rules.Frequency(row.frequency), bar_start=firing.bar_start, ts=firing.ts
-            )
+            outcome = rules.gate(state, rules.Frequency(row.frequency), firing.bar_start, firing.ts)
             if outcome is rules.Gate.SKIP:
                 continue
             firing = replace(firing, stop=outcome is rules.Gate.STOP)

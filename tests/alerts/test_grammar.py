@@ -276,6 +276,20 @@ def test_the_three_minutes_are_a_sliding_window() -> None:
     assert not on_time.stop and not r.state.stopped
 
 
+def test_bar_close_firings_cannot_flood_and_are_not_counted() -> None:
+    # once per bar, bars a minute apart at least: 20 firings in 20 minutes, never 16 in 3 minutes
+    r = Rule(1, "BTCUSD", "1m", source="rsi14", condition=Condition.GREATER_THAN, threshold=50.0,
+             frequency=Frequency.EVERY_TIME)  # fmt: skip
+    series = SeriesState("BTCUSD", "1m")
+    fired = [
+        f
+        for i in range(20)
+        for f in evaluate_bar_close([r], series, bar_start=BAR + i * 60, values={"rsi14": 60.0})
+    ]
+    assert len(fired) == 20 and not any(f.stop for f in fired)
+    assert r.state == RuleState()  # nothing to remember for an every-time rule
+
+
 def test_a_stopped_rule_is_evaluated_no_more() -> None:
     r = rule(Condition.GREATER_THAN, 50.0, source="rsi14", frequency=Frequency.EVERY_TIME,
              state=RuleState(stopped=True))  # fmt: skip

@@ -15,12 +15,12 @@ from rest_framework.test import APIClient
 from alerts.listeners import LiveAlerts
 from alerts.models import AlertEvent, AlertRule, Notification, NotificationChannel
 from alerts.rules import FLOOD_MAX, STOPPED
-from alerts.services import alert_rules_expire, alerts_evaluate_bar_close
+from alerts.services import alert_rules_expire
 from marketdata.models import Instrument
 from marketdata.quotes import Quote, SelectedQuote
 from tests.fakes.discord import FakeDiscord, Status
 
-from .conftest import BAR, bar_values, channel_for
+from .conftest import BAR, channel_for
 
 RULE = {
     "symbol": "BTCUSD",
@@ -158,22 +158,6 @@ def test_a_re_armed_rule_fires_again_on_quotes(alice: Any, btc: Instrument) -> N
     listener(quote("95002", 201))
     listener.flush()
     assert AlertEvent.objects.filter(rule=rule, label=f"greater_than@{(BAR + 201) * 1_000_000_000}").exists()
-
-
-@pytest.mark.django_db
-def test_a_bar_close_rule_that_fires_too_often_is_stopped(alice: Any, btc: Instrument) -> None:
-    close_at = BAR + 300
-    recent = [close_at - 170.0 + i for i in range(FLOOD_MAX)]
-    rule = AlertRule.objects.create(
-        user=alice, instrument=btc, timeframe="5m", source="rsi14", condition="greater_than", threshold=50,
-        frequency="every_time", state={"recent": recent},
-    )  # fmt: skip
-    (event,) = alerts_evaluate_bar_close(
-        symbol="BTCUSD", timeframe="5m", bar_start=BAR, values={**bar_values(0.0), "rsi14": 60.0}
-    )
-    assert event.label == f"{STOPPED}@{close_at * 1000}" and event.title.startswith("Alert stopped")
-    rule.refresh_from_db()
-    assert rule.status == AlertRule.Status.STOPPED
 
 
 @pytest.mark.django_db
