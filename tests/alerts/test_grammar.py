@@ -131,6 +131,25 @@ def test_indicator_conditions_compare_floats_with_the_same_rules() -> None:
     assert closes(rule(Condition.CROSSING_DOWN, 70.0, source="rsi14"), rsi, key="rsi14") == [3]
     assert closes(rule(Condition.CROSSING, 70.0, source="rsi14"), rsi, key="rsi14") == [1, 3]
     assert closes(rule(Condition.GREATER_THAN, 70.0, source="rsi14"), rsi, key="rsi14") == [2]
+    # a channel on RSI 30..70: 29.99 -> 30 enters (1), 70 -> 70.01 exits (3)
+    rsi = [29.99, 30.0, 70.0, 70.01, 50.0]
+    assert closes(rule(Condition.ENTERING_CHANNEL, 30.0, upper=70.0, source="rsi14"), rsi, key="rsi14") == [
+        1,
+        4,
+    ]
+    assert closes(rule(Condition.EXITING_CHANNEL, 30.0, upper=70.0, source="rsi14"), rsi, key="rsi14") == [3]
+    assert closes(rule(Condition.INSIDE_CHANNEL, 30.0, upper=70.0, source="rsi14"), rsi, key="rsi14") == [
+        1,
+        2,
+        4,
+    ]
+    assert closes(rule(Condition.OUTSIDE_CHANNEL, 30.0, upper=70.0, source="rsi14"), rsi, key="rsi14") == [
+        0,
+        3,
+    ]
+    # MACD-V moving down by 50 over 2 bars: bar 2 -49.99, bar 3 -50 exactly
+    macdv = [100.0, 80.0, 50.01, 30.0]
+    assert closes(rule(Condition.MOVING_DOWN, 50.0, source="macdv", bars=2), macdv, key="macdv") == [3]
     # 110 vs 100 is +10% exactly, also in floats
     r = rule(Condition.MOVING_UP_PCT, 10.0, source="ema12", bars=1)
     assert closes(r, [100.0, 110.0, 120.98], key="ema12") == [1]

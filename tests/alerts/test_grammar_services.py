@@ -16,6 +16,7 @@ from alerts.listeners import LiveAlerts
 from alerts.models import AlertEvent, AlertRule, Notification, NotificationChannel
 from alerts.rules import FLOOD_MAX, STOPPED
 from alerts.services import alert_rules_expire
+from livermore.schedules import JOBS
 from marketdata.models import Instrument
 from marketdata.quotes import Quote, SelectedQuote
 from tests.fakes.discord import FakeDiscord, Status
@@ -184,6 +185,7 @@ def test_the_expiry_job_marks_rules_past_their_expiry(alice: Any, btc: Instrumen
     past = live_rule(alice, btc, expires_at=now - timedelta(seconds=1))
     future = live_rule(alice, btc, expires_at=now + timedelta(hours=1))
     open_ended = live_rule(alice, btc)
+    assert any(job.task == "alerts.tasks.alert_rules_expire" for job in JOBS)  # every minute, by beat
     assert alert_rules_expire(now=now) == 1
     statuses = dict(AlertRule.objects.values_list("pk", "status"))
     assert statuses == {past.pk: "expired", future.pk: "active", open_ended.pk: "active"}
