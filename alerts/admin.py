@@ -1,3 +1,4 @@
+import time
 from typing import Any
 
 from django import forms
@@ -7,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from alerts import services
+from alerts import rules, services
 from alerts.models import (
     AlertEvent,
     AlertRule,
@@ -89,8 +90,29 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
                 self.message_user(request, f"{channel}: test message posted (Discord message {message_id}).")
 
 
+class AlertRuleForm(forms.ModelForm[AlertRule]):
+    class Meta:
+        model = AlertRule
+        fields = (
+            "user", "name", "instrument", "timeframe", "kind", "source", "condition", "threshold", "upper",
+            "other", "bars", "frequency", "expires_at", "status",
+        )  # fmt: skip
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk is None or "expires_at" in self.changed_data:
+            expires_at = cleaned.get("expires_at")
+            errors = rules.expiry_errors(
+                expires_at=expires_at.timestamp() if expires_at else None, now=time.time()
+            )
+            for field, messages_ in errors.items():
+                self.add_error(field, messages_)
+        return cleaned
+
+
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
+    form = AlertRuleForm
     list_display = (
         "__str__",
         "user",

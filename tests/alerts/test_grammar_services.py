@@ -212,6 +212,22 @@ def test_a_rule_cannot_be_created_or_re_armed_already_expired(alice: Any, btc: I
     assert rule.status == "expired"
 
 
+@pytest.mark.django_db
+def test_the_admin_refuses_an_expiry_in_the_past(admin_client: Any, alice: Any, btc: Instrument) -> None:
+    form = {
+        "user": alice.pk, "name": "", "instrument": btc.pk, "timeframe": "1h", "kind": "condition",
+        "source": "price", "condition": "crossing", "threshold": "6", "upper": "", "other": "",
+        "bars": 1, "frequency": "once_per_minute", "expires_at_0": "2020-01-01", "expires_at_1": "00:00:00",
+        "status": "active",
+    }  # fmt: skip
+    response = admin_client.post(reverse("admin:alerts_alertrule_add"), form)
+    assert response.status_code == 200 and "Must be in the future." in response.content.decode()
+    assert not AlertRule.objects.exists()
+    future = {**form, "expires_at_0": (timezone.now() + timedelta(days=2)).date().isoformat()}
+    assert admin_client.post(reverse("admin:alerts_alertrule_add"), future).status_code == 302
+    assert AlertRule.objects.get().frequency == "once_per_minute"
+
+
 # -- bad specs -------------------------------------------------------------------------------------------
 
 
