@@ -109,7 +109,6 @@ CHANNEL_CONDITIONS = frozenset(
 )
 PERCENT_CONDITIONS = frozenset({Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT})
 MOVING_CONDITIONS = frozenset({Condition.MOVING_UP, Condition.MOVING_DOWN}) | PERCENT_CONDITIONS
-LEVEL_CONDITIONS = frozenset({Condition.GREATER_THAN, Condition.LESS_THAN})
 # Every series a rule may read on a closed bar: the bar itself and each indicator the bar-close path
 # computes, with `_signal` / `_histogram` where the indicator has them (see services.bar_close_values).
 SERIES = frozenset(
