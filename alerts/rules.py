@@ -389,8 +389,11 @@ class SeriesState:
         return {k: Decimal(v) if isinstance(v, str) else float(v) for k, v in data.items()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Firing:
+    """What fired; treated as a value, never changed (`replace` makes a changed copy). Not a frozen
+    dataclass: those build five times slower, and a bar close can make thousands of firings."""
+
     rule_id: int
     symbol: str
     timeframe: str
