@@ -470,6 +470,12 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
             firing = replace(firing, stop=outcome is rules.Gate.STOP)
             if firing.stop:
                 row.status = AlertRule.Status.STOPPED
+                log.warning(
+                    "alert rule %s stopped: it would fire more than %d times in %ds",
+                    row.pk,
+                    rules.FLOOD_MAX,
+                    rules.FLOOD_WINDOW_S,
+                )
             elif state.done:
                 row.status = AlertRule.Status.TRIGGERED
             row.state = state.to_json()
