@@ -1,3 +1,4 @@
+import time
 from typing import Any
 
 from django import forms
@@ -7,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from alerts import services
+from alerts import rules, services
 from alerts.models import (
     AlertEvent,
     AlertRule,
@@ -90,14 +91,49 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
     list_filter = ("enabled", "kind")
     search_fields = ("name", "user__username")
     readonly_fields = ("disabled_reason",)
+    actions = ("send_test_message",)
 
     def save_model(self, request: HttpRequest, obj: NotificationChannel, form: Any, change: bool) -> None:
         url = form.cleaned_data.get("new_webhook_url") or None
         services.notification_channel_save(channel=obj, webhook_url=url)
 
+    def has_test_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("alerts.test_notificationchannel")
+
+    @admin.action(description="Send a test message to the selected channels", permissions=["test"])
+    def send_test_message(self, request: HttpRequest, queryset: QuerySet[NotificationChannel]) -> None:
+        for channel in queryset:
+            try:
+                message_id = services.notification_channel_test(channel=channel)
+            except ServiceError as exc:
+                self.message_user(request, f"{channel}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{channel}: test message posted (Discord message {message_id}).")
+
+
+class AlertRuleForm(forms.ModelForm[AlertRule]):
+    class Meta:
+        model = AlertRule
+        fields = (
+            "user", "name", "instrument", "timeframe", "kind", "source", "condition", "threshold", "upper",
+            "other", "bars", "frequency", "expires_at", "status",
+        )  # fmt: skip
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk is None or "expires_at" in self.changed_data:
+            expires_at = cleaned.get("expires_at")
+            errors = rules.expiry_errors(
+                expires_at=expires_at.timestamp() if expires_at else None, now=time.time()
+            )
+            for field, messages_ in errors.items():
+                self.add_error(field, messages_)
+        return cleaned
+
 
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
+    form = AlertRuleForm
     list_display = (
         "__str__",
         "user",

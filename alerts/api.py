@@ -1,8 +1,10 @@
+import time
 from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -140,6 +142,8 @@ class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
             bars=merged.get("bars", 1),
             frequency=merged.get("frequency", rules.Frequency.ONCE_PER_BAR_CLOSE),
         )
+        if (self.instance is None or "expires_at" in attrs) and attrs.get("expires_at") is not None:
+            errors |= rules.expiry_errors(expires_at=attrs["expires_at"].timestamp(), now=time.time())
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -191,6 +195,11 @@ class NotificationChannelSerializer(serializers.ModelSerializer[NotificationChan
         return bool(obj.webhook_url)
 
 
+class ChannelTestSerializer(serializers.Serializer):
+    sent = serializers.BooleanField()
+    message_id = serializers.CharField(help_text="Discord's id of the posted message")
+
+
 class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
     """A user's Discord webhooks. The webhook URL is write-only: it holds the webhook's token."""
 
@@ -215,6 +224,13 @@ class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
 
     def perform_destroy(self, instance: NotificationChannel) -> None:
         services.notification_channel_delete(channel=instance)
+
+    @extend_schema(request=None, responses=ChannelTestSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Posts a test message to the channel's webhook now (502 when Discord does not take it)."""
+        message_id = services.notification_channel_test(channel=self.get_object())
+        return Response(ChannelTestSerializer({"sent": True, "message_id": message_id}).data)
 
 
 class AlertEventSerializer(serializers.ModelSerializer[AlertEvent]):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
@@ -25,17 +25,16 @@ TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 UNKNOWN_WEBHOOK = 10015
 
 
+# (lower bound of |price|, decimal places), first match wins: the replaced system's Discord prices.
+PRICE_DECIMALS = ((Decimal(1), 2), (Decimal("0.01"), 4), (Decimal("0.0001"), 6), (Decimal(0), 8))
+
+
 def format_price(price: Decimal) -> str:
-    """>= 1000: 2 dp with thousands separators; >= 1: 4 dp; below 1: 6 significant digits."""
+    """2 decimals at or above 1, 4 at or above 0.01, 6 at or above 0.0001, else 8, as the replaced
+    system showed prices; rounded half up, thousands grouped with commas."""
     magnitude = abs(price)
-    if magnitude >= 1000:
-        return f"{price:,.2f}"
-    if magnitude >= 1:
-        return f"{price:.4f}"
-    if magnitude == 0:
-        return "0"
-    exponent = magnitude.adjusted() - 5
-    return f"{price.quantize(Decimal(1).scaleb(exponent)):f}"
+    places = next(p for bound, p in PRICE_DECIMALS if magnitude >= bound)
+    return f"{price.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,f}"
 
 
 def format_value(value: Decimal | float | None) -> str:
@@ -104,6 +103,18 @@ def alert_embed(
     if with_chart:
         embed["image"] = {"url": f"attachment://{CHART_FILENAME}"}
     return embed
+
+
+def test_embed(*, channel_name: str, sent_at: datetime) -> dict[str, Any]:
+    """The message "send test message" posts: shows the webhook works, looks like no alert."""
+    return {
+        "type": "rich",
+        "title": "Livermore test message"[:256],
+        "description": f"Alerts for the channel \u201c{channel_name[:100]}\u201d will be posted here.",
+        "color": COLOURS["neutral"],
+        "footer": {"text": "Livermore test message"},
+        "timestamp": sent_at.astimezone(UTC).isoformat(),
+    }
 
 
 @dataclass(frozen=True, slots=True)

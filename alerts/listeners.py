@@ -90,8 +90,7 @@ class LiveAlerts:
                 for rule in symbol_rules:
                     old = current.get(rule.id)
                     if old is not None and _definition(old) == _definition(rule):
-                        rule.state.done = rule.state.done or old.state.done
-                        rule.state.last_bar = max(rule.state.last_bar or 0, old.state.last_bar or 0) or None
+                        rule.state = rule.state.merged(old.state)
             self._seed_mids(list(fresh))
             self.rules = fresh
         finally:
@@ -127,7 +126,17 @@ class LiveAlerts:
 
 
 def _definition(rule: rules.Rule) -> tuple[object, ...]:
-    return (rule.symbol, rule.timeframe, rule.condition, rule.threshold, rule.upper, rule.frequency)
+    """The same rule, not edited since: an edit (or a re-activation) resets the stored state, which
+    the in-memory copy must then not carry over."""
+    return (
+        rule.symbol,
+        rule.timeframe,
+        rule.condition,
+        rule.threshold,
+        rule.upper,
+        rule.frequency,
+        rule.version,
+    )
 
 
 on_quote = LiveAlerts()

@@ -75,6 +75,7 @@ class NotificationChannel(models.Model):
 
     class Meta:
         ordering = ("user", "name")
+        permissions = [("test_notificationchannel", "Can send a test message to a notification channel")]
 
     def __str__(self) -> str:
         return self.name
@@ -94,6 +95,7 @@ class AlertRule(models.Model):
         PAUSED = "paused", "Paused"
         TRIGGERED = "triggered", "Triggered (once)"
         EXPIRED = "expired", "Expired"
+        STOPPED = "stopped", "Stopped (triggered too often)"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_rules")
     name = models.CharField(max_length=100, blank=True)
@@ -115,7 +117,7 @@ class AlertRule(models.Model):
         decimal_places=10,
         null=True,
         blank=True,
-        help_text="The level, the channel's lower bound, or the percentage for moving %",
+        help_text="The level, the channel's lower bound, or the amount (percentage) for moving (%)",
     )
     upper = models.DecimalField(
         max_digits=24, decimal_places=10, null=True, blank=True, help_text="The channel's upper bound"
@@ -123,7 +125,7 @@ class AlertRule(models.Model):
     other = models.CharField(
         max_length=40, blank=True, help_text="Compare with this series instead of the threshold"
     )
-    bars = models.PositiveSmallIntegerField(default=1, help_text="N for moving % over N bars")
+    bars = models.PositiveSmallIntegerField(default=1, help_text="N for moving (%) over N bars")
     frequency = models.CharField(
         max_length=24,
         choices=[(f.value, f.value.replace("_", " ")) for f in rules.Frequency],
@@ -187,6 +189,7 @@ class AlertRule(models.Model):
             frequency=rules.Frequency(self.frequency),
             expires_at=self.expires_at.timestamp() if self.expires_at else None,
             state=rules.RuleState.from_json(self.state),
+            version=self.updated_at.isoformat() if self.updated_at else "",
         )
 
 

@@ -2,14 +2,14 @@
 call these functions, and store what they changed.
 
 Prices are compared as Decimal, exactly: the bar's open/high/low/close, the quote's mid and the
-thresholds of rules on them (`Rule.exact`). Indicator values are floats (numpy computes them) and so
-are thresholds on indicators and the percentage of "moving %", a relative change that float computes
-to 1e-16. A Decimal compared with a float compares exactly too (Python converts the float losslessly).
+thresholds, amounts and percentages of rules on them (`Rule.exact`). Indicator values are floats
+(numpy computes them) and so are the thresholds of rules on indicators. A Decimal compared with a
+float compares exactly too (Python converts the float losslessly).
 Times are UTC epoch seconds.
 
-Where a rule is evaluated:
-- on quotes (`evaluate_quote`): price rules against constant levels with frequency once, once per
-  bar or every time, except "greater/less than every time" and "moving %", which are bar-close rules;
+Where a rule is evaluated (the conditions and frequencies, as TradingView defines them: docs/alerts.md):
+- on quotes (`evaluate_quote`): price rules against constant levels with any frequency but once per
+  bar close, except "moving", which compares with closed bars and so is a bar-close rule;
 - on candle close (`evaluate_bar_close`): every other rule, including the MACD-V preset.
 
 MACD-V bias of a symbol, as the replaced Livermore monitor computed it: each timeframe's MACD-V stage
@@ -21,7 +21,7 @@ Bearish the other way round, else Neutral (so also when nothing is known).
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -36,12 +36,19 @@ class Kind(StrEnum):
 
 
 class Condition(StrEnum):
+    """TradingView's alert operators (docs/alerts.md has the definitions)."""
+
+    CROSSING = "crossing"
     CROSSING_UP = "crossing_up"
     CROSSING_DOWN = "crossing_down"
     GREATER_THAN = "greater_than"
     LESS_THAN = "less_than"
     ENTERING_CHANNEL = "entering_channel"
     EXITING_CHANNEL = "exiting_channel"
+    INSIDE_CHANNEL = "inside_channel"
+    OUTSIDE_CHANNEL = "outside_channel"
+    MOVING_UP = "moving_up"
+    MOVING_DOWN = "moving_down"
     MOVING_UP_PCT = "moving_up_pct"
     MOVING_DOWN_PCT = "moving_down_pct"
 
@@ -50,7 +57,16 @@ class Frequency(StrEnum):
     ONCE = "once"
     ONCE_PER_BAR = "once_per_bar"
     ONCE_PER_BAR_CLOSE = "once_per_bar_close"
+    ONCE_PER_MINUTE = "once_per_minute"
     EVERY_TIME = "every_time"
+
+
+class Gate(StrEnum):
+    """What the frequency and the flood stop make of a met condition (`gate`)."""
+
+    FIRE = "fire"
+    SKIP = "skip"
+    STOP = "stop"  # the firing would be one too many: the rule stops and its owner is told
 
 
 class Direction(StrEnum):
@@ -74,13 +90,25 @@ OVERBOUGHT_REVERSAL_HIST = 0.03  # histogram below -3% of |MACD-V|
 MACDV_COOLDOWN_S = 300.0
 TIMEFRAME_WEIGHTS = {"1m": 1, "5m": 2, "15m": 3, "1h": 4, "4h": 5, "1d": 6}
 BIAS_RATIO = 1.5
-MAX_BARS = 500  # longest "moving % over N bars" window
+MAX_BARS = 500  # longest "moving over N bars" window
+MINUTE_S = 60.0  # once per minute: at most one firing in any 60 s
+# TradingView stops an alert that triggers more than 15 times within 3 minutes.
+FLOOD_MAX = 15
+FLOOD_WINDOW_S = 180.0
+STOPPED = "stopped"  # label prefix of the notice that a rule was stopped
 CHART_BARS = 120  # bars of OHLCV and MACD-V kept per series for the chart
 CHART_KEYS = ("open", "high", "low", CLOSE, "volume", MACDV, MACDV_SIGNAL, MACDV_HISTOGRAM)
 
-CHANNEL_CONDITIONS = frozenset({Condition.ENTERING_CHANNEL, Condition.EXITING_CHANNEL})
-MOVING_CONDITIONS = frozenset({Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT})
-LEVEL_CONDITIONS = frozenset({Condition.GREATER_THAN, Condition.LESS_THAN})
+CHANNEL_CONDITIONS = frozenset(
+    {
+        Condition.ENTERING_CHANNEL,
+        Condition.EXITING_CHANNEL,
+        Condition.INSIDE_CHANNEL,
+        Condition.OUTSIDE_CHANNEL,
+    }
+)
+PERCENT_CONDITIONS = frozenset({Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT})
+MOVING_CONDITIONS = frozenset({Condition.MOVING_UP, Condition.MOVING_DOWN}) | PERCENT_CONDITIONS
 # Every series a rule may read on a closed bar: the bar itself and each indicator the bar-close path
 # computes, with `_signal` / `_histogram` where the indicator has them (see services.bar_close_values).
 SERIES = frozenset(
@@ -89,22 +117,32 @@ SERIES = frozenset(
 )
 
 CONDITION_TEXT = {
+    Condition.CROSSING: "crossed",  # the title says which way it went (`_title`)
     Condition.CROSSING_UP: "crossed above",
     Condition.CROSSING_DOWN: "crossed below",
     Condition.GREATER_THAN: "is above",
     Condition.LESS_THAN: "is below",
     Condition.ENTERING_CHANNEL: "entered channel",
     Condition.EXITING_CHANNEL: "exited channel",
+    Condition.INSIDE_CHANNEL: "is inside channel",
+    Condition.OUTSIDE_CHANNEL: "is outside channel",
+    Condition.MOVING_UP: "moved up",
+    Condition.MOVING_DOWN: "moved down",
     Condition.MOVING_UP_PCT: "moved up",
     Condition.MOVING_DOWN_PCT: "moved down",
 }
 CONDITION_DIRECTION = {
+    Condition.CROSSING: Direction.NEUTRAL,  # up or down as it went (`_condition_firing`)
     Condition.CROSSING_UP: Direction.UP,
     Condition.CROSSING_DOWN: Direction.DOWN,
     Condition.GREATER_THAN: Direction.UP,
     Condition.LESS_THAN: Direction.DOWN,
     Condition.ENTERING_CHANNEL: Direction.NEUTRAL,
     Condition.EXITING_CHANNEL: Direction.NEUTRAL,
+    Condition.INSIDE_CHANNEL: Direction.NEUTRAL,
+    Condition.OUTSIDE_CHANNEL: Direction.NEUTRAL,
+    Condition.MOVING_UP: Direction.UP,
+    Condition.MOVING_DOWN: Direction.DOWN,
     Condition.MOVING_UP_PCT: Direction.UP,
     Condition.MOVING_DOWN_PCT: Direction.DOWN,
 }
@@ -169,7 +207,7 @@ def validate_spec(
     if not source:
         err("source", "Required.")
     if other and (condition in CHANNEL_CONDITIONS or condition in MOVING_CONDITIONS):
-        err("other", "Channel and moving % conditions compare with constants, not another series.")
+        err("other", "Channel and moving conditions compare with constants, not another series.")
     if not other and threshold is None:
         err("threshold", "Required (or compare with another series in 'other').")
     if threshold is not None and not math.isfinite(threshold):
@@ -185,8 +223,18 @@ def validate_spec(
         if not 1 <= bars <= MAX_BARS:
             err("bars", f"Must be between 1 and {MAX_BARS}.")
         if threshold is not None and threshold <= 0:
-            err("threshold", "The percentage must be positive.")
+            what = "percentage" if condition in PERCENT_CONDITIONS else "amount"
+            err("threshold", f"The {what} must be positive.")
+    elif bars != 1:
+        err("bars", "Only moving conditions look back over bars.")
     return errors
+
+
+def expiry_errors(*, expires_at: float | None, now: float) -> dict[str, list[str]]:
+    """A rule being created, or given a new expiry, must expire in the future (epoch seconds)."""
+    if expires_at is not None and expires_at <= now:
+        return {"expires_at": ["Must be in the future."]}
+    return {}
 
 
 def is_live(*, kind: str, source: str, condition: str, other: str, frequency: str) -> bool:
@@ -197,7 +245,6 @@ def is_live(*, kind: str, source: str, condition: str, other: str, frequency: st
         and not other
         and frequency != Frequency.ONCE_PER_BAR_CLOSE
         and condition not in MOVING_CONDITIONS
-        and not (condition in LEVEL_CONDITIONS and frequency == Frequency.EVERY_TIME)
     )
 
 
@@ -206,7 +253,10 @@ class RuleState:
     """What a rule remembers between evaluations; stored with the rule so a restart forgets nothing."""
 
     done: bool = False  # a "once" rule that fired
+    stopped: bool = False  # fired too often (`gate`): evaluated no more until its owner resets it
     last_bar: int | None = None  # bar start of the last firing (once per bar)
+    last_ts: float | None = None  # time of the last firing (once per minute)
+    recent: list[float] = field(default_factory=list)  # times of its last quote firings (flood stop)
     latch_oversold: bool = False  # MACD-V reversals: fired, latched until the next level crossing
     latch_overbought: bool = False
     cooldowns: dict[str, float] = field(default_factory=dict)  # MACD-V label -> time it last fired
@@ -214,7 +264,10 @@ class RuleState:
     def to_json(self) -> dict[str, Any]:
         return {
             "done": self.done,
+            "stopped": self.stopped,
             "last_bar": self.last_bar,
+            "last_ts": self.last_ts,
+            "recent": list(self.recent),
             "latch_oversold": self.latch_oversold,
             "latch_overbought": self.latch_overbought,
             "cooldowns": dict(self.cooldowns),
@@ -225,10 +278,27 @@ class RuleState:
         data = data or {}
         return cls(
             done=bool(data.get("done", False)),
+            stopped=bool(data.get("stopped", False)),
             last_bar=data.get("last_bar"),
+            last_ts=data.get("last_ts"),
+            recent=[float(t) for t in data.get("recent") or ()],
             latch_oversold=bool(data.get("latch_oversold", False)),
             latch_overbought=bool(data.get("latch_overbought", False)),
             cooldowns={str(k): float(v) for k, v in (data.get("cooldowns") or {}).items()},
+        )
+
+    def merged(self, other: "RuleState") -> "RuleState":
+        """The progress either copy of one rule's state has made (the quote listener's in-memory
+        copy and the stored one): what fired in one has fired."""
+        return RuleState(
+            done=self.done or other.done,
+            stopped=self.stopped or other.stopped,
+            last_bar=max(self.last_bar or 0, other.last_bar or 0) or None,
+            last_ts=max(self.last_ts or 0.0, other.last_ts or 0.0) or None,
+            recent=sorted(set(self.recent) | set(other.recent))[-FLOOD_MAX:],
+            latch_oversold=self.latch_oversold or other.latch_oversold,
+            latch_overbought=self.latch_overbought or other.latch_overbought,
+            cooldowns={**other.cooldowns, **self.cooldowns},
         )
 
 
@@ -247,17 +317,20 @@ class Rule:
     frequency: Frequency = Frequency.ONCE_PER_BAR_CLOSE
     expires_at: float | None = None
     state: RuleState = field(default_factory=RuleState)
+    version: str = ""  # changes when its owner edits the rule (the stored row's updated_at)
     live: bool = field(init=False)
     key: str = field(init=False)  # the values key of `source` ("price" is the bar's close)
     other_key: str = field(init=False)
     moving: bool = field(init=False)
-    exact: bool = field(init=False)  # a price compared with price levels: Decimal thresholds
+    exact: bool = field(init=False)  # a price compared with price levels or moves: Decimal thresholds
+    titles: dict[Direction, str] = field(init=False, repr=False, compare=False)  # made once each
 
     def __post_init__(self) -> None:
+        self.titles = {}
         self.moving = self.condition in MOVING_CONDITIONS
         self.key = CLOSE if self.source == PRICE else self.source
         self.other_key = CLOSE if self.other == PRICE else self.other
-        self.exact = self.key in PRICE_KEYS and not self.moving
+        self.exact = self.key in PRICE_KEYS
         if self.threshold is not None:
             self.threshold = _value(self.threshold, self.exact)
         if self.upper is not None:
@@ -316,8 +389,11 @@ class SeriesState:
         return {k: Decimal(v) if isinstance(v, str) else float(v) for k, v in data.items()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Firing:
+    """What fired; treated as a value, never changed (`replace` makes a changed copy). Not a frozen
+    dataclass: those build five times slower, and a bar close can make thousands of firings."""
+
     rule_id: int
     symbol: str
     timeframe: str
@@ -327,6 +403,8 @@ class Firing:
     value: Value
     direction: Direction
     ts: float  # when it fired
+    # One firing too many (the flood stop): recorded as `stop_notice(self)`, the rule stopped.
+    stop: bool = False
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, Value]:
@@ -353,67 +431,129 @@ def _met(
     lo_prev: Value,
     lo: Value,
     hi: Value | None,
-    past: float | None,
+    past: Value | None,
 ) -> bool:
+    """Whether the condition holds (docs/alerts.md). `prev`/`lo_prev`: the series and the level one
+    evaluation earlier (None: no earlier one); `hi`: a channel's upper bound; `past`: the series
+    `bars` bars back (moving conditions), a Decimal when `curr` is a price."""
     if condition is Condition.CROSSING_UP:
-        return prev is not None and prev <= lo_prev and curr > lo
+        return prev is not None and prev < lo_prev and curr >= lo
     if condition is Condition.CROSSING_DOWN:
-        return prev is not None and prev >= lo_prev and curr < lo
+        return prev is not None and prev > lo_prev and curr <= lo
+    if condition is Condition.CROSSING:
+        return prev is not None and ((prev < lo_prev and curr >= lo) or (prev > lo_prev and curr <= lo))
     if condition is Condition.GREATER_THAN:
         return curr > lo
     if condition is Condition.LESS_THAN:
         return curr < lo
-    if condition is Condition.ENTERING_CHANNEL:
-        return prev is not None and not lo <= prev <= hi and lo <= curr <= hi  # type: ignore[operator]
-    if condition is Condition.EXITING_CHANNEL:
-        return prev is not None and lo <= prev <= hi and not lo <= curr <= hi  # type: ignore[operator]
-    if past is None or past == 0:
+    if condition in CHANNEL_CONDITIONS:
+        inside = lo <= curr <= hi  # type: ignore[operator]
+        if condition is Condition.INSIDE_CHANNEL:
+            return inside
+        if condition is Condition.OUTSIDE_CHANNEL:
+            return not inside
+        if prev is None:
+            return False
+        was_inside = lo <= prev <= hi  # type: ignore[operator]
+        return (
+            inside and not was_inside
+            if condition is Condition.ENTERING_CHANNEL
+            else was_inside and not inside
+        )
+    if past is None:
         return False
-    change = (float(curr) - past) / abs(past) * 100.0
-    return change >= lo if condition is Condition.MOVING_UP_PCT else -change >= lo
+    change = curr - past  # type: ignore[operator]
+    if condition is Condition.MOVING_UP:
+        return change >= lo
+    if condition is Condition.MOVING_DOWN:
+        return -change >= lo
+    if past == 0:
+        return False
+    # change / |past| * 100 >= lo, without the division's rounding
+    scaled, base = change * 100, lo * abs(past)  # type: ignore[operator]
+    return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base
 
 
-def _title(rule: Rule, condition: Condition) -> str:
+def _title(rule: Rule, condition: Condition, direction: Direction) -> str:
     what = source_label(rule.source)
     if rule.other:
         target = source_label(rule.other)
     elif condition in CHANNEL_CONDITIONS:
         target = f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
-    elif condition in MOVING_CONDITIONS:
+    elif condition in PERCENT_CONDITIONS:
         target = f"{num(rule.threshold or 0)}% over {rule.bars} bars"
+    elif condition in MOVING_CONDITIONS:
+        target = f"{num(rule.threshold or 0)} over {rule.bars} bars"
     else:
         target = num(rule.threshold or 0)
-    return f"{rule.symbol}: {what} {CONDITION_TEXT[condition]} {target} ({rule.timeframe})"
+    text = CONDITION_TEXT[condition]
+    if condition is Condition.CROSSING:
+        text = "crossed above" if direction is Direction.UP else "crossed below"
+    return f"{rule.symbol}: {what} {text} {target} ({rule.timeframe})"
 
 
 def _condition_firing(
-    rule: Rule, condition: Condition, bar_start: int, label: str, value: Value, ts: float
+    rule: Rule,
+    condition: Condition,
+    bar_start: int,
+    label: str,
+    value: Value,
+    ts: float,
+    rising: bool,
+    gate: Gate,
 ) -> Firing:
-    title = _title(rule, condition)
+    """The firing; flagged `stop` when the flood stop stopped the rule with it. `rising`: a crossing
+    (either way) came from below."""
+    direction = CONDITION_DIRECTION[condition]
+    if condition is Condition.CROSSING:
+        direction = Direction.UP if rising else Direction.DOWN
+    title = rule.titles.get(direction)
+    if title is None:
+        title = rule.titles[direction] = _title(rule, condition, direction)
     return Firing(
-        rule.id,
-        rule.symbol,
-        rule.timeframe,
-        bar_start,
-        label,
-        title,
-        value,
-        CONDITION_DIRECTION[condition],
-        ts,
+        rule.id, rule.symbol, rule.timeframe, bar_start, label, title, value, direction, ts, gate is Gate.STOP
     )
 
 
-def _should_fire(rule: Rule, bar_start: int) -> bool:
-    """Applies the frequency; records the firing in the rule's state."""
-    state = rule.state
-    frequency = rule.frequency
+def stop_notice(firing: Firing) -> Firing:
+    """What the owner is told instead of the firing that was one too many: the rule stopped. Made
+    when the firing is recorded, so the service that re-checks a live firing against the stored
+    state can still record it as a plain firing when that state disagrees."""
+    return replace(
+        firing,
+        label=f"{STOPPED}@{round(firing.ts * 1000)}",
+        title=f"Alert stopped, triggered more than {FLOOD_MAX} times in 3 minutes: {firing.title}",
+        direction=Direction.NEUTRAL,
+    )
+
+
+def gate(state: RuleState, frequency: Frequency, bar_start: int, ts: float, *, counted: bool = True) -> Gate:
+    """Applies the frequency, then the flood stop, to a condition met at `ts` (epoch s) in the bar
+    starting at `bar_start`, and records the firing in the state. Shared by the evaluators and by
+    the service that re-checks the quote listener's firings under the rule's row lock.
+
+    `counted`: the firing counts toward the flood stop. Bar-close firings are not counted: a rule
+    fires at most once per bar there, and bars are a minute long at least, so it cannot fire more
+    than 3 times in 3 minutes (and its state does not change with every firing)."""
     if frequency is Frequency.ONCE:
         state.done = True
     elif frequency is Frequency.ONCE_PER_BAR or frequency is Frequency.ONCE_PER_BAR_CLOSE:
-        if state.last_bar == bar_start:
-            return False
+        if state.last_bar is not None and state.last_bar >= bar_start:
+            return Gate.SKIP
         state.last_bar = bar_start
-    return True
+    elif frequency is Frequency.ONCE_PER_MINUTE:
+        if state.last_ts is not None and ts - state.last_ts < MINUTE_S:
+            return Gate.SKIP
+        state.last_ts = ts
+    if counted:
+        recent = state.recent
+        if len(recent) >= FLOOD_MAX:  # only then can the window hold too many (keeps it short)
+            recent = state.recent = [t for t in recent if ts - t < FLOOD_WINDOW_S]
+            if len(recent) >= FLOOD_MAX:
+                state.stopped = True
+                return Gate.STOP
+        recent.append(ts)
+    return Gate.FIRE
 
 
 def evaluate_bar_close(
@@ -426,7 +566,8 @@ def evaluate_bar_close(
 ) -> list[Firing]:
     """Evaluates the bar-close rules of one (symbol, timeframe) on its newly closed bar and advances
     the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
-    A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing."""
+    A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing.
+    The bar's time is its close: once per minute counts in bar time."""
     if series.bar_start is not None and bar_start <= series.bar_start:
         return []
     tf_s = TIMEFRAME_SECONDS[series.timeframe]
@@ -438,11 +579,18 @@ def evaluate_bar_close(
     history_keys = set(CHART_KEYS)
     history_keys.update(k for k in cur if k.startswith("ema"))
     cur_get, prev_get = cur.get, prev_values.get
+    pasts: dict[tuple[str, int], Value | None] = {}
     for rule in rules:
         if rule.moving:
             depth = max(depth, rule.bars + 1)
             history_keys.add(rule.key)
-        if rule.live or rule.state.done or (rule.expires_at is not None and rule.expires_at <= now):
+        state = rule.state
+        if (
+            rule.live
+            or state.done
+            or state.stopped
+            or (rule.expires_at is not None and rule.expires_at <= now)
+        ):
             continue
         if rule.kind is Kind.MACDV:
             firings.extend(_macdv_rule(rule, prev_values, cur, bar_start, now, cooldown_s))
@@ -457,11 +605,26 @@ def evaluate_bar_close(
                 continue
         else:
             lo = lo_prev = rule.threshold
-        past = series.past(rule.key, rule.bars) if rule.moving else None
+        past = None
+        if rule.moving:
+            window = (rule.key, rule.bars)
+            if window in pasts:
+                past = pasts[window]
+            else:
+                past = pasts[window] = series.past(rule.key, rule.bars)
+                if past is not None and rule.exact:
+                    # History keeps floats; a price's float gives back its decimal digits exactly.
+                    past = pasts[window] = Decimal(repr(past))
         prev = prev_get(rule.key)
         condition: Condition = rule.condition  # type: ignore[assignment]
-        if _met(condition, prev, curr, lo_prev, lo, rule.upper, past) and _should_fire(rule, bar_start):  # type: ignore[arg-type]
-            firings.append(_condition_firing(rule, condition, bar_start, condition.value, curr, now))
+        if not _met(condition, prev, curr, lo_prev, lo, rule.upper, past):  # type: ignore[arg-type]
+            continue
+        outcome = gate(state, rule.frequency, bar_start, now, counted=False)
+        if outcome is not Gate.SKIP:
+            rising = condition is Condition.CROSSING and prev < lo_prev  # type: ignore[operator]
+            firings.append(
+                _condition_firing(rule, condition, bar_start, condition.value, curr, now, rising, outcome)
+            )
     series.advance(bar_start, cur, depth, sorted(history_keys))
     return firings
 
@@ -474,7 +637,7 @@ def evaluate_quote(
     firings: list[Firing] = []
     for rule in rules:
         state = rule.state
-        if state.done or (rule.expires_at is not None and rule.expires_at <= ts):
+        if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= ts):
             continue
         condition = rule.condition
         assert condition is not None and rule.threshold is not None
@@ -483,12 +646,14 @@ def evaluate_quote(
             continue
         tf_s = TIMEFRAME_SECONDS[rule.timeframe]
         bar_start = int(ts) - int(ts) % tf_s
-        if not _should_fire(rule, bar_start):
+        outcome = gate(state, rule.frequency, bar_start, ts)
+        if outcome is Gate.SKIP:
             continue
         label = condition.value
-        if rule.frequency is Frequency.EVERY_TIME:
-            label = f"{label}@{ts_ns}"
-        firings.append(_condition_firing(rule, condition, bar_start, label, price, ts))
+        if rule.frequency is Frequency.EVERY_TIME or rule.frequency is Frequency.ONCE_PER_MINUTE:
+            label = f"{label}@{ts_ns}"  # several firings in one bar
+        rising = condition is Condition.CROSSING and prev < level  # type: ignore[operator]
+        firings.append(_condition_firing(rule, condition, bar_start, label, price, ts, rising, outcome))
     return firings
 
 

@@ -3,6 +3,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Context, Decimal
 from typing import Any, TypedDict
@@ -235,16 +236,20 @@ DEFINITION_FIELDS = frozenset(
 def alert_rule_save(*, rule: AlertRule, changed: Iterable[str] = ()) -> AlertRule:
     """Creates a rule, or saves an edited one (its attributes already set; `changed` names them).
     A changed definition resets the rule's state; re-activating a triggered or expired rule too."""
-    if errors := rule.spec_errors():
+    changed = set(changed)
+    errors = rule.spec_errors()
+    if rule.pk is None or "expires_at" in changed:
+        expires_at = rule.expires_at.timestamp() if rule.expires_at else None
+        errors |= rules.expiry_errors(expires_at=expires_at, now=time.time())
+    if errors:
         raise ServiceError("invalid_rule", "The alert rule is not valid.", fields=errors, status_code=400)
-    if rule.status not in (AlertRule.Status.ACTIVE, AlertRule.Status.PAUSED) and "status" in set(changed):
+    if rule.status not in (AlertRule.Status.ACTIVE, AlertRule.Status.PAUSED) and "status" in changed:
         raise ServiceError(
             "invalid_status",
             "A rule can only be set active or paused.",
             fields={"status": ["Must be active or paused."]},
             status_code=400,
         )
-    changed = set(changed)
     if rule.pk is None:
         rule.save()
         return rule
@@ -259,6 +264,14 @@ def alert_rule_save(*, rule: AlertRule, changed: Iterable[str] = ()) -> AlertRul
 
 def alert_rule_delete(*, rule: AlertRule) -> None:
     rule.delete()
+
+
+def alert_rules_expire(*, now: datetime | None = None) -> int:
+    """Marks active rules past their expiry expired (periodic). They stopped firing at their expiry
+    already (the evaluators check it); this keeps the status their owners see true."""
+    return AlertRule.objects.filter(
+        status=AlertRule.Status.ACTIVE, expires_at__lte=now or timezone.now()
+    ).update(status=AlertRule.Status.EXPIRED)
 
 
 def webhook_url_check(url: str) -> None:
@@ -304,6 +317,40 @@ def notification_channel_save(
 
 def notification_channel_delete(*, channel: NotificationChannel) -> None:
     channel.delete()
+
+
+def notification_channel_test(*, channel: NotificationChannel) -> str:
+    """Sends a test message to the channel's webhook now, outside the outbox, so its owner sees the
+    webhook works; returns Discord's message id. A webhook Discord refuses (401/403/404) disables
+    the channel, as a refused delivery does; any other failure is reported and changes nothing."""
+    webhook_url_check(channel.webhook_url)
+    if (blocked := _blocked_for(channel.pk)) > 0:
+        raise ServiceError(
+            "rate_limited",
+            f"Discord asked us to wait {blocked:.0f}s before posting to this channel again.",
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        )
+    embed = discord.test_embed(channel_name=channel.name, sent_at=timezone.now())
+    with httpx.Client() as client:
+        result = discord.webhook_post(
+            client,
+            channel.webhook_url,
+            embed=embed,
+            png=None,
+            timeout_s=settings.ALERTS_DISCORD_TIMEOUT_S,
+            log_ref=f"channel={channel.pk} test",
+        )
+    _posted(channel.pk, result)
+    if result.ok:
+        return result.message_id
+    if result.status == 429:
+        _block(None if result.is_global else channel.pk, result.retry_after or 1.0)
+    _disable_if_rejected(channel, result)
+    raise ServiceError(
+        "test_message_failed",
+        f"Discord did not take the test message: {result.error}",
+        status_code=status.HTTP_502_BAD_GATEWAY,
+    )
 
 
 # -- evaluation ----------------------------------------------------------------------------------------
@@ -405,7 +452,10 @@ def _evaluate_bar(
 
 def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decimal) -> list[AlertEvent]:
     """Records firings the quote listener decided in memory, after re-checking each rule under its row
-    lock (the listener's view may be stale: a "once" rule may have fired already elsewhere)."""
+    lock with the stored state (the listener's view may be stale: a "once" rule may have fired
+    already elsewhere). The stored state decides the frequency and the flood stop: a firing the
+    listener flagged as the one too many is recorded as a plain one if the stored state says so,
+    and the other way round."""
     if not firings:
         return []
     with transaction.atomic():
@@ -415,6 +465,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
             .filter(pk__in={f.rule_id for f in firings})
             .order_by("pk")
         }
+        states: dict[int, rules.RuleState] = {}
         accepted = []
         for firing in firings:
             row = rows.get(firing.rule_id)
@@ -424,14 +475,21 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
                 or (row.expires_at is not None and row.expires_at.timestamp() <= firing.ts)
             ):
                 continue
-            state = rules.RuleState.from_json(row.state)
-            if row.frequency == rules.Frequency.ONCE:
-                state.done = True
+            state = states.setdefault(row.pk, rules.RuleState.from_json(row.state))
+            outcome = rules.gate(state, rules.Frequency(row.frequency), firing.bar_start, firing.ts)
+            if outcome is rules.Gate.SKIP:
+                continue
+            firing = replace(firing, stop=outcome is rules.Gate.STOP)
+            if firing.stop:
+                row.status = AlertRule.Status.STOPPED
+                log.warning(
+                    "alert rule %s stopped: it would fire more than %d times in %ds",
+                    row.pk,
+                    rules.FLOOD_MAX,
+                    rules.FLOOD_WINDOW_S,
+                )
+            elif state.done:
                 row.status = AlertRule.Status.TRIGGERED
-            elif row.frequency == rules.Frequency.ONCE_PER_BAR:
-                if state.last_bar is not None and state.last_bar >= firing.bar_start:
-                    continue
-                state.last_bar = firing.bar_start
             row.state = state.to_json()
             row.last_fired_at = epoch_to_datetime(firing.ts)
             accepted.append(firing)
@@ -471,9 +529,11 @@ def _events_record(
     firings: Sequence[rules.Firing], *, users: Mapping[int, int], prices: Mapping[int, Decimal | None]
 ) -> list[AlertEvent]:
     """Stores firings once each (rule, bar, label), queues one outbox row per enabled channel of the
-    rule's owner, and after commit enqueues delivery and publishes to the user's alerts stream."""
+    rule's owner, and after commit enqueues delivery and publishes to the user's alerts stream. A
+    firing that stopped its rule (the flood stop) is stored as the notice telling the owner so."""
     if not firings:
         return []
+    firings = [rules.stop_notice(f) if f.stop else f for f in firings]
     now = timezone.now()
     snapshots: dict[str, dict[str, rules.MacdvFrame | None]] = {}
     events = []
@@ -688,11 +748,27 @@ def notification_deliver(*, notification_id: int) -> float | None:
                 timeout_s=settings.ALERTS_DISCORD_TIMEOUT_S,
                 log_ref=f"channel={channel.pk} notification={notification.pk}",
             )
-        if result.blocked_for:
-            _block(channel.pk, result.blocked_for)
-        if result.invalid:
-            _invalid_request_counted()
+        _posted(channel.pk, result)
         return _settle(notification, result)
+
+
+def _posted(channel_id: int, result: discord.WebhookResult) -> None:
+    """What every answer to a POST tells about the channel's bucket and Discord's invalid-request count."""
+    if result.blocked_for:
+        _block(channel_id, result.blocked_for)
+    if result.invalid:
+        _invalid_request_counted()
+
+
+def _disable_if_rejected(channel: NotificationChannel, result: discord.WebhookResult) -> bool:
+    """A webhook Discord refuses (deleted, or its token revoked) disables the channel until its owner
+    gives it a new URL: every later post would be refused too, and counted as invalid."""
+    if result.status not in (401, 403, 404) and result.code != discord.UNKNOWN_WEBHOOK:
+        return False
+    channel.enabled = False
+    channel.disabled_reason = f"webhook rejected: {result.error}"[:200]
+    channel.save(update_fields=["enabled", "disabled_reason"])
+    return True
 
 
 def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
@@ -740,11 +816,7 @@ def _settle(notification: Notification, result: discord.WebhookResult) -> float 
         notification.save(update_fields=DELIVERY_FIELDS)
         return retry_after
     notification.attempts += 1
-    if result.status in (401, 403, 404) or result.code == discord.UNKNOWN_WEBHOOK:
-        channel = notification.channel
-        channel.enabled = False
-        channel.disabled_reason = f"webhook rejected: {result.error}"[:200]
-        channel.save(update_fields=["enabled", "disabled_reason"])
+    if _disable_if_rejected(notification.channel, result):
         _fail(notification, result.error)
         return None
     if result.status and result.status < 500:
@@ -778,11 +850,14 @@ def notification_retry(*, notification: Notification) -> Notification:
     return notification
 
 
-def notifications_requeue_due(*, grace_s: float = 60.0) -> int:
-    """Re-enqueues pending rows whose delivery is overdue (a task lost with a broker or worker).
+def notifications_requeue_due(*, grace_s: float | None = None) -> int:
+    """Re-enqueues pending rows whose delivery is overdue by more than ALERTS_REQUEUE_GRACE_S (a task
+    lost with a broker or a worker killed mid-delivery: its row lock died with its connection).
     Extra deliveries of a row are harmless: the row lock and its status decide."""
     from alerts.tasks import notification_deliver
 
+    if grace_s is None:
+        grace_s = settings.ALERTS_REQUEUE_GRACE_S
     due = list(
         Notification.objects.filter(
             status=Notification.Status.PENDING,

@@ -18,3 +18,8 @@ def notification_deliver(notification_id: int) -> None:
 @shared_task(ignore_result=True)
 def notifications_requeue() -> int:
     return services.notifications_requeue_due()
+
+
+@shared_task(ignore_result=True)
+def alert_rules_expire() -> int:
+    return services.alert_rules_expire()

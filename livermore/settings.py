@@ -356,6 +356,8 @@ ALERTS_LIVE_REFRESH_S = env.float("ALERTS_LIVE_REFRESH_S", default=5.0)
 ALERTS_BAR_CATCHUP_MAX = env.int("ALERTS_BAR_CATCHUP_MAX", default=60)
 ALERTS_DELIVERY_MAX_RATE_LIMITED = env.int("ALERTS_DELIVERY_MAX_RATE_LIMITED", default=20)
 ALERTS_DISCORD_INVALID_LIMIT = env.int("ALERTS_DISCORD_INVALID_LIMIT", default=8000)
+# A pending notification this overdue lost its delivery task (the requeue job sends it again).
+ALERTS_REQUEUE_GRACE_S = env.float("ALERTS_REQUEUE_GRACE_S", default=60.0)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

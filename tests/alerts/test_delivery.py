@@ -280,9 +280,9 @@ def test_prices_are_formatted_by_magnitude() -> None:
     from alerts.discord import format_price
 
     assert format_price(Decimal("95123.456")) == "95,123.46"
-    assert format_price(Decimal("1.085")) == "1.0850"
-    assert format_price(Decimal("0.000123456789")) == "0.000123457"
-    assert format_price(Decimal("0.5")) == "0.500000"
+    assert format_price(Decimal("1.085")) == "1.09"
+    assert format_price(Decimal("0.000123456789")) == "0.000123"
+    assert format_price(Decimal("0.5")) == "0.5000"
 
 
 def test_a_global_429_holds_every_channel(alice: Any, btc: Instrument, discord: FakeDiscord) -> None:

@@ -1,5 +1,6 @@
-"""End to end with a real Celery worker process: firings -> outbox -> worker -> the Discord fake,
-with 429s, 5xx and timeouts interleaved and every task enqueued twice (a redelivery)."""
+"""End to end with real Celery worker processes: firings -> outbox -> worker -> the Discord fake,
+with 429s, 5xx and timeouts interleaved and every task enqueued twice (a redelivery); and a worker
+killed (SIGKILL) mid-delivery, whose lost tasks the requeue job makes good."""
 
 import os
 import signal
@@ -8,7 +9,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from django.conf import settings
 
 from alerts.models import AlertEvent, AlertRule, Notification, NotificationChannel
 from alerts.services import alerts_evaluate_bar_close
-from alerts.tasks import notification_deliver
+from alerts.tasks import notification_deliver, notifications_requeue
 from livermore.celery import app
+from livermore.redis import sync_client
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord, RateLimited, Slow, Status
 from tests.support.stack import database_url
@@ -30,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = 24
 
 
-@pytest.fixture
-def worker() -> Iterator[Path]:
-    """`celery -A livermore worker` on the test database, the same Redis db and prefix as this process."""
-    app.control.purge()
+@contextmanager
+def celery_worker(**env_overrides: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`celery -A livermore worker` (4 threads) on the test database, the same Redis db and prefix as
+    this process; stopped (SIGTERM) on leaving unless the test killed it already."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -44,6 +47,7 @@ def worker() -> Iterator[Path]:
         "ALERTS_DELIVERY_BACKOFF_S": "0.2",
         "ALERTS_DELIVERY_MAX_ATTEMPTS": "6",
         "LOG_LEVEL": "INFO",
+        **env_overrides,
     }
     log = Path(tempfile.mkstemp(prefix="alerts-worker-", suffix=".log")[1])
     with log.open("w") as out:
@@ -53,15 +57,30 @@ def worker() -> Iterator[Path]:
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        yield log
+        yield process, log
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
         log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def worker() -> Iterator[Path]:
+    app.control.purge()
+    with celery_worker() as (_, log):
+        yield log
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -113,3 +132,82 @@ def test_every_firing_is_delivered_once_or_marked_failed(worker: Path, alice: An
         assert set(dead_statuses) == {404} and len(dead_statuses) <= 4  # at most one per worker thread
         for token in (discord.webhooks[live_id],):
             assert token not in log_text
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
+    alice: Any, btc: Instrument
+) -> None:
+    """The first worker is SIGKILLed while its four threads each wait on a Discord answer (the fake
+    holds them; those messages are not posted). Its tasks die with it: acknowledged late, they would
+    come back only after the broker's visibility timeout (an hour). A second worker drains the
+    queue, the lost rows stay pending, then the requeue job (run by that worker, as beat runs it)
+    sends them again: every firing ends delivered once, or failed for the dead webhook."""
+    app.control.purge()
+    unacked = [
+        f"{settings.REDIS_PREFIX}:celery:{name}" for name in ("unacked", "unacked_index", "unacked_mutex")
+    ]
+    with FakeDiscord(bucket_limit=50, bucket_window_s=1.0) as discord:
+        live, live_id = channel_for(alice, discord)
+        dead, dead_id = channel_for(alice, discord)
+        discord.delete_webhook(dead_id)
+        discord.script(live_id, *[Slow(20.0)] * 4)  # held in flight (a gateway timeout after 20 s)
+        for i in range(12):
+            AlertRule.objects.create(
+                user=alice,
+                instrument=btc,
+                timeframe="5m",
+                condition="greater_than",
+                threshold=Decimal(90000 + i),
+            )
+        events = alerts_evaluate_bar_close(
+            symbol="BTCUSD", timeframe="5m", bar_start=BAR, values=bar_values(0)
+        )
+        assert len(events) == 12 and Notification.objects.count() == 24  # delivery tasks queued on commit
+
+        def live_requests() -> int:
+            return sum(r.webhook_id == live_id for r in discord.received)
+
+        try:
+            with celery_worker(ALERTS_DISCORD_TIMEOUT_S="30") as (first, first_log):
+                wait_until(
+                    lambda: live_requests() >= 4,
+                    60,
+                    f"four requests in flight: {first_log.read_text()[-2000:]}",
+                )
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+            assert discord.posted(live_id) == []  # the four in flight were never answered
+            in_flight = Notification.objects.filter(channel=live, status="pending").count()
+            assert in_flight >= 4
+
+            with celery_worker(ALERTS_REQUEUE_GRACE_S="0") as (_, second_log):
+                # the queue drains; what the killed worker held stays pending
+                last = [-1, time.monotonic()]
+
+                def settled() -> bool:
+                    pending = Notification.objects.filter(status="pending").count()
+                    if pending != last[0]:
+                        last[:] = [pending, time.monotonic()]
+                    return time.monotonic() - last[1] > 5
+
+                wait_until(settled, 90, "the queue to drain")
+                lost = Notification.objects.filter(status="pending")
+                assert lost.exists() and set(lost.values_list("attempts", flat=True)) == {0}
+
+                notifications_requeue.delay()
+                wait_until(
+                    lambda: not Notification.objects.filter(status="pending").exists(),
+                    90,
+                    f"the requeued rows: {second_log.read_text()[-2000:]}",
+                )
+        finally:
+            sync_client().delete(*unacked)  # the killed worker's reservations: no later worker restores them
+
+        sent = Notification.objects.filter(channel=live)
+        assert set(sent.values_list("status", flat=True)) == {"sent"}
+        assert set(Notification.objects.filter(channel=dead).values_list("status", flat=True)) == {"failed"}
+        footers = Counter(r.payload["embeds"][0]["footer"]["text"] for r in discord.posted(live_id))
+        assert footers == Counter({f"Livermore alert #{e.pk}": 1 for e in AlertEvent.objects.all()})
+        assert not any(n.maybe_duplicated for n in sent)

@@ -180,12 +180,12 @@ def test_price_rules_compare_prices_as_decimal_exactly(alice: Any, btc: Instrume
         user=alice, instrument=btc, timeframe="5m", source="close", condition="crossing_up",
         threshold=Decimal("12345678.0000000001"), frequency="once_per_bar_close",
     )  # fmt: skip
-    for i, close in enumerate(["12345678.0000000001", "12345678.0000000002"]):
+    for i, close in enumerate(["12345678.0000000000", "12345678.0000000001"]):
         fired = alerts_evaluate_bar_close(
             symbol="BTCUSD", timeframe="5m", bar_start=BAR + i * 300, values=bar_values(0.0, close=close)
         )
     (event,) = fired
-    assert event.rule == rule and event.price == event.value == Decimal("12345678.0000000002")
+    assert event.rule == rule and event.price == event.value == Decimal("12345678.0000000001")
     assert event.title == "BTCUSD: CLOSE crossed above 12345678.0000000001 (5m)"
     stored = AlertSeriesState.objects.get(symbol="BTCUSD", timeframe="5m").values["close"]
-    assert stored == "12345678.0000000002"  # the previous close comes back exact after a restart
+    assert stored == "12345678.0000000001"  # the previous close comes back exact after a restart

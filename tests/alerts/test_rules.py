@@ -45,8 +45,9 @@ def rule(condition: Condition, threshold: float | None = None, **kw: Any) -> Rul
 @pytest.mark.parametrize(
     ("condition", "threshold", "upper", "values", "expected"),
     [
-        (Condition.CROSSING_UP, 100, None, [99, 100, 101, 102, 99, 101], [2, 5]),
-        (Condition.CROSSING_DOWN, 100, None, [101, 100, 99, 98, 101, 99], [2, 5]),
+        # reaching the level is crossing it (docs/alerts.md): 99 -> 100 crosses up, 100 -> 101 does not
+        (Condition.CROSSING_UP, 100, None, [99, 100, 101, 102, 99, 101], [1, 5]),
+        (Condition.CROSSING_DOWN, 100, None, [101, 100, 99, 98, 101, 99], [1, 5]),
         (Condition.GREATER_THAN, 100, None, [99, 101, 100, 102], [1, 3]),
         (Condition.LESS_THAN, 100, None, [101, 99, 100, 98], [1, 3]),
         (Condition.ENTERING_CHANNEL, 100, 110, [95, 105, 108, 120, 110], [1, 4]),
@@ -94,8 +95,8 @@ def test_once_fires_a_single_time_and_marks_the_rule_done() -> None:
 
 def test_every_time_and_once_per_bar_close_fire_on_every_qualifying_close() -> None:
     for frequency in (Frequency.EVERY_TIME, Frequency.ONCE_PER_BAR_CLOSE):
-        r = rule(Condition.GREATER_THAN, 100, frequency=frequency)
-        assert closes(r, [101, 99, 102, 103]) == [0, 2, 3]
+        r = rule(Condition.GREATER_THAN, 100, frequency=frequency, source="rsi14")
+        assert closes(r, [101, 99, 102, 103], key="rsi14") == [0, 2, 3]
 
 
 def test_a_bar_already_evaluated_fires_nothing_again() -> None:
@@ -123,7 +124,9 @@ def test_live_price_rules_are_left_to_the_quote_path() -> None:
         (Condition.CROSSING_UP, Frequency.ONCE, True),
         (Condition.CROSSING_DOWN, Frequency.EVERY_TIME, True),
         (Condition.GREATER_THAN, Frequency.ONCE_PER_BAR, True),
-        (Condition.GREATER_THAN, Frequency.EVERY_TIME, False),
+        (Condition.GREATER_THAN, Frequency.EVERY_TIME, True),
+        (Condition.INSIDE_CHANNEL, Frequency.ONCE_PER_MINUTE, True),
+        (Condition.MOVING_UP, Frequency.EVERY_TIME, False),
         (Condition.ENTERING_CHANNEL, Frequency.ONCE, True),
         (Condition.MOVING_UP_PCT, Frequency.ONCE, False),
         (Condition.CROSSING_UP, Frequency.ONCE_PER_BAR_CLOSE, False),

@@ -1,7 +1,8 @@
 """Alert evaluation speed: 10,000 rules of one (symbol, timeframe) evaluated on one candle close by the
 pure evaluator (alerts/rules.py), the work done per closed bar before the firings are stored.
 
-A realistic mix: price and indicator conditions of every kind and frequency, a tenth MACD-V presets.
+A realistic mix: price and indicator conditions of every kind and frequency, a tenth MACD-V presets
+(price rules that run on quotes are skipped here, as on a real bar close).
 Prices are Decimal (cents), as the bar-close path passes them; indicators are floats.
 Median over consecutive bars, each evaluated once (state and series advance as in production)."""
 
@@ -15,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from alerts.rules import (
     CHANNEL_CONDITIONS,
+    MOVING_CONDITIONS,
+    PERCENT_CONDITIONS,
     Condition,
     Frequency,
     Kind,
@@ -36,7 +39,7 @@ def cents(x: float) -> Decimal:
 def rules(rng: random.Random) -> list[Rule]:
     out = []
     sources = ["price", "ema_20", "ema_50", "rsi_14", "macdv"]
-    frequencies = [Frequency.ONCE_PER_BAR_CLOSE, Frequency.ONCE_PER_BAR, Frequency.EVERY_TIME, Frequency.ONCE]
+    frequencies = list(Frequency)
     for i in range(RULES):
         if i % 10 == 0:
             out.append(Rule(i, "BTCUSD", "5m", kind=Kind.MACDV))
@@ -48,8 +51,10 @@ def rules(rng: random.Random) -> list[Rule]:
         ]
         spread = {"rsi_14": 30.0, "macdv": 200.0}.get(source, 3_000.0)
         threshold = centre + rng.uniform(-spread, spread)
-        if condition in (Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT):
-            threshold = rng.uniform(0.5, 5)
+        if condition in MOVING_CONDITIONS:
+            threshold = (
+                rng.uniform(0.5, 5) if condition in PERCENT_CONDITIONS else rng.uniform(10, spread / 10)
+            )
         out.append(
             Rule(
                 i,
@@ -60,7 +65,7 @@ def rules(rng: random.Random) -> list[Rule]:
                 threshold=cents(threshold) if source == "price" else threshold,
                 upper=cents(threshold + spread / 5) if condition in CHANNEL_CONDITIONS else None,
                 other="ema_20" if source == "price" and i % 7 == 0 and condition not in CHANNEL_CONDITIONS
-                and condition not in (Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT) else "",
+                and condition not in MOVING_CONDITIONS else "",
                 bars=rng.randint(1, 20),
                 frequency=rng.choice(frequencies),
             )
