@@ -7,7 +7,7 @@ import alerts.rules
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("alerts", "0003_notification_attempt_log"),
+        ("alerts", "0006_indicatorvalue_diagnostics_backfill"),
     ]
 
     operations = [
