@@ -55,6 +55,7 @@ def make_instrument(apps: Any) -> Any:
         quote_currency="USD",
         contract_size=Decimal(1),
         digits=2,
+        tick_size=Decimal("0.01"),
         pip_size=Decimal("0.01"),
         volume_min=Decimal("0.01"),
         volume_max=Decimal(100),
