@@ -1,0 +1,121 @@
+"""View-only staff watch the signals grid change live and open a chart, in a real browser."""
+
+import math
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from playwright.sync_api import Page, expect, sync_playwright
+
+from alerts.services import indicators_update_for_bar
+from livermore.users.models import User
+from marketdata.models import Candle, Instrument
+from tests.alerts.signal_data import AS_OF, grant_signals, seed_signals
+from tests.conftest import PASSWORD
+from tests.livermore.test_browser_live_quotes import CHROMIUM_ARGS
+from tests.support.stack import run_stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CHART_BARS = 80
+HOUR = timedelta(hours=1)
+
+
+def store_wave(symbol: str, bars: int, end: Any) -> list[int]:
+    """Hourly bars of a sine wave ending at `end`; returns their starts (epoch seconds)."""
+    instrument = Instrument.objects.get(symbol=symbol)
+    starts = [end - (bars - 1 - i) * HOUR for i in range(bars)]
+    candles = []
+    for i, start in enumerate(starts):
+        close = Decimal(2650 + 40 * math.sin(i / 6)).quantize(Decimal("0.01"))
+        candles.append(
+            Candle(
+                instrument=instrument,
+                timeframe="1h",
+                start=start,
+                open=close - 2,
+                high=close + 5,
+                low=close - 6,
+                close=close,
+                volume=Decimal(100 + i),
+            )
+        )
+    Candle.objects.bulk_create(candles)
+    return [int(s.timestamp()) for s in starts]
+
+
+def bar_closed_elsewhere(symbol: str, timeframe: str, start: int) -> dict[str, Any]:
+    """The bar-close job, run as a worker would, off this thread (Playwright's event loop runs here)."""
+
+    def job() -> dict[str, Any]:
+        try:
+            return indicators_update_for_bar(symbol=symbol, timeframe=timeframe, start=start)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(job).result()
+
+
+def log_in(page: Page, base: str, user: Any) -> None:
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, settings: Any) -> None:
+    settings.REDIS_PREFIX = f"test-signals-{uuid.uuid4().hex[:8]}"
+    seed_signals()
+    viewer = grant_signals(User.objects.create_user("viewer", password=PASSWORD, is_staff=True))
+    btc_bars = store_wave("BTCUSD", 40, AS_OF)
+    for start in store_wave("XAUUSD", CHART_BARS, AS_OF):
+        indicators_update_for_bar(symbol="XAUUSD", timeframe="1h", start=start)
+
+    with run_stack(tmp_path, "web", REDIS_PREFIX=settings.REDIS_PREFIX) as stack, sync_playwright() as pw:
+        stack.wait_http("/healthz", timeout=60)
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            log_in(page, stack.url, viewer)
+            page.click("#livermore-dashboard a[href$='/signals/']")
+            expect(page.locator("#status")).to_have_text("Live", timeout=10_000)
+            cell = page.locator("#s-BTCUSD-1h")
+            expect(cell).to_have_class(re.compile(r"\bstage-unknown\b"))
+            expect(page.locator("#s-EURUSD-1d")).to_have_class(re.compile(r"\bstage-oversold\b"))
+            expect(page.locator("#bias-EURUSD")).to_have_text("Bearish")
+
+            # The bar-close job of BTCUSD's latest 1h bar stores its indicators and publishes them.
+            data = bar_closed_elsewhere("BTCUSD", "1h", btc_bars[-1])
+            stage = data["indicators"]["macdv"]["stage"]
+            assert stage is not None
+            expect(cell).to_have_class(re.compile(rf"\bstage-{stage}\b"), timeout=10_000)
+            expect(cell.locator(".value")).to_have_text(f"{float(data['indicators']['macdv']['value']):.1f}")
+            page.screenshot(path=str(tmp_path / "signals.png"))
+
+            page.click("#s-XAUUSD-1h a")
+            expect(page.locator("#id_symbol")).to_have_value("XAUUSD")
+            first = AS_OF - (CHART_BARS - 1) * HOUR
+            page.fill("#id_start", first.strftime("%Y-%m-%d %H:%M"))
+            page.fill("#id_end", (AS_OF + HOUR).strftime("%Y-%m-%d %H:%M"))
+            page.click("input[value=Draw]")
+            chart = page.locator("#chart")
+            expect(chart).to_have_attribute("data-bars", str(CHART_BARS), timeout=10_000)
+            expect(page.locator("#chart .candle")).to_have_count(CHART_BARS)
+            expect(page.locator("#chart .volume")).to_have_count(CHART_BARS)
+            expect(page.locator("#chart .guide")).to_have_count(4)
+            # MACD-V is seeded from the 26th bar, its signal 8 bars later.
+            expect(chart).to_have_attribute("data-macdv", str(CHART_BARS - 25))
+            expect(page.locator("#chart .macdv-hist")).to_have_count(CHART_BARS - 33)
+            for line in ("macdv-line", "macdv-signal", "ema12", "ema26"):
+                assert (page.locator(f"#chart .{line}").get_attribute("d") or "").startswith("M"), line
+            page.screenshot(path=str(tmp_path / "chart.png"))
+        finally:
+            browser.close()
+            stack.stop()  # SIGTERM, which honcho passes on; a SIGKILL would orphan its children
