@@ -3,6 +3,7 @@
 import math
 import re
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect, sync_playwright
 
+from alerts.selectors import signal_list
 from alerts.services import indicators_update_for_bar
 from livermore.users.models import User
 from marketdata.models import Candle, Instrument
@@ -27,13 +29,14 @@ CHART_BARS = 80
 HOUR = timedelta(hours=1)
 
 
-def store_wave(symbol: str, bars: int, end: Any) -> list[int]:
-    """Hourly bars of a sine wave ending at `end`; returns their starts (epoch seconds)."""
+def store_hours(symbol: str, bars: int, end: Any, close_of: Callable[[int], float]) -> list[int]:
+    """Hourly bars closing at `close_of(i)`, the last one starting at `end`; returns their starts
+    (epoch seconds)."""
     instrument = Instrument.objects.get(symbol=symbol)
     starts = [end - (bars - 1 - i) * HOUR for i in range(bars)]
     candles = []
     for i, start in enumerate(starts):
-        close = Decimal(2650 + 40 * math.sin(i / 6)).quantize(Decimal("0.01"))
+        close = Decimal(close_of(i)).quantize(Decimal("0.01"))
         candles.append(
             Candle(
                 instrument=instrument,
@@ -50,17 +53,17 @@ def store_wave(symbol: str, bars: int, end: Any) -> list[int]:
     return [int(s.timestamp()) for s in starts]
 
 
-def bar_closed_elsewhere(symbol: str, timeframe: str, start: int) -> dict[str, Any]:
-    """The bar-close job, run as a worker would, off this thread (Playwright's event loop runs here)."""
+def elsewhere(job: Callable[[], Any]) -> Any:
+    """Database work off this thread, as a worker would do it: Playwright's event loop runs here."""
 
-    def job() -> dict[str, Any]:
+    def run() -> Any:
         try:
-            return indicators_update_for_bar(symbol=symbol, timeframe=timeframe, start=start)
+            return job()
         finally:
             connection.close()
 
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(job).result()
+        return pool.submit(run).result()
 
 
 def log_in(page: Page, base: str, user: Any) -> None:
@@ -74,8 +77,8 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
     settings.REDIS_PREFIX = f"test-signals-{uuid.uuid4().hex[:8]}"
     seed_signals()
     viewer = grant_signals(User.objects.create_user("viewer", password=PASSWORD, is_staff=True))
-    btc_bars = store_wave("BTCUSD", 40, AS_OF)
-    for start in store_wave("XAUUSD", CHART_BARS, AS_OF):
+    btc_bars = store_hours("BTCUSD", 40, AS_OF, lambda i: 95000 + 2 * i * i)  # rising faster and faster
+    for start in store_hours("XAUUSD", CHART_BARS, AS_OF, lambda i: 2650 + 40 * math.sin(i / 6)):
         indicators_update_for_bar(symbol="XAUUSD", timeframe="1h", start=start)
 
     with run_stack(tmp_path, "web", REDIS_PREFIX=settings.REDIS_PREFIX) as stack, sync_playwright() as pw:
@@ -85,18 +88,25 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
             page = browser.new_page()
             log_in(page, stack.url, viewer)
             page.click("#livermore-dashboard a[href$='/signals/']")
-            expect(page.locator("#status")).to_have_text("Live", timeout=10_000)
+            expect(page.locator("#status")).to_have_text("Live", timeout=10_000)  # every snapshot is in
             cell = page.locator("#s-BTCUSD-1h")
             expect(cell).to_have_class(re.compile(r"\bstage-unknown\b"))
             expect(page.locator("#s-EURUSD-1d")).to_have_class(re.compile(r"\bstage-oversold\b"))
             expect(page.locator("#bias-EURUSD")).to_have_text("Bearish")
+            expect(page.locator("#bias-BTCUSD")).to_have_text("Neutral")
 
             # The bar-close job of BTCUSD's latest 1h bar stores its indicators and publishes them.
-            data = bar_closed_elsewhere("BTCUSD", "1h", btc_bars[-1])
+            data = elsewhere(
+                lambda: indicators_update_for_bar(symbol="BTCUSD", timeframe="1h", start=btc_bars[-1])
+            )
             stage = data["indicators"]["macdv"]["stage"]
             assert stage is not None
             expect(cell).to_have_class(re.compile(rf"\bstage-{stage}\b"), timeout=10_000)
             expect(cell.locator(".value")).to_have_text(f"{float(data['indicators']['macdv']['value']):.1f}")
+            # The page then reads the instrument's bias (over the six timeframes) from the API.
+            (signal,) = elsewhere(lambda: signal_list(symbols=["BTCUSD"], timeframes=["1h"]))
+            assert signal.bias != "Neutral"
+            expect(page.locator("#bias-BTCUSD")).to_have_text(signal.bias, timeout=10_000)
             page.screenshot(path=str(tmp_path / "signals.png"))
 
             page.click("#s-XAUUSD-1h a")
