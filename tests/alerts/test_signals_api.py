@@ -13,6 +13,7 @@ from alerts.models import IndicatorValue
 from alerts.selectors import signal_list
 from alerts.signal_grid import NO_BARS, NOT_COMPUTED, TIMEFRAMES
 from livermore.users.models import ApiKey, User
+from marketdata.models import Venue
 from tests.alerts.signal_data import EURUSD, grant_signals, seed_signals
 
 pytestmark = pytest.mark.django_db
@@ -106,6 +107,10 @@ class TestValues:
             None,
         )
         assert cells[("GBPUSD", "5m")]["as_of"] is None
+
+    def test_instruments_of_a_disabled_venue_are_left_out(self, client: APIClient) -> None:
+        Venue.objects.update(enabled=False)
+        assert rows(client) == []
 
     def test_all_cells_take_one_query(self, client: APIClient, django_assert_num_queries: Any) -> None:
         with django_assert_num_queries(1):
