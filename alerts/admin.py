@@ -20,7 +20,7 @@ from alerts.models import (
     Notification,
     NotificationChannel,
 )
-from alerts.signal_grid import BIASES, STAGES, TIMEFRAMES
+from alerts.signal_grid import STAGES, TIMEFRAMES
 from livermore.errors import ServiceError
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument
@@ -99,7 +99,6 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
             "title": "Signals",
             "timeframes": TIMEFRAMES,
             "stages": STAGES,
-            "biases": BIASES,
             "rows": list(rows.values()),
         }
         return TemplateResponse(request, "admin/alerts/signals.html", context)
@@ -108,7 +107,7 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
         """Candles, EMAs, volume and MACD-V of one instrument for a range, drawn in the browser from
         the candles and indicators APIs."""
         self._check_signals_permission(request)
-        form = SignalChartForm(request.GET or None, initial={"tf": "1h"})
+        form = SignalChartForm(request.GET or None)
         chart = None
         if form.is_valid():
             data = form.cleaned_data

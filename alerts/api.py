@@ -3,7 +3,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, permissions, serializers, viewsets
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -191,7 +191,7 @@ class SignalListView(APIView):
                 "invalid",
                 "The request is not valid.",
                 fields={"symbol": [f"Unknown or disabled instrument {s!r}." for s in exc.symbols]},
-                status_code=400,
+                status_code=status.HTTP_400_BAD_REQUEST,
             ) from exc
         return Response({"results": [signal_to_wire(s) for s in rows]})
 
