@@ -14,9 +14,11 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect, sync_playwright
 
-from alerts.selectors import signal_list
+from alerts.models import IndicatorValue
+from alerts.selectors import epoch_to_datetime, signal_list
 from alerts.services import indicators_update_for_bar
 from livermore.users.models import User
+from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle, Instrument
 from tests.alerts.signal_data import AS_OF, grant_signals, seed_signals
 from tests.conftest import PASSWORD
@@ -26,21 +28,24 @@ from tests.support.stack import run_stack
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 CHART_BARS = 80
+LONG_CHART_BARS = 1500  # more than a page of the candles API
 HOUR = timedelta(hours=1)
 
 
-def store_hours(symbol: str, bars: int, end: Any, close_of: Callable[[int], float]) -> list[int]:
-    """Hourly bars closing at `close_of(i)`, the last one starting at `end`; returns their starts
-    (epoch seconds)."""
+def store_bars(
+    symbol: str, bars: int, end: Any, close_of: Callable[[int], float], timeframe: str = "1h"
+) -> list[int]:
+    """Bars closing at `close_of(i)`, the last one starting at `end`; returns their starts (epoch s)."""
     instrument = Instrument.objects.get(symbol=symbol)
-    starts = [end - (bars - 1 - i) * HOUR for i in range(bars)]
+    step = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    starts = [end - (bars - 1 - i) * step for i in range(bars)]
     candles = []
     for i, start in enumerate(starts):
         close = Decimal(close_of(i)).quantize(Decimal("0.01"))
         candles.append(
             Candle(
                 instrument=instrument,
-                timeframe="1h",
+                timeframe=timeframe,
                 start=start,
                 open=close - 2,
                 high=close + 5,
@@ -77,9 +82,22 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
     settings.REDIS_PREFIX = f"test-signals-{uuid.uuid4().hex[:8]}"
     seed_signals()
     viewer = grant_signals(User.objects.create_user("viewer", password=PASSWORD, is_staff=True))
-    btc_bars = store_hours("BTCUSD", 40, AS_OF, lambda i: 95000 + 2 * i * i)  # rising faster and faster
-    for start in store_hours("XAUUSD", CHART_BARS, AS_OF, lambda i: 2650 + 40 * math.sin(i / 6)):
+    btc_bars = store_bars("BTCUSD", 40, AS_OF, lambda i: 95000 + 2 * i * i)  # rising faster and faster
+    for start in store_bars("XAUUSD", CHART_BARS, AS_OF, lambda i: 2650 + 40 * math.sin(i / 6)):
         indicators_update_for_bar(symbol="XAUUSD", timeframe="1h", start=start)
+    xau = Instrument.objects.get(symbol="XAUUSD")
+    IndicatorValue.objects.bulk_create(
+        IndicatorValue(
+            instrument=xau,
+            timeframe="1m",
+            start=epoch_to_datetime(start),
+            name="macdv",
+            value=Decimal(i % 300 - 150),
+            signal=Decimal(0),
+            histogram=Decimal(i % 300 - 150),
+        )
+        for i, start in enumerate(store_bars("XAUUSD", LONG_CHART_BARS, AS_OF, lambda i: 2650 + i % 50, "1m"))
+    )
 
     with run_stack(tmp_path, "web", REDIS_PREFIX=settings.REDIS_PREFIX) as stack, sync_playwright() as pw:
         stack.wait_http("/healthz", timeout=60)
@@ -126,6 +144,17 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
             for line in ("macdv-line", "macdv-signal", "ema12", "ema26"):
                 assert (page.locator(f"#chart .{line}").get_attribute("d") or "").startswith("M"), line
             page.screenshot(path=str(tmp_path / "chart.png"))
+
+            # A range longer than a page of candles: the page follows the API's cursor.
+            page.select_option("#id_tf", "1m")
+            page.fill(
+                "#id_start", (AS_OF - timedelta(minutes=LONG_CHART_BARS - 1)).strftime("%Y-%m-%d %H:%M")
+            )
+            page.fill("#id_end", (AS_OF + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M"))
+            page.click("input[value=Draw]")
+            expect(chart).to_have_attribute("data-bars", str(LONG_CHART_BARS), timeout=20_000)
+            expect(chart).to_have_attribute("data-macdv", str(LONG_CHART_BARS))
+            expect(page.locator("#chart .candle")).to_have_count(LONG_CHART_BARS)
         finally:
             browser.close()
             stack.stop()  # SIGTERM, which honcho passes on; a SIGKILL would orphan its children
