@@ -1,15 +1,19 @@
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from alerts import rules, services
+from alerts import rules, selectors, services
 from alerts.models import (
+    SIGNALS_PERMISSION,
     AlertEvent,
     AlertRule,
     AlertSeriesState,
@@ -17,7 +21,45 @@ from alerts.models import (
     Notification,
     NotificationChannel,
 )
+from alerts.signal_grid import STAGES, TIMEFRAMES
 from livermore.errors import ServiceError
+from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.models import Instrument
+
+CHART_BARS = 200  # the default range: this many bars back from now
+CHART_MAX_BARS = 2000
+
+
+class SignalChartForm(forms.Form):
+    """The chart's instrument, timeframe and range (UTC); the range defaults to the last CHART_BARS bars."""
+
+    symbol = forms.CharField(max_length=20)
+    tf = forms.ChoiceField(choices=[(tf, tf) for tf in TIMEFRAMES], initial="1h")
+    start = forms.DateTimeField(required=False, help_text="UTC")
+    end = forms.DateTimeField(required=False, help_text="UTC; now when empty")
+
+    def clean_symbol(self) -> str:
+        symbol: str = self.cleaned_data["symbol"]
+        if not Instrument.objects.filter(symbol=symbol).exists():
+            raise forms.ValidationError(f"Unknown instrument {symbol!r}.")
+        return symbol
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        tf = cleaned.get("tf")
+        if tf is None:
+            return cleaned
+        step = timedelta(seconds=TIMEFRAME_SECONDS[tf])
+        end = cleaned.get("end") or datetime.now(UTC)
+        start = cleaned.get("start") or end - CHART_BARS * step
+        if start >= end:
+            self.add_error("start", "The start must be before the end.")
+        elif (end - start) / step > CHART_MAX_BARS:
+            self.add_error(
+                "start", f"At most {CHART_MAX_BARS} bars: narrow the range or take a longer timeframe."
+            )
+        cleaned["start"], cleaned["end"] = start, end
+        return cleaned
 
 
 @admin.register(IndicatorValue)
@@ -54,6 +96,62 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
 
     def has_change_permission(self, request: object, obj: object = None) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("signals/", view(self.signals), name="alerts_signals"),
+            path("signals/chart/", view(self.signal_chart), name="alerts_signal_chart"),
+            *super().get_urls(),
+        ]
+
+    def _check_signals_permission(self, request: HttpRequest) -> None:
+        if not request.user.has_perm(SIGNALS_PERMISSION):
+            raise PermissionDenied
+
+    def signals(self, request: HttpRequest) -> HttpResponse:
+        """The grid of instruments by timeframe coloured by stage, live from the indicators stream."""
+        self._check_signals_permission(request)
+        rows: dict[str, dict[str, Any]] = {}
+        for signal in selectors.signal_list():
+            row = rows.setdefault(signal.symbol, {"symbol": signal.symbol, "bias": signal.bias, "cells": []})
+            row["cells"].append(signal)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Signals",
+            "timeframes": TIMEFRAMES,
+            "stages": STAGES,
+            "rows": list(rows.values()),
+        }
+        return TemplateResponse(request, "admin/alerts/signals.html", context)
+
+    def signal_chart(self, request: HttpRequest) -> HttpResponse:
+        """Candles, EMAs, volume and MACD-V of one instrument for a range, drawn in the browser from
+        the candles and indicators APIs."""
+        self._check_signals_permission(request)
+        form = SignalChartForm(request.GET or None)
+        chart = None
+        if form.is_valid():
+            data = form.cleaned_data
+            chart = {
+                "symbol": data["symbol"],
+                "tf": data["tf"],
+                "start": data["start"].isoformat(),
+                "end": data["end"].isoformat(),
+                "max_bars": CHART_MAX_BARS,
+            }
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Chart {chart['symbol']} {chart['tf']}" if chart else "Chart",
+            "form": form,
+            "chart": chart,
+        }
+        return TemplateResponse(
+            request,
+            "admin/alerts/signal_chart.html",
+            context,
+            status=200 if chart or not form.is_bound else 400,
+        )
 
 
 class NotificationChannelForm(forms.ModelForm[NotificationChannel]):

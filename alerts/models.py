@@ -10,6 +10,9 @@ from alerts.indicators import Diagnostics, macdv_stage
 from livermore.fields import EncryptedTextField
 from marketdata.models import Instrument, Timeframe
 
+# Staff and API users with it see the signals grid, its charts and GET /api/v1/signals.
+SIGNALS_PERMISSION = "alerts.view_signals"
+
 
 class IndicatorValue(models.Model):
     """An indicator's value on one closed bar (signal and histogram where the indicator has them)."""
@@ -38,6 +41,7 @@ class IndicatorValue(models.Model):
             ),
         ]
         indexes = [models.Index(fields=("instrument", "timeframe", "name", "start"))]
+        permissions = [("view_signals", "Can view the MACD-V signals grid and charts")]
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.timeframe} {self.name} {self.start:%Y-%m-%d %H:%M}"

@@ -1,5 +1,7 @@
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, cast
 
 from django.db.models import QuerySet
@@ -7,9 +9,11 @@ from django.db.models import QuerySet
 from alerts import rules
 from alerts.indicators import INDICATOR_NAMES, Diagnostics, macdv_stage
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue, NotificationChannel
+from alerts.signal_grid import BARS_NEEDED, TIMEFRAMES, Frame, Signal, signals_from_frames
+from livermore import sql
 from livermore.redis import key, sync_client
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
-from marketdata.models import Instrument
+from marketdata.models import Candle, Instrument, Venue, VenueSymbol
 from marketdata.selectors import SYNTHETIC_AFTER_S, candle_page
 
 
@@ -47,6 +51,81 @@ def indicator_values(
     if end is not None:
         rows = rows.filter(start__lte=end)
     return list(reversed(rows.order_by("-start", "name")[:limit]))
+
+
+@cache
+def _signal_frames_sql() -> str:
+    """Per enabled instrument and timeframe, the latest stored MACD-V row and, where there is none,
+    the latest BARS_NEEDED closed bars' count and span: one index probe each, in one statement
+    (DISTINCT ON would read every stored MACD-V row of the table)."""
+    t = sql.quote
+    return (
+        "SELECT i.symbol, tf.tf, iv.start, iv.value, iv.signal, iv.histogram,"  # noqa: S608
+        " c.n, c.first_start, c.last_start"
+        f" FROM {t(Instrument._meta.db_table)} i"
+        " CROSS JOIN unnest(%s::text[]) WITH ORDINALITY AS tf(tf, ord)"
+        " LEFT JOIN LATERAL ("
+        f"  SELECT v.start, v.value, v.signal, v.histogram FROM {t(IndicatorValue._meta.db_table)} v"
+        "   WHERE v.instrument_id = i.id AND v.timeframe = tf.tf AND v.name = 'macdv'"
+        "   ORDER BY v.start DESC LIMIT 1"
+        " ) iv ON true"
+        " LEFT JOIN LATERAL ("
+        "  SELECT count(*) AS n, min(b.start) AS first_start, max(b.start) AS last_start FROM ("
+        f"   SELECT k.start FROM {t(Candle._meta.db_table)} k"
+        "    WHERE iv.start IS NULL AND k.instrument_id = i.id AND k.timeframe = tf.tf"
+        "    ORDER BY k.start DESC LIMIT %s"
+        "  ) b"
+        " ) c ON true"
+        " WHERE EXISTS ("
+        f"  SELECT 1 FROM {t(VenueSymbol._meta.db_table)} s"
+        f"  JOIN {t(Venue._meta.db_table)} e ON e.id = s.venue_id"
+        "   WHERE s.instrument_id = i.id AND s.enabled AND e.enabled"
+        " ) AND (%s::text[] IS NULL OR i.symbol = ANY(%s::text[]))"
+        " ORDER BY i.symbol, tf.ord"
+    )
+
+
+def signal_frames(*, symbols: Sequence[str] | None = None) -> list[Frame]:
+    """What the signals grid is computed from, for every enabled instrument (those priced by an enabled
+    symbol of an enabled venue), or the named ones, by symbol then timeframe (1m to 1d)."""
+    wanted = list(symbols) if symbols is not None else None
+    rows = sql.execute(_signal_frames_sql(), [list(TIMEFRAMES), BARS_NEEDED, wanted, wanted]).fetchall()
+    frames = []
+    for symbol, timeframe, start, value, signal, histogram, n, first, last in rows:
+        span = 0 if first is None else int((last - first).total_seconds()) // TIMEFRAME_SECONDS[timeframe] + 1
+        frames.append(Frame(symbol, timeframe, start, value, signal, histogram, n, span))
+    return frames
+
+
+class UnknownSymbols(LookupError):
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(f"Unknown or disabled instruments: {', '.join(symbols)}")
+        self.symbols = symbols
+
+
+def signal_list(
+    *,
+    symbols: Sequence[str] | None = None,
+    timeframes: Sequence[str] | None = None,
+    stages: Sequence[str] | None = None,
+    biases: Sequence[str] | None = None,
+) -> list[Signal]:
+    """The MACD-V signal of every enabled instrument on each timeframe, filtered. The bias is always
+    over the six timeframes, whichever are listed. Raises UnknownSymbols for named symbols that are
+    not enabled instruments."""
+    frames = signal_frames(symbols=symbols)
+    if symbols is not None:
+        found = {f.symbol for f in frames}
+        if missing := [s for s in symbols if s not in found]:
+            raise UnknownSymbols(missing)
+    result = signals_from_frames(frames)
+    if timeframes is not None:
+        result = [s for s in result if s.timeframe in timeframes]
+    if stages is not None:
+        result = [s for s in result if s.stage in stages]
+    if biases is not None:
+        result = [s for s in result if s.bias in biases]
+    return result
 
 
 def indicator_cache_key(symbol: str, timeframe: str, name: str) -> str:

@@ -11,5 +11,6 @@ router.register("alert-events", api.AlertEventViewSet, basename="alert-event")
 
 urlpatterns = [
     path("indicators/<str:symbol>", IndicatorListView.as_view(), name="indicator-list"),
+    path("signals", api.SignalListView.as_view(), name="signal-list"),
     *router.urls,
 ]

@@ -146,7 +146,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90) -> None:
+def _wait_ready(
+    base: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90, path: str = "/readyz"
+) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -156,7 +158,7 @@ def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout_s: floa
                 err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
                 raise SystemExit(f"a process died: {err}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -168,7 +170,7 @@ def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout_s: floa
 
 
 class HttpClient:
-    """HTTP/1.1 POSTs over a pool of keep-alive connections to one server."""
+    """HTTP/1.1 requests over a pool of keep-alive connections to one server."""
 
     def __init__(self, base: str) -> None:
         host, _, port = base.removeprefix("http://").partition(":")
@@ -177,6 +179,14 @@ class HttpClient:
         self.opened: list[asyncio.StreamWriter] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await self.request("POST", path, body, {"Content-Type": "application/json", **headers})
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await self.request("GET", path, b"", headers)
+
+    async def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
         if self.idle:
             reader, writer = self.idle.pop()
         else:
@@ -184,7 +194,7 @@ class HttpClient:
             self.opened.append(writer)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
             + body
         )

@@ -1,0 +1,79 @@
+"""Stored MACD-V rows and bars that put the signals grid in known states (demo instruments)."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import Permission
+
+from alerts.models import IndicatorValue
+from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.demo import demo_seed
+from marketdata.models import Candle, Instrument, VenueSymbol
+
+AS_OF = datetime(2026, 1, 5, tzinfo=UTC)
+
+# EURUSD: one stage per timeframe; bullish 1m+5m (weight 3) against bearish 4h+1d (11): Bearish.
+EURUSD = {
+    "1m": ("200", "100", "overbought"),
+    "5m": ("100", "50", "rallying"),
+    "15m": ("60", "80", "retracing"),
+    "1h": ("-100", "-120", "rebounding"),
+    "4h": ("-100", "-80", "reversing"),
+    "1d": ("-200", "-100", "oversold"),
+}
+
+
+def grant_signals(user: Any) -> Any:
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_signals", content_type__app_label="alerts")
+    )
+    return type(user).objects.get(pk=user.pk)  # a fresh instance: permissions are cached per instance
+
+
+def store_macdv(
+    instrument: Instrument, timeframe: str, value: str, signal: str | None, *, start: datetime = AS_OF
+) -> None:
+    IndicatorValue.objects.create(
+        instrument=instrument,
+        timeframe=timeframe,
+        start=start,
+        name="macdv",
+        value=Decimal(value),
+        signal=None if signal is None else Decimal(signal),
+        histogram=None if signal is None else Decimal(value) - Decimal(signal),
+    )
+
+
+def store_bars(instrument: Instrument, timeframe: str, count: int, *, every: int = 1) -> None:
+    """`count` closed bars ending at AS_OF, one every `every` bars (the rest are gaps)."""
+    step = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    Candle.objects.bulk_create(
+        Candle(
+            instrument=instrument,
+            timeframe=timeframe,
+            start=AS_OF - (count - 1 - i) * every * step,
+            open=Decimal(1),
+            high=Decimal(2),
+            low=Decimal(1),
+            close=Decimal(2),
+        )
+        for i in range(count)
+    )
+
+
+def seed_signals() -> None:
+    """EURUSD on every timeframe; GBPUSD ranging on 1m with each reason elsewhere; USDJPY disabled;
+    the other demo instruments with nothing stored."""
+    demo_seed()
+    eurusd = Instrument.objects.get(symbol="EURUSD")
+    for timeframe, (value, signal, _) in EURUSD.items():
+        store_macdv(eurusd, timeframe, value, signal)
+        store_macdv(eurusd, timeframe, "0", "0", start=AS_OF - timedelta(days=3))  # an older row
+    gbpusd = Instrument.objects.get(symbol="GBPUSD")
+    store_macdv(gbpusd, "1m", "10", "5")  # ranging
+    store_bars(gbpusd, "15m", 5)  # not enough bars
+    store_bars(gbpusd, "1h", 10, every=4)  # 10 real bars over 37: low trading activity
+    store_bars(gbpusd, "4h", 30)  # enough bars, nothing computed
+    store_macdv(gbpusd, "1d", "80", None)  # the signal is not seeded yet
+    VenueSymbol.objects.filter(instrument__symbol="USDJPY").update(enabled=False)

@@ -1,0 +1,217 @@
+"""GET /api/v1/signals for 50 instruments x 6 timeframes through the HTTP server, served as `make run`
+serves it.
+
+Sets up its own database and Redis prefix (dropped afterwards): 50 enabled instruments, each with
+HISTORY stored MACD-V rows per timeframe, except one timeframe in ten left unseeded with a few bars
+(the grid then also reads bars for the reason). Starts the Procfile's `web` process on a free port and
+sends the grid's request (every cell, API-key authentication, a user holding the signals permission)
+from another process:
+
+- signals_api_p99_ms: the 99th percentile latency at a steady (open-loop) RATE requests/s.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.bench.bench_order_api import (  # noqa: E402
+    HttpClient,
+    _drop_database,
+    _free_port,
+    _start,
+    _stop,
+    _wait_ready,
+)
+from tests.bench.metric import emit  # noqa: E402
+
+INSTRUMENTS = 50
+HISTORY = 300
+RATE = 10
+WARMUP_S = 3.0
+STEADY_S = 30.0
+TIMEOUT_S = 10.0
+
+
+def _bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    base_db = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/livermore")
+    prefix, _, name = base_db.rpartition("/")
+    env["DATABASE_URL"] = f"{prefix}/{name.split('?')[0]}_bench_signals_api"
+    env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-signals-api"
+    env["LOG_LEVEL"] = "WARNING"
+    env["THROTTLE_USER"] = "10000000/min"
+    return env
+
+
+def _setup(env: dict[str, str]) -> str:
+    """Fresh database: instruments on an enabled venue, stored MACD-V and bars; returns an API key."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+    import django
+
+    django.setup()
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from django.contrib.auth.models import Permission
+    from django.core.management import call_command
+
+    _drop_database()
+    call_command("createdb", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    call_command("migrate", verbosity=0)
+    from alerts.models import IndicatorValue
+    from alerts.signal_grid import TIMEFRAMES
+    from livermore.users.models import ApiKey, User
+    from marketdata.bars import TIMEFRAME_SECONDS
+    from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
+
+    venue = Venue.objects.create(code="sim", name="Simulator", kind=VenueKind.SIMULATOR)
+    end = datetime(2026, 1, 5, tzinfo=UTC)
+    for n in range(INSTRUMENTS):
+        instrument = Instrument.objects.create(
+            symbol=f"SYM{n:03d}",
+            base_currency="SYM",
+            quote_currency="USD",
+            contract_size=Decimal(1),
+            digits=2,
+            pip_size=Decimal("0.01"),
+            volume_min=Decimal("0.01"),
+            volume_max=Decimal(100),
+            volume_step=Decimal("0.01"),
+        )
+        VenueSymbol.objects.create(venue=venue, instrument=instrument, venue_symbol=instrument.symbol)
+        values, bars = [], []
+        for k, tf in enumerate(TIMEFRAMES):
+            step = timedelta(seconds=TIMEFRAME_SECONDS[tf])
+            if (n * len(TIMEFRAMES) + k) % 10 == 0:
+                bars += [
+                    Candle(
+                        instrument=instrument,
+                        timeframe=tf,
+                        start=end - i * step,
+                        open=1,
+                        high=2,
+                        low=1,
+                        close=2,
+                    )
+                    for i in range(12)
+                ]
+                continue
+            for i in range(HISTORY):
+                value = Decimal(200 * ((i * 7 + n * 13 + k * 29) % 100) / 100 - 100)
+                values.append(
+                    IndicatorValue(
+                        instrument=instrument,
+                        timeframe=tf,
+                        start=end - i * step,
+                        name="macdv",
+                        value=value,
+                        signal=value / 2,
+                        histogram=value / 2,
+                    )
+                )
+        IndicatorValue.objects.bulk_create(values, batch_size=5000)
+        Candle.objects.bulk_create(bars)
+    user = User.objects.create_user("bench-signals", password=None)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_signals", content_type__app_label="alerts")
+    )
+    _, raw = ApiKey.issue(user=user, name="bench")
+    from django.db import connection, connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    connections.close_all()
+    return raw
+
+
+async def _load(base: str, key: str) -> dict[str, Any]:
+    client = HttpClient(base)  # a pool: a request takes an idle keep-alive connection or opens one
+    headers = {"Authorization": f"Api-Key {key}"}
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def one(measured: bool) -> None:
+        started = time.perf_counter()
+        try:
+            status, body = await asyncio.wait_for(client.get("/api/v1/signals", headers), timeout=TIMEOUT_S)
+        except TimeoutError:
+            status, body = 0, b""
+        elapsed = time.perf_counter() - started
+        if status != 200 or len(json.loads(body)["results"]) != INSTRUMENTS * 6:
+            errors.append(f"{status} {body[:200]!r}")
+            elapsed = TIMEOUT_S  # a failed request counts as the slowest possible
+        if measured:
+            latencies.append(elapsed)
+
+    pending = []
+    t0 = time.monotonic()
+    total = int(RATE * (WARMUP_S + STEADY_S))
+    try:
+        for i in range(total):
+            delay = t0 + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(one(i >= RATE * WARMUP_S)))
+        await asyncio.gather(*pending)
+    finally:
+        client.close()
+    latencies.sort()
+    return {
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "sent": len(latencies),
+        "errors": errors[:5],
+        "failed": len(errors),
+    }
+
+
+def _client_main() -> None:
+    config = json.loads(sys.stdin.read())
+    print(json.dumps(asyncio.run(_load(config["base"], config["key"]))))
+
+
+def main() -> int:
+    env = _bench_env()
+    key = _setup(env)
+    port = _free_port()
+    env_run = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    procs = [_start("web", env_run)]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, procs, path="/healthz")
+        client = subprocess.run(
+            [sys.executable, __file__, "--client"],
+            input=json.dumps({"base": base, "key": key}),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        if client.returncode != 0:
+            sys.stderr.write(client.stderr[-3000:])
+            return 1
+        result = json.loads(client.stdout.strip().splitlines()[-1])
+    finally:
+        for proc in procs:
+            _stop(proc)
+        _drop_database()
+    if result["failed"]:
+        sys.stderr.write(f"failed requests: {result['failed']}/{result['sent']}: {result['errors']}\n")
+    sys.stderr.write(f"p50 {result['p50_ms']:.2f} ms over {result['sent']} requests\n")
+    emit("signals_api_p99_ms", result["p99_ms"], "ms", "<= 20")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--client" in sys.argv:
+        _client_main()
+    else:
+        sys.exit(main())
