@@ -8,7 +8,12 @@ from marketdata.backfill import last_day
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument, Venue
 from marketdata.selectors import backfill_targets
-from marketdata.services import candles_backfill, feed_health_snapshot_take, tick_partitions_maintain
+from marketdata.services import (
+    backfill_job_run,
+    candles_backfill,
+    feed_health_snapshot_take,
+    tick_partitions_maintain,
+)
 
 
 @shared_task(ignore_result=True)
@@ -23,13 +28,20 @@ def tick_retention() -> dict[str, list[str]]:
 
 @shared_task(ignore_result=True)
 def backfill_candles(instrument_id: int, venue_id: int, timeframe: str, start: str, end: str) -> int:
-    return candles_backfill(
+    result = candles_backfill(
         instrument=Instrument.objects.get(pk=instrument_id),
         venue=Venue.objects.get(pk=venue_id),
         timeframe=timeframe,
         start=datetime.fromisoformat(start),
         end=datetime.fromisoformat(end),
     )
+    return result.added + result.replaced
+
+
+@shared_task(ignore_result=True)
+def backfill_job(job_id: int) -> str:
+    """An operator's backfill (admin action, manage.py backfill --queue): progress in its row."""
+    return backfill_job_run(job_id=job_id).state
 
 
 @shared_task(ignore_result=True)

@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from marketdata.quotes import Quote, now_ns
+from marketdata.quotes import Quote, Trade, now_ns
 
 log = logging.getLogger(__name__)
 
 QuoteSink = Callable[[Quote], None]
+TradeSink = Callable[[Trade], None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class AdapterStats:
     disconnects: int = 0
     messages: int = 0
     quotes: int = 0
+    trades: int = 0
     malformed: int = 0
     last_message_ns: int = 0
     last_error: str = ""
@@ -65,10 +67,21 @@ class MalformedMessage(ValueError):
 
 class Adapter(ABC):
     kind: ClassVar[str]
+    # True for venues whose public feed carries their trades (Coinbase, Binance): given a
+    # trade_sink, they stream them, and the market loop builds their bars from trades, not the mid.
+    has_trades: ClassVar[bool] = False
 
-    def __init__(self, venue: VenueConfig, sink: QuoteSink, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        venue: VenueConfig,
+        sink: QuoteSink,
+        *,
+        backoff: Backoff | None = None,
+        trade_sink: TradeSink | None = None,
+    ) -> None:
         self.venue = venue
         self.sink = sink
+        self.trade_sink = trade_sink if self.has_trades else None
         self.stats = AdapterStats()
         self.backoff = backoff or Backoff(
             base_s=float(venue.config.get("backoff_base_s", 0.5)),
@@ -116,6 +129,15 @@ class Adapter(ABC):
     def emit(self, quote: Quote) -> None:
         self.stats.quotes += 1
         self.sink(quote)
+
+    @property
+    def streams_trades(self) -> bool:
+        return self.trade_sink is not None
+
+    def emit_trade(self, trade: Trade) -> None:
+        self.stats.trades += 1
+        if self.trade_sink is not None:
+            self.trade_sink(trade)
 
     @abstractmethod
     async def session(self) -> None:

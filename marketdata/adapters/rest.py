@@ -45,13 +45,14 @@ def retry_after_s(response: httpx.Response) -> float | None:
 
 
 def error_message(response: httpx.Response) -> str:
-    """The venue's error text: Coinbase `message`/`error`, OANDA `errorMessage`, else the raw body."""
+    """The venue's error text: Coinbase `message`/`error`, OANDA `errorMessage`, Binance `msg`, else
+    the raw body."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200]
     if isinstance(body, dict):
-        for name in ("message", "errorMessage", "error"):
+        for name in ("message", "errorMessage", "msg", "error"):
             if isinstance(body.get(name), str) and body[name]:
                 return body[name][:200]
     return response.text[:200]
@@ -77,6 +78,8 @@ class RestClient:
         self.backoff = backoff or Backoff(base_s=0.5, cap_s=max_wait_s)
         self.sleep = sleep
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+        self.requests = 0  # answered requests (pages), for a backfill's progress
+        self.waits = 0  # retries waited out (429 and Retry-After included), for the same
 
     def close(self) -> None:
         self.http.close()
@@ -108,6 +111,7 @@ class RestClient:
             else:
                 status = response.status_code
                 if status < 400:
+                    self.requests += 1
                     log.info(
                         "venue=%s GET %s -> %d in %.0f ms (attempt %d)",
                         self.venue,
@@ -144,4 +148,5 @@ class RestClient:
                 self.max_retries,
                 delay,
             )
+            self.waits += 1
             self.sleep(delay)
