@@ -225,12 +225,13 @@ class CoinbaseAdapter(Adapter):
 
     def _market_trades(self, message: Mapping[str, Any]) -> None:
         """Each event (a snapshot of recent trades, then updates batching the last 250 ms) may
-        hold many trades, in no documented order: they are emitted in time order. A repeat (the
+        hold many trades, in no documented order: they are emitted in time order, trades of the
+        same instant in trade id order (Coinbase numbers a product's trades upwards). A repeat (the
         snapshot after a reconnect) is the market loop's to drop, by trade_id."""
         recv_ts = now_ns()
         for event in message["events"]:
             trades = [self._trade(t, recv_ts) for t in event["trades"]]
-            for trade in sorted((t for t in trades if t is not None), key=lambda t: t.venue_ts):
+            for trade in sorted((t for t in trades if t is not None), key=_trade_order):
                 self.emit_trade(trade)
 
     def _trade(self, trade: Mapping[str, Any], recv_ts: int) -> Trade | None:
@@ -256,6 +257,10 @@ class CoinbaseAdapter(Adapter):
         if symbol is None:
             return None
         return candle_bar(candle, symbol=symbol, timeframe="5m")
+
+
+def _trade_order(trade: Trade) -> tuple[int, int, str]:
+    return (trade.venue_ts, int(trade.trade_id) if trade.trade_id.isdigit() else 0, trade.trade_id)
 
 
 def candle_bar(candle: Mapping[str, Any], *, symbol: str, timeframe: str) -> Bar:
