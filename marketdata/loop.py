@@ -83,6 +83,7 @@ class MarketLoop:
         self.history_tasks: set[asyncio.Task[None]] = set()
         self.history_stop = threading.Event()
         self.connects_seen: dict[str, int] = {}
+        self.last_message_seen: dict[str, int] = {}  # per venue, at the previous check (epoch ns)
         self.warmed_up = asyncio.Event()  # the start's warm-up ended (done or failed)
         self.warm_up_s: float | None = None
         self.warm_ups = 0
@@ -155,20 +156,23 @@ class MarketLoop:
         except Exception:
             log.exception("open candles not restored: the current bars start from the first quote")
 
-    def schedule_warm_up(self, venue_codes: set[str] | None) -> None:
-        """Warm up every instrument (None: at start) or those quoted by `venue_codes` (after a
-        reconnect gap) in the history thread; the hourly beat backfill keeps them current after."""
+    def schedule_warm_up(self, venue_codes: set[str] | None, gap_from: int | None = None) -> None:
+        """Warm up every instrument (None: at start) or those quoted by `venue_codes` after a
+        reconnect gap that began at `gap_from` (epoch s), in the history thread; the hourly beat
+        backfill keeps them current after."""
         if self.warmup_bars <= 0:
             self.warmed_up.set()
             return
-        task = asyncio.create_task(self.warm_up(venue_codes), name="warm-up")
+        task = asyncio.create_task(self.warm_up(venue_codes, gap_from), name="warm-up")
         self.history_tasks.add(task)
         task.add_done_callback(self.history_tasks.discard)
 
-    async def warm_up(self, venue_codes: set[str] | None) -> None:
+    async def warm_up(self, venue_codes: set[str] | None, gap_from: int | None = None) -> None:
         began = time.monotonic()
         try:
-            await asyncio.get_running_loop().run_in_executor(self.history, self._warm_up, venue_codes)
+            await asyncio.get_running_loop().run_in_executor(
+                self.history, self._warm_up, venue_codes, gap_from
+            )
         except Exception:
             log.exception("candle warm-up failed (venues %s)", venue_codes or "all")
         finally:
@@ -177,14 +181,16 @@ class MarketLoop:
                 self.warm_up_s = time.monotonic() - began
                 self.warmed_up.set()
 
-    def _warm_up(self, venue_codes: set[str] | None) -> None:
+    def _warm_up(self, venue_codes: set[str] | None, gap_from: int | None) -> None:
         close_old_connections()
         targets = warm_up_targets(venue_codes=venue_codes)
         for vs in targets:
             if self.history_stop.is_set():
                 return
             try:
-                have = candles_warm_up(instrument=vs.instrument, venue=vs.venue, bars=self.warmup_bars)
+                have = candles_warm_up(
+                    instrument=vs.instrument, venue=vs.venue, bars=self.warmup_bars, gap_from=gap_from
+                )
             except ServiceError as exc:
                 log.warning("venue=%s warm-up of %s failed: %s", vs.venue.code, vs.instrument.symbol, exc)
                 continue
@@ -201,7 +207,7 @@ class MarketLoop:
 
     def check_reconnects(self) -> None:
         """A venue that connected again after a gap: backfill the hole in its instruments' bars."""
-        reconnected = set()
+        reconnected, gap_from = set(), now_ns()
         for code, (_, adapter, _) in self.adapters.items():
             connects = adapter.stats.connects
             seen = self.connects_seen.get(code, 0)
@@ -209,9 +215,12 @@ class MarketLoop:
                 self.connects_seen[code] = connects
                 if seen > 0:
                     reconnected.add(code)
+                    # The last message before the drop, as seen at the previous check.
+                    gap_from = min(gap_from, self.last_message_seen.get(code) or gap_from)
+            self.last_message_seen[code] = adapter.stats.last_message_ns
         if reconnected:
             log.info("venues %s reconnected: backfilling their gap", ", ".join(sorted(reconnected)))
-            self.schedule_warm_up(reconnected)
+            self.schedule_warm_up(reconnected, gap_from // 1_000_000_000)
 
     async def save_seq(self) -> None:
         if self.manager.seq:
@@ -223,8 +232,10 @@ class MarketLoop:
         self.adapters.clear()
         self.history_stop.set()
         await cancel_and_wait(*tasks, *self.history_tasks)
-        # A warm-up in its thread finishes its current instrument, then the thread ends.
-        await asyncio.to_thread(self.history.shutdown, wait=True, cancel_futures=True)
+        # A warm-up in its thread finishes its current instrument, then the thread closes its
+        # database connection and ends.
+        await asyncio.get_running_loop().run_in_executor(self.history, connections.close_all)
+        self.history.shutdown(wait=True)
         await asyncio.to_thread(self.recorder.stop)
         try:
             await self.save_seq()

@@ -255,18 +255,33 @@ def candles_warm_up(
     bars: int,
     timeframes: Iterable[str] = TIMEFRAME_SECONDS,
     now: int | None = None,
+    gap_from: int | None = None,
     progress: ProgressHook | None = None,
 ) -> dict[str, int]:
     """Make sure `instrument` has at least `bars` closed bars up to now on every timeframe,
-    backfilling from `venue` what is missing (a first start, or the hole a reconnect gap left).
-    A timeframe that already has them costs one count query and no request. Where the venue has
-    no bars for part of the window (FX weekends), the window is widened back, at most three times.
+    backfilling from `venue` what is missing. A timeframe that already has them costs one count
+    query and no request. Where the venue has no bars for part of the window (FX weekends), the
+    window is widened back, at most three times.
+
+    `gap_from` (epoch s): a feed was away from then to now (a reconnect), so the bars from the one
+    before the bar in progress then are fetched whatever the count says: bars built here during
+    the gap lack its trades, and the venue's replace them.
+
     Returns the closed bars now stored in the final window, per timeframe."""
     now = int(timezone.now().timestamp()) if now is None else now
     have: dict[str, int] = {}
     for timeframe in timeframes:
         step = TIMEFRAME_SECONDS[timeframe]
         end = now - now % step  # the bar in progress is not closed yet
+        if gap_from is not None and (gap_start := gap_from - gap_from % step - step) < end:
+            candles_backfill(
+                instrument=instrument,
+                timeframe=timeframe,
+                start=datetime.fromtimestamp(gap_start, UTC),
+                end=datetime.fromtimestamp(end, UTC),
+                venue=venue,
+                progress=progress,
+            )
         lookback, fetched_from = bars, end
         count = 0
         for _ in range(4):
