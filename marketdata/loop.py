@@ -24,6 +24,7 @@ from livermore.redis import async_client, key
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.lpmanager import LPManager, Output, VenueSettings
+from marketdata.models import VenueSymbol
 from marketdata.outputs import CandleStage, OrderBookCache
 from marketdata.publisher import QuotePublisher, ticker_key
 from marketdata.quotes import Quote, Trade, now_ns
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_KEY = "feed-health"
 RECORDER_KEY = "tick-recorder"
+WARM_UP_WORKERS = 4
 SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survives a restart
 
 
@@ -184,26 +186,36 @@ class MarketLoop:
     def _warm_up(self, venue_codes: set[str] | None, gap_from: int | None) -> None:
         close_old_connections()
         targets = warm_up_targets(venue_codes=venue_codes)
-        for vs in targets:
-            if self.history_stop.is_set():
-                return
-            try:
-                have = candles_warm_up(
-                    instrument=vs.instrument, venue=vs.venue, bars=self.warmup_bars, gap_from=gap_from
-                )
-            except ServiceError as exc:
-                log.warning("venue=%s warm-up of %s failed: %s", vs.venue.code, vs.instrument.symbol, exc)
-                continue
-            short = {tf: n for tf, n in have.items() if n < self.warmup_bars}
-            if short:
-                log.warning(
-                    "venue=%s warm-up of %s: fewer than %d bars on %s",
-                    vs.venue.code,
-                    vs.instrument.symbol,
-                    self.warmup_bars,
-                    short,
-                )
+        # A few instruments at a time: most of a fetch is waiting on the venue and the database.
+        # Each client still honours its venue's 429s and Retry-After.
+        with ThreadPoolExecutor(max_workers=WARM_UP_WORKERS, thread_name_prefix="history-fetch") as pool:
+            list(pool.map(lambda vs: self._warm_up_one(vs, gap_from), targets))
         log.info("candle warm-up of %d instrument(s) done (venues %s)", len(targets), venue_codes or "all")
+
+    def _warm_up_one(self, vs: VenueSymbol, gap_from: int | None) -> None:
+        if self.history_stop.is_set():
+            return
+        try:
+            have = candles_warm_up(
+                instrument=vs.instrument, venue=vs.venue, bars=self.warmup_bars, gap_from=gap_from
+            )
+        except ServiceError as exc:
+            log.warning("venue=%s warm-up of %s failed: %s", vs.venue.code, vs.instrument.symbol, exc)
+            return
+        except Exception:
+            log.exception("venue=%s warm-up of %s failed", vs.venue.code, vs.instrument.symbol)
+            return
+        finally:
+            connections.close_all()  # this pool's threads end with the warm-up
+        short = {tf: n for tf, n in have.items() if n < self.warmup_bars}
+        if short:
+            log.warning(
+                "venue=%s warm-up of %s: fewer than %d bars on %s",
+                vs.venue.code,
+                vs.instrument.symbol,
+                self.warmup_bars,
+                short,
+            )
 
     def check_reconnects(self) -> None:
         """A venue that connected again after a gap: backfill the hole in its instruments' bars."""
