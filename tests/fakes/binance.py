@@ -249,6 +249,8 @@ class BinanceRestFake(HttpFake):
             return Response(400, {"code": -1130, "msg": "Invalid data sent for a parameter."})
         step = INTERVAL_S[interval]
         now = int(self.clock())
+        if request.arg("startTime") is None:  # the most recent `limit` klines up to endTime
+            start_ms = (min(end_ms // 1000, now) // step - limit + 1) * step * 1000
         bucket = -(-start_ms // (step * 1000)) * step
         rows: list[list[object]] = []
         while len(rows) < limit and bucket * 1000 <= end_ms and bucket <= now:

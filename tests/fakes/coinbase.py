@@ -126,8 +126,9 @@ class CoinbaseRestFake(HttpFake):
         page_size: int = 2,
         clock: Callable[[], float] = time.time,
         tape: Tape | None = None,
+        tls: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(tls=tls)
         self.key = key
         self.tape = tape
         self.page_size = page_size

@@ -1,9 +1,17 @@
 """A real HTTP/1.1 server on 127.0.0.1 (a free port) for venue fakes, in a background thread so both
 sync clients (Celery tasks, services) and asyncio clients can talk to it. Handlers return a
-`Response`, or a `Stream` (chunked transfer, one chunk per item, `DROP` cuts the socket mid-stream)."""
+`Response`, or a `Stream` (chunked transfer, one chunk per item, `DROP` cuts the socket mid-stream).
 
+With `tls=True` it speaks HTTPS with a self-signed certificate for 127.0.0.1 made at start (its PEM
+in `cert_file`, for a client's trust store): for official SDKs that only build https:// URLs."""
+
+import datetime
+import ipaddress
 import json
+import os
 import socket
+import ssl
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -54,10 +62,12 @@ class Stream:
 class HttpFake:
     """Subclasses implement `handle(request)`. `fail_next` queues canned answers served first."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         self.requests: list[Request] = []
         self.forced: deque[Response] = deque()
         self.stopping = threading.Event()
+        self.tls = tls
+        self.cert_file = ""
         self._server: ThreadingHTTPServer | None = None
 
     def handle(self, request: Request) -> Response | Stream:
@@ -80,7 +90,7 @@ class HttpFake:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> Self:
         fake = self
@@ -140,6 +150,11 @@ class HttpFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.cert_file = _self_signed_cert()
+            context.load_cert_chain(self.cert_file)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
         return self
 
@@ -148,9 +163,46 @@ class HttpFake:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self.cert_file:
+            os.unlink(self.cert_file)
+            self.cert_file = ""
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _self_signed_cert() -> str:
+    """A PEM file holding a fresh key and a certificate for 127.0.0.1 signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        out.write(cert.public_bytes(serialization.Encoding.PEM))
+        return out.name
