@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@echo "Installing dependencies (the first install compiles quickfix: about 7 minutes)"
 	$(PY) -m pip install -q -e ".[dev,fix]"
+	$(PY) -m pip install -q --no-deps "coinbase-advanced-py>=1.8,<2"
 	touch $@
 
 install: $(STAMP)

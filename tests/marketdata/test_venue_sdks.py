@@ -117,3 +117,38 @@ def test_the_oanda_sdk_reads_candles_from_the_fake(oanda: OandaFake) -> None:
     assert (first.mid.o, first.mid.h, first.mid.l, first.mid.c) == tuple(float(expected[k]) for k in "ohlc")
     assert first.volume == fake_volume(bucket, 3600) and first.complete
     assert oanda.requests[0].arg("from") == rfc3339(start)
+
+
+async def test_the_coinbase_sdks_message_types_parse_the_fakes_market_trades() -> None:
+    """The SDK's own WebSocket client needs websockets<14 (we run a newer one), so its typed parser
+    reads frames our client took from the fake: it pops every envelope field, or raises."""
+    import json
+
+    import websockets
+    from coinbase.websocket.types.websocket_response import WebsocketResponse
+
+    from tests.fakes.coinbase import CoinbaseWsFake
+
+    bucket = (int(time.time()) - 600) // 60 * 60
+    frames: list[WebsocketResponse] = []
+    async with CoinbaseWsFake() as fake, websockets.connect(fake.url) as ws:
+        await ws.send(
+            json.dumps({"type": "subscribe", "channel": "market_trades", "product_ids": ["BTC-USD"]})
+        )
+        await fake.wait_until(lambda: fake.subscribed("market_trades", "BTC-USD") == 1)
+        await fake.trades("BTC-USD", [("95000.5", "0.2", "BUY", bucket * 1_000_000_000 + 5)])
+        while len(frames) < 3:  # subscriptions, the snapshot, the update
+            frames.append(WebsocketResponse(json.loads(await ws.recv())))
+    assert [f.channel for f in frames] == ["subscriptions", "market_trades", "market_trades"]
+    assert [f.sequence_num for f in frames] == [0, 1, 2]
+    snapshot, update = frames[1].events[0], frames[2].events[0]
+    assert (snapshot.type, snapshot.trades, update.type) == ("snapshot", [], "update")
+    (trade,) = update.trades
+    assert (trade.trade_id, trade.product_id, trade.price, trade.size, trade.side) == (
+        "1000001",
+        "BTC-USD",
+        "95000.5",
+        "0.2",
+        "BUY",
+    )
+    assert trade.time.endswith("000000005Z")
