@@ -3,6 +3,7 @@ fake serves, the fake speaks the venue's protocol (and so our clients are tested
 
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import v20
@@ -12,6 +13,7 @@ from coinbase.rest import RESTClient
 
 from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
+from tests.fakes.fixtures import eventually
 from tests.fakes.oanda import OandaFake, fake_mid, fake_volume, parse_rfc3339, rfc3339, trading
 from tests.fakes.tape import Tape
 
@@ -152,3 +154,35 @@ async def test_the_coinbase_sdks_message_types_parse_the_fakes_market_trades() -
         "BUY",
     )
     assert trade.time.endswith("000000005Z")
+
+
+async def test_the_binance_sdk_streams_trades_from_the_fake() -> None:
+    """The connector opens a bare /stream, subscribes with a SUBSCRIBE frame, and parses each trade
+    into its strict TradeResponse model (ints, strings and booleans where Binance sends them)."""
+    from binance_sdk_spot.spot import ConfigurationWebSocketStreams
+
+    from tests.fakes.binance import BinanceWsFake
+
+    received: list[Any] = []
+    async with BinanceWsFake() as fake:
+        client = Spot(config_ws_streams=ConfigurationWebSocketStreams(stream_url=fake.url))
+        connection = await client.websocket_streams.create_connection()
+        try:
+            stream = await connection.trade(symbol="btcusdt")
+            stream.on("message", received.append)
+            await fake.wait_until(lambda: fake.subscribed("btcusdt@trade") == 1, within_s=10)
+            await fake.trade("BTCUSDT", "95000.5", "0.2", buyer_maker=True, ts_ns=1_772_445_600_123_000_000)
+            await eventually(lambda: bool(received))
+        finally:
+            await connection.close_connection(close_session=True)
+    assert fake.paths == ["/stream"]
+    (trade,) = received
+    assert (trade.e, trade.s, trade.t, trade.p, trade.q, trade.T, trade.m) == (
+        "trade",
+        "BTCUSDT",
+        1000001,
+        "95000.5",
+        "0.2",
+        1_772_445_600_123,
+        True,
+    )
