@@ -288,20 +288,35 @@ def fill_gaps(
     and none before the first known close. Returns the bars and where the next page starts."""
     step = TIMEFRAME_SECONDS[timeframe]
     out: list[Bar] = []
-    close = previous.close if previous is not None else None
+    last = previous
     t, i = start, 0
     while len(out) < limit and t < end:
         stored = bars[i] if i < len(bars) else None
         if stored is not None and stored.start <= t:
             out.append(stored)
-            close = stored.close
+            last = stored
             i += 1
             t = stored.start + step
-        elif close is None or t + step > complete_until:
+        elif last is None or t + step > complete_until:
             if stored is None:
                 break
             t = stored.start
         else:
-            out.append(Bar(symbol, timeframe, t, close, close, close, close, synthetic=True))
+            # A gap continues the series before it: same source and venue, flagged synthetic.
+            close = last.close
+            out.append(
+                Bar(
+                    symbol,
+                    timeframe,
+                    t,
+                    close,
+                    close,
+                    close,
+                    close,
+                    synthetic=True,
+                    source=last.source,
+                    venue=last.venue,
+                )
+            )
             t += step
     return out, t

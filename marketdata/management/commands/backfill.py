@@ -53,7 +53,7 @@ class Command(BaseCommand):
                 total=buckets, desc=f"{instrument.symbol} {timeframe}", unit="bar", file=self.stderr
             ) as bar:
 
-                def advance(progress: FetchProgress, bar: tqdm = bar) -> None:  # type: ignore[type-arg]
+                def advance(progress: FetchProgress, bar: tqdm = bar) -> None:
                     bar.update(progress.bars - bar.n)
                     bar.set_postfix(pages=progress.pages, waits=progress.rate_limit_waits)
 
