@@ -15,9 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketdata import selectors
-from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.bars import TIMEFRAME_SECONDS, bar_to_wire
 from marketdata.models import Instrument
-from marketdata.outputs import bar_to_wire
 from marketdata.streams import SYMBOL_RE
 
 MAX_LIMIT = 1000

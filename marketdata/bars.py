@@ -1,7 +1,9 @@
 """The bar type the candle builder, backfill, gap filling and indicators share. No Django imports."""
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 
@@ -34,3 +36,21 @@ class Bar:
     partial: bool = False
     source: str = MID
     venue: str = ""
+
+
+def bar_to_wire(bar: Bar) -> dict[str, Any]:
+    """The JSON shape of a bar in stream events, the Redis cache and the API (prices as strings)."""
+    return {
+        "symbol": bar.symbol,
+        "tf": bar.timeframe,
+        "start": datetime.fromtimestamp(bar.start, UTC).isoformat(),
+        "o": format(bar.open, "f"),
+        "h": format(bar.high, "f"),
+        "l": format(bar.low, "f"),
+        "c": format(bar.close, "f"),
+        "volume": format(bar.volume, "f"),
+        "ticks": bar.tick_count,
+        "synthetic": bar.synthetic,
+        "source": bar.source,
+        "venue": bar.venue,
+    }

@@ -10,7 +10,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -19,7 +18,7 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
 from livermore.redis import async_client, key
-from marketdata.bars import MID, TRADES, Bar
+from marketdata.bars import MID, TRADES, Bar, bar_to_wire
 from marketdata.candles import ZERO, CandleBuilder
 from marketdata.publisher import book_key, candle_cache_key, candle_group
 from marketdata.quotes import Quote, SelectedQuote, Trade
@@ -35,24 +34,6 @@ UNSTORED_KEY = "candles-unstored"  # closed bars a run could not store, for the 
 
 def candle_channel(symbol: str, timeframe: str) -> str:
     return f"candles:{symbol}:{timeframe}"
-
-
-def bar_to_wire(bar: Bar) -> dict[str, Any]:
-    """The JSON shape of a bar in stream events, the Redis cache and the API (prices as strings)."""
-    return {
-        "symbol": bar.symbol,
-        "tf": bar.timeframe,
-        "start": datetime.fromtimestamp(bar.start, UTC).isoformat(),
-        "o": format(bar.open, "f"),
-        "h": format(bar.high, "f"),
-        "l": format(bar.low, "f"),
-        "c": format(bar.close, "f"),
-        "volume": format(bar.volume, "f"),
-        "ticks": bar.tick_count,
-        "synthetic": bar.synthetic,
-        "source": bar.source,
-        "venue": bar.venue,
-    }
 
 
 def book_to_wire(quote: Quote) -> dict[str, Any]:

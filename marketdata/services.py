@@ -17,7 +17,7 @@ from marketdata import ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.rest import VenueHttpError
 from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, FetchProgress, ProgressHook, venue_bars
-from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.bars import TIMEFRAME_SECONDS, Bar, bar_to_wire
 from marketdata.models import (
     BackfillJob,
     Candle,
@@ -27,7 +27,7 @@ from marketdata.models import (
     Venue,
     VenueSymbol,
 )
-from marketdata.publisher import ticker_key
+from marketdata.publisher import candle_cache_key, ticker_key
 from marketdata.selectors import feed_health, venue_config
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def candles_backfill(
         ["open", "high", "low", "close", "volume", "tick_count", "source", "venue", "partial", "replaced"],
         batch_size=500,
     )
+    _candle_cache_replace([starts[c.start] for c in replacements])
     log.info(
         "venue=%s backfill %s %s %s..%s: %d fetched, %d added, %d replaced",
         venue.code,
@@ -237,6 +238,25 @@ def candles_backfill(
         len(replacements),
     )
     return BackfillResult(fetched=len(bars), added=added, replaced=len(replacements))
+
+
+def _candle_cache_replace(bars: list[Bar]) -> None:
+    """Put replaced bars in the Redis candle cache (stream snapshots) where it holds the bar they
+    replace; a bar the cache no longer holds is not added back."""
+    if not bars:
+        return
+    client = redis.sync_client()
+    with client.pipeline(transaction=False) as pipe:
+        for bar in bars:
+            pipe.zremrangebyscore(candle_cache_key(bar.symbol, bar.timeframe), bar.start, bar.start)
+        removed = pipe.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for bar, count in zip(bars, removed, strict=True):
+            if count:
+                pipe.zadd(
+                    candle_cache_key(bar.symbol, bar.timeframe), {json.dumps(bar_to_wire(bar)): bar.start}
+                )
+        pipe.execute()
 
 
 def _closed_bars(instrument: Instrument, timeframe: str, start: int, end: int) -> int:

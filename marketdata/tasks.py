@@ -7,7 +7,7 @@ from django.conf import settings
 from marketdata.backfill import last_day
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument, Venue
-from marketdata.selectors import backfill_targets
+from marketdata.selectors import warm_up_targets
 from marketdata.services import (
     backfill_job_run,
     candles_backfill,
@@ -46,8 +46,9 @@ def backfill_job(job_id: int) -> str:
 
 @shared_task(ignore_result=True)
 def backfill_recent_candles() -> int:
-    """Beat job: re-fetch the last day of every timeframe from each venue that can serve it."""
-    jobs = [(vs, tf) for vs in backfill_targets() for tf in TIMEFRAME_SECONDS]
+    """Beat job: re-fetch the last day of every timeframe of each instrument from its best venue
+    with history (one venue per instrument, as the warm-up, so a series is one venue's bars)."""
+    jobs = [(vs, tf) for vs in warm_up_targets() for tf in TIMEFRAME_SECONDS]
     for vs, timeframe in jobs:
         backfill_candles_enqueue(instrument_id=vs.instrument_id, venue_id=vs.venue_id, timeframe=timeframe)
     return len(jobs)

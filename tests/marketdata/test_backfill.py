@@ -10,11 +10,14 @@ from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
 from livermore.errors import ServiceError
+from livermore.redis import sync_client
 from livermore.schedules import JOBS, periodic_tasks_sync
 from livermore.users.models import User
 from marketdata.backfill import FetchProgress
+from marketdata.bars import Bar, bar_to_wire
 from marketdata.demo import demo_seed
 from marketdata.models import BackfillJob, Candle, Instrument, Venue, VenueKind, VenueSymbol
+from marketdata.publisher import candle_cache_key
 from marketdata.services import backfill_job_create, backfill_job_run, candles_backfill, candles_warm_up
 from marketdata.tasks import backfill_recent_candles
 from tests.fakes.binance import BinanceRestFake, fake_kline
@@ -128,7 +131,7 @@ def test_binance_klines_are_stored_with_volume_and_trade_count(btc: Instrument, 
 
 
 def test_a_bar_built_here_is_replaced_by_the_venues_own_once_and_counted(
-    btc: Instrument, coinbase_venue: Venue
+    btc: Instrument, coinbase_venue: Venue, admin_client: Client
 ) -> None:
     end = minute(time.time()) - timedelta(minutes=5)
     start = end - timedelta(minutes=30)
@@ -145,8 +148,16 @@ def test_a_bar_built_here_is_replaced_by_the_venues_own_once_and_counted(
         source="trades",
         venue="cb",
     )
+    cache = candle_cache_key("BTCUSD", "1m")
+    one, two, half = Decimal(1), Decimal(2), Decimal("0.5")
+    cached = bar_to_wire(
+        Bar("BTCUSD", "1m", int(built.start.timestamp()), one, two, half, one, source="trades")
+    )
+    sync_client().zadd(cache, {json.dumps(cached): int(built.start.timestamp())})
     first = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
     assert (first.added, first.replaced) == (29, 1)
+    ((member, score),) = sync_client().zrange(cache, 0, -1, withscores=True)  # replaced, nothing added
+    assert score == built.start.timestamp() and json.loads(member)["source"] == "backfill"
     again = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
     assert (again.added, again.replaced) == (0, 0)
     built.refresh_from_db()
@@ -155,6 +166,8 @@ def test_a_bar_built_here_is_replaced_by_the_venues_own_once_and_counted(
     assert (built.source, built.venue, built.replaced, built.partial) == ("backfill", "cb", True, False)
     assert Candle.objects.filter(instrument=btc, timeframe="1m").count() == 30
     assert Candle.objects.filter(replaced=True).count() == 1
+    live_page = admin_client.get("/admin/marketdata/instrument/live/").content.decode()
+    assert '<td id="candles-replaced">1</td>' in live_page
 
 
 def test_a_bar_backfilled_from_another_venue_and_the_bar_in_progress_are_kept(
@@ -398,7 +411,7 @@ def test_the_backfill_action_needs_its_permission(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_beat_job_backfills_every_venue_that_can_serve_history(
+def test_the_beat_job_backfills_each_instrument_from_its_best_venue_with_history(
     coinbase_venue: Venue, oanda: OandaFake, celery_worker: None
 ) -> None:
     keyless = Venue.objects.create(
