@@ -126,7 +126,8 @@ class BarSerializer(serializers.Serializer[dict[str, Any]]):
     volume = serializers.CharField(help_text="Traded volume; 0 for a bar of the mid (tick volume in `ticks`)")
     ticks = serializers.IntegerField(help_text="Trades in the bar, or quotes for a bar of the mid")
     synthetic = serializers.BooleanField(help_text="A gap filled at read time (OHLC = previous close)")
-    source = serializers.ChoiceField(
+    # The metaclass takes declared fields off the class, so this never shadows Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=["trades", "mid", "backfill"],
         help_text="Built here from the venue's trades, from its mid, or the venue's own bar (backfill)",
     )
