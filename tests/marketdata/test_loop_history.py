@@ -14,7 +14,9 @@ from asgiref.sync import sync_to_async
 
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.loop import MarketLoop
+from marketdata.lpmanager import VenueSettings
 from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
+from marketdata.quotes import Quote, Trade
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, CoinbaseWsFake
 from tests.fakes.tape import Tape
 from tests.support.waiting import await_until
@@ -124,3 +126,36 @@ async def test_the_loop_warms_up_builds_bars_from_trades_and_backfills_a_reconne
                     Decimal("95003"),
                 )
     assert loop.warm_up_s is not None and loop.warm_up_s < 30
+
+
+@pytest.mark.django_db
+def test_only_the_selected_venues_trades_reach_the_bars_and_a_failover_marks_the_minute_partial(settings):
+    settings.CANDLE_LISTENERS = []
+    loop = MarketLoop()
+    loop.manager.configure({"cb": VenueSettings(1, 5000), "sim": VenueSettings(5, 5000)})
+    loop.candles.trade_venues.add("cb")
+    t0 = (time.time_ns() // (60 * NS) - 2) * 60 * NS
+
+    def quote(venue: str, at: int) -> Quote:
+        return Quote("BTCUSD", venue, Decimal(100), Decimal(101), venue_ts=at, recv_ts=time.time_ns())
+
+    def trade(venue: str, at: int, trade_id: str) -> Trade:
+        return Trade("BTCUSD", venue, Decimal("100.5"), Decimal(2), "BUY", trade_id, at, time.time_ns())
+
+    loop.on_quote(quote("sim", t0))
+    loop.on_trade(trade("cb", t0 + NS, "1"))  # cb is not selected yet: not in a bar
+    loop.on_quote(quote("cb", t0 + 2 * NS))
+    loop.on_trade(trade("cb", t0 + 3 * NS, "2"))
+    loop.on_trade(trade("cb", time.time_ns() + 3600 * NS, "3"))  # from the future: refused
+    loop.manager.configure({"cb": VenueSettings(1, 5000, enabled=False), "sim": VenueSettings(5, 5000)})
+    loop.on_quote(quote("sim", t0 + 10 * NS))  # failover to sim inside the minute
+    loop.on_quote(quote("sim", t0 + 61 * NS))
+    assert loop.trades_unselected == 1 and loop.candles.trades == 1
+    minute = next(b for b in loop.candles.pending if b.timeframe == "1m")
+    assert (minute.start, minute.open, minute.volume, minute.venue, minute.partial) == (
+        t0 // NS,
+        Decimal("100.5"),
+        Decimal(2),
+        "sim",
+        True,
+    )
