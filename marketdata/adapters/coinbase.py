@@ -130,6 +130,8 @@ class CoinbaseAdapter(Adapter):
             *(["candles"] if bar_sink is not None else []),
         ]
         self.channels: list[str] = list(venue.config.get("channels", default))
+        if "market_trades" not in self.channels:
+            self.trade_sink = None  # configured without trades: its bars come from its mid
         self.signer = coinbase_signer(venue.credentials)
         self.bar_sink = bar_sink
         self.sequence_gaps = 0

@@ -2,6 +2,7 @@
 that the bars built live equal, field for field, the venue's own bars for the same minutes (the
 fakes fold their REST candles from the trades they stream)."""
 
+import dataclasses
 import time
 from decimal import Decimal
 
@@ -90,6 +91,14 @@ async def test_coinbase_market_trades_become_trades_in_time_order(coinbase_key: 
     assert adapter.stats.trades == 3 and adapter.stats.malformed == 0
     subscribed = [m["channel"] for m in fake.subscribe_messages]
     assert sorted(subscribed) == ["heartbeats", "market_trades", "ticker"]
+
+
+def test_a_coinbase_venue_configured_without_market_trades_does_not_stream_trades() -> None:
+    venue = VenueConfig(code="cb", kind="coinbase", config={"channels": ["heartbeats", "ticker"]})
+    assert not CoinbaseAdapter(venue, lambda q: None, trade_sink=lambda t: None).streams_trades
+    assert CoinbaseAdapter(
+        dataclasses.replace(venue, config={}), lambda q: None, trade_sink=print
+    ).streams_trades
 
 
 async def test_an_adapter_without_a_trade_sink_does_not_subscribe_to_trades() -> None:
