@@ -86,6 +86,8 @@ class MarketLoop:
         self.history_stop = threading.Event()
         self.connects_seen: dict[str, int] = {}
         self.last_message_seen: dict[str, int] = {}  # per venue, at the previous check (epoch ns)
+        self.gaps: dict[str, int] = {}  # venue -> start of a gap not yet backfilled (epoch ns)
+        self.gap_fill: asyncio.Task[None] | None = None
         self.warmed_up = asyncio.Event()  # the start's warm-up ended (done or failed)
         self.warm_up_s: float | None = None
         self.warm_ups = 0
@@ -158,16 +160,19 @@ class MarketLoop:
         except Exception:
             log.exception("open candles not restored: the current bars start from the first quote")
 
-    def schedule_warm_up(self, venue_codes: set[str] | None, gap_from: int | None = None) -> None:
+    def schedule_warm_up(
+        self, venue_codes: set[str] | None, gap_from: int | None = None
+    ) -> asyncio.Task[None] | None:
         """Warm up every instrument (None: at start) or those quoted by `venue_codes` after a
         reconnect gap that began at `gap_from` (epoch s), in the history thread; the hourly beat
         backfill keeps them current after."""
         if self.warmup_bars <= 0:
             self.warmed_up.set()
-            return
+            return None
         task = asyncio.create_task(self.warm_up(venue_codes, gap_from), name="warm-up")
         self.history_tasks.add(task)
         task.add_done_callback(self.history_tasks.discard)
+        return task
 
     async def warm_up(self, venue_codes: set[str] | None, gap_from: int | None = None) -> None:
         began = time.monotonic()
@@ -218,21 +223,25 @@ class MarketLoop:
             )
 
     def check_reconnects(self) -> None:
-        """A venue that connected again after a gap: backfill the hole in its instruments' bars."""
-        reconnected, gap_from = set(), now_ns()
+        """A venue that connected again after a gap: backfill the hole in its instruments' bars.
+        Gaps seen while a gap fill runs wait for it and go in the next one (a flapping venue
+        does not queue a fill per reconnect)."""
+        now = now_ns()
         for code, (_, adapter, _) in self.adapters.items():
             connects = adapter.stats.connects
             seen = self.connects_seen.get(code, 0)
             if connects > seen:
                 self.connects_seen[code] = connects
                 if seen > 0:
-                    reconnected.add(code)
                     # The last message before the drop, as seen at the previous check.
-                    gap_from = min(gap_from, self.last_message_seen.get(code) or gap_from)
+                    began = self.last_message_seen.get(code) or now
+                    self.gaps[code] = min(self.gaps.get(code, began), began)
             self.last_message_seen[code] = adapter.stats.last_message_ns
-        if reconnected:
-            log.info("venues %s reconnected: backfilling their gap", ", ".join(sorted(reconnected)))
-            self.schedule_warm_up(reconnected, gap_from // 1_000_000_000)
+        if self.gaps and (self.gap_fill is None or self.gap_fill.done()):
+            codes, gap_from = set(self.gaps), min(self.gaps.values())
+            self.gaps.clear()
+            log.info("venues %s reconnected: backfilling their gap", ", ".join(sorted(codes)))
+            self.gap_fill = self.schedule_warm_up(codes, gap_from // 1_000_000_000)
 
     async def save_seq(self) -> None:
         if self.manager.seq:

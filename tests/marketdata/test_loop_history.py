@@ -8,10 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
 
+from marketdata.adapters.base import AdapterStats
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.loop import MarketLoop
 from marketdata.lpmanager import VenueSettings
@@ -159,3 +161,36 @@ def test_only_the_selected_venues_trades_reach_the_bars_and_a_failover_marks_the
         "sim",
         True,
     )
+
+
+@pytest.mark.django_db
+async def test_reconnects_during_a_gap_fill_are_backfilled_together_after_it(settings):
+    settings.CANDLE_LISTENERS = []
+    loop = MarketLoop()
+    fills: list[tuple[set[str] | None, int | None]] = []
+    release = asyncio.Event()
+
+    async def warm_up(venue_codes: set[str] | None, gap_from: int | None = None) -> None:
+        fills.append((venue_codes, gap_from))
+        await release.wait()
+
+    loop.warm_up = warm_up  # type: ignore[method-assign]
+    stats = {code: AdapterStats(connects=1, last_message_ns=100 * NS) for code in ("a", "b", "c")}
+    loop.adapters = {code: (None, SimpleNamespace(stats=s), None) for code, s in stats.items()}  # type: ignore[misc]
+    loop.check_reconnects()  # first connects: nothing to fill
+    assert fills == []
+    stats["a"].connects, stats["a"].last_message_ns = 2, 200 * NS
+    loop.check_reconnects()
+    await asyncio.sleep(0)
+    assert fills == [({"a"}, 100)]
+    stats["b"].connects, stats["b"].last_message_ns = 2, 300 * NS
+    loop.check_reconnects()
+    stats["c"].connects = 3
+    loop.check_reconnects()
+    await asyncio.sleep(0)
+    assert len(fills) == 1 and loop.gaps == {"b": 100 * NS, "c": 100 * NS}  # waiting for the first fill
+    release.set()
+    await asyncio.sleep(0.01)
+    loop.check_reconnects()
+    await asyncio.sleep(0)
+    assert fills == [({"a"}, 100), ({"b", "c"}, 100)] and not loop.gaps
