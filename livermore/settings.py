@@ -329,6 +329,11 @@ TICKER_CACHE_TTL = 60
 ORDER_BOOK_CACHE_TTL = 30
 CANDLE_CACHE_TTL = 24 * 3600
 CANDLE_CACHE_SIZE = env.int("CANDLE_CACHE_SIZE", default=1000)  # bars kept per symbol and timeframe
+# Closed bars the market loop makes sure every enabled instrument has on every timeframe, at start
+# and after a reconnect, by backfilling from a venue with history: enough to seed MACD-V.
+CANDLE_WARMUP_BARS = env.int("CANDLE_WARMUP_BARS", default=200)
+if CANDLE_WARMUP_BARS < 0:
+    raise ImproperlyConfigured("CANDLE_WARMUP_BARS must be 0 (no warm-up) or more")
 TICK_RETENTION_DAYS = env.int("TICK_RETENTION_DAYS", default=30)
 TICK_FLUSH_INTERVAL_S = env.float("TICK_FLUSH_INTERVAL_S", default=0.5)
 TICK_BUFFER_MAX = env.int("TICK_BUFFER_MAX", default=1_000_000)  # ticks held through a database outage

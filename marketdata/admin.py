@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -16,13 +17,14 @@ from livermore.redis import key
 from livermore.users.models import User
 from marketdata import tasks
 from marketdata.adapters import ADAPTERS
+from marketdata.backfill import last_day
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.selectors import backfill_targets
 
 from .loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
-from .models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
-from .selectors import tick_partition_stats
-from .services import instruments_import, venue_set_enabled, venue_watchlist_change
+from .models import BackfillJob, Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
+from .selectors import candles_replaced_count, tick_partition_stats
+from .services import backfill_job_create, instruments_import, venue_set_enabled, venue_watchlist_change
 
 
 class VenueForm(forms.ModelForm[Venue]):
@@ -267,27 +269,51 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
     search_fields = ("symbol", "description")
     actions = ("backfill_candles",)
 
-    @admin.action(description="Backfill candles (last day, every timeframe)")
+    @admin.action(description="Backfill candles (last day, every timeframe)", permissions=["run_backfill"])
     def backfill_candles(self, request: HttpRequest, queryset: Any) -> None:
-        queued, skipped = 0, []
+        """One job per timeframe from each instrument's best venue with history; their progress is
+        on the backfill jobs page while they run."""
+        assert isinstance(request.user, User)
+        queued, skipped, refused = 0, [], []
         for instrument in queryset:
             targets = backfill_targets(instrument=instrument)
             if not targets:
                 skipped.append(instrument.symbol)
-            for vs in targets:
-                for timeframe in TIMEFRAME_SECONDS:
-                    tasks.backfill_candles_enqueue(
-                        instrument_id=instrument.pk, venue_id=vs.venue_id, timeframe=timeframe
+                continue
+            for timeframe in TIMEFRAME_SECONDS:
+                start, end = last_day(timeframe, int(datetime.now(UTC).timestamp()))
+                try:
+                    job = backfill_job_create(
+                        instrument=instrument,
+                        venue=targets[0].venue,
+                        timeframe=timeframe,
+                        start=datetime.fromtimestamp(start, UTC),
+                        end=datetime.fromtimestamp(end, UTC),
+                        requested_by=request.user,
                     )
-                    queued += 1
+                except ServiceError as exc:
+                    refused.append(f"{instrument.symbol} {timeframe}: {exc.message}")
+                    continue
+                tasks.backfill_job.delay_on_commit(job.pk)
+                queued += 1
         if queued:
-            self.message_user(request, f"{queued} backfill job(s) queued.")
-        if skipped:
             self.message_user(
                 request,
-                f"No Coinbase or OANDA venue with credentials serves {', '.join(skipped)}.",
-                messages.WARNING,
+                format_html(
+                    '{} backfill job(s) queued: <a href="{}">follow their progress</a>.',
+                    queued,
+                    reverse("admin:marketdata_backfilljob_changelist"),
+                ),
             )
+        if skipped:
+            self.message_user(
+                request, f"No venue with candle history serves {', '.join(skipped)}.", messages.WARNING
+            )
+        for message in refused:
+            self.message_user(request, message, messages.ERROR)
+
+    def has_run_backfill_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketdata.run_backfill")
 
     def get_urls(self) -> list[URLPattern]:
         live = path("live/", self.admin_site.admin_view(self.live_quotes), name="marketdata_live_quotes")
@@ -303,6 +329,7 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
             "venues": json.loads(venues) if venues else [],
             "recorder": json.loads(recorder) if recorder else None,
             "tick_partitions": tick_partition_stats(),
+            "candles_replaced": candles_replaced_count(),
         }
         return TemplateResponse(request, "admin/marketdata/live_quotes.html", context)
 
@@ -312,6 +339,52 @@ class FeedHealthSnapshotAdmin(admin.ModelAdmin[FeedHealthSnapshot]):
     list_display = ("taken_at", "symbol", "venue", "bid", "ask", "seq", "age_ms", "tradable")
     list_filter = ("symbol", "venue", "tradable")
     date_hierarchy = "taken_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(BackfillJob)
+class BackfillJobAdmin(admin.ModelAdmin[BackfillJob]):
+    """Progress of the backfills operators asked for; the list refreshes itself while one runs."""
+
+    list_display = (
+        "created_at",
+        "instrument",
+        "venue",
+        "timeframe",
+        "state",
+        "progress",
+        "pages",
+        "bars_fetched",
+        "bars_added",
+        "bars_replaced",
+        "rate_limit_waits",
+        "error",
+    )
+    list_filter = ("state", "timeframe", "venue")
+    list_select_related = ("instrument", "venue")
+    readonly_fields = [f.name for f in BackfillJob._meta.fields]
+
+    @admin.display(description="progress")
+    def progress(self, obj: BackfillJob) -> str:
+        """Bars received against the buckets in the window (a venue sends none for a bucket without
+        trades, so a finished job may stay under 100 %)."""
+        if obj.state == BackfillJob.State.DONE:
+            return "100 %"
+        buckets = max(1, int((obj.end - obj.start).total_seconds()) // TIMEFRAME_SECONDS[obj.timeframe])
+        return f"{min(100, obj.bars_fetched * 100 // buckets)} %"
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        active = BackfillJob.objects.filter(
+            state__in=(BackfillJob.State.QUEUED, BackfillJob.State.RUNNING)
+        ).exists()
+        return super().changelist_view(request, {**(extra_context or {}), "refresh_s": 2 if active else None})
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -335,9 +408,11 @@ class CandleAdmin(admin.ModelAdmin[Candle]):
         "volume",
         "tick_count",
         "source",
+        "venue",
         "partial",
+        "replaced",
     )
-    list_filter = ("timeframe", "source", "partial", "instrument")
+    list_filter = ("timeframe", "source", "venue", "partial", "replaced", "instrument")
     list_select_related = ("instrument",)
     date_hierarchy = "start"
     show_full_result_count = False

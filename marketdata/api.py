@@ -15,9 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketdata import selectors
-from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.bars import TIMEFRAME_SECONDS, bar_to_wire
 from marketdata.models import Instrument
-from marketdata.outputs import bar_to_wire
 from marketdata.streams import SYMBOL_RE
 
 MAX_LIMIT = 1000
@@ -125,9 +124,15 @@ class BarSerializer(serializers.Serializer[dict[str, Any]]):
     h = serializers.CharField(help_text="High")
     l = serializers.CharField(help_text="Low")  # noqa: E741
     c = serializers.CharField(help_text="Close")
-    volume = serializers.CharField()
-    ticks = serializers.IntegerField(help_text="Quotes in the bar")
+    volume = serializers.CharField(help_text="Traded volume; 0 for a bar of the mid (tick volume in `ticks`)")
+    ticks = serializers.IntegerField(help_text="Trades in the bar, or quotes for a bar of the mid")
     synthetic = serializers.BooleanField(help_text="A gap filled at read time (OHLC = previous close)")
+    # The metaclass takes declared fields off the class, so this never shadows Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["trades", "mid", "backfill"],
+        help_text="Built here from the venue's trades, from its mid, or the venue's own bar (backfill)",
+    )
+    venue = serializers.CharField(help_text="Code of the venue the bar came from")
 
 
 class CandlePageSerializer(serializers.Serializer[dict[str, Any]]):

@@ -12,46 +12,88 @@ closed bar.
 After a restart `restore` rebuilds a symbol's open bars from what was stored: the current periods'
 closed 1m bars and the current minute's ticks. Bars that began before `since` (when this builder
 started watching) are marked partial.
+
+Each price comes with its source (a trade, with its size as volume, or a mid with none) and venue.
+A bar takes the source and venue of its first price; a price of another source or venue in the
+same bar (a failover) makes it partial, so it is never taken for a clean series of one venue.
 """
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.bars import MID, TIMEFRAME_SECONDS, Bar
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
 TIMEFRAMES = tuple(TIMEFRAME_SECONDS)
+ZERO = Decimal(0)
 _NO_BARS: tuple[Bar, ...] = ()
 
 
 class _Minute:
-    __slots__ = ("close", "end", "high", "last_ts", "low", "open", "start", "ticks")
+    __slots__ = (
+        "close",
+        "end",
+        "high",
+        "last_ts",
+        "low",
+        "mixed",
+        "open",
+        "source",
+        "start",
+        "ticks",
+        "venue",
+        "volume",
+    )
 
-    def __init__(self, start: int, ts: int, price: Decimal) -> None:
+    def __init__(self, start: int, ts: int, price: Decimal, volume: Decimal, source: str, venue: str) -> None:
         self.start = start
         self.end = start + MINUTE_NS
         self.open = self.high = self.low = self.close = price
         self.ticks = 1
         self.last_ts = ts
+        self.volume = volume
+        self.source = source
+        self.venue = venue
+        self.mixed = False
 
 
 class _Fold:
     """An open bar of a longer timeframe, made of the closed 1m bars inside it."""
 
-    __slots__ = ("close", "end", "high", "low", "open", "start", "ticks")
+    __slots__ = (
+        "close",
+        "end",
+        "high",
+        "low",
+        "mixed",
+        "open",
+        "source",
+        "start",
+        "ticks",
+        "venue",
+        "volume",
+    )
 
     def __init__(self, start: int, length: int, minute: _Minute | Bar) -> None:
         self.start = start
         self.end = start + length
         self.open, self.high, self.low, self.close = minute.open, minute.high, minute.low, minute.close
-        self.ticks = minute.ticks if isinstance(minute, _Minute) else minute.tick_count
+        self.volume = minute.volume
+        self.source, self.venue = minute.source, minute.venue
+        if isinstance(minute, _Minute):
+            self.ticks, self.mixed = minute.ticks, minute.mixed
+        else:  # a stored bar at a restart: the fold is partial anyway (it began before `since`)
+            self.ticks, self.mixed = minute.tick_count, False
 
     def add(self, bar: Bar) -> None:
         self.high = max(self.high, bar.high)
         self.low = min(self.low, bar.low)
         self.close = bar.close
         self.ticks += bar.tick_count
+        self.volume += bar.volume
+        if bar.source != self.source or bar.venue != self.venue:
+            self.mixed = True
 
 
 class _SymbolState:
@@ -74,8 +116,17 @@ class CandleBuilder:
         self.late = 0
         self.since = 0  # epoch ns from which every quote was seen; bars that began earlier are partial
 
-    def add(self, symbol: str, ts: int, price: Decimal) -> Sequence[Bar]:
-        """Apply one price at `ts` (epoch ns). Returns the bars this quote closed, shortest first."""
+    def add(
+        self,
+        symbol: str,
+        ts: int,
+        price: Decimal,
+        volume: Decimal = ZERO,
+        source: str = MID,
+        venue: str = "",
+    ) -> Sequence[Bar]:
+        """Apply one price at `ts` (epoch ns): a mid (volume 0) or a trade (its size as volume) from
+        `venue`. Returns the bars this price closed, shortest first."""
         state = self.symbols.get(symbol)
         if state is not None:
             m = state.minute
@@ -88,10 +139,14 @@ class CandleBuilder:
                     m.close = price
                     m.last_ts = ts
                 m.ticks += 1
+                if volume:
+                    m.volume += volume
+                if venue != m.venue or source != m.source:
+                    m.mixed = True
                 return _NO_BARS
         else:
             state = self.symbols[symbol] = _SymbolState(len(self.fold_ns))
-        return self._roll(state, symbol, ts, price)
+        return self._roll(state, symbol, ts, price, volume, source, venue)
 
     def close_due(self, now: int) -> list[Bar]:
         """Close every bar whose end is at or before `now` (epoch ns): the timer path."""
@@ -127,7 +182,16 @@ class CandleBuilder:
             if current <= ts <= now:
                 self.add(symbol, ts, price)
 
-    def _roll(self, state: _SymbolState, symbol: str, ts: int, price: Decimal) -> Sequence[Bar]:
+    def _roll(
+        self,
+        state: _SymbolState,
+        symbol: str,
+        ts: int,
+        price: Decimal,
+        volume: Decimal,
+        source: str,
+        venue: str,
+    ) -> Sequence[Bar]:
         m = state.minute
         if ts < state.watermark or (m is not None and ts < m.start):
             self.late += 1
@@ -136,7 +200,7 @@ class CandleBuilder:
         if m is not None:
             self._close_minute(state, symbol, closed)
         self._close_folds(state, symbol, ts, closed)
-        state.minute = _Minute(ts - ts % MINUTE_NS, ts, price)
+        state.minute = _Minute(ts - ts % MINUTE_NS, ts, price, volume, source, venue)
         return closed
 
     def _close_minute(self, state: _SymbolState, symbol: str, out: list[Bar]) -> None:
@@ -153,8 +217,11 @@ class CandleBuilder:
                 m.high,
                 m.low,
                 m.close,
+                m.volume,
                 tick_count=m.ticks,
-                partial=m.start < self.since,
+                partial=m.mixed or m.start < self.since,
+                source=m.source,
+                venue=m.venue,
             )
         )
         folds = state.folds
@@ -172,6 +239,9 @@ class CandleBuilder:
                 fold.low = m.low
             fold.close = m.close
             fold.ticks += m.ticks
+            fold.volume += m.volume
+            if m.mixed or m.source != fold.source or m.venue != fold.venue:
+                fold.mixed = True
 
     def _close_folds(self, state: _SymbolState, symbol: str, now: int, out: list[Bar]) -> None:
         for i, fold in enumerate(state.folds):
@@ -192,8 +262,11 @@ class CandleBuilder:
                 fold.high,
                 fold.low,
                 fold.close,
+                fold.volume,
                 tick_count=fold.ticks,
-                partial=fold.start < self.since,
+                partial=fold.mixed or fold.start < self.since,
+                source=fold.source,
+                venue=fold.venue,
             )
         )
 
@@ -215,20 +288,35 @@ def fill_gaps(
     and none before the first known close. Returns the bars and where the next page starts."""
     step = TIMEFRAME_SECONDS[timeframe]
     out: list[Bar] = []
-    close = previous.close if previous is not None else None
+    last = previous
     t, i = start, 0
     while len(out) < limit and t < end:
         stored = bars[i] if i < len(bars) else None
         if stored is not None and stored.start <= t:
             out.append(stored)
-            close = stored.close
+            last = stored
             i += 1
             t = stored.start + step
-        elif close is None or t + step > complete_until:
+        elif last is None or t + step > complete_until:
             if stored is None:
                 break
             t = stored.start
         else:
-            out.append(Bar(symbol, timeframe, t, close, close, close, close, synthetic=True))
+            # A gap continues the series before it: same source and venue, flagged synthetic.
+            close = last.close
+            out.append(
+                Bar(
+                    symbol,
+                    timeframe,
+                    t,
+                    close,
+                    close,
+                    close,
+                    close,
+                    synthetic=True,
+                    source=last.source,
+                    venue=last.venue,
+                )
+            )
             t += step
     return out, t

@@ -6,7 +6,10 @@ import asyncio
 import dataclasses
 import json
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from asgiref.sync import sync_to_async
@@ -16,14 +19,17 @@ from django.utils.module_loading import import_string
 
 from livermore.aio import cancel_and_wait
 from livermore.db import database_conninfo
+from livermore.errors import ServiceError
 from livermore.redis import async_client, key
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.lpmanager import LPManager, Output, VenueSettings
+from marketdata.models import VenueSymbol
 from marketdata.outputs import CandleStage, OrderBookCache
 from marketdata.publisher import QuotePublisher, ticker_key
-from marketdata.quotes import Quote, now_ns
-from marketdata.selectors import instrument_symbols, venue_configs
+from marketdata.quotes import Quote, Trade, now_ns
+from marketdata.selectors import instrument_symbols, venue_configs, warm_up_targets
+from marketdata.services import candles_warm_up
 from marketdata.ticks import TickRecorder
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ log = logging.getLogger(__name__)
 HEALTH_KEY = "feed-health"
 VENUES_KEY = "venue-health"  # per venue: adapter state, reconnects, last error
 RECORDER_KEY = "tick-recorder"
+WARM_UP_WORKERS = 4
 SEQ_KEY = "quote-seq"  # symbol -> last published seq, no TTL: numbering survives a restart
 
 
@@ -95,6 +102,20 @@ class MarketLoop:
         self.adapters: dict[str, tuple[VenueConfig, Adapter, asyncio.Task[None]]] = {}
         self.broken: dict[str, VenueConfig] = {}  # venues whose adapter could not be built
         self.refused: set[str] = set()  # simulated venues a live deployment does not run
+        self.trades_unselected = 0  # trades of a venue not selected for their symbol: not in bars
+        # History: at start and after a venue's reconnect, backfill what is missing so every
+        # instrument has CANDLE_WARMUP_BARS closed bars per timeframe. One at a time, in a thread.
+        self.warmup_bars = settings.CANDLE_WARMUP_BARS
+        self.history = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self.history_tasks: set[asyncio.Task[None]] = set()
+        self.history_stop = threading.Event()
+        self.connects_seen: dict[str, int] = {}
+        self.last_message_seen: dict[str, int] = {}  # per venue, at the previous check (epoch ns)
+        self.gaps: dict[str, int] = {}  # venue -> start of a gap not yet backfilled (epoch ns)
+        self.gap_fill: asyncio.Task[None] | None = None
+        self.warmed_up = asyncio.Event()  # the start's warm-up ended (done or failed)
+        self.warm_up_s: float | None = None
+        self.warm_ups = 0
 
     def on_quote(self, quote: Quote) -> None:
         """The adapters' sink. A quote stamped too far ahead of its receipt is refused as malformed:
@@ -109,12 +130,27 @@ class MarketLoop:
         self.books(quote)
         self.manager.on_quote(quote)
 
+    def on_trade(self, trade: Trade) -> None:
+        """The adapters' trade sink. Only the selected venue's trades make a symbol's bars: on a
+        failover the next venue's trades (or mid, if it has no trade feed) continue the series, and
+        the bar in progress at the switch is marked partial (see marketdata/candles.py)."""
+        if trade.venue_ts - trade.recv_ts > self.max_future_ns:
+            entry = self.adapters.get(trade.venue)
+            if entry is not None:
+                entry[1].malformed(trade, ValueError("venue timestamp in the future"))
+            return
+        if self.manager.selected.get(trade.symbol) != trade.venue:
+            self.trades_unselected += 1
+            return
+        self.candles.on_trade(trade)
+
     async def run(self) -> None:
         try:
             await self.restore()
         except Exception:
             log.exception("state of the previous run not restored")
         self.recorder.start()
+        self.schedule_warm_up(None)
         jobs = [
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self.candles.run(), name="candles"),
@@ -149,6 +185,89 @@ class MarketLoop:
         except Exception:
             log.exception("open candles not restored: the current bars start from the first quote")
 
+    def schedule_warm_up(
+        self, venue_codes: set[str] | None, gap_from: int | None = None
+    ) -> asyncio.Task[None] | None:
+        """Warm up every instrument (None: at start) or those quoted by `venue_codes` after a
+        reconnect gap that began at `gap_from` (epoch s), in the history thread; the hourly beat
+        backfill keeps them current after."""
+        if self.warmup_bars <= 0:
+            self.warmed_up.set()
+            return None
+        task = asyncio.create_task(self.warm_up(venue_codes, gap_from), name="warm-up")
+        self.history_tasks.add(task)
+        task.add_done_callback(self.history_tasks.discard)
+        return task
+
+    async def warm_up(self, venue_codes: set[str] | None, gap_from: int | None = None) -> None:
+        began = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.history, self._warm_up, venue_codes, gap_from
+            )
+        except Exception:
+            log.exception("candle warm-up failed (venues %s)", venue_codes or "all")
+        finally:
+            self.warm_ups += 1
+            if venue_codes is None:
+                self.warm_up_s = time.monotonic() - began
+                self.warmed_up.set()
+
+    def _warm_up(self, venue_codes: set[str] | None, gap_from: int | None) -> None:
+        close_old_connections()
+        targets = warm_up_targets(venue_codes=venue_codes)
+        # A few instruments at a time: most of a fetch is waiting on the venue and the database.
+        # Each client still honours its venue's 429s and Retry-After.
+        with ThreadPoolExecutor(max_workers=WARM_UP_WORKERS, thread_name_prefix="history-fetch") as pool:
+            list(pool.map(lambda vs: self._warm_up_one(vs, gap_from), targets))
+        log.info("candle warm-up of %d instrument(s) done (venues %s)", len(targets), venue_codes or "all")
+
+    def _warm_up_one(self, vs: VenueSymbol, gap_from: int | None) -> None:
+        if self.history_stop.is_set():
+            return
+        try:
+            have = candles_warm_up(
+                instrument=vs.instrument, venue=vs.venue, bars=self.warmup_bars, gap_from=gap_from
+            )
+        except ServiceError as exc:
+            log.warning("venue=%s warm-up of %s failed: %s", vs.venue.code, vs.instrument.symbol, exc)
+            return
+        except Exception:
+            log.exception("venue=%s warm-up of %s failed", vs.venue.code, vs.instrument.symbol)
+            return
+        finally:
+            connections.close_all()  # this pool's threads end with the warm-up
+        short = {tf: n for tf, n in have.items() if n < self.warmup_bars}
+        if short:
+            log.warning(
+                "venue=%s warm-up of %s: fewer than %d bars on %s",
+                vs.venue.code,
+                vs.instrument.symbol,
+                self.warmup_bars,
+                short,
+            )
+
+    def check_reconnects(self) -> None:
+        """A venue that connected again after a gap: backfill the hole in its instruments' bars.
+        Gaps seen while a gap fill runs wait for it and go in the next one (a flapping venue
+        does not queue a fill per reconnect)."""
+        now = now_ns()
+        for code, (_, adapter, _) in self.adapters.items():
+            connects = adapter.stats.connects
+            seen = self.connects_seen.get(code, 0)
+            if connects > seen:
+                self.connects_seen[code] = connects
+                if seen > 0:
+                    # The last message before the drop, as seen at the previous check.
+                    began = self.last_message_seen.get(code) or now
+                    self.gaps[code] = min(self.gaps.get(code, began), began)
+            self.last_message_seen[code] = adapter.stats.last_message_ns
+        if self.gaps and (self.gap_fill is None or self.gap_fill.done()):
+            codes, gap_from = set(self.gaps), min(self.gaps.values())
+            self.gaps.clear()
+            log.info("venues %s reconnected: backfilling their gap", ", ".join(sorted(codes)))
+            self.gap_fill = self.schedule_warm_up(codes, gap_from // 1_000_000_000)
+
     async def save_seq(self) -> None:
         if self.manager.seq:
             await cast("Awaitable[int]", async_client().hset(key(SEQ_KEY), mapping=dict(self.manager.seq)))
@@ -157,7 +276,12 @@ class MarketLoop:
         """Stop adapters, then flush what is buffered: ticks to PostgreSQL, closed bars to storage."""
         tasks = [task for _, _, task in self.adapters.values()]
         self.adapters.clear()
-        await cancel_and_wait(*tasks)
+        self.history_stop.set()
+        await cancel_and_wait(*tasks, *self.history_tasks)
+        # A warm-up in its thread finishes its current instrument, then the thread closes its
+        # database connection and ends.
+        await asyncio.get_running_loop().run_in_executor(self.history, connections.close_all)
+        self.history.shutdown(wait=True)
         await asyncio.to_thread(self.recorder.stop)
         try:
             await self.save_seq()
@@ -187,6 +311,7 @@ class MarketLoop:
     async def tick(self) -> None:
         """Once a second: close bars whose end passed, refresh the order-book cache, export health."""
         self.candles.close_due(now_ns())
+        self.check_reconnects()
         await self.books.flush()
         await self.export_health()
 
@@ -207,13 +332,16 @@ class MarketLoop:
             if code not in configs or _connection_fields(configs[code]) != _connection_fields(config):
                 # Out of the table first: while the task unwinds, nothing may still see it as running.
                 del self.adapters[code]
+                self.candles.trade_venues.discard(code)
                 await cancel_and_wait(task)
                 log.info("venue=%s stopped (%s)", code, "changed" if code in configs else "disabled")
         for code, config in configs.items():
             if code in self.adapters or self.broken.get(code) == config:
                 continue
             try:
-                adapter = adapter_class(config.kind)(config, self.on_quote, listener=self.manager)
+                adapter = adapter_class(config.kind)(
+                    config, self.on_quote, listener=self.manager, trade_sink=self.on_trade
+                )
             except Exception as exc:
                 # One venue that cannot be built (unknown kind, bad config) never stops the others;
                 # it is retried when its row changes.
@@ -222,6 +350,8 @@ class MarketLoop:
                 continue
             self.broken.pop(code, None)
             self.adapters[code] = (config, adapter, asyncio.create_task(adapter.run(), name=f"venue-{code}"))
+            if adapter.streams_trades:
+                self.candles.trade_venues.add(code)
             log.info("venue=%s started (%s, %d symbols)", code, config.kind, len(config.symbols))
 
     async def export_health(self) -> None:
@@ -256,6 +386,9 @@ class MarketLoop:
             "candles_late": self.candles.builder.late,
             "candles_stored": self.candles.stored,
             "candles_unstored": len(self.candles.unstored),
+            "trades": self.candles.trades,
+            "trades_duplicate": self.candles.trades_duplicate,
+            "trades_unselected": self.trades_unselected,
         }
         async with async_client().pipeline(transaction=False) as pipe:
             pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)

@@ -190,8 +190,16 @@ class Timeframe(models.TextChoices):
     D1 = "1d", "1 day"
 
 
+class CandleSource(models.TextChoices):
+    TRADES = "trades", "Trades"
+    MID = "mid", "Mid (tick volume)"
+    BACKFILL = "backfill", "Venue backfill"
+
+
 class Candle(models.Model):
-    """A closed OHLC bar of the selected mid (or backfilled from a venue). Never reopened."""
+    """A closed OHLC bar of the selected venue: built live from its trades (real volume) or its mid
+    (tick volume only), or the venue's own bar fetched by a backfill. Never reopened; a locally
+    built bar is replaced once by the venue's own when a backfill brings it."""
 
     instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles")
     timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
@@ -202,12 +210,17 @@ class Candle(models.Model):
     close = models.DecimalField(max_digits=24, decimal_places=10)
     volume = models.DecimalField(max_digits=28, decimal_places=10, default=Decimal(0))
     tick_count = models.PositiveIntegerField(default=0)
-    source = models.CharField(
-        max_length=32, default="live", help_text="live, or the venue code it was backfilled from"
+    source = models.CharField(max_length=16, choices=CandleSource.choices, default=CandleSource.MID)
+    venue = models.CharField(
+        max_length=32, blank=True, default="", help_text="Code of the venue it came from."
     )
     partial = models.BooleanField(
         default=False,
-        help_text="A live bar whose period began before the market loop was running: a backfill replaces it.",
+        help_text="A live bar whose period began before the market loop was running, or fed by two "
+        "venues (a failover inside it).",
+    )
+    replaced = models.BooleanField(
+        default=False, help_text="A backfilled venue bar that replaced a bar built here."
     )
 
     class Meta:
@@ -219,3 +232,42 @@ class Candle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.timeframe} {self.start:%Y-%m-%d %H:%M}"
+
+
+class BackfillJob(models.Model):
+    """One requested backfill of a (instrument, venue, timeframe) window, with its progress saved
+    after every page so the admin can show it while it runs."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="backfill_jobs")
+    venue = models.ForeignKey(Venue, on_delete=models.CASCADE, related_name="backfill_jobs")
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED, db_index=True)
+    pages = models.PositiveIntegerField(default=0)
+    bars_fetched = models.PositiveIntegerField(default=0)
+    bars_added = models.PositiveIntegerField(default=0)
+    bars_replaced = models.PositiveIntegerField(
+        default=0, help_text="Bars built here (from trades or the mid) replaced by the venue's own."
+    )
+    rate_limit_waits = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        permissions = [("run_backfill", "Can run candle backfills")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.timeframe} from venue {self.venue_id} ({self.state})"

@@ -1,14 +1,15 @@
-"""Market loop stages around the LP manager: the candle stage (build bars from the selected mid,
-cache, publish, store, notify) and the order-book cache (latest top of book per venue)."""
+"""Market loop stages around the LP manager: the candle stage (build bars from the selected venue's
+trades, or its mid when it has no trade feed; cache, publish, store, notify) and the order-book
+cache (latest top of book per venue)."""
 
 import asyncio
 import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -17,10 +18,10 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
 from livermore.redis import async_client, key
-from marketdata.bars import Bar
-from marketdata.candles import CandleBuilder
+from marketdata.bars import MID, TRADES, Bar, bar_to_wire
+from marketdata.candles import ZERO, CandleBuilder
 from marketdata.publisher import book_key, candle_cache_key, candle_group
-from marketdata.quotes import Quote, SelectedQuote
+from marketdata.quotes import Quote, SelectedQuote, Trade
 from marketdata.selectors import Tick, candle_restore_inputs
 from marketdata.services import candles_store
 from marketdata.streams import astream_send
@@ -33,22 +34,6 @@ UNSTORED_KEY = "candles-unstored"  # closed bars a run could not store, for the 
 
 def candle_channel(symbol: str, timeframe: str) -> str:
     return f"candles:{symbol}:{timeframe}"
-
-
-def bar_to_wire(bar: Bar) -> dict[str, Any]:
-    """The JSON shape of a bar in stream events, the Redis cache and the API (prices as strings)."""
-    return {
-        "symbol": bar.symbol,
-        "tf": bar.timeframe,
-        "start": datetime.fromtimestamp(bar.start, UTC).isoformat(),
-        "o": format(bar.open, "f"),
-        "h": format(bar.high, "f"),
-        "l": format(bar.low, "f"),
-        "c": format(bar.close, "f"),
-        "volume": format(bar.volume, "f"),
-        "ticks": bar.tick_count,
-        "synthetic": bar.synthetic,
-    }
 
 
 def book_to_wire(quote: Quote) -> dict[str, Any]:
@@ -71,12 +56,17 @@ def bar_dump(bar: Bar) -> str:
             *(str(v) for v in (bar.open, bar.high, bar.low, bar.close, bar.volume)),
             bar.tick_count,
             bar.partial,
+            bar.source,
+            bar.venue,
         ]
     )
 
 
 def bar_load(raw: str | bytes) -> Bar:
-    symbol, timeframe, start, o, h, low, c, volume, ticks, partial = json.loads(raw)
+    fields = json.loads(raw)
+    symbol, timeframe, start, o, h, low, c, volume, ticks, partial = fields[:10]
+    # Bars kept by a run from before bars carried their source were built from the mid.
+    source, venue = fields[10:12] if len(fields) >= 12 else (MID, "")
     return Bar(
         symbol,
         timeframe,
@@ -88,13 +78,41 @@ def bar_load(raw: str | bytes) -> Bar:
         Decimal(volume),
         tick_count=ticks,
         partial=partial,
+        source=source,
+        venue=venue,
     )
 
 
+class RecentTradeIds:
+    """The last `size` trade ids seen per (venue, symbol): a trade sent twice (Coinbase repeats
+    recent trades in the snapshot after every subscribe) must count once in a bar's volume."""
+
+    def __init__(self, size: int = 5000) -> None:
+        self.size = size
+        self.seen: dict[tuple[str, str], tuple[deque[str], set[str]]] = {}
+
+    def add(self, trade: Trade) -> bool:
+        """False when the trade was already seen."""
+        key_ = (trade.venue, trade.symbol)
+        entry = self.seen.get(key_)
+        if entry is None:
+            entry = self.seen[key_] = (deque(), set())
+        order, ids = entry
+        if trade.trade_id in ids:
+            return False
+        ids.add(trade.trade_id)
+        order.append(trade.trade_id)
+        if len(order) > self.size:
+            ids.discard(order.popleft())
+        return True
+
+
 class CandleStage:
-    """An LP manager output. Closed bars are cached in Redis and published at once, then stored in
-    the database from a dedicated thread (retried while the database is away) and handed to the
-    CANDLE_LISTENERS once stored."""
+    """An LP manager output. A symbol's bars are built from the trades of its selected venue when
+    that venue streams them (`trade_venues`, kept by the market loop; `on_trade`), else from the
+    selected mid. Closed bars are cached in Redis and published at once, then stored in the database
+    from a dedicated thread (retried while the database is away) and handed to the CANDLE_LISTENERS
+    once stored."""
 
     def __init__(self, *, grace_ms: int = 250, max_unstored: int = 100_000) -> None:
         self.builder = CandleBuilder()
@@ -107,12 +125,27 @@ class CandleStage:
         self.dropped = 0
         self.wakeup = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candles")
+        self.trade_venues: set[str] = set()
+        self.trade_ids = RecentTradeIds()
+        self.trades = 0
+        self.trades_duplicate = 0
 
     def __call__(self, selected: SelectedQuote) -> None:
         q = selected.quote
-        if q is None or not selected.tradable:
+        if q is None or not selected.tradable or q.venue in self.trade_venues:
             return
-        closed = self.builder.add(selected.symbol, q.venue_ts, (q.bid + q.ask) / 2)
+        closed = self.builder.add(selected.symbol, q.venue_ts, (q.bid + q.ask) / 2, ZERO, MID, q.venue)
+        if closed:
+            self.pending.extend(closed)
+            self.wakeup.set()
+
+    def on_trade(self, trade: Trade) -> None:
+        """A trade of the symbol's selected venue (the market loop checks that)."""
+        if not self.trade_ids.add(trade):
+            self.trades_duplicate += 1
+            return
+        self.trades += 1
+        closed = self.builder.add(trade.symbol, trade.venue_ts, trade.price, trade.size, TRADES, trade.venue)
         if closed:
             self.pending.extend(closed)
             self.wakeup.set()

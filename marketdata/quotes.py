@@ -32,6 +32,22 @@ class Quote:
 
 
 @dataclass(frozen=True, slots=True)
+class Trade:
+    """One print on a venue's tape, already in our instrument's name. `side` is the venue's (the
+    taker's at Binance, the maker's at Coinbase: kept as sent, never used for bars). `trade_id` is
+    unique per (venue, symbol): a trade seen twice (a reconnect's snapshot) is counted once."""
+
+    symbol: str
+    venue: str
+    price: Decimal
+    size: Decimal
+    side: str
+    trade_id: str
+    venue_ts: int
+    recv_ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class SelectedQuote:
     """A quote the LP manager selected for its symbol, numbered per symbol.
 

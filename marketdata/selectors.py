@@ -126,6 +126,9 @@ def _bar(candle: Candle, symbol: str) -> Bar:
         close=candle.close.normalize(),
         volume=candle.volume.normalize(),
         tick_count=candle.tick_count,
+        partial=candle.partial,
+        source=candle.source,
+        venue=candle.venue,
     )
 
 
@@ -228,7 +231,8 @@ def tick_partition_stats() -> list[tuple[str, str, int]]:
 
 
 def backfill_targets(*, instrument: Instrument | None = None) -> list[VenueSymbol]:
-    """Enabled venue symbols on enabled Coinbase/OANDA venues that have credentials to read history."""
+    """Enabled venue symbols on enabled venues that can serve candle history (Coinbase and Binance
+    always, their endpoints are public; OANDA with a token), best priority first."""
     symbols = VenueSymbol.objects.filter(
         enabled=True, venue__enabled=True, venue__kind__in=BACKFILL_KINDS
     ).select_related("venue", "instrument")
@@ -242,3 +246,24 @@ def backfill_targets(*, instrument: Instrument | None = None) -> list[VenueSymbo
         if readable[vs.venue_id]:
             targets.append(vs)
     return targets
+
+
+def warm_up_targets(*, venue_codes: set[str] | None = None) -> list[VenueSymbol]:
+    """Per instrument, the venue symbol to take its history from: the best-priority venue that can
+    serve it. With `venue_codes`, only instruments quoted by those venues (after their reconnect)."""
+    best: dict[int, VenueSymbol] = {}
+    for vs in backfill_targets():
+        best.setdefault(vs.instrument_id, vs)
+    if venue_codes is not None:
+        quoted = set(
+            VenueSymbol.objects.filter(
+                enabled=True, venue__enabled=True, venue__code__in=venue_codes
+            ).values_list("instrument_id", flat=True)
+        )
+        return [vs for instrument_id, vs in best.items() if instrument_id in quoted]
+    return list(best.values())
+
+
+def candles_replaced_count() -> int:
+    """Bars built here (trades or mid) that a backfill replaced by the venue's own, all time."""
+    return Candle.objects.filter(replaced=True).count()

@@ -18,10 +18,19 @@ from marketdata import catalogue, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
 from marketdata.adapters.rest import VenueHttpError
-from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, venue_bars
-from marketdata.bars import TIMEFRAME_SECONDS, Bar
-from marketdata.models import Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol
-from marketdata.publisher import ticker_key
+from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, FetchProgress, ProgressHook, venue_bars
+from marketdata.bars import TIMEFRAME_SECONDS, Bar, bar_to_wire
+from marketdata.models import (
+    BackfillJob,
+    Candle,
+    CandleSource,
+    FeedHealthSnapshot,
+    Instrument,
+    Venue,
+    VenueKind,
+    VenueSymbol,
+)
+from marketdata.publisher import candle_cache_key, ticker_key
 from marketdata.selectors import feed_health, venue_config
 
 log = logging.getLogger(__name__)
@@ -73,9 +82,10 @@ def feed_health_snapshot_take() -> list[FeedHealthSnapshot]:
     return FeedHealthSnapshot.objects.bulk_create(snapshots)
 
 
-def candles_store(*, bars: Iterable[Bar], source: str = "live") -> int:
-    """Insert closed bars; a bar already stored (same instrument, timeframe, start) is kept as it is.
-    Bars of unknown symbols are skipped. Returns how many bars were offered for known symbols."""
+def candles_store(*, bars: Iterable[Bar]) -> int:
+    """Insert closed bars with their source and venue; a bar already stored (same instrument,
+    timeframe, start) is kept as it is. Bars of unknown symbols are skipped. Returns how many bars
+    were offered for known symbols."""
     bars = list(bars)
     ids = dict(Instrument.objects.filter(symbol__in={b.symbol for b in bars}).values_list("symbol", "id"))
     rows = [
@@ -89,7 +99,8 @@ def candles_store(*, bars: Iterable[Bar], source: str = "live") -> int:
             close=b.close,
             volume=b.volume,
             tick_count=b.tick_count,
-            source=source,
+            source=b.source,
+            venue=b.venue,
             partial=b.partial,
         )
         for b in bars
@@ -123,14 +134,14 @@ def _ohlc(bar: Bar) -> dict[str, Decimal | int]:
     }
 
 
-def candles_backfill(
-    *, instrument: Instrument, timeframe: str, start: datetime, end: datetime, venue: Venue
-) -> int:
-    """Fetch the venue's closed bars with start in [start, end) and store those we lack.
+@dataclass(frozen=True)
+class BackfillResult:
+    fetched: int
+    added: int
+    replaced: int
 
-    Idempotent: a bar already stored is kept as it is, except a partial live bar (its period began
-    before the market loop was running, so quotes are missing from it), which the venue's bar of the
-    whole, ended period replaces. Returns how many bars were added or replaced."""
+
+def _backfill_checks(*, timeframe: str, start: datetime, end: datetime, venue: Venue) -> None:
     if timeframe not in TIMEFRAME_SECONDS:
         raise ServiceError(
             "invalid_timeframe",
@@ -148,6 +159,24 @@ def candles_backfill(
         raise ServiceError(
             "backfill_unsupported", f"Venue {venue.code} ({venue.kind}) has no candle history."
         )
+
+
+def candles_backfill(
+    *,
+    instrument: Instrument,
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    venue: Venue,
+    progress: ProgressHook | None = None,
+) -> BackfillResult:
+    """Fetch the venue's closed bars with start in [start, end) and store them.
+
+    Idempotent. A bar we lack is added. A bar built here (from trades or the mid) whose period has
+    ended is replaced by the venue's own, once, and counted (`Candle.replaced`): a series holds the
+    venue's bars wherever the venue has them, never a silent mix. A bar already backfilled (from
+    any venue) is kept. `progress` is called after every page fetched."""
+    _backfill_checks(timeframe=timeframe, start=start, end=end, venue=venue)
     venue_symbol = VenueSymbol.objects.filter(venue=venue, instrument=instrument).first()
     if venue_symbol is None:
         raise ServiceError("no_venue_symbol", f"{instrument.symbol} is not mapped on venue {venue.code}.")
@@ -159,6 +188,7 @@ def candles_backfill(
             timeframe=timeframe,
             start=int(start.timestamp()),
             end=int(end.timestamp()),
+            progress=progress,
         )
     except BackfillUnavailable as exc:
         raise ServiceError("backfill_unavailable", str(exc)) from exc
@@ -170,33 +200,204 @@ def candles_backfill(
         for c in Candle.objects.filter(instrument=instrument, timeframe=timeframe, start__in=starts)
     }
     missing = [
-        Candle(instrument=instrument, timeframe=timeframe, start=when, source=venue.code, **_ohlc(bar))
+        Candle(
+            instrument=instrument,
+            timeframe=timeframe,
+            start=when,
+            source=CandleSource.BACKFILL,
+            venue=venue.code,
+            **_ohlc(bar),
+        )
         for when, bar in starts.items()
         if when not in stored
     ]
-    # ignore_conflicts: a live bar closed meanwhile wins, never overwritten.
+    # ignore_conflicts: a bar stored meanwhile (the market loop, a concurrent backfill) is kept
+    # here and replaced by the next backfill if it was built locally.
     Candle.objects.bulk_create(missing, ignore_conflicts=True, batch_size=1000)
+    added = len(missing)
     ended = int(timezone.now().timestamp()) - TIMEFRAME_SECONDS[timeframe]
-    replaced = 0
+    replacements = []
     for when, candle in stored.items():
         bar = starts[when]
-        if candle.source == "live" and candle.partial and bar.start <= ended:
-            # Conditional on the row still being partial and live: safe against a concurrent backfill.
-            replaced += Candle.objects.filter(pk=candle.pk, source="live", partial=True).update(
-                source=venue.code, partial=False, **_ohlc(bar)
+        if candle.source != CandleSource.BACKFILL and bar.start <= ended:
+            for name, value in _ohlc(bar).items():
+                setattr(candle, name, value)
+            candle.source, candle.venue, candle.partial, candle.replaced = (
+                CandleSource.BACKFILL,
+                venue.code,
+                False,
+                True,
             )
+            replacements.append(candle)
+    Candle.objects.bulk_update(
+        replacements,
+        ["open", "high", "low", "close", "volume", "tick_count", "source", "venue", "partial", "replaced"],
+        batch_size=500,
+    )
+    _candle_cache_replace([starts[c.start] for c in replacements])
     log.info(
-        "venue=%s backfill %s %s %s..%s: %d fetched, %d added, %d partial replaced",
+        "venue=%s backfill %s %s %s..%s: %d fetched, %d added, %d replaced",
         venue.code,
         instrument.symbol,
         timeframe,
         start.isoformat(),
         end.isoformat(),
         len(bars),
-        len(missing),
-        replaced,
+        added,
+        len(replacements),
     )
-    return len(missing) + replaced
+    return BackfillResult(fetched=len(bars), added=added, replaced=len(replacements))
+
+
+def _candle_cache_replace(bars: list[Bar]) -> None:
+    """Put replaced bars in the Redis candle cache (stream snapshots) where it holds the bar they
+    replace; a bar the cache no longer holds is not added back."""
+    if not bars:
+        return
+    client = redis.sync_client()
+    with client.pipeline(transaction=False) as pipe:
+        for bar in bars:
+            pipe.zremrangebyscore(candle_cache_key(bar.symbol, bar.timeframe), bar.start, bar.start)
+        removed = pipe.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for bar, count in zip(bars, removed, strict=True):
+            if count:
+                pipe.zadd(
+                    candle_cache_key(bar.symbol, bar.timeframe), {json.dumps(bar_to_wire(bar)): bar.start}
+                )
+        pipe.execute()
+
+
+def _closed_bars(instrument: Instrument, timeframe: str, start: int, end: int) -> int:
+    return Candle.objects.filter(
+        instrument=instrument,
+        timeframe=timeframe,
+        start__gte=datetime.fromtimestamp(start, UTC),
+        start__lt=datetime.fromtimestamp(end, UTC),
+    ).count()
+
+
+def candles_warm_up(
+    *,
+    instrument: Instrument,
+    venue: Venue,
+    bars: int,
+    timeframes: Iterable[str] = TIMEFRAME_SECONDS,
+    now: int | None = None,
+    gap_from: int | None = None,
+    progress: ProgressHook | None = None,
+) -> dict[str, int]:
+    """Make sure `instrument` has at least `bars` closed bars up to now on every timeframe,
+    backfilling from `venue` what is missing. A timeframe that already has them costs one count
+    query and no request. Where the venue has no bars for part of the window (FX weekends), the
+    window is widened back, at most three times.
+
+    `gap_from` (epoch s): a feed was away from then to now (a reconnect), so the bars from the one
+    before the bar in progress then are fetched whatever the count says: bars built here during
+    the gap lack its trades, and the venue's replace them.
+
+    Returns the closed bars now stored in the final window, per timeframe."""
+    now = int(timezone.now().timestamp()) if now is None else now
+    have: dict[str, int] = {}
+    for timeframe in timeframes:
+        step = TIMEFRAME_SECONDS[timeframe]
+        end = now - now % step  # the bar in progress is not closed yet
+        if gap_from is not None and (gap_start := gap_from - gap_from % step - step) < end:
+            candles_backfill(
+                instrument=instrument,
+                timeframe=timeframe,
+                start=datetime.fromtimestamp(gap_start, UTC),
+                end=datetime.fromtimestamp(end, UTC),
+                venue=venue,
+                progress=progress,
+            )
+        lookback, fetched_from = bars, end
+        count = 0
+        for _ in range(4):
+            start = end - lookback * step
+            count = _closed_bars(instrument, timeframe, start, end)
+            if count >= bars or bars == 0:
+                break
+            result = candles_backfill(
+                instrument=instrument,
+                timeframe=timeframe,
+                start=datetime.fromtimestamp(start, UTC),
+                end=datetime.fromtimestamp(fetched_from, UTC),
+                venue=venue,
+                progress=progress,
+            )
+            count = _closed_bars(instrument, timeframe, start, end)
+            if count >= bars or result.fetched == 0:
+                break
+            fetched_from, lookback = start, lookback * 2
+        have[timeframe] = count
+    return have
+
+
+def backfill_job_create(
+    *,
+    instrument: Instrument,
+    venue: Venue,
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    requested_by: User | None = None,
+) -> BackfillJob:
+    """Record a backfill to run (the caller queues it once the transaction commits)."""
+    _backfill_checks(timeframe=timeframe, start=start, end=end, venue=venue)
+    if not VenueSymbol.objects.filter(venue=venue, instrument=instrument).exists():
+        raise ServiceError("no_venue_symbol", f"{instrument.symbol} is not mapped on venue {venue.code}.")
+    return BackfillJob.objects.create(
+        instrument=instrument,
+        venue=venue,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        requested_by=requested_by,
+    )
+
+
+def backfill_job_run(*, job_id: int, progress: ProgressHook | None = None) -> BackfillJob:
+    """Run a queued job, saving its progress after every page (and telling `progress`). A job
+    already taken (a redelivered task) is left alone: the queued -> running transition happens
+    once, in the database."""
+    taken = BackfillJob.objects.filter(pk=job_id, state=BackfillJob.State.QUEUED).update(
+        state=BackfillJob.State.RUNNING, started_at=timezone.now()
+    )
+    job = BackfillJob.objects.select_related("instrument", "venue").get(pk=job_id)
+    if not taken:
+        return job
+
+    def saved(state: FetchProgress) -> None:
+        BackfillJob.objects.filter(pk=job_id).update(
+            pages=state.pages, bars_fetched=state.bars, rate_limit_waits=state.rate_limit_waits
+        )
+        if progress is not None:
+            progress(state)
+
+    try:
+        result = candles_backfill(
+            instrument=job.instrument,
+            timeframe=job.timeframe,
+            start=job.start,
+            end=job.end,
+            venue=job.venue,
+            progress=saved,
+        )
+    except ServiceError as exc:
+        BackfillJob.objects.filter(pk=job_id).update(
+            state=BackfillJob.State.FAILED, error=exc.message[:300], finished_at=timezone.now()
+        )
+    else:
+        BackfillJob.objects.filter(pk=job_id).update(
+            state=BackfillJob.State.DONE,
+            bars_fetched=result.fetched,
+            bars_added=result.added,
+            bars_replaced=result.replaced,
+            finished_at=timezone.now(),
+        )
+    job.refresh_from_db()
+    return job
 
 
 # -- instrument catalogue and watchlists ---------------------------------------------------

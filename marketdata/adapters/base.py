@@ -23,11 +23,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from marketdata.quotes import Quote, now_ns
+from marketdata.quotes import Quote, Trade, now_ns
 
 log = logging.getLogger(__name__)
 
 QuoteSink = Callable[[Quote], None]
+TradeSink = Callable[[Trade], None]
 
 
 class FeedListener(Protocol):
@@ -62,6 +63,7 @@ class AdapterStats:
     disconnects: int = 0
     messages: int = 0
     quotes: int = 0
+    trades: int = 0
     malformed: int = 0
     last_message_ns: int = 0
     last_error: str = ""
@@ -124,6 +126,9 @@ class Adapter(ABC):
     connect_limit: ClassVar[tuple[int, float]] = (0, 60.0)
     # The shortest `stale_after_ms` that makes sense: a live connection shows itself at least this often.
     min_stale_after_ms: ClassVar[int] = 0
+    # True for venues whose public feed carries their trades (Coinbase, Binance): given a
+    # trade_sink, they stream them, and the market loop builds their bars from trades, not the mid.
+    has_trades: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -132,10 +137,12 @@ class Adapter(ABC):
         *,
         backoff: Backoff | None = None,
         listener: FeedListener | None = None,
+        trade_sink: TradeSink | None = None,
     ) -> None:
         self.venue = venue
         self.sink = sink
         self.listener = listener
+        self.trade_sink = trade_sink if self.has_trades else None
         self.stats = AdapterStats()
         self.backoff = backoff or Backoff(
             base_s=float(venue.config.get("backoff_base_s", 0.5)),
@@ -229,6 +236,15 @@ class Adapter(ABC):
     def emit(self, quote: Quote) -> None:
         self.stats.quotes += 1
         self.sink(quote)
+
+    @property
+    def streams_trades(self) -> bool:
+        return self.trade_sink is not None
+
+    def emit_trade(self, trade: Trade) -> None:
+        self.stats.trades += 1
+        if self.trade_sink is not None:
+            self.trade_sink(trade)
 
     @abstractmethod
     async def session(self) -> None:

@@ -1,4 +1,5 @@
-"""Binance spot `<symbol>@bookTicker` over one combined stream (shared/PROTOCOLS.md section 2).
+"""Binance spot `<symbol>@bookTicker` (and, for a caller with a trade sink, `<symbol>@trade`) over
+one combined stream (shared/PROTOCOLS.md section 2).
 
 Public data, no credentials. Venue symbols are Binance's (`btcusdt`, any case). Binance cuts every
 connection after 24 h, so the adapter reconnects on its own a little before (`max_connection_s`).
@@ -14,12 +15,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import websockets
 
-from marketdata.quotes import Quote, now_ns
+from marketdata.bars import TIMEFRAME_SECONDS, Bar
+from marketdata.quotes import Quote, Trade, now_ns
 
 from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
 from .rest import RestClient
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WS_URL = "wss://stream.binance.com:9443"
 REST_URL = "https://api.binance.com"
+KLINES_PER_REQUEST = 1000  # the documented maximum of GET /api/v3/klines
 MAX_CONNECTION_S = 23 * 3600 + 50 * 60
 MAX_STREAMS = 1024  # per connection (web-socket-streams.md)
 
@@ -47,6 +51,7 @@ class BinanceAdapter(Adapter):
     # to a third of that, leaving room for other venues and processes on the same address.
     connect_limit = (100, 300.0)
     min_stale_after_ms = 3000  # a pong every second
+    has_trades = True
 
     def __init__(self, venue: VenueConfig, sink: QuoteSink, **kwargs: Any) -> None:
         super().__init__(venue, sink, **kwargs)
@@ -55,7 +60,8 @@ class BinanceAdapter(Adapter):
         self.ping_interval_s = float(venue.config.get("ping_interval_s", 1.0))
         self.pong_timeout_s = float(venue.config.get("pong_timeout_s", 5.0))
         base = str(venue.config.get("ws_url", WS_URL)).rstrip("/")
-        streams = "/".join(f"{name}@bookTicker" for name in sorted(self.by_name))
+        kinds = ["bookTicker", *(["trade"] if self.trade_sink is not None else [])]
+        streams = "/".join(f"{name}@{kind}" for name in sorted(self.by_name) for kind in kinds)
         self.url = f"{base}/stream?streams={streams}"
 
     @property
@@ -119,10 +125,15 @@ class BinanceAdapter(Adapter):
             raise MalformedMessage("`data` must be an object")
         if data.get("e") == "serverShutdown":
             raise ServerShutdown("serverShutdown event")
-        if not str(message["stream"]).endswith("@bookTicker"):
-            return
-        symbol = self.by_name.get(str(data["s"]).lower())
+        stream = str(message["stream"])
+        symbol = self.by_name.get(str(data["s"]).lower()) if "s" in data else None
         if symbol is None:
+            return
+        if stream.endswith("@trade"):
+            if self.trade_sink is not None:
+                self._trade(data, symbol)
+            return
+        if not stream.endswith("@bookTicker"):
             return
         bid, ask = price(data["b"]), price(data["a"])
         if bid == 0 or ask == 0:
@@ -141,9 +152,52 @@ class BinanceAdapter(Adapter):
             )
         )
 
+    def _trade(self, data: Mapping[str, Any], symbol: str) -> None:
+        """`<symbol>@trade`: t = trade id, p/q = price/quantity, T = trade time (ms), m = the buyer
+        is the maker (so the taker sold)."""
+        size = price(data["q"])
+        if size == 0:
+            raise MalformedMessage(f"trade {data.get('t')!r} of quantity 0")
+        trade_ms = data["T"]
+        if not isinstance(trade_ms, int) or isinstance(trade_ms, bool):
+            raise MalformedMessage(f"trade time must be an integer, got {trade_ms!r}")
+        self.emit_trade(
+            Trade(
+                symbol=symbol,
+                venue=self.venue.code,
+                price=price(data["p"]),
+                size=size,
+                side="SELL" if data["m"] is True else "BUY",
+                trade_id=str(data["t"]),
+                venue_ts=trade_ms * 1_000_000,
+                recv_ts=now_ns(),
+            )
+        )
+
+
+def kline_bar(row: object, *, symbol: str, timeframe: str) -> Bar:
+    """A kline `[open time ms, open, high, low, close, volume, close time ms, quote volume, trades,
+    taker buy base, taker buy quote, ignore]` (prices and volumes strings) as our Bar."""
+    if not isinstance(row, list) or len(row) < 9:
+        raise MalformedMessage(f"not a kline: {row!r:.200}")
+    open_ms, trades = row[0], row[8]
+    if not isinstance(open_ms, int) or not isinstance(trades, int) or open_ms % 1000:
+        raise MalformedMessage(f"bad kline open time or trade count: {row!r:.200}")
+    return Bar(
+        symbol=symbol,
+        timeframe=timeframe,
+        start=open_ms // 1000,
+        open=price(row[1]),
+        high=price(row[2]),
+        low=price(row[3]),
+        close=price(row[4]),
+        volume=price(row[5]),
+        tick_count=trades,
+    )
+
 
 class BinanceRest(RestClient):
-    """Spot REST, public market data only (no key, no signature)."""
+    """Binance spot public market data (no key, no signature): exchangeInfo and klines."""
 
     def __init__(self, *, base_url: str = REST_URL, venue: str = "binance", **kw: Any) -> None:
         super().__init__(venue=venue, base_url=base_url, **kw)
@@ -152,3 +206,43 @@ class BinanceRest(RestClient):
         """Trading rules and symbols: `{"timezone", "serverTime", "rateLimits", "exchangeFilters",
         "symbols": [...]}` (rest-api.md "Exchange information")."""
         return self.get("/api/v3/exchangeInfo")
+
+    def klines(
+        self,
+        *,
+        name: str,
+        symbol: str,
+        timeframe: str,
+        start: int,
+        end: int,
+        on_page: Callable[[int], None] | None = None,
+    ) -> list[Bar]:
+        """Closed bars whose start is in [start, end) (UNIX seconds), oldest first, paged by open
+        time. Binance's interval names are ours (1m 5m 15m 1h 4h 1d) and its bars are UTC-aligned."""
+        step = TIMEFRAME_SECONDS[timeframe]
+        closed_before = int(time.time()) - step  # Binance also returns the kline in progress
+        bars: dict[int, Bar] = {}
+        cursor = start - start % step
+        while cursor < end:
+            page = self.get(
+                "/api/v3/klines",
+                {
+                    "symbol": name.upper(),
+                    "interval": timeframe,
+                    "startTime": cursor * 1000,
+                    "endTime": end * 1000 - 1,
+                    "limit": KLINES_PER_REQUEST,
+                },
+            )
+            if not isinstance(page, list):
+                raise MalformedMessage("klines must be a JSON array")
+            if on_page is not None:
+                on_page(len(page))
+            for row in page:
+                bar = kline_bar(row, symbol=symbol, timeframe=timeframe)
+                if start <= bar.start < end and bar.start <= closed_before:
+                    bars[bar.start] = bar
+            if len(page) < KLINES_PER_REQUEST:
+                break
+            cursor = kline_bar(page[-1], symbol=symbol, timeframe=timeframe).start + step
+        return [bars[k] for k in sorted(bars)]

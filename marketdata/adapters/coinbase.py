@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.book import OrderBook
-from marketdata.quotes import Quote, now_ns
+from marketdata.quotes import Quote, Trade, now_ns
 
 from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
 from .rest import RestClient, VenueHttpError
@@ -37,7 +37,9 @@ WS_URL = "wss://advanced-trade-ws.coinbase.com"
 REST_URL = "https://api.coinbase.com"
 API_PREFIX = "/api/v3/brokerage"
 JWT_LIFETIME_S = 120
-CANDLES_PER_REQUEST = 350
+# The documented maximum is 350 buckets per request, but a start..end spanning exactly 350 is
+# refused at the boundary by some accounts of it; 300 stays clear of the dispute.
+CANDLES_PER_REQUEST = 300
 GRANULARITY = {
     "1m": "ONE_MINUTE",
     "5m": "FIVE_MINUTE",
@@ -115,10 +117,12 @@ class CoinbaseAdapter(Adapter):
       then the absolute level updates; its best bid/ask with sizes -> Quote whenever the top changes.
     - `ticker`: the last trade price per product, carried on the book's quotes as `last`. Without
       `level2` in the venue's `channels` it is the quote source, as before (it only sends on trades).
+    - `market_trades` (for a caller that passes a `trade_sink`: the market loop builds the bars from
+      them): each trade -> Trade.
     - `heartbeats`: one frame a second, keeping the subscriptions open and the connection visibly
       alive while a book is quiet.
     - `candles` (5-minute buckets): subscribed only for a caller that passes a `bar_sink`; the market
-      loop does not, because its bars come from the selected mid and the REST backfill.
+      loop does not, because Coinbase's own bars are stored by the REST backfill.
 
     `sequence_num` counts every message of the connection, whatever its channel. A gap means some
     message was lost, possibly a level update: every book is dropped (the LP manager is told at once)
@@ -131,6 +135,7 @@ class CoinbaseAdapter(Adapter):
     # below the lower figure.
     connect_limit = (30, 60.0)
     min_stale_after_ms = 3000  # heartbeats every second
+    has_trades = True
 
     def __init__(
         self,
@@ -142,8 +147,16 @@ class CoinbaseAdapter(Adapter):
     ) -> None:
         super().__init__(venue, sink, **kwargs)
         self.url = str(venue.config.get("ws_url", WS_URL))
-        default = ["heartbeats", "level2", "ticker", *(["candles"] if bar_sink is not None else [])]
+        default = [
+            "heartbeats",
+            "level2",
+            "ticker",
+            *(["market_trades"] if self.trade_sink is not None else []),
+            *(["candles"] if bar_sink is not None else []),
+        ]
         self.channels: list[str] = list(venue.config.get("channels", default))
+        if "market_trades" not in self.channels:
+            self.trade_sink = None  # configured without trades: its bars come from its mid
         self.signer = coinbase_signer(venue.credentials)
         self.bar_sink = bar_sink
         self.resync_timeout_s = float(venue.config.get("resync_timeout_s", 5))
@@ -161,6 +174,7 @@ class CoinbaseAdapter(Adapter):
             "l2_data": self._on_level2,
             "ticker": self._on_ticker,
             "candles": self._on_candles,
+            "market_trades": self._on_market_trades,
         }
         # heartbeats, subscriptions and unknown channels only feed the watchdog and the liveness.
 
@@ -362,6 +376,41 @@ class CoinbaseAdapter(Adapter):
                 if symbol is not None:
                     self.bar_sink(candle_bar(candle, symbol=symbol, timeframe="5m"))
 
+    def _on_market_trades(self, message: Mapping[str, Any]) -> None:
+        """Each event (a snapshot of recent trades, then updates batching the last 250 ms) may
+        hold many trades, in no documented order: they are emitted in time order, trades of the
+        same instant in trade id order (Coinbase numbers a product's trades upwards). A repeat (the
+        snapshot after a reconnect) is the market loop's to drop, by trade_id."""
+        if self.trade_sink is None:
+            return
+        recv_ts = now_ns()
+        for event in message["events"]:
+            trades = [self._trade(t, recv_ts) for t in event["trades"]]
+            for trade in sorted((t for t in trades if t is not None), key=_trade_order):
+                self.emit_trade(trade)
+
+    def _trade(self, trade: Mapping[str, Any], recv_ts: int) -> Trade | None:
+        symbol = self.venue.symbols.get(trade["product_id"])
+        if symbol is None:
+            return None
+        size = price(trade["size"])
+        if size == 0:
+            raise MalformedMessage(f"trade {trade.get('trade_id')!r} of size 0")
+        return Trade(
+            symbol=symbol,
+            venue=self.venue.code,
+            price=price(trade["price"]),
+            size=size,
+            side=str(trade["side"]),
+            trade_id=str(trade["trade_id"]),
+            venue_ts=rfc3339_ns(trade["time"]),
+            recv_ts=recv_ts,
+        )
+
+
+def _trade_order(trade: Trade) -> tuple[int, int, str]:
+    return (trade.venue_ts, int(trade.trade_id) if trade.trade_id.isdigit() else 0, trade.trade_id)
+
 
 def candle_bar(candle: Mapping[str, Any], *, symbol: str, timeframe: str) -> Bar:
     """A Coinbase candle (every field a string, `start` in UNIX seconds) as our Bar."""
@@ -391,8 +440,8 @@ class CoinbaseRest(RestClient):
         self.signer = signer
 
     def auth_headers(self, request: httpx.Request) -> dict[str, str]:
-        if self.signer is None:
-            return {}
+        if self.signer is None or request.url.path.startswith(f"{API_PREFIX}/market/"):
+            return {}  # the public market endpoints take no key
         uri = f"{request.method} {request.url.netloc.decode()}{request.url.path}"
         return {"Authorization": f"Bearer {self.signer.token(uri=uri)}"}
 
@@ -445,9 +494,19 @@ class CoinbaseRest(RestClient):
                 raise VenueHttpError(self.venue, 200, f"cursor {cursor!r} repeated while paging fills")
             seen.add(cursor)
 
-    def candles(self, *, product_id: str, symbol: str, timeframe: str, start: int, end: int) -> list[Bar]:
-        """Closed bars whose start is in [start, end) (UNIX seconds), oldest first, fetched in
-        windows of at most 350 buckets (the endpoint's maximum)."""
+    def candles(
+        self,
+        *,
+        product_id: str,
+        symbol: str,
+        timeframe: str,
+        start: int,
+        end: int,
+        on_page: Callable[[int], None] | None = None,
+    ) -> list[Bar]:
+        """Closed bars whose start is in [start, end) (UNIX seconds), oldest first, from the public
+        endpoint (no key needed) in windows of CANDLES_PER_REQUEST buckets. `on_page` is told how
+        many candles each page brought."""
         step = TIMEFRAME_SECONDS[timeframe]
         first = start - start % step
         closed_before = int(time.time()) - step  # the bucket in progress is not a bar yet
@@ -463,9 +522,12 @@ class CoinbaseRest(RestClient):
                 "granularity": GRANULARITY[timeframe],
                 "limit": buckets,
             }
-            page = self.get(f"{API_PREFIX}/products/{product_id}/candles", params)
-            for candle in page.get("candles") or []:
+            page = self.get(f"{API_PREFIX}/market/products/{product_id}/candles", params)
+            candles = page.get("candles") or []
+            for candle in candles:
                 bar = candle_bar(candle, symbol=symbol, timeframe=timeframe)
                 if window <= bar.start < window_end and start <= bar.start and bar.start <= closed_before:
                     bars[bar.start] = bar
+            if on_page is not None:
+                on_page(len(candles))
         return [bars[k] for k in sorted(bars)]

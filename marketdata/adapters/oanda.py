@@ -9,7 +9,7 @@ Endpoints default to the live (fxTrade) hosts; set `stream_url`/`rest_url` to th
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -127,7 +127,16 @@ class OandaRest(RestClient):
         """The account's tradeable instruments: `{"instruments": [...], "lastTransactionID"}`."""
         return self.get(f"/v3/accounts/{account_id}/instruments")
 
-    def candles(self, *, instrument: str, symbol: str, timeframe: str, start: int, end: int) -> list[Bar]:
+    def candles(
+        self,
+        *,
+        instrument: str,
+        symbol: str,
+        timeframe: str,
+        start: int,
+        end: int,
+        on_page: Callable[[int], None] | None = None,
+    ) -> list[Bar]:
         """Complete mid bars whose start is in [start, end) (UNIX seconds), oldest first, paged with
         `from` + `count` (at most 5000 per request). Daily bars are aligned to 00:00 UTC like ours.
 
@@ -147,6 +156,8 @@ class OandaRest(RestClient):
             count = min(MAX_CANDLES_PER_REQUEST, -(-(end - cursor) // step))
             page = self.get(f"/v3/instruments/{instrument}/candles", {**params, "count": count})
             candles = page.get("candles") or []
+            if on_page is not None:
+                on_page(len(candles))
             for candle in candles:
                 bar_start = rfc3339_ns(candle["time"]) // 1_000_000_000
                 if bar_start >= end or not candle.get("complete"):

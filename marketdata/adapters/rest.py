@@ -78,6 +78,8 @@ class RestClient:
         self.backoff = backoff or Backoff(base_s=0.5, cap_s=max_wait_s)
         self.sleep = sleep
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+        self.requests = 0  # answered requests (pages), for a backfill's progress
+        self.waits = 0  # retries waited out (429 and Retry-After included), for the same
 
     def close(self) -> None:
         self.http.close()
@@ -109,6 +111,7 @@ class RestClient:
             else:
                 status = response.status_code
                 if status < 400:
+                    self.requests += 1
                     log.info(
                         "venue=%s GET %s -> %d in %.0f ms (attempt %d)",
                         self.venue,
@@ -145,4 +148,5 @@ class RestClient:
                 self.max_retries,
                 delay,
             )
+            self.waits += 1
             self.sleep(delay)

@@ -1,7 +1,12 @@
-"""Binance spot fakes (shared/PROTOCOLS.md section 2). The market-stream fake on a real WebSocket: raw
-`/ws/<name>`, combined `/stream?streams=a/b` (payloads wrapped as {stream, data}) and bare `/stream`
-with SUBSCRIBE/UNSUBSCRIBE; ping frames every `ping_interval_s`, dropping clients that do not pong;
-connections cut after `max_lifetime_s` (24 h on Binance). The REST fake serves exchangeInfo."""
+"""Binance spot fakes (shared/PROTOCOLS.md section 2). The market-stream fake on a real WebSocket:
+raw `/ws/<name>`, combined `/stream?streams=a/b` (payloads wrapped as {stream, data}) and bare
+`/stream` with SUBSCRIBE/UNSUBSCRIBE; ping frames every `ping_interval_s`, dropping clients that do
+not pong; connections cut after `max_lifetime_s` (24 h on Binance); `<symbol>@bookTicker` and
+`<symbol>@trade`. The REST fake serves GET /api/v3/exchangeInfo and GET /api/v3/klines, the klines
+folded from the trades the stream fake put on their shared `Tape`.
+
+Klines for buckets in which nothing traded are left out here; whether Binance sends them (flat,
+zero volume) is not settled by its documentation."""
 
 import asyncio
 import contextlib
@@ -9,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +22,23 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .http import HttpFake, Request, Response
+from .tape import Tape
+
+INTERVAL_S = {
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+}
+MAX_KLINES = 1000
 
 
 @dataclass(eq=False)
@@ -33,7 +56,9 @@ class BinanceWsFake:
         ping_interval_s: float = 20.0,
         pong_timeout_s: float = 60.0,
         max_lifetime_s: float = 24 * 3600,
+        tape: Tape | None = None,
     ) -> None:
+        self.tape = tape or Tape()
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
         self.max_lifetime_s = max_lifetime_s
@@ -133,6 +158,22 @@ class BinanceWsFake:
         data = {"u": self._update_id, "s": symbol.upper(), "b": bid, "B": bid_qty, "a": ask, "A": ask_qty}
         return await self._publish(f"{symbol.lower()}@bookTicker", data)
 
+    async def trade(self, symbol: str, price: str, qty: str, *, buyer_maker: bool, ts_ns: int) -> int:
+        """Put a print on the tape and send it on `<symbol>@trade`."""
+        trade = self.tape.record(symbol.upper(), price, qty, "SELL" if buyer_maker else "BUY", ts_ns)
+        data = {
+            "e": "trade",
+            "E": int(time.time() * 1000),
+            "s": symbol.upper(),
+            "t": trade.trade_id,
+            "p": price,
+            "q": qty,
+            "T": ts_ns // 1_000_000,
+            "m": buyer_maker,
+            "M": True,
+        }
+        return await self._publish(f"{symbol.lower()}@trade", data)
+
     async def server_shutdown(self) -> None:
         data = {"e": "serverShutdown", "E": int(time.time() * 1000)}
         for conn in list(self.connections):
@@ -226,17 +267,46 @@ def binance_symbol(
     }
 
 
+def fake_kline(symbol: str, start: int, step: int) -> list[object]:
+    """A deterministic kline for a bucket before the tape, so tests can predict every value."""
+    base = Decimal(30000 + (start // step) % 89)
+    volume = Decimal(f"{(start // step) % 11}.25")
+    return [
+        start * 1000,
+        f"{base:.8f}",
+        f"{base + 3:.8f}",
+        f"{base - 2:.8f}",
+        f"{base + 1:.8f}",
+        f"{volume:.8f}",
+        (start + step) * 1000 - 1,
+        f"{volume * base:.8f}",
+        7,
+        f"{volume / 2:.8f}",
+        f"{volume * base / 2:.8f}",
+        "0",
+    ]
+
+
 class BinanceRestFake(HttpFake):
     """GET /api/v3/exchangeInfo with `symbol` or `symbols` (a JSON array): an unknown one is the
-    documented 400 {"code": -1121, "msg": "Invalid symbol."}."""
+    documented 400 {"code": -1121, "msg": "Invalid symbol."}. GET /api/v3/klines (public): klines with
+    open time in [startTime, endTime], oldest first, at most `limit` (default 500, max 1000), the one
+    in progress included; 400 `{code, msg}` errors."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tape: Tape | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.symbols: list[dict[str, Any]] = []
+        self.tape = tape
+        self.clock = clock
 
     def handle(self, request: Request) -> Response:
-        if request.path != "/api/v3/exchangeInfo":
-            return Response(404, {"code": -1000, "msg": "Not found."})
+        if request.path == "/api/v3/exchangeInfo":
+            return self._exchange_info(request)
+        if request.path == "/api/v3/klines":
+            return self._klines(request)
+        return Response(404, {"code": -1000, "msg": "Not found."})
+
+    def _exchange_info(self, request: Request) -> Response:
         wanted: list[str] | None = None
         if one := request.arg("symbol"):
             wanted = [one]
@@ -273,3 +343,51 @@ class BinanceRestFake(HttpFake):
             },
             headers={"X-MBX-USED-WEIGHT-1M": "20"},
         )
+
+    def _klines(self, request: Request) -> Response:
+        symbol, interval = request.arg("symbol") or "", request.arg("interval") or ""
+        if not symbol or symbol != symbol.upper():
+            return Response(400, {"code": -1121, "msg": "Invalid symbol."})
+        if interval not in INTERVAL_S:
+            return Response(400, {"code": -1120, "msg": "Invalid interval."})
+        try:
+            limit = int(request.arg("limit") or 500)
+            start_ms = int(request.arg("startTime") or 0)
+            end_ms = int(request.arg("endTime") or self.clock() * 1000)
+        except ValueError:
+            return Response(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+        if not 1 <= limit <= MAX_KLINES:
+            return Response(400, {"code": -1130, "msg": "Invalid data sent for a parameter."})
+        step = INTERVAL_S[interval]
+        now = int(self.clock())
+        if request.arg("startTime") is None:  # the most recent `limit` klines up to endTime
+            start_ms = (min(end_ms // 1000, now) // step - limit + 1) * step * 1000
+        bucket = -(-start_ms // (step * 1000)) * step
+        rows: list[list[object]] = []
+        while len(rows) < limit and bucket * 1000 <= end_ms and bucket <= now:
+            row = self._kline(symbol, bucket, step)
+            if row is not None:
+                rows.append(row)
+            bucket += step
+        return Response(200, rows)
+
+    def _kline(self, symbol: str, start: int, step: int) -> list[object] | None:
+        if self.tape is None or start < self.tape.since:
+            return fake_kline(symbol, start, step)
+        bar = self.tape.bucket(symbol, start, step)
+        if bar is None:
+            return None
+        return [
+            start * 1000,
+            str(bar.open),
+            str(bar.high),
+            str(bar.low),
+            str(bar.close),
+            str(bar.volume),
+            (start + step) * 1000 - 1,
+            str(bar.quote_volume),
+            bar.count,
+            str(bar.taker_buy_volume),
+            str(bar.taker_buy_quote_volume),
+            "0",
+        ]

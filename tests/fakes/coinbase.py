@@ -1,6 +1,9 @@
 """Coinbase Advanced Trade fakes speaking the documented formats (shared/PROTOCOLS.md section 1)
 over real sockets: a WebSocket market-data server and a REST server, both verifying the ES256 JWT
-against a key generated at test time.
+against a key generated at test time (the public `/market/...` REST endpoints take none).
+
+Given one `Tape`, the WebSocket fake records every trade it streams on `market_trades` and the REST
+fake folds its candles from those trades, so the two tell the same story.
 
 Plain HTTP/WS on 127.0.0.1: our clients take their endpoints from the venue config, so the fakes
 need no TLS."""
@@ -25,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from marketdata.adapters.streaming import ns_to_rfc3339, rfc3339_ns
 
 from .http import HttpFake, Request, Response
+from .tape import Tape, TapeTrade
 
 PREFIX = "/api/v3/brokerage"
 GRANULARITY_S = {
@@ -188,10 +192,17 @@ class CoinbaseRestFake(HttpFake):
     when it has a key, is not checked)."""
 
     def __init__(
-        self, key: CoinbaseKey, *, page_size: int = 2, clock: Callable[[], float] = time.time
+        self,
+        key: CoinbaseKey,
+        *,
+        page_size: int = 2,
+        clock: Callable[[], float] = time.time,
+        tape: Tape | None = None,
+        tls: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(tls=tls)
         self.key = key
+        self.tape = tape
         self.page_size = page_size
         self.clock = clock
         self.accounts: list[dict[str, Any]] = []
@@ -206,6 +217,9 @@ class CoinbaseRestFake(HttpFake):
     def handle(self, request: Request) -> Response:
         if request.path == f"{PREFIX}/market/products":
             return self._public_products(request)
+        path = request.path.removeprefix(PREFIX)
+        if match := re.fullmatch(r"/market/products/([A-Z0-9-]+)/candles", path):
+            return self._candles(request, match.group(1))  # public: no key
         token = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
         try:
             claims = verify_jwt(token, self.key, uri=f"{request.method} {self.host}{request.path}")
@@ -215,7 +229,6 @@ class CoinbaseRestFake(HttpFake):
         if self.revoked:
             return error(401, "UNAUTHENTICATED", 16, "Unauthorized")
         self.jwt_claims.append(claims)
-        path = request.path.removeprefix(PREFIX)
         if path == "/accounts":
             return self._page(request, self.accounts, "accounts")
         if path == "/orders/historical/batch":
@@ -326,8 +339,25 @@ class CoinbaseRestFake(HttpFake):
                 f"{MAX_CANDLES}",
             )
         now = int(self.clock())
-        candles = [fake_candle(product_id, b, step) for b in reversed(buckets) if b <= now]
+        candles = [c for b in reversed(buckets) if b <= now and (c := self._candle(product_id, b, step))]
         return Response(200, {"candles": candles})
+
+    def _candle(self, product_id: str, start: int, step: int) -> dict[str, str] | None:
+        """From the tape once it runs (None for a bucket with no trade: Coinbase sends no candle for
+        it), from `fake_candle` before."""
+        if self.tape is None or start < self.tape.since:
+            return fake_candle(product_id, start, step)
+        bar = self.tape.bucket(product_id, start, step)
+        if bar is None:
+            return None
+        return {
+            "start": str(start),
+            "low": str(bar.low),
+            "high": str(bar.high),
+            "open": str(bar.open),
+            "close": str(bar.close),
+            "volume": str(bar.volume),
+        }
 
 
 @dataclass(eq=False)
@@ -353,8 +383,10 @@ class CoinbaseWsFake:
         *,
         subscribe_deadline_s: float = 5.0,
         heartbeat_interval_s: float = 1.0,
+        tape: Tape | None = None,
     ) -> None:
         self.key = key
+        self.tape = tape or Tape()
         self.subscribe_deadline_s = subscribe_deadline_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.connections: list[_Connection] = []
@@ -453,6 +485,8 @@ class CoinbaseWsFake:
         if kind == "subscribe" and channel == "level2" and self.send_snapshots:
             for product in sorted(products - self.withheld_snapshots):
                 await self._send(conn, "l2_data", [self._l2_snapshot(product)])
+        if kind == "subscribe" and channel == "market_trades":
+            await self._market_trades_snapshot(conn, products)
         await self._notify()
 
     async def _send(self, conn: _Connection, channel: str, events: list[dict[str, Any]]) -> None:
@@ -500,6 +534,43 @@ class CoinbaseWsFake:
             "best_ask_quantity": ask_qty,
         }
         return await self._broadcast("ticker", product_id, "tickers", ticker)
+
+    # -- market_trades ------------------------------------------------------------------------
+    SNAPSHOT_TRADES = 50
+
+    @staticmethod
+    def _trade_wire(trade: TapeTrade) -> dict[str, str]:
+        return {
+            "trade_id": str(trade.trade_id),
+            "product_id": trade.product,
+            "price": str(trade.price),
+            "size": str(trade.size),
+            "side": trade.side,
+            "time": ns_to_rfc3339(trade.ts_ns),
+        }
+
+    async def _market_trades_snapshot(self, conn: _Connection, products: set[str]) -> None:
+        """On subscribe, the recent trades of each product (newest first), as an event of type
+        snapshot; so a client that reconnects sees again trades it already has."""
+        trades = [t for p in sorted(products) for t in reversed(self.tape.recent(p, self.SNAPSHOT_TRADES))]
+        conn.snapshots.add("market_trades")
+        await self._send(
+            conn, "market_trades", [{"type": "snapshot", "trades": list(map(self._trade_wire, trades))}]
+        )
+
+    async def trades(self, product_id: str, prints: list[tuple[str, str, str, int]]) -> int:
+        """Put (price, size, side, time ns) prints on the tape and send them to the subscribers of
+        `product_id` in one update (Coinbase batches the last 250 ms, newest first)."""
+        recorded = [self.tape.record(product_id, p, q, side, ts) for p, q, side, ts in prints]
+        wire = [self._trade_wire(t) for t in reversed(recorded)]
+        sent = 0
+        for conn in list(self.connections):
+            if product_id in conn.channels.get("market_trades", set()) and not self.silent:
+                kind = "update" if "market_trades" in conn.snapshots else "snapshot"
+                conn.snapshots.add("market_trades")
+                await self._send(conn, "market_trades", [{"type": kind, "trades": wire}])
+                sent += 1
+        return sent
 
     async def candle(self, product_id: str, candle: dict[str, str]) -> int:
         return await self._broadcast("candles", product_id, "candles", {**candle, "product_id": product_id})

@@ -96,12 +96,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 class HttpFake:
     """Subclasses implement `handle(request)`. `fail_next` queues canned answers served first."""
 
-    tls = False
-
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         self.requests: list[Request] = []
         self.forced: deque[Response] = deque()
         self.stopping = threading.Event()
+        self.tls = tls  # or set before start()
         self._server: ThreadingHTTPServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file = ""

@@ -1,18 +1,26 @@
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
 from livermore.errors import ServiceError
+from livermore.redis import sync_client
 from livermore.schedules import JOBS, periodic_tasks_sync
+from livermore.users.models import User
+from marketdata.backfill import FetchProgress
+from marketdata.bars import Bar, bar_to_wire
 from marketdata.demo import demo_seed
-from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
-from marketdata.services import candles_backfill
+from marketdata.models import BackfillJob, Candle, Instrument, Venue, VenueKind, VenueSymbol
+from marketdata.publisher import candle_cache_key
+from marketdata.services import backfill_job_create, backfill_job_run, candles_backfill, candles_warm_up
 from marketdata.tasks import backfill_recent_candles
+from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
 from tests.fakes.fixtures import wait_for
 from tests.fakes.oanda import OandaFake, trading
@@ -65,28 +73,69 @@ def minute(ts: float) -> datetime:
     return datetime.fromtimestamp(int(ts) // 60 * 60, UTC)
 
 
-def test_coinbase_bars_are_stored_across_350_bucket_pages(
+@pytest.fixture
+def binance_venue(btc: Instrument) -> Iterator[Venue]:
+    with BinanceRestFake() as fake:
+        venue = Venue.objects.create(
+            code="bn", name="Binance", kind=VenueKind.BINANCE, config={"rest_url": fake.url}
+        )
+        VenueSymbol.objects.create(venue=venue, instrument=btc, venue_symbol="btcusdt")
+        venue.fake = fake  # type: ignore[attr-defined]
+        yield venue
+
+
+def ohlcv(candle: Candle) -> tuple[Decimal, ...]:
+    return (candle.open, candle.high, candle.low, candle.close, candle.volume)
+
+
+def test_coinbase_bars_come_from_the_public_endpoint_in_300_bucket_windows(
     btc: Instrument, coinbase_venue: Venue, coinbase_rest: CoinbaseRestFake
 ) -> None:
     end = minute(time.time()) - timedelta(minutes=5)
     start = end - timedelta(minutes=800)
-    assert candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue) == 800
+    result = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
+    assert (result.fetched, result.added, result.replaced) == (800, 800, 0)
     assert len(coinbase_rest.requests) == 3
+    assert not any(r.headers.get("Authorization") for r in coinbase_rest.requests)
     rows = Candle.objects.filter(instrument=btc, timeframe="1m").order_by("start")
-    assert rows.count() == 800 and {r.source for r in rows} == {"cb"}
+    assert rows.count() == 800 and {(r.source, r.venue) for r in rows} == {("backfill", "cb")}
     assert (rows[0].start, rows[799].start) == (start, end - timedelta(minutes=1))
     expected = fake_candle("BTC-USD", int(rows[3].start.timestamp()), 60)
-    assert (rows[3].open, rows[3].high, rows[3].low, rows[3].close, rows[3].volume) == tuple(
-        Decimal(expected[k]) for k in ("open", "high", "low", "close", "volume")
+    assert ohlcv(rows[3]) == tuple(Decimal(expected[k]) for k in ("open", "high", "low", "close", "volume"))
+
+
+def test_coinbase_history_needs_no_credentials(btc: Instrument, coinbase_rest: CoinbaseRestFake) -> None:
+    venue = Venue.objects.create(
+        code="cb-public", name="Coinbase", kind=VenueKind.COINBASE, config={"rest_url": coinbase_rest.url}
     )
+    VenueSymbol.objects.create(venue=venue, instrument=btc, venue_symbol="BTC-USD")
+    end = minute(time.time()) - timedelta(hours=1)
+    result = candles_backfill(
+        instrument=btc, timeframe="5m", start=end - timedelta(hours=2), end=end, venue=venue
+    )
+    assert result.added == 24
 
 
-def test_backfill_is_idempotent_and_never_overwrites_live_bars(
-    btc: Instrument, coinbase_venue: Venue
+def test_binance_klines_are_stored_with_volume_and_trade_count(btc: Instrument, binance_venue: Venue) -> None:
+    fake: BinanceRestFake = binance_venue.fake  # type: ignore[attr-defined]
+    end = minute(time.time()) - timedelta(minutes=2)
+    start = end - timedelta(minutes=1500)
+    result = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=binance_venue)
+    assert (result.fetched, result.added) == (1500, 1500)
+    assert [r.arg("limit") for r in fake.requests] == ["1000", "1000"]
+    assert {(r.arg("symbol"), r.arg("interval")) for r in fake.requests} == {("BTCUSDT", "1m")}
+    bar = Candle.objects.get(instrument=btc, timeframe="1m", start=start + timedelta(minutes=77))
+    kline = fake_kline("BTCUSDT", int(bar.start.timestamp()), 60)
+    assert ohlcv(bar) == tuple(Decimal(str(v)) for v in kline[1:6])
+    assert (bar.tick_count, bar.source, bar.venue) == (kline[8], "backfill", "bn")
+
+
+def test_a_bar_built_here_is_replaced_by_the_venues_own_once_and_counted(
+    btc: Instrument, coinbase_venue: Venue, admin_client: Client
 ) -> None:
     end = minute(time.time()) - timedelta(minutes=5)
     start = end - timedelta(minutes=30)
-    live = Candle.objects.create(
+    built = Candle.objects.create(
         instrument=btc,
         timeframe="1m",
         start=start + timedelta(minutes=7),
@@ -94,54 +143,95 @@ def test_backfill_is_idempotent_and_never_overwrites_live_bars(
         high=Decimal(2),
         low=Decimal("0.5"),
         close=Decimal("1.5"),
+        volume=Decimal("3"),
         tick_count=42,
+        source="trades",
+        venue="cb",
     )
-    assert candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue) == 29
-    assert candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue) == 0
-    live.refresh_from_db()
-    assert (live.source, live.close, live.tick_count) == ("live", Decimal("1.5"), 42)
+    cache = candle_cache_key("BTCUSD", "1m")
+    one, two, half = Decimal(1), Decimal(2), Decimal("0.5")
+    cached = bar_to_wire(
+        Bar("BTCUSD", "1m", int(built.start.timestamp()), one, two, half, one, source="trades")
+    )
+    sync_client().zadd(cache, {json.dumps(cached): int(built.start.timestamp())})
+    first = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
+    assert (first.added, first.replaced) == (29, 1)
+    ((member, score),) = sync_client().zrange(cache, 0, -1, withscores=True)  # replaced, nothing added
+    assert score == built.start.timestamp() and json.loads(member)["source"] == "backfill"
+    again = candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
+    assert (again.added, again.replaced) == (0, 0)
+    built.refresh_from_db()
+    venue_bar = fake_candle("BTC-USD", int(built.start.timestamp()), 60)
+    assert ohlcv(built) == tuple(Decimal(venue_bar[k]) for k in ("open", "high", "low", "close", "volume"))
+    assert (built.source, built.venue, built.replaced, built.partial) == ("backfill", "cb", True, False)
     assert Candle.objects.filter(instrument=btc, timeframe="1m").count() == 30
+    assert Candle.objects.filter(replaced=True).count() == 1
+    live_page = admin_client.get("/admin/marketdata/instrument/live/").content.decode()
+    assert '<td id="candles-replaced">1</td>' in live_page
 
 
-def test_backfill_replaces_a_partial_live_bar_with_the_venues_whole_bar(
+def test_a_bar_backfilled_from_another_venue_and_the_bar_in_progress_are_kept(
     btc: Instrument, coinbase_venue: Venue
 ) -> None:
-    end = minute(time.time()) - timedelta(minutes=5)
-    start = end - timedelta(minutes=10)
-    partial = Candle.objects.create(
+    now = datetime.now(UTC)
+    start = minute(now.timestamp()) - timedelta(minutes=10)
+    other = Candle.objects.create(
         instrument=btc,
         timeframe="1m",
-        start=start + timedelta(minutes=3),
-        open=Decimal(1),
-        high=Decimal(2),
-        low=Decimal("0.5"),
-        close=Decimal("1.5"),
-        tick_count=4,
-        partial=True,  # the market loop started during this minute
+        start=start,
+        open=7,
+        high=7,
+        low=7,
+        close=7,
+        source="backfill",
+        venue="bn",
     )
-    assert candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue) == 10
-    partial.refresh_from_db()
-    venue_bar = fake_candle("BTC-USD", int(partial.start.timestamp()), 60)
-    assert (partial.source, partial.partial) == ("cb", False)
-    assert (partial.open, partial.high, partial.low, partial.close) == tuple(
-        Decimal(venue_bar[k]) for k in ("open", "high", "low", "close")
+    current = Candle.objects.create(
+        instrument=btc,
+        timeframe="1h",
+        start=datetime.fromtimestamp(int(now.timestamp()) // 3600 * 3600, UTC),
+        open=5,
+        high=5,
+        low=5,
+        close=5,
+        source="mid",
+        venue="sim",
     )
-    assert candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue) == 0
+    candles_backfill(
+        instrument=btc, timeframe="1m", start=start, end=start + timedelta(minutes=5), venue=coinbase_venue
+    )
+    candles_backfill(
+        instrument=btc,
+        timeframe="1h",
+        start=current.start - timedelta(hours=3),
+        end=now,
+        venue=coinbase_venue,
+    )
+    other.refresh_from_db()
+    current.refresh_from_db()
+    assert (other.venue, other.close, current.source, current.close) == ("bn", 7, "mid", 5)
 
 
-def test_backfill_waits_out_a_429_and_completes(
+def test_backfill_waits_out_a_429_and_reports_it(
     btc: Instrument, coinbase_venue: Venue, coinbase_rest: CoinbaseRestFake
 ) -> None:
     coinbase_rest.fail_next(
         1, 429, {"error": "RESOURCE_EXHAUSTED", "code": 8, "message": "slow"}, {"Retry-After": "1"}
     )
-    end = minute(time.time()) - timedelta(hours=2)
+    end = datetime.fromtimestamp(int(time.time()) // 3600 * 3600, UTC) - timedelta(hours=2)
     started = time.monotonic()
-    added = candles_backfill(
-        instrument=btc, timeframe="1h", start=end - timedelta(hours=10), end=end, venue=coinbase_venue
+    seen: list[FetchProgress] = []
+    result = candles_backfill(
+        instrument=btc,
+        timeframe="1h",
+        start=end - timedelta(hours=10),
+        end=end,
+        venue=coinbase_venue,
+        progress=lambda p: seen.append(FetchProgress(p.pages, p.bars, p.rate_limit_waits)),
     )
-    assert added == 10 and time.monotonic() - started >= 1.0
+    assert result.added == 10 and time.monotonic() - started >= 1.0
     assert len(coinbase_rest.requests) == 2
+    assert seen == [FetchProgress(pages=1, bars=10, rate_limit_waits=1)]
 
 
 def test_oanda_bars_are_paged_by_count_and_the_open_bar_is_left_out(
@@ -150,13 +240,13 @@ def test_oanda_bars_are_paged_by_count_and_the_open_bar_is_left_out(
     eurusd = Instrument.objects.get(symbol="EURUSD")
     end = datetime.now(UTC) + timedelta(hours=1)
     start = datetime.fromtimestamp(int(time.time()) // 300 * 300, UTC) - timedelta(days=30)
-    added = candles_backfill(instrument=eurusd, timeframe="5m", start=start, end=end, venue=oanda_venue)
+    result = candles_backfill(instrument=eurusd, timeframe="5m", start=start, end=end, venue=oanda_venue)
     now = time.time()
     expected = [b for b in range(int(start.timestamp()), int(now), 300) if trading(b) and b + 300 <= now]
-    assert added == len(expected) > 5000
+    assert result.added == len(expected) > 5000
     assert len(oanda.requests) == 2
     stored = Candle.objects.filter(instrument=eurusd, timeframe="5m")
-    assert stored.count() == added and {c.source for c in stored} == {"oa"}
+    assert stored.count() == result.added and {(c.source, c.venue) for c in stored} == {("backfill", "oa")}
     assert min(c.tick_count for c in stored) >= 10
 
 
@@ -175,13 +265,82 @@ def test_bad_requests_are_refused_and_store_nothing(
     with pytest.raises(ServiceError) as info:
         candles_backfill(instrument=eth, timeframe="1m", start=start, end=end, venue=coinbase_venue)
     assert info.value.code == "no_venue_symbol"
-    coinbase_rest.revoked = True
+    coinbase_rest.fail_next(1, 400, {"error": "INVALID_ARGUMENT", "code": 3, "message": "bad product"})
     with pytest.raises(ServiceError) as info:
         candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
     assert (info.value.code, info.value.status_code) == ("venue_error", 502)
-    assert "401" in info.value.message
+    assert "bad product" in info.value.message
+    coinbase_rest.fail_next(1, 200, {"candles": [{"start": "soon", "open": "1"}]})
+    with pytest.raises(ServiceError) as info:
+        candles_backfill(instrument=btc, timeframe="1m", start=start, end=end, venue=coinbase_venue)
+    assert info.value.code == "venue_error"
     assert not Candle.objects.exists()
-    assert not coinbase_rest.requests[:-1]  # only the refused call reached the venue
+    assert len(coinbase_rest.requests) == 2  # only the refused calls reached the venue
+
+
+def test_warm_up_fetches_the_missing_bars_of_every_timeframe_once(
+    btc: Instrument, coinbase_venue: Venue, coinbase_rest: CoinbaseRestFake
+) -> None:
+    now = int(time.time())
+    have = candles_warm_up(instrument=btc, venue=coinbase_venue, bars=200, now=now)
+    assert have == dict.fromkeys(["1m", "5m", "15m", "1h", "4h", "1d"], 200)
+    assert len(coinbase_rest.requests) == 6
+    assert candles_warm_up(instrument=btc, venue=coinbase_venue, bars=200, now=now) == have
+    assert len(coinbase_rest.requests) == 6  # nothing missing: no request
+    # A reconnect gap: the bars of 20 minutes are missing, one request fills them again.
+    Candle.objects.filter(
+        timeframe="1m", start__gte=datetime.fromtimestamp(now - now % 60 - 1200, UTC)
+    ).delete()
+    assert candles_warm_up(instrument=btc, venue=coinbase_venue, bars=200, now=now)["1m"] == 200
+    assert len(coinbase_rest.requests) == 7
+
+
+def test_warm_up_widens_its_window_over_weekends(oanda_venue: Venue) -> None:
+    eurusd = Instrument.objects.get(symbol="EURUSD")
+    have = candles_warm_up(instrument=eurusd, venue=oanda_venue, bars=200, timeframes=["1h", "1d"])
+    assert have["1h"] >= 200 and have["1d"] >= 200
+
+
+def test_a_job_records_its_progress_and_runs_once(
+    btc: Instrument, coinbase_venue: Venue, coinbase_rest: CoinbaseRestFake
+) -> None:
+    end = minute(time.time()) - timedelta(minutes=1)
+    job = backfill_job_create(
+        instrument=btc, venue=coinbase_venue, timeframe="1m", start=end - timedelta(minutes=700), end=end
+    )
+    pages: list[int] = []
+
+    def seen(progress: FetchProgress) -> None:
+        pages.append(BackfillJob.objects.get(pk=job.pk).pages)  # saved before we are told
+
+    done = backfill_job_run(job_id=job.pk, progress=seen)
+    assert pages == [1, 2, 3]
+    assert (done.state, done.pages, done.bars_fetched, done.bars_added, done.bars_replaced) == (
+        "done",
+        3,
+        700,
+        700,
+        0,
+    )
+    assert done.started_at is not None and done.finished_at is not None
+    assert backfill_job_run(job_id=job.pk).finished_at == done.finished_at  # a redelivered task
+    assert len(coinbase_rest.requests) == 3
+
+
+def test_a_failed_job_says_why(
+    btc: Instrument, coinbase_venue: Venue, coinbase_rest: CoinbaseRestFake
+) -> None:
+    coinbase_rest.fail_next(1, 404, {"error": "NOT_FOUND", "code": 5, "message": "no such product"})
+    end = minute(time.time())
+    job = backfill_job_create(
+        instrument=btc, venue=coinbase_venue, timeframe="1h", start=end - timedelta(days=1), end=end
+    )
+    done = backfill_job_run(job_id=job.pk)
+    assert done.state == "failed" and "no such product" in done.error
+    with pytest.raises(ServiceError):
+        backfill_job_create(
+            instrument=btc, venue=coinbase_venue, timeframe="2m", start=end - timedelta(days=1), end=end
+        )
 
 
 def test_the_beat_job_is_declared_and_seeded() -> None:
@@ -191,7 +350,7 @@ def test_the_beat_job_is_declared_and_seeded() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_admin_action_queues_backfills_that_a_worker_runs(
+def test_the_admin_action_queues_jobs_whose_progress_the_admin_shows(
     coinbase_venue: Venue, admin_client: Client, celery_worker: None
 ) -> None:
     btc, eth = Instrument.objects.get(symbol="BTCUSD"), Instrument.objects.get(symbol="ETHUSD")
@@ -201,20 +360,58 @@ def test_the_admin_action_queues_backfills_that_a_worker_runs(
         follow=True,
     )
     text = response.content.decode()
-    assert "6 backfill job(s) queued." in text
-    assert "No Coinbase or OANDA venue with credentials serves ETHUSD." in text
-    wait_for(
-        lambda: (
-            set(Candle.objects.filter(instrument=btc).values_list("timeframe", flat=True))
-            == set(["1m", "5m", "15m", "1h", "4h", "1d"])
-        )
-    )
-    wait_for(lambda: Candle.objects.filter(instrument=btc, timeframe="1m").count() >= 1438)
+    assert "6 backfill job(s) queued" in text and "/admin/marketdata/backfilljob/" in text
+    assert "No venue with candle history serves ETHUSD." in text
+    wait_for(lambda: not BackfillJob.objects.exclude(state="done").exists())
+    assert BackfillJob.objects.count() == 6
+    assert set(Candle.objects.filter(instrument=btc).values_list("timeframe", flat=True)) == {
+        "1m",
+        "5m",
+        "15m",
+        "1h",
+        "4h",
+        "1d",
+    }
+    assert Candle.objects.filter(instrument=btc, timeframe="1m").count() >= 1438
     assert not Candle.objects.filter(instrument=eth).exists()
+    page = admin_client.get("/admin/marketdata/backfilljob/").content.decode()
+    assert "100 %" in page and 'http-equiv="refresh"' not in page
+    job = BackfillJob.objects.get(timeframe="1m")
+    assert (job.pages, job.bars_fetched, job.requested_by.username) == (5, job.bars_added, "admin")
+
+
+def test_a_running_job_list_refreshes_itself(
+    btc: Instrument, coinbase_venue: Venue, admin_client: Client
+) -> None:
+    end = minute(time.time())
+    job = backfill_job_create(
+        instrument=btc, venue=coinbase_venue, timeframe="1m", start=end - timedelta(minutes=600), end=end
+    )
+    BackfillJob.objects.filter(pk=job.pk).update(state="running", bars_fetched=300, pages=1)
+    page = admin_client.get("/admin/marketdata/backfilljob/").content.decode()
+    assert 'http-equiv="refresh"' in page and "50 %" in page
+
+
+def test_the_backfill_action_needs_its_permission(
+    btc: Instrument, coinbase_venue: Venue, client: Client
+) -> None:
+    staff = User.objects.create_user("desk", password="a-long-test-password", is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_instrument", "change_instrument"])
+    )
+    client.force_login(staff)
+    page = client.get("/admin/marketdata/instrument/").content.decode()
+    assert "backfill_candles" not in page
+    client.post("/admin/marketdata/instrument/", {"action": "backfill_candles", "_selected_action": [btc.pk]})
+    assert not BackfillJob.objects.exists()
+    staff.user_permissions.add(Permission.objects.get(codename="run_backfill"))
+    staff = User.objects.get(pk=staff.pk)
+    client.force_login(staff)
+    assert "backfill_candles" in client.get("/admin/marketdata/instrument/").content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_beat_job_backfills_only_venues_with_credentials(
+def test_the_beat_job_backfills_each_instrument_from_its_best_venue_with_history(
     coinbase_venue: Venue, oanda: OandaFake, celery_worker: None
 ) -> None:
     keyless = Venue.objects.create(
@@ -224,6 +421,6 @@ def test_the_beat_job_backfills_only_venues_with_credentials(
         venue=keyless, instrument=Instrument.objects.get(symbol="EURUSD"), venue_symbol="EUR_USD"
     )
     assert backfill_recent_candles() == 6
-    wait_for(lambda: Candle.objects.filter(source="cb").values("timeframe").distinct().count() == 6)
+    wait_for(lambda: Candle.objects.filter(venue="cb").values("timeframe").distinct().count() == 6)
     assert not oanda.requests
-    assert not Candle.objects.exclude(source="cb").exists()
+    assert not Candle.objects.exclude(venue="cb").exists()

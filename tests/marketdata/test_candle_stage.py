@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -10,7 +11,7 @@ from marketdata.bars import Bar
 from marketdata.models import Candle
 from marketdata.outputs import CandleStage, OrderBookCache
 from marketdata.publisher import book_key, candle_cache_key, candle_group
-from marketdata.quotes import Quote, SelectedQuote
+from marketdata.quotes import Quote, SelectedQuote, Trade
 from marketdata.selectors import order_book_get
 from marketdata.services import candles_store
 from tests.support.streams import StreamTap
@@ -62,6 +63,8 @@ async def test_a_closed_bar_is_stored_cached_published_and_handed_to_listeners(s
         "volume": "0",
         "ticks": 3,
         "synthetic": False,
+        "source": "mid",
+        "venue": "sim",
     }
     assert event == {"event": "candle", "channel": "candles:EURUSD:1m", "data": expected}
     cached = sync_client().zrange(candle_cache_key("EURUSD", "1m"), 0, -1, withscores=True)
@@ -76,7 +79,7 @@ async def test_a_closed_bar_is_stored_cached_published_and_handed_to_listeners(s
         D("1.0990"),
         D("1.0990"),
     )
-    assert candle.tick_count == 3 and candle.source == "live"
+    assert (candle.tick_count, candle.source, candle.venue, candle.volume) == (3, "mid", "sim", 0)
     assert [b.start for b in closed_by_listener] == [T0]
 
 
@@ -123,3 +126,42 @@ async def test_the_order_book_cache_keeps_the_latest_top_of_book_per_venue_for_3
     assert (await sync_to_async(order_book_get)(venue="lp-b", symbol="EURUSD"))["bids"] == [["1.08490", "2"]]
     assert 0 < sync_client().ttl(book_key("lp-a", "EURUSD")) <= settings.ORDER_BOOK_CACHE_TTL == 30
     assert await sync_to_async(order_book_get)(venue="lp-c", symbol="EURUSD") is None
+
+
+def trade(seconds: float, price: str, size: str, trade_id: str, venue: str = "cb") -> Trade:
+    ts = int((T0 + seconds) * NS)
+    return Trade("EURUSD", venue, D(price), D(size), "BUY", trade_id, venue_ts=ts, recv_ts=ts)
+
+
+def cb_quote(seconds: float, mid: str, seq: int) -> SelectedQuote:
+    selected = mid_quote(seconds, mid, seq)
+    assert selected.quote is not None
+    return dataclasses.replace(selected, quote=dataclasses.replace(selected.quote, venue="cb"))
+
+
+def test_a_venue_with_a_trade_feed_makes_bars_from_trades_counted_once_never_from_its_mid(settings):
+    settings.CANDLE_LISTENERS = []
+    stage = CandleStage()
+    stage.trade_venues.add("cb")
+    try:
+        stage(cb_quote(1, "1.2000", 1))  # ignored: cb's bars come from its trades
+        for t in (
+            trade(5, "1.1000", "2", "a"),
+            trade(9, "1.1020", "0.5", "b"),
+            trade(9, "1.1020", "0.5", "b"),
+        ):
+            stage.on_trade(t)
+        stage(cb_quote(30, "1.0000", 2))
+        stage.close_due(int((T0 + 61) * NS))
+    finally:
+        stage.close()
+    (bar,) = stage.pending
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.tick_count) == (
+        D("1.1000"),
+        D("1.1020"),
+        D("1.1000"),
+        D("1.1020"),
+        D("2.5"),
+        2,
+    )
+    assert (bar.source, bar.venue, stage.trades, stage.trades_duplicate) == ("trades", "cb", 2, 1)

@@ -247,3 +247,44 @@ def test_bars_closed_after_a_restart_match_an_uninterrupted_run():
         if tf != "1d"
     }
     assert partial == spanning
+
+
+def test_trades_make_bars_with_their_volume_source_and_venue_on_every_timeframe():
+    builder = CandleBuilder()
+    prints = [(0, "100.5", "0.25"), (20, "101", "1.5"), (40, "99.75", "0.125"), (70, "100", "2")]
+    closed = []
+    for t, price, size in prints:
+        closed += builder.add("BTCUSD", at(t), D(price), D(size), "trades", "cb")
+    closed += builder.close_due(at(3600))
+    by_tf = {(b.timeframe, b.start): b for b in closed}
+    first = by_tf[("1m", T0)]
+    assert (first.open, first.high, first.low, first.close, first.volume, first.tick_count) == (
+        D("100.5"),
+        D("101"),
+        D("99.75"),
+        D("99.75"),
+        D("1.875"),
+        3,
+    )
+    assert (first.source, first.venue, first.partial) == ("trades", "cb", False)
+    hour = by_tf[("1h", T0)]
+    assert (hour.volume, hour.tick_count, hour.close, hour.source, hour.venue, hour.partial) == (
+        D("3.875"),
+        4,
+        D("100"),
+        "trades",
+        "cb",
+        False,
+    )
+
+
+def test_a_bar_fed_by_two_venues_is_partial_and_so_are_its_longer_bars():
+    builder = CandleBuilder()
+    builder.add("BTCUSD", at(0), D("100"), D("1"), "trades", "cb")
+    builder.add("BTCUSD", at(30), D("100.2"), D(0), "mid", "sim")  # failover inside the minute
+    bars = list(builder.add("BTCUSD", at(61), D("100.4"), D(0), "mid", "sim"))
+    closed = {(b.timeframe, b.start): b for b in bars + builder.close_due(at(3600))}
+    assert closed[("1m", T0)].partial and closed[("1m", T0)].venue == "cb"
+    clean = closed[("1m", T0 + 60)]
+    assert (clean.partial, clean.source, clean.venue, clean.volume) == (False, "mid", "sim", D(0))
+    assert closed[("5m", T0)].partial and closed[("1h", T0)].partial

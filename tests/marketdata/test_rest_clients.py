@@ -68,23 +68,27 @@ def test_orders_are_paged_by_cursor_with_repeated_list_parameters(
     assert sorted(o["order_id"] for o in filled) == ["o3", "o5"]
 
 
-def test_candles_are_fetched_in_windows_of_at_most_350_buckets(
+def test_candles_come_from_the_public_endpoint_in_windows_of_300_buckets_without_a_key(
     coinbase_rest: CoinbaseRestFake, coinbase_key: CoinbaseKey
 ) -> None:
     end = (int(time.time()) // 60 - 10) * 60
     start = end - 1000 * 60
+    pages: list[int] = []
     with coinbase_client(coinbase_rest, coinbase_key) as client:
-        bars = client.candles(product_id="BTC-USD", symbol="BTCUSD", timeframe="1m", start=start, end=end)
+        bars = client.candles(
+            product_id="BTC-USD", symbol="BTCUSD", timeframe="1m", start=start, end=end, on_page=pages.append
+        )
     assert len(bars) == 1000
     assert [b.start for b in bars] == list(range(start, end, 60))
     windows = [(int(r.arg("start") or 0), int(r.arg("end") or 0)) for r in coinbase_rest.requests]
-    assert [(e - s + 1) // 60 for s, e in windows] == [350, 350, 300]
+    assert [(e - s + 1) // 60 for s, e in windows] == [300, 300, 300, 100] == pages
     assert {r.arg("granularity") for r in coinbase_rest.requests} == {"ONE_MINUTE"}
     expected = fake_candle("BTC-USD", bars[500].start, 60)
     assert (bars[500].open, bars[500].high, bars[500].low, bars[500].close, bars[500].volume) == tuple(
         Decimal(expected[k]) for k in ("open", "high", "low", "close", "volume")
     )
-    assert {r.path for r in coinbase_rest.requests} == {"/api/v3/brokerage/products/BTC-USD/candles"}
+    assert {r.path for r in coinbase_rest.requests} == {"/api/v3/brokerage/market/products/BTC-USD/candles"}
+    assert not any(r.headers.get("Authorization") for r in coinbase_rest.requests)
 
 
 def test_the_bucket_in_progress_is_not_returned_as_a_bar(

@@ -85,7 +85,7 @@ async def test_bars_closed_after_a_restart_keep_the_open_high_low_and_ticks_of_b
         D("1.1040"),
         25,
     )
-    assert five.partial and minute.partial and five.source == "live"
+    assert five.partial and minute.partial and five.source == "mid"
 
 
 async def test_bars_the_database_refused_at_shutdown_are_stored_by_the_next_run(thread_db_closed):
