@@ -17,6 +17,7 @@ from livermore.users.services import audit_record
 from marketdata import catalogue, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
+from marketdata.adapters.binance import MAX_SYMBOLS as BINANCE_MAX_SYMBOLS
 from marketdata.adapters.rest import VenueHttpError
 from marketdata.backfill import BACKFILL_KINDS, BackfillUnavailable, FetchProgress, ProgressHook, venue_bars
 from marketdata.bars import TIMEFRAME_SECONDS, Bar, bar_to_wire
@@ -607,12 +608,14 @@ def venue_watchlist_change(
                 mapping.save(update_fields=["enabled"])
                 done.append(mapping.venue_symbol)
         watched = sum(m.enabled for m in mappings)
-        if venue.kind == VenueKind.BINANCE and watched > BINANCE_MAX_STREAMS:
-            # The adapter takes every symbol on one combined connection, which Binance caps.
+        if venue.kind == VenueKind.BINANCE and watched > BINANCE_MAX_SYMBOLS:
+            # The adapter takes every symbol (its book ticker and its trades) on one combined
+            # connection, which Binance caps.
             raise ServiceError(
                 "watchlist_too_long",
                 f"{venue.code} would watch {watched} symbols: Binance takes at most {BINANCE_MAX_STREAMS} "
-                "streams per connection. Nothing was changed.",
+                f"streams per connection, two per symbol ({BINANCE_MAX_SYMBOLS} symbols). "
+                "Nothing was changed.",
                 status_code=status.HTTP_400_BAD_REQUEST,
             )
         if changed_by is not None and (change.added or change.removed):

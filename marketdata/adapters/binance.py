@@ -35,6 +35,8 @@ REST_URL = "https://api.binance.com"
 KLINES_PER_REQUEST = 1000  # the documented maximum of GET /api/v3/klines
 MAX_CONNECTION_S = 23 * 3600 + 50 * 60
 MAX_STREAMS = 1024  # per connection (web-socket-streams.md)
+STREAMS_PER_SYMBOL = 2  # <symbol>@bookTicker and <symbol>@trade
+MAX_SYMBOLS = MAX_STREAMS // STREAMS_PER_SYMBOL
 
 
 class ServerShutdown(Exception):

@@ -124,7 +124,7 @@ async def test_the_running_market_loop_applies_a_watchlist_change_without_a_rest
                     fake.subscribed("ethusdt@bookTicker") == 1 and fake.subscribed("btcusdt@bookTicker") == 0
                 )
             )
-            assert fake.paths[-1] == "/stream?streams=ethusdt@bookTicker"
+            assert fake.paths[-1] == "/stream?streams=ethusdt@bookTicker/ethusdt@trade"
             await fake.book_ticker("ETHUSDT", "3400.10", "2.5", "3400.20", "1.5")
             await await_until(lambda: any(s.symbol == "ETHUSDT" and s.quote for s in seen), timeout_s=5)
             quote = next(s.quote for s in seen if s.symbol == "ETHUSDT" and s.quote)
@@ -139,7 +139,7 @@ async def test_the_running_market_loop_applies_a_watchlist_change_without_a_rest
 @pytest.mark.django_db
 def test_a_binance_watchlist_stays_within_one_connections_streams():
     venue = binance_venue()
-    names = [f"C{n:04d}USDT" for n in range(1022)]
+    names = [f"C{n:04d}USDT" for n in range(510)]
     instruments = Instrument.objects.bulk_create(
         Instrument(
             symbol=name,
@@ -158,15 +158,16 @@ def test_a_binance_watchlist_stays_within_one_connections_streams():
     VenueSymbol.objects.bulk_create(
         VenueSymbol(venue=venue, instrument=i, venue_symbol=i.symbol, enabled=True) for i in instruments
     )
-    venue_watchlist_change(venue=venue, add=["ETHUSDT"])  # 1024 streams: Binance's limit
+    venue_watchlist_change(venue=venue, add=["ETHUSDT"])  # 512 symbols, 1024 streams: Binance's limit
 
     with pytest.raises(ServiceError) as caught:
         venue_watchlist_change(venue=venue, add=["SOLUSDT", "C0000USDT"])
     assert caught.value.code == "watchlist_too_long"
     assert caught.value.message == (
-        "bn would watch 1025 symbols: Binance takes at most 1024 streams per connection. Nothing was changed."
+        "bn would watch 513 symbols: Binance takes at most 1024 streams per connection, two per symbol "
+        "(512 symbols). Nothing was changed."
     )
     assert not VenueSymbol.objects.get(venue=venue, venue_symbol="SOLUSDT").enabled
 
     venue_watchlist_change(venue=venue, add=["SOLUSDT"], remove=["C0000USDT"])  # a swap fits
-    assert venue.symbols.filter(enabled=True).count() == 1024
+    assert venue.symbols.filter(enabled=True).count() == 512
