@@ -5,7 +5,6 @@ the values stored on each (symbol, timeframe)'s latest closed bar that has one. 
 value and signal says why, with the engine's reasons where the stored bars tell them.
 """
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,9 +22,8 @@ from alerts.indicators import (
 )
 
 TIMEFRAMES = tuple(rules.TIMEFRAME_WEIGHTS)  # 1m 5m 15m 1h 4h 1d
-UNKNOWN = "unknown"
-STAGES = tuple(dict.fromkeys((*MACDV_STAGES, UNKNOWN)))
-BIASES = ("Bullish", "Bearish", "Neutral")
+STAGES = MACDV_STAGES  # the engine's eight labels, "unknown" included
+BIASES = (rules.BULLISH, rules.BEARISH, rules.NEUTRAL)
 # Stored bars counted back from the latest: enough to tell "not enough bars" from "low activity".
 BARS_NEEDED = max(MACDV_ATR, MACDV_SLOW)
 NO_BARS = "No closed bars"
@@ -63,10 +61,11 @@ class Signal:
 
 
 def frame_stage(frame: Frame) -> str:
-    if frame.value is None:
-        return UNKNOWN
-    signal = math.nan if frame.signal is None else float(frame.signal)
-    return macdv_stage(float(frame.value), signal) or UNKNOWN
+    """The engine's stage; a value without its signal is "unknown" (neither above nor below it)."""
+    return macdv_stage(
+        None if frame.value is None else float(frame.value),
+        None if frame.signal is None else float(frame.signal),
+    )
 
 
 def frame_reason(frame: Frame) -> str | None:

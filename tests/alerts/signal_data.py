@@ -13,14 +13,20 @@ from marketdata.models import Candle, Instrument, VenueSymbol
 
 AS_OF = datetime(2026, 1, 5, tzinfo=UTC)
 
-# EURUSD: one stage per timeframe; bullish 1m+5m (weight 3) against bearish 4h+1d (11): Bearish.
+# EURUSD: one stage per timeframe, bullish on the light timeframes and bearish on the heavy ones.
+# Bullish 1m+5m+15m = 1+2+3 = 6, bearish 1h+4h+1d = 4+5+6 = 15 > 1.5 x 6 = 9: Bearish.
 EURUSD = {
-    "1m": ("200", "100", "overbought"),
-    "5m": ("100", "50", "rallying"),
-    "15m": ("60", "80", "retracing"),
-    "1h": ("-100", "-120", "rebounding"),
-    "4h": ("-100", "-80", "reversing"),
-    "1d": ("-200", "-100", "oversold"),
+    "1m": ("100", "50", "rallying"),  # above, 50 < 100 < 150
+    "5m": ("-100", "-120", "rebounding"),  # above, -150 < -100 < 50
+    "15m": ("-200", "-100", "oversold"),  # < -150
+    "1h": ("200", "100", "overbought"),  # above, > 150
+    "4h": ("-100", "-80", "reversing"),  # below, -150 < -100 < -50
+    "1d": ("60", "80", "retracing"),  # below, > -50
+}
+# ETHUSD: rallying 1d (bullish 6) against reversing 1m (bearish 1); 6 > 1.5 x 1: Bullish.
+ETHUSD = {
+    "1d": ("120", "100", "rallying"),  # above, 50 < 120 < 150
+    "1m": ("-80", "-60", "reversing"),  # below, -150 < -80 < -50
 }
 
 
@@ -63,15 +69,19 @@ def store_bars(instrument: Instrument, timeframe: str, count: int, *, every: int
 
 
 def seed_signals() -> None:
-    """EURUSD on every timeframe; GBPUSD ranging on 1m with each reason elsewhere; USDJPY disabled;
-    the other demo instruments with nothing stored."""
+    """EURUSD (Bearish) on every timeframe; ETHUSD (Bullish) on two; GBPUSD (Neutral) ranging on 1m with
+    each reason elsewhere; USDJPY disabled; the other demo instruments with nothing stored."""
     demo_seed()
     eurusd = Instrument.objects.get(symbol="EURUSD")
     for timeframe, (value, signal, _) in EURUSD.items():
         store_macdv(eurusd, timeframe, value, signal)
         store_macdv(eurusd, timeframe, "0", "0", start=AS_OF - timedelta(days=3))  # an older row
+    ethusd = Instrument.objects.get(symbol="ETHUSD")
+    for timeframe, (value, signal, _) in ETHUSD.items():
+        store_macdv(ethusd, timeframe, value, signal)
     gbpusd = Instrument.objects.get(symbol="GBPUSD")
-    store_macdv(gbpusd, "1m", "10", "5")  # ranging
+    # Ranging: -50 < 10 < 50 and neither above nor below its signal (above would be rebounding).
+    store_macdv(gbpusd, "1m", "10", "10")
     store_bars(gbpusd, "15m", 5)  # not enough bars
     store_bars(gbpusd, "1h", 10, every=4)  # 10 real bars over 37: low trading activity
     store_bars(gbpusd, "4h", 30)  # enough bars, nothing computed

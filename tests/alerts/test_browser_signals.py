@@ -109,7 +109,7 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
             expect(page.locator("#status")).to_have_text("Live", timeout=10_000)  # every snapshot is in
             cell = page.locator("#s-BTCUSD-1h")
             expect(cell).to_have_class(re.compile(r"\bstage-unknown\b"))
-            expect(page.locator("#s-EURUSD-1d")).to_have_class(re.compile(r"\bstage-oversold\b"))
+            expect(page.locator("#s-EURUSD-15m")).to_have_class(re.compile(r"\bstage-oversold\b"))
             expect(page.locator("#bias-EURUSD")).to_have_text("Bearish")
             expect(page.locator("#bias-BTCUSD")).to_have_text("Neutral")
 

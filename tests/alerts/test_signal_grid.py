@@ -4,13 +4,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from alerts import rules
-from alerts.indicators import LOW_TRADING_ACTIVITY, NOT_ENOUGH_BARS, macdv_stage
+from alerts.indicators import LOW_TRADING_ACTIVITY, NOT_ENOUGH_BARS, UNKNOWN, macdv_stage
 from alerts.signal_grid import (
     BARS_NEEDED,
     NO_BARS,
     NOT_COMPUTED,
     STAGES,
-    UNKNOWN,
     Frame,
     signals_from_frames,
 )
@@ -44,6 +43,8 @@ def test_stage_and_bias_are_the_engines_own() -> None:
 
 
 def test_the_bias_is_per_symbol() -> None:
+    # EURUSD 1d 120 > 100, 50 < 120 < 150: rallying (bullish 6 > 1.5 x 0). GBPUSD 1d -120 < -100,
+    # -150 < -120 < -50: reversing (bearish 6 > 1.5 x 0).
     frames = [
         frame("1d", "120", "100"),
         Frame("GBPUSD", "1d", AT, Decimal(-120), Decimal(-100), Decimal(-20)),
@@ -56,13 +57,14 @@ def test_the_bias_is_per_symbol() -> None:
 
 def test_seeded_needs_the_value_and_its_signal() -> None:
     seeded, no_signal = signals_from_frames([frame("1m", "10", "5"), frame("5m", "10")])
-    assert (seeded.seeded, seeded.reason, seeded.as_of) == (True, None, AT)
-    assert (no_signal.seeded, no_signal.reason, no_signal.stage) == (False, NOT_ENOUGH_BARS, "ranging")
+    assert (seeded.seeded, seeded.reason, seeded.as_of, seeded.stage) == (True, None, AT, "rebounding")
+    assert (no_signal.seeded, no_signal.reason, no_signal.stage) == (False, NOT_ENOUGH_BARS, UNKNOWN)
 
 
-def test_a_value_outside_the_band_without_its_signal_has_an_unknown_stage() -> None:
-    (signal,) = signals_from_frames([frame("1m", "80")])
-    assert (signal.stage, signal.seeded) == (UNKNOWN, False)
+def test_a_value_without_its_signal_has_an_unknown_stage_in_the_band_or_out_of_it() -> None:
+    # No signal: neither above nor below it, so not even "ranging" for 10 in -50..50.
+    cells = signals_from_frames([frame("1m", "10"), frame("5m", "80"), frame("15m", "-200")])
+    assert [(c.stage, c.seeded) for c in cells] == [(UNKNOWN, False), (UNKNOWN, False), (UNKNOWN, False)]
 
 
 def test_reasons_from_the_stored_bars() -> None:

@@ -38,8 +38,8 @@ class TestGrid:
         response = logged_in(viewer).get(GRID)
         assert response.status_code == 200
         html = response.content.decode()
-        assert 'id="s-EURUSD-1d" class="signal stage-oversold"' in html
-        assert 'id="s-EURUSD-1m" class="signal stage-overbought"' in html
+        assert 'id="s-EURUSD-15m" class="signal stage-oversold"' in html
+        assert 'id="s-EURUSD-1h" class="signal stage-overbought"' in html
         assert 'id="s-GBPUSD-5m" class="signal stage-unknown"' in html
         assert "No closed bars" in html
         assert 'id="bias-EURUSD" class="bias bias-Bearish"' in html

@@ -66,10 +66,10 @@ class TestValues:
         assert cell == {
             "symbol": "EURUSD",
             "timeframe": "1m",
-            "value": "200.0000000000",
-            "signal": "100.0000000000",
-            "histogram": "100.0000000000",
-            "stage": "overbought",
+            "value": "100.0000000000",
+            "signal": "50.0000000000",
+            "histogram": "50.0000000000",
+            "stage": "rallying",
             "bias": "Bearish",
             "seeded": True,
             "reason": None,
@@ -86,9 +86,9 @@ class TestValues:
         results = rows(client)
         assert {r["symbol"]: r["bias"] for r in results} == {
             "BTCUSD": "Neutral",
-            "ETHUSD": "Neutral",
+            "ETHUSD": "Bullish",
             "EURUSD": "Bearish",
-            "GBPUSD": "Neutral",
+            "GBPUSD": "Neutral",  # ranging 1m and unknown elsewhere: 0 against 0
             "XAUUSD": "Neutral",
         }
 
@@ -141,7 +141,7 @@ class TestFilters:
     def test_by_stage_in_any_case(self, client: APIClient) -> None:
         results = rows(client, stage="Oversold,RANGING")
         assert {(r["symbol"], r["timeframe"], r["stage"]) for r in results} == {
-            ("EURUSD", "1d", "oversold"),
+            ("EURUSD", "15m", "oversold"),
             ("GBPUSD", "1m", "ranging"),
         }
 
@@ -159,10 +159,14 @@ class TestFilters:
         ]
 
     def test_the_bias_counts_every_timeframe_whatever_the_filter(self, client: APIClient) -> None:
+        # EURUSD's 1m alone is rallying (bullish); over its six timeframes it is Bearish.
         assert [r["bias"] for r in rows(client, symbol="EURUSD", tf="1m")] == ["Bearish"]
 
     def test_nothing_matching_is_an_empty_list(self, client: APIClient) -> None:
-        assert rows(client, bias="Bullish") == []
+        # Overbought cells (EURUSD 1h) and Bullish instruments (ETHUSD) exist, but not together.
+        assert rows(client, stage="overbought")
+        assert rows(client, bias="Bullish")
+        assert rows(client, stage="overbought", bias="Bullish") == []
 
 
 class TestRejects:
