@@ -325,7 +325,7 @@ class MacdV:
     diagnostics: Diagnostics
 
 
-def _unseeded_reason(bars: int, real_bars: int, atr_period: int, slow: int) -> str:
+def unseeded_reason(bars: int, real_bars: int, atr_period: int, slow: int) -> str:
     if bars >= max(atr_period, slow) and real_bars < atr_period:
         return LOW_TRADING_ACTIVITY
     return NOT_ENOUGH_BARS
@@ -659,7 +659,7 @@ def _atr_series(n: int) -> Callable[[History], Series]:
         value = atr(h.high, h.low, h.close, n, h.synthetic)
         real_bars = h.close.size - int(h.synthetic.sum())
         unseeded = not value.size or math.isnan(value[-1])
-        return Series(value, reason=_unseeded_reason(h.close.size, real_bars, n, n) if unseeded else None)
+        return Series(value, reason=unseeded_reason(h.close.size, real_bars, n, n) if unseeded else None)
 
     return compute
 

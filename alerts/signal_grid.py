@@ -17,8 +17,8 @@ from alerts.indicators import (
     MACDV_SLOW,
     MACDV_STAGES,
     NOT_ENOUGH_BARS,
-    _unseeded_reason,
     macdv_stage,
+    unseeded_reason,
 )
 
 TIMEFRAMES = tuple(rules.TIMEFRAME_WEIGHTS)  # 1m 5m 15m 1h 4h 1d
@@ -76,7 +76,7 @@ def frame_reason(frame: Frame) -> str | None:
         return NO_BARS
     if frame.real_bars >= BARS_NEEDED:
         return NOT_COMPUTED  # enough bars, no stored value: their bar-close jobs have not run
-    return _unseeded_reason(frame.span_bars, frame.real_bars, MACDV_ATR, MACDV_SLOW)
+    return unseeded_reason(frame.span_bars, frame.real_bars, MACDV_ATR, MACDV_SLOW)
 
 
 def symbol_bias(frames: Iterable[Frame]) -> str:
