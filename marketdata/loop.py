@@ -275,6 +275,10 @@ class MarketLoop:
     async def shutdown(self) -> None:
         """Stop adapters, then flush what is buffered: ticks to PostgreSQL, closed bars to storage."""
         tasks = [task for _, _, task in self.adapters.values()]
+        for _, adapter, _ in self.adapters.values():
+            # The manager stops with the loop: no failover to publish (its seq would outlive nothing
+            # that saw it, and the next run would number from before it).
+            adapter.listener = None
         self.adapters.clear()
         self.history_stop.set()
         await cancel_and_wait(*tasks, *self.history_tasks)

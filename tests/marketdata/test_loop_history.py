@@ -87,7 +87,7 @@ async def test_the_loop_warms_up_builds_bars_from_trades_and_backfills_a_reconne
                 if time.time() % 60 > 45:  # the prints' minute and the drop must share one next minute
                     await asyncio.sleep(61 - time.time() % 60)
                 # Only the selected venue's trades make bars (it stays selected for stale_after_ms).
-                await ws.ticker("BTC-USD", "95000.00", "95000.50")
+                await ws.l2_update("BTC-USD", [("bid", "95000.00", "1"), ("offer", "95000.50", "1")])
                 await await_until(lambda: loop.manager.selected.get("BTCUSD") == "cb")
                 minute = int(time.time()) // 60 * 60 - 60  # the minute that just ended
                 start = datetime.fromtimestamp(minute, UTC)

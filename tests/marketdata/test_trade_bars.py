@@ -90,7 +90,7 @@ async def test_coinbase_market_trades_become_trades_in_time_order(coinbase_key: 
     assert first.venue_ts == (bucket + 5) * NS and first.trade_id == "1000001"
     assert adapter.stats.trades == 3 and adapter.stats.malformed == 0
     subscribed = [m["channel"] for m in fake.subscribe_messages]
-    assert sorted(subscribed) == ["heartbeats", "market_trades", "ticker"]
+    assert sorted(subscribed) == ["heartbeats", "level2", "market_trades", "ticker"]
 
 
 def test_a_coinbase_venue_configured_without_market_trades_does_not_stream_trades() -> None:
@@ -107,7 +107,7 @@ async def test_an_adapter_without_a_trade_sink_does_not_subscribe_to_trades() ->
             code="cb", kind="coinbase", config={"ws_url": fake.url}, symbols={"BTC-USD": "BTCUSD"}
         )
         async with running(CoinbaseAdapter(venue, lambda q: None, backoff=fast_backoff())):
-            await fake.wait_until(lambda: len(fake.subscribe_messages) == 2)
+            await fake.wait_until(lambda: len(fake.subscribe_messages) == 3)  # heartbeats, level2, ticker
     assert "market_trades" not in {m["channel"] for m in fake.subscribe_messages}
 
 
