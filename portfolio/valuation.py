@@ -261,27 +261,14 @@ def value_holding(
     elif rate is None:
         pair, inverse = f"{quote}-{account_currency}", f"{account_currency}-{quote}"
         reason = f"no conversion product priced for {quote} to {account_currency} ({pair} or {inverse})"
-    if reason and quantity:
-        return HoldingValue(
-            currency,
-            quantity,
-            product,
-            bid or None,
-            rate.product_id if rate else "",
-            rate.rate if rate else None,
-            None,
-            tracked,
-            quantity - tracked,
-            average,
-            None,
-            None,
-            reason,
-        )
-    unit = (bid or ZERO) * (rate.rate if rate else ZERO)
-    cost = average * tracked * rate.rate if average is not None and rate is not None else None
-    value = money(quantity * unit, account_currency)
-    cost_basis = money(cost, account_currency) if cost is not None else None
-    unrealized = money(tracked * unit - cost, account_currency) if cost is not None else None
+    unpriced = bool(reason and quantity)
+    value = cost_basis = unrealized = None
+    if not unpriced:
+        unit = (bid or ZERO) * (rate.rate if rate else ZERO)
+        cost = average * tracked * rate.rate if average is not None and rate is not None else None
+        value = money(quantity * unit, account_currency)
+        cost_basis = money(cost, account_currency) if cost is not None else None
+        unrealized = money(tracked * unit - cost, account_currency) if cost is not None else None
     return HoldingValue(
         currency,
         quantity,
@@ -295,6 +282,7 @@ def value_holding(
         average,
         cost_basis,
         unrealized,
+        reason if unpriced else "",
     )
 
 
