@@ -40,16 +40,32 @@ ORDERS_PER_S_BAR = 300
 SYMBOL = "EURUSD"
 
 
-def _bench_env() -> dict[str, str]:
+def bench_env(name: str) -> dict[str, str]:
+    """This process's environment pointed at a database and Redis prefix of the benchmark's own
+    (`<db>_bench_<name>`, `<prefix>-bench-<name>`), with the throttles out of the way."""
     env = dict(os.environ)
     base_db = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/livermore")
-    prefix, _, name = base_db.rpartition("/")
-    env["DATABASE_URL"] = f"{prefix}/{name.split('?')[0]}_bench_order_api"
-    env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-order-api"
+    prefix, _, db = base_db.rpartition("/")
+    env["DATABASE_URL"] = f"{prefix}/{db.split('?')[0]}_bench_{name.replace('-', '_')}"
+    env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-{name}"
     env["LOG_LEVEL"] = "WARNING"
     env["THROTTLE_USER"] = "10000000/min"
     env["THROTTLE_ORDERS"] = "10000000/min"
     return env
+
+
+def fresh_database(env: dict[str, str]) -> None:
+    """Set Django up in this process on `env` and give it an empty, migrated database."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    _drop_database()
+    call_command("createdb", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    call_command("migrate", verbosity=0)
 
 
 def _free_port() -> int:
@@ -68,18 +84,9 @@ def _procfile(kind: str) -> str:
 
 def _setup(env: dict[str, str]) -> list[str]:
     """Fresh database: migrations, demo data, a netting group and funded accounts with API keys."""
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
-    import django
-
-    django.setup()
+    fresh_database(env)
     from decimal import Decimal
 
-    from django.core.management import call_command
-
-    _drop_database()
-    call_command("createdb", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    call_command("migrate", verbosity=0)
     from marketdata.demo import demo_seed
 
     demo_seed()
@@ -322,7 +329,7 @@ def _client_main() -> None:
 
 
 def main() -> int:
-    env = _bench_env()
+    env = bench_env("order-api")
     keys = _setup(env)
     port = _free_port()
     env_run = {**env, "HOST": "127.0.0.1", "PORT": str(port)}

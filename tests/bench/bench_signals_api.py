@@ -12,7 +12,6 @@ from another process:
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from tests.bench.bench_order_api import (  # noqa: E402
     _start,
     _stop,
     _wait_ready,
+    bench_env,
+    fresh_database,
 )
 from tests.bench.metric import emit  # noqa: E402
 
@@ -39,33 +40,14 @@ STEADY_S = 30.0
 TIMEOUT_S = 10.0
 
 
-def _bench_env() -> dict[str, str]:
-    env = dict(os.environ)
-    base_db = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/livermore")
-    prefix, _, name = base_db.rpartition("/")
-    env["DATABASE_URL"] = f"{prefix}/{name.split('?')[0]}_bench_signals_api"
-    env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-signals-api"
-    env["LOG_LEVEL"] = "WARNING"
-    env["THROTTLE_USER"] = "10000000/min"
-    return env
-
-
 def _setup(env: dict[str, str]) -> str:
     """Fresh database: instruments on an enabled venue, stored MACD-V and bars; returns an API key."""
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
-    import django
-
-    django.setup()
+    fresh_database(env)
     from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
     from django.contrib.auth.models import Permission
-    from django.core.management import call_command
 
-    _drop_database()
-    call_command("createdb", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    call_command("migrate", verbosity=0)
     from alerts.models import IndicatorValue
     from alerts.signal_grid import TIMEFRAMES
     from livermore.users.models import ApiKey, User
@@ -179,7 +161,7 @@ def _client_main() -> None:
 
 
 def main() -> int:
-    env = _bench_env()
+    env = bench_env("signals-api")
     key = _setup(env)
     port = _free_port()
     env_run = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
