@@ -58,7 +58,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 typecheck: install
-	$(VENV)/bin/mypy livermore marketdata brokerage alerts portfolio fix
+	$(VENV)/bin/mypy livermore kernel users marketdata brokerage alerts portfolio fix
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run

@@ -22,7 +22,7 @@ from alerts.models import (
     NotificationChannel,
 )
 from alerts.signal_grid import STAGES, TIMEFRAMES
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument
 

@@ -16,8 +16,8 @@ from alerts.indicators import INDICATOR_NAMES, LIQUIDITY_TIERS, MACDV_STAGES, Di
 from alerts.models import SIGNALS_PERMISSION, AlertEvent, AlertRule, IndicatorValue, NotificationChannel
 from alerts.selectors import indicator_values
 from alerts.signal_grid import BIASES, REASONS, STAGES, TIMEFRAMES, Signal
-from livermore.errors import ServiceError
-from livermore.pagination import NewestFirst
+from kernel.errors import ServiceError
+from kernel.pagination import NewestFirst
 from marketdata.models import Instrument, Timeframe
 
 MAX_LIMIT = 5000

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from alerts import rules
 from alerts.indicators import Diagnostics, macdv_stage
-from livermore.fields import EncryptedTextField
+from kernel.fields import EncryptedTextField
 from marketdata.models import Instrument, Timeframe
 
 # Staff and API users with it see the signals grid, its charts and GET /api/v1/signals.

@@ -10,11 +10,12 @@ from alerts import rules
 from alerts.indicators import INDICATOR_NAMES, Diagnostics, macdv_stage
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue, NotificationChannel
 from alerts.signal_grid import BARS_NEEDED, TIMEFRAMES, Frame, Signal, signals_from_frames
-from livermore import sql
-from livermore.redis import key, sync_client
+from kernel import sql
+from kernel.redis import key, sync_client
+from kernel.versions import VersionedCache
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.models import Candle, Instrument, Venue, VenueSymbol
-from marketdata.selectors import SYNTHETIC_AFTER_S, candle_page
+from marketdata.selectors import MARKET_VERSION, SYNTHETIC_AFTER_S, candle_page
 
 
 def closed_bars(*, instrument: Instrument, timeframe: str, end: int, limit: int) -> list[Bar]:
@@ -53,6 +54,10 @@ def indicator_values(
     return list(reversed(rows.order_by("-start", "name")[:limit]))
 
 
+# The data version (kernel/versions.py) of stored indicator values.
+INDICATORS_VERSION = "indicators"
+
+
 @cache
 def _signal_frames_sql() -> str:
     """Per enabled instrument and timeframe, the latest stored MACD-V row and, where there is none,
@@ -80,16 +85,15 @@ def _signal_frames_sql() -> str:
         f"  SELECT 1 FROM {t(VenueSymbol._meta.db_table)} s"
         f"  JOIN {t(Venue._meta.db_table)} e ON e.id = s.venue_id"
         "   WHERE s.instrument_id = i.id AND s.enabled AND e.enabled"
-        " ) AND (%s::text[] IS NULL OR i.symbol = ANY(%s::text[]))"
+        " )"
         " ORDER BY i.symbol, tf.ord"
     )
 
 
-def signal_frames(*, symbols: Sequence[str] | None = None) -> list[Frame]:
+def signal_frames() -> list[Frame]:
     """What the signals grid is computed from, for every enabled instrument (those priced by an enabled
-    symbol of an enabled venue), or the named ones, by symbol then timeframe (1m to 1d)."""
-    wanted = list(symbols) if symbols is not None else None
-    rows = sql.execute(_signal_frames_sql(), [list(TIMEFRAMES), BARS_NEEDED, wanted, wanted]).fetchall()
+    symbol of an enabled venue), by symbol then timeframe (1m to 1d)."""
+    rows = sql.execute(_signal_frames_sql(), [list(TIMEFRAMES), BARS_NEEDED]).fetchall()
     frames = []
     for symbol, timeframe, start, value, signal, histogram, n, first, last in rows:
         span = 0 if first is None else int((last - first).total_seconds()) // TIMEFRAME_SECONDS[timeframe] + 1
@@ -103,6 +107,13 @@ class UnknownSymbols(LookupError):
         self.symbols = symbols
 
 
+# The whole grid, kept per process until a candle, indicator value, instrument or venue changes:
+# one Redis round trip instead of the grid's query (measured: 5 ms of 16 under load).
+_signal_grid = VersionedCache(
+    (MARKET_VERSION, INDICATORS_VERSION), lambda: signals_from_frames(signal_frames())
+)
+
+
 def signal_list(
     *,
     symbols: Sequence[str] | None = None,
@@ -113,12 +124,13 @@ def signal_list(
     """The MACD-V signal of every enabled instrument on each timeframe, filtered. The bias is always
     over the six timeframes, whichever are listed. Raises UnknownSymbols for named symbols that are
     not enabled instruments."""
-    frames = signal_frames(symbols=symbols)
+    result = _signal_grid.get()
     if symbols is not None:
-        found = {f.symbol for f in frames}
+        found = {s.symbol for s in result}
         if missing := [s for s in symbols if s not in found]:
             raise UnknownSymbols(missing)
-    result = signals_from_frames(frames)
+        wanted = set(symbols)
+        result = [s for s in result if s.symbol in wanted]
     if timeframes is not None:
         result = [s for s in result if s.timeframe in timeframes]
     if stages is not None:

@@ -27,10 +27,18 @@ from alerts.models import (
     Notification,
     NotificationChannel,
 )
-from alerts.selectors import chart_series, closed_bars, epoch_to_datetime, indicator_cache_key, macdv_snapshot
+from alerts.selectors import (
+    INDICATORS_VERSION,
+    chart_series,
+    closed_bars,
+    epoch_to_datetime,
+    indicator_cache_key,
+    macdv_snapshot,
+)
 from alerts.streams import alerts_group, indicator_channel, indicator_group
-from livermore.errors import ServiceError
-from livermore.redis import key, sync_client
+from kernel import versions
+from kernel.errors import ServiceError
+from kernel.redis import key, sync_client
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle, Instrument
 from marketdata.streams import stream_send
@@ -156,6 +164,7 @@ def indicators_update_for_bar(
             unique_fields=("instrument", "timeframe", "start", "name"),
             update_fields=("value", "signal", "histogram", "n_eff", "span", "computed_at"),
         )
+        versions.bump_on_commit(INDICATORS_VERSION)
     redis = sync_client()
     set_if_newer = redis.register_script(_SET_IF_NEWER)
     for name, reading in readings.items():

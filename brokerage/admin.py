@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from livermore.admin import ReadOnlyAdmin
-from livermore.users.services import audit_record
+from kernel.admin import ReadOnlyAdmin
+from users.services import audit_record
 
 from . import services
 from .console import OperatorAccountMixin, OperatorOrderMixin, OperatorPositionMixin, operator_of

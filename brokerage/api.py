@@ -19,13 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from livermore import sql
-from livermore.idempotency import idempotent
-from livermore.pagination import NewestFirst
-from livermore.throttling import ScopedWriteThrottle, throttles_with
-from livermore.users.authentication import request_user
-from livermore.users.models import User
-from livermore.users.services import audit_record
+from kernel import sql
+from kernel.pagination import NewestFirst
+from kernel.throttling import ScopedWriteThrottle, throttles_with
+from users.authentication import request_user
+from users.idempotency import idempotent
+from users.models import User
+from users.services import audit_record
 
 from . import pricing, selectors, services
 from .models import (

@@ -16,9 +16,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
-from livermore.users.services import audit_record
+from kernel.errors import ServiceError
+from users.models import User
+from users.services import audit_record
 
 from . import services
 from .models import (

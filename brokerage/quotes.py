@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 from django.conf import settings
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.models import Venue, venue_simulated
 from marketdata.publisher import ticker_key
 from marketdata.quotes import SelectedQuote

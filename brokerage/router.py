@@ -2,7 +2,7 @@
 names one object implementing `LpGateway`, which the dealing engine calls under the account lock:
 
 - `route(request)` decides the book before anything is filled or stored; it may refuse an order by
-  raising livermore.errors.ServiceError.
+  raising kernel.errors.ServiceError.
 - `cancel(order_id=..., reason=...)` cancels a routed (A-Book) order, taking the locks itself in the
   gateway's order: it ends the order at once when the LP never got it, or asks the LP to cancel it
   (the order then stays routed until the LP's answer ends it).
@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 
 @dataclass(frozen=True, slots=True)

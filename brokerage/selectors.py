@@ -8,7 +8,7 @@ from functools import cache
 
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 
-from livermore import sql
+from kernel import sql
 from marketdata.models import Instrument
 
 from . import pricing

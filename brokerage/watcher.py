@@ -28,7 +28,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.models import Instrument
 from marketdata.quotes import SelectedQuote
 

@@ -15,8 +15,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from brokerage.models import TradingAccount
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel.errors import ServiceError
+from users.models import User
 
 from .models import (
     CommandAction,

@@ -1,6 +1,6 @@
 """Redis names shared by runfix and the web/worker processes."""
 
-from livermore.redis import key
+from kernel.redis import key
 
 
 def state_key(session_name: str) -> str:

@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from . import messages, services, wire
 from .engine import FixEngine, SessionHandler

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from brokerage.services import routed_channel
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.adapters.fix import QuoteRow, encode_rows, fixmd_channel
 from marketdata.quotes import now_ns
 

@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from brokerage.models import Reason
-from livermore.fields import EncryptedTextField
+from kernel.fields import EncryptedTextField
 
 
 class FixRole(models.TextChoices):

@@ -5,7 +5,7 @@ cancelled over FIX."""
 from django.conf import settings
 
 from brokerage.router import B_BOOK, RouteDecision, RouteRequest
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .models import RoutingAction
 from .selectors import routing_rule_match

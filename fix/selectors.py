@@ -8,8 +8,8 @@ from typing import cast
 from django.db.models import Q, QuerySet
 
 from brokerage.models import Order, OrderStatus
-from livermore import sql
-from livermore.redis import sync_client
+from kernel import sql
+from kernel.redis import sync_client
 from marketdata.models import Instrument, VenueSymbol
 
 from .channels import state_key
@@ -72,7 +72,7 @@ def fix_session_state(*, session: FixSession) -> dict[str, object] | None:
 def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
     """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
     all match; None when no rule does. Every order asks, so the query is a prepared statement
-    (livermore.sql) rather than an ORM query compiled per call."""
+    (kernel.sql) rather than an ORM query compiled per call."""
     rules = sql.select(
         RoutingRule,
         "t.enabled AND (t.group_id IS NULL OR t.group_id = %s)"

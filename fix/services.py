@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from brokerage.models import Order, OrderStatus, OrderType, Reason, Side, TimeInForce
 from brokerage.services import order_fill, order_routed_end
-from livermore.errors import ServiceError
-from livermore.redis import sync_client
-from livermore.users.models import User
+from kernel.errors import ServiceError
+from kernel.redis import sync_client
+from users.models import User
 
 from .channels import wake_channel
 from .models import (

@@ -9,5 +9,5 @@ urlpatterns = [
     path("", include("marketdata.urls")),
     path("", include("alerts.urls")),
     path("", include("portfolio.urls")),
-    path("", include("livermore.users.urls")),
+    path("", include("users.urls")),
 ]

@@ -9,10 +9,10 @@ django.setup(set_prefix=False)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from kernel.heap import freeze_startup_objects  # noqa: E402
+from kernel.ws import secure_websocket  # noqa: E402
 from livermore.asgi_threads import ThreadPoolASGIHandler  # noqa: E402
-from livermore.heap import freeze_startup_objects  # noqa: E402
 from livermore.routing import websocket_urlpatterns  # noqa: E402
-from livermore.ws import secure_websocket  # noqa: E402
 
 django_asgi_app = ThreadPoolASGIHandler(size=settings.ASGI_REQUEST_THREADS)
 

@@ -15,6 +15,6 @@ app.autodiscover_tasks()
 def _freeze_startup_objects(**kwargs: Any) -> None:
     """In the worker's main process, before it forks its pool: the children inherit the frozen
     objects without a collection of their own touching (and so copying) every inherited page."""
-    from livermore.heap import freeze_startup_objects
+    from kernel.heap import freeze_startup_objects
 
     freeze_startup_objects()

@@ -41,7 +41,7 @@ JOBS = [
     Job("tick retention", "marketdata.tasks.tick_retention", 3600),
     Job("backfill recent candles", "marketdata.tasks.backfill_recent_candles", 3600),
     Job("portfolio sync", "portfolio.tasks.sync_all_portfolios", 300),
-    Job("idempotency keys purge", "livermore.users.tasks.idempotency_keys_purge", 3600),
+    Job("idempotency keys purge", "users.tasks.idempotency_keys_purge", 3600),
     Job("expire pending orders", "brokerage.tasks.orders_expire", 60),
     Job("accrue swaps", "brokerage.tasks.swaps_accrue", crontab=f"0 {settings.SWAP_ROLLOVER_HOUR_UTC} * * *"),
     Job("alert notifications requeue", "alerts.tasks.notifications_requeue", 60),

@@ -1,5 +1,5 @@
 """`python -m livermore.webserver [--processes N] [daphne options] livermore.asgi:application`: daphne,
-plus transport back-pressure for WebSocket apps (scope["extensions"]["livermore.flow"], see flow.py).
+plus transport back-pressure for WebSocket apps (scope["extensions"]["kernel.flow"], see flow.py).
 
 With --processes N (N > 1) it runs N daphne processes on the same host and port, each with its own
 listening socket bound with SO_REUSEPORT, so the kernel spreads connections over them and the web
@@ -30,7 +30,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 
-from livermore.flow import FLOW_EXTENSION, TransportFlow
+from kernel.flow import FLOW_EXTENSION, TransportFlow
 
 # Caps the kernel's send buffer of a WebSocket connection (Linux otherwise grows it to megabytes),
 # so a client that stops reading shows as back-pressure within a bounded amount of data.

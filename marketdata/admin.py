@@ -11,15 +11,15 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from livermore import redis
-from livermore.errors import ServiceError
-from livermore.redis import key
-from livermore.users.models import User
+from kernel import redis
+from kernel.errors import ServiceError
+from kernel.redis import key
 from marketdata import tasks
 from marketdata.adapters import ADAPTERS
 from marketdata.backfill import last_day
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.selectors import backfill_targets
+from users.models import User
 
 from .loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 from .models import BackfillJob, Candle, FeedHealthSnapshot, Instrument, Venue, VenueKind, VenueSymbol

@@ -16,8 +16,8 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from livermore.flow import FLOW_EXTENSION, TransportFlow
-from livermore.ws import user_for_token
+from kernel.flow import FLOW_EXTENSION, TransportFlow
+from kernel.ws import user_for_token
 from marketdata.hub import frame, hub
 from marketdata.outbox import Outbox
 from marketdata.streams import StreamChannel, channel_handler

@@ -31,7 +31,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from livermore.aio import cancel_and_wait
+from kernel.aio import cancel_and_wait
 from marketdata.outbox import Outbox
 
 log = logging.getLogger(__name__)

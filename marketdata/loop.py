@@ -17,10 +17,10 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from livermore.aio import cancel_and_wait
-from livermore.db import database_conninfo
-from livermore.errors import ServiceError
-from livermore.redis import async_client, key
+from kernel.aio import cancel_and_wait
+from kernel.db import database_conninfo
+from kernel.errors import ServiceError
+from kernel.redis import async_client, key
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.lpmanager import LPManager, Output, VenueSettings

@@ -7,7 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from livermore.fields import EncryptedTextField
+from kernel.fields import EncryptedTextField
 
 
 class VenueKind(models.TextChoices):

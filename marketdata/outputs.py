@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from livermore.redis import async_client, key
+from kernel.redis import async_client, key
 from marketdata.bars import MID, TRADES, Bar, bar_to_wire
 from marketdata.candles import ZERO, CandleBuilder
 from marketdata.publisher import book_key, candle_cache_key, candle_group

@@ -7,7 +7,7 @@ import logging
 
 from django.conf import settings
 
-from livermore.redis import async_client, key
+from kernel.redis import async_client, key
 from marketdata.hub import ALL_QUOTES_GROUP, Envelope, asend_batch, envelope
 from marketdata.quotes import SelectedQuote
 

@@ -8,9 +8,9 @@ from django.db import connection
 from django.db.models import QuerySet
 from rest_framework import status
 
-from livermore import redis
-from livermore.errors import ServiceError
-from livermore.redis import key
+from kernel import redis
+from kernel.errors import ServiceError
+from kernel.redis import key
 from marketdata import ticks
 from marketdata.adapters.base import VenueConfig
 from marketdata.backfill import BACKFILL_KINDS, can_backfill
@@ -25,6 +25,8 @@ Tick = tuple[int, Decimal]  # (epoch ns, mid)
 # A bar that ended this long ago and is not stored had no quote: the market loop stores a closed bar
 # within about a second of its end.
 SYNTHETIC_AFTER_S = 5
+# The data version (kernel/versions.py) of instruments, venues, their symbols and stored candles.
+MARKET_VERSION = "market"
 
 
 def venue_config(v: Venue) -> VenueConfig:

@@ -10,10 +10,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import status
 
-from livermore import redis
-from livermore.errors import ServiceError
-from livermore.users.models import User
-from livermore.users.services import audit_record
+from kernel import redis, versions
+from kernel.errors import ServiceError
 from marketdata import catalogue, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
@@ -32,7 +30,9 @@ from marketdata.models import (
     VenueSymbol,
 )
 from marketdata.publisher import candle_cache_key, ticker_key
-from marketdata.selectors import feed_health, venue_config
+from marketdata.selectors import MARKET_VERSION, feed_health, venue_config
+from users.models import User
+from users.services import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def candles_store(*, bars: Iterable[Bar]) -> int:
         if b.symbol in ids and not b.synthetic
     ]
     Candle.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    if rows:
+        versions.bump_on_commit(MARKET_VERSION)
     return len(rows)
 
 
@@ -236,6 +238,8 @@ def candles_backfill(
         batch_size=500,
     )
     _candle_cache_replace([starts[c.start] for c in replacements])
+    if missing or replacements:
+        versions.bump_on_commit(MARKET_VERSION)
     log.info(
         "venue=%s backfill %s %s %s..%s: %d fetched, %d added, %d replaced",
         venue.code,
@@ -516,6 +520,7 @@ def instruments_import(
 
 
 def _import_apply(venue: Venue, plan: catalogue.ImportPlan) -> None:
+    versions.bump_on_commit(MARKET_VERSION)  # bulk writes send no model signals
     created = plan.of("create")
     # A whole catalogue is thousands of rows (Binance lists ~3000 symbols): one INSERT each table.
     instruments = Instrument.objects.bulk_create(

@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.hub import ALL_QUOTES_GROUP, asend, envelope, plain, send
 from marketdata.models import Instrument
 from marketdata.publisher import candle_cache_key, candle_group, quote_group, ticker_key

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from livermore.admin import ReadOnlyAdmin
+from kernel.admin import ReadOnlyAdmin
 from marketdata.adapters.coinbase import CoinbaseSigner
 
 from . import selectors, services, tasks

@@ -7,9 +7,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from livermore.errors import ServiceError
-from livermore.throttling import ScopedWriteThrottle, throttles_with
-from livermore.users.models import User
+from kernel.errors import ServiceError
+from kernel.throttling import ScopedWriteThrottle, throttles_with
+from users.models import User
 
 from . import selectors, services, tasks
 from .models import CoinbaseLink, CoinbaseOrder, Holding

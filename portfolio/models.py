@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from livermore.fields import EncryptedTextField
+from kernel.fields import EncryptedTextField
 
 from . import valuation
 

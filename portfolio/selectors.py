@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from django.db.models import QuerySet
 
-from livermore.users.models import User
+from users.models import User
 
 from . import valuation
 from .models import CoinbaseFill, CoinbaseLink, CoinbaseOrder, Holding, PortfolioPrice

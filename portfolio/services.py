@@ -13,12 +13,12 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel.errors import ServiceError
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.coinbase import CoinbaseRest, CoinbaseSigner
 from marketdata.adapters.rest import VenueHttpError
 from marketdata.adapters.streaming import rfc3339_ns
+from users.models import User
 
 from . import valuation
 from .models import CoinbaseFill, CoinbaseLink, CoinbaseOrder, Holding, PortfolioPrice, SyncStatus

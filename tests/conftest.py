@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.signals import setting_changed
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 
 PASSWORD = "correct horse battery staple"  # test-only credential for the named test users
 

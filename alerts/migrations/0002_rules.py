@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import migrations, models
 
 import alerts.rules
-import livermore.fields
+import kernel.fields
 
 
 class Migration(migrations.Migration):
@@ -267,7 +267,7 @@ class Migration(migrations.Migration):
                         choices=[("discord", "Discord webhook")], default="discord", max_length=16
                     ),
                 ),
-                ("webhook_url", livermore.fields.EncryptedTextField()),
+                ("webhook_url", kernel.fields.EncryptedTextField()),
                 ("enabled", models.BooleanField(default=True)),
                 ("disabled_reason", models.CharField(blank=True, max_length=200)),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),

@@ -12,10 +12,10 @@ Rules every function here keeps:
   unbalanced one at commit and any change to a posting.
 - Account events go out after commit on `account.<number>` (see Outbox).
 
-Errors are livermore.errors.ServiceError with a machine-readable code.
+Errors are kernel.errors.ServiceError with a machine-readable code.
 """
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .accounts import (
     GroupRemargin,

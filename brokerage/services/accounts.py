@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
-from livermore.users.services import audit_record
+from kernel.errors import ServiceError
+from users.models import User
+from users.services import audit_record
 
 from ..models import (
     AccountStatus,

@@ -1,6 +1,6 @@
 """Redis pub/sub channel names the dealing engine announces changes on."""
 
-from livermore.redis import key
+from kernel.redis import key
 
 TRIGGERS_CHANNEL = ("brokerage", "triggers")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 from marketdata.models import Instrument
 
 from .. import pricing

@@ -9,10 +9,10 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from livermore import sql
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel import sql
+from kernel.errors import ServiceError
 from marketdata.models import Instrument
+from users.models import User
 
 from .. import pricing
 from ..models import (

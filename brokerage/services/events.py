@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.hub import Envelope, asend_batch, envelope, plain
 
 from ..models import (

@@ -4,9 +4,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from livermore import sql
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel import sql
+from kernel.errors import ServiceError
+from users.models import User
 
 from .. import pricing
 from ..models import (

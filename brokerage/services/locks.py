@@ -4,8 +4,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from livermore import sql
-from livermore.errors import ServiceError
+from kernel import sql
+from kernel.errors import ServiceError
 from marketdata.models import Instrument
 
 from ..models import (

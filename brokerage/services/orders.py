@@ -9,9 +9,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
-from livermore.users.services import audit_record
+from kernel.errors import ServiceError
+from users.models import User
+from users.services import audit_record
 
 from .. import pricing
 from ..models import (

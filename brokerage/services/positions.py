@@ -7,8 +7,8 @@ from typing import Literal
 from django.db import transaction
 from django.utils import timezone
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel.errors import ServiceError
+from users.models import User
 
 from .. import pricing
 from ..models import Deal, Position, PositionStatus, Reason, TradingAccount

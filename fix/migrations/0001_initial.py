@@ -6,7 +6,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import livermore.fields
+import kernel.fields
 
 
 class Migration(migrations.Migration):
@@ -258,9 +258,7 @@ class Migration(migrations.Migration):
                 ("username", models.CharField(blank=True, max_length=64, verbose_name="Username (553)")),
                 (
                     "password",
-                    livermore.fields.EncryptedTextField(
-                        blank=True, default="", verbose_name="Password (554)"
-                    ),
+                    kernel.fields.EncryptedTextField(blank=True, default="", verbose_name="Password (554)"),
                 ),
                 (
                     "password_env",

@@ -15,7 +15,7 @@ a dead session goes stale once the beacons stop.
 import json
 from decimal import Decimal, InvalidOperation
 
-from livermore.redis import async_client, key
+from kernel.redis import async_client, key
 from marketdata.quotes import Quote, now_ns
 
 from .base import Adapter, MalformedMessage

@@ -7,7 +7,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-import livermore.fields
+import kernel.fields
 
 
 class Migration(migrations.Migration):
@@ -72,7 +72,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("config", models.JSONField(blank=True, default=dict)),
-                ("credentials", livermore.fields.EncryptedTextField(blank=True, default="")),
+                ("credentials", kernel.fields.EncryptedTextField(blank=True, default="")),
                 ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={

@@ -7,7 +7,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import livermore.fields
+import kernel.fields
 
 
 class Migration(migrations.Migration):
@@ -27,8 +27,8 @@ class Migration(migrations.Migration):
                         auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
                     ),
                 ),
-                ("api_key_name", livermore.fields.EncryptedTextField()),
-                ("private_key_pem", livermore.fields.EncryptedTextField()),
+                ("api_key_name", kernel.fields.EncryptedTextField()),
+                ("private_key_pem", kernel.fields.EncryptedTextField()),
                 ("enabled", models.BooleanField(default=True)),
                 (
                     "status",

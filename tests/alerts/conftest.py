@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from alerts.models import AlertRule, NotificationChannel
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord

@@ -17,13 +17,13 @@ from playwright.sync_api import Page, expect, sync_playwright
 from alerts.models import IndicatorValue
 from alerts.selectors import epoch_to_datetime, signal_list
 from alerts.services import indicators_update_for_bar
-from livermore.users.models import User
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle, Instrument
 from tests.alerts.signal_data import AS_OF, grant_signals, seed_signals
 from tests.conftest import PASSWORD
 from tests.livermore.test_browser_live_quotes import CHROMIUM_ARGS
 from tests.support.stack import run_stack
+from users.models import User
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

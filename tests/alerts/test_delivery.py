@@ -15,7 +15,7 @@ from PIL import Image
 
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, Notification, NotificationChannel
 from alerts.services import alerts_evaluate_bar_close, notification_deliver
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord, PostedLate, RateLimited, Slow, Status
 

@@ -21,8 +21,8 @@ from django.conf import settings
 from alerts.models import AlertEvent, AlertRule, Notification, NotificationChannel
 from alerts.services import alerts_evaluate_bar_close
 from alerts.tasks import notification_deliver, notifications_requeue
+from kernel.redis import sync_client
 from livermore.celery import app
-from livermore.redis import sync_client
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord, RateLimited, Slow, Status
 from tests.support.stack import database_url

@@ -7,8 +7,8 @@ from rest_framework.test import APIClient
 from alerts.indicators import INDICATOR_NAMES
 from alerts.models import IndicatorValue
 from alerts.services import indicators_update_for_bar
-from livermore.users.models import ApiKey, User
 from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
+from users.models import ApiKey, User
 
 pytestmark = pytest.mark.django_db
 

@@ -11,11 +11,11 @@ from alerts.indicators import INDICATOR_NAMES, LOW_TRADING_ACTIVITY, RANGING, UN
 from alerts.models import IndicatorValue
 from alerts.selectors import closed_bars, indicator_cache_key, indicators_latest
 from alerts.services import INDICATOR_CACHE_TTL, indicators_update_for_bar
+from kernel.errors import ServiceError
+from kernel.redis import sync_client
 from livermore.asgi import application
-from livermore.errors import ServiceError
-from livermore.redis import sync_client
-from livermore.users.models import User
 from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
+from users.models import User
 
 pytestmark = pytest.mark.django_db
 

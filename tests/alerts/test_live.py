@@ -16,7 +16,7 @@ from alerts.charts import render_chart
 from alerts.listeners import LiveAlerts
 from alerts.models import AlertEvent, AlertRule
 from alerts.services import alerts_evaluate_bar_close
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.consumers import StreamConsumer
 from marketdata.models import Instrument
 from marketdata.publisher import ticker_key

@@ -7,8 +7,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from alerts.signal_grid import STAGES
-from livermore.users.models import User
 from tests.alerts.signal_data import grant_signals, seed_signals
+from users.models import User
 
 pytestmark = pytest.mark.django_db
 

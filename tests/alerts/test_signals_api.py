@@ -12,9 +12,9 @@ from alerts.indicators import LOW_TRADING_ACTIVITY, NOT_ENOUGH_BARS
 from alerts.models import IndicatorValue
 from alerts.selectors import signal_list
 from alerts.signal_grid import NO_BARS, NOT_COMPUTED, TIMEFRAMES
-from livermore.users.models import ApiKey, User
 from marketdata.models import Venue
 from tests.alerts.signal_data import EURUSD, grant_signals, seed_signals
+from users.models import ApiKey, User
 
 pytestmark = pytest.mark.django_db
 

@@ -75,7 +75,7 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
     from brokerage import services
     from brokerage.models import TradingAccount
     from brokerage.quotes import MemoryQuoteSource
-    from livermore.heap import freeze_startup_objects
+    from kernel.heap import freeze_startup_objects
     from marketdata.quotes import Quote, SelectedQuote
 
     quotes = MemoryQuoteSource()
@@ -94,7 +94,7 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
     services.order_submit(  # warm up the connection and caches before the clock starts
         account=accounts[0], symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
     )
-    freeze_startup_objects()  # as the processes that serve orders do (livermore.heap)
+    freeze_startup_objects()  # as the processes that serve orders do (kernel.heap)
     barrier.wait()
     started = time.perf_counter()
     done = 0
@@ -116,8 +116,8 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
 def orders_per_s() -> float:
     from brokerage import services
     from brokerage.models import ClientGroup
-    from livermore.users.models import User
     from marketdata.demo import demo_seed
+    from users.models import User
 
     demo_seed()
     group = ClientGroup.objects.create(name="bench", currency="USD", leverage=100)

@@ -91,9 +91,9 @@ def setup_data() -> tuple[object, object]:
     from brokerage.models import ClientGroup
     from brokerage.services import account_deposit, account_open
     from fix.models import FixRole, FixSession, RoutingAction, RoutingRule
-    from livermore.users.models import User
     from marketdata.demo import demo_seed
     from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
+    from users.models import User
 
     demo_seed()
     venue = Venue.objects.create(code="benchfix", name="bench FIX", kind=VenueKind.FIX, priority=5)
@@ -123,7 +123,7 @@ def setup_data() -> tuple[object, object]:
 
 def fresh_quote() -> None:
     """The dealing engine prices from the market process's ticker cache; keep a quote there fresh."""
-    from livermore.redis import sync_client
+    from kernel.redis import sync_client
     from marketdata.publisher import ticker_key
     from marketdata.quotes import Quote, SelectedQuote
 
@@ -215,7 +215,7 @@ def main() -> None:
     finally:
         connection.close()
         teardown_databases(old, verbosity=0)
-        from livermore.redis import sync_client
+        from kernel.redis import sync_client
 
         client = sync_client()
         for key in client.scan_iter(f"{settings.REDIS_PREFIX}:*"):

@@ -92,7 +92,7 @@ def _setup(env: dict[str, str]) -> list[str]:
     demo_seed()
     from brokerage import services
     from brokerage.models import ClientGroup, MarginMode
-    from livermore.users.models import ApiKey, User
+    from users.models import ApiKey, User
 
     group = ClientGroup.objects.create(
         name="bench", currency="USD", leverage=100, margin_mode=MarginMode.NETTING

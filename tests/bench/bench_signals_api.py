@@ -50,9 +50,9 @@ def _setup(env: dict[str, str]) -> str:
 
     from alerts.models import IndicatorValue
     from alerts.signal_grid import TIMEFRAMES
-    from livermore.users.models import ApiKey, User
     from marketdata.bars import TIMEFRAME_SECONDS
     from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
+    from users.models import ApiKey, User
 
     venue = Venue.objects.create(code="sim", name="Simulator", kind=VenueKind.SIMULATOR)
     end = datetime(2026, 1, 5, tzinfo=UTC)

@@ -211,7 +211,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from livermore.redis import sync_client
+    from kernel.redis import sync_client
     from marketdata.models import Instrument
     from tests.marketdata.streamkit import stream_server
 

@@ -20,7 +20,7 @@ django.setup()
 import psycopg  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
-from livermore.db import database_conninfo  # noqa: E402
+from kernel.db import database_conninfo  # noqa: E402
 from marketdata import ticks  # noqa: E402
 from marketdata.quotes import Quote, SelectedQuote  # noqa: E402
 

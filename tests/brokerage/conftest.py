@@ -8,12 +8,12 @@ from django.db import connection
 
 from brokerage import services
 from brokerage.models import ClientGroup, GroupInstrument, MarginMode, TradingAccount
-from livermore.redis import sync_client
-from livermore.users.models import User
+from kernel.redis import sync_client
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote
+from users.models import User
 
 D = Decimal
 

@@ -8,9 +8,9 @@ from django.db import connection
 
 from brokerage import services
 from brokerage.models import ClientGroup, MarginMode, Position, TradingAccount
-from livermore.errors import ServiceError
-from livermore.users.models import AuditLog
+from kernel.errors import ServiceError
 from tests.support.streams import StreamTap
+from users.models import AuditLog
 
 from .conftest import open_account
 

@@ -90,7 +90,7 @@ def group_form(admin_client, url):
 
 def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_client, traded, group):
     from brokerage.models import Position
-    from livermore.users.models import AuditLog
+    from users.models import AuditLog
 
     url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
     data = group_form(admin_client, url)
@@ -106,7 +106,7 @@ def test_a_group_leverage_edit_in_the_admin_re_margins_open_positions(admin_clie
 @pytest.mark.parametrize("leverage", ["0", "-5", "ten"])
 def test_an_invalid_group_leverage_is_refused_and_changes_nothing(admin_client, traded, group, leverage):
     from brokerage.models import Position
-    from livermore.users.models import AuditLog
+    from users.models import AuditLog
 
     url = reverse("admin:brokerage_clientgroup_change", args=[group.pk])
     data = group_form(admin_client, url)

@@ -10,7 +10,7 @@ from django.db import connection
 from brokerage import services
 from brokerage.models import Deal, LedgerTransaction, Order, Position, TransactionKind
 from brokerage.pricing import Tick
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .conftest import ledger_problems, open_account
 

@@ -12,8 +12,8 @@ from brokerage.models import Deal, Position, Reason
 from brokerage.quotes import MemoryQuoteSource
 from brokerage.router import Internal, RouteDecision, RouteRequest
 from brokerage.watcher import TriggerWatcher
-from livermore.errors import ServiceError
-from livermore.redis import sync_client
+from kernel.errors import ServiceError
+from kernel.redis import sync_client
 from marketdata.lpmanager import LPManager, VenueSettings
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote, now_ns

@@ -18,7 +18,7 @@ from brokerage.selectors import (
     open_positions,
     position_pnl,
 )
-from livermore import sql
+from kernel import sql
 from marketdata.models import Instrument
 
 from .conftest import open_account
@@ -120,7 +120,7 @@ def test_an_exposure_without_a_price_leaves_the_summary_unpriced(client_user, gr
 
 
 def test_hot_path_statements_are_prepared_on_the_server():
-    """livermore.sql's statements are parsed and planned once per connection, not per call: Django
+    """kernel.sql's statements are parsed and planned once per connection, not per call: Django
     turns psycopg's preparation off unless settings set a prepare_threshold."""
     sql.select(Instrument, "t.symbol = %s", ["EURUSD"])
     with connection.cursor() as cursor:

@@ -6,7 +6,7 @@ from django.db import IntegrityError, connection, transaction
 from brokerage import services
 from brokerage.models import LedgerAccountKind, LedgerTransaction, Posting, TransactionKind
 from brokerage.selectors import ledger_balance, posted_balance
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .conftest import open_account
 

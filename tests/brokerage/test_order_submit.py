@@ -14,7 +14,7 @@ from brokerage.models import (
     TransactionKind,
 )
 from brokerage.selectors import account_summary
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .conftest import STALE_AFTER_MS, open_account, set_commission
 

@@ -5,7 +5,7 @@ import pytest
 from brokerage import services
 from brokerage.models import Deal, LedgerTransaction, Order, Position, TransactionKind
 from brokerage.pricing import Tick
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 pytestmark = pytest.mark.django_db
 

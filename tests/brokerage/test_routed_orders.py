@@ -11,7 +11,7 @@ from brokerage.models import Deal, Order, OrderStatus, Position, Posting, Tradin
 from brokerage.router import Internal, RouteDecision, RouteRequest
 from brokerage.selectors import account_summary
 from brokerage.watcher import triggers_load
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .conftest import set_commission
 

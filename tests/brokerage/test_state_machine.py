@@ -19,9 +19,9 @@ from hypothesis.stateful import (
 from brokerage import services
 from brokerage.models import ClientGroup, Deal, Position, Posting, TransactionKind
 from brokerage.quotes import MemoryQuoteSource
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel.errors import ServiceError
 from marketdata.quotes import Quote, SelectedQuote
+from users.models import User
 
 from .conftest import ledger_problems
 

@@ -9,10 +9,10 @@ from rest_framework.test import APIClient
 
 from brokerage import services
 from brokerage.models import ClientGroup, TradingAccount
-from livermore.redis import key, sync_client
-from livermore.users.models import User
+from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.publisher import ticker_key
+from users.models import User
 
 PASSWORD = "correct horse battery staple"
 PRICES = {

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from brokerage.models import Order, TradingAccount
-from livermore.users.models import User
+from users.models import User
 
 from .conftest import QuoteSetter, client_for
 

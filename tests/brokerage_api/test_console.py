@@ -16,8 +16,8 @@ from brokerage.models import (
     Reason,
     TradingAccount,
 )
-from livermore.users.models import AuditLog, User
 from marketdata.models import Instrument
+from users.models import AuditLog, User
 
 from .conftest import QuoteSetter
 

@@ -9,7 +9,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from brokerage import services
 from brokerage.models import TradingAccount
 from livermore.asgi import application
-from livermore.users.models import User
+from users.models import User
 
 from .conftest import QuoteSetter
 

@@ -4,7 +4,7 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from brokerage.models import Order, TradingAccount
-from livermore.users.models import User
+from users.models import User
 
 from .conftest import QuoteSetter
 
@@ -55,7 +55,7 @@ def test_concurrent_requests_never_pass_beyond_the_rate(
     cannot all read the same history and all pass (DRF's cache-based throttle lets them)."""
     import threading
 
-    from livermore.throttling import ScopedWriteThrottle
+    from kernel.throttling import ScopedWriteThrottle
 
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "orders", "5/min")
     request = type("R", (), {"method": "POST", "user": alice_api.handler._force_user})()

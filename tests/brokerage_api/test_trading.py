@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from brokerage.models import ClientGroup, Deal, Order, OrderStatus, Position, PositionStatus, TradingAccount
 from brokerage.selectors import posted_balance
-from livermore.users.models import AuditLog, User
+from users.models import AuditLog, User
 
 from .conftest import PASSWORD, QuoteSetter, client_for, funded_account
 
@@ -131,7 +131,7 @@ def test_bad_orders_get_a_clear_error_and_store_nothing(
 def test_no_fresh_price_no_fill(
     alice_api: APIClient, alice_account: TradingAccount, quotes: QuoteSetter
 ) -> None:
-    from livermore.redis import sync_client
+    from kernel.redis import sync_client
     from marketdata.publisher import ticker_key
 
     sync_client().delete(ticker_key("EURUSD"))

@@ -11,11 +11,11 @@ import pytest
 from brokerage.models import ClientGroup, TradingAccount
 from brokerage.services import account_deposit, account_open
 from fix.models import FixRole, FixSession, RoutingAction, RoutingRule
-from livermore.users.models import User
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.brokerage.conftest import Market
 from tests.fakes.fix_peer import FixPeer
+from users.models import User
 
 pytest.importorskip("quickfix")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fix.selectors import fix_session_state
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.adapters.base import VenueConfig
 from marketdata.adapters.fix import FixAdapter, encode_rows, fixmd_channel
 from marketdata.lpmanager import LPManager, VenueSettings

@@ -35,7 +35,7 @@ from fix.services import (
     fix_order_route,
     fix_orders_claim,
 )
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 from tests.brokerage.conftest import ledger_problems
 
 from .conftest import free_port, wait_for

@@ -24,8 +24,8 @@ from fix.models import (
 )
 from fix.selectors import fix_session_configs, routing_rule_match
 from fix.services import fix_messages_prune, fix_order_route, fix_orders_claim
-from livermore.errors import ServiceError
-from livermore.redis import sync_client
+from kernel.errors import ServiceError
+from kernel.redis import sync_client
 from marketdata.models import Venue, VenueKind
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote

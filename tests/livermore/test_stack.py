@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.models import FeedHealthSnapshot
 from tests.support.stack import run_stack
 

@@ -9,11 +9,11 @@ from django.db import connection, connections
 from django.utils.module_loading import import_string
 from rest_framework.test import APIClient
 
-from livermore.redis import key, sync_client
-from livermore.users.models import ApiKey, User
+from kernel.redis import key, sync_client
 from marketdata import ticks
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.fixtures import celery_worker, coinbase_key, coinbase_rest, oanda
+from users.models import ApiKey, User
 
 
 @pytest.fixture(autouse=True)

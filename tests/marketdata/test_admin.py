@@ -5,7 +5,7 @@ from decimal import Decimal as D
 import pytest
 from django.urls import reverse
 
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 from marketdata.loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 from marketdata.models import Candle, Venue
 

@@ -7,9 +7,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from livermore.users.models import AuditLog, User
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.binance import BinanceRestFake, binance_symbol
+from users.models import AuditLog, User
 
 from .conftest import instrument
 

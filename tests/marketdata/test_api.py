@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from livermore.db import database_conninfo
-from livermore.redis import sync_client
+from kernel.db import database_conninfo
+from kernel.redis import sync_client
 from marketdata.models import Candle, Instrument
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote

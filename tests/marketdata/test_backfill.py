@@ -9,10 +9,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
-from livermore.errors import ServiceError
-from livermore.redis import sync_client
+from kernel.errors import ServiceError
+from kernel.redis import sync_client
 from livermore.schedules import JOBS, periodic_tasks_sync
-from livermore.users.models import User
 from marketdata.backfill import FetchProgress
 from marketdata.bars import Bar, bar_to_wire
 from marketdata.demo import demo_seed
@@ -24,6 +23,7 @@ from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
 from tests.fakes.fixtures import wait_for
 from tests.fakes.oanda import OandaFake, trading
+from users.models import User
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from decimal import Decimal as D
 import pytest
 from asgiref.sync import sync_to_async
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.bars import Bar
 from marketdata.models import Candle
 from marketdata.outputs import CandleStage, OrderBookCache

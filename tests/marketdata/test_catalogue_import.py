@@ -7,13 +7,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from livermore.errors import ServiceError
-from livermore.users.models import AuditLog, User
+from kernel.errors import ServiceError
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.services import instruments_import
 from tests.fakes.binance import BinanceRestFake, binance_symbol
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, coinbase_product
 from tests.fakes.oanda import OandaFake, oanda_instrument
+from users.models import AuditLog, User
 
 from .conftest import instrument
 

@@ -12,13 +12,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
-from livermore.redis import key, sync_client
-from livermore.users.models import AuditLog
+from kernel.redis import key, sync_client
 from marketdata.loop import HEALTH_KEY, MarketLoop
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
 from tests.support.stack import ROOT, production_env
 from tests.support.waiting import await_until, wait_until
+from users.models import AuditLog
 
 from .conftest import instrument, simulator_venue
 

@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.adapters.binance import BinanceAdapter
 from marketdata.adapters.fix import FixAdapter, encode_rows, fixmd_channel

@@ -5,7 +5,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 from marketdata.loop import HEALTH_KEY, VENUES_KEY, MarketLoop
 from marketdata.models import Venue
 from marketdata.quotes import SelectedQuote

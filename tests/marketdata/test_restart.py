@@ -13,8 +13,8 @@ from django.db import connection
 
 from alerts.listeners import on_quote as live_alerts
 from brokerage.watcher import quote_listener as trigger_watcher
-from livermore.db import database_conninfo
-from livermore.redis import key, sync_client
+from kernel.db import database_conninfo
+from kernel.redis import key, sync_client
 from marketdata.adapters import ADAPTERS
 from marketdata.bars import Bar
 from marketdata.loop import SEQ_KEY, MarketLoop

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.loop import HEALTH_KEY
 from tests.support.stack import database_url

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.demo import demo_seed
 from marketdata.streams import candle_cache_key, stream_send
 from tests.marketdata.streamkit import ROOT, Market, connected, frames_until

@@ -12,7 +12,7 @@ import websockets
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.consumers import CLOSE_SLOW_CONSUMER
 from marketdata.demo import demo_seed
 from tests.marketdata.streamkit import Market, stream_server

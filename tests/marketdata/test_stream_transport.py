@@ -11,7 +11,7 @@ import pytest
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
-from livermore.redis import sync_client
+from kernel.redis import sync_client
 from marketdata.demo import demo_seed
 from marketdata.hub import ALL_QUOTES_GROUP
 from marketdata.streams import stream_send

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from livermore.db import database_conninfo
+from kernel.db import database_conninfo
 from livermore.schedules import JOBS
 from marketdata import ticks
 from marketdata.quotes import Quote, SelectedQuote

@@ -3,11 +3,11 @@ import json
 import pytest
 from django.urls import reverse
 
-from livermore.users.models import AuditLog
 from marketdata.adapters import ADAPTERS
 from marketdata.adapters.base import VenueConfig
 from marketdata.models import Venue
 from marketdata.selectors import venue_config
+from users.models import AuditLog
 
 from .conftest import simulator_venue
 

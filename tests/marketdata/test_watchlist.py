@@ -7,14 +7,14 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from livermore.errors import ServiceError
-from livermore.users.models import AuditLog, User
+from kernel.errors import ServiceError
 from marketdata.loop import MarketLoop
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
 from marketdata.services import venue_watchlist_change
 from tests.fakes.binance import BinanceWsFake
 from tests.support.waiting import await_until
+from users.models import AuditLog, User
 
 from .conftest import instrument
 

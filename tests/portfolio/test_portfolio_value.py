@@ -12,11 +12,11 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
-from livermore.users.models import User
 from portfolio.models import CoinbaseFill, CoinbaseLink, CoinbaseOrder, Holding, PortfolioPrice, SyncStatus
 from portfolio.services import FILLS_OVERLAP, coinbase_link_set, portfolio_sync
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, error
 from tests.fakes.http import Request
+from users.models import User
 
 from .test_sync import account, order
 

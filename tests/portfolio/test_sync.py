@@ -8,12 +8,12 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from livermore.schedules import periodic_tasks_sync
-from livermore.users.models import User
 from portfolio.models import CoinbaseLink, CoinbaseOrder, Holding, SyncStatus
 from portfolio.services import coinbase_link_set, portfolio_sync
 from portfolio.tasks import sync_all_portfolios
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake
 from tests.fakes.fixtures import wait_for
+from users.models import User
 
 pytestmark = pytest.mark.django_db
 

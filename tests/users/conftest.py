@@ -2,8 +2,8 @@ import pytest
 from pytest_django import Settings
 from rest_framework.test import APIClient
 
-from livermore.redis import key, sync_client
-from livermore.users.models import User
+from kernel.redis import key, sync_client
+from users.models import User
 
 PASSWORD = "correct horse battery staple"
 

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from livermore.users.models import ApiKey, User
+from users.models import ApiKey, User
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,8 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from livermore.users.models import AuditLog, User
-from livermore.users.services import audit_record
+from users.models import AuditLog, User
+from users.services import audit_record
 
 pytestmark = pytest.mark.django_db
 

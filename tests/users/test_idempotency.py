@@ -13,10 +13,10 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from livermore.errors import ServiceError
-from livermore.idempotency import idempotent
-from livermore.users.models import IdempotencyKey, User
-from livermore.users.services import idempotency_keys_purge
+from kernel.errors import ServiceError
+from users.idempotency import idempotent
+from users.models import IdempotencyKey, User
+from users.services import idempotency_keys_purge
 
 
 class GroupCreateView(APIView):

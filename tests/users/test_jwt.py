@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from livermore.users.models import User
+from users.models import User
 
 from .conftest import PASSWORD
 

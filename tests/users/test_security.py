@@ -4,7 +4,7 @@ from pytest_django import Settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from livermore.users.models import User
+from users.models import User
 
 from .conftest import PASSWORD
 

@@ -8,9 +8,9 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from fix.desk import OrderDesk
 from fix.engine import FixEngine
-from livermore.heap import freeze_startup_objects
-from livermore.lease import Lease
-from livermore.redis import async_client
+from kernel.heap import freeze_startup_objects
+from kernel.lease import Lease
+from kernel.redis import async_client
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from psycopg import sql
 
-from livermore.db import database_conninfo
+from kernel.db import database_conninfo
 
 
 class Command(BaseCommand):

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
+from kernel.lease import Lease
+from kernel.redis import async_client
 from livermore.celery import app
-from livermore.lease import Lease
-from livermore.redis import async_client
 
 
 class Command(BaseCommand):

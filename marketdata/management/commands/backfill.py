@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 from marketdata.backfill import FetchProgress
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import BackfillJob, Instrument, Venue

@@ -2,11 +2,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from livermore.errors import ServiceError
-from livermore.users.models import User
+from kernel.errors import ServiceError
 from marketdata.catalogue import ImportPlan, PlanItem
 from marketdata.models import Venue
 from marketdata.services import instruments_import, venue_watchlist_change
+from users.models import User
 
 
 def _describe(item: PlanItem) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from livermore.heap import freeze_startup_objects
-from livermore.lease import Lease
-from livermore.redis import async_client
+from kernel.heap import freeze_startup_objects
+from kernel.lease import Lease
+from kernel.redis import async_client
 from marketdata.loop import MarketLoop
 from marketdata.selectors import venues_simulated_enabled
 

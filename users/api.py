@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
-from livermore.throttling import ScopedRateThrottle
+from kernel.throttling import ScopedRateThrottle
 
 from . import selectors, services
 from .authentication import request_user

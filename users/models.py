@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
-from livermore import sql
+from kernel import sql
 
 API_KEY_PREFIX_LEN = 8
 
@@ -55,7 +55,7 @@ class ApiKey(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """The stored outcome of a POST sent with an `Idempotency-Key` header (see livermore/idempotency.py).
+    """The stored outcome of a POST sent with an `Idempotency-Key` header (see users/idempotency.py).
 
     The row is inserted in the same transaction that runs the request, so a concurrent duplicate
     blocks on the unique constraint until the first one commits, then replays its response."""

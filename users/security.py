@@ -6,7 +6,7 @@ from axes.helpers import get_cool_off
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 
-from livermore.errors import error_body
+from kernel.errors import error_body
 
 LOCKED_OUT_MESSAGE = "Too many failed login attempts. Try again later."
 

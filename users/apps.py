@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class UsersConfig(AppConfig):
-    name = "livermore.users"
+    name = "users"
     label = "users"
     default_auto_field = "django.db.models.BigAutoField"
 

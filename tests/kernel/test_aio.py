@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from livermore.aio import cancel_and_wait
+from kernel.aio import cancel_and_wait
 
 
 async def test_cancel_and_wait_ends_the_task():

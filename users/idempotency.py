@@ -24,9 +24,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from livermore.errors import ServiceError
-from livermore.users.authentication import request_user
-from livermore.users.models import IdempotencyKey
+from kernel.errors import ServiceError
+from users.authentication import request_user
+from users.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -6,7 +6,7 @@ straight to the WebSocket protocol. No Django, no Twisted."""
 import asyncio
 from collections.abc import Callable
 
-FLOW_EXTENSION = "livermore.flow"
+FLOW_EXTENSION = "kernel.flow"
 
 
 class TransportFlow:

@@ -6,7 +6,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from rest_framework import status
 
-from livermore.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, IdempotencyKey, User
 

@@ -8,7 +8,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from livermore.redis import key
+from kernel.redis import key
 
 log = logging.getLogger(__name__)
 

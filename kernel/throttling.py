@@ -20,7 +20,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
-from livermore.redis import key, sync_client
+from kernel.redis import key, sync_client
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.views import APIView
