@@ -3,10 +3,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +20,7 @@ from alerts.selectors import indicator_values
 from alerts.signal_grid import BIASES, REASONS, STAGES, TIMEFRAMES, Signal
 from kernel.errors import ServiceError
 from kernel.pagination import NewestFirst
+from kernel.versions import VersionedCache
 from marketdata.models import Instrument, Timeframe
 
 MAX_LIMIT = 5000
@@ -181,6 +184,14 @@ def signal_to_wire(s: Signal) -> dict[str, Any]:
     }
 
 
+def _render_whole_grid(_: None) -> bytes:
+    return JSONRenderer().render({"results": [signal_to_wire(s) for s in selectors.signal_list()]})
+
+
+# The unfiltered grid's body, rendered once per data version (rendering 300 rows took 2 ms a request).
+_whole_grid: VersionedCache[None, bytes] = VersionedCache(selectors.SIGNAL_GRID_VERSIONS, _render_whole_grid)
+
+
 class SignalListView(APIView):
     """Every enabled instrument on the six timeframes: MACD-V, signal, histogram, stage and bias as of
     the latest closed bar with a stored value, or why there is none."""
@@ -196,10 +207,12 @@ class SignalListView(APIView):
             ),
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponseBase:
         query = SignalQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
+        if not params:  # the whole grid, as rendered for its data version
+            return HttpResponse(_whole_grid.get(None), content_type="application/json")
         try:
             rows = selectors.signal_list(
                 symbols=params.get("symbol"),

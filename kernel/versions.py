@@ -1,21 +1,24 @@
 """Data versions for read caches that must never serve what a commit has replaced.
 
 A writer calls `bump_on_commit(name)` in the transaction that changes the data: once the transaction
-has committed, the version counter `name` in Redis goes up. A reader reads the versions first and
-then the data: what it read is at least as new as every commit whose bump it saw, so it may keep the
-result under those versions, and a later commit moves the counter on and retires the entry.
-A counter that is not there (Redis flushed, nothing written yet) means "do not cache": a cache never
-outlives the loss of its versions.
+has committed, the version `name` in Redis takes a new random value. A reader reads the versions
+first and then the data: what it read is at least as new as every commit whose bump it saw, so it
+may keep the result under those versions, and a later commit replaces the version and retires the
+entry. A version is never reused (a counter would start again at 1 after Redis lost its keys and
+could match an entry kept from before), and one that is not there (Redis flushed, nothing written
+yet) means "do not cache".
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from threading import Lock
 from typing import Generic, TypeVar
+from uuid import uuid4
 
 from django.db import transaction
 
 from kernel.redis import key, mget, sync_client
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
@@ -24,37 +27,42 @@ def _key(name: str) -> str:
 
 
 def bump_on_commit(name: str) -> None:
-    """Move the counter `name` on once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: sync_client().incr(_key(name)), robust=True)
+    """Give `name` a new version once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: sync_client().set(_key(name), uuid4().hex), robust=True)
 
 
-def read(names: tuple[str, ...]) -> tuple[int, ...] | None:
-    """The counters, or None when any is missing."""
+def read(names: tuple[str, ...]) -> tuple[bytes, ...] | None:
+    """The versions, or None when any is missing."""
     raw = mget([_key(n) for n in names])
     if any(r is None for r in raw):
         return None
-    return tuple(int(r) for r in raw if r is not None)
+    return tuple(r for r in raw if r is not None)
 
 
-class VersionedCache(Generic[T]):
-    """One value per process, computed again when any of `names` has moved on (or is missing)."""
+class VersionedCache(Generic[K, T]):
+    """Values by key, kept per process and computed again when any of `names` has moved on (or is
+    missing). At most `size` keys are kept: past that the oldest entries are dropped."""
 
-    def __init__(self, names: tuple[str, ...], compute: Callable[[], T]) -> None:
+    def __init__(self, names: tuple[str, ...], compute: Callable[[K], T], *, size: int = 1) -> None:
         self.names = names
         self.compute = compute
-        self._entry: tuple[tuple[int, ...], T] | None = None
+        self.size = size
+        self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
         self._lock = Lock()
 
-    def get(self) -> T:
+    def get(self, arg: K) -> T:
         versions = read(self.names)
-        entry = self._entry
+        entry = self._entries.get(arg)
         if versions is not None and entry is not None and entry[0] == versions:
             return entry[1]
-        with self._lock:  # one computation per version, however many threads ask at once
-            entry = self._entry
+        with self._lock:  # one computation per key and version, however many threads ask at once
+            entry = self._entries.get(arg)
             if versions is not None and entry is not None and entry[0] == versions:
                 return entry[1]
-            value = self.compute()
+            value = self.compute(arg)
             if versions is not None:
-                self._entry = (versions, value)
+                self._entries.pop(arg, None)
+                while len(self._entries) >= self.size:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[arg] = (versions, value)
             return value

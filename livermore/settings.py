@@ -134,7 +134,7 @@ MIDDLEWARE = [
 # Axes first: it refuses a locked-out login before the password is even checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "users.backends.CachedPermissionsBackend",
 ]
 
 ROOT_URLCONF = "livermore.urls"

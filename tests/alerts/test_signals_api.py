@@ -2,18 +2,25 @@
 
 import io
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from rest_framework.test import APIClient
 
+from alerts import selectors
 from alerts.indicators import LOW_TRADING_ACTIVITY, NOT_ENOUGH_BARS
 from alerts.models import IndicatorValue
-from alerts.selectors import signal_list
+from alerts.selectors import INDICATORS_VERSION, signal_list
 from alerts.signal_grid import NO_BARS, NOT_COMPUTED, TIMEFRAMES
+from kernel import versions
+from marketdata.bars import Bar
 from marketdata.models import Venue
-from tests.alerts.signal_data import EURUSD, grant_signals, seed_signals
+from marketdata.selectors import MARKET_VERSION
+from marketdata.services import candles_store
+from tests.alerts.signal_data import AS_OF, EURUSD, grant_signals, seed_signals
 from users.models import ApiKey, User
 
 pytestmark = pytest.mark.django_db
@@ -220,3 +227,46 @@ def test_the_openapi_schema_describes_the_endpoint_and_its_filters(db: Any) -> N
     operation = json.loads(out.getvalue())["paths"]["/api/v1/signals"]["get"]
     assert {p["name"] for p in operation["parameters"]} >= {"symbol", "tf", "stage", "bias"}
     assert set(operation["responses"]) >= {"200", "400"}
+
+
+@pytest.mark.django_db(transaction=True)
+class TestGridCache:
+    """The grid is computed once per data version: committed writes retire it, nothing else does."""
+
+    @pytest.fixture
+    def cached(self, client: APIClient) -> APIClient:
+        versions.bump_on_commit(INDICATORS_VERSION)  # as the last indicator write did
+        assert versions.read((MARKET_VERSION, INDICATORS_VERSION)) is not None
+        return client
+
+    def test_a_second_read_runs_no_grid_query(self, cached: APIClient, monkeypatch: Any) -> None:
+        computed = []
+        frames = selectors.signal_frames
+        monkeypatch.setattr(selectors, "signal_frames", lambda: computed.append(1) or frames())
+        first = rows(cached)
+        assert (rows(cached), rows(cached)) == (first, first)
+        assert len(computed) == 1
+
+    def test_an_indicator_write_shows_at_once(self, cached: APIClient) -> None:
+        assert by_cell(rows(cached))[("GBPUSD", "1m")]["stage"] == "ranging"
+        with transaction.atomic():
+            IndicatorValue.objects.filter(instrument__symbol="GBPUSD", timeframe="1m").update(
+                value=Decimal("-200"), signal=Decimal("-100"), histogram=Decimal("-100")
+            )
+            versions.bump_on_commit(INDICATORS_VERSION)
+            assert by_cell(rows(cached))[("GBPUSD", "1m")]["stage"] == "ranging"  # not committed yet
+        assert by_cell(rows(cached))[("GBPUSD", "1m")]["stage"] == "oversold"
+
+    def test_a_disabled_venue_drops_its_instruments_at_once(self, cached: APIClient) -> None:
+        assert "BTCUSD" in {r["symbol"] for r in rows(cached)}
+        for venue in Venue.objects.filter(symbols__instrument__symbol="BTCUSD"):
+            venue.enabled = False
+            venue.save(update_fields=["enabled"])  # a model save moves the market version on
+        assert "BTCUSD" not in {r["symbol"] for r in rows(cached)}
+
+    def test_a_stored_candle_moves_the_market_version(self, cached: APIClient) -> None:
+        before = versions.read((MARKET_VERSION,))
+        start = int(AS_OF.timestamp()) + 900  # the bar after the five stored
+        candles_store(bars=[Bar("GBPUSD", "15m", start, *(Decimal(1),) * 4, Decimal(0), 1)])
+        assert versions.read((MARKET_VERSION,)) != before
+        assert by_cell(rows(cached))[("GBPUSD", "15m")]["reason"] == NOT_ENOUGH_BARS

@@ -15,7 +15,7 @@ class Counter:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self) -> int:
+    def __call__(self, arg: str) -> int:
         self.calls += 1
         return self.calls
 
@@ -24,29 +24,49 @@ def test_a_bump_lands_when_the_transaction_commits_and_never_on_rollback() -> No
     with transaction.atomic():
         versions.bump_on_commit("x")
         assert versions.read(("x",)) is None  # not before the commit
-    assert versions.read(("x",)) == (1,)
+    first = versions.read(("x",))
+    assert first is not None
     with pytest.raises(RuntimeError), transaction.atomic():
         versions.bump_on_commit("x")
         raise RuntimeError("rolled back")
-    assert versions.read(("x",)) == (1,)
+    assert versions.read(("x",)) == first
+    versions.bump_on_commit("x")
+    assert versions.read(("x",)) not in (None, first)
+
+
+def test_a_version_lost_with_redis_is_never_reused() -> None:
+    compute = Counter()
+    cache: versions.VersionedCache[str, int] = versions.VersionedCache(("a",), compute)
+    versions.bump_on_commit("a")
+    assert [cache.get("k"), cache.get("k")] == [1, 1]
+    sync_client().delete(key("version", "a"))  # Redis restarted empty
+    versions.bump_on_commit("a")  # the next write
+    assert cache.get("k") == 2
 
 
 def test_the_cache_keeps_its_value_until_a_version_moves() -> None:
     versions.bump_on_commit("a")
     versions.bump_on_commit("b")
     compute = Counter()
-    cache: versions.VersionedCache[int] = versions.VersionedCache(("a", "b"), compute)
-    assert [cache.get(), cache.get()] == [1, 1]
+    cache: versions.VersionedCache[str, int] = versions.VersionedCache(("a", "b"), compute)
+    assert [cache.get("k"), cache.get("k")] == [1, 1]
     versions.bump_on_commit("b")
-    assert [cache.get(), cache.get()] == [2, 2]
+    assert [cache.get("k"), cache.get("k")] == [2, 2]
 
 
 def test_no_caching_while_a_version_is_missing(settings: Any) -> None:
     versions.bump_on_commit("a")
     compute = Counter()
-    cache: versions.VersionedCache[int] = versions.VersionedCache(("a", "b"), compute)
-    assert [cache.get(), cache.get()] == [1, 2]
+    cache: versions.VersionedCache[str, int] = versions.VersionedCache(("a", "b"), compute)
+    assert [cache.get("k"), cache.get("k")] == [1, 2]
     versions.bump_on_commit("b")
-    assert [cache.get(), cache.get()] == [3, 3]
+    assert [cache.get("k"), cache.get("k")] == [3, 3]
     sync_client().delete(key("version", "a"))  # Redis lost its keys: nothing cached is trusted
-    assert cache.get() == 4
+    assert cache.get("k") == 4
+
+
+def test_entries_by_key_within_the_size() -> None:
+    versions.bump_on_commit("a")
+    cache: versions.VersionedCache[str, str] = versions.VersionedCache(("a",), lambda k: k * 2, size=2)
+    assert [cache.get("x"), cache.get("y"), cache.get("z")] == ["xx", "yy", "zz"]
+    assert list(cache._entries) == ["y", "z"]  # the oldest went

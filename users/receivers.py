@@ -1,0 +1,24 @@
+"""Model signal receivers: any change to a user, a group, a permission or the links between them
+moves the permissions version on (users/backends.py)."""
+
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from kernel import versions
+from users.backends import PERMISSIONS_VERSION
+from users.models import User
+
+
+def _permissions_changed(sender: type, **kwargs: Any) -> None:
+    versions.bump_on_commit(PERMISSIONS_VERSION)
+
+
+for _model in (User, Group, Permission):
+    post_save.connect(_permissions_changed, sender=_model, dispatch_uid=f"permissions-{_model.__name__}")
+    post_delete.connect(_permissions_changed, sender=_model, dispatch_uid=f"permissions-{_model.__name__}")
+for _through in (User.groups.through, User.user_permissions.through, Group.permissions.through):
+    m2m_changed.connect(
+        _permissions_changed, sender=_through, dispatch_uid=f"permissions-{_through.__name__}"
+    )
