@@ -7,7 +7,6 @@ number 404. Operators (is_staff) see and act on every account; their actions car
 
 from typing import Any
 
-from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -18,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel import sql
-from kernel.pagination import NewestFirst
+from kernel.pagination import PaginatedListView
 from kernel.throttling import ScopedWriteThrottle, throttles_with
 from users.authentication import request_user
 from users.idempotency import idempotent
@@ -308,18 +307,6 @@ class AccountDetailView(APIView):
         summary = selectors.account_summary(account=account)
         data = AccountSerializer(account).data
         return Response({**data, "summary": summary_data(summary)})
-
-
-class PaginatedListView(APIView):
-    pagination_class = NewestFirst
-
-    def paginate(self, queryset: QuerySet[Any], request: Request, **context: Any) -> Response:
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        assert page is not None
-        return paginator.get_paginated_response(
-            self.serializer_class(page, many=True, context=context).data  # type: ignore[attr-defined]
-        )
 
 
 class OrderListView(PaginatedListView):
