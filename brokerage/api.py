@@ -87,7 +87,7 @@ class SummarySerializer(serializers.Serializer[Any]):
 
 def summary_data(summary: AccountSummary) -> dict[str, Any]:
     """The engine's summary, money quantised to the account currency at this edge."""
-    data = summary.as_event()
+    data: dict[str, Any] = {**summary.as_event()}
     for name in ("balance", "equity", "margin", "free_margin", "unrealized_pnl"):
         data[name] = str(pricing.money(getattr(summary, name), summary.currency))
     return data

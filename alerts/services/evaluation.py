@@ -15,6 +15,7 @@ from django.utils import timezone
 from alerts import rules
 from alerts.models import (
     AlertEvent,
+    AlertPayload,
     AlertRule,
     AlertSeriesState,
     Notification,
@@ -287,7 +288,7 @@ def _events_record(
     return inserted
 
 
-def _stream_publish(wire: list[tuple[int, dict[str, Any]]]) -> None:
+def _stream_publish(wire: list[tuple[int, AlertPayload]]) -> None:
     try:
         for user_id, data in wire:
             stream_send(alerts_group(user_id), "alerts", "alert", data)

@@ -4,7 +4,7 @@ import json
 import logging
 from collections.abc import Mapping
 from decimal import Context, Decimal
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 from django.db import transaction
@@ -61,6 +61,16 @@ class IndicatorReading(TypedDict):
     diagnostics: DiagnosticsJson | None  # MACD-V only: nEff, span, gap ratio, liquidity tier
 
 
+class IndicatorPayload(TypedDict):
+    """An `indicator` frame's data on `indicators:SYMBOL:TF`: every indicator's reading on one closed
+    bar (`start` in ISO 8601), by name."""
+
+    symbol: str
+    timeframe: str
+    start: str
+    indicators: dict[str, IndicatorReading]
+
+
 def _decimal(value: Decimal | float) -> Decimal | None:
     """`value` as the value columns store it (a float exactly, then rounded to 10 places); None when
     it is not finite or does not fit."""
@@ -76,7 +86,7 @@ def _text(d: Decimal | None) -> str | None:
 
 def indicators_update_for_bar(
     *, symbol: str, timeframe: str, start: int, lookback: int = INDICATOR_LOOKBACK
-) -> dict[str, Any]:
+) -> IndicatorPayload:
     """Compute every indicator on the closed bar of `symbol`/`timeframe` starting at `start` (epoch
     seconds), store the values, cache the latest in Redis and publish them. Idempotent."""
     instrument = Instrument.objects.filter(symbol=symbol).first()
@@ -156,7 +166,9 @@ def indicators_update_for_bar(
             keys=[indicator_cache_key(symbol, timeframe, name)],
             args=[json.dumps(reading), start, INDICATOR_CACHE_TTL],
         )
-    data = {"symbol": symbol, "timeframe": timeframe, "start": bar_start.isoformat(), "indicators": readings}
+    data = IndicatorPayload(
+        symbol=symbol, timeframe=timeframe, start=bar_start.isoformat(), indicators=readings
+    )
     stream_send(indicator_group(symbol, timeframe), indicator_channel(symbol, timeframe), "indicator", data)
     return data
 

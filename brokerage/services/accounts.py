@@ -22,6 +22,7 @@ from ..models import (
     TradingAccount,
     TransactionKind,
 )
+from ..payloads import AccountPayload
 from ..quotes import QuoteSource, redis_quotes
 from .checks import ZERO, _amount, _choice
 from .dealing import _Dealing, _remargin
@@ -200,7 +201,7 @@ def account_bonus(
     return txn
 
 
-def _account_event(account: TradingAccount) -> dict[str, Any]:
+def _account_event(account: TradingAccount) -> AccountPayload:
     return {**account.as_event(), "group": account.group.name, "leverage": account.effective_leverage}
 
 

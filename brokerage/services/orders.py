@@ -1,6 +1,7 @@
 """Orders: submit, fill from the LP, cancel, modify, expire and trigger."""
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -379,8 +380,8 @@ def _audit_operator_change(
     locked: TradingAccount,
     action: str,
     target: Order | Position,
-    before: dict[str, Any],
-    after: dict[str, Any],
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
     fields: list[str],
 ) -> None:
     """Audit a change of an account's order or position made by anyone but its owner: the changed
