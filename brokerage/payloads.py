@@ -106,6 +106,15 @@ class StopOutPayload(SummaryPayload):
     stop_out_level: str
 
 
+class AccountSnapshotPayload(SummaryPayload):
+    """The `snapshot` of `account:NUMBER`: the account, its summary, open positions and pending orders."""
+
+    number: int
+    status: str
+    positions: list[PositionPayload]
+    orders: list[OrderPayload]
+
+
 AccountEventName = Literal["account", "order", "position", "deal", "margin_call", "stop_out"]
 AccountEventPayload = (
     AccountPayload | OrderPayload | PositionPayload | DealPayload | MarginCallPayload | StopOutPayload
