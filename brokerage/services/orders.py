@@ -109,7 +109,8 @@ def order_submit(
     """Place an order. The LP gateway (settings.ORDER_GATEWAY) decides its book first. B-Book: a market
     order fills now at the client's ask (BUY) or bid (SELL); limit, stop and stop-limit orders are
     stored as `pending` for the trigger watcher. A-Book: any type is stored as `routed` for the LP
-    session the router chose, holding its margin. Raises ServiceError; nothing is written when it does."""
+    session the router chose, holding its margin. Raises ServiceError; nothing is written when it does.
+    The desk's (reason `operator`, by `actor`) is audited."""
     quotes = QuoteSnapshot(quotes or redis_quotes)
     _choice(side, Side, "side")
     _choice(type, OrderType, "type")
@@ -333,7 +334,8 @@ def order_cancel(*, order: Order, reason: str = Reason.CLIENT, actor: User | Non
     at once when the LP never got it; otherwise the LP is asked and the order stays `routed` until
     the LP's answer ends it (its status tells the caller which happened). A routed order's rows are
     locked by the hook in the LP gateway's order (order, then its FIX order, then the account, as an
-    execution report locks them), so this does not take the account lock first."""
+    execution report locks them), so this does not take the account lock first. The desk's (reason
+    `operator`, by `actor`) is audited."""
     _choice(reason, Reason, "reason")
     if Order.objects.filter(pk=order.pk, status=OrderStatus.ROUTED).exists():
         _check_account(TradingAccount.objects.get(pk=order.account_id), opening=False, reason=reason)

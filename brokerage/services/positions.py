@@ -77,7 +77,8 @@ def position_close(
     actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Deal:
-    """Close a position at market, fully or `volume` lots of it (the rest stays at its open price)."""
+    """Close a position at market, fully or `volume` lots of it (the rest stays at its open price).
+    The desk's (reason `operator`, by `actor`) is audited."""
     quotes = quotes or redis_quotes
     _choice(reason, Reason, "reason")
     locked, fresh = _locked_position(position.pk)
@@ -111,7 +112,8 @@ def positions_close_bulk(
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Close all, the winning or the losing open positions of an account (optionally of one symbol).
-    Positions without a tradable price are left open."""
+    Positions without a tradable price are left open. The desk's (reason `operator`, by `actor`) is
+    audited, even when nothing was closed."""
     quotes = quotes or redis_quotes
     if which not in BULK_FILTERS:
         raise ServiceError("invalid_which", "which must be all, winners or losers.", status_code=400)
