@@ -2,12 +2,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import mixins, permissions, serializers, status, viewsets
-from rest_framework.decorators import action
+from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound
+from rest_framework.generics import get_object_or_404
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,9 +18,10 @@ from alerts.models import SIGNALS_PERMISSION, AlertEvent, AlertRule, IndicatorVa
 from alerts.selectors import indicator_values
 from alerts.signal_grid import BIASES, REASONS, STAGES, TIMEFRAMES, Signal
 from kernel.errors import ServiceError
-from kernel.pagination import NewestFirst
+from kernel.pagination import PaginatedListView
 from kernel.versions import VersionedCache
 from marketdata.models import Instrument, Timeframe
+from users.authentication import request_user
 
 MAX_LIMIT = 5000
 
@@ -290,28 +290,57 @@ class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
         return attrs
 
 
-class AlertRuleViewSet(viewsets.ModelViewSet[AlertRule]):
+class AlertRuleListView(APIView):
     """A user's alert rules; each user sees and edits only their own."""
 
-    queryset = AlertRule.objects.none()  # the model, for the schema; rows come from get_queryset
     serializer_class = AlertRuleSerializer
 
-    def get_queryset(self) -> QuerySet[AlertRule]:
-        return selectors.alert_rules_for_user(user=self.request.user)
+    @extend_schema(responses=AlertRuleSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        rules_ = selectors.alert_rules_for_user(user=request_user(request))
+        return Response(AlertRuleSerializer(rules_, many=True).data)
 
-    def perform_create(self, serializer: Any) -> None:
-        rule = AlertRule(user=self.request.user, **serializer.validated_data)  # type: ignore[misc]
-        serializer.instance = services.alert_rule_save(rule=rule)
+    @extend_schema(request=AlertRuleSerializer, responses={201: AlertRuleSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = AlertRuleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rule = services.alert_rule_save(
+            rule=AlertRule(user=request_user(request), **serializer.validated_data)
+        )
+        return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
-    def perform_update(self, serializer: Any) -> None:
-        rule = serializer.instance
+
+class AlertRuleView(APIView):
+    """A user's alert rules; each user sees and edits only their own."""
+
+    queryset = AlertRule.objects.none()  # the model, for the schema's path parameter
+    serializer_class = AlertRuleSerializer
+
+    def _rule(self, request: Request, pk: str) -> AlertRule:
+        return get_object_or_404(selectors.alert_rules_for_user(user=request_user(request)), pk=pk)
+
+    def get(self, request: Request, pk: str) -> Response:
+        return Response(AlertRuleSerializer(self._rule(request, pk)).data)
+
+    def put(self, request: Request, pk: str) -> Response:
+        return self._update(request, pk, partial=False)
+
+    def patch(self, request: Request, pk: str) -> Response:
+        return self._update(request, pk, partial=True)
+
+    def _update(self, request: Request, pk: str, *, partial: bool) -> Response:
+        rule = self._rule(request, pk)
+        serializer = AlertRuleSerializer(rule, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
         changed = [f for f, v in serializer.validated_data.items() if getattr(rule, f) != v]
         for field, value in serializer.validated_data.items():
             setattr(rule, field, value)
-        serializer.instance = services.alert_rule_save(rule=rule, changed=changed)
+        rule = services.alert_rule_save(rule=rule, changed=changed)
+        return Response(AlertRuleSerializer(rule).data)
 
-    def perform_destroy(self, instance: AlertRule) -> None:
-        services.alert_rule_delete(rule=instance)
+    def delete(self, request: Request, pk: str) -> Response:
+        services.alert_rule_delete(rule=self._rule(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class NotificationChannelSerializer(serializers.ModelSerializer[NotificationChannel]):
@@ -341,36 +370,72 @@ class ChannelTestSerializer(serializers.Serializer):
     message_id = serializers.CharField(help_text="Discord's id of the posted message")
 
 
-class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
+def _channel_save(
+    serializer: NotificationChannelSerializer, channel: NotificationChannel
+) -> NotificationChannel:
+    data = dict(serializer.validated_data)
+    webhook_url = data.pop("webhook_url", None)
+    for field, value in data.items():
+        setattr(channel, field, value)
+    return services.notification_channel_save(channel=channel, webhook_url=webhook_url)
+
+
+class NotificationChannelListView(APIView):
     """A user's Discord webhooks. The webhook URL is write-only: it holds the webhook's token."""
 
-    queryset = NotificationChannel.objects.none()  # the model, for the schema; rows come from get_queryset
     serializer_class = NotificationChannelSerializer
 
-    def get_queryset(self) -> QuerySet[NotificationChannel]:
-        return selectors.notification_channels_for_user(user=self.request.user)
+    @extend_schema(responses=NotificationChannelSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        channels = selectors.notification_channels_for_user(user=request_user(request))
+        return Response(NotificationChannelSerializer(channels, many=True).data)
 
-    def _save(self, serializer: Any, channel: NotificationChannel) -> None:
-        data = dict(serializer.validated_data)
-        webhook_url = data.pop("webhook_url", None)
-        for field, value in data.items():
-            setattr(channel, field, value)
-        serializer.instance = services.notification_channel_save(channel=channel, webhook_url=webhook_url)
+    @extend_schema(request=NotificationChannelSerializer, responses={201: NotificationChannelSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = NotificationChannelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        channel = _channel_save(serializer, NotificationChannel(user=request_user(request)))
+        return Response(NotificationChannelSerializer(channel).data, status=status.HTTP_201_CREATED)
 
-    def perform_create(self, serializer: Any) -> None:
-        self._save(serializer, NotificationChannel(user=self.request.user))  # type: ignore[misc]
 
-    def perform_update(self, serializer: Any) -> None:
-        self._save(serializer, serializer.instance)
+def _channel(request: Request, pk: str) -> NotificationChannel:
+    return get_object_or_404(selectors.notification_channels_for_user(user=request_user(request)), pk=pk)
 
-    def perform_destroy(self, instance: NotificationChannel) -> None:
-        services.notification_channel_delete(channel=instance)
+
+class NotificationChannelView(APIView):
+    """A user's Discord webhooks. The webhook URL is write-only: it holds the webhook's token."""
+
+    queryset = NotificationChannel.objects.none()  # the model, for the schema's path parameter
+    serializer_class = NotificationChannelSerializer
+
+    def get(self, request: Request, pk: str) -> Response:
+        return Response(NotificationChannelSerializer(_channel(request, pk)).data)
+
+    def put(self, request: Request, pk: str) -> Response:
+        return self._update(request, pk, partial=False)
+
+    def patch(self, request: Request, pk: str) -> Response:
+        return self._update(request, pk, partial=True)
+
+    def _update(self, request: Request, pk: str, *, partial: bool) -> Response:
+        channel = _channel(request, pk)
+        serializer = NotificationChannelSerializer(channel, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return Response(NotificationChannelSerializer(_channel_save(serializer, channel)).data)
+
+    def delete(self, request: Request, pk: str) -> Response:
+        services.notification_channel_delete(channel=_channel(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NotificationChannelTestView(APIView):
+    queryset = NotificationChannel.objects.none()  # the model, for the schema's path parameter
+    serializer_class = ChannelTestSerializer
 
     @extend_schema(request=None, responses=ChannelTestSerializer)
-    @action(detail=True, methods=["post"])
-    def test(self, request: Request, pk: str | None = None) -> Response:
+    def post(self, request: Request, pk: str) -> Response:
         """Posts a test message to the channel's webhook now (502 when Discord does not take it)."""
-        message_id = services.notification_channel_test(channel=self.get_object())
+        message_id = services.notification_channel_test(channel=_channel(request, pk))
         return Response(ChannelTestSerializer({"sent": True, "message_id": message_id}).data)
 
 
@@ -410,14 +475,22 @@ class AlertEventSerializer(serializers.ModelSerializer[AlertEvent]):
         return obj.payload.get("diagnostics")
 
 
-class AlertEventViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[AlertEvent]
-):
+class AlertEventListView(PaginatedListView):
     """The user's alert history, newest first, in cursor pages (`limit`, then follow `next`)."""
 
-    queryset = AlertEvent.objects.none()  # the model, for the schema; rows come from get_queryset
     serializer_class = AlertEventSerializer
-    pagination_class = NewestFirst
 
-    def get_queryset(self) -> QuerySet[AlertEvent]:
-        return selectors.alert_events_for_user(user=self.request.user)
+    @extend_schema(responses=AlertEventSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return self.paginate(selectors.alert_events_for_user(user=request_user(request)), request)
+
+
+class AlertEventView(APIView):
+    """The user's alert history, newest first, in cursor pages (`limit`, then follow `next`)."""
+
+    queryset = AlertEvent.objects.none()  # the model, for the schema's path parameter
+    serializer_class = AlertEventSerializer
+
+    def get(self, request: Request, pk: str) -> Response:
+        events = selectors.alert_events_for_user(user=request_user(request))
+        return Response(AlertEventSerializer(get_object_or_404(events, pk=pk)).data)

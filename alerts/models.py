@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from alerts import rules
-from alerts.indicators import Diagnostics, macdv_stage
+from alerts.indicators import Diagnostics, DiagnosticsJson, macdv_stage
 from kernel.fields import EncryptedTextField
 from marketdata.models import Instrument, Timeframe
 
@@ -228,6 +228,25 @@ class AlertSeriesState(models.Model):
         )
 
 
+class AlertPayload(TypedDict):
+    """An `alert` frame's data on the `alerts` channel (and its snapshot's items)."""
+
+    id: int
+    rule: int
+    symbol: str
+    timeframe: str
+    bar_start: str
+    label: str
+    title: str
+    value: str
+    price: str | None
+    direction: str
+    bias: str | None
+    stages: dict[str, str] | None  # each timeframe's MACD-V stage when it fired
+    diagnostics: DiagnosticsJson | None  # MACD-V diagnostics of the alert's timeframe
+    fired_at: str
+
+
 class AlertEvent(models.Model):
     """The alert history: one row per (rule, bar, label), inserted once."""
 
@@ -255,7 +274,7 @@ class AlertEvent(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> AlertPayload:
         return {
             "id": self.pk,
             "rule": self.rule_id,

@@ -10,7 +10,6 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from kernel.admin import ReadOnlyAdmin
-from users.services import audit_record
 
 from . import services
 from .console import OperatorAccountMixin, OperatorOrderMixin, OperatorPositionMixin, operator_of
@@ -40,7 +39,8 @@ def _form_changes(form: Any) -> dict[str, str]:
 @admin.register(ClientGroup)
 class ClientGroupAdmin(admin.ModelAdmin[ClientGroup]):
     """Group and per-instrument settings apply to new deals, except the leverage: a change re-margins
-    the open positions of the accounts following it. Every edit is audited."""
+    the open positions of the accounts following it. Edits go through the group services, which audit
+    them."""
 
     list_display = (
         "name",
@@ -57,63 +57,37 @@ class ClientGroupAdmin(admin.ModelAdmin[ClientGroup]):
     inlines = (GroupInstrumentInline,)
 
     def save_model(self, request: HttpRequest, obj: ClientGroup, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        operator = operator_of(request)
-        audit_record(
-            actor=operator,
-            action="group.change" if change else "group.create",
-            target=obj,
-            details={"changes": _form_changes(form)},
+        result = services.group_save(
+            group=obj, created=not change, changes=_form_changes(form), actor=operator_of(request)
         )
-        if change and "leverage" in form.changed_data:
-            # The admin saves in one transaction: the leverage and the margins change together.
-            result = services.group_positions_remargin(group=obj, changed_by=operator)
+        if result is None:
+            return
+        self.message_user(
+            request, f"Leverage 1:{obj.leverage}: positions of {len(result.accounts)} account(s) re-margined."
+        )
+        if result.unpriced:
             self.message_user(
                 request,
-                f"Leverage 1:{obj.leverage}: positions of {len(result.accounts)} account(s) re-margined.",
+                "No price to convert the margin of accounts "
+                f"{', '.join(map(str, result.unpriced))}: their positions keep their margin.",
+                level=messages.WARNING,
             )
-            if result.unpriced:
-                self.message_user(
-                    request,
-                    "No price to convert the margin of accounts "
-                    f"{', '.join(map(str, result.unpriced))}: their positions keep their margin.",
-                    level=messages.WARNING,
-                )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        super().save_formset(request, form, formset, change)
-        operator = operator_of(request)
-        for obj in formset.new_objects:
-            audit_record(
-                actor=operator,
-                action="group_instrument.create",
-                target=obj,
-                details={"group": form.instance.name},
-            )
-        for obj, fields in formset.changed_objects:
-            changes = {name: str(getattr(obj, name)) for name in fields}
-            audit_record(
-                actor=operator,
-                action="group_instrument.change",
-                target=obj,
-                details={"group": form.instance.name, "changes": changes},
-            )
-        for obj in formset.deleted_objects:
-            audit_record(
-                actor=operator,
-                action="group_instrument.delete",
-                target=obj,
-                details={"group": form.instance.name},
-            )
+        formset.save(commit=False)
+        services.group_instruments_save(
+            group=form.instance,
+            new=formset.new_objects,
+            changed=formset.changed_objects,
+            deleted=formset.deleted_objects,
+            actor=operator_of(request),
+        )
 
     def delete_model(self, request: HttpRequest, obj: ClientGroup) -> None:
-        audit_record(actor=operator_of(request), action="group.delete", target=obj)
-        super().delete_model(request, obj)
+        services.groups_delete(groups=[obj], actor=operator_of(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ClientGroup]) -> None:
-        for obj in queryset:
-            audit_record(actor=operator_of(request), action="group.delete", target=obj)
-        super().delete_queryset(request, queryset)
+        services.groups_delete(groups=queryset, actor=operator_of(request))
 
 
 @admin.register(TradingAccount)
@@ -150,14 +124,10 @@ class TradingAccountAdmin(OperatorAccountMixin, admin.ModelAdmin[TradingAccount]
     def save_model(self, request: HttpRequest, obj: TradingAccount, form: Any, change: bool) -> None:
         if change:
             return  # nothing is editable on this form
-        account = services.account_open(owner=obj.owner, group=obj.group, status=obj.status)
-        obj.pk, obj.number, obj.currency = account.pk, account.number, account.currency
-        audit_record(
-            actor=operator_of(request),
-            action="account.open",
-            target=account,
-            details={"owner": obj.owner.username, "group": obj.group.name, "status": obj.status},
+        account = services.account_open(
+            owner=obj.owner, group=obj.group, status=obj.status, actor=operator_of(request)
         )
+        obj.pk, obj.number, obj.currency = account.pk, account.number, account.currency
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

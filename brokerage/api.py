@@ -2,14 +2,11 @@
 
 A client sees only their own accounts: another's account answers 403 `forbidden_account`, an unknown
 number 404. Operators (is_staff) see and act on every account; their actions carry reason
-`operator`, and are audited. Views validate, call one service or selector, and render.
+`operator`, and the services audit them. Views validate, call one service or selector, and render.
 """
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from django.db import transaction
-from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -20,12 +17,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel import sql
-from kernel.pagination import NewestFirst
+from kernel.pagination import PaginatedListView
 from kernel.throttling import ScopedWriteThrottle, throttles_with
 from users.authentication import request_user
 from users.idempotency import idempotent
 from users.models import User
-from users.services import audit_record
 
 from . import pricing, selectors, services
 from .models import (
@@ -42,8 +38,6 @@ from .models import (
     TradingAccount,
 )
 from .selectors import AccountSummary, ledger_postings
-
-T = TypeVar("T")
 
 
 def price_field(**kwargs: Any) -> serializers.DecimalField:
@@ -70,20 +64,6 @@ def reason_for(user: User, account: TradingAccount) -> str:
     return Reason.CLIENT if account.owner_id == user.pk else Reason.OPERATOR
 
 
-def as_caller(user: User, account: TradingAccount, action: str, run: Callable[[], T]) -> T:
-    """Run one service call for `user`; an operator acting on another's account is audited in the
-    same transaction (clients' own requests are not)."""
-    if account.owner_id == user.pk:
-        return run()
-    with transaction.atomic():
-        result = run()
-        target = result if isinstance(result, Model) else account
-        audit_record(
-            actor=user, action=action, target=target, details={"account": account.number, "via": "api"}
-        )
-    return result
-
-
 # -- serializers -------------------------------------------------------------------------------------
 
 
@@ -107,7 +87,7 @@ class SummarySerializer(serializers.Serializer[Any]):
 
 def summary_data(summary: AccountSummary) -> dict[str, Any]:
     """The engine's summary, money quantised to the account currency at this edge."""
-    data = summary.as_event()
+    data: dict[str, Any] = {**summary.as_event()}
     for name in ("balance", "equity", "margin", "free_margin", "unrealized_pnl"):
         data[name] = str(pricing.money(getattr(summary, name), summary.currency))
     return data
@@ -329,18 +309,6 @@ class AccountDetailView(APIView):
         return Response({**data, "summary": summary_data(summary)})
 
 
-class PaginatedListView(APIView):
-    pagination_class = NewestFirst
-
-    def paginate(self, queryset: QuerySet[Any], request: Request, **context: Any) -> Response:
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        assert page is not None
-        return paginator.get_paginated_response(
-            self.serializer_class(page, many=True, context=context).data  # type: ignore[attr-defined]
-        )
-
-
 class OrderListView(PaginatedListView):
     serializer_class = OrderSerializer
     throttle_classes = throttles_with(ScopedWriteThrottle)
@@ -371,16 +339,11 @@ class OrderListView(PaginatedListView):
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        order = as_caller(
-            user,
-            account,
-            "order.submit",
-            lambda: services.order_submit(
-                account=account,
-                **serializer.validated_data,
-                reason=reason_for(user, account),
-                created_by=user,
-            ),
+        order = services.order_submit(
+            account=account,
+            **serializer.validated_data,
+            reason=reason_for(user, account),
+            actor=user,
         )
         return Response(_order_output.to_representation(order), status=status.HTTP_201_CREATED)
 
@@ -410,7 +373,7 @@ class OrderView(APIView):
         serializer = OrderModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        order = services.order_modify(order=order, **serializer.validated_data, created_by=user)
+        order = services.order_modify(order=order, **serializer.validated_data, actor=user)
         return Response(OrderSerializer(order).data)
 
 
@@ -433,12 +396,7 @@ class OrderCancelView(APIView):
         account = account_for(request, number)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
         user = request_user(request)
-        order = as_caller(
-            user,
-            account,
-            "order.cancel",
-            lambda: services.order_cancel(order=order, reason=reason_for(user, account), created_by=user),
-        )
+        order = services.order_cancel(order=order, reason=reason_for(user, account), actor=user)
         routed = order.status == OrderStatus.ROUTED
         return Response(
             OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED if routed else status.HTTP_200_OK
@@ -475,7 +433,7 @@ class PositionView(APIView):
         serializer = PositionModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         position = services.position_modify(
-            position=position, **serializer.validated_data, created_by=request_user(request)
+            position=position, **serializer.validated_data, actor=request_user(request)
         )
         return Response(PositionSerializer(position).data)
 
@@ -511,16 +469,11 @@ class PositionCloseView(APIView):
         serializer = PositionCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        deal = as_caller(
-            user,
-            account,
-            "position.close",
-            lambda: services.position_close(
-                position=position,
-                volume=serializer.validated_data.get("volume"),
-                reason=reason_for(user, account),
-                created_by=user,
-            ),
+        deal = services.position_close(
+            position=position,
+            volume=serializer.validated_data.get("volume"),
+            reason=reason_for(user, account),
+            actor=user,
         )
         return _closed([deal])
 
@@ -541,16 +494,11 @@ class PositionsCloseView(APIView):
         serializer = PositionsCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        deals = as_caller(
-            user,
-            account,
-            "account.close_positions",
-            lambda: services.positions_close_bulk(
-                account=account,
-                **serializer.validated_data,
-                reason=reason_for(user, account),
-                created_by=user,
-            ),
+        deals = services.positions_close_bulk(
+            account=account,
+            **serializer.validated_data,
+            reason=reason_for(user, account),
+            actor=user,
         )
         return _closed(deals)
 

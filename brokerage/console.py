@@ -1,7 +1,7 @@
 """The operator console in the Django admin: cash operations, status / group / leverage changes,
 closing positions, cancelling orders, the exposure page and the margin watch page. Every action calls
-an engine service attributed to the operator and is written to the audit log (users.AuditLog) in the
-same transaction."""
+an engine service with the operator as its `actor`; the service writes the audit log (users.AuditLog)
+in its own transaction."""
 
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -18,7 +18,6 @@ from django.urls import URLPattern, path, reverse
 
 from kernel.errors import ServiceError
 from users.models import User
-from users.services import audit_record
 
 from . import services
 from .models import (
@@ -84,13 +83,13 @@ def account_conditions_change(
     changed = []
     with transaction.atomic():
         if status != account.status:
-            services.account_status_set(account=account, status=status, changed_by=operator, reason=reason)
+            services.account_status_set(account=account, status=status, actor=operator, reason=reason)
             changed.append(f"status {status}")
         if group.pk != account.group_id:
-            services.account_group_change(account=account, group=group, changed_by=operator)
+            services.account_group_change(account=account, group=group, actor=operator)
             changed.append(f"group {group}")
         if leverage != account.leverage:
-            services.account_leverage_set(account=account, leverage=leverage, changed_by=operator)
+            services.account_leverage_set(account=account, leverage=leverage, actor=operator)
             changed.append(f"leverage {leverage or 'of the group'}")
     return changed
 
@@ -112,14 +111,7 @@ class CashForm(forms.Form):
 def cash_operation(
     *, operator: User, account: TradingAccount, operation: str, amount: Decimal, comment: str
 ) -> None:
-    with transaction.atomic():
-        CASH_OPERATIONS[operation](account=account, amount=amount, comment=comment, created_by=operator)
-        audit_record(
-            actor=operator,
-            action=f"account.{operation}",
-            target=account,
-            details={"amount": str(amount), "comment": comment},
-        )
+    CASH_OPERATIONS[operation](account=account, amount=amount, comment=comment, actor=operator)
 
 
 class OperatorAccountMixin:
@@ -209,16 +201,9 @@ class OperatorAccountMixin:
         operator = operator_of(request)
         for account in queryset:
             try:
-                with transaction.atomic():
-                    deals = services.positions_close_bulk(
-                        account=account, which="all", reason=Reason.OPERATOR, created_by=operator
-                    )
-                    audit_record(
-                        actor=operator,
-                        action="account.close_all_positions",
-                        target=account,
-                        details={"deals": [d.pk for d in deals]},
-                    )
+                deals = services.positions_close_bulk(
+                    account=account, which="all", reason=Reason.OPERATOR, actor=operator
+                )
             except ServiceError as exc:
                 self.message_user(request, f"{account}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
             else:
@@ -251,13 +236,7 @@ class OperatorPositionMixin:
         operator = operator_of(request)
         for position in queryset.filter(status=PositionStatus.OPEN):
             try:
-                with transaction.atomic():
-                    deal = services.position_close(
-                        position=position, reason=Reason.OPERATOR, created_by=operator
-                    )
-                    audit_record(
-                        actor=operator, action="position.close", target=position, details={"deal": deal.pk}
-                    )
+                deal = services.position_close(position=position, reason=Reason.OPERATOR, actor=operator)
             except ServiceError as exc:
                 self.message_user(request, f"Position {position.pk}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
             else:
@@ -272,9 +251,7 @@ class OperatorOrderMixin:
         operator = operator_of(request)
         for order in queryset.filter(status=OrderStatus.PENDING):
             try:
-                with transaction.atomic():
-                    services.order_cancel(order=order, reason=Reason.OPERATOR, created_by=operator)
-                    audit_record(actor=operator, action="order.cancel", target=order)
+                services.order_cancel(order=order, reason=Reason.OPERATOR, actor=operator)
             except ServiceError as exc:
                 self.message_user(request, f"Order {order.pk}: {exc.message}", messages.ERROR)  # type: ignore[attr-defined]
             else:

@@ -6,7 +6,6 @@ transaction balances to zero in its own currency (a deferred constraint trigger,
 """
 
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
@@ -15,6 +14,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from marketdata.models import Instrument
+
+from .payloads import AccountPayload, DealPayload, OrderPayload, PositionPayload
 
 
 def _s(value: Decimal | None) -> str | None:
@@ -209,7 +210,7 @@ class TradingAccount(models.Model):
     def stream_channel(self) -> str:
         return f"account:{self.number}"
 
-    def as_event(self) -> dict[str, Any]:
+    def as_event(self) -> AccountPayload:
         return {
             "number": self.number,
             "currency": self.currency,
@@ -342,7 +343,7 @@ class Order(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.volume} {self.instrument_id}"
 
-    def as_event(self) -> dict[str, Any]:
+    def as_event(self) -> OrderPayload:
         return {
             "id": self.pk,
             "client_order_id": self.client_order_id,
@@ -423,7 +424,7 @@ class Position(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.volume} {self.instrument_id}"
 
-    def as_event(self) -> dict[str, Any]:
+    def as_event(self) -> PositionPayload:
         return {
             "id": self.pk,
             "symbol": self.instrument.symbol,
@@ -486,7 +487,7 @@ class Deal(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.entry} {self.side} {self.volume} @ {self.price}"
 
-    def as_event(self) -> dict[str, Any]:
+    def as_event(self) -> DealPayload:
         return {
             "id": self.pk,
             "order": self.order_id,

@@ -23,6 +23,7 @@ from .models import (
     Side,
     TradingAccount,
 )
+from .payloads import SummaryPayload
 from .quotes import QuoteSource, redis_quotes
 
 ZERO = Decimal(0)
@@ -83,7 +84,7 @@ class AccountSummary:
     # Unrounded unrealized PnL per open position id (priced ones only).
     position_pnl: dict[int, Decimal] = field(default_factory=dict)
 
-    def as_event(self) -> dict[str, object]:
+    def as_event(self) -> SummaryPayload:
         return {
             "currency": self.currency,
             "balance": str(self.balance),

@@ -3,9 +3,10 @@ snapshot is the account with its summary, open positions and pending orders; the
 then publish `order`, `position`, `deal`, `account`, `margin_call` and `stop_out` events to the group
 after commit."""
 
-from typing import Any
+from typing import Any, cast
 
 from .models import Order, OrderStatus, TradingAccount
+from .payloads import AccountSnapshotPayload
 from .selectors import account_summary, open_positions
 
 
@@ -19,7 +20,7 @@ class AccountChannel:
         account = self._account(user, arg)
         return account.stream_group if account else None
 
-    def snapshot(self, user: Any, arg: str) -> Any:
+    def snapshot(self, user: Any, arg: str) -> AccountSnapshotPayload | None:
         account = self._account(user, arg)
         if account is None:
             return None
@@ -27,9 +28,13 @@ class AccountChannel:
         orders = Order.objects.filter(account=account, status=OrderStatus.PENDING).select_related(
             "instrument"
         )
-        return {
-            **account.as_event(),
-            **account_summary(account=account, positions=positions).as_event(),
-            "positions": [p.as_event() for p in positions],
-            "orders": [o.as_event() for o in orders.order_by("id")],
-        }
+        # The account's fields first, then its summary's (the same currency and balance).
+        return cast(
+            AccountSnapshotPayload,
+            {
+                **account.as_event(),
+                **account_summary(account=account, positions=positions).as_event(),
+                "positions": [p.as_event() for p in positions],
+                "orders": [o.as_event() for o in orders.order_by("id")],
+            },
+        )

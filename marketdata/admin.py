@@ -182,7 +182,7 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
                         match=match,
                         expected=fingerprint,
                         watch=form.cleaned_data["watch"],
-                        changed_by=request.user,
+                        actor=request.user,
                     )
                     counts = ", ".join(f"{n} {action}" for action, n in done.counts.items())
                     self.message_user(request, f"Imported from {venue.code}: {counts}.")
@@ -215,7 +215,7 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
             assert isinstance(request.user, User)
             try:
                 change = venue_watchlist_change(
-                    venue=venue, add=form.names("add"), remove=form.names("remove"), changed_by=request.user
+                    venue=venue, add=form.names("add"), remove=form.names("remove"), actor=request.user
                 )
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
@@ -243,7 +243,7 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
         changed = 0
         for venue in queryset:
             try:
-                changed += venue_set_enabled(venue=venue, enabled=enabled, changed_by=request.user)
+                changed += venue_set_enabled(venue=venue, enabled=enabled, actor=request.user)
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
         self.message_user(request, f"{changed} venue(s) {'enabled' if enabled else 'disabled'}.")

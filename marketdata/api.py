@@ -9,7 +9,7 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -167,12 +167,12 @@ def _query(serializer_class: type[serializers.Serializer[Any]], request: Request
 SYMBOL_PARAM = OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. EURUSD")
 
 
-class InstrumentListView(generics.ListAPIView[Instrument]):
+class InstrumentListView(APIView):
     serializer_class = InstrumentSerializer
-    pagination_class = None
 
-    def get_queryset(self) -> Any:
-        return selectors.instrument_list()
+    @extend_schema(responses=InstrumentSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(InstrumentSerializer(selectors.instrument_list(), many=True).data)
 
 
 class QuoteListView(APIView):

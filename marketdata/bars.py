@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TypedDict
 
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 
@@ -38,7 +38,25 @@ class Bar:
     venue: str = ""
 
 
-def bar_to_wire(bar: Bar) -> dict[str, Any]:
+class CandlePayload(TypedDict):
+    """A closed bar as a `candle` frame's data on `candles:SYMBOL:TF`, in the Redis candle cache and
+    the API: prices and volume as decimal strings, `start` in ISO 8601 (UTC)."""
+
+    symbol: str
+    tf: str
+    start: str
+    o: str
+    h: str
+    l: str  # noqa: E741 (the wire's name)
+    c: str
+    volume: str
+    ticks: int
+    synthetic: bool
+    source: str  # TRADES, MID or BACKFILL
+    venue: str
+
+
+def bar_to_wire(bar: Bar) -> CandlePayload:
     """The JSON shape of a bar in stream events, the Redis cache and the API (prices as strings)."""
     return {
         "symbol": bar.symbol,

@@ -3,6 +3,7 @@
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypedDict
 
 
 def now_ns() -> int:
@@ -47,6 +48,19 @@ class Trade:
     recv_ts: int
 
 
+class QuotePayload(TypedDict):
+    """A `quote` frame's data on `quotes:SYMBOL` / `quotes:*`, and a Redis ticker cache entry. With no
+    healthy venue the symbol is not tradable and venue, prices and ts are null."""
+
+    symbol: str
+    seq: int
+    tradable: bool
+    venue: str | None
+    bid: str | None
+    ask: str | None
+    ts: int | None  # the venue's timestamp, epoch milliseconds
+
+
 @dataclass(frozen=True, slots=True)
 class SelectedQuote:
     """A quote the LP manager selected for its symbol, numbered per symbol.
@@ -60,7 +74,7 @@ class SelectedQuote:
     quote: Quote | None
     tradable: bool
 
-    def to_wire(self) -> dict[str, object]:
+    def to_wire(self) -> QuotePayload:
         """The JSON shape sent to stream subscribers and cached in Redis (prices as strings)."""
         q = self.quote
         return {

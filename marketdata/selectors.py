@@ -18,7 +18,7 @@ from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.candles import fill_gaps
 from marketdata.models import SIMULATED, Candle, Instrument, Venue, VenueSymbol
 from marketdata.publisher import book_key, ticker_key
-from marketdata.quotes import SelectedQuote
+from marketdata.quotes import QuotePayload, SelectedQuote
 
 Tick = tuple[int, Decimal]  # (epoch ns, mid)
 
@@ -89,7 +89,7 @@ def instrument_get(*, symbol: str) -> Instrument:
     return instrument
 
 
-def quote_list(*, symbols: list[str] | None = None) -> list[dict[str, Any]]:
+def quote_list(*, symbols: list[str] | None = None) -> list[QuotePayload]:
     """The latest selected quote per symbol from the Redis ticker cache. A known symbol with no
     cached quote is listed untradable with no price; an unknown symbol is a 404."""
     if symbols is None:

@@ -37,7 +37,7 @@ from users.services import audit_record
 log = logging.getLogger(__name__)
 
 
-def venue_set_enabled(*, venue: Venue, enabled: bool, changed_by: User) -> bool:
+def venue_set_enabled(*, venue: Venue, enabled: bool, actor: User) -> bool:
     """Enable or disable a venue (the market loop applies it on its next reload), audited.
     Returns False when the venue already was in that state (nothing written)."""
     with transaction.atomic():
@@ -52,9 +52,9 @@ def venue_set_enabled(*, venue: Venue, enabled: bool, changed_by: User) -> bool:
             )
         locked.enabled = enabled
         locked.save(update_fields=["enabled", "updated_at"])
-        audit_record(actor=changed_by, action="venue.enable" if enabled else "venue.disable", target=locked)
+        audit_record(actor=actor, action="venue.enable" if enabled else "venue.disable", target=locked)
     venue.enabled = enabled
-    log.info("venue=%s %s by %s", venue.code, "enabled" if enabled else "disabled", changed_by)
+    log.info("venue=%s %s by %s", venue.code, "enabled" if enabled else "disabled", actor)
     return True
 
 
@@ -469,7 +469,7 @@ def instruments_import(
     dry_run: bool = False,
     expected: str | None = None,
     watch: bool = False,
-    changed_by: User | None = None,
+    actor: User | None = None,
 ) -> catalogue.ImportPlan:
     """Create or update instruments and this venue's symbol mappings from the venue's catalogue.
 
@@ -504,10 +504,10 @@ def instruments_import(
         _import_apply(venue, plan)
         if watch:
             imported = [i.entry.venue_symbol for i in plan.items if i.action != "skipped"]
-            venue_watchlist_change(venue=venue, add=imported, changed_by=changed_by)
-        if changed_by is not None:
+            venue_watchlist_change(venue=venue, add=imported, actor=actor)
+        if actor is not None:
             audit_record(
-                actor=changed_by,
+                actor=actor,
                 action="venue.instruments_import",
                 target=venue,
                 details={
@@ -564,7 +564,7 @@ def _names(raw: Iterable[str]) -> list[str]:
 
 
 def venue_watchlist_change(
-    *, venue: Venue, add: Iterable[str] = (), remove: Iterable[str] = (), changed_by: User | None = None
+    *, venue: Venue, add: Iterable[str] = (), remove: Iterable[str] = (), actor: User | None = None
 ) -> WatchlistChange:
     """Put symbols on or off a venue's watchlist (the mappings the market loop subscribes to), by
     venue name (BTC-USD) or our symbol (BTCUSD), any case. The running market loop applies it at its
@@ -623,9 +623,9 @@ def venue_watchlist_change(
                 "Nothing was changed.",
                 status_code=status.HTTP_400_BAD_REQUEST,
             )
-        if changed_by is not None and (change.added or change.removed):
+        if actor is not None and (change.added or change.removed):
             audit_record(
-                actor=changed_by,
+                actor=actor,
                 action="venue.watchlist_change",
                 target=venue,
                 details={"added": change.added, "removed": change.removed},

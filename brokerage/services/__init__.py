@@ -32,6 +32,7 @@ from .accounts import (
 from .channels import ROUTED_CHANNEL, TRIGGERS_CHANNEL, routed_channel, triggers_channel
 from .checks import PRICE_DIGITS, SYSTEM_REASONS, ZERO
 from .events import PUBLISH_BATCH_MAX, Outbox
+from .groups import group_instruments_save, group_save, groups_delete
 from .ledger import house_account, ledger_post
 from .orders import (
     KEEP,
@@ -74,7 +75,10 @@ __all__ = [
     "account_open",
     "account_status_set",
     "account_withdraw",
+    "group_instruments_save",
     "group_positions_remargin",
+    "group_save",
+    "groups_delete",
     "house_account",
     "ledger_post",
     "order_cancel",

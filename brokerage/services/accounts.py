@@ -22,6 +22,7 @@ from ..models import (
     TradingAccount,
     TransactionKind,
 )
+from ..payloads import AccountPayload
 from ..quotes import QuoteSource, redis_quotes
 from .checks import ZERO, _amount, _choice
 from .dealing import _Dealing, _remargin
@@ -37,9 +38,10 @@ def account_open(
     group: ClientGroup,
     number: int | None = None,
     status: str = AccountStatus.ACTIVE,
+    actor: User | None = None,
 ) -> TradingAccount:
     """Open a trading account in the group's currency, with its client ledger account.
-    The number comes from a database sequence unless given."""
+    The number comes from a database sequence unless given; an operator's (`actor`) is audited."""
     _choice(status, AccountStatus, "status")
     fields: dict[str, Any] = {"owner": owner, "group": group, "currency": group.currency, "status": status}
     if number is not None:
@@ -53,6 +55,13 @@ def account_open(
     LedgerAccount.objects.create(
         kind=LedgerAccountKind.CLIENT, currency=account.currency, trading_account=account
     )
+    if actor is not None:
+        audit_record(
+            actor=actor,
+            action="account.open",
+            target=account,
+            details={"owner": owner.username, "group": group.name, "status": status},
+        )
     return account
 
 
@@ -63,8 +72,12 @@ def _cash_movement(
     house_kind: str,
     amount: Decimal,
     comment: str,
-    created_by: User | None,
+    actor: User | None,
+    operation: str,
+    requested: Decimal,
 ) -> LedgerTransaction:
+    """Post a cash movement of the locked account; an operator's (`actor`) is audited as
+    `account.<operation>` with the amount as requested."""
     outbox = Outbox(account)
     txn = _post_client(
         account,
@@ -73,15 +86,22 @@ def _cash_movement(
         house_kind=house_kind,
         outbox=outbox,
         comment=comment,
-        created_by=created_by,
+        created_by=actor,
     )
+    if actor is not None:
+        audit_record(
+            actor=actor,
+            action=f"account.{operation}",
+            target=account,
+            details={"amount": str(requested), "comment": comment},
+        )
     outbox.commit()
     return txn
 
 
 @transaction.atomic
 def account_deposit(
-    *, account: TradingAccount, amount: Decimal, created_by: User | None = None, comment: str = ""
+    *, account: TradingAccount, amount: Decimal, actor: User | None = None, comment: str = ""
 ) -> LedgerTransaction:
     """Credit the account from the house cash account."""
     locked = _lock_account(account.pk)
@@ -92,7 +112,9 @@ def account_deposit(
         house_kind=LedgerAccountKind.CASH,
         amount=value,
         comment=comment,
-        created_by=created_by,
+        actor=actor,
+        operation="deposit",
+        requested=amount,
     )
     account.balance = locked.balance
     return txn
@@ -103,7 +125,7 @@ def account_withdraw(
     *,
     account: TradingAccount,
     amount: Decimal,
-    created_by: User | None = None,
+    actor: User | None = None,
     comment: str = "",
     quotes: QuoteSource | None = None,
 ) -> LedgerTransaction:
@@ -125,7 +147,9 @@ def account_withdraw(
         house_kind=LedgerAccountKind.CASH,
         amount=-value,
         comment=comment,
-        created_by=created_by,
+        actor=actor,
+        operation="withdraw",
+        requested=amount,
     )
     account.balance = locked.balance
     return txn
@@ -133,7 +157,7 @@ def account_withdraw(
 
 @transaction.atomic
 def account_adjust(
-    *, account: TradingAccount, amount: Decimal, comment: str, created_by: User | None = None
+    *, account: TradingAccount, amount: Decimal, comment: str, actor: User | None = None
 ) -> LedgerTransaction:
     """An operator's correction, positive or negative, against the house adjustment account."""
     if not comment.strip():
@@ -148,7 +172,9 @@ def account_adjust(
         house_kind=LedgerAccountKind.ADJUSTMENT,
         amount=value,
         comment=comment,
-        created_by=created_by,
+        actor=actor,
+        operation="adjust",
+        requested=amount,
     )
     account.balance = locked.balance
     return txn
@@ -156,7 +182,7 @@ def account_adjust(
 
 @transaction.atomic
 def account_bonus(
-    *, account: TradingAccount, amount: Decimal, comment: str = "", created_by: User | None = None
+    *, account: TradingAccount, amount: Decimal, comment: str = "", actor: User | None = None
 ) -> LedgerTransaction:
     """A bonus credit paid by the house bonus account."""
     locked = _lock_account(account.pk)
@@ -167,13 +193,15 @@ def account_bonus(
         house_kind=LedgerAccountKind.BONUS,
         amount=value,
         comment=comment,
-        created_by=created_by,
+        actor=actor,
+        operation="bonus",
+        requested=amount,
     )
     account.balance = locked.balance
     return txn
 
 
-def _account_event(account: TradingAccount) -> dict[str, Any]:
+def _account_event(account: TradingAccount) -> AccountPayload:
     return {**account.as_event(), "group": account.group.name, "leverage": account.effective_leverage}
 
 
@@ -184,7 +212,7 @@ class GroupRemargin:
 
 
 def group_positions_remargin(
-    *, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
+    *, group: ClientGroup, actor: User, quotes: QuoteSource | None = None
 ) -> GroupRemargin:
     """After an operator changed a group's leverage: re-margin the open positions of every account
     that follows it (no leverage override of its own), one account lock at a time in id order; audited
@@ -220,7 +248,7 @@ def group_positions_remargin(
         d.outbox.commit()
     if changed or unpriced:  # the leverage edit itself is the group's own audit entry
         audit_record(
-            actor=changed_by,
+            actor=actor,
             action="group.remargin",
             target=group,
             details={"leverage": group.leverage, "accounts": changed, "unpriced": unpriced},
@@ -229,9 +257,7 @@ def group_positions_remargin(
 
 
 @transaction.atomic
-def account_status_set(
-    *, account: TradingAccount, status: str, changed_by: User, reason: str
-) -> TradingAccount:
+def account_status_set(*, account: TradingAccount, status: str, actor: User, reason: str) -> TradingAccount:
     """Set an account active, close-only or disabled (an operator, with a reason); audited."""
     _choice(status, AccountStatus, "status")
     if not reason.strip():
@@ -244,7 +270,7 @@ def account_status_set(
         locked.status = status
         locked.save(update_fields=["status"])
         audit_record(
-            actor=changed_by,
+            actor=actor,
             action="account.status",
             target=locked,
             details={"from": previous, "to": status, "reason": reason},
@@ -258,7 +284,7 @@ def account_status_set(
 
 @transaction.atomic
 def account_group_change(
-    *, account: TradingAccount, group: ClientGroup, changed_by: User, quotes: QuoteSource | None = None
+    *, account: TradingAccount, group: ClientGroup, actor: User, quotes: QuoteSource | None = None
 ) -> TradingAccount:
     """Move an account to another group of its currency; audited. Open positions are re-margined at
     the new group's leverage (unless the account overrides it), refused as _remargin says; a netting
@@ -286,7 +312,7 @@ def account_group_change(
     _remargin(d)
     locked.save(update_fields=["group"])
     audit_record(
-        actor=changed_by,
+        actor=actor,
         action="account.group",
         target=locked,
         details={"from": previous.name, "to": group.name, "leverage": locked.effective_leverage},
@@ -303,7 +329,7 @@ def account_leverage_set(
     *,
     account: TradingAccount,
     leverage: int | None,
-    changed_by: User,
+    actor: User,
     quotes: QuoteSource | None = None,
 ) -> TradingAccount:
     """Override the account's leverage (None: back to the group's); audited. Open positions are
@@ -323,7 +349,7 @@ def account_leverage_set(
     _remargin(d)
     locked.save(update_fields=["leverage"])
     audit_record(
-        actor=changed_by,
+        actor=actor,
         action="account.leverage",
         target=locked,
         details={"from": previous, "to": locked.effective_leverage, "override": leverage},

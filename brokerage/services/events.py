@@ -6,15 +6,24 @@ import json
 import logging
 import queue
 import threading
-from typing import Any
+from typing import Literal, overload
 
 from django.db import transaction
 
 from kernel.redis import sync_client
 from marketdata.hub import Envelope, asend_batch, envelope, plain
 
-from ..models import (
-    TradingAccount,
+from ..models import TradingAccount
+from ..payloads import (
+    AccountEventName,
+    AccountEventPayload,
+    AccountNotice,
+    AccountPayload,
+    DealPayload,
+    MarginCallPayload,
+    OrderPayload,
+    PositionPayload,
+    StopOutPayload,
 )
 from .channels import routed_channel, triggers_channel
 
@@ -60,10 +69,11 @@ class _Publisher:
         """Notices in one Redis pipeline; events in one channel-layer message per account group."""
         with sync_client().pipeline(transaction=False) as pipe:
             for outbox in batch:
+                notice = json.dumps(AccountNotice(account=outbox.account.pk))
                 if outbox.triggers_changed:
-                    pipe.publish(triggers_channel(), json.dumps({"account": outbox.account.pk}))
+                    pipe.publish(triggers_channel(), notice)
                 if outbox.routed:
-                    pipe.publish(routed_channel(), json.dumps({"account": outbox.account.pk}))
+                    pipe.publish(routed_channel(), notice)
             pipe.execute()
         by_group: dict[str, list[Envelope]] = {}
         for outbox in batch:
@@ -88,11 +98,23 @@ class Outbox:
 
     def __init__(self, account: TradingAccount) -> None:
         self.account = account
-        self.events: list[tuple[str, Any]] = []
+        self.events: list[tuple[AccountEventName, AccountEventPayload]] = []
         self.triggers_changed = False
         self.routed = False
 
-    def add(self, event: str, data: Any) -> None:
+    @overload
+    def add(self, event: Literal["account"], data: AccountPayload) -> None: ...
+    @overload
+    def add(self, event: Literal["order"], data: OrderPayload) -> None: ...
+    @overload
+    def add(self, event: Literal["position"], data: PositionPayload) -> None: ...
+    @overload
+    def add(self, event: Literal["deal"], data: DealPayload) -> None: ...
+    @overload
+    def add(self, event: Literal["margin_call"], data: MarginCallPayload) -> None: ...
+    @overload
+    def add(self, event: Literal["stop_out"], data: StopOutPayload) -> None: ...
+    def add(self, event: AccountEventName, data: AccountEventPayload) -> None:
         self.events.append((event, data))
 
     @property

@@ -1,12 +1,13 @@
 """Orders: submit, fill from the LP, cancel, modify, expire and trigger."""
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Model
 from django.utils import timezone
 
 from kernel.errors import ServiceError
@@ -102,13 +103,14 @@ def order_submit(
     expires_at: datetime | None = None,
     client_order_id: str = "",
     reason: str = Reason.CLIENT,
-    created_by: User | None = None,
+    actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Order:
     """Place an order. The LP gateway (settings.ORDER_GATEWAY) decides its book first. B-Book: a market
     order fills now at the client's ask (BUY) or bid (SELL); limit, stop and stop-limit orders are
     stored as `pending` for the trigger watcher. A-Book: any type is stored as `routed` for the LP
-    session the router chose, holding its margin. Raises ServiceError; nothing is written when it does."""
+    session the router chose, holding its margin. Raises ServiceError; nothing is written when it does.
+    The desk's (reason `operator`, by `actor`) is audited."""
     quotes = QuoteSnapshot(quotes or redis_quotes)
     _choice(side, Side, "side")
     _choice(type, OrderType, "type")
@@ -170,7 +172,7 @@ def order_submit(
             book=decision.book,
             route=decision.session,
             position=existing if reduces else None,
-            created_by=created_by,
+            created_by=actor,
         )
         if order.book == Book.A:
             _route(d, order, entry)
@@ -181,6 +183,7 @@ def order_submit(
             d.outbox.triggers_changed = True
         else:
             _fill(d, order, entry, reason=reason, venue=tick.venue, quote_seq=tick.seq)
+        _audit_operator_action(actor, reason, locked, "order.submit", order)
         d.outbox.commit()
     account.balance = locked.balance
     return order
@@ -326,17 +329,19 @@ def order_routed_end(
 
 
 @transaction.atomic
-def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User | None = None) -> Order:
+def order_cancel(*, order: Order, reason: str = Reason.CLIENT, actor: User | None = None) -> Order:
     """Cancel a pending order, or a routed (A-Book) one through the LP gateway (settings.ORDER_GATEWAY): ended
     at once when the LP never got it; otherwise the LP is asked and the order stays `routed` until
     the LP's answer ends it (its status tells the caller which happened). A routed order's rows are
     locked by the hook in the LP gateway's order (order, then its FIX order, then the account, as an
-    execution report locks them), so this does not take the account lock first."""
+    execution report locks them), so this does not take the account lock first. The desk's (reason
+    `operator`, by `actor`) is audited."""
     _choice(reason, Reason, "reason")
     if Order.objects.filter(pk=order.pk, status=OrderStatus.ROUTED).exists():
         _check_account(TradingAccount.objects.get(pk=order.account_id), opening=False, reason=reason)
         routed_order_cancel(order.pk, reason)
         order.refresh_from_db()
+        _audit_operator_action(actor, reason, order.account, "order.cancel", order)
         return order
     locked = _lock_account(order.account_id)
     _check_account(locked, opening=False, reason=reason)
@@ -348,6 +353,7 @@ def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User 
             "order_not_pending", f"Order {order.pk} is neither pending nor routed.", status_code=409
         )
     order.refresh_from_db()
+    _audit_operator_action(actor, reason, locked, "order.cancel", order)
     outbox = Outbox(locked)
     outbox.add("order", order.as_event())
     outbox.triggers_changed = True
@@ -355,20 +361,36 @@ def order_cancel(*, order: Order, reason: str = Reason.CLIENT, created_by: User 
     return order
 
 
+def _audit_operator_action(
+    actor: User | None,
+    reason: str,
+    account: TradingAccount,
+    action: str,
+    target: Model,
+    **details: Any,
+) -> None:
+    """Audit an action taken for the desk (reason `operator`: the console, or an operator through the
+    API on another's account) by `actor`; clients' own actions are not audited."""
+    if actor is not None and reason == Reason.OPERATOR:
+        audit_record(
+            actor=actor, action=action, target=target, details={"account": account.number, **details}
+        )
+
+
 def _audit_operator_change(
-    created_by: User | None,
+    actor: User | None,
     locked: TradingAccount,
     action: str,
     target: Order | Position,
-    before: dict[str, Any],
-    after: dict[str, Any],
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
     fields: list[str],
 ) -> None:
     """Audit a change of an account's order or position made by anyone but its owner: the changed
     fields' values before and after (events' string forms)."""
-    if created_by is not None and created_by.pk != locked.owner_id:
+    if actor is not None and actor.pk != locked.owner_id:
         audit_record(
-            actor=created_by,
+            actor=actor,
             action=action,
             target=target,
             details={
@@ -388,7 +410,7 @@ def order_modify(
     sl: Any = KEEP,
     tp: Any = KEEP,
     expires_at: Any = KEEP,
-    created_by: User | None = None,
+    actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Order:
     """Change a pending order's prices, SL/TP and expiry: what is given (None removes SL, TP or the
@@ -440,7 +462,7 @@ def order_modify(
     for field, value in changes.items():
         setattr(fresh, field, value)
     after = fresh.as_event()
-    _audit_operator_change(created_by, locked, "order.modify", fresh, before, after, list(changes))
+    _audit_operator_change(actor, locked, "order.modify", fresh, before, after, list(changes))
     outbox = Outbox(locked)
     outbox.add("order", after)
     outbox.triggers_changed = True  # the watcher re-arms it at its new level

@@ -18,7 +18,7 @@ from .checks import _check_account, _check_sl_tp, _check_tradable, _check_volume
 from .dealing import _close_at_market, _Dealing, _protect_negative_balance
 from .events import Outbox
 from .locks import _lock_account
-from .orders import _audit_operator_change
+from .orders import _audit_operator_action, _audit_operator_change
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def position_modify(
     position: Position,
     sl: Decimal | None,
     tp: Decimal | None,
-    created_by: User | None = None,
+    actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Position:
     """Set (or with None remove) a position's SL and TP. They must lie on the right side of the
@@ -60,7 +60,7 @@ def position_modify(
     fresh.sl, fresh.tp = sl_, tp_
     fresh.save(update_fields=["sl", "tp", "updated_at"])
     after = fresh.as_event()
-    _audit_operator_change(created_by, locked, "position.modify", fresh, before, after, ["sl", "tp"])
+    _audit_operator_change(actor, locked, "position.modify", fresh, before, after, ["sl", "tp"])
     outbox = Outbox(locked)
     outbox.add("position", after)
     outbox.triggers_changed = True
@@ -74,10 +74,11 @@ def position_close(
     position: Position,
     volume: Decimal | None = None,
     reason: str = Reason.CLIENT,
-    created_by: User | None = None,
+    actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> Deal:
-    """Close a position at market, fully or `volume` lots of it (the rest stays at its open price)."""
+    """Close a position at market, fully or `volume` lots of it (the rest stays at its open price).
+    The desk's (reason `operator`, by `actor`) is audited."""
     quotes = quotes or redis_quotes
     _choice(reason, Reason, "reason")
     locked, fresh = _locked_position(position.pk)
@@ -92,7 +93,8 @@ def position_close(
         raise ServiceError("invalid_volume", f"The rest would be below the minimum {instrument.volume_min}.")
     d = _Dealing(locked, quotes)
     _check_tradable(instrument, d.conditions)
-    deal = _close_at_market(d, fresh, volume_, reason=reason, created_by=created_by)
+    deal = _close_at_market(d, fresh, volume_, reason=reason, created_by=actor)
+    _audit_operator_action(actor, reason, locked, "position.close", deal, position=fresh.pk)
     _protect_negative_balance(d)
     d.outbox.commit()
     position.volume, position.status = fresh.volume, fresh.status
@@ -106,11 +108,12 @@ def positions_close_bulk(
     which: Literal["all", "winners", "losers"] = "all",
     symbol: str | None = None,
     reason: str = Reason.CLIENT,
-    created_by: User | None = None,
+    actor: User | None = None,
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Close all, the winning or the losing open positions of an account (optionally of one symbol).
-    Positions without a tradable price are left open."""
+    Positions without a tradable price are left open. The desk's (reason `operator`, by `actor`) is
+    audited, even when nothing was closed."""
     quotes = quotes or redis_quotes
     if which not in BULK_FILTERS:
         raise ServiceError("invalid_which", "which must be all, winners or losers.", status_code=400)
@@ -130,7 +133,10 @@ def positions_close_bulk(
             continue
         if not position.instrument.tradable:
             continue
-        deals.append(_close_at_market(d, position, position.volume, reason=reason, created_by=created_by))
+        deals.append(_close_at_market(d, position, position.volume, reason=reason, created_by=actor))
+    _audit_operator_action(
+        actor, reason, locked, "account.close_positions", locked, deals=[x.pk for x in deals]
+    )
     _protect_negative_balance(d)
     d.outbox.commit()
     account.balance = locked.balance

@@ -23,9 +23,7 @@ def buy(account: TradingAccount, volume: str = "1") -> Position:
 
 
 def test_a_status_change_is_attributed_and_audited_with_its_reason(account, operator):
-    services.account_status_set(
-        account=account, status="close_only", changed_by=operator, reason="KYC review"
-    )
+    services.account_status_set(account=account, status="close_only", actor=operator, reason="KYC review")
     account.refresh_from_db()
     assert account.status == "close_only"
     entry = AuditLog.objects.get()
@@ -35,10 +33,10 @@ def test_a_status_change_is_attributed_and_audited_with_its_reason(account, oper
 
 def test_a_status_change_needs_a_valid_status_and_a_reason(account, operator):
     with pytest.raises(ServiceError) as exc:
-        services.account_status_set(account=account, status="frozen", changed_by=operator, reason="x")
+        services.account_status_set(account=account, status="frozen", actor=operator, reason="x")
     assert exc.value.code == "invalid_status"
     with pytest.raises(ServiceError) as exc:
-        services.account_status_set(account=account, status="disabled", changed_by=operator, reason=" ")
+        services.account_status_set(account=account, status="disabled", actor=operator, reason=" ")
     assert exc.value.code == "reason_required"
     account.refresh_from_db()
     assert account.status == "active"
@@ -50,7 +48,7 @@ def test_a_group_change_re_margins_open_positions_at_the_new_leverage(account, o
     position = buy(account)
     assert position.margin == D("1100.20")
     low = ClientGroup.objects.create(name="low", currency="USD", leverage=50)
-    services.account_group_change(account=account, group=low, changed_by=operator)
+    services.account_group_change(account=account, group=low, actor=operator)
     account.refresh_from_db()
     position.refresh_from_db()
     assert (account.group, position.margin) == (low, D("2200.40"))
@@ -65,7 +63,7 @@ def test_a_group_change_that_would_stop_the_account_out_is_refused(client_user, 
     position = buy(account)
     strict = ClientGroup.objects.create(name="strict", currency="USD", leverage=20)
     with pytest.raises(ServiceError) as exc:  # margin 5501 against equity 1180: 21.45 %
-        services.account_group_change(account=account, group=strict, changed_by=operator)
+        services.account_group_change(account=account, group=strict, actor=operator)
     assert (exc.value.code, exc.value.status_code) == ("margin_level_too_low", 409)
     assert "21.45 %" in exc.value.message
     account.refresh_from_db()
@@ -77,7 +75,7 @@ def test_a_group_change_that_would_stop_the_account_out_is_refused(client_user, 
 def test_a_group_change_keeps_the_currency_and_the_margin_mode_rules(account, operator, market):
     euro = ClientGroup.objects.create(name="euro", currency="EUR", leverage=100)
     with pytest.raises(ServiceError) as exc:
-        services.account_group_change(account=account, group=euro, changed_by=operator)
+        services.account_group_change(account=account, group=euro, actor=operator)
     assert exc.value.code == "currency_mismatch"
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "0.1")
@@ -86,7 +84,7 @@ def test_a_group_change_keeps_the_currency_and_the_margin_mode_rules(account, op
         name="net", currency="USD", leverage=100, margin_mode=MarginMode.NETTING
     )
     with pytest.raises(ServiceError) as exc:
-        services.account_group_change(account=account, group=netting, changed_by=operator)
+        services.account_group_change(account=account, group=netting, actor=operator)
     assert exc.value.code == "margin_mode_conflict"
     account.refresh_from_db()
     assert account.group.name == "standard"
@@ -95,18 +93,18 @@ def test_a_group_change_keeps_the_currency_and_the_margin_mode_rules(account, op
 def test_a_leverage_override_re_margins_and_applies_to_new_orders(account, operator, market):
     market.set("EURUSD", "1.1000", "1.1002")
     first = buy(account)
-    services.account_leverage_set(account=account, leverage=200, changed_by=operator)
+    services.account_leverage_set(account=account, leverage=200, actor=operator)
     first.refresh_from_db()
     assert first.margin == D("550.10")
     assert buy(account).margin == D("550.10")
-    services.account_leverage_set(account=account, leverage=None, changed_by=operator)
+    services.account_leverage_set(account=account, leverage=None, actor=operator)
     assert {p.margin for p in Position.objects.all()} == {D("1100.20")}
     assert [(e.action, e.details["from"], e.details["to"]) for e in AuditLog.objects.order_by("id")] == [
         ("account.leverage", 100, 200),
         ("account.leverage", 200, 100),
     ]
     with pytest.raises(ServiceError) as exc:
-        services.account_leverage_set(account=account, leverage=0, changed_by=operator)
+        services.account_leverage_set(account=account, leverage=0, actor=operator)
     assert exc.value.code == "invalid_leverage"
 
 
@@ -114,10 +112,8 @@ def test_a_leverage_override_re_margins_and_applies_to_new_orders(account, opera
 async def test_operator_changes_are_pushed_to_the_owners_account_stream(account, operator):
     def change() -> None:
         try:
-            services.account_status_set(
-                account=account, status="disabled", changed_by=operator, reason="fraud"
-            )
-            services.account_leverage_set(account=account, leverage=50, changed_by=operator)
+            services.account_status_set(account=account, status="disabled", actor=operator, reason="fraud")
+            services.account_leverage_set(account=account, leverage=50, actor=operator)
         finally:
             connection.close()
 
@@ -136,12 +132,12 @@ def test_a_group_leverage_change_re_margins_the_accounts_following_it(client_use
     follower = open_account(client_user, group, balance="5000")
     thin = open_account(client_user, group, balance="1200")
     overridden = open_account(client_user, group, balance="5000")
-    services.account_leverage_set(account=overridden, leverage=200, changed_by=operator)
+    services.account_leverage_set(account=overridden, leverage=200, actor=operator)
     positions = {a.number: buy(a) for a in (follower, thin, overridden)}
 
     group.leverage = 20  # as the admin saves it, then re-margins in the same transaction
     group.save(update_fields=["leverage"])
-    result = services.group_positions_remargin(group=group, changed_by=operator)
+    result = services.group_positions_remargin(group=group, actor=operator)
 
     assert sorted(result.accounts) == sorted([follower.number, thin.number]) and result.unpriced == []
     margins = {n: Position.objects.get(pk=p.pk).margin for n, p in positions.items()}

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def test_a_deposit_is_a_balanced_transaction_from_house_cash(client_user, group, operator):
     account = services.account_open(owner=client_user, group=group)
-    txn = services.account_deposit(account=account, amount=D("250.50"), created_by=operator, comment="wire")
+    txn = services.account_deposit(account=account, amount=D("250.50"), actor=operator, comment="wire")
     assert (txn.kind, txn.created_by, txn.comment) == (TransactionKind.DEPOSIT, operator, "wire")
     legs = {p.ledger_account.kind: p.amount for p in txn.postings.select_related("ledger_account")}
     assert legs == {"client": D("250.50"), "cash": D("-250.50")}
@@ -58,10 +58,8 @@ def test_adjustments_and_bonuses_post_against_their_house_accounts(account, oper
     with pytest.raises(ServiceError) as exc:
         services.account_adjust(account=account, amount=D("-10"), comment=" ")
     assert exc.value.code == "comment_required"
-    services.account_adjust(
-        account=account, amount=D("-10"), comment="fee refund reversal", created_by=operator
-    )
-    services.account_bonus(account=account, amount=D("100"), comment="welcome", created_by=operator)
+    services.account_adjust(account=account, amount=D("-10"), comment="fee refund reversal", actor=operator)
+    services.account_bonus(account=account, amount=D("100"), comment="welcome", actor=operator)
     account.refresh_from_db()
     assert account.balance == D("5090")
     adjustment = services.house_account(kind=LedgerAccountKind.ADJUSTMENT, currency="USD")

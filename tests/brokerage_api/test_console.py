@@ -117,7 +117,7 @@ def test_operators_close_positions_from_the_admin(
         {"action": "close_all_positions", "_selected_action": [alice_account.pk]},
     )
     assert not Position.objects.filter(status=PositionStatus.OPEN).exists()
-    assert AuditLog.objects.filter(action="account.close_all_positions", actor=admin_user).count() == 1
+    assert AuditLog.objects.filter(action="account.close_positions", actor=admin_user).count() == 1
 
 
 def test_operators_cancel_pending_orders_from_the_admin(

@@ -389,7 +389,7 @@ def test_a_confirmation_of_a_stale_preview_writes_nothing(coinbase_venue, coinba
 def test_an_import_by_an_operator_is_audited(coinbase_venue):
     ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
 
-    instruments_import(venue=coinbase_venue, match="BTC-USD", changed_by=ops)
+    instruments_import(venue=coinbase_venue, match="BTC-USD", actor=ops)
 
     entry = AuditLog.objects.get(action="venue.instruments_import")
     assert entry.actor == ops and entry.object_repr == "cb"
@@ -439,7 +439,7 @@ def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_
 def test_an_import_can_put_what_it_imports_on_the_watchlist(coinbase_venue):
     ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
 
-    instruments_import(venue=coinbase_venue, match="BTC-USD, OLD-USD", watch=True, changed_by=ops)
+    instruments_import(venue=coinbase_venue, match="BTC-USD, OLD-USD", watch=True, actor=ops)
     call_command("instruments_import", "cb", "--match", "ETH-*", "--watch", stdout=StringIO())
 
     assert mappings(coinbase_venue) == {"BTC-USD": ("BTCUSD", True), "ETH-EUR": ("ETHEUR", True)}

@@ -72,7 +72,7 @@ class Command(BaseCommand):
                         "--add/--remove change the watchlist only: no --match, --dry-run or --watch."
                     )
                 change = venue_watchlist_change(
-                    venue=venue, add=options["add"], remove=options["remove"], changed_by=operator
+                    venue=venue, add=options["add"], remove=options["remove"], actor=operator
                 )
                 self.stdout.write(
                     f"{venue.code} watchlist: added {', '.join(change.added) or 'none'}; "
@@ -85,7 +85,7 @@ class Command(BaseCommand):
                 match=options["match"],
                 dry_run=options["dry_run"],
                 watch=options["watch"],
-                changed_by=operator,
+                actor=operator,
             )
         except ServiceError as exc:
             raise CommandError(exc.message) from exc

@@ -1,0 +1,296 @@
+"""Rule evaluation on closed bars and live quotes: each firing stored once per (rule, bar, label), its
+outbox rows queued in the same transaction, and the alert streamed after commit."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from alerts import rules
+from alerts.models import (
+    AlertEvent,
+    AlertPayload,
+    AlertRule,
+    AlertSeriesState,
+    Notification,
+    NotificationChannel,
+)
+from alerts.selectors import (
+    epoch_to_datetime,
+    macdv_snapshot,
+)
+from alerts.streams import alerts_group
+from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.models import Candle
+from marketdata.streams import stream_send
+
+from .indicators import _decimal, bar_close_values, indicators_update_for_bar
+
+log = logging.getLogger(__name__)
+
+
+def bar_close_handle(*, symbol: str, timeframe: str, start: int) -> list["AlertEvent"]:
+    """The alerts path of one closed bar: compute and store its indicators, then evaluate the
+    bar-close rules on them. Idempotent: a redelivered bar neither re-stores differently nor re-fires."""
+    data = indicators_update_for_bar(symbol=symbol, timeframe=timeframe, start=start)
+    candle = Candle.objects.get(
+        instrument__symbol=symbol, timeframe=timeframe, start=epoch_to_datetime(start)
+    )
+    return alerts_evaluate_bar_close(
+        symbol=symbol,
+        timeframe=timeframe,
+        bar_start=start,
+        values=bar_close_values(candle, data["indicators"]),
+    )
+
+
+def _epoch(value: datetime | int) -> int:
+    return int(value.timestamp()) if isinstance(value, datetime) else int(value)
+
+
+def alerts_evaluate_bar_close(
+    *, symbol: str, timeframe: str, bar_start: datetime | int, values: Mapping[str, Any]
+) -> list[AlertEvent]:
+    """Evaluates the bar-close rules of (symbol, timeframe) on a closed bar and records what fired.
+
+    `values`: the bar's close (and open/high/low/volume) and its indicator values, by key (`macdv`,
+    `macdv_signal`, `macdv_histogram`, `ema12`, ...).
+
+    Bars of a series are evaluated in order, one at a time: the series row lock serialises them
+    across processes. With several workers bar N+1 can be handled before bar N; then the stored
+    closed bars between the last evaluated one and this one are evaluated first, oldest first (at
+    most the latest ALERTS_BAR_CATCHUP_MAX of them), so a crossing on bar N is not lost. A bar at or
+    before the last evaluated one is a no-op: it was evaluated already, or caught up by a later bar,
+    so redelivery is harmless. A series' first evaluated bar starts it: no history is replayed."""
+    start = _epoch(bar_start)
+    with transaction.atomic():
+        AlertSeriesState.objects.bulk_create(
+            [AlertSeriesState(symbol=symbol, timeframe=timeframe)], ignore_conflicts=True
+        )
+        row = AlertSeriesState.objects.select_for_update().get(symbol=symbol, timeframe=timeframe)
+        series = row.to_state()
+        if series.bar_start is not None and start <= series.bar_start:
+            return []
+        events = []
+        if series.bar_start is not None:
+            for candle in _bars_missed(
+                symbol=symbol, timeframe=timeframe, after=series.bar_start, before=start
+            ):
+                missed = _epoch(candle.start)
+                log.info("alerts %s %s: catching up bar %s before %s", symbol, timeframe, missed, start)
+                readings = indicators_update_for_bar(symbol=symbol, timeframe=timeframe, start=missed)
+                values_missed = bar_close_values(candle, readings["indicators"])
+                events += _evaluate_bar(row, series, start=missed, values=values_missed)
+        return events + _evaluate_bar(row, series, start=start, values=values)
+
+
+def _bars_missed(*, symbol: str, timeframe: str, after: int, before: int) -> list[Candle]:
+    """Stored closed bars strictly between two bar starts, oldest first (the latest few at most)."""
+    candles = Candle.objects.filter(
+        instrument__symbol=symbol,
+        timeframe=timeframe,
+        start__gt=epoch_to_datetime(after),
+        start__lt=epoch_to_datetime(before),
+    ).order_by("-start")[: settings.ALERTS_BAR_CATCHUP_MAX]
+    return list(reversed(candles))
+
+
+def _evaluate_bar(
+    row: AlertSeriesState, series: rules.SeriesState, *, start: int, values: Mapping[str, Any]
+) -> list[AlertEvent]:
+    """One bar of a series whose row lock the caller holds: expires rules, evaluates the active
+    ones, stores their state and the advanced series, and records the firings."""
+    symbol, timeframe = series.symbol, series.timeframe
+    close_at = epoch_to_datetime(start + TIMEFRAME_SECONDS[timeframe])
+    AlertRule.objects.filter(
+        instrument__symbol=symbol,
+        timeframe=timeframe,
+        status=AlertRule.Status.ACTIVE,
+        expires_at__lte=close_at,
+    ).update(status=AlertRule.Status.EXPIRED)
+    rows = list(AlertRule.objects.active(now=close_at).filter(instrument__symbol=symbol, timeframe=timeframe))
+    before = {r.pk: rules.RuleState.from_json(r.state) for r in rows}
+    evaluated = [r.to_rule(symbol) for r in rows]
+    firings = rules.evaluate_bar_close(
+        evaluated, series, bar_start=start, values=values, cooldown_s=settings.ALERTS_MACDV_COOLDOWN_S
+    )
+    by_id = {r.pk: r for r in rows}
+    fired_ids = {f.rule_id for f in firings}
+    changed = []
+    for rule in evaluated:
+        if rule.state != before[rule.id]:
+            stored = by_id[rule.id]
+            stored.state = rule.state.to_json()
+            if rule.state.done:
+                stored.status = AlertRule.Status.TRIGGERED
+            if rule.id in fired_ids:
+                stored.last_fired_at = close_at
+            changed.append(stored)
+    AlertRule.objects.bulk_update(changed, ["state", "status", "last_fired_at"])
+    row.bar_start = epoch_to_datetime(start)
+    row.values = series.values_to_json()
+    row.history = series.to_json()
+    row.save(update_fields=["bar_start", "values", "history", "updated_at"])  # the firings' frames
+    close = values.get(rules.CLOSE)
+    price = _decimal(close) if close is not None else None
+    return _events_record(
+        firings, users={r.pk: r.user_id for r in rows}, prices=dict.fromkeys(fired_ids, price)
+    )
+
+
+def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decimal) -> list[AlertEvent]:
+    """Records firings the quote listener decided in memory, after re-checking each rule under its row
+    lock with the stored state (the listener's view may be stale: a "once" rule may have fired
+    already elsewhere). The stored state decides the frequency and the flood stop: a firing the
+    listener flagged as the one too many is recorded as a plain one if the stored state says so,
+    and the other way round."""
+    if not firings:
+        return []
+    with transaction.atomic():
+        rows = {
+            r.pk: r
+            for r in AlertRule.objects.select_for_update()
+            .filter(pk__in={f.rule_id for f in firings})
+            .order_by("pk")
+        }
+        states: dict[int, rules.RuleState] = {}
+        accepted = []
+        for firing in firings:
+            row = rows.get(firing.rule_id)
+            if (
+                row is None
+                or row.status != AlertRule.Status.ACTIVE
+                or (row.expires_at is not None and row.expires_at.timestamp() <= firing.ts)
+            ):
+                continue
+            state = states.setdefault(row.pk, rules.RuleState.from_json(row.state))
+            outcome = rules.gate(state, rules.Frequency(row.frequency), firing.bar_start, firing.ts)
+            if outcome is rules.Gate.SKIP:
+                continue
+            firing = replace(firing, stop=outcome is rules.Gate.STOP)
+            if firing.stop:
+                row.status = AlertRule.Status.STOPPED
+                log.warning(
+                    "alert rule %s stopped: it would fire more than %d times in %ds",
+                    row.pk,
+                    rules.FLOOD_MAX,
+                    rules.FLOOD_WINDOW_S,
+                )
+            elif state.done:
+                row.status = AlertRule.Status.TRIGGERED
+            row.state = state.to_json()
+            row.last_fired_at = epoch_to_datetime(firing.ts)
+            accepted.append(firing)
+        AlertRule.objects.bulk_update(rows.values(), ["state", "status", "last_fired_at"])
+        return _events_record(
+            accepted,
+            users={pk: r.user_id for pk, r in rows.items()},
+            prices={f.rule_id: price for f in accepted},
+        )
+
+
+def _events_insert(events: list[AlertEvent]) -> list[AlertEvent]:
+    """INSERT ... ON CONFLICT DO NOTHING: returns only the rows this call created, with their ids."""
+    fields = [f for f in AlertEvent._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    # Identifiers come from the model and every value is a parameter.
+    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(events))} "  # noqa: S608
+        "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
+    )
+    params = [f.get_db_prep_save(getattr(e, f.attname), connection) for e in events for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        created = {(rule_id, bar, label): pk for pk, rule_id, bar, label in cursor.fetchall()}
+    inserted = []
+    for event in events:
+        pk = created.get((event.rule_id, event.bar_start, event.label))
+        if pk is not None:
+            event.pk = pk
+            inserted.append(event)
+    return inserted
+
+
+def _events_record(
+    firings: Sequence[rules.Firing], *, users: Mapping[int, int], prices: Mapping[int, Decimal | None]
+) -> list[AlertEvent]:
+    """Stores firings once each (rule, bar, label), queues one outbox row per enabled channel of the
+    rule's owner, and after commit enqueues delivery and publishes to the user's alerts stream. A
+    firing that stopped its rule (the flood stop) is stored as the notice telling the owner so."""
+    if not firings:
+        return []
+    firings = [rules.stop_notice(f) if f.stop else f for f in firings]
+    now = timezone.now()
+    snapshots: dict[str, dict[str, rules.MacdvFrame | None]] = {}
+    events = []
+    for firing in firings:
+        value = _decimal(firing.value)
+        if value is None:
+            log.warning(
+                "alert %s of rule %s: value %r does not fit the history",
+                firing.label,
+                firing.rule_id,
+                firing.value,
+            )
+            continue
+        snapshot = snapshots.get(firing.symbol)
+        if snapshot is None:
+            snapshot = snapshots[firing.symbol] = macdv_snapshot(symbol=firing.symbol)
+        events.append(
+            AlertEvent(
+                rule_id=firing.rule_id,
+                user_id=users[firing.rule_id],
+                symbol=firing.symbol,
+                timeframe=firing.timeframe,
+                bar_start=epoch_to_datetime(firing.bar_start),
+                label=firing.label,
+                title=firing.title[:256],
+                value=value,
+                price=prices.get(firing.rule_id),
+                direction=firing.direction.value,
+                payload={
+                    **rules.macdv_payload(snapshot, timeframe=firing.timeframe),
+                    "value_name": "MACD-V" if firing.label.startswith("macdv") else "Value",
+                },
+                fired_at=now,
+            )
+        )
+    inserted = _events_insert(events) if events else []
+    if not inserted:
+        return []
+    channels: dict[int, list[int]] = {}
+    for channel_id, user_id in NotificationChannel.objects.filter(
+        user_id__in={e.user_id for e in inserted}, enabled=True
+    ).values_list("pk", "user_id"):
+        channels.setdefault(user_id, []).append(channel_id)
+    notifications = Notification.objects.bulk_create(
+        [
+            Notification(event=event, channel_id=channel_id, next_attempt_at=now)
+            for event in inserted
+            for channel_id in channels.get(event.user_id, [])
+        ]
+    )
+    from alerts.tasks import notification_deliver
+
+    for notification in notifications:
+        notification_deliver.delay_on_commit(notification.pk)
+    wire = [(e.user_id, e.to_wire()) for e in inserted]
+    transaction.on_commit(lambda: _stream_publish(wire))
+    log.info("alerts fired=%d notifications=%d", len(inserted), len(notifications))
+    return inserted
+
+
+def _stream_publish(wire: list[tuple[int, AlertPayload]]) -> None:
+    try:
+        for user_id, data in wire:
+            stream_send(alerts_group(user_id), "alerts", "alert", data)
+    except Exception:  # the stream is a live view; the history and the outbox already hold the alert
+        log.exception("publishing %d alerts to the stream failed", len(wire))
