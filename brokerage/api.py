@@ -1,8 +1,9 @@
 """Client and operator REST API of the dealing engine, under /api/v1/accounts/<number>/.
 
 A client sees only their own accounts: another's account answers 403 `forbidden_account`, an unknown
-number 404. Operators (is_staff) see and act on every account; their actions carry reason
-`operator`, and are audited. Views validate, call one service or selector, and render.
+number 404. Staff see every account with brokerage.view_tradingaccount and trade on them with
+brokerage.trade_for_client (never by is_staff alone); their actions carry reason `operator`, and are
+audited. Views validate, call one service or selector, and render.
 """
 
 from collections.abc import Callable
@@ -54,14 +55,21 @@ def volume_field(**kwargs: Any) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
 
 
-def account_for(request: Request, number: int) -> TradingAccount:
-    """The account `number` if the caller may use it: its owner, or an operator."""
+VIEW_PERMISSION = "brokerage.view_tradingaccount"
+TRADE_PERMISSION = "brokerage.trade_for_client"
+
+
+def account_for(request: Request, number: int, *, trade: bool = False) -> TradingAccount:
+    """The account `number` if the caller may use it: its owner, or staff holding the permission
+    (brokerage.view_tradingaccount to read it, brokerage.trade_for_client to trade on it)."""
     found = sql.select(TradingAccount, "t.number = %s", [number], related="group")
     if not found:
         raise Http404("No TradingAccount matches the given query.")
     account = found[0]
     user = request_user(request)
-    if account.owner_id != user.pk and not user.is_staff:
+    if account.owner_id != user.pk and not (
+        user.is_staff and user.has_perm(TRADE_PERMISSION if trade else VIEW_PERMISSION)
+    ):
         raise PermissionDenied("This account is not yours.", code="forbidden_account")
     return account
 
@@ -311,7 +319,7 @@ class AccountListView(APIView):
     def get(self, request: Request) -> Response:
         user = request_user(request)
         accounts = TradingAccount.objects.select_related("group").order_by("number")
-        if not user.is_staff:
+        if not (user.is_staff and user.has_perm(VIEW_PERMISSION)):
             accounts = accounts.filter(owner=user)
         return Response(AccountSerializer(accounts, many=True).data)
 
@@ -367,7 +375,7 @@ class OrderListView(PaginatedListView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
@@ -405,7 +413,7 @@ class OrderView(APIView):
         request=OrderModifySerializer,
     )
     def patch(self, request: Request, number: int, order_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
         serializer = OrderModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -430,7 +438,7 @@ class OrderCancelView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int, order_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
         user = request_user(request)
         order = as_caller(
@@ -470,7 +478,7 @@ class PositionView(APIView):
         tags=["positions"], summary="Set or remove a position's SL and TP", request=PositionModifySerializer
     )
     def patch(self, request: Request, number: int, position_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         position = get_object_or_404(Position, pk=position_id, account=account)
         serializer = PositionModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -506,7 +514,7 @@ class PositionCloseView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int, position_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         position = get_object_or_404(Position, pk=position_id, account=account)
         serializer = PositionCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -537,7 +545,7 @@ class PositionsCloseView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         serializer = PositionsCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)

@@ -76,7 +76,7 @@ class AccountSummary:
     equity: Decimal
     margin: Decimal
     free_margin: Decimal
-    margin_level: Decimal | None  # percent; None when no margin is used
+    margin_level: Decimal | None  # percent, unrounded (compared so); None when no margin is used
     unrealized_pnl: Decimal
     # Symbols of open positions without a healthy quote: their PnL is counted as zero.
     unpriced: list[str] = field(default_factory=list)
@@ -90,7 +90,7 @@ class AccountSummary:
             "equity": str(self.equity),
             "margin": str(self.margin),
             "free_margin": str(self.free_margin),
-            "margin_level": None if self.margin_level is None else str(self.margin_level),
+            "margin_level": None if self.margin_level is None else str(self.margin_level.quantize(LEVEL)),
             "unrealized_pnl": str(self.unrealized_pnl),
             "unpriced": self.unpriced,
         }
@@ -229,7 +229,7 @@ def account_summary(
         equity=equity,
         margin=used,
         free_margin=equity - used,
-        margin_level=None if level is None else level.quantize(LEVEL),
+        margin_level=level,
         unrealized_pnl=unrealized,
         unpriced=sorted(set(unpriced)),
         position_pnl=by_position,
