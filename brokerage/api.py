@@ -7,6 +7,7 @@ audited. Views validate, call one service or selector, and render.
 """
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.db import transaction
@@ -21,8 +22,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel import sql
+from kernel.errors import ServiceError
 from kernel.pagination import NewestFirst
 from kernel.throttling import ScopedWriteThrottle, throttles_with
+from marketdata.models import Instrument
 from users.authentication import request_user
 from users.idempotency import idempotent
 from users.models import User
@@ -580,3 +583,101 @@ class LedgerView(PaginatedListView):
     )
     def get(self, request: Request, number: int) -> Response:
         return self.paginate(ledger_postings(account=account_for(request, number)), request)
+
+
+def _instrument(symbol: str) -> Instrument:
+    found = Instrument.objects.filter(symbol=symbol.upper()).first()
+    if found is None:
+        raise ServiceError(
+            "unknown_symbol", f"No instrument {symbol}.", fields={"symbol": ["Unknown."]}, status_code=400
+        )
+    return found
+
+
+def _no_price(symbol: str) -> ServiceError:
+    return ServiceError("no_price", f"No tradable price for {symbol} now.", status_code=503)
+
+
+class MarginPreviewQuery(serializers.Serializer[Any]):
+    symbol = serializers.CharField(max_length=20)
+    side = serializers.ChoiceField(choices=Side.choices)
+    volume = volume_field()
+
+
+class MarginPreviewSerializer(serializers.Serializer[Any]):
+    price = price_field()
+    margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    spread_cost = serializers.DecimalField(max_digits=24, decimal_places=2)
+    commission = serializers.DecimalField(max_digits=24, decimal_places=2)
+    free_margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    free_margin_after = serializers.DecimalField(max_digits=24, decimal_places=2)
+    margin_level_after = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+
+
+class MarginPreviewView(APIView):
+    serializer_class = MarginPreviewSerializer
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Margin preview: the margin, spread cost and free margin after a hypothetical market order",
+        parameters=[MarginPreviewQuery],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        query = MarginPreviewQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instrument = _instrument(query.validated_data["symbol"])
+        volume = query.validated_data["volume"]
+        error = pricing.volume_error(
+            volume, minimum=instrument.volume_min, maximum=instrument.volume_max, step=instrument.volume_step
+        )
+        if error:
+            raise ServiceError("invalid_volume", error, fields={"volume": [error]})
+        preview = selectors.margin_preview(
+            account=account, instrument=instrument, side=query.validated_data["side"], volume=volume
+        )
+        if preview is None:
+            raise _no_price(instrument.symbol)
+        return Response(MarginPreviewSerializer(preview).data)
+
+
+class LotCalculatorQuery(serializers.Serializer[Any]):
+    symbol = serializers.CharField(max_length=20)
+    side = serializers.ChoiceField(choices=Side.choices, default=Side.BUY)
+    risk = serializers.DecimalField(
+        max_digits=24, decimal_places=8, min_value=Decimal("0.01"), help_text="In the account currency."
+    )
+    stop_distance = price_field(
+        min_value=Decimal("1e-10"), help_text="From the open price to the stop loss, in price units."
+    )
+
+
+class LotSizeSerializer(serializers.Serializer[Any]):
+    volume = volume_field(help_text="0 when even the minimum volume risks more.")
+    risk = serializers.DecimalField(max_digits=24, decimal_places=2, help_text="At that volume.")
+    loss_per_lot = serializers.DecimalField(max_digits=24, decimal_places=8)
+
+
+class LotCalculatorView(APIView):
+    serializer_class = LotSizeSerializer
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Lot calculator: the volume that risks a given amount with a stop a given distance away",
+        parameters=[LotCalculatorQuery],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        query = LotCalculatorQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instrument = _instrument(query.validated_data["symbol"])
+        size = selectors.lot_size(
+            account=account,
+            instrument=instrument,
+            side=query.validated_data["side"],
+            risk=query.validated_data["risk"],
+            stop_distance=query.validated_data["stop_distance"],
+        )
+        if size is None:
+            raise _no_price(instrument.symbol)
+        return Response(LotSizeSerializer(size).data)

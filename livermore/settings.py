@@ -136,6 +136,7 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    "brokerage.auth.AccountNumberBackend",  # clients may log in with a trading account number
 ]
 
 ROOT_URLCONF = "livermore.urls"

@@ -29,6 +29,7 @@ from .accounts import (
     account_withdraw,
     group_positions_remargin,
 )
+from .backoffice import client_account_open, client_password_reset
 from .cash import (
     cash_operation_approve,
     cash_operation_create,
@@ -83,6 +84,8 @@ __all__ = [
     "cash_operation_approve",
     "cash_operation_create",
     "cash_operation_reject",
+    "client_account_open",
+    "client_password_reset",
     "four_eyes_threshold",
     "group_positions_remargin",
     "house_account",
