@@ -9,6 +9,7 @@ from kernel.errors import ServiceError
 from .models import ApiKey, AuditLog, User
 from .services import api_key_issue, api_key_issue_check
 
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     """Administrators manage users and their roles; only a superuser makes or edits a superuser or

@@ -102,7 +102,7 @@ def _apply(operation: CashOperation, *, actor: User, quotes: QuoteSource) -> Led
     return ledger_post(
         kind=TransactionKind.WITHDRAWAL,
         currency=operation.currency,
-        postings=[(held, operation.amount), (cash, -operation.amount)],
+        postings=[(held, -operation.amount), (cash, operation.amount)],
         comment=operation.comment,
         created_by=actor,
     )
