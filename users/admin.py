@@ -2,8 +2,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from kernel.admin import requires
 from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, User
@@ -20,6 +21,10 @@ class UserAdmin(BaseUserAdmin):
         if request.user.is_superuser:
             return fields
         return (*fields, "is_superuser", "user_permissions")
+
+    @requires("users.change_user")
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        return super().user_change_password(request, id, form_url)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.is_superuser and not request.user.is_superuser:
