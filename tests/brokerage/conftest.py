@@ -125,7 +125,10 @@ def client_user(db: None) -> User:
     return User.objects.create_user(username="alice", password="a-long-password-1")
 
 
-def role_user(username: str, *roles: str, password: str = "a-long-password-2") -> User:
+OPERATOR_PASSWORD = "a-long-password-2"
+
+
+def role_user(username: str, *roles: str, password: str = OPERATOR_PASSWORD) -> User:
     """A staff user holding the operator roles named (users/roles.py); the groups are (re)made from
     the role table first, since a transactional test's flush empties them."""
     roles_sync(django_apps)

@@ -1,6 +1,7 @@
 """Four-eyes on money and the money rules of cash operations, with exact figures."""
 
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def checker(db: None) -> User:
     return role_user("checker", BACK_OFFICE)
 
 
-def create(account: TradingAccount, actor: User, kind: str, amount: str, **extra: object) -> CashOperation:
+def create(account: TradingAccount, actor: User, kind: str, amount: str, **extra: Any) -> CashOperation:
     return services.cash_operation_create(account=account, kind=kind, amount=D(amount), actor=actor, **extra)
 
 
