@@ -4,7 +4,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -22,6 +21,7 @@ from alerts.models import (
     NotificationChannel,
 )
 from alerts.signal_grid import STAGES, TIMEFRAMES
+from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument
@@ -105,13 +105,9 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
             *super().get_urls(),
         ]
 
-    def _check_signals_permission(self, request: HttpRequest) -> None:
-        if not request.user.has_perm(SIGNALS_PERMISSION):
-            raise PermissionDenied
-
+    @requires(SIGNALS_PERMISSION)
     def signals(self, request: HttpRequest) -> HttpResponse:
         """The grid of instruments by timeframe coloured by stage, live from the indicators stream."""
-        self._check_signals_permission(request)
         rows: dict[str, dict[str, Any]] = {}
         for signal in selectors.signal_list():
             row = rows.setdefault(signal.symbol, {"symbol": signal.symbol, "bias": signal.bias, "cells": []})
@@ -125,10 +121,10 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
         }
         return TemplateResponse(request, "admin/alerts/signals.html", context)
 
+    @requires(SIGNALS_PERMISSION)
     def signal_chart(self, request: HttpRequest) -> HttpResponse:
         """Candles, EMAs, volume and MACD-V of one instrument for a range, drawn in the browser from
         the candles and indicators APIs."""
-        self._check_signals_permission(request)
         form = SignalChartForm(request.GET or None)
         chart = None
         if form.is_valid():
@@ -319,7 +315,9 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
         url = reverse("admin:alerts_alertevent_change", args=[obj.event_id])
         return format_html('<a href="{}">{}</a>', url, obj.event.title)
 
-    @admin.action(description="Retry delivery of the selected notifications")
+    has_retry_permission = permission_check("alerts.change_notification")
+
+    @admin.action(description="Retry delivery of the selected notifications", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         retried = 0
         for notification in queryset:

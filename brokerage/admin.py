@@ -1,6 +1,7 @@
 """Brokerage models in the admin. Trading state (orders, positions, deals) and the ledger are
 read-only here: they change only through brokerage.services (operator actions call those)."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,11 +10,14 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from kernel.admin import ReadOnlyAdmin
+from kernel.admin import ReadOnlyAdmin, permission_check
+from kernel.errors import ServiceError
 
 from . import services
 from .console import OperatorAccountMixin, OperatorOrderMixin, OperatorPositionMixin, operator_of
 from .models import (
+    CashOperation,
+    CashStatus,
     ClientGroup,
     Deal,
     GroupInstrument,
@@ -24,6 +28,7 @@ from .models import (
     Posting,
     TradingAccount,
 )
+from .services.cash import APPROVE_PERMISSION
 
 
 class GroupInstrumentInline(admin.TabularInline[GroupInstrument, ClientGroup]):
@@ -131,6 +136,60 @@ class TradingAccountAdmin(OperatorAccountMixin, admin.ModelAdmin[TradingAccount]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("brokerage.open_account")
+
+
+@admin.register(CashOperation)
+class CashOperationAdmin(ReadOnlyAdmin):
+    """Cash operations as made on the account's cash page or through the back-office API; the pending
+    ones wait here for a second operator (the maker cannot approve their own)."""
+
+    list_display = (
+        "id",
+        "account",
+        "kind",
+        "amount",
+        "currency",
+        "method",
+        "external_ref",
+        "status",
+        "created_by",
+        "created_at",
+        "decided_by",
+        "decided_at",
+    )
+    list_select_related = ("account", "created_by", "decided_by")
+    list_filter = ("status", "kind", "method", "currency")
+    search_fields = ("=id", "=account__number", "external_ref", "comment")
+    date_hierarchy = "created_at"
+    actions = ("approve", "reject")
+
+    has_approve_cash_permission = permission_check(APPROVE_PERMISSION)
+
+    @admin.action(description="Approve the selected pending operations", permissions=["approve_cash"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[CashOperation]) -> None:
+        self._decide(request, queryset, services.cash_operation_approve, "approved and applied")
+
+    @admin.action(description="Reject the selected pending operations", permissions=["approve_cash"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[CashOperation]) -> None:
+        self._decide(request, queryset, services.cash_operation_reject, "rejected")
+
+    def _decide(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[CashOperation],
+        decide: Callable[..., CashOperation],
+        done: str,
+    ) -> None:
+        for operation in queryset.filter(status=CashStatus.PENDING).select_related("account"):
+            try:
+                decide(operation=operation, actor=operator_of(request))
+            except ServiceError as exc:
+                self.message_user(request, f"Operation {operation.pk}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"Operation {operation.pk} {done}.")
 
 
 @admin.register(Order)

@@ -1,10 +1,12 @@
 """Client and operator REST API of the dealing engine, under /api/v1/accounts/<number>/.
 
 A client sees only their own accounts: another's account answers 403 `forbidden_account`, an unknown
-number 404. Operators (is_staff) see and act on every account; their actions carry reason
-`operator`, and the services audit them. Views validate, call one service or selector, and render.
+number 404. Staff see every account with brokerage.view_tradingaccount and trade on them with
+brokerage.trade_for_client (never by is_staff alone); their actions carry reason `operator`, and the
+services audit them. Views validate, call one service or selector, and render.
 """
 
+from decimal import Decimal
 from typing import Any
 
 from django.http import Http404
@@ -17,8 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel import sql
+from kernel.errors import ServiceError
 from kernel.pagination import PaginatedListView
 from kernel.throttling import ScopedWriteThrottle, throttles_with
+from marketdata.models import Instrument
 from users.authentication import request_user
 from users.idempotency import idempotent
 from users.models import User
@@ -48,14 +52,21 @@ def volume_field(**kwargs: Any) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=8, **kwargs)
 
 
-def account_for(request: Request, number: int) -> TradingAccount:
-    """The account `number` if the caller may use it: its owner, or an operator."""
+VIEW_PERMISSION = "brokerage.view_tradingaccount"
+TRADE_PERMISSION = "brokerage.trade_for_client"
+
+
+def account_for(request: Request, number: int, *, trade: bool = False) -> TradingAccount:
+    """The account `number` if the caller may use it: its owner, or staff holding the permission
+    (brokerage.view_tradingaccount to read it, brokerage.trade_for_client to trade on it)."""
     found = sql.select(TradingAccount, "t.number = %s", [number], related="group")
     if not found:
         raise Http404("No TradingAccount matches the given query.")
     account = found[0]
     user = request_user(request)
-    if account.owner_id != user.pk and not user.is_staff:
+    if account.owner_id != user.pk and not (
+        user.is_staff and user.has_perm(TRADE_PERMISSION if trade else VIEW_PERMISSION)
+    ):
         raise PermissionDenied("This account is not yours.", code="forbidden_account")
     return account
 
@@ -291,7 +302,7 @@ class AccountListView(APIView):
     def get(self, request: Request) -> Response:
         user = request_user(request)
         accounts = TradingAccount.objects.select_related("group").order_by("number")
-        if not user.is_staff:
+        if not (user.is_staff and user.has_perm(VIEW_PERMISSION)):
             accounts = accounts.filter(owner=user)
         return Response(AccountSerializer(accounts, many=True).data)
 
@@ -335,7 +346,7 @@ class OrderListView(PaginatedListView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
@@ -368,7 +379,7 @@ class OrderView(APIView):
         request=OrderModifySerializer,
     )
     def patch(self, request: Request, number: int, order_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
         serializer = OrderModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -393,7 +404,7 @@ class OrderCancelView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int, order_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         order = get_object_or_404(Order.objects.select_related("instrument"), pk=order_id, account=account)
         user = request_user(request)
         order = services.order_cancel(order=order, reason=reason_for(user, account), actor=user)
@@ -428,7 +439,7 @@ class PositionView(APIView):
         tags=["positions"], summary="Set or remove a position's SL and TP", request=PositionModifySerializer
     )
     def patch(self, request: Request, number: int, position_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         position = get_object_or_404(Position, pk=position_id, account=account)
         serializer = PositionModifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -464,7 +475,7 @@ class PositionCloseView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int, position_id: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         position = get_object_or_404(Position, pk=position_id, account=account)
         serializer = PositionCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -490,7 +501,7 @@ class PositionsCloseView(APIView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_for(request, number)
+        account = account_for(request, number, trade=True)
         serializer = PositionsCloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
@@ -520,3 +531,101 @@ class LedgerView(PaginatedListView):
     )
     def get(self, request: Request, number: int) -> Response:
         return self.paginate(ledger_postings(account=account_for(request, number)), request)
+
+
+def _instrument(symbol: str) -> Instrument:
+    found = Instrument.objects.filter(symbol=symbol.upper()).first()
+    if found is None:
+        raise ServiceError(
+            "unknown_symbol", f"No instrument {symbol}.", fields={"symbol": ["Unknown."]}, status_code=400
+        )
+    return found
+
+
+def _no_price(symbol: str) -> ServiceError:
+    return ServiceError("no_price", f"No tradable price for {symbol} now.", status_code=503)
+
+
+class MarginPreviewQuery(serializers.Serializer[Any]):
+    symbol = serializers.CharField(max_length=20)
+    side = serializers.ChoiceField(choices=Side.choices)
+    volume = volume_field()
+
+
+class MarginPreviewSerializer(serializers.Serializer[Any]):
+    price = price_field()
+    margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    spread_cost = serializers.DecimalField(max_digits=24, decimal_places=2)
+    commission = serializers.DecimalField(max_digits=24, decimal_places=2)
+    free_margin = serializers.DecimalField(max_digits=24, decimal_places=2)
+    free_margin_after = serializers.DecimalField(max_digits=24, decimal_places=2)
+    margin_level_after = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+
+
+class MarginPreviewView(APIView):
+    serializer_class = MarginPreviewSerializer
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Margin preview: the margin, spread cost and free margin after a hypothetical market order",
+        parameters=[MarginPreviewQuery],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        query = MarginPreviewQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instrument = _instrument(query.validated_data["symbol"])
+        volume = query.validated_data["volume"]
+        error = pricing.volume_error(
+            volume, minimum=instrument.volume_min, maximum=instrument.volume_max, step=instrument.volume_step
+        )
+        if error:
+            raise ServiceError("invalid_volume", error, fields={"volume": [error]})
+        preview = selectors.margin_preview(
+            account=account, instrument=instrument, side=query.validated_data["side"], volume=volume
+        )
+        if preview is None:
+            raise _no_price(instrument.symbol)
+        return Response(MarginPreviewSerializer(preview).data)
+
+
+class LotCalculatorQuery(serializers.Serializer[Any]):
+    symbol = serializers.CharField(max_length=20)
+    side = serializers.ChoiceField(choices=Side.choices, default=Side.BUY)
+    risk = serializers.DecimalField(
+        max_digits=24, decimal_places=8, min_value=Decimal("0.01"), help_text="In the account currency."
+    )
+    stop_distance = price_field(
+        min_value=Decimal("1e-10"), help_text="From the open price to the stop loss, in price units."
+    )
+
+
+class LotSizeSerializer(serializers.Serializer[Any]):
+    volume = volume_field(help_text="0 when even the minimum volume risks more.")
+    risk = serializers.DecimalField(max_digits=24, decimal_places=2, help_text="At that volume.")
+    loss_per_lot = serializers.DecimalField(max_digits=24, decimal_places=8)
+
+
+class LotCalculatorView(APIView):
+    serializer_class = LotSizeSerializer
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Lot calculator: the volume that risks a given amount with a stop a given distance away",
+        parameters=[LotCalculatorQuery],
+    )
+    def get(self, request: Request, number: int) -> Response:
+        account = account_for(request, number)
+        query = LotCalculatorQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instrument = _instrument(query.validated_data["symbol"])
+        size = selectors.lot_size(
+            account=account,
+            instrument=instrument,
+            side=query.validated_data["side"],
+            risk=query.validated_data["risk"],
+            stop_distance=query.validated_data["stop_distance"],
+        )
+        if size is None:
+            raise _no_price(instrument.symbol)
+        return Response(LotSizeSerializer(size).data)

@@ -1,10 +1,10 @@
 """The operator console in the Django admin: cash operations, status / group / leverage changes,
 closing positions, cancelling orders, the exposure page and the margin watch page. Every action calls
 an engine service with the operator as its `actor`; the service writes the audit log (users.AuditLog)
-in its own transaction."""
+in its own transaction. Every page declares the permission it needs (kernel.admin.requires) and every
+action its permission (`permissions=[...]`); the roles holding them are in users/roles.py."""
 
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -16,28 +16,28 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
 from users.models import User
 
 from . import services
 from .models import (
     AccountStatus,
+    CashOperationKind,
     ClientGroup,
     Order,
     OrderStatus,
+    PaymentMethod,
     Position,
     PositionStatus,
     Reason,
     TradingAccount,
 )
 from .selectors import account_summary, accounts_near_margin_call, exposure
+from .services.cash import CASH_PERMISSIONS, OVERRIDE_PERMISSION
 
-CASH_OPERATIONS: dict[str, Callable[..., object]] = {
-    "deposit": services.account_deposit,
-    "withdraw": services.account_withdraw,
-    "adjust": services.account_adjust,
-    "bonus": services.account_bonus,
-}
+TRADE_PERMISSION = "brokerage.trade_for_client"
+CONDITIONS_PERMISSION = "brokerage.change_conditions"
 
 
 def operator_of(request: HttpRequest) -> User:
@@ -95,23 +95,37 @@ def account_conditions_change(
 
 
 class CashForm(forms.Form):
-    operation = forms.ChoiceField(choices=[(k, k.title()) for k in CASH_OPERATIONS])
+    operation = forms.ChoiceField(choices=CashOperationKind.choices)
     amount = forms.DecimalField(
         max_digits=24, decimal_places=8, help_text="Adjustments may be negative; the rest positive."
     )
+    method = forms.ChoiceField(choices=PaymentMethod.choices, initial=PaymentMethod.MANUAL, required=False)
+    external_ref = forms.CharField(
+        max_length=128, required=False, help_text="The payment's reference (unique per method)."
+    )
     comment = forms.CharField(max_length=255, required=False)
+    override = forms.BooleanField(
+        required=False,
+        help_text="Let a negative adjustment take the balance or free margin below zero (audited).",
+    )
+
+    def __init__(self, data: Any, *, operator: User) -> None:
+        super().__init__(data)
+        operation = self.fields["operation"]
+        assert isinstance(operation, forms.ChoiceField)
+        operation.choices = [
+            (kind, label)
+            for kind, label in CashOperationKind.choices
+            if operator.has_perm(CASH_PERMISSIONS[CashOperationKind(kind)])
+        ]
+        if not operator.has_perm(OVERRIDE_PERMISSION):
+            del self.fields["override"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("operation") == "adjust" and not data.get("comment"):
+        if data.get("operation") == CashOperationKind.ADJUSTMENT and not data.get("comment"):
             self.add_error("comment", "An adjustment needs a comment.")
         return data
-
-
-def cash_operation(
-    *, operator: User, account: TradingAccount, operation: str, amount: Decimal, comment: str
-) -> None:
-    CASH_OPERATIONS[operation](account=account, amount=amount, comment=comment, actor=operator)
 
 
 class OperatorAccountMixin:
@@ -135,24 +149,30 @@ class OperatorAccountMixin:
             *urls,
         ]
 
+    @requires(*CASH_PERMISSIONS.values())
     def cash_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = get_object_or_404(TradingAccount.objects.select_related("owner", "group"), pk=pk)
-        form = CashForm(request.POST or None)
+        operator = operator_of(request)
+        form = CashForm(request.POST or None, operator=operator)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                cash_operation(
-                    operator=operator_of(request),
+                operation = services.cash_operation_create(
                     account=account,
-                    operation=data["operation"],
+                    kind=data["operation"],
                     amount=data["amount"],
+                    method=data["method"] or PaymentMethod.MANUAL,
+                    external_ref=data["external_ref"],
                     comment=data["comment"],
+                    override=data.get("override", False),
+                    actor=operator,
                 )
             except ServiceError as exc:
                 self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)  # type: ignore[attr-defined]
             else:
+                done = "waits for a second operator's approval" if operation.status == "pending" else "done"
                 self.message_user(  # type: ignore[attr-defined]
-                    request, f"{data['operation'].title()} of {data['amount']} on {account} done."
+                    request, f"{operation.get_kind_display()} of {operation.amount} on {account} {done}."
                 )
                 return HttpResponseRedirect(reverse("admin:brokerage_tradingaccount_change", args=[pk]))
         context = {
@@ -165,6 +185,7 @@ class OperatorAccountMixin:
         }
         return TemplateResponse(request, "admin/brokerage/cash.html", context)
 
+    @requires(CONDITIONS_PERMISSION)
     def conditions_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = get_object_or_404(TradingAccount.objects.select_related("owner", "group"), pk=pk)
         form = AccountConditionsForm(request.POST or None, account=account)
@@ -196,7 +217,9 @@ class OperatorAccountMixin:
         }
         return TemplateResponse(request, "admin/brokerage/conditions.html", context)
 
-    @admin.action(description="Close all open positions of the selected accounts")
+    has_trade_permission = permission_check(TRADE_PERMISSION)
+
+    @admin.action(description="Close all open positions of the selected accounts", permissions=["trade"])
     def close_all_positions(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
         operator = operator_of(request)
         for account in queryset:
@@ -209,6 +232,7 @@ class OperatorAccountMixin:
             else:
                 self.message_user(request, f"{account}: {len(deals)} position(s) closed.")  # type: ignore[attr-defined]
 
+    @requires("brokerage.view_position")
     def exposure_view(self, request: HttpRequest) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
@@ -218,6 +242,7 @@ class OperatorAccountMixin:
         }
         return TemplateResponse(request, "admin/brokerage/exposure.html", context)
 
+    @requires("brokerage.view_tradingaccount")
     def margin_watch_view(self, request: HttpRequest) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
@@ -231,7 +256,9 @@ class OperatorAccountMixin:
 class OperatorPositionMixin:
     actions: Sequence[Any] | None = ["close_positions"]
 
-    @admin.action(description="Close the selected positions at market")
+    has_trade_permission = permission_check(TRADE_PERMISSION)
+
+    @admin.action(description="Close the selected positions at market", permissions=["trade"])
     def close_positions(self, request: HttpRequest, queryset: QuerySet[Position]) -> None:
         operator = operator_of(request)
         for position in queryset.filter(status=PositionStatus.OPEN):
@@ -246,7 +273,9 @@ class OperatorPositionMixin:
 class OperatorOrderMixin:
     actions: Sequence[Any] | None = ["cancel_orders"]
 
-    @admin.action(description="Cancel the selected pending orders")
+    has_trade_permission = permission_check(TRADE_PERMISSION)
+
+    @admin.action(description="Cancel the selected pending orders", permissions=["trade"])
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         operator = operator_of(request)
         for order in queryset.filter(status=OrderStatus.PENDING):

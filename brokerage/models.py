@@ -185,6 +185,22 @@ class TradingAccount(models.Model):
 
     class Meta:
         ordering = ("number",)
+        # The operator rights beyond the model defaults; users/roles.py gives them to the roles.
+        permissions = [
+            ("trade_for_client", "Can trade for clients: place, modify, cancel orders, close positions"),
+            ("open_account", "Can open client accounts"),
+            ("change_conditions", "Can change an account's status, group and leverage"),
+            ("reset_client_password", "Can reset a client's password"),
+            ("deposit", "Can deposit to client accounts"),
+            ("withdraw", "Can withdraw from client accounts"),
+            ("adjust", "Can adjust client balances"),
+            ("bonus", "Can credit bonuses"),
+            ("approve_cash", "Can approve or reject another operator's four-eyes cash operation"),
+            (
+                "override_negative_adjustment",
+                "Can adjust a balance or free margin below zero (audited)",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(leverage__gte=1) | models.Q(leverage__isnull=True),
@@ -514,6 +530,7 @@ class LedgerAccountKind(models.TextChoices):
     BONUS = "bonus", "House bonuses"
     ADJUSTMENT = "adjustment", "House adjustments"
     COMPENSATION = "compensation", "House negative-balance compensation"
+    HELD = "held", "House withdrawals held pending approval"
 
 
 class LedgerAccount(models.Model):
@@ -556,6 +573,8 @@ class TransactionKind(models.TextChoices):
     ADJUSTMENT = "adjustment", "Adjustment"
     BONUS = "bonus", "Bonus"
     NEGATIVE_BALANCE_COMPENSATION = "negative_balance_compensation", "Negative balance compensation"
+    WITHDRAWAL_HOLD = "withdrawal_hold", "Withdrawal held pending approval"
+    WITHDRAWAL_RELEASE = "withdrawal_release", "Held withdrawal released (rejected)"
 
 
 class LedgerTransaction(models.Model):
@@ -593,3 +612,89 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ledger_account_id} {self.amount:+}"
+
+
+class CashOperationKind(models.TextChoices):
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    BONUS = "bonus", "Bonus"
+
+
+class PaymentMethod(models.TextChoices):
+    BANK = "bank", "Bank transfer"
+    CRYPTO = "crypto", "Crypto"
+    CARD = "card", "Card"
+    MANUAL = "manual", "Manual"
+    BONUS = "bonus", "Bonus"
+
+
+class CashStatus(models.TextChoices):
+    PENDING = "pending", "Pending a second operator's approval"
+    REJECTED = "rejected", "Rejected"
+    APPLIED = "applied", "Applied to the ledger"
+
+
+class CashOperation(models.Model):
+    """A deposit, withdrawal, adjustment or bonus: the ledger entry as the back office sees it, with its
+    payment method, external reference and status. One above the four-eyes threshold waits `pending`
+    until a second operator approves it (`decided_by`, then applied at once) or rejects it; a pending
+    withdrawal holds its funds in the house `held` account (`hold`). Who did what and when is kept on
+    the row and in the audit log (cash.pending, cash.approved, cash.applied, cash.rejected)."""
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="cash_operations")
+    kind = models.CharField(max_length=10, choices=CashOperationKind.choices)
+    amount = models.DecimalField(
+        max_digits=24, decimal_places=8, help_text="Signed for adjustments; positive otherwise."
+    )
+    currency = models.CharField(max_length=10)
+    method = models.CharField(max_length=8, choices=PaymentMethod.choices, default=PaymentMethod.MANUAL)
+    external_ref = models.CharField(
+        max_length=128, blank=True, default="", help_text="The payment's id at the bank, chain or gateway."
+    )
+    comment = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=8, choices=CashStatus.choices)
+    override = models.BooleanField(
+        default=False, help_text="A negative adjustment allowed below zero balance or free margin."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="cash_operations_made"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="cash_operations_decided",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.CharField(max_length=255, blank=True, default="")
+    applied_at = models.DateTimeField(null=True, blank=True)
+    hold = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=("method", "external_ref"),
+                condition=~models.Q(external_ref=""),
+                name="cashoperation_unique_external_ref",
+            ),
+            models.CheckConstraint(condition=~models.Q(amount=0), name="cashoperation_amount_non_zero"),
+            models.CheckConstraint(
+                condition=~models.Q(status="applied") | models.Q(transaction__isnull=False),
+                name="cashoperation_applied_has_transaction",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=("status",), condition=models.Q(status="pending"), name="cash_pending_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.amount} {self.currency} ({self.status})"

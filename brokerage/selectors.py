@@ -77,7 +77,7 @@ class AccountSummary:
     equity: Decimal
     margin: Decimal
     free_margin: Decimal
-    margin_level: Decimal | None  # percent; None when no margin is used
+    margin_level: Decimal | None  # percent, unrounded (compared so); None when no margin is used
     unrealized_pnl: Decimal
     # Symbols of open positions without a healthy quote: their PnL is counted as zero.
     unpriced: list[str] = field(default_factory=list)
@@ -91,7 +91,7 @@ class AccountSummary:
             "equity": str(self.equity),
             "margin": str(self.margin),
             "free_margin": str(self.free_margin),
-            "margin_level": None if self.margin_level is None else str(self.margin_level),
+            "margin_level": None if self.margin_level is None else str(self.margin_level.quantize(LEVEL)),
             "unrealized_pnl": str(self.unrealized_pnl),
             "unpriced": self.unpriced,
         }
@@ -230,7 +230,7 @@ def account_summary(
         equity=equity,
         margin=used,
         free_margin=equity - used,
-        margin_level=None if level is None else level.quantize(LEVEL),
+        margin_level=level,
         unrealized_pnl=unrealized,
         unpriced=sorted(set(unpriced)),
         position_pnl=by_position,
@@ -374,3 +374,113 @@ def ledger_postings(*, account: TradingAccount) -> QuerySet[Posting]:
         .select_related("transaction")
         .annotate(balance_after=Subquery(running))
     )
+
+
+@dataclass(frozen=True)
+class MarginPreview:
+    """What a hypothetical market order would do to an account now, in the account currency."""
+
+    price: Decimal  # the client price it would open at
+    margin: Decimal  # the margin it would hold
+    spread_cost: Decimal  # lost at once: opened at one side, marked at the other (spread and markup)
+    commission: Decimal
+    free_margin: Decimal  # now
+    free_margin_after: Decimal
+    margin_level_after: Decimal | None
+
+
+def margin_preview(
+    *,
+    account: TradingAccount,
+    instrument: Instrument,
+    side: str,
+    volume: Decimal,
+    quotes: QuoteSource | None = None,
+) -> MarginPreview | None:
+    """The margin, spread cost and free margin after a market order of `volume` lots, priced as the
+    engine's margin check prices it (a new position, no netting offset); None without a price."""
+    quotes = quotes or redis_quotes
+    conditions = Conditions(account.group)
+    tick = conditions.client_tick(instrument, quotes)
+    if tick is None:
+        return None
+    spec = instrument_spec(instrument)
+    price = pricing.open_price(side, tick)
+    try:
+        margin = pricing.margin(
+            spec,
+            volume=volume,
+            price=price,
+            leverage=account.effective_leverage,
+            currency=account.currency,
+            rates=quotes.mid,
+        )
+        loss = pricing.pnl(
+            spec,
+            side=side,
+            volume=volume,
+            entry=price,
+            exit=pricing.close_price(side, tick),
+            currency=account.currency,
+            rates=quotes.mid,
+        )
+    except pricing.NoRate:
+        return None
+    summary = account_summary(account=account, quotes=quotes, conditions=conditions)
+    if summary.unpriced:
+        return None
+    spread_cost = -min(loss, ZERO)
+    commission = conditions.commission(instrument, volume)
+    equity_after = summary.equity - spread_cost - commission
+    return MarginPreview(
+        price=price,
+        margin=margin,
+        spread_cost=spread_cost,
+        commission=commission,
+        free_margin=summary.free_margin,
+        free_margin_after=equity_after - summary.margin - margin,
+        margin_level_after=pricing.margin_level(equity_after, summary.margin + margin),
+    )
+
+
+@dataclass(frozen=True)
+class LotSize:
+    volume: Decimal  # lots, a multiple of the instrument's step, within its limits
+    risk: Decimal  # what the stop would lose at that volume, in the account currency
+    loss_per_lot: Decimal
+
+
+def lot_size(
+    *,
+    account: TradingAccount,
+    instrument: Instrument,
+    side: str,
+    risk: Decimal,
+    stop_distance: Decimal,
+    quotes: QuoteSource | None = None,
+) -> LotSize | None:
+    """The largest volume whose loss at a stop `stop_distance` (price units) from the client's open
+    price is at most `risk` (account currency), rounded down to the volume step and capped at the
+    instrument's maximum; a volume below the minimum is returned as zero. None without a price."""
+    quotes = quotes or redis_quotes
+    tick = Conditions(account.group).client_tick(instrument, quotes)
+    if tick is None:
+        return None
+    entry = pricing.open_price(side, tick)
+    try:
+        loss_per_lot = -pricing.pnl(
+            instrument_spec(instrument),
+            side=side,
+            volume=Decimal(1),
+            entry=entry,
+            exit=entry - stop_distance * pricing.direction(side),
+            currency=account.currency,
+            rates=quotes.mid,
+        )
+    except pricing.NoRate:
+        return None
+    step = instrument.volume_step
+    volume = min((risk / loss_per_lot // step) * step, instrument.volume_max)
+    if volume < instrument.volume_min:
+        volume = ZERO
+    return LotSize(volume=volume, risk=volume * loss_per_lot, loss_per_lot=loss_per_lot)

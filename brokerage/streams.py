@@ -1,4 +1,4 @@
-"""The `account:NUMBER` stream channel: the owner's only (operators follow accounts in the admin). The
+"""The `account:NUMBER` stream channel: the owner's, and staff holding brokerage.view_tradingaccount. The
 snapshot is the account with its summary, open positions and pending orders; the engine's services
 then publish `order`, `position`, `deal`, `account`, `margin_call` and `stop_out` events to the group
 after commit."""
@@ -14,7 +14,10 @@ class AccountChannel:
     def _account(self, user: Any, arg: str) -> TradingAccount | None:
         if not arg.isdigit() or not getattr(user, "is_authenticated", False):
             return None
-        return TradingAccount.objects.select_related("group").filter(number=int(arg), owner=user).first()
+        accounts = TradingAccount.objects.select_related("group").filter(number=int(arg))
+        if not (user.is_staff and user.has_perm("brokerage.view_tradingaccount")):
+            accounts = accounts.filter(owner=user)
+        return accounts.first()
 
     def group(self, user: Any, arg: str) -> str | None:
         account = self._account(user, arg)

@@ -15,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from brokerage.models import TradingAccount
+from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
 from users.models import User
 
@@ -243,19 +244,19 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
         self.message_user(request, f"{label} requested for {queryset.count()} session(s); runfix applies it.")
         return None
 
-    @admin.action(description="Connect (log on)")
+    @admin.action(description="Connect (log on)", permissions=["change"])
     def connect(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> HttpResponse | None:
         return self._command(request, queryset, CommandAction.CONNECT)
 
-    @admin.action(description="Disconnect (log out and stay down)")
+    @admin.action(description="Disconnect (log out and stay down)", permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> HttpResponse | None:
         return self._command(request, queryset, CommandAction.DISCONNECT)
 
-    @admin.action(description="Reset sequence numbers to 1")
+    @admin.action(description="Reset sequence numbers to 1", permissions=["change"])
     def reset_seqnums(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> HttpResponse | None:
         return self._command(request, queryset, CommandAction.RESET_SEQNUMS)
 
-    @admin.action(description="Reconcile LP positions now")
+    @admin.action(description="Reconcile LP positions now", permissions=["change"])
     def reconcile_positions(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> None:
         for session in queryset:
             fix_command_request(
@@ -324,6 +325,7 @@ class RoutingRuleAdmin(admin.ModelAdmin[RoutingRule]):
         preview = path("preview/", self.admin_site.admin_view(self.preview), name="fix_routingrule_preview")
         return [preview, *super().get_urls()]
 
+    @requires("fix.view_routingrule")
     def preview(self, request: HttpRequest) -> HttpResponse:
         form = RoutingPreviewForm(request.GET or None)
         result: dict[str, Any] | None = None
@@ -419,7 +421,9 @@ class FixOrderAdmin(ReadOnlyAdmin):
         url = reverse("admin:brokerage_order_change", args=[obj.order_id])
         return format_html('<a href="{}">#{} ({})</a>', url, obj.order_id, obj.order.status)
 
-    @admin.action(description="Cancel at the LP (OrderCancelRequest)")
+    has_trade_permission = permission_check("brokerage.trade_for_client")
+
+    @admin.action(description="Cancel at the LP (OrderCancelRequest)", permissions=["trade"])
     def cancel_at_lp(self, request: HttpRequest, queryset: QuerySet[FixOrder]) -> None:
         for fix_order in queryset:
             try:

@@ -7,6 +7,7 @@ generated once per user and machine (DEV_SECRETS_FILE, never in the repository).
 
 import secrets
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import django_stubs_ext
@@ -135,6 +136,7 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "users.backends.CachedPermissionsBackend",
+    "brokerage.auth.AccountNumberBackend",  # clients may log in with a trading account number
 ]
 
 ROOT_URLCONF = "livermore.urls"
@@ -261,6 +263,27 @@ AXES_LOCKOUT_CALLABLE = "users.security.lockout_response"
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+
+
+# Four-eyes on money: a cash operation above its currency's threshold waits for a second operator's
+# approval. FOUR_EYES_THRESHOLDS overrides per currency, e.g. "JPY=1500000,BTC=0.2".
+def _threshold(name: str, raw: str) -> Decimal:
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal amount, not {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be a non-negative amount, not {raw!r}")
+    return value
+
+
+FOUR_EYES_THRESHOLD = _threshold("FOUR_EYES_THRESHOLD", env.str("FOUR_EYES_THRESHOLD", default="10000"))
+FOUR_EYES_THRESHOLDS = {
+    currency.strip().upper(): _threshold(f"FOUR_EYES_THRESHOLDS[{currency.strip()}]", amount)
+    for currency, _, amount in (
+        item.partition("=") for item in env.list("FOUR_EYES_THRESHOLDS", default=[]) if item.strip()
+    )
+}
 
 # The daily swap rollover (UTC hour); the "accrue swaps" beat job runs at it (livermore/schedules.py).
 SWAP_ROLLOVER_HOUR_UTC = env.int("SWAP_ROLLOVER_HOUR_UTC", default=21)

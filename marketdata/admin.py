@@ -4,7 +4,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -12,6 +11,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from kernel import redis
+from kernel.admin import requires
 from kernel.errors import ServiceError
 from kernel.redis import key
 from marketdata import tasks
@@ -164,11 +164,10 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
             **extra,
         }
 
+    @requires("marketdata.import_instruments")
     def catalogue_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """Preview, then confirm: the confirmation carries the preview's fingerprint, so the import
         writes what the operator saw or nothing (the catalogue changed: a new preview is shown)."""
-        if not request.user.has_perm("marketdata.import_instruments"):
-            raise PermissionDenied
         venue = get_object_or_404(Venue, pk=pk)
         form = CatalogueForm(request.POST or None)
         plan = None
@@ -206,9 +205,8 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
         )
         return TemplateResponse(request, "admin/marketdata/venue_catalogue.html", context)
 
+    @requires("marketdata.change_watchlist")
     def watchlist_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if not request.user.has_perm("marketdata.change_watchlist"):
-            raise PermissionDenied
         venue = get_object_or_404(Venue, pk=pk)
         form = WatchlistForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -230,11 +228,11 @@ class VenueAdmin(admin.ModelAdmin[Venue]):
         context = self._page(request, venue, f"Watchlist of {venue}", form=form, symbols=symbols)
         return TemplateResponse(request, "admin/marketdata/venue_watchlist.html", context)
 
-    @admin.action(description="Enable selected venues")
+    @admin.action(description="Enable selected venues", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: Any) -> None:
         self._set_enabled(request, queryset, enabled=True)
 
-    @admin.action(description="Disable selected venues")
+    @admin.action(description="Disable selected venues", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: Any) -> None:
         self._set_enabled(request, queryset, enabled=False)
 
@@ -319,6 +317,7 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
         live = path("live/", self.admin_site.admin_view(self.live_quotes), name="marketdata_live_quotes")
         return [live, *super().get_urls()]
 
+    @requires("marketdata.view_instrument")
     def live_quotes(self, request: HttpRequest) -> HttpResponse:
         health, recorder, venues = redis.mget([key(HEALTH_KEY), key(RECORDER_KEY), key(VENUES_KEY)])
         context = {

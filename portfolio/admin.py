@@ -148,7 +148,7 @@ class CoinbaseLinkAdmin(admin.ModelAdmin[CoinbaseLink]):
             rows,
         )
 
-    @admin.action(description="Sync now")
+    @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request: HttpRequest, queryset: Any) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         for link_id in ids:

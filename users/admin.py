@@ -1,10 +1,35 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+
+from kernel.admin import requires
+from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, User
+from .services import api_key_issue, api_key_issue_check
 
-admin.site.register(User, BaseUserAdmin)
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    """Administrators manage users and their roles; only a superuser makes or edits a superuser or
+    grants single permissions (an administrator cannot lift themselves above the roles)."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        return (*fields, "is_superuser", "user_permissions")
+
+    @requires("users.change_user")
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        return super().user_change_password(request, id, form_url)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 @admin.register(ApiKey)
@@ -16,11 +41,31 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "created_at", "last_used_at")
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        """A new key is for the operator themself unless api_key_issue_check lets them make one for
+        the user chosen."""
+        base = super().get_form(request, obj, change, **kwargs)
+        actor = request.user
+
+        class IssueChecked(base):  # type: ignore[valid-type,misc]
+            def clean(self) -> dict[str, Any]:
+                data: dict[str, Any] = super().clean()
+                owner = data.get("user")
+                if not change and owner is not None and isinstance(actor, User):
+                    try:
+                        api_key_issue_check(actor=actor, user=owner)
+                    except ServiceError as exc:
+                        self.add_error("user", exc.message)
+                return data
+
+        return IssueChecked
+
     def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, raw = ApiKey.issue(user=obj.user, name=obj.name)
+        assert isinstance(request.user, User)
+        key, raw = api_key_issue(user=obj.user, name=obj.name, actor=request.user)
         obj.pk, obj.prefix, obj.hashed = key.pk, key.prefix, key.hashed
         messages.warning(request, f"API key created. Copy it now, it is not shown again: {raw}")
 

@@ -39,6 +39,9 @@ class ApiKey(models.Model):
 
     objects = ApiKeyManager()
 
+    class Meta:
+        permissions = [("issue_for_others", "Can create API keys for other users")]
+
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 

@@ -10,9 +10,33 @@ from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, IdempotencyKey, User
 
+ISSUE_FOR_OTHERS = "users.issue_for_others"
 
-def api_key_issue(*, user: User, name: str) -> tuple[ApiKey, str]:
-    """A new key for `user`; the raw secret is returned once and never stored."""
+
+def api_key_issue_check(*, actor: User, user: User) -> None:
+    """Whether `actor` may create a key for `user`: for oneself, or as an administrator (holding
+    users.issue_for_others) for a user with no more rights than the actor's own."""
+    if actor.pk == user.pk:
+        return
+    if not actor.has_perm(ISSUE_FOR_OTHERS):
+        raise ServiceError("permission_denied", "You may create API keys for yourself only.", status_code=403)
+    more = (
+        (user.is_superuser and not actor.is_superuser)
+        or (user.is_staff and not actor.is_staff)
+        or not (actor.is_superuser or user.get_all_permissions() <= actor.get_all_permissions())
+    )
+    if more:
+        raise ServiceError(
+            "permission_denied",
+            f"{user.username} has rights you do not have: no API key for them from you.",
+            status_code=403,
+        )
+
+
+def api_key_issue(*, user: User, name: str, actor: User | None = None) -> tuple[ApiKey, str]:
+    """A new key for `user` (made by `actor`, by default the user themself, as api_key_issue_check
+    allows); the raw secret is returned once and never stored."""
+    api_key_issue_check(actor=actor or user, user=user)
     name = name.strip()
     if not name:
         raise ServiceError("invalid", "A key needs a name.", fields={"name": ["This field is required."]})

@@ -29,6 +29,13 @@ from .accounts import (
     account_withdraw,
     group_positions_remargin,
 )
+from .backoffice import client_account_open, client_password_reset
+from .cash import (
+    cash_operation_approve,
+    cash_operation_create,
+    cash_operation_reject,
+    four_eyes_threshold,
+)
 from .channels import ROUTED_CHANNEL, TRIGGERS_CHANNEL, routed_channel, triggers_channel
 from .checks import PRICE_DIGITS, SYSTEM_REASONS, ZERO
 from .events import PUBLISH_BATCH_MAX, Outbox
@@ -75,6 +82,12 @@ __all__ = [
     "account_open",
     "account_status_set",
     "account_withdraw",
+    "cash_operation_approve",
+    "cash_operation_create",
+    "cash_operation_reject",
+    "client_account_open",
+    "client_password_reset",
+    "four_eyes_threshold",
     "group_instruments_save",
     "group_positions_remargin",
     "group_save",

@@ -10,6 +10,7 @@ from kernel.errors import ServiceError
 from users.models import User
 from users.services import audit_record
 
+from .. import pricing
 from ..models import (
     AccountStatus,
     ClientGroup,
@@ -24,6 +25,7 @@ from ..models import (
 )
 from ..payloads import AccountPayload
 from ..quotes import QuoteSource, redis_quotes
+from ..selectors import LEVEL
 from .checks import ZERO, _amount, _choice
 from .dealing import _Dealing, _remargin
 from .events import Outbox
@@ -120,6 +122,36 @@ def account_deposit(
     return txn
 
 
+def _check_cash_out(
+    account: TradingAccount, value: Decimal, *, quotes: QuoteSource, withdrawal: bool, override: bool = False
+) -> None:
+    """The money rules for taking `value` out of a locked account (a withdrawal, a hold for one, or a
+    negative adjustment): never below zero balance nor free margin (a withdrawal never beyond the free
+    margin and the balance; an adjustment only with `override`), and never at or below the stop-out
+    level, override or not. Margin levels are compared unrounded."""
+    summary = _Dealing(account, quotes).summary()
+    available = min(summary.free_margin, summary.balance)
+    if value > available and (withdrawal or not override):
+        code = "insufficient_free_margin" if withdrawal else "negative_adjustment_refused"
+        what = "withdrawn" if withdrawal else "taken off without an override"
+        raise ServiceError(
+            code,
+            f"At most {max(available, ZERO)} {account.currency} can be {what} now.",
+            fields={"amount": ["Exceeds the free margin or the balance."]},
+        )
+    if summary.margin:
+        level = pricing.margin_level(summary.equity - value, summary.margin)
+        stop_out = account.group.stop_out_level
+        if level is not None and level <= stop_out:
+            raise ServiceError(
+                "margin_level_too_low",
+                f"The margin level would fall to {level.quantize(LEVEL)} %, at or below the "
+                f"stop-out level {stop_out} %.",
+                fields={"amount": ["Would stop the account out."]},
+                status_code=409,
+            )
+
+
 @transaction.atomic
 def account_withdraw(
     *,
@@ -129,18 +161,11 @@ def account_withdraw(
     comment: str = "",
     quotes: QuoteSource | None = None,
 ) -> LedgerTransaction:
-    """Pay out to the house cash account; never more than the free margin (nor the balance)."""
-    quotes = quotes or redis_quotes
+    """Pay out to the house cash account; never more than the free margin (nor the balance), never to
+    the stop-out level."""
     locked = _lock_account(account.pk)
     value = _amount(amount, locked.currency)
-    summary = _Dealing(locked, quotes).summary()
-    available = min(summary.free_margin, summary.balance)
-    if value > available:
-        raise ServiceError(
-            "insufficient_free_margin",
-            f"At most {max(available, ZERO)} {locked.currency} can be withdrawn now.",
-            fields={"amount": ["Exceeds the free margin."]},
-        )
+    _check_cash_out(locked, value, quotes=quotes or redis_quotes, withdrawal=True)
     txn = _cash_movement(
         locked,
         kind=TransactionKind.WITHDRAWAL,
@@ -157,15 +182,26 @@ def account_withdraw(
 
 @transaction.atomic
 def account_adjust(
-    *, account: TradingAccount, amount: Decimal, comment: str, actor: User | None = None
+    *,
+    account: TradingAccount,
+    amount: Decimal,
+    comment: str,
+    actor: User | None = None,
+    override: bool = False,
+    quotes: QuoteSource | None = None,
 ) -> LedgerTransaction:
-    """An operator's correction, positive or negative, against the house adjustment account."""
+    """An operator's correction, positive or negative, against the house adjustment account. A
+    negative one is held to _check_cash_out's rules; `override` (for an operator holding
+    brokerage.override_negative_adjustment, audited by the caller) lets it below zero balance or free
+    margin, never to the stop-out level."""
     if not comment.strip():
         raise ServiceError(
             "comment_required", "An adjustment needs a comment.", fields={"comment": ["Required."]}
         )
     locked = _lock_account(account.pk)
     value = _amount(amount, locked.currency, signed=True)
+    if value < 0:
+        _check_cash_out(locked, -value, quotes=quotes or redis_quotes, withdrawal=False, override=override)
     txn = _cash_movement(
         locked,
         kind=TransactionKind.ADJUSTMENT,

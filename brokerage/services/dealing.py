@@ -30,7 +30,7 @@ from ..models import (
     TransactionKind,
 )
 from ..quotes import QuoteSource
-from ..selectors import AccountSummary, Conditions, account_summary, instrument_spec, open_positions
+from ..selectors import LEVEL, AccountSummary, Conditions, account_summary, instrument_spec, open_positions
 from .checks import PRICE_DIGITS, ZERO, _client_tick
 from .events import Outbox
 from .ledger import _post_client
@@ -62,8 +62,8 @@ def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
         if summary.margin > before and level is not None and level <= group.stop_out_level:
             raise ServiceError(
                 "margin_level_too_low",
-                f"The margin would rise to {summary.margin} {d.currency}: margin level {level} % is at "
-                f"or below the stop-out level {group.stop_out_level} %.",
+                f"The margin would rise to {summary.margin} {d.currency}: margin level "
+                f"{level.quantize(LEVEL)} % is at or below the stop-out level {group.stop_out_level} %.",
                 status_code=409,
             )
     now = timezone.now()

@@ -13,7 +13,7 @@ from users.models import User
 from .. import pricing
 from ..models import Deal, Position, PositionStatus, Reason, TradingAccount
 from ..quotes import QuoteSource, redis_quotes
-from ..selectors import Conditions, account_summary
+from ..selectors import LEVEL, Conditions, account_summary
 from .checks import _check_account, _check_sl_tp, _check_tradable, _check_volume, _choice, _decimal
 from .dealing import _close_at_market, _Dealing, _protect_negative_balance
 from .events import Outbox
@@ -226,7 +226,7 @@ def account_margin_check(*, account_id: int, quotes: QuoteSource | None = None) 
             "stop_out",
             {
                 "position": worst.pk,
-                "margin_level_before": str(level_before),
+                "margin_level_before": str(level_before.quantize(LEVEL)),
                 "stop_out_level": str(group.stop_out_level),
                 **summary.as_event(),
             },

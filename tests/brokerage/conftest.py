@@ -4,6 +4,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
+from django.contrib.auth.models import Group
 from django.db import connection
 
 from brokerage import services
@@ -14,6 +16,7 @@ from marketdata.models import Instrument, Venue
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote
 from users.models import User
+from users.roles import BACK_OFFICE, DEALER, RISK, roles_sync
 
 D = Decimal
 
@@ -122,9 +125,21 @@ def client_user(db: None) -> User:
     return User.objects.create_user(username="alice", password="a-long-password-1")
 
 
+OPERATOR_PASSWORD = "a-long-password-2"
+
+
+def role_user(username: str, *roles: str, password: str = OPERATOR_PASSWORD) -> User:
+    """A staff user holding the operator roles named (users/roles.py); the groups are (re)made from
+    the role table first, since a transactional test's flush empties them."""
+    roles_sync(django_apps)
+    user = User.objects.create_user(username=username, password=password, is_staff=True)
+    user.groups.set(Group.objects.filter(name__in=roles))
+    return User.objects.get(pk=user.pk)  # a fresh instance: no cached permissions
+
+
 @pytest.fixture
 def operator(db: None) -> User:
-    return User.objects.create_user(username="olivia", password="a-long-password-2", is_staff=True)
+    return role_user("olivia", DEALER, BACK_OFFICE, RISK)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from brokerage import services
 from brokerage.models import Posting, TradingAccount
 from brokerage.streams import AccountChannel
 
+from .conftest import role_user
+
 pytestmark = pytest.mark.django_db
 
 
@@ -58,12 +60,16 @@ def test_an_account_added_in_the_admin_gets_its_ledger_account(admin_client, cli
     assert account.number >= 100001
 
 
-def test_the_account_stream_channel_is_for_its_owner_only(account, client_user, operator, django_user_model):
+def test_the_account_stream_channel_is_for_its_owner_and_staff_who_may_view_it(
+    account, client_user, operator, django_user_model
+):
     channel = AccountChannel()
     stranger = django_user_model.objects.create_user(username="mallory", password="a-long-password-3")
+    no_role = role_user("staff-without-role")
     number = str(account.number)
     assert channel.group(client_user, number) == f"account.{number}"
-    assert channel.group(operator, number) is None  # operators follow accounts in the admin
+    assert channel.group(operator, number) == f"account.{number}"  # holds brokerage.view_tradingaccount
+    assert channel.group(no_role, number) is None  # is_staff alone is not enough
     assert channel.group(stranger, number) is None
     assert channel.group(client_user, "not-a-number") is None
     snapshot = channel.snapshot(client_user, number)

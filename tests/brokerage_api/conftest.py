@@ -12,7 +12,9 @@ from brokerage.models import ClientGroup, TradingAccount
 from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.publisher import ticker_key
+from tests.brokerage.conftest import role_user
 from users.models import User
+from users.roles import BACK_OFFICE, DEALER, RISK
 
 PASSWORD = "correct horse battery staple"
 PRICES = {
@@ -76,7 +78,7 @@ def bob(db: None) -> User:
 
 @pytest.fixture
 def operator(db: None) -> User:
-    return User.objects.create_user("desk", "desk@example.com", PASSWORD, is_staff=True)
+    return role_user("desk", DEALER, BACK_OFFICE, RISK, password=PASSWORD)
 
 
 def funded_account(owner: User, group: ClientGroup, amount: str = "10000") -> TradingAccount:

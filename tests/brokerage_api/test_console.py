@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from brokerage import services
 from brokerage.models import (
+    CashOperation,
     ClientGroup,
     GroupInstrument,
     LedgerTransaction,
@@ -36,8 +37,8 @@ def cash(admin_client: Client, account: TradingAccount, operation: str, amount: 
     ("operation", "amount", "balance"),
     [
         ("deposit", "500", "10500"),
-        ("withdraw", "300", "9700"),
-        ("adjust", "-25.50", "9974.50"),
+        ("withdrawal", "300", "9700"),
+        ("adjustment", "-25.50", "9974.50"),
         ("bonus", "100", "10100"),
     ],
 )
@@ -57,18 +58,16 @@ def test_cash_operations_are_posted_attributed_and_audited(
     tx = LedgerTransaction.objects.order_by("-id").first()
     assert tx is not None and tx.created_by == admin_user
     entry = AuditLog.objects.get()
-    assert (entry.actor, entry.action, entry.object_id) == (
-        admin_user,
-        f"account.{operation}",
-        str(alice_account.pk),
-    )
-    assert entry.details["amount"] == amount
+    operation_row = CashOperation.objects.get()
+    assert (entry.actor, entry.action, entry.object_id) == (admin_user, "cash.applied", str(operation_row.pk))
+    assert (entry.details["amount"], entry.details["account"]) == (amount, alice_account.number)
+    assert (operation_row.kind, operation_row.status, operation_row.transaction) == (operation, "applied", tx)
 
 
 def test_a_refused_withdrawal_is_reported_and_changes_nothing(
     admin_client: Client, alice_account: TradingAccount, quotes: QuoteSetter
 ) -> None:
-    response = cash(admin_client, alice_account, "withdraw", "20000")
+    response = cash(admin_client, alice_account, "withdrawal", "20000")
     page = response.content.decode()
     assert "can be withdrawn now. (insufficient_free_margin)" in page
     alice_account.refresh_from_db()
@@ -77,7 +76,7 @@ def test_a_refused_withdrawal_is_reported_and_changes_nothing(
 
 
 def test_bad_cash_input_shows_the_form_again(admin_client: Client, alice_account: TradingAccount) -> None:
-    response = cash(admin_client, alice_account, "adjust", "10")  # an adjustment needs a comment
+    response = cash(admin_client, alice_account, "adjustment", "10")  # an adjustment needs a comment
     assert response.status_code == 200
     assert "needs a comment" in response.content.decode()
     response = cash(admin_client, alice_account, "deposit", "lots")

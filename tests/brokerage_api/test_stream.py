@@ -9,9 +9,10 @@ from rest_framework_simplejwt.tokens import AccessToken
 from brokerage import services
 from brokerage.models import TradingAccount
 from livermore.asgi import application
+from tests.brokerage.conftest import role_user
 from users.models import User
 
-from .conftest import QuoteSetter
+from .conftest import PASSWORD, QuoteSetter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,12 +76,19 @@ async def test_another_user_is_refused_with_an_error_frame(
         await ws.disconnect()
 
 
-async def test_an_operator_cannot_follow_a_clients_account(
+async def test_staff_follow_a_clients_account_only_with_the_view_permission(
     alice_account: TradingAccount, operator: User, quotes: QuoteSetter
 ) -> None:
-    ws = await connect(operator)
+    no_role = await sync_to_async(role_user)("staff-without-role", password=PASSWORD)
+    ws = await connect(no_role)
     try:
         frame = await subscribe(ws, f"account:{alice_account.number}")
         assert (frame["type"], frame["code"]) == ("error", "unknown_channel")
+    finally:
+        await ws.disconnect()
+    ws = await connect(operator)
+    try:
+        frame = await subscribe(ws, f"account:{alice_account.number}")
+        assert frame["type"] == "snapshot", frame
     finally:
         await ws.disconnect()
