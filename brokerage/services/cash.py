@@ -77,23 +77,24 @@ def _audit(actor: User, action: str, operation: CashOperation, **details: object
 
 
 def _apply(operation: CashOperation, *, actor: User, quotes: QuoteSource) -> LedgerTransaction:
-    """Post an operation to the ledger under the account lock the caller holds."""
+    """Post an operation to the ledger under the account lock the caller holds. The movement is
+    posted without an actor: the operation records who made and who approved it, and its cash.*
+    audit rows are the one trail of it (the account services would audit it a second time)."""
     account, amount, comment = operation.account, operation.amount, operation.comment
     if operation.kind == CashOperationKind.DEPOSIT:
-        return account_deposit(account=account, amount=amount, actor=actor, comment=comment)
+        return account_deposit(account=account, amount=amount, comment=comment)
     if operation.kind == CashOperationKind.BONUS:
-        return account_bonus(account=account, amount=amount, actor=actor, comment=comment)
+        return account_bonus(account=account, amount=amount, comment=comment)
     if operation.kind == CashOperationKind.ADJUSTMENT:
         return account_adjust(
             account=account,
             amount=amount,
-            actor=actor,
             comment=comment,
             override=operation.override,
             quotes=quotes,
         )
     if operation.hold_id is None:
-        return account_withdraw(account=account, amount=amount, actor=actor, comment=comment, quotes=quotes)
+        return account_withdraw(account=account, amount=amount, comment=comment, quotes=quotes)
     # A held withdrawal: the client was debited when it was held; the held funds go to house cash.
     held = house_account(kind=LedgerAccountKind.HELD, currency=operation.currency)
     cash = house_account(kind=LedgerAccountKind.CASH, currency=operation.currency)
@@ -158,7 +159,7 @@ def cash_operation_create(
             house_kind=LedgerAccountKind.HELD,
             amount=-value,
             comment=operation.comment,
-            actor=actor,
+            actor=None,
             operation="withdraw_hold",
             requested=value,
         )
@@ -233,7 +234,7 @@ def cash_operation_reject(*, operation: CashOperation, actor: User, comment: str
             house_kind=LedgerAccountKind.HELD,
             amount=locked.amount,
             comment=f"Release of withdrawal #{locked.pk}",
-            actor=actor,
+            actor=None,
             operation="withdraw_release",
             requested=locked.amount,
         )
