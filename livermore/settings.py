@@ -120,6 +120,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "kernel.errors.OutageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -176,6 +177,10 @@ if env.bool("DB_POOL", default=False):
 # Threads running HTTP requests' sync code in a web process (livermore/asgi_threads.py): no more than
 # the database pool can serve at once.
 ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=env.int("DB_POOL_MAX", default=16))
+# Requests waiting for one of those threads: past ASGI_QUEUE_MAX waiting, or after ASGI_QUEUE_WAIT_S
+# in the queue, a request is shed with 503 and Retry-After instead of waiting on a stuck database.
+ASGI_QUEUE_MAX = env.int("ASGI_QUEUE_MAX", default=256)
+ASGI_QUEUE_WAIT_S = env.float("ASGI_QUEUE_WAIT_S", default=5.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

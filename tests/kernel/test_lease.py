@@ -4,7 +4,7 @@ again on the same port (empty: no persistence)."""
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from tests.support.servers import PrivateRedis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> PrivateRedis:
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
