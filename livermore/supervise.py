@@ -66,9 +66,10 @@ class Supervisor:
             self.out.flush()
 
     def start(self, child: Child) -> None:
-        # `exec`: the shell becomes the process, so its signals reach the program itself.
+        # The shell expands the line's variables, then becomes the program (`exec env` keeps the
+        # line's VAR=value assignments), so the supervisor's signals reach the program itself.
         process = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {child.command}"],
+            ["/bin/sh", "-c", f"exec env {child.command}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
