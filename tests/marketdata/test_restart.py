@@ -9,6 +9,7 @@ from decimal import Decimal as D
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 
 from alerts.listeners import on_quote as live_alerts
@@ -126,6 +127,14 @@ async def test_bars_the_database_refused_at_shutdown_are_stored_by_the_next_run(
     assert sync_client().llen(key("candles-unstored")) == 0
 
 
+def duplicate_seqs() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM marketdata_tick GROUP BY symbol, seq HAVING count(*) > 1) d"
+        )
+        return int(cursor.fetchone()[0])
+
+
 async def run_until_quoted(loop: MarketLoop, seen: list[SelectedQuote], count: int) -> None:
     task = asyncio.create_task(loop.run())
     try:
@@ -148,6 +157,22 @@ async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed
     seqs = [s.seq for run in runs for s in run]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert runs[1][0].seq == runs[0][-1].seq + 1
+
+
+async def test_seq_numbers_continue_from_the_stored_ticks_when_redis_came_back_empty(
+    tick_table, thread_db_closed
+):
+    eurusd = await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
+    first: list[SelectedQuote] = []
+    await run_until_quoted(MarketLoop(extra_outputs=[first.append]), first, 5)  # its ticks flushed at stop
+    redis = sync_client()
+    redis.delete(*redis.scan_iter(f"{settings.REDIS_PREFIX}:*"))  # a Redis restart without persistence
+    second: list[SelectedQuote] = []
+    await run_until_quoted(MarketLoop(extra_outputs=[second.append]), second, 5)
+    stored_last = max(s.seq for s in first if s.quote is not None and s.tradable)
+    assert second[0].seq == max(s.seq for s in first) + 1 and second[0].seq > stored_last
+    assert await sync_to_async(duplicate_seqs)() == 0
 
 
 async def test_a_quote_stamped_in_the_future_is_refused_and_bars_go_on(settings, thread_db_closed):
