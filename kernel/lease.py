@@ -50,12 +50,14 @@ class Lease:
         name: str,
         *,
         ttl_s: float,
-        retry_max_s: float = 1.0,
+        retry_max_s: float = 0.5,
+        poll_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client, self.key, self.ttl_ms = client, key("lease", name), int(ttl_s * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.retry_max_s = retry_max_s
+        self.poll_s = poll_s  # a standby tries this often: it takes over within poll_s of the expiry
         self.clock = clock
         self.valid_until = 0.0  # on `clock`: the lease is ours at least until then
         self.renewal_failures = 0
@@ -81,7 +83,7 @@ class Lease:
                     log.info("lease %s held by %s; waiting", self.key, await self.client.get(self.key))
                     waited = True
                 failing = False
-                await asyncio.sleep(self.ttl_s / 3)
+                await asyncio.sleep(min(self.poll_s, self.ttl_s / 3))
             except RedisError as exc:
                 if not failing:
                     log.warning("lease %s: Redis unavailable while acquiring (%s); retrying", self.key, exc)

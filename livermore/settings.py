@@ -342,7 +342,10 @@ if CANDLE_WARMUP_BARS < 0:
 TICK_RETENTION_DAYS = env.int("TICK_RETENTION_DAYS", default=30)
 TICK_FLUSH_INTERVAL_S = env.float("TICK_FLUSH_INTERVAL_S", default=0.5)
 TICK_BUFFER_MAX = env.int("TICK_BUFFER_MAX", default=1_000_000)  # ticks held through a database outage
-MARKET_LEASE_TTL_S = env.int("MARKET_LEASE_TTL_S", default=10)
+# The market and beat leases: renewed every third of it, retried through a Redis outage while still
+# valid (an outage up to about two thirds of it is survived), and a standby takes over within half a
+# second of its expiry when a leader dies (failover in about the TTL).
+MARKET_LEASE_TTL_S = env.float("MARKET_LEASE_TTL_S", default=4.0)
 READY_QUOTE_MAX_AGE_S = env.int("READY_QUOTE_MAX_AGE_S", default=30)
 # QuickFIX sequence-number stores (never the messages: PersistMessages=N); outside the repository.
 FIX_STORE_DIR = Path(env.str("FIX_STORE_DIR", default=str(VAR_DIR / "fix")))

@@ -85,8 +85,12 @@ class MarketLoop:
         check_interval_s: float = 0.1,
         reload_interval_s: float = 2.0,
         extra_outputs: list[Output] | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.publisher = QuotePublisher()
+        # `leading`: this process's leader lease is still valid on its own clock (runmarket's lease).
+        # A process frozen past its lease (SIGSTOP, a VM pause) that wakes up numbers, publishes
+        # and records nothing until it renews, or steps down.
+        self.publisher = QuotePublisher(leading=leading)
         self.recorder = TickRecorder(
             database_conninfo(),
             flush_interval_s=settings.TICK_FLUSH_INTERVAL_S,
@@ -100,6 +104,7 @@ class MarketLoop:
             {},
             outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
             allow_simulated=settings.LIVERMORE_DEMO,
+            leading=leading,
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)
@@ -411,6 +416,7 @@ class MarketLoop:
             "trades": self.candles.trades,
             "trades_duplicate": self.candles.trades_duplicate,
             "trades_unselected": self.trades_unselected,
+            "fenced": self.manager.fenced + self.publisher.fenced,
         }
         async with async_client().pipeline(transaction=False) as pipe:
             pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)

@@ -74,7 +74,6 @@ def test_a_two_second_redis_restart_stops_no_process_and_the_desk_recovers(
             "market",
             REDIS_URL=redis_server.url,
             CELERY_BROKER_URL=redis_server.url,
-            MARKET_LEASE_TTL_S="10",
         ) as stack,
     ):
         stack.wait_http("/readyz", timeout=60)

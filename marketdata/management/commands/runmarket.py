@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 try:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(lease.keep())
-                        tg.create_task(MarketLoop().run())
+                        tg.create_task(MarketLoop(leading=lease.valid).run())
                 except* LeaseLost as lost:
                     # Stepped down (the loop stopped and flushed): stand by for the lease again.
                     log.error("market loop stepped down: %s", lost.exceptions[0])
