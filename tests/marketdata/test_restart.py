@@ -25,6 +25,7 @@ from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote, now_ns
 from marketdata.services import candles_store
 from marketdata.ticks import TickRecorder
+from tests.support.stack import free_port
 from tests.support.waiting import await_until
 
 from .conftest import instrument, simulator_venue
@@ -143,6 +144,27 @@ async def run_until_quoted(loop: MarketLoop, seen: list[SelectedQuote], count: i
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_open_bars_are_rebuilt_from_the_database_when_redis_is_down_at_start(
+    tick_table, thread_db_closed, settings
+):
+    await sync_to_async(instrument)("EURUSD")
+    minute = now_ns() // NS // 60 * 60
+    recorder = TickRecorder(database_conninfo())
+    recorder(quote(minute * NS, "1.1022", 1))  # the previous run's ticks of this minute
+    recorder(quote(minute * NS + 1, "1.1060", 2))
+    assert await asyncio.to_thread(recorder.flush)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # refuses connections
+
+    stage = CandleStage()
+    try:
+        await stage.restore(["EURUSD"], now_ns())
+    finally:
+        stage.close()
+    bar = stage.builder.symbols["EURUSD"].minute
+    assert bar is not None and bar.start == minute * NS
+    assert (bar.open, bar.high, bar.ticks) == (D("1.1022"), D("1.1060"), 2)
 
 
 async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed):
