@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from channels_redis.pubsub import RedisPubSubChannelLayer
@@ -94,12 +94,12 @@ class Frames:
 
 
 def lease_holder(server: PrivateRedis, prefix: str) -> str:
-    raw = server.client().get(f"{prefix}:lease:market")
+    raw = cast(bytes | None, server.client().get(f"{prefix}:lease:market"))
     return raw.decode() if raw else ""
 
 
 def ticker_seq(server: PrivateRedis, prefix: str) -> int:
-    raw = server.client().get(f"{prefix}:ticker:EURUSD")
+    raw = cast(bytes | None, server.client().get(f"{prefix}:ticker:EURUSD"))
     return int(json.loads(raw)["seq"]) if raw else 0
 
 

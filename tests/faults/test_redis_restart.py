@@ -48,13 +48,14 @@ class Load:
         headers = {"Authorization": f"Bearer {self.token}"}
         with httpx.Client(base_url=self.stack.url, timeout=5) as client:
             while not self.stop.is_set():
-                for name, path, kwargs in (
+                for name, path, request_headers in (
                     ("healthz", "/healthz", {}),
-                    ("accounts", "/api/v1/accounts", {"headers": headers}),
+                    ("accounts", "/api/v1/accounts", headers),
                 ):
                     self.requests[name] += 1
+                    status: int | str
                     try:
-                        status = client.get(path, **kwargs).status_code
+                        status = client.get(path, headers=request_headers).status_code
                     except httpx.HTTPError as exc:
                         status = repr(exc)
                     if status != 200:
