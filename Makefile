@@ -43,7 +43,7 @@ run: setup
 	@echo "  health       http://127.0.0.1:$(PORT)/healthz  /readyz"
 	@echo "Ctrl-C stops everything."
 	@echo ""
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho start -f Procfile
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(PY) -m livermore.supervise -f Procfile
 
 test: setup
 	@scripts/chromium-ensure

@@ -316,6 +316,9 @@ class Notification(models.Model):
     message_id = models.CharField(max_length=32, blank=True)
     # One entry per request: {at, status (0: no answer), outcome, ms, error, message_id}.
     attempt_log = models.JSONField(default=list, blank=True, editable=False)
+    # Set, and committed, before a request goes out; cleared with its outcome. Still set past its
+    # time: the worker died mid-request (the requeue job sends the row again at once).
+    in_flight_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ("-created_at", "-id")

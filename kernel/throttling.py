@@ -10,11 +10,14 @@ A per-user rate for one kind of write (order submission, portfolio sync) is set 
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] under the view's `throttle_scope`.
 """
 
+import logging
+import time
 import uuid
 from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.commands.core import Script
+from redis.exceptions import RedisError
 from rest_framework import throttling
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
@@ -40,6 +43,28 @@ return {1, count + 1}
 """
 
 
+log = logging.getLogger(__name__)
+
+_FAIL_OPEN_LOG_EVERY_S = 10.0
+_fail_open = {"logged_at": 0.0, "passed": 0}
+
+
+def _failed_open(exc: RedisError) -> bool:
+    """Redis did not answer: the request passes (an outage of the rate store stops no trading), and
+    the outage is logged at most every few seconds with how many requests passed unthrottled."""
+    _fail_open["passed"] += 1
+    now = time.monotonic()
+    if now - _fail_open["logged_at"] >= _FAIL_OPEN_LOG_EVERY_S:
+        log.warning(
+            "throttle: Redis unavailable (%s: %s); %d request(s) passed unthrottled",
+            type(exc).__name__,
+            exc,
+            _fail_open["passed"],
+        )
+        _fail_open["logged_at"], _fail_open["passed"] = now, 0
+    return True
+
+
 @cache
 def _script() -> Script:
     return sync_client().register_script(_SLIDING_WINDOW)
@@ -59,13 +84,16 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
         if cache_key is None:
             return True
         now = self.timer()
-        allowed, value = cast(
-            "list[Any]",
-            _script()(
-                keys=[key("throttle", cache_key)],
-                args=[repr(now), self.duration, self.num_requests, uuid.uuid4().hex],
-            ),
-        )
+        try:
+            allowed, value = cast(
+                "list[Any]",
+                _script()(
+                    keys=[key("throttle", cache_key)],
+                    args=[repr(now), self.duration, self.num_requests, uuid.uuid4().hex],
+                ),
+            )
+        except RedisError as exc:
+            return _failed_open(exc)
         if allowed:
             return True
         self.retry_after = max(self.duration - (now - float(value)), 0.0)

@@ -14,7 +14,11 @@ from kernel.ws import secure_websocket  # noqa: E402
 from livermore.asgi_threads import ThreadPoolASGIHandler  # noqa: E402
 from livermore.routing import websocket_urlpatterns  # noqa: E402
 
-django_asgi_app = ThreadPoolASGIHandler(size=settings.ASGI_REQUEST_THREADS)
+django_asgi_app = ThreadPoolASGIHandler(
+    size=settings.ASGI_REQUEST_THREADS,
+    queue_max=settings.ASGI_QUEUE_MAX,
+    queue_wait_s=settings.ASGI_QUEUE_WAIT_S,
+)
 
 application = ProtocolTypeRouter(
     {

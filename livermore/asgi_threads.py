@@ -13,9 +13,15 @@ requests in flight, all contending for the GIL and the database pool. Here a req
 SIZE long-lived single-thread executors instead: threads and their connections are reused, and at
 most SIZE requests run sync code at once while the others wait in the event loop holding nothing.
 Thread-sensitive code still runs on one thread per request, as Django requires.
+
+The wait is bounded: past `queue_max` waiting requests, or after `queue_wait_s` in the queue (a
+database that stopped answering holds every thread), a request is shed at once with 503, the API's
+JSON error shape and Retry-After. /healthz never queues: it is answered here, in the event loop, so a
+liveness probe fails only when the process itself does not run.
 """
 
 import asyncio
+import json
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +29,11 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
+
+from kernel.errors import error_body
+from livermore.health import HEALTHZ_BODY
+
+SHED_RETRY_AFTER_S = 1
 
 
 class _Threads:
@@ -32,19 +43,40 @@ class _Threads:
         self.size = size
         self.started = 0
         self.idle: asyncio.Queue[ThreadPoolExecutor] = asyncio.Queue()
+        self.waiting = 0
+        self.shed = 0
 
     async def borrow(self) -> ThreadPoolExecutor:
         if self.idle.empty() and self.started < self.size:
             self.started += 1
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="http")
-        return await self.idle.get()
+        self.waiting += 1
+        try:
+            return await self.idle.get()
+        finally:
+            self.waiting -= 1
+
+
+async def _answer(
+    send: Any, status: int, body: object, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
 class ThreadPoolASGIHandler(ASGIHandler):
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, queue_max: int, queue_wait_s: float) -> None:
         # Not ASGIHandler.__init__, which loads the chain in async mode.
         self.load_middleware(is_async=False)
         self.size = size
+        self.queue_max = queue_max
+        self.queue_wait_s = queue_wait_s
         self.threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Threads] = (
             weakref.WeakKeyDictionary()
         )
@@ -56,7 +88,19 @@ class ThreadPoolASGIHandler(ASGIHandler):
         threads = self.threads.get(loop)
         if threads is None:
             threads = self.threads[loop] = _Threads(self.size)
-        executor = await threads.borrow()
+        if scope["path"] == "/healthz":
+            await _answer(send, 200, HEALTHZ_BODY)
+            return
+        try:
+            if threads.waiting >= self.queue_max:
+                raise TimeoutError
+            async with asyncio.timeout(self.queue_wait_s):
+                executor = await threads.borrow()
+        except TimeoutError:
+            threads.shed += 1
+            body = error_body("overloaded", "The server is overloaded; retry shortly.")
+            await _answer(send, 503, body, ((b"retry-after", str(SHED_RETRY_AFTER_S).encode()),))
+            return
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)

@@ -44,7 +44,7 @@ JOBS = [
     Job("idempotency keys purge", "users.tasks.idempotency_keys_purge", 3600),
     Job("expire pending orders", "brokerage.tasks.orders_expire", 60),
     Job("accrue swaps", "brokerage.tasks.swaps_accrue", crontab=f"0 {settings.SWAP_ROLLOVER_HOUR_UTC} * * *"),
-    Job("alert notifications requeue", "alerts.tasks.notifications_requeue", 60),
+    Job("alert notifications requeue", "alerts.tasks.notifications_requeue", 5),
     Job("expire alert rules", "alerts.tasks.alert_rules_expire", 60),
     Job("prune FIX message log", "fix.tasks.fix_message_prune", 3600),
 ]

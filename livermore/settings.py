@@ -121,6 +121,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "kernel.errors.OutageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -178,6 +179,10 @@ if env.bool("DB_POOL", default=False):
 # Threads running HTTP requests' sync code in a web process (livermore/asgi_threads.py): no more than
 # the database pool can serve at once.
 ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=env.int("DB_POOL_MAX", default=16))
+# Requests waiting for one of those threads: past ASGI_QUEUE_MAX waiting, or after ASGI_QUEUE_WAIT_S
+# in the queue, a request is shed with 503 and Retry-After instead of waiting on a stuck database.
+ASGI_QUEUE_MAX = env.int("ASGI_QUEUE_MAX", default=256)
+ASGI_QUEUE_WAIT_S = env.float("ASGI_QUEUE_WAIT_S", default=5.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -360,7 +365,10 @@ if CANDLE_WARMUP_BARS < 0:
 TICK_RETENTION_DAYS = env.int("TICK_RETENTION_DAYS", default=30)
 TICK_FLUSH_INTERVAL_S = env.float("TICK_FLUSH_INTERVAL_S", default=0.5)
 TICK_BUFFER_MAX = env.int("TICK_BUFFER_MAX", default=1_000_000)  # ticks held through a database outage
-MARKET_LEASE_TTL_S = env.int("MARKET_LEASE_TTL_S", default=10)
+# The market and beat leases: renewed every third of it, retried through a Redis outage while still
+# valid (an outage up to about two thirds of it is survived), and a standby takes over within half a
+# second of its expiry when a leader dies (failover in about the TTL).
+MARKET_LEASE_TTL_S = env.float("MARKET_LEASE_TTL_S", default=4.0)
 READY_QUOTE_MAX_AGE_S = env.int("READY_QUOTE_MAX_AGE_S", default=30)
 # QuickFIX sequence-number stores (never the messages: PersistMessages=N); outside the repository.
 FIX_STORE_DIR = Path(env.str("FIX_STORE_DIR", default=str(VAR_DIR / "fix")))

@@ -14,7 +14,7 @@ from typing import cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 from django.utils.module_loading import import_string
 
 from kernel.aio import cancel_and_wait
@@ -30,7 +30,7 @@ from marketdata.publisher import QuotePublisher, ticker_key
 from marketdata.quotes import Quote, Trade, now_ns
 from marketdata.selectors import instrument_symbols, venue_configs, warm_up_targets
 from marketdata.services import candles_warm_up
-from marketdata.ticks import TickRecorder
+from marketdata.ticks import TickRecorder, last_seqs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,11 @@ def _stale_after_ms(config: VenueConfig) -> int:
     return max(config.stale_after_ms, floor)
 
 
+def _stored_seqs(symbols: list[str]) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        return last_seqs(cursor, symbols)
+
+
 def _venue_configs() -> list[VenueConfig]:
     close_old_connections()  # a long-lived thread: drop a connection a database restart broke
     return venue_configs()
@@ -80,8 +85,12 @@ class MarketLoop:
         check_interval_s: float = 0.1,
         reload_interval_s: float = 2.0,
         extra_outputs: list[Output] | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.publisher = QuotePublisher()
+        # `leading`: this process's leader lease is still valid on its own clock (runmarket's lease).
+        # A process frozen past its lease (SIGSTOP, a VM pause) that wakes up numbers, publishes
+        # and records nothing until it renews, or steps down.
+        self.publisher = QuotePublisher(leading=leading)
         self.recorder = TickRecorder(
             database_conninfo(),
             flush_interval_s=settings.TICK_FLUSH_INTERVAL_S,
@@ -95,6 +104,7 @@ class MarketLoop:
             {},
             outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
             allow_simulated=settings.LIVERMORE_DEMO,
+            leading=leading,
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)
@@ -170,8 +180,25 @@ class MarketLoop:
             await self.shutdown()
 
     async def restore(self) -> None:
-        """Pick up where the previous run stopped: per-symbol seq numbers, then open candles."""
+        """Pick up where the previous run stopped: per-symbol seq numbers, then open candles.
+
+        Seq numbers continue after the highest of the stored ticks, the saved numbers and the
+        ticker cache: a Redis that restarted empty never makes them go backwards."""
         symbols = await sync_to_async(instrument_symbols)()
+        try:
+            self.manager.seed_seq(await sync_to_async(_stored_seqs)(symbols))
+        except Exception:
+            log.exception("seq numbers of the stored ticks not read")
+        try:
+            self.manager.seed_seq(await self._cached_seqs(symbols))
+        except Exception:
+            log.exception("seq numbers in Redis not read: numbering continues from the stored ticks")
+        try:
+            await self.candles.restore(symbols, now_ns())
+        except Exception:
+            log.exception("open candles not restored: the current bars start from the first quote")
+
+    async def _cached_seqs(self, symbols: list[str]) -> dict[str, int]:
         redis = async_client()
         tickers = await redis.mget([ticker_key(s) for s in symbols]) if symbols else []
         saved = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(key(SEQ_KEY)))
@@ -179,11 +206,7 @@ class MarketLoop:
         for symbol, raw in zip(symbols, tickers):
             if raw:
                 seqs[symbol] = max(seqs.get(symbol, 0), int(json.loads(raw)["seq"]))
-        self.manager.seed_seq(seqs)
-        try:
-            await self.candles.restore(symbols, now_ns())
-        except Exception:
-            log.exception("open candles not restored: the current bars start from the first quote")
+        return seqs
 
     def schedule_warm_up(
         self, venue_codes: set[str] | None, gap_from: int | None = None
@@ -393,6 +416,7 @@ class MarketLoop:
             "trades": self.candles.trades,
             "trades_duplicate": self.candles.trades_duplicate,
             "trades_unselected": self.trades_unselected,
+            "fenced": self.manager.fenced + self.publisher.fenced,
         }
         async with async_client().pipeline(transaction=False) as pipe:
             pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)

@@ -72,8 +72,13 @@ class LPManager:
         clock: Callable[[], int] = now_ns,
         *,
         allow_simulated: bool = True,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.venues = dict(venues)
+        # False once this process's leader lease may have expired (a process frozen past it and
+        # woken up): nothing is numbered or published until it is renewed; counted in `fenced`.
+        self.leading = leading
+        self.fenced = 0
         self.outputs = list(outputs)
         self.clock = clock
         self.allow_simulated = allow_simulated
@@ -246,6 +251,9 @@ class LPManager:
             self._publish(symbol, last.quote if last else None, False)
 
     def _publish(self, symbol: str, quote: Quote | None, tradable: bool) -> None:
+        if not self.leading():
+            self.fenced += 1
+            return
         seq = self.seq.get(symbol, 0) + 1
         self.seq[symbol] = seq
         selected = SelectedQuote(symbol=symbol, seq=seq, quote=quote, tradable=tradable)

@@ -16,6 +16,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
+from redis.exceptions import RedisError
 
 from kernel.redis import async_client, key
 from marketdata.bars import MID, TRADES, Bar, bar_to_wire
@@ -221,10 +222,15 @@ class CandleStage:
         """At start: store the bars a previous run left in Redis, then rebuild the open bars from
         the stored 1m bars and ticks, so the bars closed after a restart cover their whole period."""
         self.builder.since = now
-        async with async_client().pipeline(transaction=True) as pipe:
-            pipe.lrange(key(UNSTORED_KEY), 0, -1)
-            pipe.delete(key(UNSTORED_KEY))
-            spilled, _ = await pipe.execute()
+        try:
+            async with async_client().pipeline(transaction=True) as pipe:
+                pipe.lrange(key(UNSTORED_KEY), 0, -1)
+                pipe.delete(key(UNSTORED_KEY))
+                spilled, _ = await pipe.execute()
+        except RedisError as exc:
+            # They stay in Redis for the next start; the open bars are rebuilt from the database.
+            log.error("candle store: bars left in Redis by the previous run not read (%s)", exc)
+            spilled = []
         if spilled:
             self.unstored.extend(bar_load(raw) for raw in spilled)
             log.info("candle store: %d bars left by the previous run queued for storage", len(spilled))

@@ -4,6 +4,7 @@ hubs, off the hot path."""
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -50,10 +51,12 @@ def quote_envelope(sq: SelectedQuote) -> Envelope:
 class QuotePublisher:
     """A sync output for the LP manager; a task drains what it collected in batches."""
 
-    def __init__(self, *, max_pending: int = 100_000) -> None:
+    def __init__(self, *, max_pending: int = 100_000, leading: Callable[[], bool] = lambda: True) -> None:
         self.pending: list[SelectedQuote] = []
         self.max_pending = max_pending
+        self.leading = leading  # a batch is sent only while this process's leader lease is valid
         self.dropped = 0
+        self.fenced = 0
         self.wakeup = asyncio.Event()
 
     def __call__(self, selected: SelectedQuote) -> None:
@@ -68,6 +71,9 @@ class QuotePublisher:
             await self.wakeup.wait()
             self.wakeup.clear()
             batch, self.pending = self.pending, []
+            if not self.leading():
+                self.fenced += len(batch)
+                continue
             try:
                 await self.flush(batch)
             except Exception:

@@ -129,6 +129,17 @@ def ticks_drop_before(cursor: Any, day: date) -> list[str]:
     return dropped
 
 
+def last_seqs(cursor: Any, symbols: Sequence[str], *, recent: int = 1000) -> dict[str, int]:
+    """The highest stored seq of each symbol among its `recent` latest ticks (by the (symbol, ts)
+    index: no scan of older days), for symbols with any."""
+    cursor.execute(
+        f"SELECT s.symbol, (SELECT max(r.seq) FROM (SELECT t.seq FROM {TABLE} t WHERE t.symbol = s.symbol "  # noqa: S608 (a constant)
+        "ORDER BY t.ts DESC LIMIT %s) r) FROM unnest(%s::text[]) AS s(symbol)",
+        [recent, list(symbols)],
+    )
+    return {symbol: int(seq) for symbol, seq in cursor.fetchall() if seq is not None}
+
+
 def ns_to_datetime(ns: int) -> datetime:
     return EPOCH + timedelta(microseconds=ns // 1000)
 

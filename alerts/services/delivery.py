@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from alerts import discord, rules
@@ -25,7 +26,9 @@ from .evaluation import _epoch
 log = logging.getLogger(__name__)
 
 ATTEMPT_LOG_MAX = 50
+IN_FLIGHT_MARGIN_S = 5.0
 DELIVERY_FIELDS = (
+    "in_flight_until",
     "status",
     "attempts",
     "rate_limited",
@@ -74,6 +77,57 @@ def notification_deliver(*, notification_id: int) -> float | None:
     in the row's `attempt_log` (outcome "unknown" for no answer), so `maybe_duplicated` tells which
     sent rows may show twice. 429s count toward ALERTS_DELIVERY_MAX_RATE_LIMITED, other failures
     toward ALERTS_DELIVERY_MAX_ATTEMPTS; past either, the row is marked failed with the error."""
+    claimed = _delivery_claim(notification_id)
+    if not isinstance(claimed, Notification):
+        return claimed
+    notification, channel, event = claimed, claimed.channel, claimed.event
+    png = notification_chart(event=event)
+    embed = discord.alert_embed(
+        title=event.title,
+        value=event.value,
+        value_name=event.payload.get("value_name", "Value"),
+        price=event.price,
+        timeframe=event.timeframe,
+        frames=event.payload.get("frames", {}),
+        stages=event.payload.get("stages", {}),
+        bias=event.payload.get("bias", rules.NEUTRAL),
+        diagnostics=event.payload.get("diagnostics"),
+        direction=event.direction,
+        fired_at=event.fired_at,
+        footer=f"Livermore alert #{event.pk}",
+        with_chart=png is not None,
+    )
+    with httpx.Client() as client:
+        result = discord.webhook_post(
+            client,
+            channel.webhook_url,
+            embed=embed,
+            png=png,
+            timeout_s=settings.ALERTS_DISCORD_TIMEOUT_S,
+            log_ref=f"channel={channel.pk} notification={notification.pk}",
+        )
+    _posted(channel.pk, result)
+    with transaction.atomic():
+        current = (
+            Notification.objects.select_for_update(of=("self",))
+            .select_related("channel")
+            .get(pk=notification.pk)
+        )
+        if current.in_flight_until != notification.in_flight_until:
+            # Our claim ran out and another worker sent the row again: keep its state, note ours.
+            log.warning("notification=%s answered after its claim ran out: %s", current.pk, result.status)
+            current.attempt_log = [*current.attempt_log, _attempt(result, timezone.now())][-ATTEMPT_LOG_MAX:]
+            current.save(update_fields=["attempt_log"])
+            return None
+        current.in_flight_until = None
+        return _settle(current, result)
+
+
+def _delivery_claim(notification_id: int) -> Notification | float | None:
+    """Claims a due row for one request and commits the claim before the request goes out: the row
+    is then held by `in_flight_until` (no other worker sends it meanwhile), not by a lock across the
+    request. A claim still set past its time is a worker that died mid-request: its request may have
+    been posted, so it is logged with outcome "unknown" (the row is `maybe_duplicated` once sent)."""
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True, of=("self",))
@@ -84,8 +138,24 @@ def notification_deliver(*, notification_id: int) -> float | None:
         if notification is None:
             return None
         now = timezone.now()
+        if notification.in_flight_until is not None:
+            if notification.in_flight_until > now:
+                return (notification.in_flight_until - now).total_seconds()
+            orphan = discord.WebhookResult(
+                status=0, error="worker stopped mid-request: the outcome is unknown"
+            )
+            notification.attempt_log = [
+                *notification.attempt_log,
+                _attempt(orphan, notification.in_flight_until),
+            ]
+            notification.in_flight_until = None
+            notification.attempts += 1
+            if notification.attempts >= settings.ALERTS_DELIVERY_MAX_ATTEMPTS:
+                _fail(notification, f"gave up after {notification.attempts} attempts: {orphan.error}")
+                return None
         wait = (notification.next_attempt_at - now).total_seconds()
         if wait > 0:
+            notification.save(update_fields=DELIVERY_FIELDS)
             return wait
         channel = notification.channel
         if not channel.enabled:
@@ -93,41 +163,19 @@ def notification_deliver(*, notification_id: int) -> float | None:
             return None
         if (blocked := _blocked_for(channel.pk)) > 0:
             notification.next_attempt_at = now + timedelta(seconds=blocked)
-            notification.save(update_fields=["next_attempt_at"])
+            notification.save(update_fields=DELIVERY_FIELDS)
             return blocked
         try:
             webhook_url_check(channel.webhook_url)
         except ServiceError as exc:
             _fail(notification, f"webhook URL rejected: {exc.message}")
             return None
-        event = notification.event
-        png = notification_chart(event=event)
-        embed = discord.alert_embed(
-            title=event.title,
-            value=event.value,
-            value_name=event.payload.get("value_name", "Value"),
-            price=event.price,
-            timeframe=event.timeframe,
-            frames=event.payload.get("frames", {}),
-            stages=event.payload.get("stages", {}),
-            bias=event.payload.get("bias", rules.NEUTRAL),
-            diagnostics=event.payload.get("diagnostics"),
-            direction=event.direction,
-            fired_at=event.fired_at,
-            footer=f"Livermore alert #{event.pk}",
-            with_chart=png is not None,
+        # The chart, the request and its timeout, with room to spare.
+        notification.in_flight_until = now + timedelta(
+            seconds=settings.ALERTS_DISCORD_TIMEOUT_S + IN_FLIGHT_MARGIN_S
         )
-        with httpx.Client() as client:
-            result = discord.webhook_post(
-                client,
-                channel.webhook_url,
-                embed=embed,
-                png=png,
-                timeout_s=settings.ALERTS_DISCORD_TIMEOUT_S,
-                log_ref=f"channel={channel.pk} notification={notification.pk}",
-            )
-        _posted(channel.pk, result)
-        return _settle(notification, result)
+        notification.save(update_fields=DELIVERY_FIELDS)
+        return notification
 
 
 def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
@@ -211,16 +259,17 @@ def notification_retry(*, notification: Notification) -> Notification:
 
 def notifications_requeue_due(*, grace_s: float | None = None) -> int:
     """Re-enqueues pending rows whose delivery is overdue by more than ALERTS_REQUEUE_GRACE_S (a task
-    lost with a broker or a worker killed mid-delivery: its row lock died with its connection).
+    lost with a broker), and at once those whose in-flight claim ran out (a worker killed mid-request).
     Extra deliveries of a row are harmless: the row lock and its status decide."""
     from alerts.tasks import notification_deliver
 
     if grace_s is None:
         grace_s = settings.ALERTS_REQUEUE_GRACE_S
+    now = timezone.now()
     due = list(
         Notification.objects.filter(
+            Q(next_attempt_at__lte=now - timedelta(seconds=grace_s)) | Q(in_flight_until__lte=now),
             status=Notification.Status.PENDING,
-            next_attempt_at__lte=timezone.now() - timedelta(seconds=grace_s),
         ).values_list("pk", flat=True)[:1000]
     )
     for pk in due:

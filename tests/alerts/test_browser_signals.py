@@ -157,4 +157,4 @@ def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, 
             expect(page.locator("#chart .candle")).to_have_count(LONG_CHART_BARS)
         finally:
             browser.close()
-            stack.stop()  # SIGTERM, which honcho passes on; a SIGKILL would orphan its children
+            stack.stop()  # SIGTERM, which the supervisor passes on: every process flushes

@@ -4,17 +4,18 @@ import io
 import logging
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, Notification, NotificationChannel
-from alerts.services import alerts_evaluate_bar_close, notification_deliver
+from alerts.services import alerts_evaluate_bar_close, notification_deliver, notifications_requeue_due
 from kernel.redis import key, sync_client
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord, PostedLate, RateLimited, Slow, Status
@@ -361,3 +362,55 @@ def test_a_request_that_timed_out_after_posting_is_retried_and_marked_as_a_possi
         ("posted", second.message_id),
     ]
     assert notification.maybe_duplicated
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_attempt_is_committed_before_the_request_goes_out_and_holds_the_row(
+    alice: Any, btc: Instrument, discord: FakeDiscord, settings: Any
+) -> None:
+    """While a request is in flight its claim is in the database (another connection sees it) and a
+    second worker does not send the row; once answered, the claim is cleared."""
+    settings.ALERTS_DISCORD_TIMEOUT_S = 5
+    notification, webhook_id = fire(alice, btc, discord)
+    discord.script(webhook_id, PostedLate(1.0))  # posted, answered a second later
+
+    def deliver_and_close() -> None:
+        try:
+            notification_deliver(notification_id=notification.pk)
+        finally:
+            connection.close()  # this thread's own
+
+    first = threading.Thread(target=deliver_and_close)
+    first.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not discord.received:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        claimed = Notification.objects.get(pk=notification.pk)  # this test's own connection
+        assert claimed.status == "pending" and claimed.in_flight_until is not None
+        wait = notification_deliver(notification_id=notification.pk)  # a redelivered task
+        assert wait is not None and 0 < wait <= 5 + 5
+    finally:
+        first.join(10)
+    sent = Notification.objects.get(pk=notification.pk)
+    assert sent.status == "sent" and sent.in_flight_until is None and not sent.maybe_duplicated
+    assert len(discord.received) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_left_by_a_worker_killed_mid_request_is_redelivered_and_flagged(
+    alice: Any, btc: Instrument, discord: FakeDiscord
+) -> None:
+    """What a worker SIGKILLed during its request leaves: a committed claim nobody settles. Once it
+    ran out the requeue job sends the row again at once (no grace) and the row is flagged."""
+    notification, webhook_id = fire(alice, btc, discord)
+    ran_out = timezone.now() - timedelta(seconds=1)
+    Notification.objects.filter(pk=notification.pk).update(in_flight_until=ran_out)
+    assert notifications_requeue_due(grace_s=3600) == 1  # due by its claim, not by the grace
+    assert notification_deliver(notification_id=notification.pk) is None
+    sent = Notification.objects.get(pk=notification.pk)
+    assert sent.status == "sent" and sent.maybe_duplicated
+    assert [e["outcome"] for e in sent.attempt_log] == ["unknown", "posted"]
+    assert sent.attempts == 2
+    assert len(discord.posted(webhook_id)) == 1

@@ -143,7 +143,9 @@ def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
     holds them; those messages are not posted). Its tasks die with it: acknowledged late, they would
     come back only after the broker's visibility timeout (an hour). A second worker drains the
     queue, the lost rows stay pending, then the requeue job (run by that worker, as beat runs it)
-    sends them again: every firing ends delivered once, or failed for the dead webhook."""
+    sends them again once their in-flight claims run out: every firing ends delivered once, or
+    failed for the dead webhook, and the four whose first request's outcome is unknown are flagged
+    `maybe_duplicated`."""
     app.control.purge()
     unacked = [
         f"{settings.REDIS_PREFIX}:celery:{name}" for name in ("unacked", "unacked_index", "unacked_mutex")
@@ -181,6 +183,11 @@ def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
             assert discord.posted(live_id) == []  # the four in flight were never answered
             in_flight = Notification.objects.filter(channel=live, status="pending").count()
             assert in_flight >= 4
+            # Their claims were committed before the requests went out: they may have been posted.
+            claimed = set(
+                Notification.objects.filter(in_flight_until__isnull=False).values_list("pk", flat=True)
+            )
+            assert len(claimed) == 4
 
             with celery_worker(ALERTS_REQUEUE_GRACE_S="0") as (_, second_log):
                 # the queue drains; what the killed worker held stays pending
@@ -210,4 +217,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
         assert set(Notification.objects.filter(channel=dead).values_list("status", flat=True)) == {"failed"}
         footers = Counter(r.payload["embeds"][0]["footer"]["text"] for r in discord.posted(live_id))
         assert footers == Counter({f"Livermore alert #{e.pk}": 1 for e in AlertEvent.objects.all()})
-        assert not any(n.maybe_duplicated for n in sent)
+        # Redelivered once their claims ran out, and flagged: the first request's outcome is unknown.
+        assert {n.pk for n in sent if n.maybe_duplicated} == claimed
+        unknown = [e for n in sent if n.pk in claimed for e in n.attempt_log if e["outcome"] == "unknown"]
+        assert len(unknown) == 4 and all("mid-request" in e["error"] for e in unknown)

@@ -12,7 +12,16 @@ from livermore.asgi_threads import ThreadPoolASGIHandler
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def handler(size: int, *, queue_max: int = 100, queue_wait_s: float = 30) -> ThreadPoolASGIHandler:
+    return ThreadPoolASGIHandler(size=size, queue_max=queue_max, queue_wait_s=queue_wait_s)
+
+
 async def get(app: ThreadPoolASGIHandler, path: str) -> tuple[int, bytes]:
+    status, _, body = await get_with_headers(app, path)
+    return status, body
+
+
+async def get_with_headers(app: ThreadPoolASGIHandler, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -44,24 +53,23 @@ async def get(app: ThreadPoolASGIHandler, path: str) -> tuple[int, bytes]:
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], body
+    return start["status"], dict(start["headers"]), body
 
 
 async def test_concurrent_requests_share_a_bounded_set_of_threads() -> None:
-    app = ThreadPoolASGIHandler(size=2)
-    responses = await asyncio.gather(*(get(app, "/healthz") for _ in range(8)))
-    assert [status for status, _ in responses] == [200] * 8
-    assert all(json.loads(body) == {"status": "ok"} for _, body in responses)
+    app = handler(2)
+    responses = await asyncio.gather(*(get(app, "/no-such-page") for _ in range(8)))
+    assert [status for status, _ in responses] == [404] * 8
     threads = app.threads[asyncio.get_running_loop()]
     assert threads.started == 2
     assert threads.idle.qsize() == 2
 
 
 async def test_requests_after_the_first_reuse_its_thread() -> None:
-    app = ThreadPoolASGIHandler(size=4)
+    app = handler(4)
     seen = set()
     for _ in range(5):
-        assert (await get(app, "/healthz"))[0] == 200
+        assert (await get(app, "/no-such-page"))[0] == 404
         executor = app.threads[asyncio.get_running_loop()].idle.get_nowait()
         seen.add(id(executor))
         app.threads[asyncio.get_running_loop()].idle.put_nowait(executor)
@@ -70,6 +78,44 @@ async def test_requests_after_the_first_reuse_its_thread() -> None:
 
 
 def test_it_serves_only_http() -> None:
-    app = ThreadPoolASGIHandler(size=1)
+    app = handler(1)
     with pytest.raises(ValueError, match="websocket"):
         asyncio.run(app({"type": "websocket"}, None, None))
+
+
+async def busy(app: ThreadPoolASGIHandler) -> Any:
+    """Every thread of the app held (as by requests stuck on a database that does not answer)."""
+    await get(app, "/no-such-page")  # the loop's thread set exists
+    threads = app.threads[asyncio.get_running_loop()]
+    return [await threads.borrow() for _ in range(app.size)]
+
+
+async def test_healthz_answers_while_every_request_thread_is_stuck() -> None:
+    app = handler(1)
+    await busy(app)
+    status, body = await asyncio.wait_for(get(app, "/healthz"), timeout=1)
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+async def test_requests_beyond_the_bounded_queue_are_shed_at_once_with_503() -> None:
+    app = handler(1, queue_max=2)
+    held = await busy(app)
+    waiting = [asyncio.create_task(get(app, "/no-such-page")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    status, headers, body = await asyncio.wait_for(get_with_headers(app, "/no-such-page"), timeout=1)
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    assert headers[b"content-type"] == b"application/json"
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    threads = app.threads[asyncio.get_running_loop()]
+    threads.idle.put_nowait(held[0])  # the stuck request ends: the queued ones are served
+    assert [r[0] for r in await asyncio.gather(*waiting)] == [404, 404]
+    assert threads.shed == 1
+
+
+async def test_a_request_that_waited_its_bound_in_the_queue_is_shed_with_503() -> None:
+    app = handler(1, queue_wait_s=0.3)
+    await busy(app)
+    started = asyncio.get_running_loop().time()
+    status, body = await get(app, "/no-such-page")
+    assert status == 503 and json.loads(body)["error"]["code"] == "overloaded"
+    assert 0.3 <= asyncio.get_running_loop().time() - started < 1.0

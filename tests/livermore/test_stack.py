@@ -1,4 +1,4 @@
-"""The whole stack as `make run` starts it: the Procfile's processes under honcho."""
+"""The whole stack as `make run` starts it: the Procfile's processes under the supervisor."""
 
 import json
 import time

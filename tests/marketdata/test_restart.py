@@ -9,6 +9,7 @@ from decimal import Decimal as D
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 
 from alerts.listeners import on_quote as live_alerts
@@ -24,6 +25,7 @@ from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote, now_ns
 from marketdata.services import candles_store
 from marketdata.ticks import TickRecorder
+from tests.support.stack import free_port
 from tests.support.waiting import await_until
 
 from .conftest import instrument, simulator_venue
@@ -126,6 +128,14 @@ async def test_bars_the_database_refused_at_shutdown_are_stored_by_the_next_run(
     assert sync_client().llen(key("candles-unstored")) == 0
 
 
+def duplicate_seqs() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM marketdata_tick GROUP BY symbol, seq HAVING count(*) > 1) d"
+        )
+        return int(cursor.fetchone()[0])
+
+
 async def run_until_quoted(loop: MarketLoop, seen: list[SelectedQuote], count: int) -> None:
     task = asyncio.create_task(loop.run())
     try:
@@ -134,6 +144,27 @@ async def run_until_quoted(loop: MarketLoop, seen: list[SelectedQuote], count: i
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_open_bars_are_rebuilt_from_the_database_when_redis_is_down_at_start(
+    tick_table, thread_db_closed, settings
+):
+    await sync_to_async(instrument)("EURUSD")
+    minute = now_ns() // NS // 60 * 60
+    recorder = TickRecorder(database_conninfo())
+    recorder(quote(minute * NS, "1.1022", 1))  # the previous run's ticks of this minute
+    recorder(quote(minute * NS + 1, "1.1060", 2))
+    assert await asyncio.to_thread(recorder.flush)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # refuses connections
+
+    stage = CandleStage()
+    try:
+        await stage.restore(["EURUSD"], now_ns())
+    finally:
+        stage.close()
+    bar = stage.builder.symbols["EURUSD"].minute
+    assert bar is not None and bar.start == minute * NS
+    assert (bar.open, bar.high, bar.ticks) == (D("1.1022"), D("1.1060"), 2)
 
 
 async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed):
@@ -148,6 +179,22 @@ async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed
     seqs = [s.seq for run in runs for s in run]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert runs[1][0].seq == runs[0][-1].seq + 1
+
+
+async def test_seq_numbers_continue_from_the_stored_ticks_when_redis_came_back_empty(
+    tick_table, thread_db_closed
+):
+    eurusd = await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
+    first: list[SelectedQuote] = []
+    await run_until_quoted(MarketLoop(extra_outputs=[first.append]), first, 5)  # its ticks flushed at stop
+    redis = sync_client()
+    redis.delete(*redis.scan_iter(f"{settings.REDIS_PREFIX}:*"))  # a Redis restart without persistence
+    second: list[SelectedQuote] = []
+    await run_until_quoted(MarketLoop(extra_outputs=[second.append]), second, 5)
+    stored_last = max(s.seq for s in first if s.quote is not None and s.tradable)
+    assert second[0].seq == max(s.seq for s in first) + 1 and second[0].seq > stored_last
+    assert await sync_to_async(duplicate_seqs)() == 0
 
 
 async def test_a_quote_stamped_in_the_future_is_refused_and_bars_go_on(settings, thread_db_closed):

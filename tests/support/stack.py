@@ -118,13 +118,13 @@ class Stack:
 
 @contextmanager
 def run_stack(tmp_path: Path, *processes: str, **env: str) -> Iterator[Stack]:
-    """honcho runs the Procfile (all processes, or the named ones) exactly as `make run` does."""
+    """The supervisor runs the Procfile (all processes, or the named ones) exactly as `make run` does."""
     port = free_port()
     log = tmp_path / "stack.log"
     with log.open("wb") as out:
         child_env = stack_env(PORT=str(port), **env)
         process = subprocess.Popen(
-            [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), *processes],
+            [sys.executable, "-m", "livermore.supervise", "-f", str(ROOT / "Procfile"), *processes],
             cwd=ROOT,
             env=child_env,
             stdout=out,

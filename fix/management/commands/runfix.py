@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from fix.desk import OrderDesk
 from fix.engine import FixEngine
 from kernel.heap import freeze_startup_objects
-from kernel.lease import Lease
+from kernel.lease import Lease, LeaseLost
 from kernel.redis import async_client
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,22 @@ class Command(BaseCommand):
         name = "fix" if only is None else "fix:" + ",".join(sorted(only))
         lease = Lease(async_client(), name, ttl_s=settings.FIX_LEASE_TTL_S)
         engine = FixEngine(only=only, desk_factory=OrderDesk)
+        stepped_down = False
         try:
-            await lease.acquire()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(lease.keep())
-                tg.create_task(asyncio.to_thread(engine.run))
+            try:
+                await lease.acquire()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(lease.keep())
+                    tg.create_task(asyncio.to_thread(engine.run))
+            except* LeaseLost as lost:
+                log.error("runfix stepped down: %s", lost.exceptions[0])
+                stepped_down = True
         except asyncio.CancelledError:
             log.info("runfix stopping")
         finally:
             engine.stop()
             await lease.release()
+        if stepped_down:
+            # The sessions' threads are gone with the engine: the supervisor starts a fresh process,
+            # which stands by for the lease.
+            raise SystemExit(1)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from kernel.heap import freeze_startup_objects
-from kernel.lease import Lease
+from kernel.lease import Lease, LeaseLost
 from kernel.redis import async_client
 from marketdata.loop import MarketLoop
 from marketdata.selectors import venues_simulated_enabled
@@ -47,10 +47,15 @@ class Command(BaseCommand):
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
         lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S)
         try:
-            await lease.acquire()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(lease.keep())
-                tg.create_task(MarketLoop().run())
+            while True:
+                await lease.acquire()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(lease.keep())
+                        tg.create_task(MarketLoop(leading=lease.valid).run())
+                except* LeaseLost as lost:
+                    # Stepped down (the loop stopped and flushed): stand by for the lease again.
+                    log.error("market loop stepped down: %s", lost.exceptions[0])
         except asyncio.CancelledError:
             log.info("market loop stopping")
         finally:

@@ -1,0 +1,3 @@
+from tests.marketdata.conftest import tick_table
+
+__all__ = ["tick_table"]
