@@ -77,6 +77,7 @@ class FixSessionForm(forms.ModelForm[FixSession]):
             "heartbeat_s",
             "reconnect_s",
             "reset_on_logon",
+            "relax_field_validation",
             "tls",
             "tls_ca_file",
             "start_time",
@@ -123,7 +124,19 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
     fieldsets = (
         (None, {"fields": ("name", "enabled", "role", "venue", "live_state")}),
         ("Connection", {"fields": ("begin_string", "sender_comp_id", "target_comp_id", "host", "port")}),
-        ("Session", {"fields": ("heartbeat_s", "reconnect_s", "reset_on_logon", "tls", "tls_ca_file")}),
+        (
+            "Session",
+            {
+                "fields": (
+                    "heartbeat_s",
+                    "reconnect_s",
+                    "reset_on_logon",
+                    "relax_field_validation",
+                    "tls",
+                    "tls_ca_file",
+                )
+            },
+        ),
         ("Schedule (UTC)", {"fields": ("start_time", "end_time", "start_day", "end_day")}),
         (
             "Credentials",

@@ -53,6 +53,7 @@ def fix_session_configs() -> list[SessionConfig]:
                 password=os.environ.get(s.password_env, "") if s.password_env else s.password,
                 account=s.account,
                 log_market_data=s.log_market_data,
+                relax_field_validation=s.relax_field_validation,
                 symbols=symbols,
             )
         )

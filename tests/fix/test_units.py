@@ -72,6 +72,15 @@ def test_settings_never_persist_messages_nor_carry_the_password(tmp_path: Path):
     assert "FileLog" not in text and "ScreenLog" not in text
 
 
+def test_settings_validate_fields_strictly_unless_the_session_relaxes_it(tmp_path: Path):
+    strict = settings_text(config(), store_dir=tmp_path)
+    assert "ValidateUserDefinedFields=Y" in strict and "AllowUnknownMsgFields=N" in strict
+    assert "TimeStampPrecision=3" in strict
+    relaxed = settings_text(config(relax_field_validation=True), store_dir=tmp_path)
+    assert "ValidateUserDefinedFields=N" in relaxed and "AllowUnknownMsgFields=Y" in relaxed
+    assert config().connection_key() != config(relax_field_validation=True).connection_key()
+
+
 def test_settings_carry_the_schedule_and_the_reset_policy(tmp_path: Path):
     cfg = config(start_time=time(22), end_time=time(21, 55), start_day="Sunday", end_day="Friday")
     text = settings_text(cfg, store_dir=tmp_path)
