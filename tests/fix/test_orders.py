@@ -274,7 +274,7 @@ def test_an_order_in_flight_across_a_disconnect_is_queried_after_logon_never_res
     assert order.fill_price == D("1.08522")
 
 
-def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_not_resent(
+def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_asked_about_not_resent(
     peer, make_session, run_engine, a_book
 ):
     session = make_session(peer.port, role="trading", venue=None)
@@ -287,6 +287,7 @@ def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_not_re
     peer.send("2", [(7, "1"), (16, "0")])
     gap_fill = peer.expect("4")
     assert gap_fill["123"] == "Y" and int(gap_fill["36"]) > sent.seq
+    assert peer.expect("H")["11"] == str(order.pk)
     time.sleep(0.5)
     assert not [m for m in peer.drain() if m.type == "D"]
     assert FixOrder.objects.get(order=order).state == FixOrderState.SENT

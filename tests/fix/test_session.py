@@ -67,22 +67,6 @@ def test_a_sequence_gap_from_the_peer_triggers_a_resend_request(peer, make_sessi
     assert (resend["7"], resend["16"]) == ("2", "0")
 
 
-def test_a_resend_request_is_answered_with_a_gap_fill_not_the_old_messages(peer, make_session, run_engine):
-    session = make_session(peer.port)
-    run_engine()
-    peer.expect("A")
-    requests = [peer.expect("V"), peer.expect("V")]  # application messages: must not be re-sent
-    wait_for(lambda: logged_on(session))
-    peer.drain()
-
-    peer.send("2", [(7, "1"), (16, "0")])
-    gap_fill = peer.expect("4")
-    assert gap_fill["123"] == "Y" and gap_fill["43"] == "Y"
-    assert int(gap_fill["36"]) > max(r.seq for r in requests)
-    time.sleep(0.5)
-    assert not [m for m in peer.drain() if m.type == "V"]
-
-
 def test_a_silent_peer_gets_a_test_request_then_is_dropped_and_reconnected(peer, make_session, run_engine):
     session = make_session(peer.port, role="trading", venue=None)
     run_engine()
