@@ -323,7 +323,9 @@ class FixOrderRequest(models.Model):
         help_text="Whose request it is: the client's order ends with this reason once the LP cancels.",
     )
     created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last sent, or last seen pending at the LP."
+    )
     attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times it was sent.")
     queried_at = models.DateTimeField(
         null=True, blank=True, help_text="When runfix last asked the LP for the order's status, unanswered."

@@ -410,7 +410,7 @@ def _resolve_queried_requests(fix_order: FixOrder, fields: dict[str, str]) -> No
             request.state = RequestState.ACCEPTED if cancelled else RequestState.REJECTED
             request.text = "" if cancelled else f"the order is final at the LP (OrdStatus {ord_status})"
         elif shown == request.cl_ord_id or ord_status in ("6", "E"):
-            pass  # a cancel or replace pending at the LP: asked about again after another timeout
+            request.sent_at = timezone.now()  # pending at the LP: asked about again a timeout from now
         elif request.attempts < REQUEST_MAX_ATTEMPTS:
             request.state = RequestState.PENDING
             log.warning("fix request %s: the LP never got it; sending it again", request.cl_ord_id)
@@ -418,7 +418,7 @@ def _resolve_queried_requests(fix_order: FixOrder, fields: dict[str, str]) -> No
             request.state = RequestState.REJECTED
             request.text = f"the LP never got it ({request.attempts} sends)"
             log.error("fix request %s: %s; given up", request.cl_ord_id, request.text)
-        request.save(update_fields=["state", "text", "queried_at"])
+        request.save(update_fields=["state", "text", "queried_at", "sent_at"])
 
 
 def fix_request_queried(*, request: FixOrderRequest) -> None:

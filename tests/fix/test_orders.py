@@ -487,7 +487,8 @@ def test_a_good_till_date_order_carries_its_expire_time_and_expires_at_the_lp(lp
     order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
     fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     assert (fix_order.time_in_force, fix_order.expire_time) == ("6", expires_at)
-    expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond * 1000
+    # FIX 4.4 carries milliseconds: ExpireTime is the expiry to the millisecond
+    expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond // 1000 * 1_000_000
     assert sim.orders[str(order.pk)].expire_ns == expected_ns
     assert timezone.now() < expires_at  # still working at the LP until then
 
@@ -631,7 +632,7 @@ def test_a_replace_of_a_good_till_date_order_carries_its_expire_time(peer, make_
     _account, _order, new_order, fix_order = resting_at_peer(
         peer, make_session, run_engine, a_book, "L8", time_in_force="gtd", expires_at=expires_at
     )
-    assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f"))
+    assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f")[:-3])
 
     fix_order_replace_request(fix_order=fix_order, price=D("1.01000"))
     replace = peer.expect("G")

@@ -2,9 +2,11 @@
 
 from datetime import time
 from pathlib import Path
+from typing import cast
 
 from fix.book import Book
 from fix.config import SessionConfig, data_dictionary_path, settings_text
+from fix.engine import LOGON_BACKOFF_CAP_S, FixEngine, SessionHandler
 from fix.wire import SOH, field_map, fields, redact, split_groups, utc_date_time_ns, utc_timestamp_ns
 
 
@@ -93,3 +95,15 @@ def test_the_data_dictionary_comes_from_the_quickfix_package():
     path = data_dictionary_path()
     assert path.name == "FIX44.xml" and path.is_file()
     assert not (Path(__file__).resolve().parents[2] / "fix" / "FIX44.xml").exists()
+
+
+def test_the_logon_back_off_doubles_per_refusal_up_to_its_cap():
+    handler = SessionHandler(config(reconnect_s=5), cast(FixEngine, None))
+    delays = []
+    for refusals in (1, 2, 3, 4, 5, 6, 7, 40):
+        handler.state.refusals = refusals
+        delays.append(handler.logon_backoff_s())
+    assert delays == [5, 10, 20, 40, 80, 160, LOGON_BACKOFF_CAP_S, LOGON_BACKOFF_CAP_S]
+    slow = SessionHandler(config(reconnect_s=600), cast(FixEngine, None))
+    slow.state.refusals = 3
+    assert slow.logon_backoff_s() == 600  # never below the session's own reconnect interval
