@@ -1,6 +1,7 @@
 """The runfix runtime: one QuickFIX SocketInitiator per enabled FixSession row, settings built in
-memory, sequence numbers in a FileStore (PersistMessages=N), and the traffic logged from the
-application callbacks with secrets redacted (no FileLog, no ScreenLog).
+memory, sequence numbers in a FileStore (PersistMessages=N: what a gap fill covers is re-issued
+from memory where safe), refused logons backed off, and the traffic logged from the application
+callbacks with secrets redacted (no FileLog, no ScreenLog). docs/fix.md describes the recovery.
 
 Threads: QuickFIX runs each initiator's socket and callbacks on its own thread; callbacks never
 raise into QuickFIX. Market data goes to a batching Redis publisher thread, log lines to a batching
@@ -172,8 +173,7 @@ class Sent:
 
     seq: int
     msg_type: str
-    fields: dict[str, str]
-    pairs: list[tuple[str, str]]
+    fields: dict[str, str]  # first value per tag
 
 
 class SessionHandler:
@@ -244,10 +244,10 @@ class SessionHandler:
         raw = msg.toString()
         self.record(Direction.OUT, msg_type, raw)
         if msg_type in RECOVERABLE_TYPES:
-            pairs = wire.fields(raw)
-            fm = dict(reversed(pairs))
+            fm = wire.field_map(raw)
+            seq = int(fm.get("34", "0"))
             with self.lock:
-                self.sent[int(fm.get("34", "0"))] = Sent(int(fm.get("34", "0")), msg_type, fm, pairs)
+                self.sent[seq] = Sent(seq, msg_type, fm)
                 while len(self.sent) > SENT_KEPT:
                     del self.sent[next(iter(self.sent))]
         elif msg_type == "4" and wire.field_map(raw).get("123") == "Y":
