@@ -225,7 +225,7 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
         if not state:
             return "runfix is not running this session"
         return format_html(
-            "{} · next in {} · next out {} · logons {} · last heartbeat {} · subscribed {} · rejected {}{}",
+            "{} · next in {} · next out {} · logons {} · last heartbeat {} · subscribed {} · rejected {}{}{}",
             "LOGGED ON" if state.get("logged_on") else "down",
             state.get("next_in"),
             state.get("next_out"),
@@ -234,6 +234,11 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
             ", ".join(state.get("subscribed", [])) or "-",
             ", ".join(f"{k} ({v})" for k, v in state.get("rejected", {}).items()) or "-",
             f" · last logout: {state['last_logout_text']}" if state.get("last_logout_text") else "",
+            (
+                f" · logon refused {state['logon_refusals']}x, next try in {state.get('logon_retry_in_s')} s"
+                if state.get("logon_refusals")
+                else ""
+            ),
         )
 
     def _command(
