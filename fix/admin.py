@@ -78,6 +78,7 @@ class FixSessionForm(forms.ModelForm[FixSession]):
             "heartbeat_s",
             "reconnect_s",
             "reset_on_logon",
+            "relax_field_validation",
             "tls",
             "tls_ca_file",
             "start_time",
@@ -124,7 +125,19 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
     fieldsets = (
         (None, {"fields": ("name", "enabled", "role", "venue", "live_state")}),
         ("Connection", {"fields": ("begin_string", "sender_comp_id", "target_comp_id", "host", "port")}),
-        ("Session", {"fields": ("heartbeat_s", "reconnect_s", "reset_on_logon", "tls", "tls_ca_file")}),
+        (
+            "Session",
+            {
+                "fields": (
+                    "heartbeat_s",
+                    "reconnect_s",
+                    "reset_on_logon",
+                    "relax_field_validation",
+                    "tls",
+                    "tls_ca_file",
+                )
+            },
+        ),
         ("Schedule (UTC)", {"fields": ("start_time", "end_time", "start_day", "end_day")}),
         (
             "Credentials",
@@ -213,7 +226,7 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
         if not state:
             return "runfix is not running this session"
         return format_html(
-            "{} · next in {} · next out {} · logons {} · last heartbeat {} · subscribed {} · rejected {}{}",
+            "{} · next in {} · next out {} · logons {} · last heartbeat {} · subscribed {} · rejected {}{}{}",
             "LOGGED ON" if state.get("logged_on") else "down",
             state.get("next_in"),
             state.get("next_out"),
@@ -222,6 +235,11 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
             ", ".join(state.get("subscribed", [])) or "-",
             ", ".join(f"{k} ({v})" for k, v in state.get("rejected", {}).items()) or "-",
             f" · last logout: {state['last_logout_text']}" if state.get("last_logout_text") else "",
+            (
+                f" · logon refused {state['logon_refusals']}x, next try in {state.get('logon_retry_in_s')} s"
+                if state.get("logon_refusals")
+                else ""
+            ),
         )
 
     def _command(

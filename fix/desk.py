@@ -1,6 +1,7 @@
 """The trading side of runfix: routes A-Book orders, sends them once from the outbox, applies
-execution reports, asks for order status when an acknowledgement is late or after a reconnect,
-and reconciles the house's LP positions with RequestForPositions."""
+execution reports, asks for order status when an acknowledgement, a cancel or a cancel/replace
+answer is late or after a reconnect, re-issues what a gap fill covered (never a new order), and
+reconciles the house's LP positions with RequestForPositions."""
 
 import itertools
 import logging
@@ -18,9 +19,14 @@ from django.utils import timezone
 from kernel.errors import ServiceError
 
 from . import messages, services, wire
-from .engine import FixEngine, SessionHandler
-from .models import OPEN_ORDER_STATES, FixOrder, FixOrderRequest, RequestKind
-from .selectors import fix_orders_open, fix_orders_unacknowledged, orders_awaiting_route
+from .engine import FixEngine, Sent, SessionHandler
+from .models import OPEN_ORDER_STATES, FixOrder, FixOrderRequest, FixOrderState, RequestKind, RequestState
+from .selectors import (
+    fix_orders_open,
+    fix_orders_unacknowledged,
+    fix_requests_unanswered,
+    orders_awaiting_route,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,51 @@ class OrderDesk:
             for fix_order in late:
                 log.warning("fix order %s: no acknowledgement; asking for its status", fix_order.cl_ord_id)
                 self.request_status(handler, fix_order)
+            for request in fix_requests_unanswered(session_id=handler.cfg.id, older_than=older_than):
+                if request.queried_at is None and request.fix_order.is_open:
+                    log.warning("fix request %s: no answer; asking for its order's status", request.cl_ord_id)
+                    services.fix_request_queried(request=request)
+                    self.request_status(handler, request.fix_order)
+                else:
+                    services.fix_request_unanswered(request=request)
+
+    def recover(self, handler: SessionHandler, items: list[Sent]) -> None:
+        """Stand in for what a gap fill covered (the LP never processed it): a cancel or
+        cancel/replace still unanswered goes again (same ClOrdID, PossResend), a status request or
+        a positions request is asked again, and a new order is never re-sent: its status is asked,
+        and an LP that never got it says so (the order is then rejected)."""
+        asked: set[int] = set()
+        for item in items:
+            cl_ord_id = item.fields.get("11", "")
+            if item.msg_type in ("F", "G"):
+                request = (
+                    FixOrderRequest.objects.filter(
+                        fix_order__session_id=handler.cfg.id, cl_ord_id=cl_ord_id, state=RequestState.SENT
+                    )
+                    .select_related("fix_order")
+                    .first()
+                )
+                if request is not None and request.fix_order.is_open:
+                    log.warning("fix request %s: covered by a gap fill; sent again", cl_ord_id)
+                    self.send_request(handler, request, poss_resend=True)
+            elif item.msg_type in ("D", "H"):
+                fix_order = FixOrder.objects.filter(
+                    session_id=handler.cfg.id, cl_ord_id=cl_ord_id.split(".", 1)[0]
+                ).first()
+                if (
+                    fix_order is not None
+                    and fix_order.is_open
+                    and fix_order.pk not in asked
+                    and (item.msg_type == "H" or fix_order.state == FixOrderState.SENT)
+                ):
+                    asked.add(fix_order.pk)
+                    self.request_status(handler, fix_order)
+            elif item.msg_type == "AN":
+                with self.lock:
+                    pending = self.positions.get(handler.cfg.id)
+                    again = pending is not None and pending.request_id == item.fields.get("710")
+                if again:
+                    self.request_positions(handler)
 
     def route(self) -> None:
         since = timezone.now() - timedelta(seconds=self.route_window_s)
@@ -192,34 +243,37 @@ class OrderDesk:
             )
         )
 
-    def send_request(self, handler: SessionHandler, request: FixOrderRequest) -> None:
+    def send_request(
+        self, handler: SessionHandler, request: FixOrderRequest, *, poss_resend: bool = False
+    ) -> None:
+        """Send a cancel or cancel/replace; PossResend (97=Y) when it may have been sent before (a
+        retry, or one a gap fill covered): the LP knows it by its ClOrdID."""
         fix_order = request.fix_order
         ids = {"cl_ord_id": request.cl_ord_id, "orig_cl_ord_id": fix_order.current_cl_ord_id}
         qty = request.quantity or fix_order.quantity
         if request.kind == RequestKind.CANCEL:
-            handler.send(
-                messages.order_cancel_request(
-                    **ids,
-                    order_id=fix_order.lp_order_id,
-                    symbol=fix_order.symbol,
-                    side=fix_order.side,
-                    qty=qty,
-                )
+            msg = messages.order_cancel_request(
+                **ids,
+                order_id=fix_order.lp_order_id,
+                symbol=fix_order.symbol,
+                side=fix_order.side,
+                qty=qty,
             )
         else:
-            handler.send(
-                messages.order_cancel_replace_request(
-                    **ids,
-                    order_id=fix_order.lp_order_id,
-                    symbol=fix_order.symbol,
-                    side=fix_order.side,
-                    qty=qty,
-                    ord_type=fix_order.ord_type,
-                    price=request.price or fix_order.price,
-                    time_in_force=fix_order.time_in_force,
-                    expire_time=fix_order.expire_time,
-                )
+            msg = messages.order_cancel_replace_request(
+                **ids,
+                order_id=fix_order.lp_order_id,
+                symbol=fix_order.symbol,
+                side=fix_order.side,
+                qty=qty,
+                ord_type=fix_order.ord_type,
+                price=request.price or fix_order.price,
+                time_in_force=fix_order.time_in_force,
+                expire_time=fix_order.expire_time,
             )
+        if poss_resend or request.attempts > 1:
+            msg.getHeader().setField(97, "Y")
+        handler.send(msg)
 
     def request_status(self, handler: SessionHandler, fix_order: FixOrder) -> None:
         services.fix_order_status_requested(fix_order=fix_order)

@@ -1,6 +1,7 @@
 """The runfix runtime: one QuickFIX SocketInitiator per enabled FixSession row, settings built in
-memory, sequence numbers in a FileStore (PersistMessages=N), and the traffic logged from the
-application callbacks with secrets redacted (no FileLog, no ScreenLog).
+memory, sequence numbers in a FileStore (PersistMessages=N: what a gap fill covers is re-issued
+from memory where safe), refused logons backed off, and the traffic logged from the application
+callbacks with secrets redacted (no FileLog, no ScreenLog). docs/fix.md describes the recovery.
 
 Threads: QuickFIX runs each initiator's socket and callbacks on its own thread; callbacks never
 raise into QuickFIX. Market data goes to a batching Redis publisher thread, log lines to a batching
@@ -43,7 +44,11 @@ log = logging.getLogger(__name__)
 
 MD_TYPES = frozenset({"W", "X"})
 ORDER_TYPES = frozenset({"D", "F", "G"})
+# Sent application messages a gap fill may have to stand in for (Recovery): kept in memory only
+RECOVERABLE_TYPES = frozenset({"V", "D", "F", "G", "H", "AN"})
+SENT_KEPT = 10_000
 BEACON_INTERVAL_S = 1.0  # liveness beacons of logged-on market-data sessions (QuotePublisher.beacon)
+LOGON_BACKOFF_CAP_S = 300.0  # the longest wait between logons the LP refused
 
 
 # -- shared sinks ------------------------------------------------------------------------------------
@@ -155,6 +160,20 @@ class SessionState:
     rejected: dict[str, str] = field(default_factory=dict)
     post_logon_due: bool = False
     operator_reset: bool = False
+    # refused logons in a row (the LP answered our Logon with a Logout), and when to try again
+    refusals: int = 0
+    retry_at: float = 0.0  # monotonic; 0: no back-off in progress
+    refusal_due: bool = False
+    operator_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """An application message we sent, kept (in memory, never on disk) until a gap fill may need it."""
+
+    seq: int
+    msg_type: str
+    fields: dict[str, str]  # first value per tag
 
 
 class SessionHandler:
@@ -169,6 +188,9 @@ class SessionHandler:
         self.lock = threading.RLock()
         self._req_seq = 0
         self._symbol_map = dict(cfg.symbols)
+        self.sent: dict[int, Sent] = {}  # by MsgSeqNum, oldest first
+        self.resend_ranges: list[tuple[int, int]] = []  # asked for, gap fill not yet sent
+        self.recovery: list[Sent] = []  # covered by a gap fill: for the engine to re-issue
 
     # QuickFIX session access (None while the initiator has not created it, or after stop)
     def session(self) -> qf.Session | None:
@@ -182,6 +204,7 @@ class SessionHandler:
         with self.lock:
             st = self.state
             st.logged_on, st.logons, st.logon_at_ns = True, st.logons + 1, now_ns()
+            refusals, st.refusals, st.retry_at = st.refusals, 0, 0.0
             st.subscribed.clear()
             st.requests.clear()
             st.rejected.clear()
@@ -192,6 +215,9 @@ class SessionHandler:
                 if session is not None:
                     session.setResetOnLogon(self.cfg.reset_on_logon)
         log.info("fix session=%s logged on (logon #%d)", self.cfg.name, self.state.logons)
+        if refusals:
+            log.info("fix session=%s logon accepted after %d refused", self.cfg.name, refusals)
+            self.engine.emit("fix.logon_recovered", self.cfg.name, refusals=refusals)
         self.engine.wake()
 
     def on_logout(self) -> None:
@@ -217,6 +243,15 @@ class SessionHandler:
         self.state.last_out_ns = now_ns()
         raw = msg.toString()
         self.record(Direction.OUT, msg_type, raw)
+        if msg_type in RECOVERABLE_TYPES:
+            fm = wire.field_map(raw)
+            seq = int(fm.get("34", "0"))
+            with self.lock:
+                self.sent[seq] = Sent(seq, msg_type, fm)
+                while len(self.sent) > SENT_KEPT:
+                    del self.sent[next(iter(self.sent))]
+        elif msg_type == "4" and wire.field_map(raw).get("123") == "Y":
+            self.on_gap_fill_sent()
         if msg_type in ORDER_TYPES and self.engine.desk is not None:
             self.engine.desk.on_sent(self, raw)
 
@@ -228,8 +263,66 @@ class SessionHandler:
             self.state.last_heartbeat_in_ns = at
         elif msg_type == "5":
             self.state.last_logout_text = wire.field_map(raw).get("58", "")
+            if not self.state.logged_on:
+                self.on_logon_refused()
+        elif msg_type == "2":
+            self.on_resend_request(wire.field_map(raw))
         self.record(Direction.IN, msg_type, raw)
         return msg_type, raw
+
+    # -- recovery of what a gap fill covered ----------------------------------------------------------
+    def on_resend_request(self, fields: dict[str, str]) -> None:
+        """QuickFIX answers a ResendRequest with one SequenceReset-GapFill (PersistMessages=N): note
+        the range, so that what we sent in it is re-issued once the gap fill is out."""
+        try:
+            begin, end = int(fields.get("7", "0")), int(fields.get("16", "0"))
+        except ValueError:
+            return
+        with self.lock:
+            self.resend_ranges.append((begin, end or sys.maxsize))
+
+    def on_gap_fill_sent(self) -> None:
+        """Our gap fill is being sent (toAdmin, under QuickFIX's session lock: whatever the engine
+        re-issues goes out after it, with new sequence numbers)."""
+        with self.lock:
+            ranges, self.resend_ranges = self.resend_ranges, []
+            covered = [seq for seq in self.sent if any(begin <= seq <= end for begin, end in ranges)]
+            self.recovery += [self.sent.pop(seq) for seq in covered]
+        if covered:
+            self.engine.wake()
+
+    def take_recovery(self) -> list[Sent]:
+        with self.lock:
+            items, self.recovery = self.recovery, []
+        return items
+
+    def reissue_market_data(self, items: list[Sent]) -> None:
+        """A subscription the gap fill swallowed is made again (a new MDReqID) if it is still wanted;
+        an unsubscribe is repeated if the symbol is still unsubscribed."""
+        with self.lock:
+            for item in items:
+                if item.msg_type != "V":
+                    continue
+                req_id, symbol = item.fields.get("262", ""), item.fields.get("55", "")
+                if item.fields.get("263") == "1" and self.state.subscribed.get(symbol) == req_id:
+                    del self.state.subscribed[symbol]
+                    self.state.requests.pop(req_id, None)
+                elif item.fields.get("263") == "2" and symbol not in self.state.subscribed:
+                    self.send(messages.md_request(req_id, symbol, subscribe=False))
+        self.sync_subscriptions()
+
+    # -- refused logons ------------------------------------------------------------------------------
+    def on_logon_refused(self) -> None:
+        """The LP answered our Logon with a Logout: the engine backs off (LogonBackoff)."""
+        with self.lock:
+            self.state.refusals += 1
+            self.state.refusal_due = True
+        self.engine.wake()
+
+    def logon_backoff_s(self) -> float:
+        """ReconnectInterval doubled per refusal in a row, up to LOGON_BACKOFF_CAP_S."""
+        n = min(self.state.refusals, 32)
+        return min(max(LOGON_BACKOFF_CAP_S, self.cfg.reconnect_s), self.cfg.reconnect_s * 2 ** (n - 1))
 
     def record(self, direction: str, msg_type: str, raw: str) -> None:
         if msg_type in MD_TYPES and not self.cfg.log_market_data:
@@ -355,6 +448,10 @@ class SessionHandler:
                 "last_out_ms": st.last_out_ns // 1_000_000 or None,
                 "last_heartbeat_ms": st.last_heartbeat_in_ns // 1_000_000 or None,
                 "last_logout_text": st.last_logout_text,
+                "logon_refusals": st.refusals,
+                "logon_retry_in_s": round(max(0.0, st.retry_at - time.monotonic()), 1)
+                if st.retry_at
+                else None,
                 "subscribed": sorted(st.subscribed),
                 "rejected": dict(st.rejected),
                 "pid": os.getpid(),
@@ -473,10 +570,16 @@ class FixEngine:
         self.desk = desk_factory(self) if desk_factory else None
         self._wake = threading.Event()
         self.stopping = threading.Event()
+        self.events: queue.SimpleQueue[tuple[str, str, dict[str, object]]] = queue.SimpleQueue()
         self._next_reload = self._next_state = self._next_beacon = 0.0
 
     def wake(self) -> None:
         self._wake.set()
+
+    def emit(self, event: str, session_name: str, **data: object) -> None:
+        """Queue a system event (fix.services.fix_event_emit); the main loop sends it."""
+        self.events.put((event, session_name, data))
+        self.wake()
 
     def handlers(self) -> list[SessionHandler]:
         return [r.handler for r in self.runners.values()]
@@ -544,6 +647,9 @@ class FixEngine:
                 self.reload()
             self.commands_run()
             for handler in self.handlers():
+                self.logon_backoff(handler, mono)
+                if items := handler.take_recovery():
+                    self.recover(handler, items)
                 if handler.state.post_logon_due and handler.state.logged_on:
                     handler.state.post_logon_due = False
                     handler.sync_subscriptions()
@@ -560,9 +666,58 @@ class FixEngine:
             if mono >= self._next_state:
                 self._next_state = mono + self.state_interval_s
                 self.state_export()
+            self.events_send()
         except Exception:
             log.exception("fix engine step failed")
             close_old_connections()
+
+    def logon_backoff(self, handler: SessionHandler, mono: float) -> None:
+        """A refused logon disables the session's reconnects (QuickFIX's Session.logout while
+        disconnected) for ReconnectInterval x 2^(refusals-1), capped; then logons resume. Logged and
+        raised as the system event fix.logon_refused once per episode (until a logon is accepted)."""
+        st = handler.state
+        session = handler.session()
+        if st.refusal_due:
+            st.refusal_due = False
+            delay = handler.logon_backoff_s()
+            st.retry_at = mono + delay
+            if session is not None and not st.operator_down:
+                session.logout("logon refused")
+            if st.refusals == 1:
+                log.warning(
+                    "fix session=%s logon refused (%s); retrying with back-off (first in %gs, at most %gs)",
+                    handler.cfg.name,
+                    st.last_logout_text or "-",
+                    delay,
+                    max(LOGON_BACKOFF_CAP_S, handler.cfg.reconnect_s),
+                )
+                self.emit("fix.logon_refused", handler.cfg.name, text=st.last_logout_text, retry_in_s=delay)
+            else:
+                log.debug("fix session=%s logon refused again (#%d)", handler.cfg.name, st.refusals)
+        elif st.retry_at and mono >= st.retry_at:
+            st.retry_at = 0.0
+            if session is not None and not st.operator_down:
+                session.logon()
+
+    def recover(self, handler: SessionHandler, items: list[Sent]) -> None:
+        """Re-issue what a gap fill covered, where that is safe (never a new order)."""
+        log.warning(
+            "fix session=%s a gap fill covered %d sent messages (%s); re-issuing what is safe",
+            handler.cfg.name,
+            len(items),
+            ",".join(sorted({i.msg_type for i in items})),
+        )
+        handler.reissue_market_data(items)
+        if self.desk is not None:
+            self.desk.recover(handler, items)
+
+    def events_send(self) -> None:
+        while True:
+            try:
+                event, session_name, data = self.events.get_nowait()
+            except queue.Empty:
+                return
+            services.fix_event_emit(event=event, session=session_name, data=data)
 
     def reload(self) -> None:
         """Start, restart or stop initiators to match the enabled FixSession rows."""
@@ -592,6 +747,8 @@ class FixEngine:
             if runner is None or session is None:
                 result = "session not running (disabled or outside runfix's sessions)"
             elif command.action == CommandAction.CONNECT:
+                state = runner.handler.state
+                state.operator_down, state.refusals, state.retry_at = False, 0, 0.0
                 session.logon()
                 result = "logon enabled"
             elif command.action == CommandAction.POSITIONS:
@@ -601,6 +758,7 @@ class FixEngine:
                     self.desk.request_positions(runner.handler)
                     result = "RequestForPositions sent"
             elif command.action == CommandAction.DISCONNECT:
+                runner.handler.state.operator_down = True
                 session.logout("operator disconnect")
                 result = "logged out; stays down until connect"
             else:
@@ -639,3 +797,5 @@ class Desk(Protocol):
     def request_positions(self, handler: SessionHandler) -> None: ...
 
     def on_sent(self, handler: SessionHandler, raw: str) -> None: ...
+
+    def recover(self, handler: SessionHandler, items: list[Sent]) -> None: ...

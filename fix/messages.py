@@ -13,8 +13,8 @@ __all__ = ["BUY", "LIMIT", "MARKET", "SELL", "STOP", "STOP_LIMIT"]
 
 
 def utc_timestamp(at: datetime) -> str:
-    """FIX UTCTimestamp (YYYYMMDD-HH:MM:SS.ssssss) of an aware datetime."""
-    return at.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S.%f")
+    """FIX 4.4 UTCTimestamp (YYYYMMDD-HH:MM:SS.sss: FIX 4.4 allows no finer) of an aware datetime."""
+    return at.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
 
 
 def utc_now() -> str:

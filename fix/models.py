@@ -78,6 +78,11 @@ class FixSession(models.Model):
     log_market_data = models.BooleanField(
         default=False, help_text="Also keep market-data messages (W, X) in the message log."
     )
+    relax_field_validation = models.BooleanField(
+        default=False,
+        help_text="Accept fields the FIX 4.4 dictionary does not define for the message (user-defined "
+        "tags included) instead of answering them with a session Reject. Only for an LP that needs it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -318,7 +323,13 @@ class FixOrderRequest(models.Model):
         help_text="Whose request it is: the client's order ends with this reason once the LP cancels.",
     )
     created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last sent, or last seen pending at the LP."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times it was sent.")
+    queried_at = models.DateTimeField(
+        null=True, blank=True, help_text="When runfix last asked the LP for the order's status, unanswered."
+    )
 
     class Meta:
         ordering = ("-id",)

@@ -14,7 +14,16 @@ from marketdata.models import Instrument, VenueSymbol
 
 from .channels import state_key
 from .config import SessionConfig
-from .models import OPEN_ORDER_STATES, FixCommand, FixOrder, FixOrderState, FixSession, RoutingRule
+from .models import (
+    OPEN_ORDER_STATES,
+    FixCommand,
+    FixOrder,
+    FixOrderRequest,
+    FixOrderState,
+    FixSession,
+    RequestState,
+    RoutingRule,
+)
 
 
 def fix_session_configs() -> list[SessionConfig]:
@@ -53,6 +62,7 @@ def fix_session_configs() -> list[SessionConfig]:
                 password=os.environ.get(s.password_env, "") if s.password_env else s.password,
                 account=s.account,
                 log_market_data=s.log_market_data,
+                relax_field_validation=s.relax_field_validation,
                 symbols=symbols,
             )
         )
@@ -108,6 +118,17 @@ def fix_orders_unacknowledged(
         sent_at__lt=older_than,
         status_requests__lt=max_requests,
     )
+
+
+def fix_requests_unanswered(*, session_id: int, older_than: datetime) -> QuerySet[FixOrderRequest]:
+    """Sent cancels and cancel/replaces with no answer since `older_than`: never asked about (the
+    desk asks for their order's status), or asked about with no answer either."""
+    return FixOrderRequest.objects.filter(
+        Q(queried_at__isnull=True) | Q(queried_at__lt=older_than),
+        fix_order__session_id=session_id,
+        state=RequestState.SENT,
+        sent_at__lt=older_than,
+    ).select_related("fix_order")
 
 
 def orders_awaiting_route(*, since: datetime) -> QuerySet[Order]:

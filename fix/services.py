@@ -1,4 +1,6 @@
+import json
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -14,7 +16,7 @@ from kernel.errors import ServiceError
 from kernel.redis import sync_client
 from users.models import User
 
-from .channels import wake_channel
+from .channels import events_key, wake_channel
 from .models import (
     CommandAction,
     FixCommand,
@@ -53,6 +55,29 @@ class LogLineLike(Protocol):
 def fix_wake() -> None:
     """Wake runfix once the current transaction commits (it also polls, so a lost wake only delays)."""
     transaction.on_commit(lambda: sync_client().publish(wake_channel(), "1"))
+
+
+EVENTS_KEPT = 10_000
+# System events runfix raises (docs/fix.md): {event: meaning}
+FIX_EVENTS = {
+    "fix.logon_refused": "the LP refused a session's logon; runfix backs off (once per episode)",
+    "fix.logon_recovered": "a logon was accepted after refused ones (the episode ended)",
+}
+
+
+def fix_event_emit(*, event: str, session: str, data: dict[str, object]) -> str:
+    """Append a named system event to the capped Redis stream events_key(), for whatever routes
+    system notifications: fields event, session, at_ms and data (JSON). Returns the entry id."""
+    if event not in FIX_EVENTS:
+        raise ValueError(f"unknown FIX event {event!r}")
+    entry = {
+        "event": event,
+        "session": session,
+        "at_ms": str(int(time.time() * 1000)),
+        "data": json.dumps(data),
+    }
+    entry_id = sync_client().xadd(events_key(), entry, maxlen=EVENTS_KEPT, approximate=True)  # type: ignore[arg-type]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def fix_messages_record(*, lines: Iterable[LogLineLike]) -> int:
@@ -329,6 +354,7 @@ def fix_execution_report_apply(*, session_id: int, fields: dict[str, str]) -> Fi
             return fix_order
     elif exec_type == "I":
         _apply_status(fix_order, fields)
+        _resolve_queried_requests(fix_order, fields)
     elif exec_type == "5":
         fix_order.current_cl_ord_id = fields.get("11", fix_order.current_cl_ord_id)
         fix_order.quantity = _decimal_field(fields, "38") or fix_order.quantity
@@ -359,12 +385,79 @@ def _apply_status(fix_order: FixOrder, fields: dict[str, str]) -> None:
     _add_fill(fix_order, exec_id=f"status:{fix_order.lp_order_id}:{cum}", qty=missing, price=price)
 
 
+# How many times a cancel or cancel/replace is sent before an unanswered one is given up
+REQUEST_MAX_ATTEMPTS = 3
+FINAL_ORD_STATUSES = frozenset({"2", "3", "4", "8", "C"})
+
+
+def _resolve_queried_requests(fix_order: FixOrder, fields: dict[str, str]) -> None:
+    """An order-status answer settles the requests we asked it about (fix_request_queried): the
+    order is final, so the request is over (a cancel accepted if the order ended cancelled); the
+    LP shows the request's ClOrdID, so it took it (a replace applied); it shows a cancel or replace
+    pending, so we wait; else the LP never got it: sent again, or given up after
+    REQUEST_MAX_ATTEMPTS sends (so it blocks no later cancel)."""
+    ord_status, shown = fields.get("39", ""), fields.get("11", "")
+    for request in fix_order.requests.filter(state=RequestState.SENT, queried_at__isnull=False):
+        request.queried_at = None
+        if shown == request.cl_ord_id and (request.kind == RequestKind.REPLACE or ord_status == "4"):
+            request.state = RequestState.ACCEPTED
+            if request.kind == RequestKind.REPLACE:
+                fix_order.current_cl_ord_id = shown
+                fix_order.quantity = _decimal_field(fields, "38") or fix_order.quantity
+                fix_order.price = _decimal_field(fields, "44") or fix_order.price
+        elif ord_status in FINAL_ORD_STATUSES:
+            cancelled = request.kind == RequestKind.CANCEL and ord_status == "4"
+            request.state = RequestState.ACCEPTED if cancelled else RequestState.REJECTED
+            request.text = "" if cancelled else f"the order is final at the LP (OrdStatus {ord_status})"
+        elif shown == request.cl_ord_id or ord_status in ("6", "E"):
+            request.sent_at = timezone.now()  # pending at the LP: asked about again a timeout from now
+        elif request.attempts < REQUEST_MAX_ATTEMPTS:
+            request.state = RequestState.PENDING
+            log.warning("fix request %s: the LP never got it; sending it again", request.cl_ord_id)
+        else:
+            request.state = RequestState.REJECTED
+            request.text = f"the LP never got it ({request.attempts} sends)"
+            log.error("fix request %s: %s; given up", request.cl_ord_id, request.text)
+        request.save(update_fields=["state", "text", "queried_at", "sent_at"])
+
+
+def fix_request_queried(*, request: FixOrderRequest) -> None:
+    FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.SENT).update(queried_at=timezone.now())
+
+
+@transaction.atomic
+def fix_request_unanswered(*, request: FixOrderRequest) -> FixOrderRequest:
+    """A request whose order-status query also went unanswered for a timeout: sent again (back to
+    the outbox), or rejected after REQUEST_MAX_ATTEMPTS sends, or when its order has ended."""
+    fix_order = _locked(request.fix_order)
+    request = FixOrderRequest.objects.select_for_update().get(pk=request.pk)
+    if request.state != RequestState.SENT:
+        return request
+    request.queried_at = None
+    if not fix_order.is_open:
+        request.state, request.text = RequestState.REJECTED, f"the order ended ({fix_order.state}) unanswered"
+    elif request.attempts < REQUEST_MAX_ATTEMPTS:
+        request.state = RequestState.PENDING
+    else:
+        request.state = RequestState.REJECTED
+        request.text = f"no answer from the LP ({request.attempts} sends)"
+        log.error("fix request %s: %s; given up", request.cl_ord_id, request.text)
+    request.save(update_fields=["state", "text", "queried_at"])
+    if request.state == RequestState.PENDING:
+        fix_wake()
+    return request
+
+
 @transaction.atomic
 def fix_cancel_reject_apply(*, session_id: int, fields: dict[str, str]) -> None:
+    """An OrderCancelReject (9) of a request still waiting for its answer (a late one for a request
+    already settled changes nothing)."""
     text = f"rejected ({fields.get('102', '?')}): {fields.get('58', '')}"[:200]
-    FixOrderRequest.objects.filter(fix_order__session_id=session_id, cl_ord_id=fields.get("11", "")).update(
-        state=RequestState.REJECTED, text=text
-    )
+    FixOrderRequest.objects.filter(
+        fix_order__session_id=session_id,
+        cl_ord_id=fields.get("11", ""),
+        state__in=(RequestState.PENDING, RequestState.SENT),
+    ).update(state=RequestState.REJECTED, text=text)
 
 
 def _request(
@@ -452,8 +545,9 @@ def fix_requests_claim(*, session_id: int) -> list[FixOrderRequest]:
     pending = FixOrderRequest.objects.filter(fix_order__session_id=session_id, state=RequestState.PENDING)
     for request in pending.select_related("fix_order").order_by("id"):
         if FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.PENDING).update(
-            state=RequestState.SENT, sent_at=timezone.now()
+            state=RequestState.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1, queried_at=None
         ):
+            request.attempts += 1
             claimed.append(request)
     return claimed
 

@@ -85,6 +85,9 @@ class FixPeer:
         self.next_out = 1
         self.next_in = 1
         self.auto_logon = True
+        # when set, a Logon is answered with a Logout carrying this text, then the line is dropped
+        self.refuse_logon = ""
+        self.logon_times: list[float] = []  # monotonic arrival of every Logon
         self.auto_heartbeat = True
         self.connections = 0
         self.lock = threading.Lock()
@@ -190,7 +193,12 @@ class FixPeer:
 
     def _react(self, msg: Msg) -> None:
         self.next_in = msg.seq + 1
-        if msg.type == "A" and self.auto_logon:
+        if msg.type == "A":
+            self.logon_times.append(time.monotonic())
+        if msg.type == "A" and self.refuse_logon:
+            self.send("5", [(58, self.refuse_logon)])
+            self.disconnect()
+        elif msg.type == "A" and self.auto_logon:
             if msg.get("141") == "Y":
                 self.next_out = 1
             self.send("A", [(98, "0"), (108, msg["108"]), *([(141, "Y")] if msg.get("141") == "Y" else [])])

@@ -274,7 +274,7 @@ def test_an_order_in_flight_across_a_disconnect_is_queried_after_logon_never_res
     assert order.fill_price == D("1.08522")
 
 
-def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_not_resent(
+def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_asked_about_not_resent(
     peer, make_session, run_engine, a_book
 ):
     session = make_session(peer.port, role="trading", venue=None)
@@ -287,6 +287,7 @@ def test_a_resend_request_after_an_order_gets_a_gap_fill_and_the_order_is_not_re
     peer.send("2", [(7, "1"), (16, "0")])
     gap_fill = peer.expect("4")
     assert gap_fill["123"] == "Y" and int(gap_fill["36"]) > sent.seq
+    assert peer.expect("H")["11"] == str(order.pk)
     time.sleep(0.5)
     assert not [m for m in peer.drain() if m.type == "D"]
     assert FixOrder.objects.get(order=order).state == FixOrderState.SENT
@@ -486,7 +487,8 @@ def test_a_good_till_date_order_carries_its_expire_time_and_expires_at_the_lp(lp
     order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
     fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     assert (fix_order.time_in_force, fix_order.expire_time) == ("6", expires_at)
-    expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond * 1000
+    # FIX 4.4 carries milliseconds: ExpireTime is the expiry to the millisecond
+    expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond // 1000 * 1_000_000
     assert sim.orders[str(order.pk)].expire_ns == expected_ns
     assert timezone.now() < expires_at  # still working at the LP until then
 
@@ -630,7 +632,7 @@ def test_a_replace_of_a_good_till_date_order_carries_its_expire_time(peer, make_
     _account, _order, new_order, fix_order = resting_at_peer(
         peer, make_session, run_engine, a_book, "L8", time_in_force="gtd", expires_at=expires_at
     )
-    assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f"))
+    assert (new_order["59"], new_order["126"]) == ("6", expires_at.strftime("%Y%m%d-%H:%M:%S.%f")[:-3])
 
     fix_order_replace_request(fix_order=fix_order, price=D("1.01000"))
     replace = peer.expect("G")

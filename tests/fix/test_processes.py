@@ -23,7 +23,7 @@ from livermore.asgi import application
 from marketdata.models import Instrument
 from tests.brokerage.conftest import Market, ledger_problems
 
-from .conftest import free_port, wait_for
+from .conftest import PASSWORD, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +82,27 @@ def test_runfix_killed_with_sigkill_continues_its_sequence_numbers_after_a_resta
     assert int(again["34"]) == last_out + 1 and again.get("141") != "Y"
     time.sleep(1.5)
     assert not [m for m in peer.drain() if m.type in ("2", "5")]  # no resend request, no logout
+
+
+def test_runfix_answers_a_resend_with_a_gap_fill_re_subscribes_and_keeps_the_password_off_disk(
+    peer, make_session, spawn, tmp_path
+):
+    make_session(peer.port, heartbeat_s=5)
+    runfix = spawn("runfix")
+    logon = peer.expect("A", timeout=20)
+    first = [peer.expect("V"), peer.expect("V")]
+
+    peer.send("2", [(7, str(logon.seq)), (16, "0")])  # the Logon, with its password, included
+    gap_fill = peer.expect("4")
+    assert gap_fill["123"] == "Y" and gap_fill.seq == logon.seq
+    again = [peer.expect("V"), peer.expect("V")]
+    assert sorted(v["55"] for v in again) == sorted(v["55"] for v in first)
+    assert all(v.seq >= int(gap_fill["36"]) for v in again)
+
+    runfix.send_signal(signal.SIGTERM)
+    runfix.wait(timeout=15)
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert files and not [p for p in files if PASSWORD.encode() in p.read_bytes()]
 
 
 async def test_an_a_book_order_is_filled_by_the_simulator_process_and_streamed_to_the_client(

@@ -228,3 +228,14 @@ def test_a_live_deployment_routes_no_order_to_a_simulated_lp(make_session, a_boo
     settings.LIVERMORE_DEMO = True
     order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
     assert (order.status, order.route) == (OrderStatus.ROUTED, "peer")
+
+
+def test_the_session_admin_shows_a_logon_back_off_and_offers_relaxed_validation(admin_client, session):
+    sync_client().set(
+        state_key(session.name),
+        '{"logged_on": false, "logon_refusals": 3, "logon_retry_in_s": 12.5, "last_logout_text": "bad pw"}',
+        ex=5,
+    )
+    page = admin_client.get(reverse("admin:fix_fixsession_change", args=[session.pk])).content.decode()
+    assert "logon refused 3x, next try in 12.5 s" in page and "last logout: bad pw" in page
+    assert 'name="relax_field_validation"' in page

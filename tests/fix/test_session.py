@@ -1,5 +1,6 @@
 """Session level behaviour of runfix's engine against a scripted raw-socket acceptor."""
 
+import re
 import time
 from pathlib import Path
 
@@ -66,22 +67,6 @@ def test_a_sequence_gap_from_the_peer_triggers_a_resend_request(peer, make_sessi
     assert (resend["7"], resend["16"]) == ("2", "0")
 
 
-def test_a_resend_request_is_answered_with_a_gap_fill_not_the_old_messages(peer, make_session, run_engine):
-    session = make_session(peer.port)
-    run_engine()
-    peer.expect("A")
-    requests = [peer.expect("V"), peer.expect("V")]  # application messages: must not be re-sent
-    wait_for(lambda: logged_on(session))
-    peer.drain()
-
-    peer.send("2", [(7, "1"), (16, "0")])
-    gap_fill = peer.expect("4")
-    assert gap_fill["123"] == "Y" and gap_fill["43"] == "Y"
-    assert int(gap_fill["36"]) > max(r.seq for r in requests)
-    time.sleep(0.5)
-    assert not [m for m in peer.drain() if m.type == "V"]
-
-
 def test_a_silent_peer_gets_a_test_request_then_is_dropped_and_reconnected(peer, make_session, run_engine):
     session = make_session(peer.port, role="trading", venue=None)
     run_engine()
@@ -135,3 +120,38 @@ def test_operator_reset_starts_both_sides_at_one_with_reset_flag(peer, make_sess
             and (s["next_in"], s["next_out"]) == (peer.next_out, peer.next_in)
         )
     )
+
+
+def test_fix_4_4_timestamps_carry_milliseconds_no_finer(peer, make_session, run_engine):
+    session = make_session(peer.port)
+    run_engine()
+    logon = peer.expect("A")
+    subscribe = peer.expect("V")
+    wait_for(lambda: logged_on(session))
+    stamp = re.compile(r"^\d{8}-\d\d:\d\d:\d\d\.\d{3}$")
+    assert stamp.match(logon["52"]) and stamp.match(subscribe["52"])
+
+
+@pytest.mark.parametrize("tag", ["5555", "4999"])
+def test_an_undefined_field_is_answered_with_a_session_reject(peer, make_session, run_engine, tag):
+    session = make_session(peer.port, role="trading", venue=None)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    seq = peer.send("0", [(int(tag), "surprise")])
+    reject = peer.expect("3")
+    assert (reject["45"], reject["371"]) == (str(seq), tag)
+    assert reject["373"] in ("0", "2")  # invalid tag number / tag not defined for this message type
+
+
+def test_a_session_that_relaxes_validation_accepts_an_undefined_field(peer, make_session, run_engine):
+    session = make_session(peer.port, role="trading", venue=None, relax_field_validation=True)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+
+    peer.send("0", [(5555, "surprise"), (4999, "also")])
+    peer.send("1", [(112, "after")])
+    assert peer.expect("0", where={"112": "after"})
+    assert not [m for m in peer.drain() if m.type == "3"]

@@ -2,9 +2,11 @@
 
 from datetime import time
 from pathlib import Path
+from typing import cast
 
 from fix.book import Book
 from fix.config import SessionConfig, data_dictionary_path, settings_text
+from fix.engine import LOGON_BACKOFF_CAP_S, FixEngine, SessionHandler
 from fix.wire import SOH, field_map, fields, redact, split_groups, utc_date_time_ns, utc_timestamp_ns
 
 
@@ -72,6 +74,15 @@ def test_settings_never_persist_messages_nor_carry_the_password(tmp_path: Path):
     assert "FileLog" not in text and "ScreenLog" not in text
 
 
+def test_settings_validate_fields_strictly_unless_the_session_relaxes_it(tmp_path: Path):
+    strict = settings_text(config(), store_dir=tmp_path)
+    assert "ValidateUserDefinedFields=Y" in strict and "AllowUnknownMsgFields=N" in strict
+    assert "TimeStampPrecision=3" in strict
+    relaxed = settings_text(config(relax_field_validation=True), store_dir=tmp_path)
+    assert "ValidateUserDefinedFields=N" in relaxed and "AllowUnknownMsgFields=Y" in relaxed
+    assert config().connection_key() != config(relax_field_validation=True).connection_key()
+
+
 def test_settings_carry_the_schedule_and_the_reset_policy(tmp_path: Path):
     cfg = config(start_time=time(22), end_time=time(21, 55), start_day="Sunday", end_day="Friday")
     text = settings_text(cfg, store_dir=tmp_path)
@@ -84,3 +95,15 @@ def test_the_data_dictionary_comes_from_the_quickfix_package():
     path = data_dictionary_path()
     assert path.name == "FIX44.xml" and path.is_file()
     assert not (Path(__file__).resolve().parents[2] / "fix" / "FIX44.xml").exists()
+
+
+def test_the_logon_back_off_doubles_per_refusal_up_to_its_cap():
+    handler = SessionHandler(config(reconnect_s=5), cast(FixEngine, None))
+    delays = []
+    for refusals in (1, 2, 3, 4, 5, 6, 7, 40):
+        handler.state.refusals = refusals
+        delays.append(handler.logon_backoff_s())
+    assert delays == [5, 10, 20, 40, 80, 160, LOGON_BACKOFF_CAP_S, LOGON_BACKOFF_CAP_S]
+    slow = SessionHandler(config(reconnect_s=600), cast(FixEngine, None))
+    slow.state.refusals = 3
+    assert slow.logon_backoff_s() == 600  # never below the session's own reconnect interval
