@@ -124,9 +124,9 @@ def order_submit(
         )
 
     with transaction.atomic():
-        locked, instrument = _lock_account_trading(account.pk, symbol)
+        locked, instrument, conditions, revenue_account_id = _lock_account_trading(account.pk, symbol)
         _check_volume(volume_, instrument)
-        d = _Dealing(locked, quotes)
+        d = _Dealing(locked, quotes, conditions, revenue_account_id)
         existing = d.netting_position(instrument)
         reduces = existing is not None and existing.side != side and volume_ <= existing.volume
         _check_account(locked, opening=not reduces)
