@@ -305,6 +305,12 @@ ORDER_GATEWAY = env.str(
     "ORDER_GATEWAY",
     default="fix.routing.GATEWAY" if "fix" in INSTALLED_APPS else "brokerage.router.INTERNAL",
 )
+# Group commit of orders (brokerage/services/dealer.py): a batch of orders waits at most this long
+# for more to share its commit (0 turns batching off: each order commits in its caller's thread),
+# holds at most DEALING_BATCH_MAX of them, and a process runs DEALING_DEALERS dealer threads.
+DEALING_BATCH_MS = env.float("DEALING_BATCH_MS", default=2.0)
+DEALING_BATCH_MAX = env.int("DEALING_BATCH_MAX", default=64)
+DEALING_DEALERS = env.int("DEALING_DEALERS", default=2)
 
 # /ws/v1/stream channel kinds -> StreamChannel classes (see marketdata/streams.py).
 STREAM_CHANNELS = {
