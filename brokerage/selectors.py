@@ -43,11 +43,12 @@ def instrument_spec(instrument: Instrument) -> pricing.Spec:
 class Conditions:
     """A group's trading conditions per instrument (one query), with the group's defaults."""
 
-    def __init__(self, group: ClientGroup) -> None:
+    def __init__(self, group: ClientGroup, rows: Iterable[GroupInstrument] | None = None) -> None:
+        """`rows`: the group's GroupInstrument rows when the caller has read them already."""
         self.group = group
-        self.by_instrument = {
-            gi.instrument_id: gi for gi in sql.select(GroupInstrument, "t.group_id = %s", [group.pk])
-        }
+        if rows is None:
+            rows = sql.select(GroupInstrument, "t.group_id = %s", [group.pk])
+        self.by_instrument = {gi.instrument_id: gi for gi in rows}
 
     def settings(self, instrument: Instrument) -> GroupInstrument | None:
         return self.by_instrument.get(instrument.pk)

@@ -20,14 +20,33 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
+from psycopg._queries import PostgresQuery, _query2pg
 
 M = TypeVar("M", bound=Model)
 AnyField = Field[Any, Any]
 
 
+class _KnownQuery(PostgresQuery):
+    """These statements are a small fixed set built from model metadata, so their conversion to
+    PostgreSQL's placeholders is cached whatever their size: psycopg caches it only for statements
+    under 4 kB and 50 parameters, and converting a fill's one statement (about 70) took longer than
+    running it."""
+
+    def convert(self, query: Any, vars: Any) -> None:
+        if vars is None or not isinstance(query, str):
+            super().convert(query, vars)
+            return
+        self.query, self._want_formats, self._order, self._parts = _query2pg(
+            query.encode(self._tx.encoding), self._tx.encoding
+        )
+        self.dump(vars)
+
+
 class _PreparingCursor(psycopg.Cursor[Any]):
     """Server-side binding, every statement prepared on first use (psycopg keeps the connection's
     most used ones prepared). Django's own cursors bind client-side and never prepare."""
+
+    _query_cls = _KnownQuery
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
@@ -197,3 +216,96 @@ def _update_sql(
     changes = [f"{column(n)} = %s" for n in values] + [f"{column(n)} = {column(n)} + %s" for n in add]
     conditions = [f"{quote(model._meta.pk.column)} = %s"] + [f"{column(n)} = %s" for n in expect]
     return f"UPDATE {quote(model._meta.db_table)} SET {', '.join(changes)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+
+
+# A step of `insert_linked`: new instances of one model, and which of their foreign keys (attnames)
+# (field names) take the row an earlier step inserted (by its index; that step inserts one row).
+Step = tuple[Sequence[Model], dict[str, int]]
+# An UPDATE run in the same statement: model, pk, amounts added to columns.
+Addition = tuple[type[Model], Any, dict[str, Any]]
+
+
+def insert_linked(steps: Sequence[Step], additions: Sequence[Addition] = ()) -> None:
+    """INSERT rows that refer to each other (an order, its position, their deal, its ledger
+    transaction and postings) and apply `additions`, in one statement and one round trip: each step
+    is a data-modifying CTE whose linked foreign keys read the id an earlier one returned. Sets every
+    instance's pk, database defaults and linked foreign keys, as `insert` does. Constraints and
+    triggers apply as they would to the separate statements (deferred ones at commit)."""
+    plan = _linked_plan(
+        tuple((type(objs[0]), len(objs), tuple(sorted(links.items()))) for objs, links in steps),
+        tuple((model, tuple(add)) for model, _, add in additions),
+    )
+    db = _db()
+    params: list[Any] = []
+    for (objs, links), (_, fields, _) in zip(steps, plan.steps, strict=True):
+        for obj in objs:
+            params += [f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields if f.name not in links]
+    for model, pk, add in additions:
+        params += [_prep(model, name, value, db) for name, value in add.items()]
+        params.append(pk)
+    cursor = _cursor(db)
+    cursor.execute(plan.sql, params)
+    row = cursor.fetchone()
+    at = 0
+    for (objs, links), (_, _, returning) in zip(steps, plan.steps, strict=True):
+        for f in returning:
+            values = row[at] if len(objs) > 1 else [row[at]]
+            for obj, value in zip(objs, values, strict=True):
+                setattr(obj, f.attname, value)
+            at += 1
+        for obj in objs:
+            for name, step in links.items():
+                setattr(obj, name, steps[step][0][0])
+            obj._state.adding = False
+            obj._state.db = db.alias
+
+
+class _LinkedPlan:
+    def __init__(self, sql: str, steps: list[tuple[type[Model], list[AnyField], list[AnyField]]]) -> None:
+        self.sql = sql
+        self.steps = steps
+
+
+@cache
+def _linked_plan(
+    steps: tuple[tuple[type[Model], int, tuple[tuple[str, int], ...]], ...],
+    additions: tuple[tuple[type[Model], tuple[str, ...]], ...],
+) -> _LinkedPlan:
+    ctes: list[str] = []
+    plan: list[tuple[type[Model], list[AnyField], list[AnyField]]] = []
+    selected: list[str] = []
+    for n, (model, rows, link_items) in enumerate(steps):
+        links = dict(link_items)
+        meta = model._meta
+        fields = [f for f in _fields(model) if not f.primary_key and not f.has_db_default()]  # type: ignore[attr-defined]
+        returning = cast(list[AnyField], list(meta.db_returning_fields))
+        values = ", ".join(
+            f"(SELECT {quote(steps[links[f.name]][0]._meta.pk.column)} FROM c{links[f.name]})"  # noqa: S608
+            if f.name in links
+            else "%s"
+            for f in fields
+        )
+        ctes.append(
+            f"c{n} AS (INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"  # noqa: S608
+            f" VALUES {', '.join([f'({values})'] * rows)}"
+            f" RETURNING {', '.join(quote(f.column) for f in returning)})"
+        )
+        # One row per step: a multi-row step's columns are arrays in insertion (sequence) order.
+        order = quote(meta.pk.column)
+        for f in returning:
+            column = quote(f.column)
+            selected.append(
+                f"(SELECT {column} FROM c{n})"  # noqa: S608 (model metadata)
+                if rows == 1
+                else f"(SELECT array_agg({column} ORDER BY {order}) FROM c{n})"  # noqa: S608
+            )
+        plan.append((model, fields, returning))
+    for n, (model, add) in enumerate(additions):
+        changes = ", ".join(
+            f"{quote(_field(model, a).column)} = {quote(_field(model, a).column)} + %s" for a in add
+        )
+        ctes.append(
+            f"u{n} AS (UPDATE {quote(model._meta.db_table)} SET {changes}"  # noqa: S608
+            f" WHERE {quote(model._meta.pk.column)} = %s RETURNING 1)"
+        )
+    return _LinkedPlan(f"WITH {', '.join(ctes)} SELECT {', '.join(selected)}", plan)

@@ -169,11 +169,18 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # (kernel/sql.py) need preparation on, or PostgreSQL parses and plans each of their statements on
 # every call (measured: 1.95 ms of database CPU per market order without, 0.81 ms with).
 DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+# Group commit of orders (brokerage/services/dealer.py): a batch of orders waits at most this long
+# for more to share its commit (0 turns batching off: each order commits in its caller's thread),
+# holds at most DEALING_BATCH_MAX of them, and a process runs DEALING_DEALERS dealer threads,
+# each holding a database connection of its own (the pool has room for them on top of DB_POOL_MAX).
+DEALING_BATCH_MS = env.float("DEALING_BATCH_MS", default=2.0)
+DEALING_BATCH_MAX = env.int("DEALING_BATCH_MAX", default=64)
+DEALING_DEALERS = env.int("DEALING_DEALERS", default=2)
 if env.bool("DB_POOL", default=False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=2),
-        "max_size": env.int("DB_POOL_MAX", default=16),
+        "max_size": env.int("DB_POOL_MAX", default=16) + (DEALING_DEALERS if DEALING_BATCH_MS > 0 else 0),
         "timeout": 10,
     }
 # Threads running HTTP requests' sync code in a web process (livermore/asgi_threads.py): no more than

@@ -33,6 +33,16 @@ def _clean_redis() -> Iterator[None]:
         redis.delete(*keys)
 
 
+@pytest.fixture(autouse=True)
+def _dealers_closed() -> Iterator[None]:
+    """Order dealer threads (brokerage.services.dealer) started by a test end with it, connections
+    closed, before its database is flushed or dropped."""
+    yield
+    from brokerage.services.dealer import dealers
+
+    dealers.close()
+
+
 @pytest.fixture
 def alice(db: Any) -> Any:
     """A client."""

@@ -33,7 +33,7 @@ from ..quotes import QuoteSource
 from ..selectors import LEVEL, AccountSummary, Conditions, account_summary, instrument_spec, open_positions
 from .checks import PRICE_DIGITS, ZERO, _client_tick
 from .events import Outbox
-from .ledger import _post_client
+from .ledger import _ledger_rows, _post_client, house_account
 
 
 def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
@@ -79,9 +79,16 @@ class _Dealing:
     """What one locked dealing step works with. The open positions are loaded when a step needs them
     one by one (netting, closing, stop-out); a margin check needs only the account's exposures."""
 
-    def __init__(self, account: TradingAccount, quotes: QuoteSource) -> None:
+    def __init__(
+        self,
+        account: TradingAccount,
+        quotes: QuoteSource,
+        conditions: Conditions | None = None,
+        revenue_account_id: int | None = None,
+    ) -> None:
         self.account = account
-        self.conditions = Conditions(account.group)
+        self.conditions = conditions or Conditions(account.group)
+        self.revenue_account_id = revenue_account_id  # read with the lock when the caller had it
         self.quotes = quotes
         self.outbox = Outbox(account)
         self._positions: list[Position] | None = None
@@ -235,6 +242,14 @@ def _fill(
         price if order.filled_volume == volume else (notional / order.filled_volume).quantize(PRICE_DIGITS)
     )
     order.filled_at = timezone.now()
+    if order._state.adding and existing is None:
+        # A new order opening a new position: every row in one statement.
+        deal = _open_new(
+            d, order, volume, price, reason=reason, venue=venue, quote_seq=quote_seq, external_id=external_id
+        )
+        if order.sl is not None or order.tp is not None:
+            d.outbox.triggers_changed = True
+        return [deal]
     _save_order(order)
     d.outbox.add("order", order.as_event())
     deals = []
@@ -343,6 +358,75 @@ def _open(
     sql.insert(deal)
     if commission:
         _charge_commission(d, deal, commission)
+    d.outbox.add("deal", deal.as_event())
+    d.outbox.add("position", position.as_event())
+    return deal
+
+
+def _open_new(
+    d: _Dealing,
+    order: Order,
+    volume: Decimal,
+    price: Decimal,
+    *,
+    reason: str,
+    venue: str,
+    quote_seq: int | None,
+    external_id: str,
+) -> Deal:
+    """Fill a new order with a new position: the order, the position, the deal and the commission's
+    balanced ledger transaction (with the client's balance) written in one statement
+    (kernel.sql.insert_linked); the database's ledger rules check it at commit as any other."""
+    instrument = order.instrument
+    now = timezone.now()
+    commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
+    position = Position(
+        account=d.account,
+        instrument=instrument,
+        side=order.side,
+        volume=volume,
+        open_price=price,
+        margin=pricing.money(d.margin_for(instrument, volume, price), d.currency),
+        sl=order.sl,
+        tp=order.tp,
+        commission=-commission,
+        opened_at=now,
+    )
+    deal = Deal(
+        account=d.account,
+        instrument=instrument,
+        side=order.side,
+        entry=DealEntry.IN,
+        volume=volume,
+        price=price,
+        commission=-commission,
+        reason=reason,
+        book=order.book,
+        external_id=external_id,
+        venue=venue,
+        quote_seq=quote_seq,
+        created_at=now,
+    )
+    steps: list[sql.Step] = [([order], {}), ([position], {}), ([deal], {"order": 0, "position": 1})]
+    additions: list[sql.Addition] = []
+    if commission:
+        house = d.revenue_account_id
+        if house is None:
+            house = house_account(kind=LedgerAccountKind.REVENUE, currency=d.currency).pk
+        client = d.account.ledger_account
+        txn, postings = _ledger_rows(
+            kind=TransactionKind.COMMISSION,
+            currency=d.currency,
+            postings=[(client.pk, client.currency, -commission), (house, d.currency, commission)],
+        )
+        steps += [([txn], {"order": 0, "position": 1, "deal": 2}), (postings, {"transaction": 3})]
+        additions.append((TradingAccount, d.account.pk, {"balance": -commission}))
+    sql.insert_linked(steps, additions)
+    d.opened(position)
+    d.outbox.add("order", order.as_event())
+    if commission:
+        d.account.balance -= commission
+        d.outbox.add("account", d.account.as_event())
     d.outbox.add("deal", deal.as_event())
     d.outbox.add("position", position.as_event())
     return deal

@@ -49,12 +49,47 @@ def ledger_post(
     The caller must hold the row lock of every trading account posted to. Amounts must be in the
     currency's minor units and sum to zero; the database checks the same at commit.
     """
-    _choice(kind, TransactionKind, "kind")
-    if len(postings) < 2 or sum(amount for _, amount in postings) != 0:
-        raise ServiceError("unbalanced", "A ledger transaction needs postings that sum to zero.")
+    txn, rows = _ledger_rows(
+        kind=kind,
+        currency=currency,
+        postings=[(la.pk, la.currency, amount) for la, amount in postings],
+        order=order,
+        deal=deal,
+        position=position,
+        comment=comment,
+        created_by=created_by,
+    )
+    sql.insert(txn)
+    for posting in rows:
+        posting.transaction = txn
+    sql.insert(*rows)
     for ledger_account, amount in postings:
-        if ledger_account.currency != currency:
-            raise ServiceError("currency_mismatch", f"{ledger_account} is not in {currency}.")
+        if ledger_account.trading_account_id is not None:
+            sql.update(TradingAccount, ledger_account.trading_account_id, add={"balance": amount})
+    return txn
+
+
+def _ledger_rows(
+    *,
+    kind: str,
+    currency: str,
+    postings: Sequence[tuple[int, str, Decimal]],
+    order: Order | None = None,
+    deal: Deal | None = None,
+    position: Position | None = None,
+    comment: str = "",
+    created_by: User | None = None,
+) -> tuple[LedgerTransaction, list[Posting]]:
+    """A balanced ledger transaction and its postings (ledger account id, its currency, amount),
+    checked and not yet written: `ledger_post` writes them, a fill writes them with its own rows."""
+    _choice(kind, TransactionKind, "kind")
+    if len(postings) < 2 or sum(amount for _, _, amount in postings) != 0:
+        raise ServiceError("unbalanced", "A ledger transaction needs postings that sum to zero.")
+    for ledger_account_id, account_currency, amount in postings:
+        if account_currency != currency:
+            raise ServiceError(
+                "currency_mismatch", f"Ledger account {ledger_account_id} is not in {currency}."
+            )
         if not amount or amount != pricing.money(amount, currency):
             raise ServiceError(
                 "invalid_amount", f"Posting {amount} is zero or below {currency}'s minor unit."
@@ -68,12 +103,8 @@ def ledger_post(
         comment=comment[:255],
         created_by=created_by,
     )
-    sql.insert(txn)
-    sql.insert(*(Posting(transaction=txn, ledger_account=la, amount=amount) for la, amount in postings))
-    for ledger_account, amount in postings:
-        if ledger_account.trading_account_id is not None:
-            sql.update(TradingAccount, ledger_account.trading_account_id, add={"balance": amount})
-    return txn
+    rows = [Posting(ledger_account_id=la, amount=amount) for la, _, amount in postings]
+    return txn, rows
 
 
 def _post_client(

@@ -43,6 +43,7 @@ from .checks import (
     _decimal,
     _order_prices,
 )
+from .dealer import dealers
 from .dealing import _check_margin, _Dealing, _fill, _save_order
 from .events import Outbox
 from .locks import _lock_account, _lock_account_trading
@@ -110,7 +111,9 @@ def order_submit(
     order fills now at the client's ask (BUY) or bid (SELL); limit, stop and stop-limit orders are
     stored as `pending` for the trigger watcher. A-Book: any type is stored as `routed` for the LP
     session the router chose, holding its margin. Raises ServiceError; nothing is written when it does.
-    The desk's (reason `operator`, by `actor`) is audited."""
+    The desk's (reason `operator`, by `actor`) is audited. Outside a transaction the order goes to
+    this process's dealer for its account, which may commit it with other accounts' orders (group
+    commit, brokerage.services.dealer)."""
     quotes = QuoteSnapshot(quotes or redis_quotes)
     _choice(side, Side, "side")
     _choice(type, OrderType, "type")
@@ -125,68 +128,76 @@ def order_submit(
             "invalid_client_order_id", "client_order_id is at most 64 characters.", status_code=400
         )
 
-    with transaction.atomic():
-        locked, instrument = _lock_account_trading(account.pk, symbol)
-        _check_volume(volume_, instrument)
-        d = _Dealing(locked, quotes)
-        existing = d.netting_position(instrument)
-        reduces = existing is not None and existing.side != side and volume_ <= existing.volume
-        _check_account(locked, opening=not reduces)
-        _check_tradable(instrument, d.conditions)
-        if client_order_id and Order.objects.filter(account=locked, client_order_id=client_order_id).exists():
-            raise ServiceError(
-                "duplicate_client_order_id",
-                f"An order with client_order_id {client_order_id!r} exists.",
-                status_code=409,
+    def deal() -> Order:
+        with transaction.atomic():
+            locked, instrument, conditions, revenue_account_id = _lock_account_trading(account.pk, symbol)
+            _check_volume(volume_, instrument)
+            d = _Dealing(locked, quotes, conditions, revenue_account_id)
+            existing = d.netting_position(instrument)
+            reduces = existing is not None and existing.side != side and volume_ <= existing.volume
+            _check_account(locked, opening=not reduces)
+            _check_tradable(instrument, d.conditions)
+            if (
+                client_order_id
+                and Order.objects.filter(account=locked, client_order_id=client_order_id).exists()
+            ):
+                raise ServiceError(
+                    "duplicate_client_order_id",
+                    f"An order with client_order_id {client_order_id!r} exists.",
+                    status_code=409,
+                )
+            tick = _client_tick(instrument, d.conditions, quotes)
+            if type == OrderType.MARKET:
+                entry = pricing.open_price(side, tick)
+            else:
+                entry = _check_pending_prices(type, side, price_, stop_, tick)
+            _check_sl_tp(side, entry, sl_, tp_)
+            decision = order_route(
+                RouteRequest(
+                    account_id=locked.pk,
+                    group_id=locked.group_id,
+                    symbol=instrument.symbol,
+                    volume=volume_,
+                    side=side,
+                    type=type,
+                )
             )
-        tick = _client_tick(instrument, d.conditions, quotes)
-        if type == OrderType.MARKET:
-            entry = pricing.open_price(side, tick)
-        else:
-            entry = _check_pending_prices(type, side, price_, stop_, tick)
-        _check_sl_tp(side, entry, sl_, tp_)
-        decision = order_route(
-            RouteRequest(
-                account_id=locked.pk,
-                group_id=locked.group_id,
-                symbol=instrument.symbol,
-                volume=volume_,
-                side=side,
+            order = Order(
+                account=locked,
+                instrument=instrument,
+                client_order_id=client_order_id,
                 type=type,
+                side=side,
+                volume=volume_,
+                price=price_,
+                stop_price=stop_,
+                sl=sl_,
+                tp=tp_,
+                time_in_force=time_in_force,
+                expires_at=expires_at,
+                reason=reason,
+                book=decision.book,
+                route=decision.session,
+                position=existing if reduces else None,
+                created_by=actor,
             )
-        )
-        order = Order(
-            account=locked,
-            instrument=instrument,
-            client_order_id=client_order_id,
-            type=type,
-            side=side,
-            volume=volume_,
-            price=price_,
-            stop_price=stop_,
-            sl=sl_,
-            tp=tp_,
-            time_in_force=time_in_force,
-            expires_at=expires_at,
-            reason=reason,
-            book=decision.book,
-            route=decision.session,
-            position=existing if reduces else None,
-            created_by=actor,
-        )
-        if order.book == Book.A:
-            _route(d, order, entry)
-        elif type != OrderType.MARKET:
-            order.status = OrderStatus.PENDING
-            _save_order(order)
-            d.outbox.add("order", order.as_event())
-            d.outbox.triggers_changed = True
-        else:
-            _fill(d, order, entry, reason=reason, venue=tick.venue, quote_seq=tick.seq)
-        _audit_operator_action(actor, reason, locked, "order.submit", order)
-        d.outbox.commit()
-    account.balance = locked.balance
-    return order
+            if order.book == Book.A:
+                _route(d, order, entry)
+            elif type != OrderType.MARKET:
+                order.status = OrderStatus.PENDING
+                _save_order(order)
+                d.outbox.add("order", order.as_event())
+                d.outbox.triggers_changed = True
+            else:
+                _fill(d, order, entry, reason=reason, venue=tick.venue, quote_seq=tick.seq)
+            _audit_operator_action(actor, reason, locked, "order.submit", order)
+            d.outbox.commit()
+        account.balance = locked.balance
+        return order
+
+    if dealers.enabled():
+        return dealers.submit(account.pk, deal)
+    return deal()
 
 
 def _reserve(account: TradingAccount, amount: Decimal) -> None:

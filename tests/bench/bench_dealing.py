@@ -1,10 +1,12 @@
 """Dealing benchmarks.
 
 order_service_orders_per_s: market orders through brokerage.services.order_submit, called directly
-from 6 processes (so the GIL is not what is measured) over 200 accounts (one account row lock each,
-as in production), priced from the in-memory quote source the market process uses, against a
-throwaway PostgreSQL database (<name>_bench, dropped afterwards) and a -bench Redis prefix. Each
-process freezes its start-up objects out of the GC first, as the web and worker processes do.
+from 6 processes (so the GIL is not what is measured) of 4 client threads each, as a web process's
+request threads call it (so its dealers commit waiting orders together, brokerage/services/dealer.py),
+over 200 accounts (one account row lock each, as in production), priced from the in-memory quote
+source the market process uses, against a throwaway PostgreSQL database (<name>_bench, dropped
+afterwards) and a -bench Redis prefix. Each process freezes its start-up objects out of the GC first,
+as the web and worker processes do. The orders that shared a commit are reported on stderr.
 
 trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
 """
@@ -35,6 +37,7 @@ from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 
 ACCOUNTS = 200
 PROCESSES = 6
+CLIENTS = 4  # threads per process
 ORDERS = 3000
 ORDERS_PER_S_BAR = 1000
 TRIGGERS = 10_000
@@ -70,11 +73,12 @@ def trigger_scan_ms() -> float:
     return (time.perf_counter() - started) * 1000 / SCANS
 
 
-def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[float, float, int]:
+def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[float, float, int, int, int]:
     """One process's share: its own accounts, a live in-memory quote, then order_submit in a loop."""
     from brokerage import services
     from brokerage.models import TradingAccount
     from brokerage.quotes import MemoryQuoteSource
+    from brokerage.services.dealer import dealers
     from kernel.heap import freeze_startup_objects
     from marketdata.quotes import Quote, SelectedQuote
 
@@ -95,22 +99,36 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
         account=accounts[0], symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
     )
     freeze_startup_objects()  # as the processes that serve orders do (kernel.heap)
+    mine = list(range(worker, ORDERS, PROCESSES))
+    done = [0] * CLIENTS
+
+    def client(c: int) -> None:
+        try:
+            for i in mine[c::CLIENTS]:
+                services.order_submit(
+                    account=accounts[i % len(accounts)],
+                    symbol="EURUSD",
+                    side="buy" if i % 2 else "sell",
+                    volume=D("0.01"),
+                    quotes=quotes,
+                )
+                done[c] += 1
+        finally:
+            connection.close()
+
+    clients = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
     barrier.wait()
     started = time.perf_counter()
-    done = 0
-    for i in range(worker, ORDERS, PROCESSES):
-        services.order_submit(
-            account=accounts[i % len(accounts)],
-            symbol="EURUSD",
-            side="buy" if i % 2 else "sell",
-            volume=D("0.01"),
-            quotes=quotes,
-        )
-        done += 1
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
     finished = time.perf_counter()
     stop.set()
+    batches, batched = dealers.batched()
+    dealers.close()
     connection.close()
-    return started, finished, done
+    return started, finished, sum(done), batches, batched
 
 
 def orders_per_s() -> float:
@@ -138,6 +156,8 @@ def orders_per_s() -> float:
     finished = max(r[1] for r in results)
     filled = sum(r[2] for r in results)
     assert filled == ORDERS
+    batches, batched = sum(r[3] for r in results), sum(r[4] for r in results)
+    print(f"dealers: {batched} of {filled} orders committed in {batches} shared commits", file=sys.stderr)
     return filled / (finished - started)
 
 

@@ -1,0 +1,159 @@
+"""Group commit for orders: the dealers of a process put the fills of several accounts in one
+transaction, so they share one commit (one WAL flush) instead of paying one each.
+
+`order_submit`, called outside a transaction, hands its order to the dealer of its account (accounts
+are spread over `DEALING_DEALERS` dealer threads by id, so one account's orders keep their order) and
+waits for the outcome. A dealer that finds no other order waiting runs the order on its own, as the
+per-order path always did: an idle desk adds no latency. When orders are waiting (the dealer was busy
+with the last transaction), it takes them and whatever arrives within `DEALING_BATCH_MS` of the first
+one (at most `DEALING_BATCH_MAX`) and runs them in one transaction, in account order (ascending ids,
+so two dealers never wait on each other's locks in a cycle), each in its own savepoint with the
+database's deferred rules (the balanced ledger) checked at its end: a refused or failing order rolls
+back alone and its caller gets its error; its neighbours commit. Each order is written exactly once:
+by the one transaction that commits it, and a transaction that does not commit reports its failure to
+every caller in it. Callers get their result after the commit, and the account events follow it.
+"""
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from ..models import Order
+
+
+@dataclass(eq=False)
+class _Request:
+    account_id: int
+    run: Callable[[], Order]
+    arrived: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Order | None = None
+    error: BaseException | None = None
+
+    def outcome(self) -> Order:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _Dealer:
+    """One dealer thread and its queue; the thread has its own database connection."""
+
+    def __init__(self, name: str) -> None:
+        self.queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self.batches = 0  # transactions of more than one order, and the orders they held
+        self.batched = 0
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:  # closed: everything queued before was dealt with
+                connection.close()
+                return
+            if self.queue.empty():
+                self._one(first)
+            else:
+                self._batch(self._collect(first))
+            if connection.errors_occurred:
+                connection.close_if_unusable_or_obsolete()
+
+    def _collect(self, first: _Request) -> list[_Request]:
+        batch = [first]
+        deadline = first.arrived + settings.DEALING_BATCH_MS / 1000
+        while len(batch) < settings.DEALING_BATCH_MAX:
+            try:
+                request = self.queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                break
+            if request is None:
+                self.queue.put(None)  # close after this batch
+                break
+            batch.append(request)
+        return batch
+
+    def _one(self, request: _Request) -> None:
+        try:
+            request.result = request.run()
+        except BaseException as exc:  # the caller's to handle, as if it had run the order itself
+            request.error = exc
+        request.done.set()
+
+    def _batch(self, batch: list[_Request]) -> None:
+        ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # checked in each order's savepoint
+                for request in ordered:
+                    try:
+                        request.result = request.run()  # its own atomic block: a savepoint here
+                    except Exception as exc:
+                        request.error = exc
+        except BaseException as exc:  # nothing committed: every order of the batch failed with it
+            for request in ordered:
+                if request.error is None:
+                    request.result, request.error = None, exc
+        self.batches += 1
+        self.batched += len(ordered)
+        for request in ordered:
+            request.done.set()
+
+
+class _Dealers:
+    """The dealer threads of this process, started on first use (and again in a forked child)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = 0
+        self.dealers: list[_Dealer] = []
+        self.threads: set[threading.Thread] = set()
+
+    def enabled(self) -> bool:
+        """Whether order_submit hands its order to a dealer: batching is on, the caller is not in a
+        transaction of its own (its order must commit with it) and is not a dealer."""
+        return (
+            settings.DEALING_BATCH_MS > 0
+            and not connection.in_atomic_block
+            and threading.current_thread() not in self.threads
+        )
+
+    def batched(self) -> tuple[int, int]:
+        """Batches run in this process so far, and the orders they held."""
+        return sum(d.batches for d in self.dealers), sum(d.batched for d in self.dealers)
+
+    def close(self) -> None:
+        """Stop this process's dealers once they have dealt with what is queued, closing their
+        database connections; the next order starts them again."""
+        with self.lock:
+            if self.pid != os.getpid():
+                return
+            for dealer in self.dealers:
+                dealer.queue.put(None)
+            for dealer in self.dealers:
+                dealer.thread.join()
+            self.pid, self.dealers, self.threads = 0, [], set()
+
+    def submit(self, account_id: int, run: Callable[[], Order]) -> Order:
+        if self.pid != os.getpid():
+            with self.lock:
+                if self.pid != os.getpid():
+                    count = max(settings.DEALING_DEALERS, 1)
+                    self.dealers = [_Dealer(f"dealer-{i}") for i in range(count)]
+                    self.threads = {d.thread for d in self.dealers}
+                    self.pid = os.getpid()
+        request = _Request(account_id, run)
+        self.dealers[account_id % len(self.dealers)].queue.put(request)
+        return request.outcome()
+
+
+dealers = _Dealers()

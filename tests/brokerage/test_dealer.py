@@ -1,0 +1,131 @@
+"""The dealer's group commit with real threads against PostgreSQL: batches keep the ledger right,
+each order is written once, one account's orders keep their order, and a refused order in a batch
+leaves its neighbours filled."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection, transaction
+
+from brokerage import services
+from brokerage.models import Deal, LedgerTransaction, Order, Position, TradingAccount, TransactionKind
+from brokerage.services.dealer import dealers
+from kernel.errors import ServiceError
+
+from .conftest import ledger_problems, open_account, set_commission
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLIENTS = 100
+ORDERS_EACH = 4
+
+
+def test_a_hundred_concurrent_clients_through_the_dealer_keep_the_ledger(
+    client_user, group, instruments, market
+):
+    set_commission(group, instruments["EURUSD"], "3")
+    accounts = [open_account(client_user, group, balance="2000") for _ in range(20)]
+    market.set("EURUSD", "1.1000", "1.1002")
+    batches_before, batched_before = dealers.batched()
+    start = threading.Barrier(CLIENTS)
+
+    def client(i: int) -> list[str]:
+        try:
+            start.wait()
+            outcomes = []
+            for n in range(ORDERS_EACH):
+                try:
+                    order = services.order_submit(
+                        account=accounts[i % 20],
+                        symbol="EURUSD",
+                        side="buy" if (i + n) % 2 else "sell",
+                        volume=D("0.1"),
+                        client_order_id=f"c{i}-{n}",
+                    )
+                except ServiceError as exc:
+                    outcomes.append(exc.code)
+                else:
+                    assert order.status == "filled" and order.pk is not None
+                    outcomes.append("filled")
+            return outcomes
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        outcomes = [o for each in pool.map(client, range(CLIENTS)) for o in each]
+
+    # 20 orders per account of which 17 fit its margin (as in test_concurrency), whatever the order.
+    assert outcomes.count("filled") == 20 * 17
+    assert set(outcomes) == {"filled", "insufficient_margin"}
+    batches, batched = dealers.batched()
+    assert batches > batches_before and batched - batched_before >= 2 * (batches - batches_before)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT (SELECT count(*) FROM brokerage_order),
+                   (SELECT count(DISTINCT (account_id, client_order_id)) FROM brokerage_order),
+                   (SELECT count(*) FROM brokerage_deal),
+                   (SELECT count(*) FROM brokerage_position WHERE status = 'open'),
+                   (SELECT count(*) FROM brokerage_ledgertransaction WHERE kind = 'commission'),
+                   (SELECT count(*) FROM brokerage_order o WHERE NOT EXISTS (
+                        SELECT 1 FROM brokerage_deal d WHERE d.order_id = o.id)),
+                   (SELECT count(*) FROM brokerage_tradingaccount a WHERE a.id = ANY(%s)
+                       AND a.balance <> 2000 - 0.30 * 17)
+            """,
+            [[a.pk for a in accounts]],
+        )
+        assert cursor.fetchone() == (340, 340, 340, 340, 340, 0, 0)
+    assert ledger_problems() == []
+
+
+def test_one_accounts_orders_keep_their_order_and_a_refused_one_leaves_its_neighbours(
+    client_user, group, market
+):
+    account = open_account(client_user, group, balance="5000")
+    other = open_account(client_user, group, balance="5000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    results: dict[str, object] = {}
+
+    def submit(key: str, on: TradingAccount, volume: D, client_order_id: str) -> None:
+        try:
+            results[key] = services.order_submit(
+                account=on, symbol="EURUSD", side="buy", volume=volume, client_order_id=client_order_id
+            )
+        except ServiceError as exc:
+            results[key] = exc.code
+        finally:
+            connection.close()
+
+    threads = []
+    batches_before, _ = dealers.batched()
+    with transaction.atomic():
+        # The account is locked here: the first order waits in its dealer while the rest queue up
+        # behind it, and the dealer then takes them as one batch.
+        services.account_deposit(account=account, amount=D("1"))
+        services.account_deposit(account=other, amount=D("1"))
+        for key, on, volume, client_order_id in [
+            ("first", account, D("0.1"), "a0"),
+            ("a1", account, D("0.1"), "a1"),
+            ("b1", other, D("0.1"), "b1"),
+            ("refused", account, D("50"), "big"),
+            ("a2", account, D("0.2"), "a2"),
+            ("b2", other, D("0.2"), "b2"),
+        ]:
+            thread = threading.Thread(target=submit, args=(key, on, volume, client_order_id))
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.2)  # each queued before the next
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results["refused"] == "insufficient_margin"
+    assert all(isinstance(results[k], Order) for k in ("first", "a1", "b1", "a2", "b2"))
+    assert dealers.batched()[0] > batches_before
+    ids = dict(Order.objects.values_list("client_order_id", "id"))
+    assert "big" not in ids
+    assert ids["a0"] < ids["a1"] < ids["a2"] and ids["b1"] < ids["b2"]
+    assert Deal.objects.count() == Position.objects.count() == 5
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 4
+    assert ledger_problems() == []

@@ -1,0 +1,91 @@
+"""A market order's rows are written in one statement (kernel.sql.insert_linked), and the database's
+ledger rules judge that statement as they judge separate ones."""
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from brokerage import services
+from brokerage.models import (
+    ClientGroup,
+    Deal,
+    LedgerAccountKind,
+    LedgerTransaction,
+    Order,
+    Position,
+    Posting,
+    TradingAccount,
+    TransactionKind,
+)
+from brokerage.services.ledger import house_account
+from kernel import sql
+from marketdata.models import Instrument
+from users.models import User
+
+from .conftest import Market, ledger_problems, open_account, set_commission
+
+
+def statements_of(run: Any) -> list[str]:
+    seen: list[str] = []
+
+    def wrapper(execute: Any, query: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(query)
+        return execute(query, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        run()
+    return seen
+
+
+def test_a_market_order_writes_its_rows_in_one_statement(
+    client_user: User, group: ClientGroup, instruments: dict[str, Instrument], market: Market
+) -> None:
+    set_commission(group, instruments["EURUSD"], "3")
+    account = open_account(client_user, group, balance="5000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    services.order_submit(
+        account=account, symbol="EURUSD", side="sell", volume=D("0.1")
+    )  # and the house account
+    orders: list[Order] = []
+    seen = statements_of(
+        lambda: orders.append(
+            services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+        )
+    )
+    writes = [q for q in seen if not q.startswith(("SELECT", "SAVEPOINT", "RELEASE"))]
+    assert len(writes) == 1 and writes[0].startswith("WITH")
+    order = orders[0]
+    deal = Deal.objects.get(order=order)
+    position = Position.objects.get(pk=deal.position_id)
+    txn = LedgerTransaction.objects.get(deal=deal)
+    assert (order.pk, position.pk, deal.pk) == (deal.order_id, order.deals.get().position_id, txn.deal_id)
+    assert (txn.kind, txn.order_id, txn.position_id) == (TransactionKind.COMMISSION, order.pk, position.pk)
+    assert sorted(Posting.objects.filter(transaction=txn).values_list("amount", flat=True)) == [
+        D("-0.30"),
+        D("0.30"),
+    ]
+    assert position.commission == deal.commission == D("-0.30")
+    account.refresh_from_db()
+    assert account.balance == D("4999.40")
+    assert ledger_problems() == []
+
+
+def test_the_ledger_rules_refuse_an_unbalanced_linked_write(account: TradingAccount) -> None:
+    house = house_account(kind=LedgerAccountKind.REVENUE, currency="USD")
+    txn = LedgerTransaction(kind=TransactionKind.COMMISSION, currency="USD")
+    postings = [
+        Posting(ledger_account_id=account.ledger_account.pk, amount=D("-1.00")),
+        Posting(ledger_account_id=house.pk, amount=D("0.99")),
+    ]
+    with pytest.raises(DatabaseError, match="does not balance"), transaction.atomic():
+        sql.insert_linked(
+            [([txn], {}), (postings, {"transaction": 0})],
+            [(TradingAccount, account.pk, {"balance": D("-1.00")})],
+        )
+        assert postings[0].transaction_id == txn.pk and postings[0].pk < postings[1].pk
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    account.refresh_from_db()
+    assert account.balance == D("5000")
