@@ -5,6 +5,7 @@ generated once per user and machine (DEV_SECRETS_FILE, never in the repository).
 (DJANGO_ENV=production) refuses to start without its secrets.
 """
 
+import ipaddress
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -92,6 +93,14 @@ if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# Proxies (addresses or networks) whose X-Forwarded-For/-Proto the web server believes; none by
+# default: the TCP peer is the client (kernel/clientip.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from exc
 
 INSTALLED_APPS = [
     "daphne",
@@ -129,11 +138,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "kernel.clientip.ClientAddressMiddleware",
 ]
 
 # Axes first: it refuses a locked-out login before the password is even checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "users.security.AddressLoginLimitBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 
@@ -256,9 +267,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "users.security.lockout_response"
-# daphne --proxy-headers already puts the proxied client into REMOTE_ADDR; a raw X-Forwarded-For
+# The web server resolves the client (trusted proxies only) into REMOTE_ADDR; a raw X-Forwarded-For
 # from the client must not let it pick a fresh IP per attempt.
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "kernel.clientip.client_ip"
+# Password spraying: failed logins per client address across usernames, admin and token endpoint.
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 

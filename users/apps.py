@@ -7,4 +7,4 @@ class UsersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  registers the API-key scheme with drf-spectacular
+        from . import schema, security  # noqa: F401  the API-key scheme for drf-spectacular; login-failure receiver

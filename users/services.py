@@ -6,6 +6,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from rest_framework import status
 
+from kernel.clientip import current_client_ip
 from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, IdempotencyKey, User
@@ -48,4 +49,5 @@ def audit_record(
         object_id=str(target.pk) if target is not None else "",
         object_repr=str(target)[:200] if target is not None else "",
         details=details or {},
+        ip_address=current_client_ip.get() or None,
     )
