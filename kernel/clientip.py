@@ -103,11 +103,10 @@ def resolve_scope(scope: dict[str, Any], peer: tuple[str, int] | None, networks:
     forwarded_for = [value.decode("latin-1") for name, value in headers if name.lower() == b"x-forwarded-for"]
     client = forwarded_client(peer[0], forwarded_for, networks)
     scope["client"] = [client, 0 if client != peer[0] else peer[1]]
-    if scope.get("type") == "http":
-        protos = [value.decode("latin-1") for name, value in headers if name.lower() == b"x-forwarded-proto"]
-        proto = protos[-1].split(",")[-1].strip().lower() if protos else ""
-        if proto in ("http", "https"):
-            scope["scheme"] = proto
+    protos = [value.decode("latin-1") for name, value in headers if name.lower() == b"x-forwarded-proto"]
+    proto = protos[-1].split(",")[-1].strip().lower() if protos else ""
+    if proto in ("http", "https"):
+        scope["scheme"] = proto if scope.get("type") == "http" else {"http": "ws", "https": "wss"}[proto]
 
 
 def client_ip(request: HttpRequest) -> str:

@@ -9,6 +9,7 @@ from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import PermissionDenied
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
@@ -16,6 +17,9 @@ from rest_framework import exceptions, status
 from kernel.clientip import client_ip
 from kernel.errors import error_body
 from kernel.redis import key, sync_client
+
+from . import services
+from .models import User
 
 LOCKED_OUT_MESSAGE = "Too many failed login attempts. Try again later."
 
@@ -78,5 +82,27 @@ class AddressLoginLimitBackend:
         request.axes_locked_out = True  # type: ignore[attr-defined]  # read by AxesMiddleware and the token view
         raise PermissionDenied(LOCKED_OUT_MESSAGE)
 
-    def get_user(self, user_id: int) -> None:
-        return None
+
+@receiver(pre_save, sender=User)
+def _remember_credentials(
+    sender: type[User], instance: User, update_fields: frozenset[str] | None = None, **kwargs: Any
+) -> None:
+    instance._saved_credentials = None  # type: ignore[attr-defined]
+    if instance.pk is None or (update_fields is not None and not {"password", "is_active"} & update_fields):
+        return
+    instance._saved_credentials = (  # type: ignore[attr-defined]
+        User.objects.filter(pk=instance.pk).values_list("password", "is_active").first()
+    )
+
+
+@receiver(post_save, sender=User)
+def _revoke_on_credential_change(sender: type[User], instance: User, created: bool, **kwargs: Any) -> None:
+    """A changed password or a deactivation ends every refresh token; a deactivation also ends the
+    user's open streams (an inactive user's access tokens are refused already)."""
+    saved = getattr(instance, "_saved_credentials", None)
+    if created or saved is None:
+        return
+    password, was_active = saved
+    deactivated = was_active and not instance.is_active
+    if deactivated or password != instance.password:
+        services.user_credentials_revoke(user=instance, close_streams=deactivated)
