@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from kernel import sql
 from kernel.errors import ServiceError
 from kernel.pagination import PaginatedListView
+from kernel.params import choice_param
 from kernel.throttling import ScopedWriteThrottle, throttles_with
 from marketdata.models import Instrument
 from users.authentication import request_user
@@ -333,8 +334,8 @@ class OrderListView(PaginatedListView):
     def get(self, request: Request, number: int) -> Response:
         account = account_for(request, number)
         orders = Order.objects.filter(account=account).select_related("instrument")
-        if request.query_params.get("status"):
-            orders = orders.filter(status=request.query_params["status"])
+        if status_filter := choice_param(request, "status", OrderStatus.values):
+            orders = orders.filter(status=status_filter)
         return self.paginate(orders, request)
 
     @extend_schema(
@@ -425,8 +426,8 @@ class PositionListView(PaginatedListView):
     def get(self, request: Request, number: int) -> Response:
         account = account_for(request, number)
         positions = Position.objects.filter(account=account).select_related("instrument")
-        if request.query_params.get("status"):
-            positions = positions.filter(status=request.query_params["status"])
+        if status_filter := choice_param(request, "status", PositionStatus.values):
+            positions = positions.filter(status=status_filter)
         pnl = selectors.account_summary(account=account, with_position_pnl=True).position_pnl
         money = {pk: pricing.money(value, account.currency) for pk, value in pnl.items()}
         return self.paginate(positions, request, pnl=money)

@@ -1,12 +1,14 @@
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from brokerage.models import Reason
+from kernel.credentials import DestinationBoundCredentials, validate_env_secret_name
 from kernel.fields import EncryptedTextField
 
 
@@ -26,7 +28,7 @@ class Weekday(models.TextChoices):
     SATURDAY = "Saturday"
 
 
-class FixSession(models.Model):
+class FixSession(DestinationBoundCredentials):
     """One FIX 4.4 initiator session to an LP. `runfix` builds QuickFIX settings from these rows in
     memory; the password never reaches a settings file, a store or a log."""
 
@@ -106,8 +108,21 @@ class FixSession(models.Model):
             ),
         ]
 
+    # A new host, port or TLS setting needs the password entered again (kernel/credentials.py).
+    credential_fields = ("password", "password_env")
+
     def __str__(self) -> str:
         return self.name
+
+    def destination(self) -> tuple[object, ...]:
+        return (self.host, self.port, self.tls, self.tls_ca_file)
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            validate_env_secret_name(self.password_env)
+        except ValidationError as exc:
+            raise ValidationError({"password_env": exc.messages}) from exc
 
     @property
     def does_market_data(self) -> bool:

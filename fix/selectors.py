@@ -1,6 +1,6 @@
 import fnmatch
 import json
-import os
+import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import cast
@@ -9,6 +9,7 @@ from django.db.models import Q, QuerySet
 
 from brokerage.models import Order, OrderStatus
 from kernel import sql
+from kernel.credentials import secret_from_env
 from kernel.redis import sync_client
 from marketdata.models import Instrument, VenueSymbol
 
@@ -24,6 +25,20 @@ from .models import (
     RequestState,
     RoutingRule,
 )
+
+log = logging.getLogger(__name__)
+
+
+def _password(session: FixSession) -> str:
+    """The stored password, or the named environment variable's: only a LIVERMORE_SECRET_ one (a
+    name without the prefix is refused and logged, never read)."""
+    if not session.password_env:
+        return session.password
+    try:
+        return secret_from_env(session.password_env)
+    except ValueError as exc:
+        log.error("FIX session %s: password_env refused: %s", session.name, exc)
+        return ""
 
 
 def fix_session_configs() -> list[SessionConfig]:
@@ -59,7 +74,7 @@ def fix_session_configs() -> list[SessionConfig]:
                 end_day=s.end_day,
                 reset_on_logon=s.reset_on_logon,
                 username=s.username,
-                password=os.environ.get(s.password_env, "") if s.password_env else s.password,
+                password=_password(s),
                 account=s.account,
                 log_market_data=s.log_market_data,
                 relax_field_validation=s.relax_field_validation,

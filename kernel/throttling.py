@@ -23,6 +23,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from kernel.clientip import client_ip
 from kernel.redis import key, sync_client
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
@@ -101,6 +102,10 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return self.retry_after
+
+    def get_ident(self, request: Request) -> str:
+        """The web server's client address (kernel/clientip.py), never a raw X-Forwarded-For."""
+        return client_ip(request)
 
 
 class AnonRateThrottle(throttling.AnonRateThrottle, RedisRateThrottle):

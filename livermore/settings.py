@@ -5,6 +5,7 @@ generated once per user and machine (DEV_SECRETS_FILE, never in the repository).
 (DJANGO_ENV=production) refuses to start without its secrets.
 """
 
+import ipaddress
 import secrets
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -93,6 +94,14 @@ if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# Proxies (addresses or networks) whose X-Forwarded-For/-Proto the web server believes; none by
+# default: the TCP peer is the client (kernel/clientip.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from exc
 
 INSTALLED_APPS = [
     "daphne",
@@ -122,6 +131,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "kernel.errors.OutageMiddleware",
+    "kernel.hostile.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -131,11 +141,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "kernel.clientip.ClientAddressMiddleware",
 ]
 
 # Axes first: it refuses a locked-out login before the password is even checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "users.security.AddressLoginLimitBackend",
     "users.backends.CachedPermissionsBackend",
     "brokerage.auth.AccountNumberBackend",  # clients may log in with a trading account number
 ]
@@ -240,6 +252,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "kernel.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "kernel.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": [
         "kernel.throttling.AnonRateThrottle",
         "kernel.throttling.UserRateThrottle",
@@ -270,9 +287,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "users.security.lockout_response"
-# daphne --proxy-headers already puts the proxied client into REMOTE_ADDR; a raw X-Forwarded-For
+# The web server resolves the client (trusted proxies only) into REMOTE_ADDR; a raw X-Forwarded-For
 # from the client must not let it pick a fresh IP per attempt.
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "kernel.clientip.client_ip"
+# Password spraying: failed logins per client address across usernames, admin and token endpoint.
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 

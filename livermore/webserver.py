@@ -11,6 +11,10 @@ without bound and the app cannot tell. With the flow extension the stream consum
 transport pauses once the kernel buffer, capped here, and Twisted's 64 KiB are full), keeps its own
 bounded queue, conflates, and closes the slow client. The extension also sends text frames straight
 to the WebSocket protocol, skipping the per-message ASGI middleware layers (the stream's hot path).
+
+The client address in every scope is the peer's, or, from one of settings.TRUSTED_PROXIES, the one
+the proxies forwarded (kernel/clientip.py); daphne's own --proxy-headers handling, which believes the
+leftmost X-Forwarded-For entry from anyone, is overridden.
 """
 
 import argparse
@@ -30,6 +34,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 
+from kernel.clientip import resolve_scope, trusted_proxies
 from kernel.flow import FLOW_EXTENSION, TransportFlow
 
 # Caps the kernel's send buffer of a WebSocket connection (Linux otherwise grows it to megabytes),
@@ -57,6 +62,7 @@ daphne.http_protocol.WebRequest = RawBodyRequest
 
 class FlowControlServer(Server):
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        resolve_scope(scope, _peer(protocol), trusted_proxies())
         if scope.get("type") == "websocket":
             flow = TransportFlow(partial(_send_text, protocol))
             if getattr(protocol.transport, "producer", None) is not None:
@@ -65,6 +71,17 @@ class FlowControlServer(Server):
             protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             scope["extensions"] = {**(scope.get("extensions") or {}), FLOW_EXTENSION: flow}
         return super().create_application(protocol, scope)
+
+
+def _peer(protocol: Any) -> tuple[str, int] | None:
+    """The TCP peer of an HTTP request or a WebSocket connection (None on a Unix socket)."""
+    transport = getattr(protocol, "transport", None) or getattr(
+        getattr(protocol, "channel", None), "transport", None
+    )
+    address = transport.getPeer() if transport is not None else None
+    if address is None or not hasattr(address, "host"):
+        return None
+    return str(address.host), int(address.port)
 
 
 def _send_text(protocol: Any, text: str) -> None:
@@ -139,6 +156,8 @@ def main() -> None:
             raise SystemExit("--processes needs a --port")
         sys.exit(_supervise(options.processes, sys.argv[1:]))
     else:
+        port = ["-p", str(options.port)] if options.port is not None else []
+        sys.argv = [sys.argv[0], "-b", options.host, *port, *daphne_argv]
         FlowControlCommandLine.entrypoint()
 
 

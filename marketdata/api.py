@@ -83,6 +83,9 @@ class QuoteQuerySerializer(serializers.Serializer[dict[str, Any]]):
         return list(dict.fromkeys(symbols))
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class RangeQuerySerializer(serializers.Serializer[dict[str, Any]]):
     start = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive (UTC if no offset)")
     end = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive; default now")
@@ -91,6 +94,9 @@ class RangeQuerySerializer(serializers.Serializer[dict[str, Any]]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs.setdefault("end", datetime.now(UTC))
+        for name in ("start", "end"):  # bars and ticks are kept and paged by Unix time
+            if attrs.get(name) is not None and attrs[name] < UNIX_EPOCH:
+                raise serializers.ValidationError({name: ["Must be on or after 1970-01-01T00:00:00Z."]})
         if attrs.get("start") is not None and attrs["start"] >= attrs["end"]:
             raise serializers.ValidationError({"start": ["start must be before end."]})
         return attrs

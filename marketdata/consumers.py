@@ -45,12 +45,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
         self.writer: asyncio.Task[None] | None = None
         self.auth_timer: asyncio.Task[None] | None = None
+        self.watched_user: int | None = None
+        self.revocation: asyncio.Task[None] | None = None
         if self.scope.get("auth_error"):
             await self.close(code=CLOSE_UNAUTHENTICATED)  # a bad token on the handshake: HTTP 403
             return
         await self.accept()
         self.writer = asyncio.create_task(self.write(), name="stream-writer")
-        if not self.authenticated:
+        if self.authenticated:
+            await self.watch_user()
+        else:
             self.auth_timer = asyncio.create_task(self.expect_auth(), name="stream-auth-timeout")
 
     @property
@@ -114,6 +118,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.scope["user"] = user
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        await self.watch_user()
         self.outbox.offer(frame(type="authenticated", user=user.get_username()))
 
     @staticmethod
@@ -158,9 +163,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 accepted.append((channel, arg, handler, group))
         if not accepted:
             return
-        if not self.attached:
-            await self.hub.attach()
-            self.attached = True
+        await self.attach()
         snapshots: list[str] = []
         floors: dict[str, int] = {}
         self.outbox.pause()  # updates queue from here on; the snapshots go out before them
@@ -224,6 +227,27 @@ class StreamConsumer(AsyncWebsocketConsumer):
             log.exception("stream writer failed; closing")
             await self.close(code=1011)
 
+    async def attach(self) -> None:
+        if not self.attached:
+            await self.hub.attach()
+            self.attached = True
+
+    async def watch_user(self) -> None:
+        """From authentication on, the hub ends this connection if the user is deactivated."""
+        await self.attach()
+        if self.watched_user is not None:
+            self.hub.unwatch_user(self.watched_user, self.revoked)
+        self.watched_user = self.user.pk
+        self.hub.watch_user(self.user.pk, self.revoked)
+
+    def revoked(self) -> None:
+        if self.revocation is None:
+            self.revocation = asyncio.create_task(self.close_revoked(), name="stream-revoked")
+
+    async def close_revoked(self) -> None:
+        await self.leave_all()
+        await self.refuse("revoked", "The user's access was revoked.")
+
     async def close_slow(self) -> None:
         log.warning(
             "stream: closing slow consumer %s (%d queued, %d conflated)",
@@ -244,6 +268,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for task in (self.writer, self.auth_timer):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+        if self.watched_user is not None:
+            self.hub.unwatch_user(self.watched_user, self.revoked)
+            self.watched_user = None
         try:
             await self.leave_all()
         finally:

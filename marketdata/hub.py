@@ -25,13 +25,14 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
 from kernel.aio import cancel_and_wait
+from kernel.ws import USER_REVOKED, USERS_REVOKED_GROUP
 from marketdata.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class StreamHub:
         self.channel = ""
         self.task: asyncio.Task[None] | None = None
         self.probes: dict[str, asyncio.Future[None]] = {}
+        self.users: dict[int, set[Callable[[], object]]] = {}  # user id -> its connections' close
 
     async def attach(self) -> None:
         async with self.lock:
@@ -131,12 +133,13 @@ class StreamHub:
                 self.layer = get_channel_layer()
                 self.channel = await self.layer.new_channel("stream-hub.")
                 self.task = asyncio.create_task(self._receive(), name="stream-hub")
+                await self.layer.group_add(USERS_REVOKED_GROUP, self.channel)
 
     async def detach(self) -> None:
         async with self.lock:
             self.attached -= 1
             if self.attached == 0 and self.task is not None:
-                for group in self.joined:
+                for group in [*self.joined, USERS_REVOKED_GROUP]:
                     await self.layer.group_discard(group, self.channel)
                 self.joined.clear()
                 self.groups.clear()
@@ -165,6 +168,17 @@ class StreamHub:
             if self.groups.get(group) == set():  # nobody came back while we waited
                 del self.groups[group]
                 await self._leave(layer_group(group))
+
+    def watch_user(self, user_id: int, close: Callable[[], object]) -> None:
+        """`close` is called when the user is deactivated (kernel.ws.user_streams_close)."""
+        self.users.setdefault(user_id, set()).add(close)
+
+    def unwatch_user(self, user_id: int, close: Callable[[], object]) -> None:
+        closes = self.users.get(user_id)
+        if closes is not None:
+            closes.discard(close)
+            if not closes:
+                del self.users[user_id]
 
     def dispatch(self, env: Envelope) -> None:
         groups = self.groups
@@ -224,6 +238,9 @@ class StreamHub:
                 elif message["type"] == BATCH:
                     for env in message["envelopes"]:
                         self.dispatch(env)
+                elif message["type"] == USER_REVOKED:
+                    for close in list(self.users.get(message["user_id"], ())):
+                        close()
                 elif message["type"] == JOINED:
                     probe = self.probes.get(message["token"])  # other processes' probes: ignored
                     if probe is not None and not probe.done():

@@ -7,6 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from kernel.credentials import DestinationBoundCredentials
 from kernel.fields import EncryptedTextField
 
 
@@ -18,7 +19,10 @@ class VenueKind(models.TextChoices):
     FIX = "fix", "FIX 4.4 LP"
 
 
-class Venue(models.Model):
+ENDPOINT_WORDS = ("url", "host", "port", "endpoint")
+
+
+class Venue(DestinationBoundCredentials):
     """A liquidity provider or price source. Lower priority number wins selection.
 
     A venue is live or simulated: the simulator kind always is, and so is any venue marked `demo`
@@ -50,8 +54,19 @@ class Venue(models.Model):
             ("change_watchlist", "Can add and remove the symbols a venue quotes"),
         ]
 
+    # A new kind or endpoint (a config key naming a URL, host or port) needs the credentials entered
+    # again (kernel/credentials.py).
+    credential_fields = ("credentials",)
+
     def __str__(self) -> str:
         return self.code
+
+    def destination(self) -> tuple[object, ...]:
+        config = self.config if isinstance(self.config, dict) else {}
+        endpoints = sorted(
+            (k, str(v)) for k, v in config.items() if any(w in k.lower() for w in ENDPOINT_WORDS)
+        )
+        return (self.kind, tuple(endpoints))
 
     @property
     def simulated(self) -> bool:

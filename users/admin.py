@@ -72,7 +72,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
 @admin.register(AuditLog)
 class AuditLogAdmin(admin.ModelAdmin[AuditLog]):
-    list_display = ("created_at", "actor", "action", "object_type", "object_repr")
+    list_display = ("created_at", "actor", "action", "object_type", "object_repr", "ip_address")
     list_select_related = ("actor",)
     list_filter = ("action", "object_type")
     search_fields = ("action", "object_repr", "object_id", "actor__username")

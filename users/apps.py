@@ -7,4 +7,4 @@ class UsersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import receivers, schema  # noqa: F401  model signal receivers; the API-key scheme for drf-spectacular
+        from . import receivers, schema, security  # noqa: F401  model signal receivers (permissions version, login failures); the API-key scheme for drf-spectacular

@@ -92,6 +92,8 @@ class AuditLog(models.Model):
     object_id = models.CharField(max_length=64, blank=True, default="")
     object_repr = models.CharField(max_length=200, blank=True, default="")
     details = models.JSONField(default=dict, blank=True)
+    # The client address as the web server resolved it (kernel/clientip.py); none outside a request.
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
 
     class Meta:

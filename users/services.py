@@ -5,8 +5,11 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 from rest_framework import status
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from kernel.clientip import current_client_ip
 from kernel.errors import ServiceError
+from kernel.ws import user_streams_close
 
 from .models import ApiKey, AuditLog, IdempotencyKey, User
 
@@ -72,4 +75,21 @@ def audit_record(
         object_id=str(target.pk) if target is not None else "",
         object_repr=str(target)[:200] if target is not None else "",
         details=details or {},
+        ip_address=current_client_ip.get() or None,
     )
+
+
+def user_credentials_revoke(*, user: User, close_streams: bool) -> int:
+    """Blacklists every refresh token issued to `user` that is not yet expired or blacklisted (their
+    password changed, or they were deactivated) and, if `close_streams`, ends their open streams once
+    the change has committed. Returns how many tokens it blacklisted."""
+    outstanding = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    revoked = BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+    )
+    if close_streams:
+        user_id = user.pk
+        transaction.on_commit(lambda: user_streams_close(user_id))
+    return len(revoked)

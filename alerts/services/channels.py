@@ -22,8 +22,15 @@ log = logging.getLogger(__name__)
 def webhook_url_check(url: str) -> None:
     """Only Discord's webhook endpoints (the hosts in ALERTS_WEBHOOK_HOSTS), over HTTPS; plain HTTP only
     to a loopback host (a local fake). Keeps the worker from being pointed at arbitrary hosts."""
-    parts = urlsplit(url.strip())
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  raises on a malformed port
+    except ValueError:
+        invalid = "Not a valid URL."
+        raise ServiceError(
+            "invalid_webhook_url", invalid, fields={"webhook_url": [invalid]}, status_code=400
+        ) from None
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -561,6 +561,7 @@ def _closing_order(
         type=OrderType.MARKET,
         side=pricing.opposite(position.side),
         volume=volume,
+        filled_volume=volume,
         status=OrderStatus.FILLED,
         reason=reason,
         position=position,

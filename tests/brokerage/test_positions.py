@@ -35,6 +35,14 @@ def test_a_partial_close_realizes_its_share_and_keeps_the_rest_open(account, mar
     assert sorted(p.amount for p in txn.postings.all()) == [D("-192"), D("192")]
 
 
+def test_a_closing_order_reports_the_volume_it_filled(account, market):
+    position = open_long(account, market)
+    market.set("EURUSD", "1.1050", "1.1052")
+    deal = services.position_close(position=position, volume=D("0.4"))
+    order = Order.objects.get(pk=deal.order_id)
+    assert (order.status, order.volume, order.filled_volume) == ("filled", D("0.4"), D("0.4"))
+
+
 def test_a_full_close_at_a_loss_books_it_to_the_house(account, market):
     position = open_long(account, market)
     market.set("EURUSD", "1.0990", "1.0992")

@@ -204,9 +204,9 @@ def test_an_order_routed_late_is_judged_stale_from_the_client_order_time(session
 
 def test_the_password_comes_from_the_named_environment_variable_when_set(session, monkeypatch):
     assert [c.password for c in fix_session_configs()] == [PASSWORD]
-    session.password_env = "LP_FIX_PASSWORD"
+    session.password_env = "LIVERMORE_SECRET_LP_FIX_PASSWORD"
     session.save()
-    monkeypatch.setenv("LP_FIX_PASSWORD", "from-the-environment")
+    monkeypatch.setenv("LIVERMORE_SECRET_LP_FIX_PASSWORD", "from-the-environment")
     assert [c.password for c in fix_session_configs()] == ["from-the-environment"]
 
 

@@ -22,7 +22,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 def communicator(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, "/ws/v1/stream", headers=list(headers))
+    return WebsocketCommunicator(
+        application, "/ws/v1/stream", headers=[(b"host", b"127.0.0.1:8000"), *headers]
+    )
 
 
 def bearer(user: Any) -> tuple[bytes, bytes]:
@@ -166,4 +168,56 @@ async def test_an_admin_session_authenticates_the_browser(operator: Any) -> None
     ws = communicator(ORIGIN, (b"cookie", cookie.encode()))
     assert (await ws.connect())[0]
     await stream_quotes_to(ws)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://127.0.0.1:8000",  # another scheme
+        "http://127.0.0.1:8001",  # another port
+        "http://127.0.0.1",  # the default port is another port
+        "http://127.0.0.1.evil.example:8000",
+        "null",
+        "http://[",
+    ],
+)
+async def test_the_origin_must_match_scheme_host_and_port_exactly(alice: Any, origin: str) -> None:
+    ws = communicator((b"origin", origin.encode()), bearer(alice))
+    connected, _ = await ws.connect()
+    assert not connected
+    await ws.disconnect()
+
+
+async def test_a_trusted_origin_matches_exactly_too(alice: Any, settings: Any) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com", "https://*.desk.example"]
+    for origin, allowed in [
+        ("https://app.example.com", True),
+        ("https://app.example.com:443", True),
+        ("https://ops.desk.example", True),
+        ("http://app.example.com", False),
+        ("https://app.example.com:8443", False),
+        ("https://desk.example", False),
+    ]:
+        ws = communicator((b"origin", origin.encode()), bearer(alice))
+        assert (await ws.connect())[0] is allowed, origin
+        await ws.disconnect()
+
+
+async def test_a_deactivated_users_open_stream_is_closed_at_once(alice: Any) -> None:
+    await sync_to_async(demo_seed)()
+    ws = communicator(ORIGIN, bearer(alice))
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "subscribe", "channels": ["quotes:EURUSD"]})
+    assert (await ws.receive_json_from())["type"] == "snapshot"
+
+    def deactivate() -> None:
+        alice.is_active = False
+        alice.save()
+
+    await sync_to_async(deactivate)()
+    while (message := await ws.receive_output(timeout=5))["type"] == "websocket.send":
+        last = message
+    assert '"code":"revoked"' in last["text"]
+    assert message == {"type": "websocket.close", "code": 4401}
     await ws.disconnect()

@@ -1,6 +1,9 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
 
+from kernel.clientip import ClientAddressMiddleware
 from users.models import AuditLog, User
 from users.services import audit_record
 
@@ -29,3 +32,13 @@ def test_the_database_refuses_to_delete_an_audit_entry(entry: AuditLog) -> None:
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         AuditLog.objects.filter(pk=entry.pk).delete()
     assert AuditLog.objects.filter(pk=entry.pk).exists()
+
+
+def test_an_entry_records_the_client_address_of_the_request(alice: User, rf: RequestFactory) -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        audit_record(actor=alice, action="account.deposit")
+        return HttpResponse()
+
+    ClientAddressMiddleware(view)(rf.post("/", REMOTE_ADDR="198.51.100.23"))
+    assert AuditLog.objects.get().ip_address == "198.51.100.23"
+    assert audit_record(actor=alice, action="account.deposit").ip_address is None

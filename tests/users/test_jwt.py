@@ -139,3 +139,35 @@ def test_login_requires_both_fields(api: APIClient, alice: User) -> None:
     response = api.post("/api/v1/auth/token", {"username": "alice"}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["password"]
+
+
+def test_a_password_change_revokes_every_refresh_token(api: APIClient, alice: User) -> None:
+    refresh = [
+        api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json").json()[
+            "refresh"
+        ]
+        for _ in range(2)
+    ]
+    alice.set_password("a whole new passphrase")
+    alice.save()
+    for token in refresh:
+        response = api.post("/api/v1/auth/token/refresh", {"refresh": token}, format="json")
+        assert response.status_code == 401
+
+
+def test_a_deactivation_revokes_every_refresh_token(api: APIClient, alice: User) -> None:
+    token = api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json").json()
+    alice.is_active = False
+    alice.save()
+    alice.is_active = True
+    alice.save(update_fields=["is_active"])
+    response = api.post("/api/v1/auth/token/refresh", {"refresh": token["refresh"]}, format="json")
+    assert response.status_code == 401
+
+
+def test_saving_a_user_without_a_credential_change_keeps_their_tokens(api: APIClient, alice: User) -> None:
+    token = api.post("/api/v1/auth/token", {"username": "alice", "password": PASSWORD}, format="json").json()
+    alice.first_name = "Alice"
+    alice.save()
+    response = api.post("/api/v1/auth/token/refresh", {"refresh": token["refresh"]}, format="json")
+    assert response.status_code == 200

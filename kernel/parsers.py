@@ -1,0 +1,44 @@
+"""DRF's JSON parser, refusing with 400 a document nested deeper than MAX_JSON_DEPTH levels (deeper
+ones would exhaust the parser's or a serializer's recursion) or carrying a NUL character in any key
+or string (PostgreSQL cannot store one)."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+MAX_JSON_DEPTH = 32
+
+
+def json_problem(data: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a parsed JSON document is refused, or None. Iterative: the document may be very deep."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "NUL characters are not allowed."
+        elif isinstance(value, Mapping | list):
+            if depth > max_depth:
+                return f"JSON nested deeper than {max_depth} levels is not allowed."
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for k, v in items:
+                if isinstance(k, str) and "\x00" in k:
+                    return "NUL characters are not allowed."
+                stack.append((v, depth + 1))
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing documents too deep or carrying NUL characters."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels is not allowed.") from None
+        problem = json_problem(data)
+        if problem is not None:
+            raise ParseError(problem)
+        return data
