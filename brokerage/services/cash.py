@@ -28,14 +28,7 @@ from ..models import (
     TransactionKind,
 )
 from ..quotes import QuoteSource, redis_quotes
-from .accounts import (
-    _cash_movement,
-    _check_cash_out,
-    account_adjust,
-    account_bonus,
-    account_deposit,
-    account_withdraw,
-)
+from .accounts import _cash_movement, _check_cash_out
 from .checks import _amount, _choice
 from .ledger import house_account, ledger_post
 from .locks import _lock_account
@@ -76,34 +69,46 @@ def _audit(actor: User, action: str, operation: CashOperation, **details: object
     )
 
 
+# kind -> (ledger transaction kind, house account, sign of the client's posting)
+_POSTING = {
+    CashOperationKind.DEPOSIT: (TransactionKind.DEPOSIT, LedgerAccountKind.CASH, 1),
+    CashOperationKind.WITHDRAWAL: (TransactionKind.WITHDRAWAL, LedgerAccountKind.CASH, -1),
+    CashOperationKind.ADJUSTMENT: (TransactionKind.ADJUSTMENT, LedgerAccountKind.ADJUSTMENT, 1),
+    CashOperationKind.BONUS: (TransactionKind.BONUS, LedgerAccountKind.BONUS, 1),
+}
+
+
 def _apply(operation: CashOperation, *, actor: User, quotes: QuoteSource) -> LedgerTransaction:
-    """Post an operation to the ledger under the account lock the caller holds. The movement is
+    """Post an operation to the ledger under the account lock the caller holds (operation.account is
+    the locked row), with the money rules of account_withdraw and account_adjust. The movement is
     posted without an actor: the operation records who made and who approved it, and its cash.*
-    audit rows are the one trail of it (the account services would audit it a second time)."""
-    account, amount, comment = operation.account, operation.amount, operation.comment
-    if operation.kind == CashOperationKind.DEPOSIT:
-        return account_deposit(account=account, amount=amount, comment=comment)
-    if operation.kind == CashOperationKind.BONUS:
-        return account_bonus(account=account, amount=amount, comment=comment)
-    if operation.kind == CashOperationKind.ADJUSTMENT:
-        return account_adjust(
-            account=account,
-            amount=amount,
-            comment=comment,
-            override=operation.override,
-            quotes=quotes,
+    audit rows are the one trail of it."""
+    account, amount = operation.account, operation.amount
+    if operation.hold_id is not None:
+        # A held withdrawal: the client was debited when it was held; the held funds go to house cash.
+        held = house_account(kind=LedgerAccountKind.HELD, currency=operation.currency)
+        cash = house_account(kind=LedgerAccountKind.CASH, currency=operation.currency)
+        return ledger_post(
+            kind=TransactionKind.WITHDRAWAL,
+            currency=operation.currency,
+            postings=[(held, -amount), (cash, amount)],
+            comment=operation.comment,
+            created_by=actor,
         )
-    if operation.hold_id is None:
-        return account_withdraw(account=account, amount=amount, comment=comment, quotes=quotes)
-    # A held withdrawal: the client was debited when it was held; the held funds go to house cash.
-    held = house_account(kind=LedgerAccountKind.HELD, currency=operation.currency)
-    cash = house_account(kind=LedgerAccountKind.CASH, currency=operation.currency)
-    return ledger_post(
-        kind=TransactionKind.WITHDRAWAL,
-        currency=operation.currency,
-        postings=[(held, -operation.amount), (cash, operation.amount)],
+    if operation.kind == CashOperationKind.WITHDRAWAL:
+        _check_cash_out(account, amount, quotes=quotes, withdrawal=True)
+    elif operation.kind == CashOperationKind.ADJUSTMENT and amount < 0:
+        _check_cash_out(account, -amount, quotes=quotes, withdrawal=False, override=operation.override)
+    kind, house, sign = _POSTING[CashOperationKind(operation.kind)]
+    return _cash_movement(
+        account,
+        kind=kind,
+        house_kind=house,
+        amount=sign * amount,
         comment=operation.comment,
-        created_by=actor,
+        actor=None,
+        operation=str(operation.kind),
+        requested=amount,
     )
 
 

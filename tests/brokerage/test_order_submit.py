@@ -40,7 +40,7 @@ def test_a_market_buy_fills_at_the_ask_and_holds_margin(account, market):
     assert summary.equity == D("4980.00")  # marked at the bid
     assert summary.margin == D("1100.20")
     assert summary.free_margin == D("3879.80")
-    assert summary.margin_level == D("452.64")
+    assert summary.margin_level == D("4980.00") / D("1100.20") * 100  # 452.64 %, unrounded
 
 
 def test_unrealized_pnl_follows_the_bid(account, market):
