@@ -632,3 +632,38 @@ def venue_watchlist_change(
             )
     log.info("venue=%s watchlist: +%s -%s", venue.code, change.added, change.removed)
     return change
+
+
+def instrument_create_for_import(*, symbol: str, digits: int) -> Instrument:
+    """An instrument for a symbol found only in imported history: not tradable, with placeholder
+    trading specs an operator reviews before enabling it. Six-letter symbols split 3/3 (EURUSD),
+    others before a trailing USD/USDT/USDC/EUR quote currency."""
+    quote = next(
+        (q for q in ("USDT", "USDC", "USD", "EUR") if symbol.endswith(q) and len(symbol) > len(q)), ""
+    )
+    if len(symbol) == 6 and symbol.isalpha():
+        base, quote = symbol[:3], symbol[3:]
+    elif quote:
+        base = symbol[: -len(quote)]
+    else:
+        raise ServiceError("symbol_unsplittable", f"{symbol}: base and quote currency cannot be told apart")
+    digits = max(0, min(digits, 10))
+    with transaction.atomic():
+        instrument, created = Instrument.objects.get_or_create(
+            symbol=symbol,
+            defaults={
+                "description": f"{symbol} (imported history, review before enabling)",
+                "base_currency": base[:10],
+                "quote_currency": quote[:10],
+                "contract_size": Decimal(1),
+                "digits": digits,
+                "pip_size": Decimal(1).scaleb(-max(digits - 1, 0)),
+                "volume_min": Decimal("0.01"),
+                "volume_max": Decimal(100),
+                "volume_step": Decimal("0.01"),
+                "tradable": False,
+            },
+        )
+    if created:
+        log.info("symbol=%s instrument created disabled for imported history", symbol)
+    return instrument
