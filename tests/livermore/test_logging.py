@@ -25,7 +25,8 @@ from django.test import Client
 log = logging.getLogger("marketdata.probe")
 webhook = "https://discord.com/api/webhooks/1234/{WEBHOOK_TOKEN}"
 log.warning("discord delivery to %s failed", webhook, extra={{"venue": "oanda", "symbol": "EURUSD"}})
-log.info("request headers {{'Authorization': 'Api-Key {API_KEY}'}}", extra={{"account": "1001", "order": "77"}})
+headers = "{{'Authorization': 'Api-Key {API_KEY}'}}"
+log.info("request headers " + headers, extra={{"account": "1001", "order": "77"}})
 log.info("fix out 8=FIX.4.4|35=A|553=desk|554={FIX_PASSWORD}|", extra={{"session": "lp1"}})
 log.info("token refreshed: Bearer {JWT} and raw {JWT}")
 log.error("coinbase key %r", {PEM!r})
@@ -77,7 +78,7 @@ def test_json_lines_carry_the_structured_fields(tmp_path: Path) -> None:
     assert (delivery["venue"], delivery["symbol"], delivery["level"]) == ("oanda", "EURUSD", "WARNING")
     fix = next(line for line in lines if line["message"].startswith("fix out"))
     assert fix["session"] == "lp1"
-    assert [json.loads(line)["logger"] for line in console.splitlines()][0] == "marketdata.probe"
+    assert next(json.loads(line)["logger"] for line in console.splitlines()) == "marketdata.probe"
 
 
 def test_readable_lines_put_the_fields_after_the_message(tmp_path: Path) -> None:
