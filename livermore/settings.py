@@ -169,6 +169,9 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework_simplejwt.token_blacklist",
     "livermore",
     "users",
@@ -187,6 +190,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -320,6 +324,12 @@ AXES_LOCKOUT_CALLABLE = "users.security.lockout_response"
 # daphne --proxy-headers already puts the proxied client into REMOTE_ADDR; a raw X-Forwarded-For
 # from the client must not let it pick a fresh IP per attempt.
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# Staff sign in to the admin with a password and a TOTP code (or a one-use recovery code); on by
+# default in production. `manage.py otp_enrol USERNAME` gives a staff user their device.
+ADMIN_2FA_REQUIRED = env.bool("ADMIN_2FA_REQUIRED", default=PRODUCTION)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Livermore")
+OTP_RECOVERY_CODES = 10
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 
