@@ -12,7 +12,7 @@ from rest_framework import status
 
 from kernel import redis, versions
 from kernel.errors import ServiceError
-from marketdata import catalogue, ticks
+from marketdata import catalogue, legacy, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
 from marketdata.adapters.binance import MAX_SYMBOLS as BINANCE_MAX_SYMBOLS
@@ -667,3 +667,38 @@ def instrument_create_for_import(*, symbol: str, digits: int) -> Instrument:
     if created:
         log.info("symbol=%s instrument created disabled for imported history", symbol)
     return instrument
+
+
+def candles_import(*, instrument: Instrument, timeframe: str, bars: list[legacy.LegacyBar]) -> int:
+    """Store imported history bars (source "import", implausible ones with their `suspect` reason); a
+    bar already stored for the same start, whatever its source, is kept as it is. Returns bars added."""
+    if not bars:
+        return 0
+    starts = [datetime.fromtimestamp(b.start, UTC) for b in bars]
+    with transaction.atomic():
+        present = set(
+            Candle.objects.filter(
+                instrument=instrument, timeframe=timeframe, start__gte=min(starts), start__lte=max(starts)
+            ).values_list("start", flat=True)
+        )
+        rows = [
+            Candle(
+                instrument=instrument,
+                timeframe=timeframe,
+                start=start,
+                open=b.open,
+                high=b.high,
+                low=b.low,
+                close=b.close,
+                volume=Decimal(b.tick_count),
+                tick_count=b.tick_count,
+                source=CandleSource.IMPORT,
+                suspect=b.suspect[:200],
+            )
+            for b, start in zip(bars, starts)
+            if start not in present
+        ]
+        Candle.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+        if rows:
+            versions.bump_on_commit(MARKET_VERSION)
+    return len(rows)
