@@ -117,3 +117,34 @@ def test_a_clean_file_is_imported_whole_and_only_once() -> None:
         ),
     ]
     assert "ticks: 2 read, 0 added, 2 already stored" in run(str(DATA))
+
+
+def test_export_gives_the_day_back_as_csv_and_parquet(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    instrument("XAUUSD", digits=2)
+    run(str(DATA))
+    out = StringIO()
+    call_command("export_ticks", "xauusd", "--day", "2026-01-03", stdout=out, stderr=StringIO())
+    assert out.getvalue().splitlines() == [
+        "ts,symbol,venue,bid,ask,bid_size,ask_size,seq",
+        "2026-01-03T12:14:13.060465+00:00,XAUUSD,flexymarkets,2651.3700000000,2651.7200000000,,,0",
+        "2026-01-03T12:14:15.250001+00:00,XAUUSD,flexymarkets,2651.4000000000,2651.7500000000,,,0",
+    ]
+    target = tmp_path / "xau.parquet"
+    call_command(
+        "export_ticks",
+        "XAUUSD",
+        "--day",
+        "2026-01-03",
+        "--format",
+        "parquet",
+        "--output",
+        str(target),
+        stderr=StringIO(),
+    )
+    table = pq.read_table(target).to_pylist()
+    assert [(r["ts"], r["bid"], r["ask"], r["venue"]) for r in table] == [
+        (datetime(2026, 1, 3, 12, 14, 13, 60465, tzinfo=UTC), D("2651.37"), D("2651.72"), "flexymarkets"),
+        (datetime(2026, 1, 3, 12, 14, 15, 250001, tzinfo=UTC), D("2651.4"), D("2651.75"), "flexymarkets"),
+    ]
