@@ -4,10 +4,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.text import slugify
 from rest_framework import status
 
 from kernel import redis, versions
@@ -702,3 +704,74 @@ def candles_import(*, instrument: Instrument, timeframe: str, bars: list[legacy.
         if rows:
             versions.bump_on_commit(MARKET_VERSION)
     return len(rows)
+
+
+LEGACY_LP_KINDS = {"BINANCE": VenueKind.BINANCE, "OANDA": VenueKind.OANDA}
+_SECRET_SETTING = ("key", "secret", "token", "password", "pem")
+
+
+def _legacy_venue_symbol(kind: str, instrument: Instrument) -> str:
+    base, quote = instrument.base_currency, instrument.quote_currency
+    if kind == VenueKind.OANDA:
+        return f"{base}_{quote}"
+    return f"{base}{'USDT' if quote == 'USD' else quote}".lower()
+
+
+def lp_config_import(*, config: dict[str, Any]) -> dict[str, list[str]]:
+    """Create the old broker's LPs (lp_config.json) as disabled venues with their symbols mapped to
+    existing instruments; the primary LP gets the best (lowest) priority. Secret-looking settings go
+    to the encrypted credentials, the rest to the venue's config. A venue code that exists is left as
+    it is (a second run adds nothing). Returns codes and messages per outcome."""
+    result: dict[str, list[str]] = {"created": [], "present": [], "errors": [], "notes": []}
+    lps = config.get("lps")
+    if not isinstance(lps, list):
+        raise ServiceError("invalid", 'expected {"lps": [...], "primaryLp": ...}')
+    entries = [lp for lp in lps if isinstance(lp, dict)]
+    priorities = [
+        lp["priority"] for lp in entries if isinstance(lp.get("priority"), int) and lp["priority"] >= 0
+    ]
+    best = max(min(priorities, default=1) - 1, 0)
+    for lp in entries:
+        code = slugify(str(lp.get("id") or ""))[:32]
+        kind = LEGACY_LP_KINDS.get(str(lp.get("type") or "").upper())
+        if not code or kind is None:
+            result["errors"].append(
+                f"{code or '?'}: type {lp.get('type')!r} is not a venue kind Livermore runs"
+            )
+            continue
+        if Venue.objects.filter(code=code).exists():
+            result["present"].append(code)
+            continue
+        settings_ = lp.get("settings") if isinstance(lp.get("settings"), dict) else {}
+        secret = {k: v for k, v in settings_.items() if any(word in k.lower() for word in _SECRET_SETTING)}
+        priority = lp.get("priority") if isinstance(lp.get("priority"), int) and lp["priority"] >= 0 else 10
+        if code == slugify(str(config.get("primaryLp") or "")):
+            priority = best
+        symbols = [str(s).upper() for s in lp.get("symbols") or []]
+        instruments = {i.symbol: i for i in Instrument.objects.filter(symbol__in=symbols)}
+        with transaction.atomic():
+            venue = Venue.objects.create(
+                code=code,
+                name=str(lp.get("name") or code)[:100],
+                kind=kind,
+                enabled=False,
+                priority=priority,
+                config={k: v for k, v in settings_.items() if k not in secret},
+                credentials=json.dumps(secret) if secret else "",
+            )
+            VenueSymbol.objects.bulk_create(
+                [
+                    VenueSymbol(
+                        venue=venue, instrument=i, venue_symbol=_legacy_venue_symbol(kind, i), enabled=False
+                    )
+                    for i in instruments.values()
+                ]
+            )
+            versions.bump_on_commit(MARKET_VERSION)
+        result["created"].append(code)
+        missing = sorted(set(symbols) - set(instruments))
+        if missing:
+            result["notes"].append(
+                f"{code}: symbols that are not instruments, not mapped: {', '.join(missing)}"
+            )
+    return result
