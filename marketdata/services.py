@@ -742,9 +742,11 @@ def lp_config_import(*, config: dict[str, Any]) -> dict[str, list[str]]:
         if Venue.objects.filter(code=code).exists():
             result["present"].append(code)
             continue
-        settings_ = lp.get("settings") if isinstance(lp.get("settings"), dict) else {}
+        raw_settings = lp.get("settings")
+        settings_: dict[str, Any] = raw_settings if isinstance(raw_settings, dict) else {}
         secret = {k: v for k, v in settings_.items() if any(word in k.lower() for word in _SECRET_SETTING)}
-        priority = lp.get("priority") if isinstance(lp.get("priority"), int) and lp["priority"] >= 0 else 10
+        raw_priority = lp.get("priority")
+        priority = raw_priority if isinstance(raw_priority, int) and raw_priority >= 0 else 10
         if code == slugify(str(config.get("primaryLp") or "")):
             priority = best
         symbols = [str(s).upper() for s in lp.get("symbols") or []]
