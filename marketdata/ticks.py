@@ -358,7 +358,7 @@ def ticks_import(conn: psycopg.Connection[Any], *, symbol: str, rows: Sequence[s
 # and is read again by marketdata.legacy, which tells which records and lines are bad.
 _IMPORT_JSON_SQL = """
 WITH raw AS MATERIALIZED (
-    SELECT r.symbol, r.bid, r.ask, r.stamp, r.lp,
+    SELECT r.symbol, r.bid, r.ask, r.stamp, r.lp, r.stamp::timestamptz AS ts, lower(btrim(r.lp)) AS venue,
         (r.stamp, r.bid, r.ask, r.lp)
             IS NOT DISTINCT FROM lag((r.stamp, r.bid, r.ask, r.lp)) OVER (ORDER BY r.n) AS repeated
     FROM ROWS FROM (
@@ -369,18 +369,17 @@ WITH raw AS MATERIALIZED (
         count(*) FILTER (WHERE NOT repeated AND (
             (symbol IS NOT NULL AND symbol <> %(symbol)s) OR bid IS NULL OR ask IS NULL OR bid <= 0
             OR ask < bid OR stamp IS NULL OR stamp !~ '(Z|[+-][0-9]{2}:?[0-9]{2})$'
-            OR lp IS NULL OR btrim(lp) = '' OR length(lp) > 32
+            OR lp IS NULL OR venue = '' OR length(lp) > 32
         )) AS bad,
         count(*) FILTER (WHERE repeated) AS repeated,
         count(*) FILTER (WHERE NOT repeated) AS rows
     FROM raw
 ), added AS (
     INSERT INTO marketdata_tick (ts, symbol, venue, bid, ask, bid_size, ask_size, seq)
-    SELECT stamp::timestamptz, %(symbol)s, lower(btrim(lp)), bid, ask, NULL, NULL, 0 FROM raw
+    SELECT ts, %(symbol)s, venue, bid, ask, NULL, NULL, 0 FROM raw
     WHERE NOT repeated AND (SELECT bad FROM verdict) = 0 AND NOT EXISTS (
         SELECT 1 FROM marketdata_tick t WHERE t.symbol = %(symbol)s AND t.ts >= %(low)s AND t.ts < %(high)s
-        AND t.ts = raw.stamp::timestamptz AND t.venue = lower(btrim(raw.lp)) AND t.bid = raw.bid
-        AND t.ask = raw.ask
+        AND t.ts = raw.ts AND t.venue = raw.venue AND t.bid = raw.bid AND t.ask = raw.ask
     )
     RETURNING 1
 )
