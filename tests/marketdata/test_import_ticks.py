@@ -12,7 +12,8 @@ from django.db import connection
 from marketdata.models import Instrument
 from tests.marketdata.conftest import instrument
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tick_table")]
+# The import commits on connections of its own: the test database is not one open transaction.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tick_table")]
 
 DATA = Path(__file__).parent / "legacy_data"
 

@@ -2,17 +2,22 @@
 (DIR/{SYMBOL}/{YYYY-MM-DD}.json, or DIR/ticks/...) into the tick table, idempotently, one transaction
 per file. Bad files and records are reported with their line and skipped (docs/migration.md)."""
 
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 from tqdm import tqdm
 
+from kernel.db import database_conninfo
 from kernel.errors import ServiceError
 from marketdata import legacy, ticks
 from marketdata.models import Instrument
@@ -41,52 +46,67 @@ class Command(BaseCommand):
             action="store_true",
             help="Create a symbol that is not an instrument yet, not tradable, instead of skipping it",
         )
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=2,
+            help="Files imported at once, each on its own connection (default 2)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         root: Path = options["dir"]
         if not root.is_dir():
             raise CommandError(f"{root} is not a folder")
-        files = day_files(root)
-        known = {i.symbol: i for i in Instrument.objects.filter(symbol__in={s for s, _ in files})}
+        if not 1 <= options["jobs"] <= 16:
+            raise CommandError("--jobs must be 1 to 16")
         counts: Counter[str] = Counter()
         problems: list[legacy.Problem] = []
         unknown: set[str] = set()
-        old_days = 0
+        dated: list[tuple[str, Path, date]] = []
+        for symbol, path in day_files(root):
+            try:
+                dated.append((symbol, path, date.fromisoformat(path.stem)))
+            except ValueError:
+                problems.append(legacy.Problem(str(path), None, "not named YYYY-MM-DD.json"))
+                counts["files_skipped"] += 1
+        known = {i.symbol: i for i in Instrument.objects.filter(symbol__in={s for s, _, _ in dated})}
         retention_start = timezone.now().date() - timedelta(days=settings.TICK_RETENTION_DAYS)
-        connection.ensure_connection()
-        conn = connection.connection
-        with tqdm(total=len(files), unit="file", file=self.stderr, disable=None) as bar:
-            for symbol, path in files:
-                bar.update(1)
-                try:
-                    day = date.fromisoformat(path.stem)
-                except ValueError:
-                    problems.append(legacy.Problem(str(path), None, "not named YYYY-MM-DD.json"))
-                    counts["files_skipped"] += 1
-                    continue
-                if symbol not in known and not options["create_instruments"]:
+        old_days = 0
+        careful: list[tuple[str, Path, date]] = []  # read record by record, on this connection
+        with tqdm(total=len(dated), unit="file", file=self.stderr, disable=None) as bar:
+            whole = []
+            for symbol, path, day in dated:
+                if symbol in known:
+                    whole.append((symbol, path, day))
+                elif options["create_instruments"]:
+                    careful.append((symbol, path, day))
+                else:
                     unknown.add(symbol)
                     counts["files_skipped"] += 1
-                    continue
+                    bar.update(1)
+            for (symbol, path, day), outcome in self._whole_files(whole, options["jobs"]):
+                bar.update(1)
+                if isinstance(outcome, legacy.LegacyFileError):
+                    problems.append(legacy.Problem(str(path), outcome.line, outcome.message))
+                    counts["files_skipped"] += 1
+                elif outcome is None:
+                    careful.append((symbol, path, day))
+                else:
+                    rows, repeated, added = outcome
+                    counts.update(files=1, rows=rows, added=added, present=rows - added, repeated=repeated)
+                    old_days += day < retention_start
+                    bar.set_postfix(rows=counts["rows"], added=counts["added"])
+            connection.ensure_connection()
+            conn = connection.connection
+            for symbol, path, day in careful:
+                if symbol not in known:
+                    bar.update(1)
                 try:
-                    text = legacy.read_text(path)
-                    fast = (
-                        ticks.ticks_import_json(conn, symbol=symbol, doc=text, day=day)
-                        if symbol in known
-                        else None
-                    )
-                    read = legacy.read_tick_file(path, symbol) if fast is None else None
+                    read = legacy.read_tick_file(path, symbol)
                 except legacy.LegacyFileError as exc:
                     problems.append(legacy.Problem(str(path), exc.line, exc.message))
                     counts["files_skipped"] += 1
                     continue
-                if fast is not None:
-                    rows, repeated, added = fast
-                    counts.update(files=1, rows=rows, added=added, present=rows - added, repeated=repeated)
-                    old_days += day < retention_start
-                    bar.set_postfix(rows=counts["rows"], added=counts["added"])
-                    continue
-                assert read is not None
                 if symbol not in known:
                     try:
                         known[symbol] = instrument_create_for_import(symbol=symbol, digits=read.max_decimals)
@@ -107,8 +127,43 @@ class Command(BaseCommand):
                     repeated=read.duplicates,
                     bad=len(read.problems),
                 )
-                bar.set_postfix(rows=counts["rows"], added=counts["added"])
         self._summary(counts, problems, unknown, old_days)
+
+    def _whole_files(
+        self, files: list[tuple[str, Path, date]], jobs: int
+    ) -> Iterator[tuple[tuple[str, Path, date], tuple[int, int, int] | legacy.LegacyFileError | None]]:
+        """Each file handed whole to PostgreSQL (ticks_import_json), `jobs` at a time on connections
+        of their own; None for a file with a bad record. The day partitions are made first, so that
+        the files' transactions never create one concurrently."""
+        if not files:
+            return
+        conninfo = database_conninfo()
+        with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
+            if ticks.is_partitioned(cur):
+                days = {day + timedelta(days=d) for _, _, day in files for d in (-1, 0, 1)}
+                ticks.partitions_ensure(cur, days)
+        local = threading.local()
+        opened: list[psycopg.Connection[Any]] = []
+        lock = threading.Lock()
+
+        def one(item: tuple[str, Path, date]) -> tuple[int, int, int] | legacy.LegacyFileError | None:
+            symbol, path, day = item
+            try:
+                text = legacy.read_text(path)
+            except legacy.LegacyFileError as exc:
+                return exc
+            if getattr(local, "conn", None) is None:
+                local.conn = psycopg.connect(conninfo, autocommit=True, application_name="import_ticks")
+                with lock:
+                    opened.append(local.conn)
+            return ticks.ticks_import_json(local.conn, symbol=symbol, doc=text, day=day)
+
+        try:
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="import-ticks") as pool:
+                yield from zip(files, pool.map(one, files))
+        finally:
+            for conn in opened:
+                conn.close()
 
     def _summary(
         self, counts: Counter[str], problems: list[legacy.Problem], unknown: set[str], old_days: int
