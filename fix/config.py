@@ -35,6 +35,9 @@ class SessionConfig:
     password: str = field(default="", repr=False)
     account: str = ""
     log_market_data: bool = False
+    # Sequence numbers to start from (set by an operator for a cut-over), written to the store first.
+    next_sender_seq: int | None = None
+    next_target_seq: int | None = None
     # (venue symbol, instrument symbol) pairs to subscribe: changes apply without a reconnect
     symbols: tuple[tuple[str, str], ...] = ()
 

@@ -78,6 +78,14 @@ class FixSession(models.Model):
     log_market_data = models.BooleanField(
         default=False, help_text="Also keep market-data messages (W, X) in the message log."
     )
+    next_sender_seq = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Set by the 'Set next sequence numbers' action (a cut-over from another gateway): "
+        "runfix writes it to the session's store when it next starts the session, then clears it.",
+    )
+    next_target_seq = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -54,6 +54,8 @@ def fix_session_configs() -> list[SessionConfig]:
                 account=s.account,
                 log_market_data=s.log_market_data,
                 symbols=symbols,
+                next_sender_seq=s.next_sender_seq,
+                next_target_seq=s.next_target_seq,
             )
         )
     return out

@@ -581,3 +581,40 @@ def fix_sessions_import(*, entries: list[Any], imported_by: User | None = None) 
         result["notes"] += [f"{session.name}: {note}" for note in notes]
     log.info("fix sessions imported: %d created, %d present", len(result["created"]), len(result["present"]))
     return result
+
+
+def fix_session_seqnums_set(*, session: FixSession, sender: int, target: int, user: User) -> FixSession:
+    """The sequence numbers a session starts from at cut-over (the old gateway's next sender and
+    target numbers): only for a disabled session, written to its store by runfix when it next starts it."""
+    if sender < 1 or target < 1:
+        raise ServiceError(
+            "invalid",
+            "Sequence numbers start at 1.",
+            fields={
+                name: ["Must be 1 or more."] for name, n in (("sender", sender), ("target", target)) if n < 1
+            },
+        )
+    with transaction.atomic():
+        locked = FixSession.objects.select_for_update().get(pk=session.pk)
+        if locked.enabled:
+            raise ServiceError(
+                "session_enabled",
+                f"{locked.name} is enabled: disable it first (its numbers are set before it starts, "
+                "at cut-over).",
+            )
+        locked.next_sender_seq, locked.next_target_seq = sender, target
+        locked.save(update_fields=["next_sender_seq", "next_target_seq", "updated_at"])
+        audit_record(
+            actor=user,
+            action="fix.session_seqnums_set",
+            target=locked,
+            details={"sender": sender, "target": target},
+        )
+    return locked
+
+
+def fix_session_seqnums_applied(*, session_id: int, sender: int, target: int) -> None:
+    """runfix wrote these numbers to the session's store: clear them (unless an operator set others since)."""
+    FixSession.objects.filter(pk=session_id, next_sender_seq=sender, next_target_seq=target).update(
+        next_sender_seq=None, next_target_seq=None
+    )
