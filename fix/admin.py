@@ -33,7 +33,7 @@ from .models import (
     RoutingRule,
 )
 from .selectors import fix_session_state, routing_rule_match
-from .services import fix_command_request, fix_order_cancel_request
+from .services import fix_command_request, fix_order_cancel_request, fix_session_seqnums_set
 
 
 def _ms(value: object) -> str:
@@ -102,6 +102,17 @@ class FixSessionForm(forms.ModelForm[FixSession]):
         return session
 
 
+class SeqNumsForm(forms.Form):
+    sender = forms.IntegerField(
+        min_value=1,
+        label="Next sender MsgSeqNum",
+        help_text="The next number this side sends (34 of our next message).",
+    )
+    target = forms.IntegerField(
+        min_value=1, label="Next target MsgSeqNum", help_text="The next number expected from the LP."
+    )
+
+
 @admin.register(FixSession)
 class FixSessionAdmin(admin.ModelAdmin[FixSession]):
     form = FixSessionForm
@@ -121,7 +132,7 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
     list_filter = ("role", "enabled")
     list_select_related = ("venue",)
     readonly_fields = ("live_state", "has_password", "reconciliation")
-    actions = ("connect", "disconnect", "reset_seqnums", "reconcile_positions")
+    actions = ("connect", "disconnect", "reset_seqnums", "set_seqnums", "reconcile_positions")
     fieldsets = (
         (None, {"fields": ("name", "enabled", "role", "venue", "live_state")}),
         ("Connection", {"fields": ("begin_string", "sender_comp_id", "target_comp_id", "host", "port")}),
@@ -273,6 +284,41 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
     @admin.action(description="Reset sequence numbers to 1", permissions=["change"])
     def reset_seqnums(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> HttpResponse | None:
         return self._command(request, queryset, CommandAction.RESET_SEQNUMS)
+
+    @admin.action(description="Set next sequence numbers (cut-over)", permissions=["change"])
+    def set_seqnums(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Set the sequence numbers of one session at a time.", messages.ERROR)
+            return None
+        session = queryset.get()
+        form = SeqNumsForm(request.POST if request.POST.get("confirmed") == "yes" else None)
+        if form.is_valid():
+            try:
+                fix_session_seqnums_set(
+                    session=session,
+                    sender=form.cleaned_data["sender"],
+                    target=form.cleaned_data["target"],
+                    user=cast(User, request.user),
+                )
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return None
+            self.message_user(
+                request,
+                f"{session.name} starts at sender {form.cleaned_data['sender']}, target "
+                f"{form.cleaned_data['target']} when enabled; runfix writes them to its store first.",
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Next sequence numbers of {session.name}",
+            "session": session,
+            "form": form,
+            "action": request.POST.get("action"),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/fix/set_seqnums.html", context)
 
     @admin.action(description="Reconcile LP positions now", permissions=["change"])
     def reconcile_positions(self, request: HttpRequest, queryset: QuerySet[FixSession]) -> None:

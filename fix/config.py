@@ -37,6 +37,9 @@ class SessionConfig:
     log_market_data: bool = False
     # accept fields the FIX 4.4 dictionary does not define for the message (else a session Reject)
     relax_field_validation: bool = False
+    # Sequence numbers to start from (set by an operator for a cut-over), written to the store first.
+    next_sender_seq: int | None = None
+    next_target_seq: int | None = None
     # (venue symbol, instrument symbol) pairs to subscribe: changes apply without a reconnect
     symbols: tuple[tuple[str, str], ...] = ()
 

@@ -526,6 +526,21 @@ class SessionRunner:
 
     def start(self) -> None:
         assert self.initiator is not None
+        if self.cfg.next_sender_seq and self.cfg.next_target_seq:
+            # Before the initiator builds the session, which loads its numbers from the store.
+            store = self.store_factory.create(qf.UtcTimeStamp.now(), self.handler.sid)
+            store.setNextSenderMsgSeqNum(self.cfg.next_sender_seq)
+            store.setNextTargetMsgSeqNum(self.cfg.next_target_seq)
+            self.store_factory.destroy(store)
+            services.fix_session_seqnums_applied(
+                session_id=self.cfg.id, sender=self.cfg.next_sender_seq, target=self.cfg.next_target_seq
+            )
+            log.info(
+                "fix session=%s starts at sender seq %d, target seq %d (operator cut-over)",
+                self.cfg.name,
+                self.cfg.next_sender_seq,
+                self.cfg.next_target_seq,
+            )
         if self.tunnel is not None:
             self.tunnel.start()
         self.initiator.start()

@@ -85,6 +85,14 @@ class FixSession(DestinationBoundCredentials):
         help_text="Accept fields the FIX 4.4 dictionary does not define for the message (user-defined "
         "tags included) instead of answering them with a session Reject. Only for an LP that needs it.",
     )
+    next_sender_seq = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Set by the 'Set next sequence numbers' action (a cut-over from another gateway): "
+        "runfix writes it to the session's store when it next starts the session, then clears it.",
+    )
+    next_target_seq = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

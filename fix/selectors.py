@@ -79,6 +79,8 @@ def fix_session_configs() -> list[SessionConfig]:
                 log_market_data=s.log_market_data,
                 relax_field_validation=s.relax_field_validation,
                 symbols=symbols,
+                next_sender_seq=s.next_sender_seq,
+                next_target_seq=s.next_target_seq,
             )
         )
     return out

@@ -4,17 +4,21 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.text import slugify
 
 from brokerage.models import Order, OrderStatus, OrderType, Reason, Side, TimeInForce
 from brokerage.services import order_fill, order_routed_end
 from kernel.errors import ServiceError
 from kernel.redis import sync_client
+from marketdata.models import Venue, VenueKind
 from users.models import User
+from users.services import audit_record
 
 from .channels import events_key, wake_channel
 from .models import (
@@ -25,6 +29,7 @@ from .models import (
     FixOrder,
     FixOrderRequest,
     FixOrderState,
+    FixRole,
     FixSession,
     LpPosition,
     PositionCheck,
@@ -577,3 +582,133 @@ def fix_positions_reconcile(
     if mismatched:
         log.error("fix session=%s LP positions do not reconcile: %s", session_id, ", ".join(mismatched))
     return checks
+
+
+def _legacy_role(purpose: object) -> str:
+    text = str(purpose or "").lower()
+    market = any(word in text for word in ("market", "price", "quote", "feed"))
+    trading = any(word in text for word in ("trad", "order", "exec"))
+    if market and not trading:
+        return FixRole.MARKET_DATA
+    if trading and not market:
+        return FixRole.TRADING
+    return FixRole.BOTH
+
+
+def _legacy_session(entry: dict[str, Any]) -> tuple[FixSession, list[str]]:
+    """An unsaved, disabled FixSession from one entry of the old gateway's sessions.json, and what of
+    the entry it could not keep. Raises ValidationError for an entry it cannot use."""
+    notes = []
+    connection = entry.get("connection") or {}
+    protocol = entry.get("fixProtocol") or {}
+    auth = entry.get("authentication") or {}
+    timing = entry.get("settings") or {}
+    if (entry.get("proxy") or {}).get("enabled"):
+        notes.append("used a proxy, which Livermore does not: it connects directly")
+    session = FixSession(
+        name=slugify(str(entry.get("id") or entry.get("name") or ""))[:40],
+        begin_string=str(protocol.get("beginString") or "FIX.4.4"),
+        sender_comp_id=str(protocol.get("senderCompID") or ""),
+        target_comp_id=str(protocol.get("targetCompID") or ""),
+        host=str(connection.get("targetIP") or ""),
+        port=connection.get("targetPort") or 0,
+        tls=bool(connection.get("ssl")),
+        heartbeat_s=timing.get("heartBeatInterval") or 30,
+        reconnect_s=timing.get("reconnectInterval") or 5,
+        role=_legacy_role(entry.get("purpose")),
+        username=str(auth.get("username") or ""),
+        password=str(auth.get("password") or ""),
+        account=str(entry.get("tradingAccount") or ""),
+        enabled=False,
+    )
+    session.full_clean(exclude=["venue"], validate_unique=False, validate_constraints=False)
+    return session, notes
+
+
+def fix_sessions_import(*, entries: list[Any], imported_by: User | None = None) -> dict[str, list[str]]:
+    """Create the old FIX gateway's sessions (sessions.json `sessions`), disabled: an operator sets
+    the sequence numbers and enables each at cut-over, so two gateways never log on with the same
+    CompIDs. A session whose name or CompIDs exist already is left as it is (a second run adds
+    nothing). Passwords are stored encrypted and never echoed. Returns names per outcome and the
+    problems ("created", "present", "errors", "notes")."""
+    result: dict[str, list[str]] = {"created": [], "present": [], "errors": [], "notes": []}
+    for index, entry in enumerate(entries, start=1):
+        label = (
+            str(entry.get("id") or f"session #{index}") if isinstance(entry, dict) else f"session #{index}"
+        )
+        if not isinstance(entry, dict):
+            result["errors"].append(f"{label}: not an object")
+            continue
+        try:
+            session, notes = _legacy_session(entry)
+        except ValidationError as exc:
+            fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items() if k != "password")
+            result["errors"].append(f"{label}: {fields or 'invalid'}")
+            continue
+        except (TypeError, ValueError) as exc:
+            result["errors"].append(f"{label}: {type(exc).__name__}")
+            continue
+        with transaction.atomic():
+            if FixSession.objects.filter(
+                Q(name=session.name)
+                | Q(
+                    begin_string=session.begin_string,
+                    sender_comp_id=session.sender_comp_id,
+                    target_comp_id=session.target_comp_id,
+                )
+            ).exists():
+                result["present"].append(session.name)
+                continue
+            if session.role != FixRole.TRADING:
+                session.venue, _ = Venue.objects.get_or_create(
+                    code=session.name[:32],
+                    defaults={
+                        "name": str(entry.get("name") or session.name)[:100],
+                        "kind": VenueKind.FIX,
+                        "enabled": False,
+                    },
+                )
+            session.save()
+            if imported_by is not None:
+                audit_record(actor=imported_by, action="fix.session_import", target=session)
+        result["created"].append(session.name)
+        result["notes"] += [f"{session.name}: {note}" for note in notes]
+    log.info("fix sessions imported: %d created, %d present", len(result["created"]), len(result["present"]))
+    return result
+
+
+def fix_session_seqnums_set(*, session: FixSession, sender: int, target: int, user: User) -> FixSession:
+    """The sequence numbers a session starts from at cut-over (the old gateway's next sender and
+    target numbers): only for a disabled session, written to its store by runfix when it next starts it."""
+    if sender < 1 or target < 1:
+        raise ServiceError(
+            "invalid",
+            "Sequence numbers start at 1.",
+            fields={
+                name: ["Must be 1 or more."] for name, n in (("sender", sender), ("target", target)) if n < 1
+            },
+        )
+    with transaction.atomic():
+        locked = FixSession.objects.select_for_update().get(pk=session.pk)
+        if locked.enabled:
+            raise ServiceError(
+                "session_enabled",
+                f"{locked.name} is enabled: disable it first (its numbers are set before it starts, "
+                "at cut-over).",
+            )
+        locked.next_sender_seq, locked.next_target_seq = sender, target
+        locked.save(update_fields=["next_sender_seq", "next_target_seq", "updated_at"])
+        audit_record(
+            actor=user,
+            action="fix.session_seqnums_set",
+            target=locked,
+            details={"sender": sender, "target": target},
+        )
+    return locked
+
+
+def fix_session_seqnums_applied(*, session_id: int, sender: int, target: int) -> None:
+    """runfix wrote these numbers to the session's store: clear them (unless an operator set others since)."""
+    FixSession.objects.filter(pk=session_id, next_sender_seq=sender, next_target_seq=target).update(
+        next_sender_seq=None, next_target_seq=None
+    )

@@ -6,10 +6,12 @@ generated once per user and machine (DEV_SECRETS_FILE, never in the repository).
 """
 
 import ipaddress
+import os
 import secrets
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import quote
 
 import django_stubs_ext
 import environ
@@ -22,6 +24,65 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
+
+# The replaced systems' environment variable names (docs/migration.md), read when the new name is
+# unset and reported once at start as deprecated (livermore.apps). They are copied to the new names
+# in os.environ, so the code that reads those (venue adapters, Procfile) sees them too.
+LEGACY_ENV_ALIASES = {
+    "NODE_ENV": "DJANGO_ENV",
+    "API_HOST": "HOST",
+    "API_PORT": "PORT",
+    "DISCORD_LIVERMORE_BOT": "SYSTEM_NOTIFICATION_WEBHOOK_URL",
+    "OANDA_API_KEY": "OANDA_TOKEN",
+    "Coinbase_ApiKeyId": "COINBASE_API_KEY_NAME",
+    "Coinbase_EcPrivateKeyPem": "COINBASE_PRIVATE_KEY_PEM",
+    "LOG_FILE_ENABLED": "LOG_FILE",
+    "LOG_PERF_ENABLED": "LOG_SLOW_MS",
+}
+LEGACY_DATABASE_ENV = (
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "LIVERMORE_DATABASE_NAME",
+    "DATABASE_LIVERMORE_USERNAME",
+    "DATABASE_LIVERMORE_PASSWORD",
+)
+LEGACY_ENV_USED: list[tuple[str, str]] = []  # (old name, new name) read at start
+
+
+def _legacy_value(old: str, value: str) -> str | None:
+    """An old variable's value in the new one's terms (None: it asks for nothing)."""
+    if old == "NODE_ENV":
+        return "production" if value.strip().lower() == "production" else "development"
+    if old in {"LOG_FILE_ENABLED", "LOG_PERF_ENABLED"}:
+        if value.strip().lower() not in {"1", "true", "yes", "on"}:
+            return None
+        return str(VAR_DIR / "log" / "livermore.log") if old == "LOG_FILE_ENABLED" else "500"
+    return value
+
+
+def _legacy_env_apply() -> None:
+    for old, new in LEGACY_ENV_ALIASES.items():
+        if old in os.environ and new not in os.environ:
+            value = _legacy_value(old, os.environ[old])
+            if value is not None:
+                os.environ[new] = value
+            LEGACY_ENV_USED.append((old, new))
+    legacy_db = [name for name in LEGACY_DATABASE_ENV if os.environ.get(name)]
+    if legacy_db and "DATABASE_URL" not in os.environ:
+        user = quote(os.environ.get("DATABASE_LIVERMORE_USERNAME", "postgres"), safe="")
+        password = os.environ.get("DATABASE_LIVERMORE_PASSWORD", "")
+        credentials = f"{user}:{quote(password, safe='')}" if password else user
+        host = os.environ.get("DATABASE_HOST", "127.0.0.1")
+        port = os.environ.get("DATABASE_PORT", "5432")
+        name = quote(os.environ.get("LIVERMORE_DATABASE_NAME", "livermore"), safe="")
+        os.environ["DATABASE_URL"] = f"postgres://{credentials}@{host}:{port}/{name}"
+        LEGACY_ENV_USED.extend((old, "DATABASE_URL") for old in legacy_db)
+    if "LOG_LEVEL" in os.environ:  # the old systems wrote winston's names: "info", "verbose"
+        level = os.environ["LOG_LEVEL"].strip().upper()
+        os.environ["LOG_LEVEL"] = {"SILLY": "DEBUG", "VERBOSE": "DEBUG", "HTTP": "INFO"}.get(level, level)
+
+
+_legacy_env_apply()
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 if DJANGO_ENV not in {"development", "production"}:
@@ -118,6 +179,9 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework_simplejwt.token_blacklist",
     "livermore",
     "users",
@@ -138,6 +202,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -293,6 +358,12 @@ AXES_CLIENT_IP_CALLABLE = "kernel.clientip.client_ip"
 # Password spraying: failed logins per client address across usernames, admin and token endpoint.
 LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
 
+# Staff sign in to the admin with a password and a TOTP code (or a one-use recovery code); on by
+# default in production. `manage.py otp_enrol USERNAME` gives a staff user their device.
+ADMIN_2FA_REQUIRED = env.bool("ADMIN_2FA_REQUIRED", default=PRODUCTION)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Livermore")
+OTP_RECOVERY_CODES = 10
+
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 
 
@@ -421,25 +492,58 @@ ALERTS_DISCORD_INVALID_LIMIT = env.int("ALERTS_DISCORD_INVALID_LIMIT", default=8
 # A pending notification this overdue lost its delivery task (the requeue job sends it again).
 ALERTS_REQUEUE_GRACE_S = env.float("ALERTS_REQUEUE_GRACE_S", default=60.0)
 
+# A system notification webhook (Discord); the old DISCORD_LIVERMORE_BOT. Never logged.
+SYSTEM_NOTIFICATION_WEBHOOK_URL = env.str("SYSTEM_NOTIFICATION_WEBHOOK_URL", default="")
+
+# Logging (docs/operations.md): JSON lines in production, readable (coloured on a terminal) lines in
+# development; structured fields passed as `extra` (venue, symbol, account, order, session); every
+# line goes through the secret filter. LOG_FILE adds a rotating file; LOG_SLOW_MS (0: off) logs
+# HTTP requests slower than it on the `livermore.slow` logger.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "readable")
+if LOG_FORMAT not in {"json", "readable"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or readable, not {LOG_FORMAT!r}")
+LOG_FILE = env.str("LOG_FILE", default="")
+LOG_FILE_MAX_BYTES = env.int("LOG_FILE_MAX_BYTES", default=50 * 1024 * 1024)
+LOG_FILE_BACKUPS = env.int("LOG_FILE_BACKUPS", default=10)
+LOG_SLOW_MS = env.int("LOG_SLOW_MS", default=0)
+if LOG_SLOW_MS < 0:
+    raise ImproperlyConfigured("LOG_SLOW_MS must be 0 (off) or more")
+_log_handlers: dict[str, dict[str, object]] = {
+    "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["secrets"]}
+}
+if LOG_FILE:
+    Path(LOG_FILE).parent.mkdir(parents=True, exist_ok=True)
+    _log_handlers["file"] = {
+        "class": "logging.handlers.RotatingFileHandler",
+        "filename": LOG_FILE,
+        "maxBytes": LOG_FILE_MAX_BYTES,
+        "backupCount": LOG_FILE_BACKUPS,
+        "encoding": "utf-8",
+        "formatter": "json",
+        "filters": ["secrets"],
+    }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"secrets": {"()": "kernel.logging.SecretFilter"}},
     "formatters": {
-        "readable": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "readable": {"()": "kernel.logging.ReadableFormatter"},
         "json": {"()": "kernel.logging.JsonFormatter"},
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json" if PRODUCTION else "readable"}
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": LOG_LEVEL},
     "loggers": {
+        # Replaces Django's own console and mail handlers: its lines go through the secret filter too.
+        "django": {"level": LOG_LEVEL},
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
     },
 }
+if LOG_SLOW_MS:
+    MIDDLEWARE.insert(0, "kernel.logging.SlowRequestMiddleware")
 
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

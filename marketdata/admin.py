@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -392,6 +393,21 @@ class BackfillJobAdmin(admin.ModelAdmin[BackfillJob]):
         return False
 
 
+class SuspectFilter(admin.SimpleListFilter):
+    title = "plausibility"
+    parameter_name = "suspect"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Suspect (imported, implausible)"), ("no", "Plausible")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.exclude(suspect="")
+        if self.value() == "no":
+            return queryset.filter(suspect="")
+        return queryset
+
+
 @admin.register(Candle)
 class CandleAdmin(admin.ModelAdmin[Candle]):
     """Read-only: bars are written by the market loop and backfills, never by hand."""
@@ -410,8 +426,9 @@ class CandleAdmin(admin.ModelAdmin[Candle]):
         "venue",
         "partial",
         "replaced",
+        "suspect",
     )
-    list_filter = ("timeframe", "source", "venue", "partial", "replaced", "instrument")
+    list_filter = ("timeframe", "source", "venue", "partial", "replaced", SuspectFilter, "instrument")
     list_select_related = ("instrument",)
     date_hierarchy = "start"
     show_full_result_count = False

@@ -209,6 +209,7 @@ class CandleSource(models.TextChoices):
     TRADES = "trades", "Trades"
     MID = "mid", "Mid (tick volume)"
     BACKFILL = "backfill", "Venue backfill"
+    IMPORT = "import", "Imported history"
 
 
 class Candle(models.Model):
@@ -236,6 +237,13 @@ class Candle(models.Model):
     )
     replaced = models.BooleanField(
         default=False, help_text="A backfilled venue bar that replaced a bar built here."
+    )
+    suspect = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why an imported bar is implausible (a move of many times its file's median range): "
+        "kept for the record, not to be trusted.",
     )
 
     class Meta:

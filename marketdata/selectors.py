@@ -1,6 +1,7 @@
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -269,3 +270,19 @@ def warm_up_targets(*, venue_codes: set[str] | None = None) -> list[VenueSymbol]
 def candles_replaced_count() -> int:
     """Bars built here (trades or mid) that a backfill replaced by the venue's own, all time."""
     return Candle.objects.filter(replaced=True).count()
+
+
+TickRecord = tuple[datetime, str, str, Decimal, Decimal, Decimal | None, Decimal | None, int]
+
+
+def ticks_of_day(*, symbol: str, day: date, batch: int = 20_000) -> Iterator[list[TickRecord]]:
+    """A symbol's stored ticks of one UTC day in time order, in batches (a day can be millions)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ts, symbol, venue, bid, ask, bid_size, ask_size, seq FROM marketdata_tick "
+            "WHERE symbol = %s AND ts >= %s AND ts < %s ORDER BY ts, seq",
+            [symbol, start, start + timedelta(days=1)],
+        )
+        while rows := cursor.fetchmany(batch):
+            yield rows

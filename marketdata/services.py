@@ -4,15 +4,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.text import slugify
 from rest_framework import status
 
 from kernel import redis, versions
 from kernel.errors import ServiceError
-from marketdata import catalogue, ticks
+from marketdata import catalogue, legacy, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
 from marketdata.adapters.binance import MAX_SYMBOLS as BINANCE_MAX_SYMBOLS
@@ -632,3 +634,146 @@ def venue_watchlist_change(
             )
     log.info("venue=%s watchlist: +%s -%s", venue.code, change.added, change.removed)
     return change
+
+
+def instrument_create_for_import(*, symbol: str, digits: int) -> Instrument:
+    """An instrument for a symbol found only in imported history: not tradable, with placeholder
+    trading specs an operator reviews before enabling it. Six-letter symbols split 3/3 (EURUSD),
+    others before a trailing USD/USDT/USDC/EUR quote currency."""
+    quote = next(
+        (q for q in ("USDT", "USDC", "USD", "EUR") if symbol.endswith(q) and len(symbol) > len(q)), ""
+    )
+    if len(symbol) == 6 and symbol.isalpha():
+        base, quote = symbol[:3], symbol[3:]
+    elif quote:
+        base = symbol[: -len(quote)]
+    else:
+        raise ServiceError("symbol_unsplittable", f"{symbol}: base and quote currency cannot be told apart")
+    digits = max(0, min(digits, 10))
+    with transaction.atomic():
+        instrument, created = Instrument.objects.get_or_create(
+            symbol=symbol,
+            defaults={
+                "description": f"{symbol} (imported history, review before enabling)",
+                "base_currency": base[:10],
+                "quote_currency": quote[:10],
+                "contract_size": Decimal(1),
+                "digits": digits,
+                "pip_size": Decimal(1).scaleb(-max(digits - 1, 0)),
+                "volume_min": Decimal("0.01"),
+                "volume_max": Decimal(100),
+                "volume_step": Decimal("0.01"),
+                "tradable": False,
+            },
+        )
+    if created:
+        log.info("symbol=%s instrument created disabled for imported history", symbol)
+    return instrument
+
+
+def candles_import(*, instrument: Instrument, timeframe: str, bars: list[legacy.LegacyBar]) -> int:
+    """Store imported history bars (source "import", implausible ones with their `suspect` reason); a
+    bar already stored for the same start, whatever its source, is kept as it is. Returns bars added."""
+    if not bars:
+        return 0
+    starts = [datetime.fromtimestamp(b.start, UTC) for b in bars]
+    with transaction.atomic():
+        present = set(
+            Candle.objects.filter(
+                instrument=instrument, timeframe=timeframe, start__gte=min(starts), start__lte=max(starts)
+            ).values_list("start", flat=True)
+        )
+        rows = [
+            Candle(
+                instrument=instrument,
+                timeframe=timeframe,
+                start=start,
+                open=b.open,
+                high=b.high,
+                low=b.low,
+                close=b.close,
+                volume=Decimal(b.tick_count),
+                tick_count=b.tick_count,
+                source=CandleSource.IMPORT,
+                suspect=b.suspect[:200],
+            )
+            for b, start in zip(bars, starts)
+            if start not in present
+        ]
+        Candle.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+        if rows:
+            versions.bump_on_commit(MARKET_VERSION)
+    return len(rows)
+
+
+LEGACY_LP_KINDS = {"BINANCE": VenueKind.BINANCE, "OANDA": VenueKind.OANDA}
+_SECRET_SETTING = ("key", "secret", "token", "password", "pem")
+
+
+def _legacy_venue_symbol(kind: str, instrument: Instrument) -> str:
+    base, quote = instrument.base_currency, instrument.quote_currency
+    if kind == VenueKind.OANDA:
+        return f"{base}_{quote}"
+    return f"{base}{'USDT' if quote == 'USD' else quote}".lower()
+
+
+def lp_config_import(*, config: dict[str, Any]) -> dict[str, list[str]]:
+    """Create the old broker's LPs (lp_config.json) as disabled venues with their symbols mapped to
+    existing instruments; the primary LP gets the best (lowest) priority. Secret-looking settings go
+    to the encrypted credentials, the rest to the venue's config. A venue code that exists is left as
+    it is (a second run adds nothing). Returns codes and messages per outcome."""
+    result: dict[str, list[str]] = {"created": [], "present": [], "errors": [], "notes": []}
+    lps = config.get("lps")
+    if not isinstance(lps, list):
+        raise ServiceError("invalid", 'expected {"lps": [...], "primaryLp": ...}')
+    entries = [lp for lp in lps if isinstance(lp, dict)]
+    priorities = [
+        lp["priority"] for lp in entries if isinstance(lp.get("priority"), int) and lp["priority"] >= 0
+    ]
+    best = max(min(priorities, default=1) - 1, 0)
+    for lp in entries:
+        code = slugify(str(lp.get("id") or ""))[:32]
+        kind = LEGACY_LP_KINDS.get(str(lp.get("type") or "").upper())
+        if not code or kind is None:
+            result["errors"].append(
+                f"{code or '?'}: type {lp.get('type')!r} is not a venue kind Livermore runs"
+            )
+            continue
+        if Venue.objects.filter(code=code).exists():
+            result["present"].append(code)
+            continue
+        raw_settings = lp.get("settings")
+        settings_: dict[str, Any] = raw_settings if isinstance(raw_settings, dict) else {}
+        secret = {k: v for k, v in settings_.items() if any(word in k.lower() for word in _SECRET_SETTING)}
+        raw_priority = lp.get("priority")
+        priority = raw_priority if isinstance(raw_priority, int) and raw_priority >= 0 else 10
+        if code == slugify(str(config.get("primaryLp") or "")):
+            priority = best
+        symbols = [str(s).upper() for s in lp.get("symbols") or []]
+        instruments = {i.symbol: i for i in Instrument.objects.filter(symbol__in=symbols)}
+        with transaction.atomic():
+            venue = Venue.objects.create(
+                code=code,
+                name=str(lp.get("name") or code)[:100],
+                kind=kind,
+                enabled=False,
+                priority=priority,
+                config={k: v for k, v in settings_.items() if k not in secret},
+                credentials=json.dumps(secret) if secret else "",
+            )
+            VenueSymbol.objects.bulk_create(
+                [
+                    VenueSymbol(
+                        venue=venue, instrument=i, venue_symbol=_legacy_venue_symbol(kind, i), enabled=False
+                    )
+                    for i in instruments.values()
+                ]
+            )
+            versions.bump_on_commit(MARKET_VERSION)
+        result["created"].append(code)
+        missing = sorted(set(symbols) - set(instruments))
+        if missing:
+            result["notes"].append(
+                f"{code}: symbols that are not instruments, not mapped: {', '.join(missing)}"
+            )
+    return result

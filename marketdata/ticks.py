@@ -325,3 +325,101 @@ class TickRecorder:
             if created:
                 log.info("tick partitions created: %s", ", ".join(created))
             self._days |= missing
+
+
+STAGING = "marketdata_tick_import"
+
+
+def ticks_import(conn: psycopg.Connection[Any], *, symbol: str, rows: Sequence[str]) -> int:
+    """Insert one symbol's ticks given as lines of text COPY (legacy.TickFile.rows), skipping those
+    already stored (same time, venue, bid and ask): a second import of the same file adds nothing.
+    One transaction; returns the rows added. Imported ticks carry seq 0 (no live sequence)."""
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} (LIKE {TABLE} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        )
+        cur.execute(f"TRUNCATE {STAGING}")
+        with cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for start in range(0, len(rows), 10_000):
+                copy.write("".join(rows[start : start + 10_000]))
+        cur.execute(f"SELECT min(ts), max(ts) FROM {STAGING}")  # noqa: S608 (module constants)
+        first, last = cur.fetchone()  # type: ignore[misc]
+        if is_partitioned(cur):
+            days = (last.astimezone(UTC).date() - first.astimezone(UTC).date()).days
+            partitions_ensure(
+                cur, [first.astimezone(UTC).date() + timedelta(days=i) for i in range(days + 1)]
+            )
+        # The bounds are constants so that only the file's day partitions are searched.
+        cur.execute(
+            "INSERT INTO marketdata_tick (ts, symbol, venue, bid, ask, bid_size, ask_size, seq) "
+            "SELECT ts, symbol, venue, bid, ask, bid_size, ask_size, seq FROM marketdata_tick_import s "
+            "WHERE NOT EXISTS (SELECT 1 FROM marketdata_tick t WHERE t.symbol = %(symbol)s "
+            "AND t.ts BETWEEN %(first)s AND %(last)s AND t.ts = s.ts AND t.venue = s.venue "
+            "AND t.bid = s.bid AND t.ask = s.ask)",
+            {"symbol": symbol, "first": first, "last": last},
+        )
+        return cur.rowcount
+
+
+# A tick day file of the replaced broker parsed, checked and inserted by PostgreSQL in one statement.
+# Repeats of the previous tick are left out; a file with any bad record inserts nothing (`bad` > 0)
+# and is read again by marketdata.legacy, which tells which records and lines are bad.
+_IMPORT_JSON_SQL = """
+WITH raw AS MATERIALIZED (
+    SELECT r.symbol, r.bid, r.ask, r.stamp, r.lp, r.stamp::timestamptz AS ts, lower(btrim(r.lp)) AS venue,
+        (r.stamp, r.bid, r.ask, r.lp)
+            IS NOT DISTINCT FROM lag((r.stamp, r.bid, r.ask, r.lp)) OVER (ORDER BY r.n) AS repeated
+    FROM ROWS FROM (
+        json_to_recordset(%(doc)s::json) AS (symbol text, bid numeric, ask numeric, "timestamp" text, lp text)
+    ) WITH ORDINALITY AS r(symbol, bid, ask, stamp, lp, n)
+), verdict AS (
+    SELECT
+        count(*) FILTER (WHERE NOT repeated AND (
+            (symbol IS NOT NULL AND symbol <> %(symbol)s) OR bid IS NULL OR ask IS NULL OR bid <= 0
+            OR ask < bid OR stamp IS NULL OR stamp !~ '(Z|[+-][0-9]{2}:?[0-9]{2})$'
+            OR lp IS NULL OR venue = '' OR length(lp) > 32
+        )) AS bad,
+        count(*) FILTER (WHERE repeated) AS repeated,
+        count(*) FILTER (WHERE NOT repeated) AS rows
+    FROM raw
+), added AS (
+    INSERT INTO marketdata_tick (ts, symbol, venue, bid, ask, bid_size, ask_size, seq)
+    SELECT ts, %(symbol)s, venue, bid, ask, NULL, NULL, 0 FROM raw
+    WHERE NOT repeated AND (SELECT bad FROM verdict) = 0 AND NOT EXISTS (
+        SELECT 1 FROM marketdata_tick t WHERE t.symbol = %(symbol)s AND t.ts >= %(low)s AND t.ts < %(high)s
+        AND t.ts = raw.ts AND t.venue = raw.venue AND t.bid = raw.bid AND t.ask = raw.ask
+    )
+    RETURNING 1
+)
+SELECT bad, repeated, rows, (SELECT count(*) FROM added) FROM verdict
+"""
+
+
+def ticks_import_json(
+    conn: psycopg.Connection[Any], *, symbol: str, doc: str, day: date
+) -> tuple[int, int, int] | None:
+    """Insert a tick day file of the replaced broker (its JSON text) named for `day` (the old
+    server's local day: its ticks are within a day of it in UTC), skipping ticks already stored.
+    Returns (ticks, repeated in a row, added), or None when the file has a bad record, nothing
+    written (marketdata.legacy then reads it record by record)."""
+    low = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(days=1)
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            if is_partitioned(cur):
+                partitions_ensure(cur, [day - timedelta(days=1), day, day + timedelta(days=1)])
+            cur.execute(
+                _IMPORT_JSON_SQL, {"doc": doc, "symbol": symbol, "low": low, "high": low + timedelta(days=3)}
+            )
+            bad, repeated, rows, added = cur.fetchone()  # type: ignore[misc]
+            if bad:
+                raise _BadFile
+    except (_BadFile, psycopg.errors.DataError, psycopg.errors.CheckViolation):
+        return None
+    return rows, repeated, added
+
+
+class _BadFile(Exception):
+    """Rolls the file's transaction back."""

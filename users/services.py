@@ -1,9 +1,12 @@
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework import status
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -93,3 +96,25 @@ def user_credentials_revoke(*, user: User, close_streams: bool) -> int:
         user_id = user.pk
         transaction.on_commit(lambda: user_streams_close(user_id))
     return len(revoked)
+
+
+@dataclass(frozen=True)
+class OtpEnrolment:
+    config_url: str  # otpauth:// URL for an authenticator app (shown once, as a QR code)
+    recovery_codes: list[str]  # one-use codes (shown once)
+
+
+def staff_otp_enrol(*, user: User, enrolled_by: User | None = None) -> OtpEnrolment:
+    """Give a staff user a new TOTP device and a new set of recovery codes, replacing any they had
+    (a lost phone: the old device stops working at once)."""
+    if not user.is_staff or not user.is_active:
+        raise ServiceError("not_staff", f"{user.username} is not active staff: only staff use the admin")
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user).delete()
+        StaticDevice.objects.filter(user=user).delete()
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+        recovery = StaticDevice.objects.create(user=user, name="recovery codes", confirmed=True)
+        codes = [StaticToken.random_token() for _ in range(settings.OTP_RECOVERY_CODES)]
+        StaticToken.objects.bulk_create([StaticToken(device=recovery, token=code) for code in codes])
+        audit_record(actor=enrolled_by or user, action="user.otp_enrol", target=user)
+    return OtpEnrolment(config_url=device.config_url, recovery_codes=codes)
