@@ -20,7 +20,7 @@ from alerts.services import indicators_update_for_bar
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle, Instrument
 from tests.alerts.signal_data import AS_OF, grant_signals, seed_signals
-from tests.conftest import PASSWORD
+from tests.support.users import PASSWORD
 from tests.livermore.test_browser_live_quotes import CHROMIUM_ARGS
 from tests.support.stack import run_stack
 from users.models import User

@@ -1,21 +1,29 @@
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
-from brokerage import services
 from brokerage.models import ClientGroup, GroupInstrument, MarginMode, TradingAccount
-from kernel.redis import sync_client
+from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote
+from tests.support.trading import open_account
 from users.models import User
 
 D = Decimal
+PRICES = {
+    "EURUSD": ("1.08500", "1.08510"),
+    "GBPUSD": ("1.27000", "1.27016"),
+    "USDJPY": ("150.000", "150.014"),
+}
+
+QuoteSetter = Callable[[str, str, str], None]
 
 
 class Market:
@@ -118,16 +126,6 @@ def instruments(db: None) -> dict[str, Instrument]:
 
 
 @pytest.fixture
-def client_user(db: None) -> User:
-    return User.objects.create_user(username="alice", password="a-long-password-1")
-
-
-@pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_user(username="olivia", password="a-long-password-2", is_staff=True)
-
-
-@pytest.fixture
 def group(instruments: dict[str, Instrument]) -> ClientGroup:
     return ClientGroup.objects.create(name="standard", currency="USD", leverage=100)
 
@@ -139,19 +137,63 @@ def netting_group(instruments: dict[str, Instrument]) -> ClientGroup:
     )
 
 
-def open_account(owner: User, group: ClientGroup, balance: str = "5000") -> TradingAccount:
-    account = services.account_open(owner=owner, group=group)
-    if D(balance):
-        services.account_deposit(account=account, amount=D(balance))
-    return account
+@pytest.fixture
+def account(alice: User, group: ClientGroup) -> TradingAccount:
+    return open_account(alice, group)
 
 
 @pytest.fixture
-def account(client_user: User, group: ClientGroup) -> TradingAccount:
-    return open_account(client_user, group)
+def alice_account(alice: User, group: ClientGroup) -> TradingAccount:
+    return open_account(alice, group, "10000")
+
+
+@pytest.fixture
+def bob_account(bob: User, group: ClientGroup) -> TradingAccount:
+    return open_account(bob, group, "10000")
 
 
 def set_commission(group: ClientGroup, instrument: Instrument, per_lot: str) -> None:
     GroupInstrument.objects.update_or_create(
         group=group, instrument=instrument, defaults={"commission_per_lot": D(per_lot)}
     )
+
+
+def quote_set(symbol: str, bid: str, ask: str) -> None:
+    """What the market process publishes for a selected quote (marketdata.publisher), fresh now."""
+    wire = {
+        "symbol": symbol,
+        "seq": 1,
+        "tradable": True,
+        "venue": "sim",
+        "bid": bid,
+        "ask": ask,
+        "ts": time.time_ns() // 1_000_000,
+    }
+    sync_client().set(ticker_key(symbol), json.dumps(wire), ex=60)
+
+
+@pytest.fixture(autouse=True)
+def _redis_clean() -> None:
+    """Throttle counters and tickers live in Redis, outside the test transaction."""
+    client = sync_client()
+    for name in [*client.scan_iter(match=key("*throttle_*")), *client.scan_iter(match=key("ticker", "*"))]:
+        client.delete(name)
+
+
+@pytest.fixture
+def quotes(db: None) -> QuoteSetter:
+    demo_seed()
+    for symbol, (bid, ask) in PRICES.items():
+        quote_set(symbol, bid, ask)
+    return quote_set
+
+
+def client_for(user: User) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.fixture
+def alice_api(alice: User) -> APIClient:
+    return client_for(alice)
