@@ -3,7 +3,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from alerts.models import AlertRule, NotificationChannel
 from kernel.redis import key, sync_client
@@ -22,16 +21,6 @@ def instruments(db: Any) -> None:
 @pytest.fixture
 def btc(instruments: None) -> Instrument:
     return Instrument.objects.get(symbol="BTCUSD")
-
-
-@pytest.fixture
-def alice(db: Any) -> Any:
-    return get_user_model().objects.create_user("alice", "alice@example.com")
-
-
-@pytest.fixture
-def bob(db: Any) -> Any:
-    return get_user_model().objects.create_user("bob", "bob@example.com")
 
 
 @pytest.fixture

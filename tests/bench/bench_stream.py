@@ -208,15 +208,15 @@ def metric(name: str, value: float, unit: str, target: str) -> tuple[str, float,
 
 
 def main() -> None:
-    from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.tokens import AccessToken
 
     from kernel.redis import sync_client
     from marketdata.models import Instrument
     from tests.marketdata.streamkit import stream_server
+    from tests.support.users import make_client
 
     prefix = os.environ["REDIS_PREFIX"]
-    user = get_user_model().objects.create_user(f"bench-stream-{os.getpid()}")
+    user = make_client(f"bench-stream-{os.getpid()}", password=None)
     Instrument.objects.bulk_create(
         Instrument(
             symbol=s,

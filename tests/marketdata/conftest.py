@@ -104,11 +104,6 @@ def eurusd(db: None) -> Instrument:
 
 
 @pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
-
-
-@pytest.fixture
 def api(operator: User) -> APIClient:
     """A client authenticated the way bots are: with an API key."""
     _, raw = ApiKey.issue(user=operator, name="tests")

@@ -13,7 +13,8 @@ from marketdata.services import instruments_import
 from tests.fakes.binance import BinanceRestFake, binance_symbol
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, coinbase_product
 from tests.fakes.oanda import OandaFake, oanda_instrument
-from users.models import AuditLog, User
+from tests.support.users import make_staff
+from users.models import AuditLog
 
 from .conftest import instrument
 
@@ -387,7 +388,7 @@ def test_a_confirmation_of_a_stale_preview_writes_nothing(coinbase_venue, coinba
 
 
 def test_an_import_by_an_operator_is_audited(coinbase_venue):
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
 
     instruments_import(venue=coinbase_venue, match="BTC-USD", changed_by=ops)
 
@@ -437,7 +438,7 @@ def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_
 
 
 def test_an_import_can_put_what_it_imports_on_the_watchlist(coinbase_venue):
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
 
     instruments_import(venue=coinbase_venue, match="BTC-USD, OLD-USD", watch=True, changed_by=ops)
     call_command("instruments_import", "cb", "--match", "ETH-*", "--watch", stdout=StringIO())

@@ -13,8 +13,9 @@ from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
 from marketdata.services import venue_watchlist_change
 from tests.fakes.binance import BinanceWsFake
+from tests.support.users import make_staff
 from tests.support.waiting import await_until
-from users.models import AuditLog, User
+from users.models import AuditLog
 
 from .conftest import instrument
 
@@ -85,7 +86,7 @@ def test_an_unmapped_or_contradictory_name_changes_nothing():
 @pytest.mark.django_db
 def test_the_command_changes_the_watchlist_and_audits_the_operator():
     venue = binance_venue()
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
     out = StringIO()
 
     call_command(
