@@ -16,7 +16,8 @@ def _channel_layer_follows_redis_prefix(*, setting: str, value: Any, **kwargs: A
     """settings.py derives the channel layer's prefix from REDIS_PREFIX, and so do the child processes
     a test starts with its own prefix: this process follows when a test overrides it."""
     if setting == "REDIS_PREFIX":
-        settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{value}:ch"
+        layers: dict[str, Any] = settings.CHANNEL_LAYERS
+        layers["default"]["CONFIG"]["prefix"] = f"{value}:ch"
         channel_layers.backends.clear()
 
 

@@ -1,12 +1,12 @@
 import asyncio
 from collections.abc import Iterator
 from decimal import Decimal as D
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.utils.module_loading import import_string
+from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from kernel.redis import key, sync_client
@@ -17,7 +17,7 @@ from users.models import ApiKey, User
 
 
 @pytest.fixture(autouse=True)
-def _quote_listeners_stopped(settings: Any) -> Iterator[None]:
+def _quote_listeners_stopped(settings: Settings) -> Iterator[None]:
     """Tests that feed a MarketLoop's quotes without running it start the process's quote listeners
     (brokerage's trigger watcher, live alerts) and never reach the loop's shutdown, which stops them:
     stop them here, before the test database goes."""
