@@ -7,7 +7,8 @@ from rest_framework.test import APIClient
 from alerts.indicators import INDICATOR_NAMES
 from alerts.models import IndicatorValue
 from alerts.services import indicators_update_for_bar
-from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
+from tests.alerts.candle_factory import bar_start, epoch, make_ramp
+from tests.support.instruments import make_instrument
 from tests.support.users import make_client
 from users.models import ApiKey
 

@@ -14,7 +14,8 @@ from alerts.services import INDICATOR_CACHE_TTL, indicators_update_for_bar
 from kernel.errors import ServiceError
 from kernel.redis import sync_client
 from livermore.asgi import application
-from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
+from tests.alerts.candle_factory import bar_start, epoch, make_ramp
+from tests.support.instruments import make_instrument
 from tests.support.users import make_client
 
 pytestmark = pytest.mark.django_db

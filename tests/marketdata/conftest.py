@@ -1,6 +1,5 @@
 import asyncio
 from collections.abc import Iterator
-from decimal import Decimal as D
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -13,6 +12,7 @@ from kernel.redis import key, sync_client
 from marketdata import ticks
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.fixtures import celery_worker, coinbase_key, coinbase_rest, oanda
+from tests.support.instruments import make_instrument
 from users.models import ApiKey, User
 
 
@@ -64,20 +64,6 @@ def tick_table() -> Iterator[None]:
     drop_partitions()
 
 
-def instrument(symbol: str = "EURUSD", digits: int = 5) -> Instrument:
-    return Instrument.objects.create(
-        symbol=symbol,
-        base_currency=symbol[:3],
-        quote_currency=symbol[3:],
-        contract_size=D(100000),
-        digits=digits,
-        pip_size=D("0.0001"),
-        volume_min=D("0.01"),
-        volume_max=D(100),
-        volume_step=D("0.01"),
-    )
-
-
 def simulator_venue(
     code: str, *, priority: int, symbols: list[Instrument], stale_after_ms: int = 1000
 ) -> Venue:
@@ -100,7 +86,7 @@ def simulator_venue(
 
 @pytest.fixture
 def eurusd(db: None) -> Instrument:
-    return instrument("EURUSD")
+    return make_instrument("EURUSD")
 
 
 @pytest.fixture

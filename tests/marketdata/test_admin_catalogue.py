@@ -8,10 +8,9 @@ from django.urls import reverse
 
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.binance import BinanceRestFake, binance_symbol
+from tests.support.instruments import make_instrument
 from tests.support.users import grant, make_staff
 from users.models import AuditLog, User
-
-from .conftest import instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +126,7 @@ def test_the_import_action_leads_to_the_catalogue_page(admin_client, venue):
 def test_the_watchlist_page_adds_and_removes_symbols(admin_client, venue):
     for symbol in ("BTCUSDT", "ETHUSDT"):
         VenueSymbol.objects.create(
-            venue=venue, instrument=instrument(symbol), venue_symbol=symbol, enabled=symbol == "BTCUSDT"
+            venue=venue, instrument=make_instrument(symbol), venue_symbol=symbol, enabled=symbol == "BTCUSDT"
         )
     url = reverse("admin:marketdata_venue_watchlist", args=[venue.pk])
 

@@ -13,10 +13,9 @@ from marketdata.services import instruments_import
 from tests.fakes.binance import BinanceRestFake, binance_symbol
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, coinbase_product
 from tests.fakes.oanda import OandaFake, oanda_instrument
+from tests.support.instruments import make_instrument
 from tests.support.users import make_staff
 from users.models import AuditLog
-
-from .conftest import instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -239,7 +238,7 @@ def test_oanda_instruments_become_instruments_in_lots(oanda_venue, oanda):
 
 
 def test_the_preview_creates_nothing(coinbase_venue):
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     before = snapshot()
 
     plan = instruments_import(venue=coinbase_venue, dry_run=True)
@@ -273,7 +272,7 @@ def test_match_takes_only_the_matching_products(coinbase_venue):
 
 
 def test_an_existing_instrument_keeps_the_desks_lot_description_and_tradable_flag(oanda_venue):
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     Instrument.objects.filter(pk=eurusd.pk).update(description="Euro vs US Dollar", tradable=False)
 
     plan = instruments_import(venue=oanda_venue, match="EUR_USD")
@@ -427,7 +426,7 @@ def test_the_command_refuses_bad_input_clearly(coinbase_venue, binance_venue, bi
 
 
 def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_a_finer_tick_is_refused():
-    eurusd = instrument("EURUSD", digits=5)
+    eurusd = make_instrument("EURUSD", digits=5)
     assert eurusd.tick_size == D("0.00001")
 
     eurusd.tick_size = D("0.5")
