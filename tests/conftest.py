@@ -4,19 +4,20 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.signals import setting_changed
+from pytest_django import Settings
 
 from kernel.redis import sync_client
-
-PASSWORD = "correct horse battery staple"  # test-only credential for the named test users
+from tests.support.users import StaffFactory, make_client, make_operator, make_staff
+from users.models import User
 
 
 def _channel_layer_follows_redis_prefix(*, setting: str, value: Any, **kwargs: Any) -> None:
     """settings.py derives the channel layer's prefix from REDIS_PREFIX, and so do the child processes
     a test starts with its own prefix: this process follows when a test overrides it."""
     if setting == "REDIS_PREFIX":
-        settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{value}:ch"
+        layers: dict[str, Any] = settings.CHANNEL_LAYERS
+        layers["default"]["CONFIG"]["prefix"] = f"{value}:ch"
         channel_layers.backends.clear()
 
 
@@ -43,19 +44,40 @@ def _dealers_closed() -> Iterator[None]:
     dealers.close()
 
 
+@pytest.fixture(autouse=True)
+def _fast_hasher(request: pytest.FixtureRequest, settings: Settings) -> None:
+    """Password hashing at test speed, except where a browser logs in to a process of its own that
+    checks the password with the production hashers."""
+    if request.node.get_closest_marker("browser") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
-def alice(db: Any) -> Any:
+def alice(db: None) -> User:
     """A client."""
-    return get_user_model().objects.create_user("alice", "alice@example.com", PASSWORD)
+    return make_client("alice")
 
 
 @pytest.fixture
-def bob(db: Any) -> Any:
+def bob(db: None) -> User:
     """Another client."""
-    return get_user_model().objects.create_user("bob", "bob@example.com", PASSWORD)
+    return make_client("bob")
 
 
 @pytest.fixture
-def operator(db: Any) -> Any:
-    """Desk staff with the admin."""
-    return get_user_model().objects.create_superuser("ops", "ops@example.com", PASSWORD)
+def operator(db: None) -> User:
+    """Desk staff with every permission."""
+    return make_operator()
+
+
+@pytest.fixture
+def staff_user(db: None) -> StaffFactory:
+    """Makes desk staff holding only the named permissions: `staff_user("brokerage.view_order")`."""
+    made = 0
+
+    def make(*perms: str) -> User:
+        nonlocal made
+        made += 1
+        return make_staff(f"staff{made}", *perms)
+
+    return make

@@ -8,20 +8,6 @@ from marketdata.models import Candle, Instrument
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
-def make_instrument(symbol: str = "EURUSD") -> Instrument:
-    return Instrument.objects.create(
-        symbol=symbol,
-        base_currency=symbol[:3],
-        quote_currency=symbol[3:],
-        contract_size=Decimal(100000),
-        digits=5,
-        pip_size=Decimal("0.0001"),
-        volume_min=Decimal("0.01"),
-        volume_max=Decimal(100),
-        volume_step=Decimal("0.01"),
-    )
-
-
 def make_ramp(
     instrument: Instrument, bars: int, *, timeframe: str = "1m", skip: frozenset[int] | set[int] = frozenset()
 ) -> None:

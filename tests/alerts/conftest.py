@@ -1,21 +1,21 @@
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
+from pytest_django import Settings
 
 from alerts.models import AlertRule, NotificationChannel
 from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord
+from users.models import User
 
 BAR = 1_767_225_600  # 2026-01-01 00:00 UTC, aligned to every timeframe
 
 
 @pytest.fixture
-def instruments(db: Any) -> None:
+def instruments(db: None) -> None:
     demo_seed()
 
 
@@ -25,23 +25,13 @@ def btc(instruments: None) -> Instrument:
 
 
 @pytest.fixture
-def alice(db: Any) -> Any:
-    return get_user_model().objects.create_user("alice", "alice@example.com")
-
-
-@pytest.fixture
-def bob(db: Any) -> Any:
-    return get_user_model().objects.create_user("bob", "bob@example.com")
-
-
-@pytest.fixture
 def discord() -> Iterator[FakeDiscord]:
     with FakeDiscord(bucket_limit=50, bucket_window_s=1.0) as fake:
         yield fake
 
 
 @pytest.fixture(autouse=True)
-def _local_webhooks(settings: Any) -> Iterator[None]:
+def _local_webhooks(settings: Settings) -> Iterator[None]:
     """Lets channels point at the local fake; clears rate-limit blocks between tests."""
     settings.ALERTS_WEBHOOK_HOSTS = [*settings.ALERTS_WEBHOOK_HOSTS, "127.0.0.1"]
     yield
@@ -50,18 +40,20 @@ def _local_webhooks(settings: Any) -> Iterator[None]:
         redis.delete(name)
 
 
-def channel_for(user: Any, discord: FakeDiscord) -> tuple[NotificationChannel, str]:
+def channel_for(user: User, discord: FakeDiscord) -> tuple[NotificationChannel, str]:
     webhook_id, url = discord.add_webhook()
     return NotificationChannel.objects.create(
         user=user, name=f"discord {webhook_id}", webhook_url=url
     ), webhook_id
 
 
-def macdv_rule(user: Any, instrument: Instrument, timeframe: str = "5m") -> AlertRule:
+def macdv_rule(user: User, instrument: Instrument, timeframe: str = "5m") -> AlertRule:
     return AlertRule.objects.create(user=user, instrument=instrument, timeframe=timeframe, kind="macdv")
 
 
-def bar_values(macdv: float, *, signal: float | None = None, hist: float | None = None, close: str = "95000"):
+def bar_values(
+    macdv: float, *, signal: float | None = None, hist: float | None = None, close: str = "95000"
+) -> dict[str, Decimal | float]:
     signal = macdv if signal is None else signal
     return {
         "open": Decimal(close),

@@ -2,9 +2,6 @@
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
-
-from django.contrib.auth.models import Permission
 
 from alerts.models import IndicatorValue
 from marketdata.bars import TIMEFRAME_SECONDS
@@ -28,13 +25,6 @@ ETHUSD = {
     "1d": ("120", "100", "rallying"),  # above, 50 < 120 < 150
     "1m": ("-80", "-60", "reversing"),  # below, -150 < -80 < -50
 }
-
-
-def grant_signals(user: Any) -> Any:
-    user.user_permissions.add(
-        Permission.objects.get(codename="view_signals", content_type__app_label="alerts")
-    )
-    return type(user).objects.get(pk=user.pk)  # a fresh instance: permissions are cached per instance
 
 
 def store_macdv(

@@ -8,8 +8,9 @@ import pytest
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue
 from alerts.services import bar_close_handle
 from marketdata.models import Candle
+from tests.support.instruments import make_instrument
 
-from .candle_factory import bar_start, epoch, make_instrument, make_ramp
+from .candle_factory import bar_start, epoch, make_ramp
 
 pytestmark = pytest.mark.django_db
 

@@ -19,11 +19,10 @@ from alerts.selectors import epoch_to_datetime, signal_list
 from alerts.services import indicators_update_for_bar
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle, Instrument
-from tests.alerts.signal_data import AS_OF, grant_signals, seed_signals
-from tests.conftest import PASSWORD
+from tests.alerts.signal_data import AS_OF, seed_signals
 from tests.livermore.test_browser_live_quotes import CHROMIUM_ARGS
 from tests.support.stack import run_stack
-from users.models import User
+from tests.support.users import PASSWORD, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -81,7 +80,7 @@ def log_in(page: Page, base: str, user: Any) -> None:
 def test_view_only_staff_watch_a_cell_change_and_open_its_chart(tmp_path: Path, settings: Any) -> None:
     settings.REDIS_PREFIX = f"test-signals-{uuid.uuid4().hex[:8]}"
     seed_signals()
-    viewer = grant_signals(User.objects.create_user("viewer", password=PASSWORD, is_staff=True))
+    viewer = make_staff("viewer", "alerts.view_signals")
     btc_bars = store_bars("BTCUSD", 40, AS_OF, lambda i: 95000 + 2 * i * i)  # rising faster and faster
     for start in store_bars("XAUUSD", CHART_BARS, AS_OF, lambda i: 2650 + 40 * math.sin(i / 6)):
         indicators_update_for_bar(symbol="XAUUSD", timeframe="1h", start=start)

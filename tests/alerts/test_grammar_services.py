@@ -6,8 +6,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -20,6 +18,7 @@ from livermore.schedules import JOBS
 from marketdata.models import Instrument
 from marketdata.quotes import Quote, SelectedQuote
 from tests.fakes.discord import FakeDiscord, Status
+from tests.support.users import StaffFactory, grant
 
 from .conftest import BAR, channel_for
 
@@ -308,10 +307,11 @@ def test_a_test_message_discord_refuses_is_reported(alice: Any, discord: FakeDis
 
 
 @pytest.mark.django_db
-def test_the_admin_action_needs_its_permission(alice: Any, discord: FakeDiscord, client: Any) -> None:
+def test_the_admin_action_needs_its_permission(
+    alice: Any, discord: FakeDiscord, client: Any, staff_user: StaffFactory
+) -> None:
     channel, webhook_id = channel_for(alice, discord)
-    operator = get_user_model().objects.create_user("operator", "op@example.com", "pw", is_staff=True)
-    operator.user_permissions.add(Permission.objects.get(codename="view_notificationchannel"))
+    operator = staff_user("alerts.view_notificationchannel")
     client.force_login(operator)
     url = reverse("admin:alerts_notificationchannel_changelist")
     action = {"action": "send_test_message", "_selected_action": [channel.pk]}
@@ -319,8 +319,7 @@ def test_the_admin_action_needs_its_permission(alice: Any, discord: FakeDiscord,
     client.post(url, action, follow=True)
     assert discord.posted(webhook_id) == []
 
-    operator.user_permissions.add(Permission.objects.get(codename="test_notificationchannel"))
-    operator = get_user_model().objects.get(pk=operator.pk)  # a fresh permission cache
+    operator = grant(operator, "alerts.test_notificationchannel")
     client.force_login(operator)
     page = client.post(url, action, follow=True).content.decode()
     (posted,) = discord.posted(webhook_id)

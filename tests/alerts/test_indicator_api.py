@@ -7,8 +7,10 @@ from rest_framework.test import APIClient
 from alerts.indicators import INDICATOR_NAMES
 from alerts.models import IndicatorValue
 from alerts.services import indicators_update_for_bar
-from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
-from users.models import ApiKey, User
+from tests.alerts.candle_factory import bar_start, epoch, make_ramp
+from tests.support.instruments import make_instrument
+from tests.support.users import make_client
+from users.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +19,7 @@ URL = "/api/v1/indicators/EURUSD"
 
 @pytest.fixture
 def client() -> APIClient:
-    user = User.objects.create_user("bot-owner", password="a-long-password-1")
+    user = make_client("bot-owner")
     _, raw = ApiKey.issue(user=user, name="bot")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")

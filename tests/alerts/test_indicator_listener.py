@@ -11,7 +11,8 @@ from django.utils.module_loading import import_string
 from alerts.models import IndicatorValue
 from livermore.celery import app
 from marketdata.bars import Bar
-from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
+from tests.alerts.candle_factory import bar_start, epoch, make_ramp
+from tests.support.instruments import make_instrument
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,8 +14,9 @@ from alerts.services import INDICATOR_CACHE_TTL, indicators_update_for_bar
 from kernel.errors import ServiceError
 from kernel.redis import sync_client
 from livermore.asgi import application
-from tests.alerts.candle_factory import bar_start, epoch, make_instrument, make_ramp
-from users.models import User
+from tests.alerts.candle_factory import bar_start, epoch, make_ramp
+from tests.support.instruments import make_instrument
+from tests.support.users import make_client
 
 pytestmark = pytest.mark.django_db
 
@@ -194,7 +195,7 @@ class TestGapFilling:
 @pytest.mark.django_db(transaction=True)
 class TestStream:
     async def test_subscribers_get_a_snapshot_and_then_each_update(self) -> None:
-        user = await sync_to_async(User.objects.create_user)("trader", password="a-long-password-1")
+        user = await sync_to_async(make_client)("trader")
         instrument = await sync_to_async(make_instrument)()
         await sync_to_async(make_ramp)(instrument, 40)
         await sync_to_async(indicators_update_for_bar)(symbol="EURUSD", timeframe="1m", start=epoch(38))
@@ -221,7 +222,7 @@ class TestStream:
             await communicator.disconnect()
 
     async def test_an_unknown_symbol_or_timeframe_cannot_be_subscribed(self) -> None:
-        user = await sync_to_async(User.objects.create_user)("trader", password="a-long-password-1")
+        user = await sync_to_async(make_client)("trader")
         await sync_to_async(make_instrument)()
         token = str(AccessToken.for_user(user))
         communicator = WebsocketCommunicator(

@@ -7,8 +7,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from alerts.signal_grid import STAGES
-from tests.alerts.signal_data import grant_signals, seed_signals
-from users.models import User
+from tests.alerts.signal_data import seed_signals
+from tests.support.users import grant, make_client, make_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -20,11 +20,8 @@ CHART = "/admin/alerts/indicatorvalue/signals/chart/"
 def viewer(db: Any) -> Any:
     """Staff who may only look: the signals permission and the view permissions of the alerts models."""
     seed_signals()
-    user = User.objects.create_user("viewer", password="a-long-password-1", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="alerts", codename__startswith="view_")
-    )
-    return grant_signals(user)
+    views = Permission.objects.filter(content_type__app_label="alerts", codename__startswith="view_")
+    return make_staff("viewer", *(f"alerts.{p.codename}" for p in views))
 
 
 def logged_in(user: Any) -> Client:
@@ -54,17 +51,17 @@ class TestGrid:
 
     def test_the_dashboard_links_to_it_for_those_who_may_see_it(self, viewer: Any) -> None:
         assert GRID.encode() in logged_in(viewer).get("/admin/").content
-        other = User.objects.create_user("desk", password="a-long-password-2", is_staff=True)
+        other = make_staff("desk")
         assert GRID.encode() not in logged_in(other).get("/admin/").content
 
     def test_staff_without_the_permission_are_refused(self, viewer: Any) -> None:
-        other = User.objects.create_user("desk", password="a-long-password-2", is_staff=True)
+        other = make_staff("desk")
         assert logged_in(other).get(GRID).status_code == 403
         assert logged_in(other).get(CHART, {"symbol": "EURUSD", "tf": "1h"}).status_code == 403
 
     def test_non_staff_and_anonymous_are_sent_to_the_login(self, viewer: Any) -> None:
-        client_user = grant_signals(User.objects.create_user("alice", password="a-long-password-3"))
-        for client in (Client(), logged_in(client_user)):
+        alice = grant(make_client("alice"), "alerts.view_signals")
+        for client in (Client(), logged_in(alice)):
             response = client.get(GRID)
             assert response.status_code == 302
             assert response["Location"].startswith("/admin/login/")

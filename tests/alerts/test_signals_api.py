@@ -20,8 +20,9 @@ from marketdata.bars import Bar
 from marketdata.models import Venue
 from marketdata.selectors import MARKET_VERSION
 from marketdata.services import candles_store
-from tests.alerts.signal_data import AS_OF, EURUSD, grant_signals, seed_signals
-from users.models import ApiKey, User
+from tests.alerts.signal_data import AS_OF, EURUSD, seed_signals
+from tests.support.users import grant, make_client, make_staff
+from users.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +40,7 @@ def api_client(user: Any) -> APIClient:
 @pytest.fixture
 def client() -> APIClient:
     seed_signals()
-    return api_client(grant_signals(User.objects.create_user("analyst", password="a-long-password-1")))
+    return api_client(grant(make_client("analyst"), "alerts.view_signals"))
 
 
 def rows(client: APIClient, **params: str) -> list[dict[str, Any]]:
@@ -208,14 +209,14 @@ class TestPermissions:
         assert response.json()["error"]["code"] == "not_authenticated"
 
     def test_a_user_without_the_permission_is_403(self, client: APIClient) -> None:
-        other = api_client(User.objects.create_user("client", password="a-long-password-2"))
+        other = api_client(make_client("client"))
         response = other.get(URL)
         assert response.status_code == 403
         error = response.json()["error"]
         assert (error["code"], "alerts.view_signals" in error["message"]) == ("permission_denied", True)
 
     def test_a_session_user_with_the_permission_reads_it(self, client: APIClient) -> None:
-        staff = grant_signals(User.objects.create_user("viewer", password="a-long-password-3", is_staff=True))
+        staff = make_staff("viewer", "alerts.view_signals")
         session = APIClient()
         session.force_login(staff)
         assert session.get(URL, {"symbol": "EURUSD"}).status_code == 200

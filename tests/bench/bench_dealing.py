@@ -132,18 +132,17 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
 
 
 def orders_per_s() -> float:
-    from brokerage import services
     from brokerage.models import ClientGroup
     from marketdata.demo import demo_seed
-    from users.models import User
+    from tests.support.trading import open_account
+    from tests.support.users import make_client
 
     demo_seed()
     group = ClientGroup.objects.create(name="bench", currency="USD", leverage=100)
-    owner = User.objects.create_user(username="bench")
+    owner = make_client("bench", password=None)
     account_ids = []
     for _ in range(ACCOUNTS):
-        account = services.account_open(owner=owner, group=group)
-        services.account_deposit(account=account, amount=D("1000000"))
+        account = open_account(owner, group, "1000000")
         account_ids.append(account.pk)
     connection.close()  # no connection may cross the fork
     context = multiprocessing.get_context("fork")

@@ -89,11 +89,11 @@ class Processes:
 
 def setup_data() -> tuple[object, object]:
     from brokerage.models import ClientGroup
-    from brokerage.services import account_deposit, account_open
     from fix.models import FixRole, FixSession, RoutingAction, RoutingRule
     from marketdata.demo import demo_seed
     from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
-    from users.models import User
+    from tests.support.trading import open_account
+    from tests.support.users import make_client
 
     demo_seed()
     venue = Venue.objects.create(code="benchfix", name="bench FIX", kind=VenueKind.FIX, priority=5)
@@ -113,10 +113,7 @@ def setup_data() -> tuple[object, object]:
         password=os.urandom(12).hex(),
     )
     group = ClientGroup.objects.create(name="abook", currency="USD", leverage=100)
-    account = account_open(
-        owner=User.objects.create_user(username="bench", password=os.urandom(12).hex()), group=group
-    )
-    account_deposit(account=account, amount=D("10000000"))
+    account = open_account(make_client("bench", password=None), group, "10000000")
     RoutingRule.objects.create(priority=1, name="all", action=RoutingAction.A_BOOK, session=session)
     return session, account
 

@@ -85,23 +85,22 @@ def _procfile(kind: str) -> str:
 def _setup(env: dict[str, str]) -> list[str]:
     """Fresh database: migrations, demo data, a netting group and funded accounts with API keys."""
     fresh_database(env)
-    from decimal import Decimal
 
     from marketdata.demo import demo_seed
 
     demo_seed()
-    from brokerage import services
     from brokerage.models import ClientGroup, MarginMode
-    from users.models import ApiKey, User
+    from tests.support.trading import open_account
+    from tests.support.users import make_client
+    from users.models import ApiKey
 
     group = ClientGroup.objects.create(
         name="bench", currency="USD", leverage=100, margin_mode=MarginMode.NETTING
     )
     keys = []
     for i in range(ACCOUNTS):
-        user = User.objects.create_user(f"bench{i}", password=None)
-        account = services.account_open(owner=user, group=group)
-        services.account_deposit(account=account, amount=Decimal("100000000"))
+        user = make_client(f"bench{i}", password=None)
+        account = open_account(user, group, "100000000")
         _, raw = ApiKey.issue(user=user, name="bench")
         keys.append(f"{account.number}:{raw}")
     from django.db import connections

@@ -46,13 +46,12 @@ def _setup(env: dict[str, str]) -> str:
     from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
-    from django.contrib.auth.models import Permission
-
     from alerts.models import IndicatorValue
     from alerts.signal_grid import TIMEFRAMES
     from marketdata.bars import TIMEFRAME_SECONDS
     from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
-    from users.models import ApiKey, User
+    from tests.support.users import grant, make_client
+    from users.models import ApiKey
 
     venue = Venue.objects.create(code="sim", name="Simulator", kind=VenueKind.SIMULATOR)
     end = datetime(2026, 1, 5, tzinfo=UTC)
@@ -101,10 +100,7 @@ def _setup(env: dict[str, str]) -> str:
                 )
         IndicatorValue.objects.bulk_create(values, batch_size=5000)
         Candle.objects.bulk_create(bars)
-    user = User.objects.create_user("bench-signals", password=None)
-    user.user_permissions.add(
-        Permission.objects.get(codename="view_signals", content_type__app_label="alerts")
-    )
+    user = grant(make_client("bench-signals", password=None), "alerts.view_signals")
     _, raw = ApiKey.issue(user=user, name="bench")
     from django.db import connection, connections
 

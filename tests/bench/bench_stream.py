@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,12 @@ class Feed:
 
 
 async def run_clients(
-    url: str, token: str, feed: Feed, total: int, subscribe: dict[str, Any], steps: list[tuple[float, float]]
+    url: str,
+    token: str,
+    feed: Feed,
+    total: int,
+    subscribe: dict[str, Any],
+    steps: Sequence[tuple[float, float]],
 ) -> tuple[list[tuple[int, int, float]], np.ndarray, np.ndarray]:
     """Clients in CLIENT_PROCESSES processes; the feed runs each (rate, seconds) step; returns the
     steps' spans and, per frame received, its quote's entry time and index and the latency (ms)."""
@@ -158,7 +164,7 @@ async def run_clients(
     return spans, feed.order[sym, seq], latency_ms
 
 
-async def measure(url: str, token: str) -> list[dict[str, Any]]:
+async def measure(url: str, token: str) -> list[tuple[str, float, str, str]]:
     feed = Feed()
     publisher = asyncio.create_task(feed.publisher.run())
     try:
@@ -208,15 +214,15 @@ def metric(name: str, value: float, unit: str, target: str) -> tuple[str, float,
 
 
 def main() -> None:
-    from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.tokens import AccessToken
 
     from kernel.redis import sync_client
     from marketdata.models import Instrument
     from tests.marketdata.streamkit import stream_server
+    from tests.support.users import make_client
 
     prefix = os.environ["REDIS_PREFIX"]
-    user = get_user_model().objects.create_user(f"bench-stream-{os.getpid()}")
+    user = make_client(f"bench-stream-{os.getpid()}", password=None)
     Instrument.objects.bulk_create(
         Instrument(
             symbol=s,

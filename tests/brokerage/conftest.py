@@ -1,24 +1,31 @@
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
-from django.apps import apps as django_apps
-from django.contrib.auth.models import Group
 from django.db import connection
+from rest_framework.test import APIClient
 
-from brokerage import services
 from brokerage.models import ClientGroup, GroupInstrument, MarginMode, TradingAccount
-from kernel.redis import sync_client
+from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote
+from tests.support.trading import open_account
+from tests.support.users import make_role_user
 from users.models import User
-from users.roles import BACK_OFFICE, DEALER, RISK, roles_sync
+from users.roles import BACK_OFFICE, DEALER, RISK
 
 D = Decimal
+PRICES = {
+    "EURUSD": ("1.08500", "1.08510"),
+    "GBPUSD": ("1.27000", "1.27016"),
+    "USDJPY": ("150.000", "150.014"),
+}
+
+QuoteSetter = Callable[[str, str, str], None]
 
 
 class Market:
@@ -121,25 +128,9 @@ def instruments(db: None) -> dict[str, Instrument]:
 
 
 @pytest.fixture
-def client_user(db: None) -> User:
-    return User.objects.create_user(username="alice", password="a-long-password-1")
-
-
-OPERATOR_PASSWORD = "a-long-password-2"
-
-
-def role_user(username: str, *roles: str, password: str = OPERATOR_PASSWORD) -> User:
-    """A staff user holding the operator roles named (users/roles.py); the groups are (re)made from
-    the role table first, since a transactional test's flush empties them."""
-    roles_sync(django_apps)
-    user = User.objects.create_user(username=username, password=password, is_staff=True)
-    user.groups.set(Group.objects.filter(name__in=roles))
-    return User.objects.get(pk=user.pk)  # a fresh instance: no cached permissions
-
-
-@pytest.fixture
 def operator(db: None) -> User:
-    return role_user("olivia", DEALER, BACK_OFFICE, RISK)
+    """Here the desk's operator holds the dealer, back office and risk roles (not a superuser)."""
+    return make_role_user("olivia", DEALER, BACK_OFFICE, RISK)
 
 
 @pytest.fixture
@@ -154,19 +145,63 @@ def netting_group(instruments: dict[str, Instrument]) -> ClientGroup:
     )
 
 
-def open_account(owner: User, group: ClientGroup, balance: str = "5000") -> TradingAccount:
-    account = services.account_open(owner=owner, group=group)
-    if D(balance):
-        services.account_deposit(account=account, amount=D(balance))
-    return account
+@pytest.fixture
+def account(alice: User, group: ClientGroup) -> TradingAccount:
+    return open_account(alice, group)
 
 
 @pytest.fixture
-def account(client_user: User, group: ClientGroup) -> TradingAccount:
-    return open_account(client_user, group)
+def alice_account(alice: User, group: ClientGroup) -> TradingAccount:
+    return open_account(alice, group, "10000")
+
+
+@pytest.fixture
+def bob_account(bob: User, group: ClientGroup) -> TradingAccount:
+    return open_account(bob, group, "10000")
 
 
 def set_commission(group: ClientGroup, instrument: Instrument, per_lot: str) -> None:
     GroupInstrument.objects.update_or_create(
         group=group, instrument=instrument, defaults={"commission_per_lot": D(per_lot)}
     )
+
+
+def quote_set(symbol: str, bid: str, ask: str) -> None:
+    """What the market process publishes for a selected quote (marketdata.publisher), fresh now."""
+    wire = {
+        "symbol": symbol,
+        "seq": 1,
+        "tradable": True,
+        "venue": "sim",
+        "bid": bid,
+        "ask": ask,
+        "ts": time.time_ns() // 1_000_000,
+    }
+    sync_client().set(ticker_key(symbol), json.dumps(wire), ex=60)
+
+
+@pytest.fixture(autouse=True)
+def _redis_clean() -> None:
+    """Throttle counters and tickers live in Redis, outside the test transaction."""
+    client = sync_client()
+    for name in [*client.scan_iter(match=key("*throttle_*")), *client.scan_iter(match=key("ticker", "*"))]:
+        client.delete(name)
+
+
+@pytest.fixture
+def quotes(db: None) -> QuoteSetter:
+    demo_seed()
+    for symbol, (bid, ask) in PRICES.items():
+        quote_set(symbol, bid, ask)
+    return quote_set
+
+
+def client_for(user: User) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.fixture
+def alice_api(alice: User) -> APIClient:
+    return client_for(alice)

@@ -10,9 +10,8 @@ from brokerage import services
 from brokerage.models import ClientGroup, MarginMode, Position, TradingAccount
 from kernel.errors import ServiceError
 from tests.support.streams import StreamTap
+from tests.support.trading import open_account
 from users.models import AuditLog
-
-from .conftest import open_account
 
 pytestmark = pytest.mark.django_db
 
@@ -57,8 +56,8 @@ def test_a_group_change_re_margins_open_positions_at_the_new_leverage(account, o
     assert entry.details == {"from": "standard", "to": "low", "leverage": 50}
 
 
-def test_a_group_change_that_would_stop_the_account_out_is_refused(client_user, group, operator, market):
-    account = open_account(client_user, group, balance="1200")
+def test_a_group_change_that_would_stop_the_account_out_is_refused(alice, group, operator, market):
+    account = open_account(alice, group, balance="1200")
     market.set("EURUSD", "1.1000", "1.1002")
     position = buy(account)
     strict = ClientGroup.objects.create(name="strict", currency="USD", leverage=20)
@@ -127,11 +126,11 @@ async def test_operator_changes_are_pushed_to_the_owners_account_stream(account,
     assert [(f["event"], f["data"]["leverage"]) for f in changes] == [("account", 100), ("account", 50)]
 
 
-def test_a_group_leverage_change_re_margins_the_accounts_following_it(client_user, group, operator, market):
+def test_a_group_leverage_change_re_margins_the_accounts_following_it(alice, group, operator, market):
     market.set("EURUSD", "1.1000", "1.1002")
-    follower = open_account(client_user, group, balance="5000")
-    thin = open_account(client_user, group, balance="1200")
-    overridden = open_account(client_user, group, balance="5000")
+    follower = open_account(alice, group, balance="5000")
+    thin = open_account(alice, group, balance="1200")
+    overridden = open_account(alice, group, balance="5000")
     services.account_leverage_set(account=overridden, leverage=200, actor=operator)
     positions = {a.number: buy(a) for a in (follower, thin, overridden)}
 

@@ -6,8 +6,7 @@ from django.urls import reverse
 from brokerage import services
 from brokerage.models import Posting, TradingAccount
 from brokerage.streams import AccountChannel
-
-from .conftest import role_user
+from tests.support.users import make_role_user
 
 pytestmark = pytest.mark.django_db
 
@@ -48,10 +47,10 @@ def test_postings_cannot_be_added_changed_or_deleted_in_the_admin(admin_client, 
     assert posting.amount == D("5000")
 
 
-def test_an_account_added_in_the_admin_gets_its_ledger_account(admin_client, client_user, group):
+def test_an_account_added_in_the_admin_gets_its_ledger_account(admin_client, alice, group):
     response = admin_client.post(
         reverse("admin:brokerage_tradingaccount_add"),
-        {"owner": client_user.pk, "group": group.pk, "status": "active"},
+        {"owner": alice.pk, "group": group.pk, "status": "active"},
     )
     assert response.status_code == 302
     account = TradingAccount.objects.get()
@@ -61,18 +60,18 @@ def test_an_account_added_in_the_admin_gets_its_ledger_account(admin_client, cli
 
 
 def test_the_account_stream_channel_is_for_its_owner_and_staff_who_may_view_it(
-    account, client_user, operator, django_user_model
+    account, alice, operator, django_user_model
 ):
     channel = AccountChannel()
     stranger = django_user_model.objects.create_user(username="mallory", password="a-long-password-3")
-    no_role = role_user("staff-without-role")
+    no_role = make_role_user("staff-without-role")
     number = str(account.number)
-    assert channel.group(client_user, number) == f"account.{number}"
+    assert channel.group(alice, number) == f"account.{number}"
     assert channel.group(operator, number) == f"account.{number}"  # holds brokerage.view_tradingaccount
     assert channel.group(no_role, number) is None  # is_staff alone is not enough
     assert channel.group(stranger, number) is None
-    assert channel.group(client_user, "not-a-number") is None
-    snapshot = channel.snapshot(client_user, number)
+    assert channel.group(alice, "not-a-number") is None
+    snapshot = channel.snapshot(alice, number)
     assert (snapshot["number"], snapshot["balance"], snapshot["equity"]) == (
         account.number,
         "5000.00",

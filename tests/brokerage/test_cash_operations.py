@@ -16,22 +16,23 @@ from brokerage.models import (
 )
 from brokerage.selectors import account_summary, ledger_balance
 from kernel.errors import ServiceError
+from tests.support.users import make_role_user
 from users.models import AuditLog, User
 from users.roles import BACK_OFFICE, DEALER
 
-from .conftest import Market, open_account, role_user
+from .conftest import Market, open_account
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def maker(db: None) -> User:
-    return role_user("maker", BACK_OFFICE)
+    return make_role_user("maker", BACK_OFFICE)
 
 
 @pytest.fixture
 def checker(db: None) -> User:
-    return role_user("checker", BACK_OFFICE)
+    return make_role_user("checker", BACK_OFFICE)
 
 
 def create(account: TradingAccount, actor: User, kind: str, amount: str, **extra: Any) -> CashOperation:
@@ -122,7 +123,7 @@ def test_external_references_are_unique_per_method(account, maker):
 
 
 def test_each_cash_operation_needs_its_permission(account, db):
-    dealer = role_user("dealer", DEALER)
+    dealer = make_role_user("dealer", DEALER)
     with pytest.raises(ServiceError) as exc:
         create(account, dealer, "deposit", "1000000")
     assert exc.value.status_code == 403
@@ -163,13 +164,13 @@ def test_a_negative_adjustment_is_kept_above_zero_free_margin(account, maker, ma
     assert balance(account) == D("1120.20")
 
 
-def test_no_cash_operation_may_reach_the_stop_out_level(client_user, instruments, maker, market: Market):
+def test_no_cash_operation_may_reach_the_stop_out_level(alice, instruments, maker, market: Market):
     from django.contrib.auth.models import Permission
 
     group = ClientGroup.objects.create(
         name="tight", currency="USD", leverage=100, margin_call_level=D(200), stop_out_level=D(150)
     )
-    account = open_account(client_user, group, balance="3000")
+    account = open_account(alice, group, balance="3000")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1))
     # equity 2980, margin 1100.20; stop-out at 150 %: equity must stay above 1650.30
@@ -185,8 +186,8 @@ def test_no_cash_operation_may_reach_the_stop_out_level(client_user, instruments
     assert balance(account) == D("1670.31")
 
 
-def test_margin_levels_are_compared_unrounded(client_user, group, market: Market):
-    account = open_account(client_user, group, balance="2000")
+def test_margin_levels_are_compared_unrounded(alice, group, market: Market):
+    account = open_account(alice, group, balance="2000")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1))  # margin 1100.20
     market.set("EURUSD", "1.0857014", "1.0857214")  # PnL -1449.86: equity 550.14

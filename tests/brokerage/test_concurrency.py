@@ -11,8 +11,9 @@ from brokerage import services
 from brokerage.models import Deal, LedgerTransaction, Order, Position, TransactionKind
 from brokerage.pricing import Tick
 from kernel.errors import ServiceError
+from tests.support.trading import open_account
 
-from .conftest import ledger_problems, open_account
+from .conftest import ledger_problems
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,12 +31,12 @@ def in_thread(fn):
 
 
 def test_a_hundred_concurrent_orders_keep_every_balance_equal_to_its_postings(
-    client_user, group, instruments, market
+    alice, group, instruments, market
 ):
     from .conftest import set_commission
 
     set_commission(group, instruments["EURUSD"], "3")
-    accounts = [open_account(client_user, group, balance="2000") for _ in range(5)]
+    accounts = [open_account(alice, group, balance="2000") for _ in range(5)]
     market.set("EURUSD", "1.1000", "1.1002")
     start = threading.Barrier(10)
 
@@ -64,8 +65,8 @@ def test_a_hundred_concurrent_orders_keep_every_balance_equal_to_its_postings(
         assert account.balance == D("2000") - D("0.30") * 17
 
 
-def test_a_deposit_racing_a_close_keeps_the_ledger_consistent(client_user, group, market):
-    account = open_account(client_user, group, balance="5000")
+def test_a_deposit_racing_a_close_keeps_the_ledger_consistent(alice, group, market):
+    account = open_account(alice, group, balance="5000")
     market.set("EURUSD", "1.1000", "1.1002")
     for _ in range(20):
         services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
@@ -93,8 +94,8 @@ def test_a_deposit_racing_a_close_keeps_the_ledger_consistent(client_user, group
     assert ledger_problems() == []
 
 
-def test_concurrent_duplicate_trigger_attempts_execute_once(client_user, group, market):
-    account = open_account(client_user, group)
+def test_concurrent_duplicate_trigger_attempts_execute_once(alice, group, market):
+    account = open_account(alice, group)
     market.set("EURUSD", "1.1000", "1.1002")
     order = services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1), sl=D("1.0950"))
     pending = services.order_submit(

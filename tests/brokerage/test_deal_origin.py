@@ -17,9 +17,8 @@ from kernel.redis import sync_client
 from marketdata.lpmanager import LPManager, VenueSettings
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote, now_ns
+from tests.support.trading import open_account
 from tests.support.waiting import wait_until
-
-from .conftest import open_account
 
 
 def origin(deal: Deal) -> tuple[str, int | None]:
@@ -63,10 +62,10 @@ to_the_lp = ToTheLp()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_trigger_watcher_fills_record_the_quote_that_fired_them(client_user, group, market):
+def test_trigger_watcher_fills_record_the_quote_that_fired_them(alice, group, market):
     watcher = TriggerWatcher(workers=2, margin_interval_s=0.1)
     try:
-        account = open_account(client_user, group, balance="1200")
+        account = open_account(alice, group, balance="1200")
         market.set("EURUSD", "1.1000", "1.1002")
         services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"), tp=D("1.1050"))
         pending = services.order_submit(

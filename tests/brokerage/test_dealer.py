@@ -23,11 +23,9 @@ CLIENTS = 100
 ORDERS_EACH = 4
 
 
-def test_a_hundred_concurrent_clients_through_the_dealer_keep_the_ledger(
-    client_user, group, instruments, market
-):
+def test_a_hundred_concurrent_clients_through_the_dealer_keep_the_ledger(alice, group, instruments, market):
     set_commission(group, instruments["EURUSD"], "3")
-    accounts = [open_account(client_user, group, balance="2000") for _ in range(20)]
+    accounts = [open_account(alice, group, balance="2000") for _ in range(20)]
     market.set("EURUSD", "1.1000", "1.1002")
     batches_before, batched_before = dealers.batched()
     start = threading.Barrier(CLIENTS)
@@ -81,11 +79,9 @@ def test_a_hundred_concurrent_clients_through_the_dealer_keep_the_ledger(
     assert ledger_problems() == []
 
 
-def test_one_accounts_orders_keep_their_order_and_a_refused_one_leaves_its_neighbours(
-    client_user, group, market
-):
-    account = open_account(client_user, group, balance="5000")
-    other = open_account(client_user, group, balance="5000")
+def test_one_accounts_orders_keep_their_order_and_a_refused_one_leaves_its_neighbours(alice, group, market):
+    account = open_account(alice, group, balance="5000")
+    other = open_account(alice, group, balance="5000")
     market.set("EURUSD", "1.1000", "1.1002")
     results: dict[str, object] = {}
 

@@ -20,8 +20,7 @@ from brokerage.selectors import (
 )
 from kernel import sql
 from marketdata.models import Instrument
-
-from .conftest import open_account
+from tests.support.trading import open_account
 
 pytestmark = pytest.mark.django_db
 
@@ -50,14 +49,12 @@ def test_the_pnl_of_a_cost_basis_is_the_sum_of_the_positions_pnl():
         assert pricing.money(together, currency) == pricing.money(each, currency)
 
 
-def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(
-    client_user, instruments, market
-):
+def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(alice, instruments, market):
     group = ClientGroup.objects.create(
         name="marked-up", currency="USD", leverage=50, markup_default=D("0.00003")
     )
     GroupInstrument.objects.create(group=group, instrument=instruments["USDJPY"], markup=D("0.02"))
-    account = open_account(client_user, group, balance="500000")
+    account = open_account(alice, group, balance="500000")
     market.set("EURUSD", "1.1000", "1.1002")
     market.set("USDJPY", "150.00", "150.02")
     market.set("XAUUSD", "2400.10", "2400.60")
@@ -108,8 +105,8 @@ def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(
     assert detailed.equity == summary.equity
 
 
-def test_an_exposure_without_a_price_leaves_the_summary_unpriced(client_user, group, market):
-    account = open_account(client_user, group, balance="10000")
+def test_an_exposure_without_a_price_leaves_the_summary_unpriced(alice, group, market):
+    account = open_account(alice, group, balance="10000")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
     market.clear("EURUSD")

@@ -7,14 +7,13 @@ from brokerage import services
 from brokerage.models import LedgerAccountKind, LedgerTransaction, Posting, TransactionKind
 from brokerage.selectors import ledger_balance, posted_balance
 from kernel.errors import ServiceError
-
-from .conftest import open_account
+from tests.support.trading import open_account
 
 pytestmark = pytest.mark.django_db
 
 
-def test_a_deposit_is_a_balanced_transaction_from_house_cash(client_user, group, operator):
-    account = services.account_open(owner=client_user, group=group)
+def test_a_deposit_is_a_balanced_transaction_from_house_cash(alice, group, operator):
+    account = services.account_open(owner=alice, group=group)
     txn = services.account_deposit(account=account, amount=D("250.50"), actor=operator, comment="wire")
     assert (txn.kind, txn.created_by, txn.comment) == (TransactionKind.DEPOSIT, operator, "wire")
     legs = {p.ledger_account.kind: p.amount for p in txn.postings.select_related("ledger_account")}
@@ -89,12 +88,10 @@ def test_the_database_refuses_an_unbalanced_transaction(account):
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
-def test_the_database_refuses_a_posting_in_another_currency(account, client_user, instruments):
+def test_the_database_refuses_a_posting_in_another_currency(account, alice, instruments):
     from brokerage.models import ClientGroup
 
-    eur_account = open_account(
-        client_user, ClientGroup.objects.create(name="eur", currency="EUR", leverage=50)
-    )
+    eur_account = open_account(alice, ClientGroup.objects.create(name="eur", currency="EUR", leverage=50))
     with pytest.raises(IntegrityError, match="another currency"), transaction.atomic():
         txn = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT, currency="USD")
         Posting.objects.create(transaction=txn, ledger_account=account.ledger_account, amount=D("10"))

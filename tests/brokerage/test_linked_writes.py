@@ -40,10 +40,10 @@ def statements_of(run: Any) -> list[str]:
 
 
 def test_a_market_order_writes_its_rows_in_one_statement(
-    client_user: User, group: ClientGroup, instruments: dict[str, Instrument], market: Market
+    alice: User, group: ClientGroup, instruments: dict[str, Instrument], market: Market
 ) -> None:
     set_commission(group, instruments["EURUSD"], "3")
-    account = open_account(client_user, group, balance="5000")
+    account = open_account(alice, group, balance="5000")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(
         account=account, symbol="EURUSD", side="sell", volume=D("0.1")

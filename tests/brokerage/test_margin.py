@@ -6,8 +6,7 @@ from brokerage import services
 from brokerage.models import LedgerTransaction, Position, TransactionKind
 from brokerage.quotes import redis_quotes
 from brokerage.selectors import account_summary, ledger_balance, margin_watchlist
-
-from .conftest import open_account
+from tests.support.trading import open_account
 
 pytestmark = pytest.mark.django_db
 
@@ -16,8 +15,8 @@ def buy(account, symbol, volume="1"):
     return services.order_submit(account=account, symbol=symbol, side="buy", volume=D(volume))
 
 
-def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(client_user, group, market):
-    account = open_account(client_user, group, balance="3000")
+def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(alice, group, market):
+    account = open_account(alice, group, balance="3000")
     market.set("GBPUSD", "1.2700", "1.2702")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "GBPUSD")  # opened first: closing in id order would pick it
@@ -44,8 +43,8 @@ def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(client_
     assert account.margin_call_at is not None  # still below the margin-call level
 
 
-def test_stop_out_keeps_going_while_the_level_stays_below(client_user, group, market):
-    account = open_account(client_user, group, balance="3000")
+def test_stop_out_keeps_going_while_the_level_stays_below(alice, group, market):
+    account = open_account(alice, group, balance="3000")
     market.set("GBPUSD", "1.2700", "1.2702")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "GBPUSD")
@@ -59,8 +58,8 @@ def test_stop_out_keeps_going_while_the_level_stays_below(client_user, group, ma
     assert account.margin_call_at is None
 
 
-def test_negative_balance_protection_restores_zero_with_a_house_posting(client_user, group, market):
-    account = open_account(client_user, group, balance="1200")
+def test_negative_balance_protection_restores_zero_with_a_house_posting(alice, group, market):
+    account = open_account(alice, group, balance="1200")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "EURUSD")
     market.set("EURUSD", "1.0800", "1.0802")  # a gap: -2020 against a 1200 balance
@@ -75,10 +74,10 @@ def test_negative_balance_protection_restores_zero_with_a_house_posting(client_u
     assert ledger_balance(ledger_account=compensation) == D("-820")
 
 
-def test_without_negative_balance_protection_the_deficit_stays(client_user, group, market):
+def test_without_negative_balance_protection_the_deficit_stays(alice, group, market):
     group.negative_balance_protection = False
     group.save()
-    account = open_account(client_user, group, balance="1200")
+    account = open_account(alice, group, balance="1200")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "EURUSD")
     market.set("EURUSD", "1.0800", "1.0802")
@@ -87,8 +86,8 @@ def test_without_negative_balance_protection_the_deficit_stays(client_user, grou
     assert account.balance == D("-820")
 
 
-def test_no_stop_out_without_a_tradable_price(client_user, group, market):
-    account = open_account(client_user, group, balance="1200")
+def test_no_stop_out_without_a_tradable_price(alice, group, market):
+    account = open_account(alice, group, balance="1200")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "EURUSD")
     market.set("EURUSD", "1.0800", "1.0802", tradable=False)
@@ -96,8 +95,8 @@ def test_no_stop_out_without_a_tradable_price(client_user, group, market):
     assert Position.objects.get().status == "open"
 
 
-def test_no_margin_decision_while_any_position_is_unpriced(client_user, group, market):
-    account = open_account(client_user, group, balance="3000")
+def test_no_margin_decision_while_any_position_is_unpriced(alice, group, market):
+    account = open_account(alice, group, balance="3000")
     market.set("GBPUSD", "1.2700", "1.2702")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "GBPUSD")

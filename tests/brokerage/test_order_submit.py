@@ -15,8 +15,9 @@ from brokerage.models import (
 )
 from brokerage.selectors import account_summary
 from kernel.errors import ServiceError
+from tests.support.trading import open_account
 
-from .conftest import STALE_AFTER_MS, open_account, set_commission
+from .conftest import STALE_AFTER_MS, set_commission
 
 pytestmark = pytest.mark.django_db
 
@@ -60,8 +61,8 @@ def test_a_market_sell_fills_at_the_bid(account, market):
     assert account_summary(account=account).unrealized_pnl == D("240.00")  # marked at the ask
 
 
-def test_it_refuses_an_order_beyond_free_margin_and_writes_nothing(client_user, group, market):
-    poor = open_account(client_user, group, balance="1000")
+def test_it_refuses_an_order_beyond_free_margin_and_writes_nothing(alice, group, market):
+    poor = open_account(alice, group, balance="1000")
     market.set("EURUSD", "1.1000", "1.1002")
     with pytest.raises(ServiceError) as exc:
         buy(poor)
@@ -74,10 +75,10 @@ def test_it_refuses_an_order_beyond_free_margin_and_writes_nothing(client_user, 
     assert poor.balance == D("1000")
 
 
-def test_the_margin_check_counts_the_spread_loss_of_the_new_position(client_user, group, market):
+def test_the_margin_check_counts_the_spread_loss_of_the_new_position(alice, group, market):
     # Margin 1100.20 equals the balance, but bought at the ask and marked at the bid the position is
     # worth -20 at once: equity 1080.20 would not cover its margin.
-    tight = open_account(client_user, group, balance="1100.20")
+    tight = open_account(alice, group, balance="1100.20")
     market.set("EURUSD", "1.1000", "1.1002")
     with pytest.raises(ServiceError) as exc:
         buy(tight)
@@ -172,8 +173,8 @@ def test_a_close_only_account_cannot_open_but_can_close(account, market):
     assert deal.entry == DealEntry.OUT
 
 
-def test_a_close_only_netting_account_may_reduce_its_position(client_user, netting_group, market):
-    netted = open_account(client_user, netting_group)
+def test_a_close_only_netting_account_may_reduce_its_position(alice, netting_group, market):
+    netted = open_account(alice, netting_group)
     market.set("EURUSD", "1.1000", "1.1002")
     buy(netted)
     netted.status = AccountStatus.CLOSE_ONLY
@@ -257,8 +258,8 @@ def test_bad_choices_are_refused_with_400(account, market):
     assert (exc.value.code, exc.value.status_code) == ("unknown_symbol", 404)
 
 
-def test_netting_adds_reduces_and_flips_one_position(client_user, netting_group, market):
-    netted = open_account(client_user, netting_group, balance="10000")
+def test_netting_adds_reduces_and_flips_one_position(alice, netting_group, market):
+    netted = open_account(alice, netting_group, balance="10000")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(netted, "1")
     market.set("EURUSD", "1.1010", "1.1012")

@@ -21,7 +21,7 @@ from brokerage.models import ClientGroup, Deal, Position, Posting, TransactionKi
 from brokerage.quotes import MemoryQuoteSource
 from kernel.errors import ServiceError
 from marketdata.quotes import Quote, SelectedQuote
-from users.models import User
+from tests.support.users import make_client
 
 from .conftest import ledger_problems
 
@@ -36,7 +36,7 @@ EXPECTED_ERRORS = {"insufficient_margin", "insufficient_free_margin", "position_
 class Dealing(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        owner = User.objects.create_user(username=f"trader{time.monotonic_ns()}")
+        owner = make_client(f"trader{time.monotonic_ns()}", password=None)
         group = ClientGroup.objects.get(name="machine")
         self.account = services.account_open(owner=owner, group=group)
         self.quotes = MemoryQuoteSource()

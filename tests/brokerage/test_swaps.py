@@ -9,8 +9,9 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from brokerage import pricing, services
 from brokerage.models import GroupInstrument, LedgerTransaction, Position, TransactionKind
 from livermore.schedules import periodic_tasks_sync
+from tests.support.trading import open_account
 
-from .conftest import ledger_problems, open_account
+from .conftest import ledger_problems
 
 pytestmark = pytest.mark.django_db
 
@@ -116,12 +117,12 @@ def test_a_close_before_the_swap_job_pays_the_rollovers_it_was_held_over_on_the_
 
 
 def test_a_netting_add_before_the_swap_job_pays_the_passed_rollovers_on_the_volume_before_it(
-    client_user, netting_group, instruments, market
+    alice, netting_group, instruments, market
 ):
     GroupInstrument.objects.create(
         group=netting_group, instrument=instruments["EURUSD"], swap_long=D("-1"), swap_triple_weekday=None
     )
-    account = open_account(client_user, netting_group)
+    account = open_account(alice, netting_group)
     position, last = held_over_the_last_two_rollovers(account, market, "1")
 
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("3"))

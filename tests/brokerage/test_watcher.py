@@ -13,9 +13,8 @@ from brokerage import services
 from brokerage.models import Deal, Order, Position
 from brokerage.watcher import TriggerWatcher
 from tests.support.streams import StreamTap
+from tests.support.trading import open_account
 from tests.support.waiting import wait_until
-
-from .conftest import open_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,8 +74,8 @@ def test_it_ignores_untradable_quotes(account, market, watcher):
     assert Position.objects.get(deals__order=opened).status == "open"
 
 
-def test_its_margin_sweep_stops_an_account_out(client_user, group, market, watcher):
-    account = open_account(client_user, group, balance="1200")
+def test_its_margin_sweep_stops_an_account_out(alice, group, market, watcher):
+    account = open_account(alice, group, balance="1200")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1))
     watcher(market.selected("EURUSD", "1.1000", "1.1002"))
@@ -109,8 +108,8 @@ async def test_account_events_are_published_after_commit(account, market):
     assert (position["volume"], position["sl"], position["margin"]) == ("1", "1.0950", "1100.20")
 
 
-async def test_a_refused_order_publishes_nothing(client_user, group, market):
-    poor = await db_call(open_account, client_user, group, "0")  # no deposit event in flight
+async def test_a_refused_order_publishes_nothing(alice, group, market):
+    poor = await db_call(open_account, alice, group, "0")  # no deposit event in flight
     async with StreamTap(poor.stream_group) as tap:
         market.set("EURUSD", "1.1000", "1.1002")
         with pytest.raises(services.ServiceError):
@@ -119,8 +118,8 @@ async def test_a_refused_order_publishes_nothing(client_user, group, market):
             await tap.receive(within_s=0.5)
 
 
-async def test_margin_call_and_stop_out_events_reach_the_owners_account_stream(client_user, group, market):
-    account = await db_call(open_account, client_user, group, "1200")
+async def test_margin_call_and_stop_out_events_reach_the_owners_account_stream(alice, group, market):
+    account = await db_call(open_account, alice, group, "1200")
     market.set("EURUSD", "1.1000", "1.1002")
     await db_call(services.order_submit, account=account, symbol="EURUSD", side="buy", volume=D(1))
     async with StreamTap(account.stream_group) as tap:

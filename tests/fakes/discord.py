@@ -116,8 +116,7 @@ class FakeDiscord:
 
     @property
     def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.server.server_port}"
 
     def __enter__(self) -> "FakeDiscord":
         self.thread.start()
@@ -240,10 +239,10 @@ class FakeDiscord:
     @staticmethod
     def _parse(content_type: str, body: bytes) -> tuple[dict[str, Any], list[Upload]]:
         if content_type.startswith("application/json"):
-            payload = json.loads(body or b"null")
-            if not isinstance(payload, dict):
+            parsed = json.loads(body or b"null")
+            if not isinstance(parsed, dict):
                 raise ValueError("The request body contains invalid JSON.")
-            return payload, []
+            return parsed, []
         if not content_type.startswith("multipart/form-data"):
             raise ValueError("Unsupported content type.")
         message = BytesParser(policy=HTTP).parsebytes(
@@ -253,7 +252,8 @@ class FakeDiscord:
         files = []
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            data = part.get_payload(decode=True) or b""
+            decoded = part.get_payload(decode=True)
+            data = decoded if isinstance(decoded, bytes) else b""
             if name == "payload_json":
                 payload = json.loads(data)
             elif isinstance(name, str) and name.startswith("files["):

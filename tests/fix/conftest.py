@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from brokerage.models import ClientGroup, TradingAccount
-from brokerage.services import account_deposit, account_open
 from fix.models import FixRole, FixSession, RoutingAction, RoutingRule
 from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.brokerage.conftest import Market
 from tests.fakes.fix_peer import FixPeer
-from users.models import User
+from tests.support.trading import open_account
+from tests.support.users import make_client
 
 pytest.importorskip("quickfix")
 
@@ -163,9 +163,7 @@ def a_book(fix_venue: Venue) -> Callable[..., TradingAccount]:
             leverage=100,
             markup_default=D("0.00002"),
         )
-        user = User.objects.create_user(username=f"client-{session.name}", password="a-long-password-1")
-        account = account_open(owner=user, group=group)
-        account_deposit(account=account, amount=D(balance))
+        account = open_account(make_client(f"client-{session.name}"), group, balance)
         RoutingRule.objects.create(
             priority=10, name="all to the LP", action=RoutingAction.A_BOOK, session=session, **rule
         )

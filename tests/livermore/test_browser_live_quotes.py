@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from marketdata.demo import demo_seed
-from tests.conftest import PASSWORD
 from tests.support.stack import run_stack
+from tests.support.users import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,23 +1,23 @@
 import asyncio
 from collections.abc import Iterator
-from decimal import Decimal as D
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.utils.module_loading import import_string
+from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from kernel.redis import key, sync_client
 from marketdata import ticks
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.fixtures import celery_worker, coinbase_key, coinbase_rest, oanda
+from tests.support.instruments import make_instrument
 from users.models import ApiKey, User
 
 
 @pytest.fixture(autouse=True)
-def _quote_listeners_stopped(settings: Any) -> Iterator[None]:
+def _quote_listeners_stopped(settings: Settings) -> Iterator[None]:
     """Tests that feed a MarketLoop's quotes without running it start the process's quote listeners
     (brokerage's trigger watcher, live alerts) and never reach the loop's shutdown, which stops them:
     stop them here, before the test database goes."""
@@ -64,20 +64,6 @@ def tick_table() -> Iterator[None]:
     drop_partitions()
 
 
-def instrument(symbol: str = "EURUSD", digits: int = 5) -> Instrument:
-    return Instrument.objects.create(
-        symbol=symbol,
-        base_currency=symbol[:3],
-        quote_currency=symbol[3:],
-        contract_size=D(100000),
-        digits=digits,
-        pip_size=D("0.0001"),
-        volume_min=D("0.01"),
-        volume_max=D(100),
-        volume_step=D("0.01"),
-    )
-
-
 def simulator_venue(
     code: str, *, priority: int, symbols: list[Instrument], stale_after_ms: int = 1000
 ) -> Venue:
@@ -100,12 +86,7 @@ def simulator_venue(
 
 @pytest.fixture
 def eurusd(db: None) -> Instrument:
-    return instrument("EURUSD")
-
-
-@pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    return make_instrument("EURUSD")
 
 
 @pytest.fixture

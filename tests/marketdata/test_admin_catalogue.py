@@ -3,15 +3,14 @@ from collections.abc import Iterator
 from decimal import Decimal as D
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.binance import BinanceRestFake, binance_symbol
+from tests.support.instruments import make_instrument
+from tests.support.users import grant, make_staff
 from users.models import AuditLog, User
-
-from .conftest import instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +33,7 @@ def venue(binance_rest: BinanceRestFake) -> Venue:
 
 
 def staff(*permissions: str) -> Client:
-    user = User.objects.create_user("desk", password="a-long-test-password", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=["view_venue", *permissions]))
+    user = make_staff("desk", *(f"marketdata.{codename}" for codename in ["view_venue", *permissions]))
     client = Client()
     client.force_login(user)
     return client
@@ -128,7 +126,7 @@ def test_the_import_action_leads_to_the_catalogue_page(admin_client, venue):
 def test_the_watchlist_page_adds_and_removes_symbols(admin_client, venue):
     for symbol in ("BTCUSDT", "ETHUSDT"):
         VenueSymbol.objects.create(
-            venue=venue, instrument=instrument(symbol), venue_symbol=symbol, enabled=symbol == "BTCUSDT"
+            venue=venue, instrument=make_instrument(symbol), venue_symbol=symbol, enabled=symbol == "BTCUSDT"
         )
     url = reverse("admin:marketdata_venue_watchlist", args=[venue.pk])
 
@@ -155,8 +153,6 @@ def test_the_pages_need_their_permission(venue):
 
     allowed = Client()
     allowed.force_login(User.objects.get(username="desk"))
-    User.objects.get(username="desk").user_permissions.add(
-        *Permission.objects.filter(codename__in=["import_instruments", "change_watchlist"])
-    )
+    grant(User.objects.get(username="desk"), "marketdata.import_instruments", "marketdata.change_watchlist")
     assert allowed.get(catalogue).status_code == 200
     assert allowed.get(watchlist).status_code == 200

@@ -13,8 +13,7 @@ from marketdata.models import Candle, Instrument
 from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote
 from marketdata.ticks import TickRecorder
-
-from .conftest import instrument
+from tests.support.instruments import make_instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +51,7 @@ def test_it_lists_instruments_with_decimals_as_strings(api, eurusd):
 
 
 def test_it_serves_quotes_from_the_ticker_cache(api, eurusd):
-    instrument("GBPUSD")
+    make_instrument("GBPUSD")
     q = Quote("EURUSD", "sim", D("1.08500"), D("1.08512"), venue_ts=1_772_445_600_000_000_000, recv_ts=0)
     wire = SelectedQuote(symbol="EURUSD", seq=42, quote=q, tradable=True).to_wire()
     sync_client().set(ticker_key("EURUSD"), json.dumps(wire))

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
@@ -23,7 +22,7 @@ from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
 from tests.fakes.fixtures import wait_for
 from tests.fakes.oanda import OandaFake, trading
-from users.models import User
+from tests.support.users import grant, make_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -395,17 +394,13 @@ def test_a_running_job_list_refreshes_itself(
 def test_the_backfill_action_needs_its_permission(
     btc: Instrument, coinbase_venue: Venue, client: Client
 ) -> None:
-    staff = User.objects.create_user("desk", password="a-long-test-password", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_instrument", "change_instrument"])
-    )
+    staff = make_staff("desk", "marketdata.view_instrument", "marketdata.change_instrument")
     client.force_login(staff)
     page = client.get("/admin/marketdata/instrument/").content.decode()
     assert "backfill_candles" not in page
     client.post("/admin/marketdata/instrument/", {"action": "backfill_candles", "_selected_action": [btc.pk]})
     assert not BackfillJob.objects.exists()
-    staff.user_permissions.add(Permission.objects.get(codename="run_backfill"))
-    staff = User.objects.get(pk=staff.pk)
+    staff = grant(staff, "marketdata.run_backfill")
     client.force_login(staff)
     assert "backfill_candles" in client.get("/admin/marketdata/instrument/").content.decode()
 

@@ -7,15 +7,14 @@ from django.core.management import CommandError, call_command
 
 from marketdata.models import BackfillJob, Candle, Instrument, Venue, VenueKind, VenueSymbol
 from tests.fakes.coinbase import CoinbaseRestFake
-
-from .conftest import instrument
+from tests.support.instruments import make_instrument
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def btc(coinbase_rest: CoinbaseRestFake) -> Instrument:
-    btc = instrument("BTCUSD", digits=2)
+    btc = make_instrument("BTCUSD", digits=2)
     venue = Venue.objects.create(
         code="cb", name="Coinbase", kind=VenueKind.COINBASE, config={"rest_url": coinbase_rest.url}
     )

@@ -14,9 +14,8 @@ from marketdata.publisher import book_key, candle_cache_key, candle_group
 from marketdata.quotes import Quote, SelectedQuote, Trade
 from marketdata.selectors import order_book_get
 from marketdata.services import candles_store
+from tests.support.instruments import make_instrument
 from tests.support.streams import StreamTap
-
-from .conftest import instrument
 
 T0 = int(datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp())
 NS = 1_000_000_000
@@ -39,7 +38,7 @@ def mid_quote(seconds: float, mid: str, seq: int) -> SelectedQuote:
 async def test_a_closed_bar_is_stored_cached_published_and_handed_to_listeners(settings, thread_db_closed):
     settings.CANDLE_LISTENERS = [f"{__name__}.remember"]
     closed_by_listener.clear()
-    await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(make_instrument)("EURUSD")
     stage = CandleStage()
     try:
         async with StreamTap(candle_group("EURUSD", "1m")) as tap:  # what every web process's hub hears
@@ -86,7 +85,7 @@ async def test_a_closed_bar_is_stored_cached_published_and_handed_to_listeners(s
 @pytest.mark.django_db(transaction=True)
 async def test_the_cache_is_capped_per_symbol_and_timeframe(settings, thread_db_closed):
     settings.CANDLE_CACHE_SIZE = 3
-    await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(make_instrument)("EURUSD")
     stage = CandleStage()
     try:
         for minute in range(6):
@@ -100,7 +99,7 @@ async def test_the_cache_is_capped_per_symbol_and_timeframe(settings, thread_db_
 
 @pytest.mark.django_db
 def test_storing_a_bar_twice_keeps_the_first_and_ignores_unknown_symbols():
-    instrument("EURUSD")
+    make_instrument("EURUSD")
     first = Bar("EURUSD", "1h", T0, D(1), D(2), D("0.5"), D("1.5"), tick_count=9)
     again = Bar("EURUSD", "1h", T0, D(7), D(7), D(7), D(7), tick_count=1)
     assert candles_store(bars=[first, Bar("NOPE", "1h", T0, D(1), D(1), D(1), D(1))]) == 1

@@ -13,9 +13,9 @@ from marketdata.services import instruments_import
 from tests.fakes.binance import BinanceRestFake, binance_symbol
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, coinbase_product
 from tests.fakes.oanda import OandaFake, oanda_instrument
-from users.models import AuditLog, User
-
-from .conftest import instrument
+from tests.support.instruments import make_instrument
+from tests.support.users import make_staff
+from users.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 
@@ -238,7 +238,7 @@ def test_oanda_instruments_become_instruments_in_lots(oanda_venue, oanda):
 
 
 def test_the_preview_creates_nothing(coinbase_venue):
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     before = snapshot()
 
     plan = instruments_import(venue=coinbase_venue, dry_run=True)
@@ -272,7 +272,7 @@ def test_match_takes_only_the_matching_products(coinbase_venue):
 
 
 def test_an_existing_instrument_keeps_the_desks_lot_description_and_tradable_flag(oanda_venue):
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     Instrument.objects.filter(pk=eurusd.pk).update(description="Euro vs US Dollar", tradable=False)
 
     plan = instruments_import(venue=oanda_venue, match="EUR_USD")
@@ -387,7 +387,7 @@ def test_a_confirmation_of_a_stale_preview_writes_nothing(coinbase_venue, coinba
 
 
 def test_an_import_by_an_operator_is_audited(coinbase_venue):
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
 
     instruments_import(venue=coinbase_venue, match="BTC-USD", actor=ops)
 
@@ -426,7 +426,7 @@ def test_the_command_refuses_bad_input_clearly(coinbase_venue, binance_venue, bi
 
 
 def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_a_finer_tick_is_refused():
-    eurusd = instrument("EURUSD", digits=5)
+    eurusd = make_instrument("EURUSD", digits=5)
     assert eurusd.tick_size == D("0.00001")
 
     eurusd.tick_size = D("0.5")
@@ -437,7 +437,7 @@ def test_an_instrument_saved_without_a_tick_gets_one_unit_of_its_last_digit_and_
 
 
 def test_an_import_can_put_what_it_imports_on_the_watchlist(coinbase_venue):
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
 
     instruments_import(venue=coinbase_venue, match="BTC-USD, OLD-USD", watch=True, actor=ops)
     call_command("instruments_import", "cb", "--match", "ETH-*", "--watch", stdout=StringIO())

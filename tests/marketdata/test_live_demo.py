@@ -16,11 +16,12 @@ from kernel.redis import key, sync_client
 from marketdata.loop import HEALTH_KEY, MarketLoop
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
+from tests.support.instruments import make_instrument
 from tests.support.stack import ROOT, production_env
 from tests.support.waiting import await_until, wait_until
 from users.models import AuditLog
 
-from .conftest import instrument, simulator_venue
+from .conftest import simulator_venue
 
 
 def demo_fix_venue(symbols: list[Instrument]) -> Venue:
@@ -33,7 +34,7 @@ def demo_fix_venue(symbols: list[Instrument]) -> Venue:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_runmarket_in_production_refuses_to_start_with_a_simulated_venue_enabled():
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     simulator_venue("sim", priority=1, symbols=[eurusd])
     demo_fix_venue([eurusd])
     Venue.objects.create(code="sim-off", name="off", kind=VenueKind.SIMULATOR, enabled=False)
@@ -55,7 +56,7 @@ def test_runmarket_in_production_refuses_to_start_with_a_simulated_venue_enabled
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_runmarket_in_production_runs_the_simulator_when_the_deployment_says_it_is_a_demo():
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     simulator_venue("sim", priority=1, symbols=[eurusd])
     sync_client().delete(key(HEALTH_KEY))
     process = subprocess.Popen(
@@ -85,7 +86,7 @@ async def test_a_live_market_loop_never_starts_a_simulated_venue_enabled_while_i
     settings, thread_db_closed, caplog
 ):
     settings.LIVERMORE_DEMO = False
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
     loop = MarketLoop()
     assert not loop.manager.allow_simulated
@@ -172,8 +173,8 @@ def test_a_symbols_priority_is_edited_in_the_venues_admin_page(admin_client, eur
 async def test_the_running_loop_prices_each_symbol_from_the_venue_its_own_priority_prefers(
     tick_table, thread_db_closed
 ):
-    eurusd = await sync_to_async(instrument)("EURUSD")
-    xauusd = await sync_to_async(instrument)("XAUUSD", digits=2)
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
+    xauusd = await sync_to_async(make_instrument)("XAUUSD", digits=2)
     await sync_to_async(simulator_venue)("lp-a", priority=1, symbols=[eurusd, xauusd])
     await sync_to_async(simulator_venue)("lp-b", priority=5, symbols=[eurusd, xauusd])
     await sync_to_async(VenueSymbol.objects.filter(venue__code="lp-b", instrument=xauusd).update)(priority=0)

@@ -9,16 +9,17 @@ from kernel.redis import key, sync_client
 from marketdata.loop import HEALTH_KEY, VENUES_KEY, MarketLoop
 from marketdata.models import Venue
 from marketdata.quotes import SelectedQuote
+from tests.support.instruments import make_instrument
 from tests.support.waiting import await_until
 
-from .conftest import instrument, simulator_venue
+from .conftest import simulator_venue
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_running_loop_fails_over_when_the_selected_venue_is_disabled_in_the_database(
     tick_table, thread_db_closed
 ):
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim-a", priority=1, symbols=[eurusd])
     await sync_to_async(simulator_venue)("sim-b", priority=5, symbols=[eurusd])
     seen: list[SelectedQuote] = []

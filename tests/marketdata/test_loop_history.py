@@ -21,9 +21,8 @@ from marketdata.models import Candle, Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import Quote, Trade
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, CoinbaseWsFake
 from tests.fakes.tape import Tape
+from tests.support.instruments import make_instrument
 from tests.support.waiting import await_until
-
-from .conftest import instrument
 
 NS = 1_000_000_000
 
@@ -71,7 +70,7 @@ async def test_the_loop_warms_up_builds_bars_from_trades_and_backfills_a_reconne
     now = int(time.time())
     minute = now - now % 60
     tape = Tape(since=minute - 60)  # the venue's candles come from its trades from the last minute on
-    btc = await sync_to_async(instrument)("BTCUSD", digits=2)
+    btc = await sync_to_async(make_instrument)("BTCUSD", digits=2)
     async with CoinbaseWsFake(tape=tape) as ws:
         with CoinbaseRestFake(coinbase_key, tape=tape) as rest:
             await sync_to_async(coinbase_venue)(btc, ws.url, rest.url)

@@ -25,10 +25,11 @@ from marketdata.publisher import ticker_key
 from marketdata.quotes import Quote, SelectedQuote, now_ns
 from marketdata.services import candles_store
 from marketdata.ticks import TickRecorder
+from tests.support.instruments import make_instrument
 from tests.support.stack import free_port
 from tests.support.waiting import await_until
 
-from .conftest import instrument, simulator_venue
+from .conftest import simulator_venue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,7 +49,7 @@ def stored(timeframe: str, start: int) -> Candle:
 async def test_bars_closed_after_a_restart_keep_the_open_high_low_and_ticks_of_before(
     tick_table, thread_db_closed
 ):
-    await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(make_instrument)("EURUSD")
     period = (now_ns() // NS - 3600) // 300 * 300  # a 5m bar an hour ago, restarted in its 4th minute
     bars = [
         Bar("EURUSD", "1m", period, D("1.1000"), D("1.1050"), D("1.0990"), D("1.1010"), tick_count=10),
@@ -91,7 +92,7 @@ async def test_bars_closed_after_a_restart_keep_the_open_high_low_and_ticks_of_b
 
 
 async def test_bars_the_database_refused_at_shutdown_are_stored_by_the_next_run(thread_db_closed):
-    await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(make_instrument)("EURUSD")
     name = connection.settings_dict["NAME"]
     start = (now_ns() // NS - 600) // 300 * 300  # so only the 1m bar closes, not a longer one
     stage = CandleStage()
@@ -149,7 +150,7 @@ async def run_until_quoted(loop: MarketLoop, seen: list[SelectedQuote], count: i
 async def test_open_bars_are_rebuilt_from_the_database_when_redis_is_down_at_start(
     tick_table, thread_db_closed, settings
 ):
-    await sync_to_async(instrument)("EURUSD")
+    await sync_to_async(make_instrument)("EURUSD")
     minute = now_ns() // NS // 60 * 60
     recorder = TickRecorder(database_conninfo())
     recorder(quote(minute * NS, "1.1022", 1))  # the previous run's ticks of this minute
@@ -168,7 +169,7 @@ async def test_open_bars_are_rebuilt_from_the_database_when_redis_is_down_at_sta
 
 
 async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed):
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
     runs: list[list[SelectedQuote]] = [[], [], []]
     await run_until_quoted(MarketLoop(extra_outputs=[runs[0].append]), runs[0], 5)
@@ -184,7 +185,7 @@ async def test_seq_numbers_continue_across_restarts(tick_table, thread_db_closed
 async def test_seq_numbers_continue_from_the_stored_ticks_when_redis_came_back_empty(
     tick_table, thread_db_closed
 ):
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
     first: list[SelectedQuote] = []
     await run_until_quoted(MarketLoop(extra_outputs=[first.append]), first, 5)  # its ticks flushed at stop
@@ -199,7 +200,7 @@ async def test_seq_numbers_continue_from_the_stored_ticks_when_redis_came_back_e
 
 async def test_a_quote_stamped_in_the_future_is_refused_and_bars_go_on(settings, thread_db_closed):
     settings.QUOTE_MAX_FUTURE_S = 60
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
     seen: list[SelectedQuote] = []
     loop = MarketLoop(extra_outputs=[seen.append])
@@ -225,7 +226,7 @@ async def test_a_quote_stamped_in_the_future_is_refused_and_bars_go_on(settings,
 
 async def test_a_venue_without_an_adapter_does_not_stop_the_others(caplog, thread_db_closed, monkeypatch):
     monkeypatch.delitem(ADAPTERS, "fix")  # a build without the FIX adapter
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=2, symbols=[eurusd])
     broken = await sync_to_async(simulator_venue)("lp-fix", priority=1, symbols=[eurusd])
     broken.kind = "fix"  # a kind whose adapter this build does not have
@@ -245,7 +246,7 @@ async def test_a_venue_without_an_adapter_does_not_stop_the_others(caplog, threa
 async def test_the_loop_stops_its_quote_listeners_and_the_next_run_starts_them_again(
     tick_table, thread_db_closed
 ):
-    eurusd = await sync_to_async(instrument)("EURUSD")
+    eurusd = await sync_to_async(make_instrument)("EURUSD")
     await sync_to_async(simulator_venue)("sim", priority=1, symbols=[eurusd])
     for _ in range(2):
         task = asyncio.create_task(MarketLoop().run())

@@ -5,7 +5,6 @@ import uuid
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
 from livermore.asgi import application
@@ -18,11 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def own_prefix(settings):
     settings.REDIS_PREFIX = f"test-stream-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="correct horse battery")
 
 
 async def test_it_closes_an_anonymous_connection_with_4401_after_an_error_frame():

@@ -10,12 +10,12 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
 
 from kernel.redis import sync_client
 from marketdata.demo import demo_seed
 from marketdata.streams import candle_cache_key, stream_send
 from tests.marketdata.streamkit import ROOT, Market, connected, frames_until
+from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,9 +30,10 @@ def own_prefix(settings):
 
 
 @pytest.fixture
-def alice():
+def alice(alice: User) -> User:
+    """The shared alice, with the demo instruments to subscribe to."""
     demo_seed()
-    return get_user_model().objects.create_user("alice", password="correct horse battery")
+    return alice
 
 
 async def drain(comm, seconds: float) -> list[dict]:

@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 import websockets
-from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
 from kernel.redis import sync_client
@@ -17,6 +16,7 @@ from marketdata.consumers import CLOSE_SLOW_CONSUMER
 from marketdata.demo import demo_seed
 from tests.marketdata.streamkit import Market, stream_server
 from tests.support.stack import database_url
+from tests.support.users import make_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -49,7 +49,7 @@ def small_buffer(base: str) -> socket.socket:
 @pytest.fixture
 def token():
     demo_seed()
-    user = get_user_model().objects.create_user("alice", password="correct horse battery")
+    user = make_client("alice")
     return str(AccessToken.for_user(user))
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 
 from kernel.redis import sync_client
 from marketdata.demo import demo_seed
@@ -17,6 +16,7 @@ from marketdata.hub import ALL_QUOTES_GROUP
 from marketdata.streams import stream_send
 from tests.marketdata.streamkit import Market, connected
 from tests.support.streams import StreamTap
+from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,9 +27,10 @@ def own_prefix(settings: Any) -> None:
 
 
 @pytest.fixture
-def alice() -> Any:
+def alice(alice: User) -> User:
+    """The shared alice, with the demo instruments to subscribe to."""
     demo_seed()
-    return get_user_model().objects.create_user("alice", password="correct horse battery")
+    return alice
 
 
 def subscribers(group: str) -> int:

@@ -13,10 +13,10 @@ from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from marketdata.quotes import SelectedQuote
 from marketdata.services import venue_watchlist_change
 from tests.fakes.binance import BinanceWsFake
+from tests.support.instruments import make_instrument
+from tests.support.users import make_staff
 from tests.support.waiting import await_until
-from users.models import AuditLog, User
-
-from .conftest import instrument
+from users.models import AuditLog
 
 
 def binance_venue(ws_url: str = "ws://127.0.0.1:9", *, watched: tuple[str, ...] = ("BTCUSDT",)) -> Venue:
@@ -30,7 +30,7 @@ def binance_venue(ws_url: str = "ws://127.0.0.1:9", *, watched: tuple[str, ...] 
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         VenueSymbol.objects.create(
             venue=venue,
-            instrument=instrument(symbol, digits=2),
+            instrument=make_instrument(symbol, digits=2),
             venue_symbol=symbol,
             enabled=symbol in watched,
         )
@@ -85,7 +85,7 @@ def test_an_unmapped_or_contradictory_name_changes_nothing():
 @pytest.mark.django_db
 def test_the_command_changes_the_watchlist_and_audits_the_operator():
     venue = binance_venue()
-    ops = User.objects.create_user("ops", password="a-long-test-password", is_staff=True)
+    ops = make_staff("ops")
     out = StringIO()
 
     call_command(

@@ -13,9 +13,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from portfolio.models import CoinbaseFill, CoinbaseLink, CoinbaseOrder, Holding, PortfolioPrice, SyncStatus
-from portfolio.services import FILLS_OVERLAP, coinbase_link_set, portfolio_sync
-from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, error
+from portfolio.services import FILLS_OVERLAP, portfolio_sync
+from tests.fakes.coinbase import CoinbaseRestFake, error
 from tests.fakes.http import Request
+from tests.support.users import make_client, make_staff
 from users.models import User
 
 from .test_sync import account, order
@@ -111,18 +112,6 @@ def coinbase_at_fake(settings: Any, coinbase_rest: CoinbaseRestFake) -> Coinbase
         order("o-expired-empty", "EXPIRED", "2026-01-05T10:04:00Z"),
     ]
     return coinbase_rest
-
-
-@pytest.fixture
-def trader(db: None) -> User:
-    return User.objects.create_user("valued-trader", password="a long enough password 1")
-
-
-@pytest.fixture
-def link(trader: User, coinbase_key: CoinbaseKey) -> CoinbaseLink:
-    return coinbase_link_set(
-        user=trader, api_key_name=coinbase_key.name, private_key_pem=coinbase_key.private_pem
-    )
 
 
 def api_for(user: User) -> APIClient:
@@ -301,7 +290,7 @@ def test_a_malformed_fill_fails_the_sync_and_stores_nothing(
 
 def test_a_user_sees_only_their_own_valuation(link: CoinbaseLink) -> None:
     portfolio_sync(link=link)
-    other = User.objects.create_user("other-trader", password="a long enough password 2")
+    other = make_client("other-trader")
     body = api_for(other).get("/api/v1/portfolio").json()
     assert body["coinbase"] is None
     assert body["valuation"] == {
@@ -338,7 +327,7 @@ def test_the_account_currency_is_the_users_choice_and_validated(
     assert (by["BTC"]["product_id"], by["BTC"]["conversion_product"]) == ("BTC-USD", "USD-EUR")
     assert by["BTC"]["value"] == "38868.00"  # 1.2 x 41000 x 0.79
     assert by["USD"]["value"] == "790.20"  # 1000.25 x 0.79 = 790.1975
-    other = User.objects.create_user("keyless", password="a long enough password 3")
+    other = make_client("keyless")
     assert (
         api_for(other).put("/api/v1/portfolio/currency", {"currency": "EUR"}, format="json").status_code
         == 409
@@ -362,7 +351,7 @@ def test_the_admin_shows_the_valuation_and_the_mirrored_fills(
 
 
 def test_the_valuation_admin_pages_need_the_view_permission(client: Client, link: CoinbaseLink) -> None:
-    staff = User.objects.create_user("clerk", password="a long enough password 4", is_staff=True)
+    staff = make_staff("clerk")
     client.force_login(staff)
     assert client.get("/admin/portfolio/coinbasefill/").status_code == 403
     assert client.get(f"/admin/portfolio/coinbaselink/{link.pk}/change/").status_code == 403

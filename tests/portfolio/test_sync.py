@@ -13,6 +13,7 @@ from portfolio.services import coinbase_link_set, portfolio_sync
 from portfolio.tasks import sync_all_portfolios
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake
 from tests.fakes.fixtures import wait_for
+from tests.support.users import make_client
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -90,18 +91,6 @@ def coinbase_at_fake(settings: Any, coinbase_rest: CoinbaseRestFake) -> Coinbase
         order("o-cancelled", "CANCELLED", "2026-01-02T08:00:00Z"),
     ]
     return coinbase_rest
-
-
-@pytest.fixture
-def trader(db: None) -> User:
-    return User.objects.create_user("trader", password="a long enough password 1")
-
-
-@pytest.fixture
-def link(trader: User, coinbase_key: CoinbaseKey) -> CoinbaseLink:
-    return coinbase_link_set(
-        user=trader, api_key_name=coinbase_key.name, private_key_pem=coinbase_key.private_pem
-    )
 
 
 def test_a_sync_mirrors_accounts_and_open_and_filled_orders_not_ones_that_ended_unfilled(
@@ -201,7 +190,7 @@ def test_the_key_never_appears_in_api_responses_or_logs(
 
 def test_the_api_shows_only_the_users_own_portfolio(link: CoinbaseLink, coinbase_key: CoinbaseKey) -> None:
     portfolio_sync(link=link)
-    other = User.objects.create_user("other", password="a long enough password 2")
+    other = make_client("other")
     Holding.objects.create(
         user=other,
         account_uuid="x",
@@ -285,8 +274,8 @@ def test_the_beat_job_is_declared_and_seeded() -> None:
 def test_a_worker_syncs_every_enabled_link_and_the_api_queues_one(
     coinbase_key: CoinbaseKey, coinbase_rest: CoinbaseRestFake, celery_worker: None
 ) -> None:
-    trader = User.objects.create_user("worker-trader", password="a long enough password 3")
-    idle = User.objects.create_user("idle", password="a long enough password 4")
+    trader = make_client("worker-trader")
+    idle = make_client("idle")
     coinbase_link_set(user=trader, api_key_name=coinbase_key.name, private_key_pem=coinbase_key.private_pem)
     disabled = coinbase_link_set(
         user=idle, api_key_name=coinbase_key.name, private_key_pem=coinbase_key.private_pem

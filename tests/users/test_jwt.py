@@ -8,9 +8,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from tests.support.users import PASSWORD
 from users.models import User
-
-from .conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,8 @@ from pytest_django import Settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
+from tests.support.users import PASSWORD
 from users.models import User
-
-from .conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -6,9 +6,11 @@ from rest_framework.test import APIClient
 
 from brokerage.models import ClientGroup, Deal, Order, OrderStatus, Position, PositionStatus, TradingAccount
 from brokerage.selectors import posted_balance
+from tests.support.trading import open_account
+from tests.support.users import PASSWORD
 from users.models import AuditLog, User
 
-from .conftest import PASSWORD, QuoteSetter, client_for, funded_account
+from .conftest import QuoteSetter, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -231,7 +233,7 @@ def test_position_pnl_is_shown_in_the_account_currencys_minor_unit(
     alice: User, alice_api: APIClient, quotes: QuoteSetter
 ) -> None:
     yen = ClientGroup.objects.create(name="yen", currency="JPY", leverage=100)
-    account = funded_account(alice, yen, "1000000")
+    account = open_account(alice, yen, "1000000")
     assert buy(alice_api, account, symbol="USDJPY").status_code == 201
     positions = alice_api.get(f"/api/v1/accounts/{account.number}/positions").json()["results"]
     assert positions[0]["unrealized_pnl"] == "-140"  # 0.1 lot x -0.014 (the spread) x 100000, in yen

@@ -14,11 +14,11 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from brokerage.models import TradingAccount
-from tests.brokerage.conftest import role_user
+from tests.support.users import make_role_user
 from users.models import ApiKey, User
 from users.roles import ADMINISTRATOR, BACK_OFFICE, DEALER, RISK, ROLES, VIEWER
 
-from .conftest import PASSWORD, PRICES, QuoteSetter
+from .conftest import PRICES, QuoteSetter
 
 pytestmark = pytest.mark.django_db
 
@@ -78,8 +78,8 @@ ACTIONS: dict[str, frozenset[str]] = {
 
 @pytest.fixture
 def staff(db: None) -> dict[str, User]:
-    users = {role: role_user(role, role, password=PASSWORD) for role in ROLES}
-    users[NOBODY] = role_user(NOBODY, password=PASSWORD)
+    users = {role: make_role_user(role, role) for role in ROLES}
+    users[NOBODY] = make_role_user(NOBODY)
     return users
 
 
@@ -240,7 +240,7 @@ def test_is_staff_alone_lists_no_one_elses_account(
 def test_an_api_key_is_only_for_oneself_unless_an_administrator_and_never_for_more_rights(
     staff: dict[str, User], alice: User, admin_user: User
 ) -> None:
-    add_only = role_user("keys-only", password=PASSWORD)
+    add_only = make_role_user("keys-only")
     add_only.user_permissions.add(Permission.objects.get(codename="add_apikey"))
     browser = Client()
     browser.force_login(User.objects.get(pk=add_only.pk))

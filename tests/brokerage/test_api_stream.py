@@ -9,10 +9,10 @@ from rest_framework_simplejwt.tokens import AccessToken
 from brokerage import services
 from brokerage.models import TradingAccount
 from livermore.asgi import application
-from tests.brokerage.conftest import role_user
+from tests.support.users import make_role_user
 from users.models import User
 
-from .conftest import PASSWORD, QuoteSetter
+from .conftest import QuoteSetter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,7 +79,7 @@ async def test_another_user_is_refused_with_an_error_frame(
 async def test_staff_follow_a_clients_account_only_with_the_view_permission(
     alice_account: TradingAccount, operator: User, quotes: QuoteSetter
 ) -> None:
-    no_role = await sync_to_async(role_user)("staff-without-role", password=PASSWORD)
+    no_role = await sync_to_async(make_role_user)("staff-without-role")
     ws = await connect(no_role)
     try:
         frame = await subscribe(ws, f"account:{alice_account.number}")

@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from brokerage.models import CashOperation, ClientGroup, TradingAccount
-from tests.brokerage.conftest import role_user
+from tests.support.users import make_role_user
 from users.models import AuditLog, User
 from users.roles import BACK_OFFICE, DEALER
 
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def maker(db: None) -> User:
-    return role_user("maker", BACK_OFFICE, password=PASSWORD)
+    return make_role_user("maker", BACK_OFFICE)
 
 
 @pytest.fixture
 def checker(db: None) -> User:
-    return role_user("checker", BACK_OFFICE, password=PASSWORD)
+    return make_role_user("checker", BACK_OFFICE)
 
 
 def url(account: TradingAccount, action: str) -> str:
@@ -168,7 +168,7 @@ def test_a_reset_password_lets_the_client_in_by_account_number(
 def test_an_operators_password_is_not_reset_by_the_back_office(maker: User, group: ClientGroup) -> None:
     from brokerage import services
 
-    dealer = role_user("dealer", DEALER, password=PASSWORD)
+    dealer = make_role_user("dealer", DEALER)
     account = services.account_open(owner=dealer, group=group)
     response = client_for(maker).post(url(account, "reset-password"), {"password": "x-long-passphrase-1"})
     assert response.status_code == 403
