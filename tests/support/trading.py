@@ -11,6 +11,5 @@ def open_account(owner: User, group: ClientGroup, balance: str = "5000") -> Trad
     """An account of `group` for `owner`, with `balance` deposited (a balanced ledger transaction)."""
     account = services.account_open(owner=owner, group=group)
     if Decimal(balance):
-        services.account_deposit(account=account, amount=Decimal(balance))
-    account.refresh_from_db()
+        services.account_deposit(account=account, amount=Decimal(balance))  # sets account.balance too
     return account
