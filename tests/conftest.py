@@ -46,9 +46,9 @@ def _dealers_closed() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fast_hasher(request: pytest.FixtureRequest, settings: Settings) -> None:
-    """Password hashing at test speed, except where a browser logs in to a process of its own that
-    checks the password with the production hashers."""
-    if request.node.get_closest_marker("browser") is None:
+    """Password hashing at test speed, except in tests that start processes of their own (marked
+    slow or browser): those check passwords with the production hashers."""
+    if not any(request.node.get_closest_marker(m) for m in ("slow", "browser")):
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -7,11 +7,11 @@ import pytest
 from rest_framework.test import APIClient
 
 from brokerage.models import CashOperation, ClientGroup, TradingAccount
-from tests.support.users import make_role_user
+from tests.support.users import PASSWORD, make_role_user
 from users.models import AuditLog, User
 from users.roles import BACK_OFFICE, DEALER
 
-from .conftest import PASSWORD, QuoteSetter, client_for
+from .conftest import QuoteSetter, client_for
 
 pytestmark = pytest.mark.django_db
 

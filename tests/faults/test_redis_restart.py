@@ -11,9 +11,9 @@ import pytest
 from django.db import connection
 
 from marketdata.demo import demo_seed
-from tests.conftest import PASSWORD
 from tests.support.servers import private_redis
 from tests.support.stack import Stack, run_stack
+from tests.support.users import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from kernel import throttling
 from kernel.db import database_conninfo
 from kernel.redis import sync_client
-from tests.marketdata.conftest import instrument
+from tests.support.instruments import make_instrument
 from tests.support.stack import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,7 +62,7 @@ def test_a_read_that_needs_no_redis_is_served_while_redis_is_down(api: APIClient
 
 
 def test_a_read_of_the_ticker_cache_while_redis_is_down_is_503_json(api: APIClient, redis_down: None) -> None:
-    instrument("EURUSD")
+    make_instrument("EURUSD")
     assert_unavailable(api.get("/api/v1/quotes"), "redis")
 
 

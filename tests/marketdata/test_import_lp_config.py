@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from marketdata.models import Venue, VenueKind, VenueSymbol
-from tests.marketdata.conftest import instrument
+from tests.support.instruments import make_instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +22,8 @@ def run() -> str:
 
 
 def test_lps_become_disabled_venues_with_their_symbols_and_the_primary_first() -> None:
-    instrument("EURUSD")
-    btc = instrument("BTCUSD", digits=2)
+    make_instrument("EURUSD")
+    btc = make_instrument("BTCUSD", digits=2)
     out = run()
     binance, oanda = Venue.objects.get(code="binance"), Venue.objects.get(code="oanda")
     assert (binance.kind, binance.enabled, oanda.kind, oanda.enabled) == (

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from marketdata.models import Candle, CandleSource
-from tests.marketdata.conftest import instrument
+from tests.support.instruments import make_instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def run(*args: str) -> str:
 
 
 def test_it_imports_bars_and_flags_the_implausible_ones() -> None:
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     out = run(str(DATA))
     bars = {(c.timeframe, c.start): c for c in Candle.objects.filter(instrument=eurusd)}
     assert len([k for k in bars if k[0] == "1h"]) == 7 and len([k for k in bars if k[0] == "1m"]) == 3
@@ -46,7 +46,7 @@ def test_it_imports_bars_and_flags_the_implausible_ones() -> None:
 
 
 def test_a_second_run_adds_nothing_and_keeps_stored_bars() -> None:
-    eurusd = instrument("EURUSD")
+    eurusd = make_instrument("EURUSD")
     Candle.objects.create(
         instrument=eurusd,
         timeframe="1h",

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from marketdata.models import Instrument
-from tests.marketdata.conftest import instrument
+from tests.support.instruments import make_instrument
 
 # The import commits on connections of its own: the test database is not one open transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tick_table")]
@@ -31,8 +31,8 @@ def stored() -> list[tuple[datetime, str, str, D, D, int]]:
 
 
 def test_it_imports_ticks_in_utc_and_skips_repeats_and_bad_records() -> None:
-    instrument("EURUSD")
-    instrument("GBPUSD")
+    make_instrument("EURUSD")
+    make_instrument("GBPUSD")
     out = run(str(DATA))
     assert stored() == [
         (
@@ -69,7 +69,7 @@ def test_it_imports_ticks_in_utc_and_skips_repeats_and_bad_records() -> None:
 
 
 def test_a_second_run_adds_nothing() -> None:
-    instrument("EURUSD")
+    make_instrument("EURUSD")
     run(str(DATA))
     first = stored()
     out = run(str(DATA / "ticks"))
@@ -78,7 +78,7 @@ def test_a_second_run_adds_nothing() -> None:
 
 
 def test_it_creates_unknown_symbols_not_tradable_when_asked() -> None:
-    instrument("EURUSD")
+    make_instrument("EURUSD")
     out = run(str(DATA), "--create-instruments")
     gold = Instrument.objects.get(symbol="XAUUSD")
     assert (gold.tradable, gold.base_currency, gold.quote_currency, gold.digits) == (False, "XAU", "USD", 2)
@@ -96,7 +96,7 @@ def test_it_refuses_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
 
 
 def test_a_clean_file_is_imported_whole_and_only_once() -> None:
-    instrument("XAUUSD", digits=2)
+    make_instrument("XAUUSD", digits=2)
     out = run(str(DATA))
     assert "ticks: 2 read, 2 added, 0 already stored, 0 repeated in a row, 0 bad" in out
     assert stored() == [
@@ -123,7 +123,7 @@ def test_a_clean_file_is_imported_whole_and_only_once() -> None:
 def test_export_gives_the_day_back_as_csv_and_parquet(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    instrument("XAUUSD", digits=2)
+    make_instrument("XAUUSD", digits=2)
     run(str(DATA))
     out = StringIO()
     call_command("export_ticks", "xauusd", "--day", "2026-01-03", stdout=out, stderr=StringIO())

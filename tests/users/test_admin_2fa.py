@@ -16,7 +16,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from livermore.apps import admin_site_secure
-from tests.conftest import PASSWORD
+from tests.support.users import PASSWORD
 from users.models import AuditLog
 
 pytestmark = pytest.mark.django_db

@@ -3,9 +3,8 @@ from django.test import Client
 from pytest_django import Settings
 from rest_framework.test import APIClient
 
+from tests.support.users import PASSWORD
 from users.models import User
-
-from .conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
