@@ -1,15 +1,20 @@
 """Third-party admin pages held to the console's rule: every action declares the permission it needs
 (django-celery-beat's task actions need the right to change periodic tasks, django-axes' clean-up the
-right to delete attempts, not just to see them)."""
+right to delete attempts, not just to see them; django-otp's device secret pages the right to change
+devices)."""
 
 from typing import Any
 
 from axes.admin import AccessAttemptAdmin
 from axes.models import AccessAttempt
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from kernel.admin import requires
 
 
 class CheckedPeriodicTaskAdmin(PeriodicTaskAdmin):
@@ -43,3 +48,20 @@ class CheckedAccessAttemptAdmin(AccessAttemptAdmin):
 if admin.site.is_registered(AccessAttempt):
     admin.site.unregister(AccessAttempt)
     admin.site.register(AccessAttempt, CheckedAccessAttemptAdmin)
+
+
+class CheckedTOTPDeviceAdmin(TOTPDeviceAdmin):
+    """The device's secret (its otpauth URL and QR code) only for those who may change devices."""
+
+    @requires("otp_totp.change_totpdevice")
+    def config_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return super().config_view(request, pk)
+
+    @requires("otp_totp.change_totpdevice")
+    def qrcode_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return super().qrcode_view(request, pk)
+
+
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+    admin.site.register(TOTPDevice, CheckedTOTPDeviceAdmin)

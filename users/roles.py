@@ -82,6 +82,14 @@ ROLES: dict[str, Role] = {
             "auth.change_group",
             "auth.view_group",
             "auth.view_permission",
+            "otp_totp.add_totpdevice",
+            "otp_totp.change_totpdevice",
+            "otp_totp.delete_totpdevice",
+            "otp_totp.view_totpdevice",
+            "otp_static.add_staticdevice",
+            "otp_static.change_staticdevice",
+            "otp_static.delete_staticdevice",
+            "otp_static.view_staticdevice",
         ),
     ),
 }
@@ -97,6 +105,18 @@ def _permission_rows(apps: Any, names: list[str]) -> list[Any]:
             raise LookupError(f"Role permission {name} does not exist.")
         found.append(row)
     return found
+
+
+def roles_migrate(apps: Any, schema_editor: Any) -> None:
+    """A data migration's step: the permissions first (Django makes them only after migrate, in
+    post_migrate), then the role groups from the table. Each migration that changes the table runs it."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    roles_sync(apps)
 
 
 def roles_sync(apps: Any) -> None:

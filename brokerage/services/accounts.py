@@ -77,9 +77,11 @@ def _cash_movement(
     actor: User | None,
     operation: str,
     requested: Decimal,
+    audited: bool = True,
 ) -> LedgerTransaction:
-    """Post a cash movement of the locked account; an operator's (`actor`) is audited as
-    `account.<operation>` with the amount as requested."""
+    """Post a cash movement of the locked account, attributed to `actor`; an operator's is audited as
+    `account.<operation>` with the amount as requested, unless the caller audits it itself
+    (`audited=False`: a four-eyes cash operation has its own cash.* trail)."""
     outbox = Outbox(account)
     txn = _post_client(
         account,
@@ -90,7 +92,7 @@ def _cash_movement(
         comment=comment,
         created_by=actor,
     )
-    if actor is not None:
+    if actor is not None and audited:
         audit_record(
             actor=actor,
             action=f"account.{operation}",

@@ -81,8 +81,7 @@ _POSTING = {
 def _apply(operation: CashOperation, *, actor: User, quotes: QuoteSource) -> LedgerTransaction:
     """Post an operation to the ledger under the account lock the caller holds (operation.account is
     the locked row), with the money rules of account_withdraw and account_adjust. The movement is
-    posted without an actor: the operation records who made and who approved it, and its cash.*
-    audit rows are the one trail of it."""
+    attributed to `actor` and not audited again: the operation's cash.* rows are its one trail."""
     account, amount = operation.account, operation.amount
     if operation.hold_id is not None:
         # A held withdrawal: the client was debited when it was held; the held funds go to house cash.
@@ -106,9 +105,10 @@ def _apply(operation: CashOperation, *, actor: User, quotes: QuoteSource) -> Led
         house_kind=house,
         amount=sign * amount,
         comment=operation.comment,
-        actor=None,
+        actor=actor,
         operation=str(operation.kind),
         requested=amount,
+        audited=False,
     )
 
 
@@ -164,7 +164,8 @@ def cash_operation_create(
             house_kind=LedgerAccountKind.HELD,
             amount=-value,
             comment=operation.comment,
-            actor=None,
+            actor=actor,
+            audited=False,
             operation="withdraw_hold",
             requested=value,
         )
@@ -239,7 +240,8 @@ def cash_operation_reject(*, operation: CashOperation, actor: User, comment: str
             house_kind=LedgerAccountKind.HELD,
             amount=locked.amount,
             comment=f"Release of withdrawal #{locked.pk}",
-            actor=None,
+            actor=actor,
+            audited=False,
             operation="withdraw_release",
             requested=locked.amount,
         )

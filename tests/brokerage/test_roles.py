@@ -39,6 +39,8 @@ PAGES: dict[str, frozenset[str]] = {
     "alerts_signals": EVERY,
     "alerts_signal_chart": EVERY,
     "auth_user_password_change": frozenset({ADMINISTRATOR}),
+    "otp_totp_totpdevice_config": frozenset({ADMINISTRATOR}),
+    "otp_totp_totpdevice_qrcode": frozenset({ADMINISTRATOR}),
 }
 # Pages opened with GET below for the roles allowed (the venue pages would call the venue).
 GET_ALLOWED = {
@@ -63,6 +65,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "fix.fixsession.connect": frozenset({RISK}),
     "fix.fixsession.disconnect": frozenset({RISK}),
     "fix.fixsession.reset_seqnums": frozenset({RISK}),
+    "fix.fixsession.set_seqnums": frozenset({RISK}),
     "fix.fixsession.reconcile_positions": frozenset({RISK}),
     "fix.fixorder.cancel_at_lp": frozenset({DEALER}),
     "alerts.notificationchannel.send_test_message": frozenset(),

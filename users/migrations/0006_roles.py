@@ -2,19 +2,9 @@
 
 from typing import Any
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from users.roles import ROLES, roles_sync
-
-
-def create_roles(apps: Any, schema_editor: Any) -> None:
-    # Permissions are created after migrate (post_migrate); the roles need them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    roles_sync(apps)
+from users.roles import ROLES, roles_migrate
 
 
 def drop_roles(apps: Any, schema_editor: Any) -> None:
@@ -32,4 +22,4 @@ class Migration(migrations.Migration):
         ("portfolio", "0002_valuation_fills_prices"),
     ]
 
-    operations = [migrations.RunPython(create_roles, drop_roles)]
+    operations = [migrations.RunPython(roles_migrate, drop_roles)]
