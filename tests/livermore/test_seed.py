@@ -3,16 +3,35 @@ import secrets
 import subprocess
 import sys
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
-from brokerage.models import ClientGroup
+from alerts.demo import DEMO_ALERT
+from alerts.models import AlertRule
+from brokerage.models import (
+    CashOperation,
+    CashStatus,
+    ClientGroup,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    PositionStatus,
+    TradingAccount,
+)
 from fix.models import FixSession, RoutingRule
 from marketdata.models import Instrument, Venue, VenueSymbol
 from tests.support.stack import ROOT, production_env
+from users.models import User
+from users.roles import ROLES
+
+D = Decimal
 
 
 def counts() -> tuple[int, ...]:
@@ -98,7 +117,9 @@ def test_seed_in_production_creates_no_demo_venue_session_or_routing_rule():
     assert not VenueSymbol.objects.exists()
     assert not FixSession.objects.exists()
     assert not RoutingRule.objects.exists()
-    assert not ClientGroup.objects.filter(name="demo-abook").exists()
+    assert not ClientGroup.objects.filter(name__startswith="demo-").exists()
+    assert not TradingAccount.objects.exists()
+    assert not User.objects.filter(username__startswith="demo-").exists()
 
 
 @pytest.mark.django_db
@@ -111,4 +132,64 @@ def test_seed_in_a_demo_creates_the_simulated_venues_the_lp_session_and_its_rout
     assert venues["sim"].simulated and venues["lpfix"].simulated and venues["lpfix"].demo
     assert VenueSymbol.objects.filter(venue__code="sim").count() == 6
     assert FixSession.objects.get(name="lpsim").venue == venues["lpfix"]
-    assert RoutingRule.objects.get().session.name == "lpsim"
+    assert RoutingRule.objects.get().session == FixSession.objects.get(name="lpsim")
+
+
+@pytest.mark.django_db
+def test_seed_in_development_sets_up_a_desk_at_work(settings: Any, admin_client: Client) -> None:
+    settings.LIVERMORE_DEMO = True
+    out = io.StringIO()
+    call_command("seed", stdout=out)
+    call_command("seed", stdout=io.StringIO())  # idempotent
+
+    for role in ROLES:
+        operator = User.objects.get(username=f"demo-{role.replace('_', '-')}")
+        assert operator.is_staff and not operator.is_superuser
+        assert list(operator.groups.values_list("name", flat=True)) == [role]
+        password = out.getvalue().split(f"{operator.username!r} with generated password: ")[1].split()[0]
+        assert operator.check_password(password)
+
+    assert set(ClientGroup.objects.filter(name__startswith="demo-").values_list("name", flat=True)) == {
+        "demo-abook",
+        "demo-standard",
+        "demo-pro",
+    }
+    accounts = {a.owner.username: a for a in TradingAccount.objects.select_related("owner")}
+    assert set(accounts) == {"demo-alice", "demo-bob", "demo-carol"}
+    assert not any(a.owner.has_usable_password() for a in accounts.values())
+    # Funded through the cash services (balances less the commission-free spread: none is charged).
+    assert [accounts[n].balance for n in ("demo-alice", "demo-bob", "demo-carol")] == [
+        D("10000"),
+        D("5000"),
+        D("8500"),
+    ]
+    assert Position.objects.filter(status=PositionStatus.OPEN).count() == 5
+    pending = Order.objects.get(status=OrderStatus.PENDING)
+    assert (pending.account, pending.type, pending.created_by) == (
+        accounts["demo-alice"],
+        OrderType.LIMIT,
+        User.objects.get(username="demo-dealer"),
+    )
+    waiting = CashOperation.objects.get(status=CashStatus.PENDING)
+    assert (waiting.account, waiting.amount, waiting.created_by.username) == (
+        accounts["demo-alice"],
+        D("20000"),
+        "demo-back-office",
+    )
+    assert AlertRule.objects.get(user__username="demo-alice").name == DEMO_ALERT
+
+    exposure = admin_client.get(reverse("admin:brokerage_exposure"))
+    assert exposure.status_code == 200
+    assert {(r.group, r.symbol) for r in exposure.context["rows"]} == {
+        ("demo-standard", "EURUSD"),
+        ("demo-standard", "XAUUSD"),
+        ("demo-standard", "BTCUSD"),
+        ("demo-pro", "USDJPY"),
+        ("demo-pro", "ETHUSD"),
+    }
+    watch = admin_client.get(reverse("admin:brokerage_margin_watch"))
+    # Bob near 105 %, Alice near 130 % (gold's margin rate is 5): lowest level first.
+    assert [r.account.number for r in watch.context["rows"]] == [
+        accounts["demo-bob"].number,
+        accounts["demo-alice"].number,
+    ]
