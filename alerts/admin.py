@@ -20,6 +20,8 @@ from alerts.models import (
     IndicatorValue,
     Notification,
     NotificationChannel,
+    SystemEventRoute,
+    SystemNotice,
 )
 from alerts.signal_grid import STAGES, TIMEFRAMES
 from kernel.errors import ServiceError
@@ -300,8 +302,8 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
         "maybe_duplicated",
         "last_error",
     )
-    list_select_related = ("event", "channel")
-    list_filter = ("status", "channel")
+    list_select_related = ("event", "system_notice", "channel")
+    list_filter = ("status", "channel", "system_notice__kind")
     actions = ("retry",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -314,8 +316,12 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
     def maybe_duplicated(self, obj: Notification) -> bool:
         return obj.maybe_duplicated
 
-    @admin.display(description="alert")
+    @admin.display(description="alert or system notice")
     def event_link(self, obj: Notification) -> str:
+        if obj.system_notice is not None:
+            url = reverse("admin:alerts_systemnotice_change", args=[obj.system_notice_id])
+            return format_html('<a href="{}">{}</a>', url, obj.system_notice.title)
+        assert obj.event is not None
         url = reverse("admin:alerts_alertevent_change", args=[obj.event_id])
         return format_html('<a href="{}">{}</a>', url, obj.event.title)
 
@@ -329,6 +335,34 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
         self.message_user(request, f"{retried} notification(s) queued for delivery.")
+
+
+@admin.register(SystemEventRoute)
+class SystemEventRouteAdmin(admin.ModelAdmin[SystemEventRoute]):
+    """Where each kind of system event goes: a channel, or silenced; a kind with no row is not sent.
+    Needs the model's change permission (alerts.change_systemeventroute)."""
+
+    list_display = ("kind", "channel", "silenced")
+    list_editable = ("channel", "silenced")
+    list_select_related = ("channel",)
+    list_filter = ("silenced",)
+
+
+@admin.register(SystemNotice)
+class SystemNoticeAdmin(admin.ModelAdmin[SystemNotice]):
+    list_display = ("id", "kind", "title", "count", "created_at")
+    list_filter = ("kind",)
+    readonly_fields = ("kind", "items", "created_at")
+
+    @admin.display(description="events")
+    def count(self, obj: SystemNotice) -> int:
+        return len(obj.items)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(AlertSeriesState)

@@ -28,6 +28,7 @@ from django.db import close_old_connections, connection
 
 from brokerage.services import routed_channel
 from kernel.redis import sync_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.adapters.fix import QuoteRow, encode_rows, fixmd_channel
 from marketdata.quotes import now_ns
 
@@ -148,6 +149,7 @@ class SessionState:
     last_out_ns: int = 0
     last_heartbeat_in_ns: int = 0
     last_logout_text: str = ""
+    logout_received: bool = False  # a Logout came since the last logon or logout
     # venue symbol -> MDReqID of its live subscription
     subscribed: dict[str, str] = field(default_factory=dict)
     # MDReqID -> venue symbol, for every request we sent (subscribe or unsubscribe)
@@ -192,6 +194,8 @@ class SessionHandler:
                 if session is not None:
                     session.setResetOnLogon(self.cfg.reset_on_logon)
         log.info("fix session=%s logged on (logon #%d)", self.cfg.name, self.state.logons)
+        logons = self.state.logons
+        system_event_emit(SystemEventKind.FIX_LOGON, subject=self.cfg.name, text=f"logon #{logons}")
         self.engine.wake()
 
     def on_logout(self) -> None:
@@ -201,8 +205,16 @@ class SessionHandler:
             self.state.subscribed.clear()
             self.state.requests.clear()
             self.book.clear()
+        reason = self.state.last_logout_text or "-"
         if was:
-            log.info("fix session=%s logged out: %s", self.cfg.name, self.state.last_logout_text or "-")
+            log.info("fix session=%s logged out: %s", self.cfg.name, reason)
+            system_event_emit(SystemEventKind.FIX_LOGOUT, subject=self.cfg.name, text=f"logged out: {reason}")
+        elif self.state.logout_received:
+            # A Logout answering our Logon: the counterparty refused it (text from tag 58).
+            system_event_emit(
+                SystemEventKind.FIX_LOGON_REFUSED, subject=self.cfg.name, text=f"refused: {reason}"
+            )
+        self.state.logout_received = False
 
     def to_admin(self, msg: qf.Message) -> None:
         msg_type = msg.getHeader().getField(35)
@@ -228,6 +240,14 @@ class SessionHandler:
             self.state.last_heartbeat_in_ns = at
         elif msg_type == "5":
             self.state.last_logout_text = wire.field_map(raw).get("58", "")
+            self.state.logout_received = True
+        elif msg_type == "4":
+            fields = wire.field_map(raw)
+            system_event_emit(
+                SystemEventKind.FIX_SEQUENCE_RESET,
+                subject=self.cfg.name,
+                text=f"new inbound seq {fields.get('36', '?')} (gap fill {fields.get('123', 'N')})",
+            )
         self.record(Direction.IN, msg_type, raw)
         return msg_type, raw
 

@@ -21,6 +21,7 @@ from kernel.aio import cancel_and_wait
 from kernel.db import database_conninfo
 from kernel.errors import ServiceError
 from kernel.redis import async_client, key
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.lpmanager import LPManager, Output, VenueSettings
@@ -56,6 +57,10 @@ def venue_settings(config: VenueConfig) -> VenueSettings:
         symbol_priority=dict(config.symbol_priority),
         symbols=frozenset(config.symbols.values()),
     )
+
+
+def _system_event(kind: str, subject: str, text: str) -> None:
+    system_event_emit(SystemEventKind(kind), subject=subject, text=text)
 
 
 def _stale_after_ms(config: VenueConfig) -> int:
@@ -95,6 +100,7 @@ class MarketLoop:
             {},
             outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
             allow_simulated=settings.LIVERMORE_DEMO,
+            events=_system_event,
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)

@@ -15,6 +15,7 @@ from alerts.charts import render_chart
 from alerts.models import (
     AlertEvent,
     Notification,
+    SystemNotice,
 )
 from alerts.selectors import chart_series
 from kernel.errors import ServiceError
@@ -77,7 +78,7 @@ def notification_deliver(*, notification_id: int) -> float | None:
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event", "channel")
+            .select_related("event", "channel", "system_notice")
             .filter(pk=notification_id, status=Notification.Status.PENDING)
             .first()
         )
@@ -100,23 +101,11 @@ def notification_deliver(*, notification_id: int) -> float | None:
         except ServiceError as exc:
             _fail(notification, f"webhook URL rejected: {exc.message}")
             return None
-        event = notification.event
-        png = notification_chart(event=event)
-        embed = discord.alert_embed(
-            title=event.title,
-            value=event.value,
-            value_name=event.payload.get("value_name", "Value"),
-            price=event.price,
-            timeframe=event.timeframe,
-            frames=event.payload.get("frames", {}),
-            stages=event.payload.get("stages", {}),
-            bias=event.payload.get("bias", rules.NEUTRAL),
-            diagnostics=event.payload.get("diagnostics"),
-            direction=event.direction,
-            fired_at=event.fired_at,
-            footer=f"Livermore alert #{event.pk}",
-            with_chart=png is not None,
-        )
+        if notification.system_notice is not None:
+            png = None
+            embed = _system_embed(notification.system_notice)
+        else:
+            png, embed = _alert_embed(notification)
         with httpx.Client() as client:
             result = discord.webhook_post(
                 client,
@@ -128,6 +117,38 @@ def notification_deliver(*, notification_id: int) -> float | None:
             )
         _posted(channel.pk, result)
         return _settle(notification, result)
+
+
+def _alert_embed(notification: Notification) -> tuple[bytes | None, dict[str, Any]]:
+    event = notification.event
+    assert event is not None  # a row has an alert event or a system notice (a check constraint)
+    png = notification_chart(event=event)
+    embed = discord.alert_embed(
+        title=event.title,
+        value=event.value,
+        value_name=event.payload.get("value_name", "Value"),
+        price=event.price,
+        timeframe=event.timeframe,
+        frames=event.payload.get("frames", {}),
+        stages=event.payload.get("stages", {}),
+        bias=event.payload.get("bias", rules.NEUTRAL),
+        diagnostics=event.payload.get("diagnostics"),
+        direction=event.direction,
+        fired_at=event.fired_at,
+        footer=f"Livermore alert #{event.pk}",
+        with_chart=png is not None,
+    )
+    return png, embed
+
+
+def _system_embed(notice: SystemNotice) -> dict[str, Any]:
+    return discord.system_embed(
+        kind=notice.kind,
+        title=notice.title,
+        lines=[f"{item['subject']}: {item['text']}" for item in notice.items],
+        at=notice.created_at,
+        footer=f"Livermore system notice #{notice.pk}",
+    )
 
 
 def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
