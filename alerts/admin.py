@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from alerts import rules, selectors, services
 from alerts.models import (
+    METRICS_PERMISSION,
     SIGNALS_PERMISSION,
     AlertEvent,
     AlertRule,
@@ -25,6 +26,7 @@ from alerts.models import (
 )
 from alerts.signal_grid import STAGES, TIMEFRAMES
 from kernel.errors import ServiceError
+from kernel.metrics import metrics_families
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument
 
@@ -357,6 +359,36 @@ class SystemNoticeAdmin(admin.ModelAdmin[SystemNotice]):
     @admin.display(description="events")
     def count(self, obj: SystemNotice) -> int:
         return len(obj.items)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("metrics/", self.admin_site.admin_view(self.metrics), name="alerts_metrics"),
+            *super().get_urls(),
+        ]
+
+    def metrics(self, request: HttpRequest) -> HttpResponse:
+        """Every figure the Prometheus endpoint gives, as tables: one per metric, a row per sample."""
+        if not request.user.has_perm(METRICS_PERMISSION):
+            raise PermissionDenied
+        families = [
+            {
+                "name": family.name,
+                "help": family.documentation,
+                "samples": [
+                    {
+                        "name": sample.name,
+                        "labels": ", ".join(f"{k}={v}" for k, v in sorted(sample.labels.items())),
+                        "value": sample.value,
+                    }
+                    for sample in family.samples
+                    if not sample.name.endswith("_created")
+                ],
+            }
+            for family in metrics_families()
+            if family.name.startswith("livermore_")
+        ]
+        context = {**self.admin_site.each_context(request), "title": "Metrics", "families": families}
+        return TemplateResponse(request, "admin/alerts/metrics.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

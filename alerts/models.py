@@ -13,6 +13,8 @@ from marketdata.models import Instrument, Timeframe
 
 # Staff and API users with it see the signals grid, its charts and GET /api/v1/signals.
 SIGNALS_PERMISSION = "alerts.view_signals"
+# Staff with it see the metrics page (the figures GET /metrics gives Prometheus).
+METRICS_PERMISSION = "alerts.view_metrics"
 
 
 class IndicatorValue(models.Model):
@@ -333,6 +335,7 @@ class SystemNotice(models.Model):
 
     class Meta:
         ordering = ("-created_at", "-id")
+        permissions = [("view_metrics", "Can view the system metrics page")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({len(self.items)})"

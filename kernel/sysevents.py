@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.module_loading import import_string
 
+from kernel import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -54,6 +56,7 @@ def system_event_emit(kind: SystemEventKind, *, subject: str, text: str, at: dat
     event = SystemEvent(
         kind=kind.value, subject=subject[:100], text=text[:500], at=(at or datetime.now(UTC)).isoformat()
     )
+    metrics.SYSTEM_EVENTS.labels(kind=kind.value).inc()
     for listener in _listeners(tuple(settings.SYSTEM_EVENT_LISTENERS)):
         try:
             listener(event)

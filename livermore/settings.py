@@ -302,6 +302,10 @@ CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
 # Dotted paths of callables `(kernel.sysevents.SystemEvent) -> None` called with every system event
 # (venue down, FIX logout, stop-out, ...) from any process and thread; they must not block.
 SYSTEM_EVENT_LISTENERS: list[str] = ["alerts.listeners.on_system_event"]
+# Dotted paths of callables `() -> Iterable[prometheus Metric]` read at each metrics scrape.
+METRICS_COLLECTORS: list[str] = ["alerts.metrics.outbox_metrics", "livermore.metrics.celery_queue_metrics"]
+# The bearer token a Prometheus scraper sends to GET /metrics; unset, the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Dotted path of the LP gateway (brokerage/router.py LpGateway): routes each order to A- or B-Book and
 # cancels routed ones; the fix app's applies its routing rules.
 ORDER_GATEWAY = env.str(

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
+from kernel import metrics
 from kernel.aio import cancel_and_wait
 from kernel.db import database_conninfo
 from kernel.errors import ServiceError
@@ -60,6 +61,12 @@ def venue_settings(config: VenueConfig) -> VenueSettings:
 
 
 def _system_event(kind: str, subject: str, text: str) -> None:
+    if kind == "venue.failover":
+        metrics.FAILOVERS.labels(symbol=subject).inc()
+    else:
+        up = kind == "venue.up"
+        metrics.VENUE_UP.labels(venue=subject).set(1 if up else 0)
+        metrics.VENUE_TRANSITIONS.labels(venue=subject, state="up" if up else "down").inc()
     system_event_emit(SystemEventKind(kind), subject=subject, text=text)
 
 

@@ -18,6 +18,7 @@ from alerts.models import (
     SystemNotice,
 )
 from alerts.selectors import chart_series
+from kernel import metrics
 from kernel.errors import ServiceError
 
 from .channels import _block, _blocked_for, _disable_if_rejected, _posted, webhook_url_check
@@ -172,7 +173,11 @@ def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
 
 def _settle(notification: Notification, result: discord.WebhookResult) -> float | None:
     now = timezone.now()
-    notification.attempt_log = [*notification.attempt_log, _attempt(result, now)][-ATTEMPT_LOG_MAX:]
+    attempt = _attempt(result, now)
+    notification.attempt_log = [*notification.attempt_log, attempt][-ATTEMPT_LOG_MAX:]
+    metrics.DELIVERIES.labels(outcome=attempt["outcome"]).inc()
+    if result.ok:
+        metrics.DELIVERY_LATENCY.observe((now - notification.created_at).total_seconds())
     if result.ok:
         notification.attempts += 1
         notification.status = Notification.Status.SENT

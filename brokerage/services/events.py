@@ -10,6 +10,7 @@ from typing import Literal, overload
 
 from django.db import transaction
 
+from kernel import metrics
 from kernel.redis import sync_client
 from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.hub import Envelope, asend_batch, envelope, plain
@@ -142,4 +143,5 @@ class Outbox:
                     f"{data.get('margin_level_before')}% (stop-out at {data.get('stop_out_level')}%)"
                 )
                 kind = SystemEventKind.STOP_OUT
+            metrics.MARGIN_EVENTS.labels(kind=name).inc()
             system_event_emit(kind, subject=f"account {self.account.number}", text=text)

@@ -143,3 +143,30 @@ def test_a_margin_call_and_a_stop_out_are_system_events_once_committed(
     assert "account.stop_out" in kinds
     (stop,) = [e for e in system_events if e["kind"] == "account.stop_out"]
     assert stop["subject"] == f"account {account.number}" and "stop-out at" in stop["text"]
+
+
+def test_orders_are_counted_by_outcome_and_timed(client_user, group, market):
+    from prometheus_client import REGISTRY
+
+    def counts():
+        by_outcome = {
+            sample.labels["outcome"]: sample.value
+            for family in REGISTRY.collect()
+            if family.name == "livermore_orders"
+            for sample in family.samples
+            if sample.name == "livermore_orders_total"
+        }
+        timed = REGISTRY.get_sample_value("livermore_order_latency_seconds_count") or 0.0
+        return by_outcome, timed
+
+    before, timed_before = counts()
+    account = open_account(client_user, group, balance="3000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    buy(account, "EURUSD")
+    with pytest.raises(services.ServiceError) as refused:
+        buy(account, "NOPE")
+    after, timed_after = counts()
+    code = refused.value.code
+    assert after["filled"] - before.get("filled", 0) == 1
+    assert after[code] - before.get(code, 0) == 1
+    assert timed_after - timed_before == 2
