@@ -303,7 +303,12 @@ CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
 # (venue down, FIX logout, stop-out, ...) from any process and thread; they must not block.
 SYSTEM_EVENT_LISTENERS: list[str] = ["alerts.listeners.on_system_event"]
 # Dotted paths of callables `() -> Iterable[prometheus Metric]` read at each metrics scrape.
-METRICS_COLLECTORS: list[str] = ["alerts.metrics.outbox_metrics", "livermore.metrics.celery_queue_metrics"]
+METRICS_COLLECTORS: list[str] = [
+    "marketdata.metrics.market_metrics",
+    "fix.metrics.fix_metrics",
+    "alerts.metrics.outbox_metrics",
+    "livermore.metrics.celery_queue_metrics",
+]
 # The bearer token a Prometheus scraper sends to GET /metrics; unset, the endpoint answers 404.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Dotted path of the LP gateway (brokerage/router.py LpGateway): routes each order to A- or B-Book and

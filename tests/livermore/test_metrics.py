@@ -1,8 +1,10 @@
 """GET /metrics (token, exposition, every process's figures) and the admin's metrics page."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from django.test import Client
 from django.urls import reverse
 
 from alerts.tasks import dead_letters_check
+from kernel.redis import key, sync_client
 from kernel.sysevents import SystemEventKind, system_event_emit
+from marketdata.loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
 
 pytestmark = pytest.mark.django_db
 
@@ -85,3 +89,27 @@ def test_the_admin_page_shows_the_same_figures_to_those_allowed(
     assert page.status_code == 200
     assert b"livermore_outbox_pending" in page.content and b"livermore_system_events" in page.content
     assert b"kind=fix.logout" in page.content
+
+
+def test_the_market_process_figures_come_from_what_it_exports(client: Client, token: str) -> None:
+    now_ms = int(time.time() * 1000)
+    row = {"symbol": "BTCUSD", "venue": "coinbase", "age_ms": 250, "silent_ms": 250, "quotes_per_minute": 120}
+    redis = sync_client()
+    redis.set(key(HEALTH_KEY), json.dumps([{**row, "state": "selected", "exported_ms": now_ms}]))
+    redis.set(key(VENUES_KEY), json.dumps([{"venue": "coinbase", "reconnects": 3}]))
+    redis.set(
+        key(RECORDER_KEY), json.dumps({"written": 1000, "buffered": 12, "dropped": 0, "candles_stored": 7})
+    )
+    lines = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content.decode().splitlines()
+    (age,) = [
+        line
+        for line in lines
+        if line.startswith('livermore_quote_age_seconds{symbol="BTCUSD",venue="coinbase"}')
+    ]
+    assert 0.25 <= float(age.rsplit(" ", 1)[1]) < 5
+    assert 'livermore_quotes_per_minute{symbol="BTCUSD",venue="coinbase"} 120.0' in lines
+    assert 'livermore_feed_selected{symbol="BTCUSD",venue="coinbase"} 1.0' in lines
+    assert 'livermore_venue_reconnects_total{venue="coinbase"} 3.0' in lines
+    assert "livermore_recorder_buffered 12.0" in lines
+    assert "livermore_recorder_written_total 1000.0" in lines
+    assert "livermore_recorder_candles_stored_total 7.0" in lines
