@@ -2,6 +2,7 @@ import asyncio
 import faulthandler
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from kernel.heap import freeze_startup_objects
 from kernel.lease import Lease
 from kernel.redis import async_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.loop import MarketLoop
 from marketdata.selectors import venues_simulated_enabled
 
@@ -48,6 +50,7 @@ class Command(BaseCommand):
         lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S)
         try:
             await lease.acquire()
+            await asyncio.to_thread(_announce, SystemEventKind.PROCESS_START, "leader started")
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(lease.keep())
                 tg.create_task(MarketLoop().run())
@@ -55,3 +58,8 @@ class Command(BaseCommand):
             log.info("market loop stopping")
         finally:
             await lease.release()
+            await asyncio.to_thread(_announce, SystemEventKind.PROCESS_STOP, "stopped")
+
+
+def _announce(kind: SystemEventKind, text: str) -> None:
+    system_event_emit(kind, subject=f"runmarket@{socket.gethostname()}", text=text)
