@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from django.conf import settings
@@ -82,7 +83,7 @@ def queued_system_events() -> list[dict[str, str]]:
     """The system events the process handed to the alerts worker: Celery messages (kombu's JSON
     envelope, a base64 body of [args, kwargs, embed]) waiting in the broker's default queue."""
     prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
-    raw = sync_client().lrange(f"{prefix}{settings.CELERY_TASK_DEFAULT_QUEUE}", 0, -1)
+    raw = cast(list[bytes], sync_client().lrange(f"{prefix}{settings.CELERY_TASK_DEFAULT_QUEUE}", 0, -1))
     events = []
     for message in reversed(raw):  # kombu LPUSHes: the oldest is last
         envelope = json.loads(message)
