@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from alerts import rules, selectors, services
 from alerts.models import (
+    METRICS_PERMISSION,
     SIGNALS_PERMISSION,
     AlertEvent,
     AlertRule,
@@ -19,10 +20,13 @@ from alerts.models import (
     IndicatorValue,
     Notification,
     NotificationChannel,
+    SystemEventRoute,
+    SystemNotice,
 )
 from alerts.signal_grid import STAGES, TIMEFRAMES
 from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
+from kernel.metrics import metrics_families
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Instrument
 
@@ -296,8 +300,8 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
         "maybe_duplicated",
         "last_error",
     )
-    list_select_related = ("event", "channel")
-    list_filter = ("status", "channel")
+    list_select_related = ("event", "system_notice", "channel")
+    list_filter = ("status", "channel", "system_notice__kind")
     actions = ("retry",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -310,8 +314,12 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
     def maybe_duplicated(self, obj: Notification) -> bool:
         return obj.maybe_duplicated
 
-    @admin.display(description="alert")
+    @admin.display(description="alert or system notice")
     def event_link(self, obj: Notification) -> str:
+        if obj.system_notice is not None:
+            url = reverse("admin:alerts_systemnotice_change", args=[obj.system_notice_id])
+            return format_html('<a href="{}">{}</a>', url, obj.system_notice.title)
+        assert obj.event is not None
         url = reverse("admin:alerts_alertevent_change", args=[obj.event_id])
         return format_html('<a href="{}">{}</a>', url, obj.event.title)
 
@@ -327,6 +335,63 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
         self.message_user(request, f"{retried} notification(s) queued for delivery.")
+
+
+@admin.register(SystemEventRoute)
+class SystemEventRouteAdmin(admin.ModelAdmin[SystemEventRoute]):
+    """Where each kind of system event goes: a channel, or silenced; a kind with no row is not sent.
+    Needs the model's change permission (alerts.change_systemeventroute)."""
+
+    list_display = ("kind", "channel", "silenced")
+    list_editable = ("channel", "silenced")
+    list_select_related = ("channel",)
+    list_filter = ("silenced",)
+
+
+@admin.register(SystemNotice)
+class SystemNoticeAdmin(admin.ModelAdmin[SystemNotice]):
+    list_display = ("id", "kind", "title", "count", "created_at")
+    list_filter = ("kind",)
+    readonly_fields = ("kind", "items", "created_at")
+
+    @admin.display(description="events")
+    def count(self, obj: SystemNotice) -> int:
+        return len(obj.items)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("metrics/", self.admin_site.admin_view(self.metrics), name="alerts_metrics"),
+            *super().get_urls(),
+        ]
+
+    @requires(METRICS_PERMISSION)
+    def metrics(self, request: HttpRequest) -> HttpResponse:
+        """Every figure the Prometheus endpoint gives, as tables: one per metric, a row per sample."""
+        families = [
+            {
+                "name": family.name,
+                "help": family.documentation,
+                "samples": [
+                    {
+                        "name": sample.name,
+                        "labels": ", ".join(f"{k}={v}" for k, v in sorted(sample.labels.items())),
+                        "value": sample.value,
+                    }
+                    for sample in family.samples
+                    if not sample.name.endswith("_created")
+                ],
+            }
+            for family in metrics_families()
+            if family.name.startswith("livermore_")
+        ]
+        context = {**self.admin_site.each_context(request), "title": "Metrics", "families": families}
+        return TemplateResponse(request, "admin/alerts/metrics.html", context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(AlertSeriesState)

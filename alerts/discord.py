@@ -117,6 +117,41 @@ def test_embed(*, channel_name: str, sent_at: datetime) -> dict[str, Any]:
     }
 
 
+# System notice kinds (kernel.sysevents) shown in red or green; the others are amber.
+BAD_KINDS = frozenset(
+    {"venue.down", "fix.logout", "fix.logon_refused", "account.stop_out", "task.failure"}
+    | {"outbox.dead_letters"}
+)
+GOOD_KINDS = frozenset({"venue.up", "fix.logon", "process.start"})
+AMBER = 0xF39C12
+DESCRIPTION_MAX = 4096
+
+
+def system_embed(*, kind: str, title: str, lines: list[str], at: datetime, footer: str) -> dict[str, Any]:
+    """A system notice: one line per grouped event, cut to Discord's description limit."""
+    description = ""
+    for n, line in enumerate(lines):
+        more = f"\n\u2026 and {len(lines) - n} more"
+        if len(description) + len(line) + 1 + len(more) > DESCRIPTION_MAX:
+            description += more
+            break
+        description += ("\n" if description else "") + line
+    if kind in BAD_KINDS:
+        colour = COLOURS["down"]
+    elif kind in GOOD_KINDS:
+        colour = COLOURS["up"]
+    else:
+        colour = AMBER
+    return {
+        "type": "rich",
+        "title": title[:256],
+        "description": description,
+        "color": colour,
+        "footer": {"text": footer[:2048]},
+        "timestamp": at.astimezone(UTC).isoformat(),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookResult:
     """What a POST came to. `retry_after`: a 429's wait; `blocked_for`: the bucket is empty

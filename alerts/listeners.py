@@ -1,4 +1,5 @@
-"""Candle listeners (settings.CANDLE_LISTENERS): called by the market loop with each closed Bar."""
+"""Candle listeners (settings.CANDLE_LISTENERS) called by the market loop with each closed Bar, the
+live quote listener, and the system event listener (settings.SYSTEM_EVENT_LISTENERS)."""
 
 import logging
 import threading
@@ -11,7 +12,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from alerts import rules, selectors, services
-from alerts.tasks import bar_closed
+from alerts.tasks import bar_closed, system_event_record
+from kernel.sysevents import SystemEvent
 from marketdata.bars import Bar
 from marketdata.quotes import SelectedQuote
 from marketdata.selectors import quote_list
@@ -22,6 +24,11 @@ log = logging.getLogger(__name__)
 def on_candle_close(bar: Bar) -> None:
     """Hand a closed bar's indicators and rules to a worker; the market loop must not wait on it."""
     bar_closed.delay(bar.symbol, bar.timeframe, bar.start)
+
+
+def on_system_event(event: SystemEvent) -> None:
+    """A system listener (settings.SYSTEM_EVENT_LISTENERS): a worker routes and queues it."""
+    system_event_record.delay(event)
 
 
 class LiveAlerts:

@@ -8,10 +8,13 @@ from django.utils import timezone
 from alerts import rules
 from alerts.indicators import Diagnostics, DiagnosticsJson, macdv_stage
 from kernel.fields import EncryptedTextField
+from kernel.sysevents import SystemEventKind
 from marketdata.models import Instrument, Timeframe
 
 # Staff and API users with it see the signals grid, its charts and GET /api/v1/signals.
 SIGNALS_PERMISSION = "alerts.view_signals"
+# Staff with it see the metrics page (the figures GET /metrics gives Prometheus).
+METRICS_PERMISSION = "alerts.view_metrics"
 
 
 class IndicatorValue(models.Model):
@@ -293,16 +296,74 @@ class AlertEvent(models.Model):
         }
 
 
+class SystemEventRoute(models.Model):
+    """Where one kind of system event goes: a channel, or nowhere (silenced). A kind without a route
+    is not sent."""
+
+    kind = models.CharField(max_length=32, choices=SystemEventKind.choices, unique=True)
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.PROTECT, null=True, blank=True, related_name="system_routes"
+    )
+    silenced = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ("kind",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(silenced=True) | models.Q(channel__isnull=False),
+                name="systemeventroute_channel_or_silenced",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} -> {'silenced' if self.silenced else self.channel}"
+
+
+class SystemNoticeItem(TypedDict):
+    subject: str
+    text: str
+    at: str
+
+
+class SystemNotice(models.Model):
+    """System events of one kind grouped into one message: every event of the kind for the channel
+    that comes while the message waits to be sent is added to it."""
+
+    kind = models.CharField(max_length=32, choices=SystemEventKind.choices)
+    items = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        permissions = [("view_metrics", "Can view the system metrics page")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({len(self.items)})"
+
+    @property
+    def title(self) -> str:
+        label = self.get_kind_display()
+        if len(self.items) == 1:
+            return f"{label}: {self.items[0]['subject']}"
+        return f"{label}: {len(self.items)} events"
+
+
 class Notification(models.Model):
-    """The outbox: one row per alert event and channel, delivered by a Celery task, at least once
-    (see services.notification_deliver): `attempt_log` tells whether a duplicate is possible."""
+    """The outbox: one row per alert event (or grouped system notice) and channel, delivered by a
+    Celery task, at least once (see services.notification_deliver): `attempt_log` tells whether a
+    duplicate is possible."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
-    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="notifications")
+    event = models.ForeignKey(
+        AlertEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    system_notice = models.ForeignKey(
+        SystemNotice, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(
@@ -323,7 +384,11 @@ class Notification(models.Model):
     class Meta:
         ordering = ("-created_at", "-id")
         constraints = [
-            models.UniqueConstraint(fields=("event", "channel"), name="notification_unique_event_channel")
+            models.UniqueConstraint(fields=("event", "channel"), name="notification_unique_event_channel"),
+            models.CheckConstraint(
+                condition=models.Q(event__isnull=True) ^ models.Q(system_notice__isnull=True),
+                name="notification_event_or_system_notice",
+            ),
         ]
         indexes = [models.Index(fields=("status", "next_attempt_at"), name="notification_due")]
 

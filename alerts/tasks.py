@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from alerts import services
+from kernel.sysevents import SystemEvent
 
 
 @shared_task(ignore_result=True)
@@ -23,3 +24,13 @@ def notifications_requeue() -> int:
 @shared_task(ignore_result=True)
 def alert_rules_expire() -> int:
     return services.alert_rules_expire()
+
+
+@shared_task(ignore_result=True)
+def system_event_record(event: SystemEvent) -> None:
+    services.system_event_record(event=event)
+
+
+@shared_task(ignore_result=True)
+def dead_letters_check() -> int:
+    return services.dead_letters_check()

@@ -29,6 +29,7 @@ from django.db import close_old_connections, connection
 
 from brokerage.services import routed_channel
 from kernel.redis import sync_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.adapters.fix import QuoteRow, encode_rows, fixmd_channel
 from marketdata.quotes import now_ns
 
@@ -218,6 +219,8 @@ class SessionHandler:
         if refusals:
             log.info("fix session=%s logon accepted after %d refused", self.cfg.name, refusals)
             self.engine.emit("fix.logon_recovered", self.cfg.name, refusals=refusals)
+        logons = self.state.logons
+        system_event_emit(SystemEventKind.FIX_LOGON, subject=self.cfg.name, text=f"logon #{logons}")
         self.engine.wake()
 
     def on_logout(self) -> None:
@@ -227,8 +230,10 @@ class SessionHandler:
             self.state.subscribed.clear()
             self.state.requests.clear()
             self.book.clear()
+        reason = self.state.last_logout_text or "-"
         if was:
-            log.info("fix session=%s logged out: %s", self.cfg.name, self.state.last_logout_text or "-")
+            log.info("fix session=%s logged out: %s", self.cfg.name, reason)
+            system_event_emit(SystemEventKind.FIX_LOGOUT, subject=self.cfg.name, text=f"logged out: {reason}")
 
     def to_admin(self, msg: qf.Message) -> None:
         msg_type = msg.getHeader().getField(35)
@@ -267,6 +272,13 @@ class SessionHandler:
                 self.on_logon_refused()
         elif msg_type == "2":
             self.on_resend_request(wire.field_map(raw))
+        elif msg_type == "4":
+            fields = wire.field_map(raw)
+            system_event_emit(
+                SystemEventKind.FIX_SEQUENCE_RESET,
+                subject=self.cfg.name,
+                text=f"new inbound seq {fields.get('36', '?')} (gap fill {fields.get('123', 'N')})",
+            )
         self.record(Direction.IN, msg_type, raw)
         return msg_type, raw
 
@@ -707,6 +719,11 @@ class FixEngine:
                     max(LOGON_BACKOFF_CAP_S, handler.cfg.reconnect_s),
                 )
                 self.emit("fix.logon_refused", handler.cfg.name, text=st.last_logout_text, retry_in_s=delay)
+                system_event_emit(
+                    SystemEventKind.FIX_LOGON_REFUSED,
+                    subject=handler.cfg.name,
+                    text=f"refused: {st.last_logout_text or '-'}; retrying in {delay:g} s, backing off",
+                )
             else:
                 log.debug("fix session=%s logon refused again (#%d)", handler.cfg.name, st.refusals)
         elif st.retry_at and mono >= st.retry_at:

@@ -46,6 +46,7 @@ JOBS = [
     Job("accrue swaps", "brokerage.tasks.swaps_accrue", crontab=f"0 {settings.SWAP_ROLLOVER_HOUR_UTC} * * *"),
     Job("alert notifications requeue", "alerts.tasks.notifications_requeue", 5),
     Job("expire alert rules", "alerts.tasks.alert_rules_expire", 60),
+    Job("dead letters check", "alerts.tasks.dead_letters_check", 3600),
     Job("prune FIX message log", "fix.tasks.fix_message_prune", 3600),
 ]
 

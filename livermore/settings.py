@@ -424,6 +424,18 @@ QUOTE_LISTENERS: list[str] = ["brokerage.watcher.quote_listener", "alerts.listen
 # Dotted paths of callables `(Bar) -> None` called with every closed candle, after it is stored, in the
 # market loop's candle writer thread (so they may use the database; keep them quick).
 CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
+# Dotted paths of callables `(kernel.sysevents.SystemEvent) -> None` called with every system event
+# (venue down, FIX logout, stop-out, ...) from any process and thread; they must not block.
+SYSTEM_EVENT_LISTENERS: list[str] = ["alerts.listeners.on_system_event"]
+# Dotted paths of callables `() -> Iterable[prometheus Metric]` read at each metrics scrape.
+METRICS_COLLECTORS: list[str] = [
+    "marketdata.metrics.market_metrics",
+    "fix.metrics.fix_metrics",
+    "alerts.metrics.outbox_metrics",
+    "livermore.metrics.celery_queue_metrics",
+]
+# The bearer token a Prometheus scraper sends to GET /metrics; unset, the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Dotted path of the LP gateway (brokerage/router.py LpGateway): routes each order to A- or B-Book and
 # cancels routed ones; the fix app's applies its routing rules.
 ORDER_GATEWAY = env.str(
@@ -491,6 +503,11 @@ ALERTS_DELIVERY_MAX_RATE_LIMITED = env.int("ALERTS_DELIVERY_MAX_RATE_LIMITED", d
 ALERTS_DISCORD_INVALID_LIMIT = env.int("ALERTS_DISCORD_INVALID_LIMIT", default=8000)
 # A pending notification this overdue lost its delivery task (the requeue job sends it again).
 ALERTS_REQUEUE_GRACE_S = env.float("ALERTS_REQUEUE_GRACE_S", default=60.0)
+# System notifications of one kind to one channel within this window go out as one message (a burst of
+# 20 venues going stale is one message listing them); the first waits this long before it is sent.
+SYSTEM_NOTIFICATION_GROUP_S = env.float("SYSTEM_NOTIFICATION_GROUP_S", default=10.0)
+# Failed outbox rows (dead letters) in the last day above which the hourly check notifies.
+SYSTEM_NOTIFICATION_DEAD_LETTERS_MAX = env.int("SYSTEM_NOTIFICATION_DEAD_LETTERS_MAX", default=0)
 
 # A system notification webhook (Discord); the old DISCORD_LIVERMORE_BOT. Never logged.
 SYSTEM_NOTIFICATION_WEBHOOK_URL = env.str("SYSTEM_NOTIFICATION_WEBHOOK_URL", default="")

@@ -17,10 +17,12 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections
 from django.utils.module_loading import import_string
 
+from kernel import metrics
 from kernel.aio import cancel_and_wait
 from kernel.db import database_conninfo
 from kernel.errors import ServiceError
 from kernel.redis import async_client, key
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.adapters import adapter_class
 from marketdata.adapters.base import Adapter, VenueConfig
 from marketdata.lpmanager import LPManager, Output, VenueSettings
@@ -56,6 +58,16 @@ def venue_settings(config: VenueConfig) -> VenueSettings:
         symbol_priority=dict(config.symbol_priority),
         symbols=frozenset(config.symbols.values()),
     )
+
+
+def _system_event(kind: str, subject: str, text: str) -> None:
+    if kind == "venue.failover":
+        metrics.FAILOVERS.labels(symbol=subject).inc()
+    else:
+        up = kind == "venue.up"
+        metrics.VENUE_UP.labels(venue=subject).set(1 if up else 0)
+        metrics.VENUE_TRANSITIONS.labels(venue=subject, state="up" if up else "down").inc()
+    system_event_emit(SystemEventKind(kind), subject=subject, text=text)
 
 
 def _stale_after_ms(config: VenueConfig) -> int:
@@ -105,6 +117,7 @@ class MarketLoop:
             outputs=[self.publisher, self.recorder, self.candles, *self.listeners, *(extra_outputs or [])],
             allow_simulated=settings.LIVERMORE_DEMO,
             leading=leading,
+            events=_system_event,
         )
         self.check_interval_s = check_interval_s
         self.max_future_ns = int(settings.QUOTE_MAX_FUTURE_S * 1_000_000_000)

@@ -27,6 +27,8 @@ from marketdata.quotes import Quote, SelectedQuote, now_ns
 log = logging.getLogger(__name__)
 
 Output = Callable[[SelectedQuote], None]
+# (kind, subject, text): "venue.down" / "venue.up" (subject the venue), "venue.failover" (the symbol)
+EventSink = Callable[[str, str, str], None]
 MINUTE_NS = 60_000_000_000
 
 
@@ -73,12 +75,15 @@ class LPManager:
         *,
         allow_simulated: bool = True,
         leading: Callable[[], bool] = lambda: True,
+        events: EventSink | None = None,
     ) -> None:
         self.venues = dict(venues)
         # False once this process's leader lease may have expired (a process frozen past it and
         # woken up): nothing is numbered or published until it is renewed; counted in `fenced`.
         self.leading = leading
         self.fenced = 0
+        self.events = events
+        self.venue_up: dict[str, bool] = {}  # venue -> its connection showed life within its window
         self.outputs = list(outputs)
         self.clock = clock
         self.allow_simulated = allow_simulated
@@ -147,10 +152,36 @@ class LPManager:
     def check(self) -> None:
         """Called on a timer: fail over from stale venues, publish untradable when none is healthy."""
         now = self.clock()
+        self._check_venues(now)
         for symbol in self.feeds:
             current = self.selected.get(symbol)
             if current is None or not self.healthy(symbol, current, now):
                 self._reselect(symbol, now)
+
+    def _check_venues(self, now: int) -> None:
+        """Tells the event sink when an enabled venue's connection goes silent or comes back (not
+        when it first shows life)."""
+        last_quote: dict[str, int] = {}
+        for feeds in self.feeds.values():
+            for venue, health in feeds.items():
+                if health.last_recv_ns > last_quote.get(venue, 0):
+                    last_quote[venue] = health.last_recv_ns
+        for venue, settings in self.venues.items():
+            alive = max(self.alive_ns.get(venue, 0), last_quote.get(venue, 0))
+            if not alive or not settings.enabled:
+                continue
+            up = now - alive <= settings.stale_after_ms * 1_000_000
+            was = self.venue_up.get(venue)
+            if was == up:
+                continue
+            self.venue_up[venue] = up
+            if self.events is not None and (was is not None or not up):
+                silent_ms = (now - alive) // 1_000_000
+                self.events(
+                    "venue.up" if up else "venue.down",
+                    venue,
+                    "connection live again" if up else f"connection silent for {silent_ms} ms",
+                )
 
     def configure(self, venues: dict[str, VenueSettings]) -> None:
         """Apply venue changes (enable, disable, priorities, staleness, live or simulated) without a
@@ -243,10 +274,14 @@ class LPManager:
                 return
             self.selected[symbol] = best
             log.info("symbol=%s venue %s -> %s", symbol, previous, best)
+            if previous is not None and self.events is not None:
+                self.events("venue.failover", symbol, f"{previous} -> {best}")
             self._publish(symbol, self.feeds[symbol][best].last_quote, True)
         elif previous is not None or symbol not in self.last:
             self.selected[symbol] = None
             log.warning("symbol=%s no healthy venue (was %s): untradable", symbol, previous)
+            if previous is not None and self.events is not None:
+                self.events("venue.failover", symbol, f"{previous} -> none: untradable")
             last = self.last.get(symbol)
             self._publish(symbol, last.quote if last else None, False)
 

@@ -8,6 +8,8 @@ from django.core.signals import setting_changed
 from pytest_django import Settings
 
 from kernel.redis import sync_client
+from kernel.sysevents import SystemEvent
+from tests.support import sysevents
 from tests.support.users import StaffFactory, make_client, make_operator, make_staff
 from users.models import User
 
@@ -22,6 +24,15 @@ def _channel_layer_follows_redis_prefix(*, setting: str, value: Any, **kwargs: A
 
 
 setting_changed.connect(_channel_layer_follows_redis_prefix)
+
+
+@pytest.fixture(autouse=True)
+def system_events(settings: Any) -> Iterator[list[SystemEvent]]:
+    """System events go to a list, not to the broker; a test that wants the outbox sets the listener."""
+    settings.SYSTEM_EVENT_LISTENERS = ["tests.support.sysevents.record"]
+    sysevents.RECEIVED.clear()
+    yield sysevents.RECEIVED
+    sysevents.RECEIVED.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """The alerts app's writes, split by concern: `indicators` (computed and stored on closed bars),
 `alert_rules` (owners' rule changes), `evaluation` (rules on closed bars and live quotes, firings and
-their outbox rows), `channels` (Discord webhooks), `delivery` (the outbox worker). Callers import
-from `alerts.services`."""
+their outbox rows), `channels` (Discord webhooks), `delivery` (the outbox worker), `system` (system
+events routed into the outbox). Callers import from `alerts.services`."""
 
 from .alert_rules import DEFINITION_FIELDS, alert_rule_delete, alert_rule_save, alert_rules_expire
 from .channels import (
@@ -30,6 +30,7 @@ from .indicators import (
     bar_close_values,
     indicators_update_for_bar,
 )
+from .system import NOTICE_ITEMS_MAX, dead_letters_check, system_event_record
 
 __all__ = [
     "ATTEMPT_LOG_MAX",
@@ -39,6 +40,7 @@ __all__ = [
     "INDICATOR_CACHE_TTL",
     "INDICATOR_LOOKBACK",
     "INVALID_WINDOW_S",
+    "NOTICE_ITEMS_MAX",
     "VALUE_QUANTUM",
     "IndicatorPayload",
     "IndicatorReading",
@@ -49,6 +51,7 @@ __all__ = [
     "alerts_record_live_firings",
     "bar_close_handle",
     "bar_close_values",
+    "dead_letters_check",
     "indicators_update_for_bar",
     "notification_channel_delete",
     "notification_channel_save",
@@ -57,5 +60,6 @@ __all__ = [
     "notification_deliver",
     "notification_retry",
     "notifications_requeue_due",
+    "system_event_record",
     "webhook_url_check",
 ]

@@ -16,8 +16,10 @@ from alerts.charts import render_chart
 from alerts.models import (
     AlertEvent,
     Notification,
+    SystemNotice,
 )
 from alerts.selectors import chart_series
+from kernel import metrics
 from kernel.errors import ServiceError
 
 from .channels import _block, _blocked_for, _disable_if_rejected, _posted, webhook_url_check
@@ -80,23 +82,12 @@ def notification_deliver(*, notification_id: int) -> float | None:
     claimed = _delivery_claim(notification_id)
     if not isinstance(claimed, Notification):
         return claimed
-    notification, channel, event = claimed, claimed.channel, claimed.event
-    png = notification_chart(event=event)
-    embed = discord.alert_embed(
-        title=event.title,
-        value=event.value,
-        value_name=event.payload.get("value_name", "Value"),
-        price=event.price,
-        timeframe=event.timeframe,
-        frames=event.payload.get("frames", {}),
-        stages=event.payload.get("stages", {}),
-        bias=event.payload.get("bias", rules.NEUTRAL),
-        diagnostics=event.payload.get("diagnostics"),
-        direction=event.direction,
-        fired_at=event.fired_at,
-        footer=f"Livermore alert #{event.pk}",
-        with_chart=png is not None,
-    )
+    notification, channel = claimed, claimed.channel
+    if notification.system_notice is not None:
+        png = None
+        embed = _system_embed(notification.system_notice)
+    else:
+        png, embed = _alert_embed(notification)
     with httpx.Client() as client:
         result = discord.webhook_post(
             client,
@@ -131,7 +122,7 @@ def _delivery_claim(notification_id: int) -> Notification | float | None:
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event", "channel")
+            .select_related("event", "channel", "system_notice")
             .filter(pk=notification_id, status=Notification.Status.PENDING)
             .first()
         )
@@ -178,6 +169,38 @@ def _delivery_claim(notification_id: int) -> Notification | float | None:
         return notification
 
 
+def _alert_embed(notification: Notification) -> tuple[bytes | None, dict[str, Any]]:
+    event = notification.event
+    assert event is not None  # a row has an alert event or a system notice (a check constraint)
+    png = notification_chart(event=event)
+    embed = discord.alert_embed(
+        title=event.title,
+        value=event.value,
+        value_name=event.payload.get("value_name", "Value"),
+        price=event.price,
+        timeframe=event.timeframe,
+        frames=event.payload.get("frames", {}),
+        stages=event.payload.get("stages", {}),
+        bias=event.payload.get("bias", rules.NEUTRAL),
+        diagnostics=event.payload.get("diagnostics"),
+        direction=event.direction,
+        fired_at=event.fired_at,
+        footer=f"Livermore alert #{event.pk}",
+        with_chart=png is not None,
+    )
+    return png, embed
+
+
+def _system_embed(notice: SystemNotice) -> dict[str, Any]:
+    return discord.system_embed(
+        kind=notice.kind,
+        title=notice.title,
+        lines=[f"{item['subject']}: {item['text']}" for item in notice.items],
+        at=notice.created_at,
+        footer=f"Livermore system notice #{notice.pk}",
+    )
+
+
 def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
     if result.ok:
         outcome = "posted"
@@ -199,7 +222,11 @@ def _attempt(result: discord.WebhookResult, at: datetime) -> dict[str, Any]:
 
 def _settle(notification: Notification, result: discord.WebhookResult) -> float | None:
     now = timezone.now()
-    notification.attempt_log = [*notification.attempt_log, _attempt(result, now)][-ATTEMPT_LOG_MAX:]
+    attempt = _attempt(result, now)
+    notification.attempt_log = [*notification.attempt_log, attempt][-ATTEMPT_LOG_MAX:]
+    metrics.DELIVERIES.labels(outcome=attempt["outcome"]).inc()
+    if result.ok:
+        metrics.DELIVERY_LATENCY.observe((now - notification.created_at).total_seconds())
     if result.ok:
         notification.attempts += 1
         notification.status = Notification.Status.SENT

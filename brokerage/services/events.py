@@ -10,7 +10,9 @@ from typing import Literal, overload
 
 from django.db import transaction
 
+from kernel import metrics
 from kernel.redis import sync_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.hub import Envelope, asend_batch, envelope, plain
 
 from ..models import TradingAccount
@@ -124,3 +126,22 @@ class Outbox:
     def commit(self) -> None:
         if self.events or self.triggers_changed or self.routed:
             transaction.on_commit(lambda: _publisher.put(self))
+        notices = [(name, data) for name, data in self.events if name in ("margin_call", "stop_out")]
+        if notices:
+            transaction.on_commit(lambda: self._notify(notices))
+
+    def _notify(self, notices: list[tuple[AccountEventName, AccountEventPayload]]) -> None:
+        """Margin calls and stop-outs as system events, for the desk."""
+        for name, data in notices:
+            level = data.get("margin_level") or "-"
+            if name == "margin_call":
+                text = f"margin level {level}% (call at {data.get('margin_call_level')}%)"
+                kind = SystemEventKind.MARGIN_CALL
+            else:
+                text = (
+                    f"position #{data.get('position')} closed at margin level "
+                    f"{data.get('margin_level_before')}% (stop-out at {data.get('stop_out_level')}%)"
+                )
+                kind = SystemEventKind.STOP_OUT
+            metrics.MARGIN_EVENTS.labels(kind=name).inc()
+            system_event_emit(kind, subject=f"account {self.account.number}", text=text)

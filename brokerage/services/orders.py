@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
+from kernel import metrics
 from kernel.errors import ServiceError
 from users.models import User
 from users.services import audit_record
@@ -89,6 +90,11 @@ def _check_pending_prices(
     return entry
 
 
+def _order_outcome(order: Order) -> str:
+    return str(order.status)
+
+
+@metrics.observed(metrics.ORDERS, metrics.ORDER_LATENCY, _order_outcome)
 def order_submit(
     *,
     account: TradingAccount,

@@ -117,3 +117,57 @@ def test_a_healthy_account_is_left_alone(account, market):
     account.refresh_from_db()
     assert account.margin_call_at is None
     assert margin_watchlist(symbols=["EURUSD"], quotes=redis_quotes) == []
+
+
+def test_a_margin_call_and_a_stop_out_are_system_events_once_committed(
+    client_user, group, market, system_events, django_capture_on_commit_callbacks
+):
+    account = open_account(client_user, group, balance="3000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    buy(account, "EURUSD", "2")
+    market.set("EURUSD", "1.0920", "1.0922")  # below the margin-call level, above the stop-out level
+    with django_capture_on_commit_callbacks(execute=False) as pending:
+        services.account_margin_check(account_id=account.pk)
+    assert system_events == []  # nothing before the commit
+    for callback in pending:
+        callback()
+    assert [(e["kind"], e["subject"]) for e in system_events] == [
+        ("account.margin_call", f"account {account.number}")
+    ]
+    assert "call at" in system_events[0]["text"]
+
+    system_events.clear()
+    market.set("EURUSD", "1.0850", "1.0852")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.account_margin_check(account_id=account.pk)
+    kinds = [e["kind"] for e in system_events]
+    assert "account.stop_out" in kinds
+    (stop,) = [e for e in system_events if e["kind"] == "account.stop_out"]
+    assert stop["subject"] == f"account {account.number}" and "stop-out at" in stop["text"]
+
+
+def test_orders_are_counted_by_outcome_and_timed(client_user, group, market):
+    from prometheus_client import REGISTRY
+
+    def counts():
+        by_outcome = {
+            sample.labels["outcome"]: sample.value
+            for family in REGISTRY.collect()
+            if family.name == "livermore_orders"
+            for sample in family.samples
+            if sample.name == "livermore_orders_total"
+        }
+        timed = REGISTRY.get_sample_value("livermore_order_latency_seconds_count") or 0.0
+        return by_outcome, timed
+
+    before, timed_before = counts()
+    account = open_account(client_user, group, balance="3000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    buy(account, "EURUSD")
+    with pytest.raises(services.ServiceError) as refused:
+        buy(account, "NOPE")
+    after, timed_after = counts()
+    code = refused.value.code
+    assert after["filled"] - before.get("filled", 0) == 1
+    assert after[code] - before.get(code, 0) == 1
+    assert timed_after - timed_before == 2

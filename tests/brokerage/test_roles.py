@@ -39,6 +39,7 @@ PAGES: dict[str, frozenset[str]] = {
     "alerts_signals": EVERY,
     "alerts_signal_chart": EVERY,
     "auth_user_password_change": frozenset({ADMINISTRATOR}),
+    "alerts_metrics": EVERY,
     "otp_totp_totpdevice_config": frozenset({ADMINISTRATOR}),
     "otp_totp_totpdevice_qrcode": frozenset({ADMINISTRATOR}),
 }

@@ -155,3 +155,33 @@ def test_a_session_that_relaxes_validation_accepts_an_undefined_field(peer, make
     peer.send("1", [(112, "after")])
     assert peer.expect("0", where={"112": "after"})
     assert not [m for m in peer.drain() if m.type == "3"]
+
+
+def test_logon_logout_a_refused_logon_and_a_sequence_reset_are_system_events(
+    peer, make_session, run_engine, system_events
+):
+    session = make_session(peer.port)
+    run_engine()
+    peer.expect("A")
+    wait_for(lambda: logged_on(session))
+    wait_for(lambda: [e for e in system_events if e["kind"] == "fix.logon"])
+
+    new_seq = peer.next_out + 5
+    peer.send("4", [(36, str(new_seq))])  # reset mode: no GapFillFlag
+    peer.next_out = new_seq
+    wait_for(lambda: [e for e in system_events if e["kind"] == "fix.sequence_reset"])
+
+    peer.auto_logon = False
+    peer.send("5", [(58, "maintenance")])
+    peer.expect("5")
+    peer.disconnect()
+    peer.expect("A", timeout=6)
+    peer.send("5", [(58, "invalid credentials")])
+    wait_for(lambda: [e for e in system_events if e["kind"] == "fix.logon_refused"])
+
+    by_kind = {e["kind"]: e for e in system_events}
+    assert by_kind["fix.logon"]["subject"] == session.name
+    assert by_kind["fix.logout"]["text"] == "logged out: maintenance"
+    assert by_kind["fix.logon_refused"]["text"] == "refused: invalid credentials"
+    assert by_kind["fix.sequence_reset"]["text"] == f"new inbound seq {new_seq} (gap fill N)"
+    assert all(PASSWORD not in e["text"] for e in system_events)

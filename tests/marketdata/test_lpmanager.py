@@ -229,3 +229,45 @@ def test_a_venue_down_for_all_its_symbols_leaves_them_untradable(clock, publishe
     manager.venue_down("only")
     assert manager.selected == {"EURUSD": None, "GBPUSD": None}
     assert [p.tradable for p in published[-2:]] == [False, False]
+
+
+def test_it_tells_when_a_venue_goes_silent_and_comes_back_and_each_failover(
+    clock: Clock, published: list[SelectedQuote]
+) -> None:
+    events: list[tuple[str, str, str]] = []
+    venues = {
+        "primary": VenueSettings(priority=1, stale_after_ms=2000),
+        "backup": VenueSettings(priority=5, stale_after_ms=2000),
+    }
+    manager = LPManager(venues, outputs=[published.append], clock=clock, events=lambda *e: events.append(e))
+    manager.on_quote(quote(clock, "primary", "1.10000"))
+    manager.on_quote(quote(clock, "backup", "1.20000"))
+    manager.check()
+    assert events == []  # a venue's first sign of life is no news
+
+    clock.advance(1000)
+    manager.venue_alive("backup", clock.now)
+    clock.advance(1500)
+    manager.venue_alive("backup", clock.now)
+    manager.check()
+    assert events == [
+        ("venue.down", "primary", "connection silent for 2500 ms"),
+        ("venue.failover", "EURUSD", "primary -> backup"),
+    ]
+
+    events.clear()
+    manager.on_quote(quote(clock, "primary", "1.10010"))
+    manager.check()
+    assert events == [
+        ("venue.failover", "EURUSD", "backup -> primary"),
+        ("venue.up", "primary", "connection live again"),
+    ]
+
+    events.clear()
+    clock.advance(2500)
+    manager.check()
+    assert events == [
+        ("venue.down", "primary", "connection silent for 2500 ms"),
+        ("venue.down", "backup", "connection silent for 2500 ms"),
+        ("venue.failover", "EURUSD", "primary -> none: untradable"),
+    ]

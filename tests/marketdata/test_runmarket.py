@@ -1,9 +1,12 @@
+import base64
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from django.conf import settings
@@ -73,3 +76,18 @@ def test_sigterm_flushes_recorded_ticks_before_exit(tick_table):
     assert process.returncode == 0, output
     assert tick_count() >= 6 * 6  # at least a second and a half of quotes for the six symbols
     assert "unwritten ticks" not in output
+    assert [event["kind"] for event in queued_system_events()] == ["process.start", "process.stop"]
+
+
+def queued_system_events() -> list[dict[str, str]]:
+    """The system events the process handed to the alerts worker: Celery messages (kombu's JSON
+    envelope, a base64 body of [args, kwargs, embed]) waiting in the broker's default queue."""
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    raw = cast(list[bytes], sync_client().lrange(f"{prefix}{settings.CELERY_TASK_DEFAULT_QUEUE}", 0, -1))
+    events = []
+    for message in reversed(raw):  # kombu LPUSHes: the oldest is last
+        envelope = json.loads(message)
+        if envelope["headers"]["task"] == "alerts.tasks.system_event_record":
+            args, _, _ = json.loads(base64.b64decode(envelope["body"]))
+            events.append(args[0])
+    return events

@@ -12,6 +12,7 @@ class Migration(migrations.Migration):
         ("otp_static", "0003_add_timestamps"),
         ("fix", "0005_session_next_seqnums"),
         ("marketdata", "0009_candle_import_suspect"),
+        ("alerts", "0010_system_notifications"),
     ]
 
     operations = [migrations.RunPython(roles_migrate, migrations.RunPython.noop)]

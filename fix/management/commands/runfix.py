@@ -1,6 +1,7 @@
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from fix.engine import FixEngine
 from kernel.heap import freeze_startup_objects
 from kernel.lease import Lease, LeaseLost
 from kernel.redis import async_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class Command(BaseCommand):
         try:
             try:
                 await lease.acquire()
+                await asyncio.to_thread(_announce, SystemEventKind.PROCESS_START, name, "leader started")
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(lease.keep())
                     tg.create_task(asyncio.to_thread(engine.run))
@@ -50,7 +53,12 @@ class Command(BaseCommand):
         finally:
             engine.stop()
             await lease.release()
+            await asyncio.to_thread(_announce, SystemEventKind.PROCESS_STOP, name, "stopped")
         if stepped_down:
             # The sessions' threads are gone with the engine: the supervisor starts a fresh process,
             # which stands by for the lease.
             raise SystemExit(1)
+
+
+def _announce(kind: SystemEventKind, lease: str, text: str) -> None:
+    system_event_emit(kind, subject=f"runfix {lease}@{socket.gethostname()}", text=text)

@@ -2,6 +2,7 @@ import asyncio
 import faulthandler
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from kernel.heap import freeze_startup_objects
 from kernel.lease import Lease, LeaseLost
 from kernel.redis import async_client
+from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.loop import MarketLoop
 from marketdata.selectors import venues_simulated_enabled
 
@@ -49,6 +51,7 @@ class Command(BaseCommand):
         try:
             while True:
                 await lease.acquire()
+                await asyncio.to_thread(_announce, SystemEventKind.PROCESS_START, "leader started")
                 try:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(lease.keep())
@@ -56,7 +59,13 @@ class Command(BaseCommand):
                 except* LeaseLost as lost:
                     # Stepped down (the loop stopped and flushed): stand by for the lease again.
                     log.error("market loop stepped down: %s", lost.exceptions[0])
+                    await asyncio.to_thread(_announce, SystemEventKind.PROCESS_STOP, "stepped down")
         except asyncio.CancelledError:
             log.info("market loop stopping")
         finally:
             await lease.release()
+            await asyncio.to_thread(_announce, SystemEventKind.PROCESS_STOP, "stopped")
+
+
+def _announce(kind: SystemEventKind, text: str) -> None:
+    system_event_emit(kind, subject=f"runmarket@{socket.gethostname()}", text=text)
