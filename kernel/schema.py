@@ -5,25 +5,37 @@ API's one error shape {"error": {"code", "message", "fields"}} (kernel/errors.py
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import Direction
-from rest_framework import permissions, serializers
+from rest_framework import permissions
 
 from kernel.pagination import PaginatedListView
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-class ErrorDetailSerializer(serializers.Serializer[dict[str, Any]]):
-    code = serializers.CharField(help_text="Machine-readable, e.g. validation_error, not_found")
-    message = serializers.CharField(help_text="Human-readable")
-    fields = serializers.DictField(
-        child=serializers.JSONField(),
-        help_text="Field name to its messages (a nested object for nested fields); empty when none",
-    )
-
-
-class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
-    error = ErrorDetailSerializer()
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "description": "Machine-readable, e.g. not_found",
+                },
+                "message": {"type": "string", "description": "Human-readable"},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {},
+                    "description": "Field name to its messages (an object when nested); empty when none",
+                },
+            },
+        }
+    },
+}
 
 
 ERROR_DESCRIPTIONS = {
@@ -62,7 +74,11 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
-        error = self.resolve_serializer(ErrorSerializer, "response").ref
+        component = ResolvedComponent(
+            name="Error", type=ResolvedComponent.SCHEMA, schema=ERROR_SCHEMA, object="kernel.schema.Error"
+        )
+        self.registry.register_on_missing(component)
+        error = component.ref
         for code in self._error_codes():
             responses.setdefault(
                 code,
