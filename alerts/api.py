@@ -3,7 +3,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpResponse, HttpResponseBase
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import Direction, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
@@ -230,13 +232,33 @@ class SignalListView(APIView):
         return Response({"results": [signal_to_wire(s) for s in rows]})
 
 
+SETTABLE_STATUSES = [AlertRule.Status.ACTIVE, AlertRule.Status.PAUSED]
+
+
+class RuleStatusField(serializers.ChoiceField):
+    """A rule's status: a client sets active or paused; a rule also reads triggered, expired or
+    stopped, which only the engine sets."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=SETTABLE_STATUSES, default=AlertRule.Status.ACTIVE, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+class RuleStatusFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = RuleStatusField
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        statuses = SETTABLE_STATUSES if direction == "request" else AlertRule.Status.values
+        return {"enum": [str(s) for s in statuses], "type": "string"}
+
+
 class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
     symbol = serializers.SlugRelatedField(
         source="instrument", slug_field="symbol", queryset=Instrument.objects.all()
     )
-    status = serializers.ChoiceField(
-        choices=[AlertRule.Status.ACTIVE, AlertRule.Status.PAUSED], default=AlertRule.Status.ACTIVE
-    )
+    status = RuleStatusField()
     live = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -262,11 +284,6 @@ class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
             "last_fired_at",
         )
         read_only_fields = ("created_at", "updated_at", "last_fired_at")
-
-    def to_representation(self, instance: AlertRule) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["status"] = instance.status  # also triggered / expired, which clients cannot set
-        return data
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         merged = {

@@ -299,6 +299,7 @@ class AccountListView(APIView):
         tags=["accounts"],
         operation_id="accounts_list",
         summary="Your trading accounts (every account for operators)",
+        responses=AccountSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         user = request_user(request)

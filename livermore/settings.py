@@ -315,7 +315,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "kernel.schema.AutoSchema",
     "EXCEPTION_HANDLER": "kernel.errors.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
         "kernel.parsers.JSONParser",
@@ -397,11 +397,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Separate request and response components: read-only fields (an alert rule's full status) are
+    # in the response only, and the request shows only what a client may send.
+    "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "AccountStatusEnum": "brokerage.models.AccountStatus",
         "OrderStatusEnum": "brokerage.models.OrderStatus",
         "PositionStatusEnum": "brokerage.models.PositionStatus",
         "ReasonEnum": "brokerage.models.Reason",
+        "AlertRuleStatusEnum": "alerts.models.AlertRule.Status",
+        "AlertRuleSettableStatusEnum": "alerts.api.SETTABLE_STATUSES",
     },
 }
 
