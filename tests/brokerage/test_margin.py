@@ -22,7 +22,7 @@ def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(alice, 
     buy(account, "GBPUSD")  # opened first: closing in id order would pick it
     buy(account, "EURUSD")
     market.set("GBPUSD", "1.2650", "1.2652")  # -520
-    market.set("EURUSD", "1.0900", "1.0902")  # -1020: equity 1460 / margin 2370.40 = 61.59 %
+    market.set("EURUSD", "1.0900", "1.0902")  # -1020: equity 1460 / re-marked margin 2355.40 = 61.99 %
     assert services.account_margin_check(account_id=account.pk) == []
     account.refresh_from_db()
     assert account.margin_call_at is not None
@@ -38,8 +38,8 @@ def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(alice, 
     account.refresh_from_db()
     summary = account_summary(account=account)
     assert (
-        summary.margin_level == D("960.00") / D("1270.20") * 100
-    )  # 75.58 %: back above the stop-out level: GBPUSD stays open
+        summary.margin_level == D("960.00") / D("1265.20") * 100
+    )  # 75.88 % (GBPUSD re-marked at its ask 1.2652): back above the stop-out level: GBPUSD stays open
     assert account.margin_call_at is not None  # still below the margin-call level
 
 
