@@ -181,6 +181,63 @@ def exposure_pnl(
         return None
 
 
+def remarked_margin(
+    instrument: Instrument,
+    side: str,
+    volume: Decimal,
+    *,
+    tick: pricing.Tick,
+    leverage: int,
+    currency: str,
+    rates: pricing.RateLookup,
+) -> Decimal:
+    """The margin `volume` lots of `side` hold now (the re-marking rule, docs/operators.md "Margin
+    re-marking"): `pricing.margin` at the client's current opening price of the side (a long at the
+    ask, a short at the bid, as a new order of that side would fill), the account's leverage now and
+    the conversion rates now, rounded to the account currency. Raises pricing.NoRate."""
+    return pricing.money(
+        pricing.margin(
+            instrument_spec(instrument),
+            volume=volume,
+            price=pricing.open_price(side, tick),
+            leverage=leverage,
+            currency=currency,
+            rates=rates,
+        ),
+        currency,
+    )
+
+
+def _mark(
+    exposure: Exposure, tick: pricing.Tick, *, account: TradingAccount, quotes: QuoteSource
+) -> tuple[Decimal, Decimal] | None:
+    """An exposure's unrealized PnL (at the closing price) and re-marked margin, or None without a
+    conversion rate."""
+    currency = account.currency
+    try:
+        pnl = pricing.pnl_of_cost(
+            instrument_spec(exposure.instrument),
+            side=exposure.side,
+            volume=exposure.volume,
+            cost=exposure.cost,
+            exit=pricing.close_price(exposure.side, tick),
+            currency=currency,
+            rates=quotes.mid,
+        )
+        margin = remarked_margin(
+            exposure.instrument,
+            exposure.side,
+            exposure.volume,
+            tick=tick,
+            leverage=account.effective_leverage,
+            currency=currency,
+            rates=quotes.mid,
+        )
+    except pricing.NoRate:
+        return None
+    return pnl, margin
+
+
 def account_summary(
     *,
     account: TradingAccount,
@@ -192,7 +249,10 @@ def account_summary(
     """Balance, equity, margin, free margin, margin level and unrealized PnL of an account.
 
     Positions are marked at the client's prices (markup applied): longs at the bid, shorts at the ask.
-    The margin includes what routed (A-Book) orders hold until the LP fills them. The totals come from
+    Their margin is re-marked at the current prices and the account's leverage (`remarked_margin`);
+    an unpriced exposure counts with the margin stored on its positions (the margin at their open
+    price) and is listed in `unpriced`. The margin includes what routed (A-Book) orders hold until
+    the LP fills them. The totals come from
     the account's exposures (of the positions given, else summed by the database), so they do not
     depend on how many positions make them up; `with_position_pnl` adds each position's PnL.
     """
@@ -209,12 +269,14 @@ def account_summary(
     pnl_total, used = ZERO, account.margin_reserved
     unpriced: list[str] = []
     for exposure in exposures:
-        used += exposure.margin
-        value = exposure_pnl(exposure, currency=currency, conditions=conditions, quotes=quotes)
-        if value is None:
+        tick = conditions.client_tick(exposure.instrument, quotes)
+        marked = None if tick is None else _mark(exposure, tick, account=account, quotes=quotes)
+        if marked is None:
+            used += exposure.margin
             unpriced.append(exposure.instrument.symbol)
         else:
-            pnl_total += value
+            pnl_total += marked[0]
+            used += marked[1]
     by_position: dict[int, Decimal] = {}
     if with_position_pnl and positions is not None:
         for position in positions:

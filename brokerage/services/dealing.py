@@ -30,15 +30,24 @@ from ..models import (
     TransactionKind,
 )
 from ..quotes import QuoteSource
-from ..selectors import LEVEL, AccountSummary, Conditions, account_summary, instrument_spec, open_positions
+from ..selectors import (
+    LEVEL,
+    AccountSummary,
+    Conditions,
+    account_summary,
+    instrument_spec,
+    open_positions,
+    remarked_margin,
+)
 from .checks import PRICE_DIGITS, ZERO, _client_tick
 from .events import Outbox
 from .ledger import _ledger_rows, _post_client, house_account
 
 
 def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
-    """Recompute the margin of the open positions at the account's (new) group and leverage; whether
-    any changed.
+    """Recompute the margin stored on the open positions (at their open price) at the account's (new)
+    group and leverage; whether any changed. The account's margin is re-marked at current prices in
+    its summary whatever the stored figure.
 
     With refuse_stop_out, a change that raises the margin is refused when it would leave the margin
     level at or below the stop-out level: an operator's change to one account must not liquidate the
@@ -57,9 +66,10 @@ def _remargin(d: "_Dealing", *, refuse_stop_out: bool = True) -> bool:
         return False
     if refuse_stop_out:
         group = d.account.group
-        summary = d.summary()
+        after = d.account.margin_reserved + sum((p.margin for p in d.positions), ZERO)
+        summary = d.summary()  # re-marked at the new leverage
         level = summary.margin_level
-        if summary.margin > before and level is not None and level <= group.stop_out_level:
+        if after > before and level is not None and level <= group.stop_out_level:
             raise ServiceError(
                 "margin_level_too_low",
                 f"The margin would rise to {summary.margin} {d.currency}: margin level "
@@ -163,6 +173,22 @@ def _opening_loss(d: _Dealing, instrument: Instrument, side: str, volume: Decima
     return min(loss, ZERO)
 
 
+def _remarked(d: _Dealing, position: Position, volume: Decimal) -> Decimal:
+    """The re-marked margin of `volume` lots of an open position, as the account summary counts it."""
+    try:
+        return remarked_margin(
+            position.instrument,
+            position.side,
+            volume,
+            tick=_client_tick(position.instrument, d.conditions, d.quotes),
+            leverage=d.account.effective_leverage,
+            currency=d.currency,
+            rates=d.quotes.mid,
+        )
+    except pricing.NoRate as exc:
+        raise ServiceError("no_price", f"{exc}.", status_code=503) from exc
+
+
 def _check_margin(d: _Dealing, order: Order, price: Decimal) -> Decimal:
     """Refuse a fill at `price` that would leave free margin below zero just after it: equity marked
     with the new position at the closing price (its spread loss), less commission, must cover the
@@ -177,7 +203,10 @@ def _check_margin(d: _Dealing, order: Order, price: Decimal) -> Decimal:
     if not open_volume:
         return ZERO
     summary = d.summary()
-    released = existing.margin * close_volume / existing.volume if existing and close_volume else ZERO
+    released = ZERO
+    if existing is not None and close_volume:
+        # What the summary holds for the closed part: re-marked at the current price.
+        released = _remarked(d, existing, close_volume)
     opening = d.margin_for(instrument, open_volume, price)
     margin_after = summary.margin - released + opening
     commission = d.conditions.commission(instrument, order.volume)

@@ -190,9 +190,11 @@ def test_margin_levels_are_compared_unrounded(alice, group, market: Market):
     account = open_account(alice, group, balance="2000")
     market.set("EURUSD", "1.1000", "1.1002")
     services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1))  # margin 1100.20
-    market.set("EURUSD", "1.0857014", "1.0857214")  # PnL -1449.86: equity 550.14
+    # PnL -1457.17: equity 542.83; margin re-marked at the ask: 1 lot x 1.0856483 / 100 = 1085.65
+    market.set("EURUSD", "1.0856283", "1.0856483")
     summary = account_summary(account=account)
-    assert summary.margin_level == D("550.14") / D("1100.20") * 100  # 50.0036...%, unrounded
+    assert summary.margin == D("1085.65")
+    assert summary.margin_level == D("542.83") / D("1085.65") * 100  # 50.00046...%, unrounded
     assert summary.as_event()["margin_level"] == "50.00"  # rounded only where it is shown
     assert services.account_margin_check(account_id=account.pk) == []  # stop-out is at or below 50 %
     assert account.positions.get().status == PositionStatus.OPEN

@@ -17,6 +17,7 @@ from brokerage.selectors import (
     open_exposures,
     open_positions,
     position_pnl,
+    remarked_margin,
 )
 from kernel import sql
 from marketdata.models import Instrument
@@ -98,7 +99,18 @@ def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(al
 
     summary = account_summary(account=account)  # summed by the database
     assert summary == account_summary(account=account, positions=positions)
-    assert summary.margin == sum(p.margin for p in positions)
+    assert summary.margin == sum(  # re-marked per exposure at the current quotes
+        remarked_margin(
+            e.instrument,
+            e.side,
+            e.volume,
+            tick=conditions.client_tick(e.instrument, redis_quotes),
+            leverage=account.effective_leverage,
+            currency="USD",
+            rates=redis_quotes.mid,
+        )
+        for e in from_database
+    )
     assert summary.unrealized_pnl == pricing.money(per_position, "USD")
     detailed = account_summary(account=account, with_position_pnl=True)
     assert set(detailed.position_pnl) == {p.pk for p in positions}

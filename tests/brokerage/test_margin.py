@@ -6,6 +6,7 @@ from brokerage import services
 from brokerage.models import LedgerTransaction, Position, TransactionKind
 from brokerage.quotes import redis_quotes
 from brokerage.selectors import account_summary, ledger_balance, margin_watchlist
+from kernel.errors import ServiceError
 from tests.support.trading import open_account
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(alice, 
     buy(account, "GBPUSD")  # opened first: closing in id order would pick it
     buy(account, "EURUSD")
     market.set("GBPUSD", "1.2650", "1.2652")  # -520
-    market.set("EURUSD", "1.0900", "1.0902")  # -1020: equity 1460 / margin 2370.40 = 61.59 %
+    market.set("EURUSD", "1.0900", "1.0902")  # -1020: equity 1460 / re-marked margin 2355.40 = 61.99 %
     assert services.account_margin_check(account_id=account.pk) == []
     account.refresh_from_db()
     assert account.margin_call_at is not None
@@ -38,8 +39,8 @@ def test_stop_out_closes_the_largest_loss_first_until_the_level_recovers(alice, 
     account.refresh_from_db()
     summary = account_summary(account=account)
     assert (
-        summary.margin_level == D("960.00") / D("1270.20") * 100
-    )  # 75.58 %: back above the stop-out level: GBPUSD stays open
+        summary.margin_level == D("960.00") / D("1265.20") * 100
+    )  # 75.88 % (GBPUSD re-marked at its ask 1.2652): back above the stop-out level: GBPUSD stays open
     assert account.margin_call_at is not None  # still below the margin-call level
 
 
@@ -120,9 +121,9 @@ def test_a_healthy_account_is_left_alone(account, market):
 
 
 def test_a_margin_call_and_a_stop_out_are_system_events_once_committed(
-    client_user, group, market, system_events, django_capture_on_commit_callbacks
+    alice, group, market, system_events, django_capture_on_commit_callbacks
 ):
-    account = open_account(client_user, group, balance="3000")
+    account = open_account(alice, group, balance="3000")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "EURUSD", "2")
     market.set("EURUSD", "1.0920", "1.0922")  # below the margin-call level, above the stop-out level
@@ -146,7 +147,7 @@ def test_a_margin_call_and_a_stop_out_are_system_events_once_committed(
     assert stop["subject"] == f"account {account.number}" and "stop-out at" in stop["text"]
 
 
-def test_orders_are_counted_by_outcome_and_timed(client_user, group, market):
+def test_orders_are_counted_by_outcome_and_timed(alice, group, market):
     from prometheus_client import REGISTRY
 
     def counts():
@@ -161,7 +162,7 @@ def test_orders_are_counted_by_outcome_and_timed(client_user, group, market):
         return by_outcome, timed
 
     before, timed_before = counts()
-    account = open_account(client_user, group, balance="3000")
+    account = open_account(alice, group, balance="3000")
     market.set("EURUSD", "1.1000", "1.1002")
     buy(account, "EURUSD")
     with pytest.raises(services.ServiceError) as refused:
@@ -171,3 +172,88 @@ def test_orders_are_counted_by_outcome_and_timed(client_user, group, market):
     assert after["filled"] - before.get("filled", 0) == 1
     assert after[code] - before.get(code, 0) == 1
     assert timed_after - timed_before == 2
+
+
+def sell(account, symbol, volume="1"):
+    return services.order_submit(account=account, symbol=symbol, side="sell", volume=D(volume))
+
+
+def test_a_price_move_re_marks_margin_free_margin_and_level_and_posts_nothing(alice, group, market):
+    account = open_account(alice, group, balance="3000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    buy(account, "EURUSD")
+    position = Position.objects.get()
+    assert position.margin == D("1100.20")  # 1 lot x 100000 x 1.1002 (the ask) / 100
+    transactions = LedgerTransaction.objects.count()
+
+    market.set("EURUSD", "1.1200", "1.1202")  # PnL +1980 at the bid
+    summary = account_summary(account=account)
+    assert summary.equity == D("4980.00")
+    assert summary.margin == D("1120.20")  # re-marked at the ask now: 100000 x 1.1202 / 100
+    assert summary.free_margin == D("3859.80")
+    assert summary.margin_level == D("4980.00") / D("1120.20") * 100
+
+    market.set("EURUSD", "1.0500", "1.0502")  # PnL -5020
+    summary = account_summary(account=account)
+    assert (summary.equity, summary.margin, summary.free_margin) == (
+        D("-2020.00"),
+        D("1050.20"),
+        D("-3070.20"),
+    )
+    assert summary.margin_level == D("-2020.00") / D("1050.20") * 100
+
+    position.refresh_from_db()
+    assert position.margin == D("1100.20")  # the stored record (at the open price) is left as it was
+    assert LedgerTransaction.objects.count() == transactions  # margin is not a ledger posting
+
+
+def test_a_short_is_re_marked_at_the_bid_and_a_base_currency_margin_does_not_move(alice, group, market):
+    account = open_account(alice, group, balance="5000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    market.set("USDJPY", "150.000", "150.014")
+    sell(account, "EURUSD")  # 1100.00 at the bid
+    buy(account, "USDJPY")  # USD is the base: 1 lot x 100000 / 100 = 1000 USD at any price
+    market.set("EURUSD", "1.1300", "1.1302")
+    market.set("USDJPY", "160.000", "160.014")
+    summary = account_summary(account=account)
+    assert summary.margin == D("1130.00") + D("1000.00")
+
+
+def test_stop_out_uses_the_re_marked_margin(alice, group, market):
+    account = open_account(alice, group, balance="5580")
+    market.set("EURUSD", "1.1000", "1.1002")
+    sell(account, "EURUSD")  # margin 1100.00 at the open price
+    market.set("EURUSD", "1.1500", "1.1502")  # PnL -5020 at the ask: equity 560
+    # 560 / 1100.00 = 50.91 % at the open-price margin, 560 / 1150.00 = 48.70 % re-marked (at the bid)
+    assert account_summary(account=account).margin_level == D("560.00") / D("1150.00") * 100
+    deals = services.account_margin_check(account_id=account.pk)
+    assert [(d.reason, d.price, d.realized_pnl) for d in deals] == [("stop_out", D("1.1502"), D("-5020"))]
+    account.refresh_from_db()
+    assert account.balance == D("560")
+
+
+def test_margin_call_uses_the_re_marked_margin(alice, group, market):
+    account = open_account(alice, group, balance="6140")
+    market.set("EURUSD", "1.1000", "1.1002")
+    sell(account, "EURUSD")
+    market.set("EURUSD", "1.1500", "1.1502")  # equity 1120: 101.82 % at 1100.00, 97.39 % at 1150.00
+    assert services.account_margin_check(account_id=account.pk) == []
+    account.refresh_from_db()
+    assert account.margin_call_at is not None
+    assert margin_watchlist(symbols=["EURUSD"], quotes=redis_quotes) == [account.pk]
+
+    market.set("EURUSD", "1.0900", "1.0902")  # equity 6240, margin 1090.00: out of margin call
+    assert services.account_margin_check(account_id=account.pk) == []
+    account.refresh_from_db()
+    assert account.margin_call_at is None
+
+
+def test_an_order_is_checked_against_the_re_marked_margin(alice, group, market):
+    account = open_account(alice, group, balance="6140")
+    market.set("EURUSD", "1.1000", "1.1002")
+    sell(account, "EURUSD")
+    market.set("EURUSD", "1.1500", "1.1502")  # free margin 1120 - 1150.00 = -30.00 (20.00 at open price)
+    market.set("GBPUSD", "1.0000", "1.0000")
+    with pytest.raises(ServiceError) as refused:
+        buy(account, "GBPUSD", "0.01")  # needs 10.00
+    assert refused.value.code == "insufficient_margin"

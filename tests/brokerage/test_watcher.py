@@ -123,15 +123,15 @@ async def test_margin_call_and_stop_out_events_reach_the_owners_account_stream(a
     market.set("EURUSD", "1.1000", "1.1002")
     await db_call(services.order_submit, account=account, symbol="EURUSD", side="buy", volume=D(1))
     async with StreamTap(account.stream_group) as tap:
-        market.set("EURUSD", "1.0940", "1.0942")  # equity 580 / 1100.20 margin: 52.7 %
+        market.set("EURUSD", "1.0940", "1.0942")  # equity 580 / 1094.20 margin re-marked at the ask: 53.0 %
         await db_call(services.account_margin_check, account_id=account.pk)
         frame = await tap.receive()
         while frame["event"] != "margin_call":  # the fill's own events may still be on their way
             frame = await tap.receive()
         assert frame["channel"] == f"account:{account.number}"
-        assert (frame["data"]["margin_level"], frame["data"]["margin_call_level"]) == ("52.72", "100.00")
+        assert (frame["data"]["margin_level"], frame["data"]["margin_call_level"]) == ("53.01", "100.00")
 
-        market.set("EURUSD", "1.0930", "1.0932")  # equity 480: 43.6 %
+        market.set("EURUSD", "1.0930", "1.0932")  # equity 480 / 1093.20: 43.9 %
         await db_call(services.account_margin_check, account_id=account.pk)
         events = []
         while "stop_out" not in events:
@@ -139,5 +139,5 @@ async def test_margin_call_and_stop_out_events_reach_the_owners_account_stream(a
             assert frame["channel"] == f"account:{account.number}"
             events.append(frame["event"])
     assert events[0] == "order" and "deal" in events  # the stop-out close, then the notice
-    assert frame["data"]["margin_level_before"] == "43.63"
+    assert frame["data"]["margin_level_before"] == "43.91"
     assert frame["data"]["stop_out_level"] == "50.00"
