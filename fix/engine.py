@@ -722,7 +722,7 @@ class FixEngine:
                 system_event_emit(
                     SystemEventKind.FIX_LOGON_REFUSED,
                     subject=handler.cfg.name,
-                    text=f"refused: {st.last_logout_text or '-'}; retrying in {delay:g} s, backing off",
+                    text=f"refused: {st.last_logout_text or '-'}",
                 )
             else:
                 log.debug("fix session=%s logon refused again (#%d)", handler.cfg.name, st.refusals)
