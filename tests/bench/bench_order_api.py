@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,59 @@ class HttpClient:
             writer.close()
 
 
+async def open_loop(rate: float, total: int, one: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """Start `one(n)` for n in range(total) at a steady `rate` per second (open loop: a slow answer
+    never delays the next request), then wait for them all."""
+    t0 = time.monotonic()
+    pending = []
+    for n in range(total):
+        delay = t0 + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*pending)
+
+
+def latency_summary(latencies: list[float], errors: list[str]) -> dict[str, Any]:
+    """p99 and p50 in ms of the measured requests (failed ones counted at the timeout), and failures."""
+    latencies = sorted(latencies)
+    return {
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "sent": len(latencies),
+        "errors": errors[:5],
+        "failed": len(errors),
+    }
+
+
+def web_and_client(env: dict[str, str], script: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Start the Procfile's `web` on a free port, run `script --client` in its own process with
+    `config` (plus `base`) on stdin, and return the JSON it prints last (None if it failed); the web
+    process is stopped and the benchmark's database dropped in any case."""
+    port = _free_port()
+    procs = [_start("web", {**env, "HOST": "127.0.0.1", "PORT": str(port)})]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, procs, path="/healthz")
+        client = subprocess.run(
+            [sys.executable, script, "--client"],
+            input=json.dumps({"base": base, **config}),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        if client.returncode != 0:
+            sys.stderr.write(client.stderr[-3000:])
+            return None
+        result: dict[str, Any] = json.loads(client.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        for proc in procs:
+            _stop(proc)
+        _drop_database()
+
+
 async def _order(client: HttpClient, account: str, key: str, side: str) -> float | None:
     body = json.dumps({"symbol": SYMBOL, "side": side, "volume": "0.01"}).encode()
     started = time.perf_counter()
@@ -285,8 +339,9 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
         failed = 0
         sides: dict[str, int] = {}
 
-        async def one(account: str, key: str) -> None:
+        async def one(i: int) -> None:
             nonlocal failed
+            account, key = accounts[i % len(accounts)]
             sides[account] = sides.get(account, 0) + 1
             result = await _order(clients[account], account, key, "buy" if sides[account] % 2 else "sell")
             if result is None:
@@ -296,15 +351,7 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
                 latencies.append(result)
 
         total = int(STEADY_RATE * STEADY_S)
-        t0 = time.monotonic()
-        pending = []
-        for i in range(total):
-            delay = t0 + i / STEADY_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            account, key = accounts[i % len(accounts)]
-            pending.append(asyncio.create_task(one(account, key)))
-        await asyncio.gather(*pending)
+        await open_loop(STEADY_RATE, total, one)
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     finally:

@@ -12,7 +12,6 @@ from another process:
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.bench.bench_order_api import (  # noqa: E402
     HttpClient,
-    _drop_database,
-    _free_port,
-    _start,
-    _stop,
-    _wait_ready,
     bench_env,
     fresh_database,
+    latency_summary,
+    open_loop,
+    web_and_client,
 )
 from tests.bench.metric import emit  # noqa: E402
 
@@ -134,26 +131,11 @@ async def _load(base: str, key: str) -> dict[str, Any]:
         if measured:
             latencies.append(elapsed)
 
-    pending = []
-    t0 = time.monotonic()
-    total = int(RATE * (WARMUP_S + STEADY_S))
     try:
-        for i in range(total):
-            delay = t0 + i / RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pending.append(asyncio.create_task(one(i >= RATE * WARMUP_S)))
-        await asyncio.gather(*pending)
+        await open_loop(RATE, int(RATE * (WARMUP_S + STEADY_S)), lambda i: one(i >= RATE * WARMUP_S))
     finally:
         client.close()
-    latencies.sort()
-    return {
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "sent": len(latencies),
-        "errors": errors[:5],
-        "failed": len(errors),
-    }
+    return latency_summary(latencies, errors)
 
 
 def _client_main() -> None:
@@ -164,28 +146,9 @@ def _client_main() -> None:
 def main() -> int:
     env = bench_env("signals-api")
     key = _setup(env)
-    port = _free_port()
-    env_run = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-    procs = [_start("web", env_run)]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, procs, path="/healthz")
-        client = subprocess.run(
-            [sys.executable, __file__, "--client"],
-            input=json.dumps({"base": base, "key": key}),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=300,
-        )
-        if client.returncode != 0:
-            sys.stderr.write(client.stderr[-3000:])
-            return 1
-        result = json.loads(client.stdout.strip().splitlines()[-1])
-    finally:
-        for proc in procs:
-            _stop(proc)
-        _drop_database()
+    result = web_and_client(env, __file__, {"key": key})
+    if result is None:
+        return 1
     if result["failed"]:
         sys.stderr.write(f"failed requests: {result['failed']}/{result['sent']}: {result['errors']}\n")
     sys.stderr.write(f"p50 {result['p50_ms']:.2f} ms over {result['sent']} requests\n")
