@@ -14,7 +14,7 @@ from brokerage.demo import brokerage_demo_seed
 from livermore.schedules import periodic_tasks_sync
 from marketdata.demo import demo_seed, instruments_seed
 from users.models import User
-from users.roles import BACK_OFFICE, DEALER, ROLES
+from users.roles import BACK_OFFICE, DEALER, ROLES, roles_sync
 
 DEMO_OPERATOR_PREFIX = "demo-"
 
@@ -41,6 +41,9 @@ class Command(BaseCommand):
                 " routing rule seeded; add the live venues in the admin."
             )
         periodic_tasks_sync()
+        roles_sync(
+            apps
+        )  # the role groups as the table has them (a migration made them; a flush empties them)
         self.operator_ensure()
         if settings.LIVERMORE_DEMO:
             self.demo_desk_seed()
