@@ -102,9 +102,11 @@ class Stack:
         raise AssertionError(f"{path} did not answer {status} (last: {last}):\n{self.output()[-4000:]}")
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, as Ctrl-C or a supervisor would; returns the exit code."""
+        """SIGTERM to the supervisor, as systemd or a deploy would: it stops each process in turn (a
+        signal to the whole group would also reach Celery's pool children mid-task); returns the exit
+        code."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
