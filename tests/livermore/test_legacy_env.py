@@ -3,6 +3,7 @@ start as deprecated, their values never printed."""
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 
@@ -26,7 +27,8 @@ print(json.dumps({
     "level": settings.LOG_LEVEL,
 }))
 """
-WEBHOOK = "https://discord.com/api/webhooks/1234567890/old-bot-token-secret"
+WEBHOOK_TOKEN = secrets.token_urlsafe(24)  # planted, made at test time
+WEBHOOK = f"https://discord.com/api/webhooks/1234567890/{WEBHOOK_TOKEN}"
 LEGACY = {
     "DATABASE_HOST": "db.internal",
     "DATABASE_PORT": "6543",
@@ -86,7 +88,7 @@ def test_each_old_name_is_reported_once_without_its_value() -> None:
     result = probe(**LEGACY)
     for old in set(LEGACY) - {"LOG_LEVEL"}:
         assert result.stderr.count(f"environment variable {old} is deprecated") == 1, old
-    for secret in ("p@ss:w/rd-secret", "old-bot-token-secret", "oanda-token-secret"):
+    for secret in ("p@ss:w/rd-secret", WEBHOOK_TOKEN, "oanda-token-secret"):
         assert secret not in result.stderr
 
 

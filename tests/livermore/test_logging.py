@@ -3,6 +3,7 @@ slow-request log, and no secret in any line, whatever the path that logged it.""
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ WEBHOOK_TOKEN = "wh-Secret_Token-42"
 API_KEY = "lvk_planted_api_key_secret"
 FIX_PASSWORD = "fix-pass-secret"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
-PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIPEMsecretbody\n-----END EC PRIVATE KEY-----"
-SECRETS = [WEBHOOK_TOKEN, API_KEY, FIX_PASSWORD, JWT, "MHcCAQEEIPEMsecretbody", "db-pass-secret"]
+PEM_BODY = secrets.token_hex(24)  # planted, made at test time
+PEM = f"-----BEGIN EC PRIVATE KEY-----\n{PEM_BODY}\n-----END EC PRIVATE KEY-----"
+SECRETS = [WEBHOOK_TOKEN, API_KEY, FIX_PASSWORD, JWT, PEM_BODY, "db-pass-secret"]
 
 PROBE = f"""
 import logging, django
