@@ -698,3 +698,120 @@ class CashOperation(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} {self.amount} {self.currency} ({self.status})"
+
+
+class TradingScope(models.TextChoices):
+    GLOBAL = "global", "Global"
+    VENUE = "venue", "Venue"
+    INSTRUMENT = "instrument", "Instrument"
+    GROUP = "group", "Client group"
+
+
+class TradingStatus(models.TextChoices):
+    """The kill switch's states, from the least to the most restrictive (SEVERITY)."""
+
+    ACTIVE = "active", "Active"
+    REDUCE_ONLY = "reduce_only", "Reduce-only"
+    HALTED = "halted", "Halted"
+
+
+SEVERITY = {TradingStatus.ACTIVE: 0, TradingStatus.REDUCE_ONLY: 1, TradingStatus.HALTED: 2}
+
+
+class TradingStateSource(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    STALE_PRICE = "auto_stale_price", "Auto: stale price"
+    DAILY_LOSS = "auto_daily_loss", "Auto: daily loss"
+
+
+_SCOPE_TARGETS = {
+    TradingScope.GLOBAL: (),
+    TradingScope.VENUE: ("venue",),
+    TradingScope.INSTRUMENT: ("instrument",),
+    TradingScope.GROUP: ("group",),
+}
+
+
+def _scope_condition(scope: str) -> models.Q:
+    condition = models.Q(scope=scope)
+    for field in ("venue", "instrument", "group"):
+        condition &= models.Q(**{f"{field}__isnull": field not in _SCOPE_TARGETS[scope]})
+    return condition
+
+
+class TradingState(models.Model):
+    """The kill switch of one scope: everything, a venue (the one pricing a deal or taking an A-Book
+    order), an instrument or a client group. An order is dealt under the most restrictive state of the
+    scopes it falls in (brokerage.services.checks.trading_state_check). Changed only through
+    brokerage.services.trading_state_set, which records every change in TradingStateChange."""
+
+    scope = models.CharField(max_length=16, choices=TradingScope.choices)
+    venue = models.ForeignKey("marketdata.Venue", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    group = models.ForeignKey(ClientGroup, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    state = models.CharField(max_length=16, choices=TradingStatus.choices, default=TradingStatus.ACTIVE)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    source = models.CharField(max_length=20, choices=TradingStateSource.choices, default=TradingStateSource.MANUAL)
+    auto_resume = models.BooleanField(
+        default=False, help_text="An automatic state goes back to active once its cause clears."
+    )
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    set_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("scope", "id")
+        permissions = [("set_trading_state", "Can set trading states (the kill switch)")]
+        constraints = [
+            models.CheckConstraint(
+                condition=_scope_condition(TradingScope.GLOBAL)
+                | _scope_condition(TradingScope.VENUE)
+                | _scope_condition(TradingScope.INSTRUMENT)
+                | _scope_condition(TradingScope.GROUP),
+                name="tradingstate_scope_target",
+            ),
+            models.UniqueConstraint(
+                fields=("scope",), condition=models.Q(scope="global"), name="tradingstate_one_global"
+            ),
+            models.UniqueConstraint(fields=("venue",), name="tradingstate_one_per_venue"),
+            models.UniqueConstraint(fields=("instrument",), name="tradingstate_one_per_instrument"),
+            models.UniqueConstraint(fields=("group",), name="tradingstate_one_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.get_state_display()}"
+
+    @property
+    def target(self) -> str:
+        """What the state covers: "global", "venue sim", "instrument EURUSD", "group standard"."""
+        if self.scope == TradingScope.VENUE:
+            return f"venue {self.venue}"
+        if self.scope == TradingScope.INSTRUMENT:
+            return f"instrument {self.instrument}"
+        if self.scope == TradingScope.GROUP:
+            return f"group {self.group}"
+        return "global"
+
+
+class TradingStateChange(models.Model):
+    """Every change of a trading state, manual or automatic (append-only; an operator's is also in the
+    audit log)."""
+
+    trading_state = models.ForeignKey(TradingState, on_delete=models.CASCADE, related_name="changes")
+    target = models.CharField(max_length=140)
+    state_before = models.CharField(max_length=16, choices=TradingStatus.choices)
+    state = models.CharField(max_length=16, choices=TradingStatus.choices)
+    source = models.CharField(max_length=20, choices=TradingStateSource.choices)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    auto_resume = models.BooleanField(default=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ("-id",)
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.state_before} -> {self.state}"

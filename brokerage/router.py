@@ -33,10 +33,12 @@ class RouteRequest:
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
-    """B: internalised (filled by the dealing engine). A: sent to the LP session named `session`."""
+    """B: internalised (filled by the dealing engine). A: sent to the LP session named `session`, of
+    the venue `venue` (its code, when the session names one: the kill switch's venue scope)."""
 
     book: Literal["A", "B"]
     session: str = ""
+    venue: str = ""
 
     def __post_init__(self) -> None:
         if self.book not in ("A", "B") or (self.book == "A") != bool(self.session):

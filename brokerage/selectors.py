@@ -3,25 +3,31 @@ numbers a client sees are the numbers the engine used."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 
-from kernel import sql
+from kernel import sql, versions
 from marketdata.models import Instrument
 
 from . import pricing
 from .models import (
     ClientGroup,
     GroupInstrument,
+    SEVERITY,
     LedgerAccount,
+    LedgerAccountKind,
     MarkupUnit,
     Position,
     PositionStatus,
     Posting,
     Side,
     TradingAccount,
+    TradingScope,
+    TradingState,
+    TradingStatus,
 )
 from .payloads import SummaryPayload
 from .quotes import QuoteSource, redis_quotes
@@ -547,3 +553,83 @@ def lot_size(
     if volume < instrument.volume_min:
         volume = ZERO
     return LotSize(volume=volume, risk=volume * loss_per_lot, loss_per_lot=loss_per_lot)
+
+
+TRADING_STATES_VERSION = "trading_states"  # moved on by brokerage.services.trading_state_set
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    state: str  # a TradingStatus other than active
+    target: str  # what set it: "global", "venue sim", "instrument EURUSD", "group standard"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStates:
+    """Every scope whose state is not active, by what it covers."""
+
+    everything: Restriction | None = None
+    venues: dict[str, Restriction] = field(default_factory=dict)  # by venue code
+    instruments: dict[int, Restriction] = field(default_factory=dict)
+    groups: dict[int, Restriction] = field(default_factory=dict)
+
+    def effective(self, *, group_id: int, instrument_id: int, venues: Iterable[str]) -> Restriction | None:
+        """The most restrictive state of the scopes an order falls in (None: active)."""
+        found = [
+            self.everything,
+            self.instruments.get(instrument_id),
+            self.groups.get(group_id),
+            *(self.venues.get(v) for v in venues if v),
+        ]
+        worst = None
+        for restriction in found:
+            if restriction is not None and (
+                worst is None or SEVERITY[TradingStatus(restriction.state)] > SEVERITY[TradingStatus(worst.state)]
+            ):
+                worst = restriction
+        return worst
+
+
+def _trading_states_load(_: None) -> TradingStates:
+    states = TradingStates()
+    rows = TradingState.objects.exclude(state=TradingStatus.ACTIVE).select_related("venue", "instrument", "group")
+    for row in rows:
+        restriction = Restriction(state=row.state, target=row.target, reason=row.reason)
+        if row.scope == TradingScope.GLOBAL:
+            states = TradingStates(restriction, states.venues, states.instruments, states.groups)
+        elif row.scope == TradingScope.VENUE:
+            states.venues[row.venue.code] = restriction
+        elif row.scope == TradingScope.INSTRUMENT:
+            states.instruments[row.instrument_id] = restriction
+        else:
+            states.groups[row.group_id] = restriction
+    return states
+
+
+_trading_states: versions.VersionedCache[None, TradingStates] = versions.VersionedCache(
+    (TRADING_STATES_VERSION,), _trading_states_load, seed=True
+)
+
+
+def trading_states() -> TradingStates:
+    """The kill switch's states, kept per process until one changes (one Redis read per call)."""
+    return _trading_states.get(None)
+
+
+def trading_state_rows() -> QuerySet[TradingState]:
+    return TradingState.objects.select_related("venue", "instrument", "group", "set_by")
+
+
+def house_result_since(*, since: datetime) -> dict[str, Decimal]:
+    """The house's realized dealing result since `since` per currency: its B-Book PnL and commission
+    revenue postings (negative: a loss)."""
+    rows = (
+        Posting.objects.filter(
+            ledger_account__kind__in=(LedgerAccountKind.PNL, LedgerAccountKind.REVENUE),
+            transaction__created_at__gte=since,
+        )
+        .values_list("ledger_account__currency")
+        .annotate(total=Sum("amount"))
+    )
+    return {currency: total for currency, total in rows}

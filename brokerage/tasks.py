@@ -11,3 +11,8 @@ def orders_expire() -> int:
 @shared_task(ignore_result=True)
 def swaps_accrue() -> int:
     return services.swaps_accrue()
+
+
+@shared_task(ignore_result=True)
+def trading_states_watch() -> int:
+    return len(services.trading_states_watch())

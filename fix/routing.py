@@ -41,7 +41,9 @@ class FixGateway:
                 "simulated (a demo venue), and this deployment is live.",
                 status_code=503,
             )
-        return RouteDecision(book="A", session=session.name)
+        return RouteDecision(
+            book="A", session=session.name, venue=session.venue.code if session.venue is not None else ""
+        )
 
     def cancel(self, *, order_id: int, reason: str) -> None:
         fix_order_client_cancel(order_id=order_id, reason=reason)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from brokerage.models import Order, OrderStatus, OrderType, Reason, Side, TimeInForce
-from brokerage.services import order_fill, order_routed_end
+from brokerage.services import order_fill, order_routed_end, trading_state_refusal
 from kernel.errors import ServiceError
 from kernel.redis import sync_client
 from marketdata.models import Venue, VenueKind
@@ -218,6 +218,18 @@ def fix_order_route(*, order: Order) -> FixOrder | None:
         log.warning("order %s: FIX session %r cannot trade; rejected", order.pk, order.route)
         return None
     instrument = order.instrument
+    # The kill switch may have changed since the order was taken: nothing it forbids goes to the LP.
+    refusal = trading_state_refusal(
+        order.account,
+        instrument,
+        venues=(session.venue.code,) if session.venue is not None else (),
+        opening=order.position_id is None,
+        reason=order.reason,
+    )
+    if refusal is not None:
+        order_routed_end(order_id=order.pk, status="rejected", reason=refusal.message)
+        log.warning("order %s: %s; rejected", order.pk, refusal.code)
+        return None
     try:
         with transaction.atomic():
             fix_order = FixOrder.objects.create(

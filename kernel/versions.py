@@ -31,9 +31,17 @@ def bump_on_commit(name: str) -> None:
     transaction.on_commit(lambda: sync_client().set(_key(name), uuid4().hex), robust=True)
 
 
-def read(names: tuple[str, ...]) -> tuple[bytes, ...] | None:
-    """The versions, or None when any is missing."""
+def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | None:
+    """The versions, or None when any is missing. With `seed`, a missing version is first given a
+    value (SET NX): safe because the caller reads the data after it, so what it keeps is at least as
+    new as that version, and a later commit replaces it."""
     raw = mget([_key(n) for n in names])
+    if seed and any(r is None for r in raw):
+        client = sync_client()
+        for name, value in zip(names, raw, strict=True):
+            if value is None:
+                client.set(_key(name), uuid4().hex, nx=True)
+        raw = mget([_key(n) for n in names])
     if any(r is None for r in raw):
         return None
     return tuple(r for r in raw if r is not None)
@@ -41,17 +49,21 @@ def read(names: tuple[str, ...]) -> tuple[bytes, ...] | None:
 
 class VersionedCache(Generic[K, T]):
     """Values by key, kept per process and computed again when any of `names` has moved on (or is
-    missing). At most `size` keys are kept: past that the oldest entries are dropped."""
+    missing). At most `size` keys are kept: past that the oldest entries are dropped. With `seed`, a
+    missing version is created rather than computing on every read (for data read on every order)."""
 
-    def __init__(self, names: tuple[str, ...], compute: Callable[[K], T], *, size: int = 1) -> None:
+    def __init__(
+        self, names: tuple[str, ...], compute: Callable[[K], T], *, size: int = 1, seed: bool = False
+    ) -> None:
         self.names = names
         self.compute = compute
         self.size = size
+        self.seed = seed
         self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
         self._lock = Lock()
 
     def get(self, arg: K) -> T:
-        versions = read(self.names)
+        versions = read(self.names, seed=self.seed)
         entry = self._entries.get(arg)
         if versions is not None and entry is not None and entry[0] == versions:
             return entry[1]

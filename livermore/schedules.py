@@ -43,6 +43,7 @@ JOBS = [
     Job("portfolio sync", "portfolio.tasks.sync_all_portfolios", 300),
     Job("idempotency keys purge", "users.tasks.idempotency_keys_purge", 3600),
     Job("expire pending orders", "brokerage.tasks.orders_expire", 60),
+    Job("kill switch watch", "brokerage.tasks.trading_states_watch", 10),
     Job("accrue swaps", "brokerage.tasks.swaps_accrue", crontab=f"0 {settings.SWAP_ROLLOVER_HOUR_UTC} * * *"),
     Job("alert notifications requeue", "alerts.tasks.notifications_requeue", 5),
     Job("expire alert rules", "alerts.tasks.alert_rules_expire", 60),

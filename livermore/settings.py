@@ -387,6 +387,24 @@ FOUR_EYES_THRESHOLDS = {
     )
 }
 
+# The kill switch's automatic states (the "kill switch watch" beat job, docs/operators.md#kill-switch):
+# an instrument without a tradable price for this long is halted (0: never); the house's realized loss
+# of the UTC day past its limit in a currency ("USD=50000,EUR=40000"; none: never) puts everything
+# under KILL_SWITCH_DAILY_LOSS_STATE; with auto-resume each goes back to active once its cause clears.
+KILL_SWITCH_STALE_PRICE_S = env.int("KILL_SWITCH_STALE_PRICE_S", default=60)
+if KILL_SWITCH_STALE_PRICE_S < 0:
+    raise ImproperlyConfigured("KILL_SWITCH_STALE_PRICE_S must be 0 (off) or a number of seconds")
+KILL_SWITCH_DAILY_LOSS_LIMIT = {
+    currency.strip().upper(): _threshold(f"KILL_SWITCH_DAILY_LOSS_LIMIT[{currency.strip()}]", amount)
+    for currency, _, amount in (
+        item.partition("=") for item in env.list("KILL_SWITCH_DAILY_LOSS_LIMIT", default=[]) if item.strip()
+    )
+}
+KILL_SWITCH_DAILY_LOSS_STATE = env.str("KILL_SWITCH_DAILY_LOSS_STATE", default="reduce_only")
+if KILL_SWITCH_DAILY_LOSS_STATE not in ("reduce_only", "halted"):
+    raise ImproperlyConfigured("KILL_SWITCH_DAILY_LOSS_STATE must be reduce_only or halted")
+KILL_SWITCH_AUTO_RESUME = env.bool("KILL_SWITCH_AUTO_RESUME", default=True)
+
 # The daily swap rollover (UTC hour); the "accrue swaps" beat job runs at it (livermore/schedules.py).
 SWAP_ROLLOVER_HOUR_UTC = env.int("SWAP_ROLLOVER_HOUR_UTC", default=21)
 

@@ -48,8 +48,9 @@ ROLES: dict[str, Role] = {
     ),
     RISK: Role(
         RISK,
-        "Client groups, leverage, routing rules, venues and FIX sessions",
+        "Client groups, leverage, routing rules, venues and FIX sessions, the kill switch",
         (
+            "brokerage.set_trading_state",
             "brokerage.add_clientgroup",
             "brokerage.change_clientgroup",
             "brokerage.add_groupinstrument",

@@ -37,7 +37,7 @@ from .cash import (
     four_eyes_threshold,
 )
 from .channels import ROUTED_CHANNEL, TRIGGERS_CHANNEL, routed_channel, triggers_channel
-from .checks import PRICE_DIGITS, SYSTEM_REASONS, ZERO
+from .checks import PRICE_DIGITS, SYSTEM_REASONS, ZERO, trading_state_refusal
 from .events import PUBLISH_BATCH_MAX, Outbox
 from .groups import group_instruments_save, group_save, groups_delete
 from .ledger import house_account, ledger_post
@@ -60,6 +60,7 @@ from .positions import (
     positions_close_bulk,
 )
 from .swaps import swaps_accrue
+from .trading_states import trading_state_set, trading_states_watch
 
 __all__ = [
     "BULK_FILTERS",
@@ -107,5 +108,8 @@ __all__ = [
     "positions_close_bulk",
     "routed_channel",
     "swaps_accrue",
+    "trading_state_refusal",
+    "trading_state_set",
+    "trading_states_watch",
     "triggers_channel",
 ]

@@ -1,5 +1,7 @@
-"""Input checks shared by the services: amounts, choices, volumes, SL/TP sides, order prices, expiry."""
+"""Input checks shared by the services: amounts, choices, volumes, SL/TP sides, order prices, expiry,
+and the kill switch (trading states)."""
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -10,9 +12,9 @@ from kernel.errors import ServiceError
 from marketdata.models import Instrument
 
 from .. import pricing
-from ..models import AccountStatus, OrderType, Reason, Side, TimeInForce, TradingAccount
+from ..models import AccountStatus, OrderType, Reason, Side, TimeInForce, TradingAccount, TradingStatus
 from ..quotes import QuoteSource
-from ..selectors import Conditions
+from ..selectors import Conditions, trading_states
 
 ZERO = Decimal(0)
 
@@ -150,3 +152,44 @@ def _check_expiry(type: str, time_in_force: str, expires_at: datetime | None) ->
             )
     elif expires_at is not None:
         raise ServiceError("invalid_expires_at", "expires_at needs time_in_force gtd.", status_code=400)
+
+
+def trading_state_refusal(
+    account: TradingAccount, instrument: Instrument, *, venues: Iterable[str], opening: bool, reason: str
+) -> ServiceError | None:
+    """The kill switch for one dealing step, or None when it may go ahead. The state is the most
+    restrictive of the global one, the venues' (the one whose quote prices the step, and for an A-Book
+    order the LP's), the instrument's and the account's group's (brokerage.models.TradingState):
+    - a stop-out always runs;
+    - halted: nothing else does (pending orders, SL and TP wait for the state to change);
+    - reduce-only: only a step that adds no exposure (`opening` False): a close, a partial close, SL
+      or TP, an order that reduces the netting position it meets.
+    The states come from a per-process cache under a data version: one Redis read, no query."""
+    if reason == Reason.STOP_OUT:
+        return None
+    restriction = trading_states().effective(
+        group_id=account.group_id, instrument_id=instrument.pk, venues=venues
+    )
+    if restriction is None or (restriction.state == TradingStatus.REDUCE_ONLY and not opening):
+        return None
+    because = f" ({restriction.reason})" if restriction.reason else ""
+    if restriction.state == TradingStatus.HALTED:
+        return ServiceError(
+            "trading_halted",
+            f"Trading in {instrument.symbol} is halted: {restriction.target}{because}.",
+            status_code=409,
+        )
+    return ServiceError(
+        "reduce_only",
+        f"{instrument.symbol} is reduce-only ({restriction.target}{because}): only orders that close or "
+        "reduce a position are taken.",
+        status_code=409,
+    )
+
+
+def _check_trading_state(
+    account: TradingAccount, instrument: Instrument, *, venues: Iterable[str], opening: bool, reason: str
+) -> None:
+    refusal = trading_state_refusal(account, instrument, venues=venues, opening=opening, reason=reason)
+    if refusal is not None:
+        raise refusal

@@ -38,11 +38,13 @@ from .checks import (
     _check_expiry,
     _check_sl_tp,
     _check_tradable,
+    _check_trading_state,
     _check_volume,
     _choice,
     _client_tick,
     _decimal,
     _order_prices,
+    trading_state_refusal,
 )
 from .dealer import dealers
 from .dealing import _check_margin, _Dealing, _fill, _save_order
@@ -167,6 +169,9 @@ def order_submit(
                     side=side,
                     type=type,
                 )
+            )
+            _check_trading_state(
+                locked, instrument, venues=(tick.venue, decision.venue), opening=not reduces, reason=reason
             )
             order = Order(
                 account=locked,
@@ -558,6 +563,11 @@ def order_trigger(*, order_id: int, tick: pricing.Tick, quotes: QuoteSource | No
         if not pricing.triggered(order.side, kind, level, ctick):
             return None
     if locked.status == AccountStatus.DISABLED or not order.instrument.tradable:
+        return None
+    existing = d.netting_position(order.instrument)
+    reduces = existing is not None and existing.side != order.side and order.volume <= existing.volume
+    if trading_state_refusal(locked, order.instrument, venues=(ctick.venue,), opening=not reduces, reason=Reason.PENDING):
+        d.outbox.commit()  # a stop-limit armed above stays armed; the order waits, pending
         return None
     won = Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(status=OrderStatus.FILLED)
     if won != 1:

@@ -12,9 +12,18 @@ from users.models import User
 
 from .. import pricing
 from ..models import Deal, Position, PositionStatus, Reason, TradingAccount
-from ..quotes import QuoteSource, redis_quotes
+from ..quotes import QuoteSnapshot, QuoteSource, redis_quotes
 from ..selectors import LEVEL, Conditions, account_summary
-from .checks import _check_account, _check_sl_tp, _check_tradable, _check_volume, _choice, _decimal
+from .checks import (
+    _check_account,
+    _check_sl_tp,
+    _check_tradable,
+    _check_trading_state,
+    _check_volume,
+    _choice,
+    _decimal,
+    trading_state_refusal,
+)
 from .dealing import _close_at_market, _Dealing, _protect_negative_balance
 from .events import Outbox
 from .locks import _lock_account
@@ -78,8 +87,9 @@ def position_close(
     quotes: QuoteSource | None = None,
 ) -> Deal:
     """Close a position at market, fully or `volume` lots of it (the rest stays at its open price).
-    The desk's (reason `operator`, by `actor`) is audited."""
-    quotes = quotes or redis_quotes
+    The desk's (reason `operator`, by `actor`) is audited. Refused while the position's trading state
+    is halted (reduce-only allows it)."""
+    quotes = QuoteSnapshot(quotes or redis_quotes)
     _choice(reason, Reason, "reason")
     locked, fresh = _locked_position(position.pk)
     _check_account(locked, opening=False, reason=reason)
@@ -93,6 +103,10 @@ def position_close(
         raise ServiceError("invalid_volume", f"The rest would be below the minimum {instrument.volume_min}.")
     d = _Dealing(locked, quotes)
     _check_tradable(instrument, d.conditions)
+    tick = quotes.tick(instrument.symbol)
+    _check_trading_state(
+        locked, instrument, venues=(tick.venue,) if tick else (), opening=False, reason=reason
+    )
     deal = _close_at_market(d, fresh, volume_, reason=reason, created_by=actor)
     _audit_operator_action(actor, reason, locked, "position.close", deal, position=fresh.pk)
     _protect_negative_balance(d)
@@ -112,9 +126,9 @@ def positions_close_bulk(
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Close all, the winning or the losing open positions of an account (optionally of one symbol).
-    Positions without a tradable price are left open. The desk's (reason `operator`, by `actor`) is
+    Positions without a tradable price, or whose trading state is halted, are left open. The desk's (reason `operator`, by `actor`) is
     audited, even when nothing was closed."""
-    quotes = quotes or redis_quotes
+    quotes = QuoteSnapshot(quotes or redis_quotes)
     if which not in BULK_FILTERS:
         raise ServiceError("invalid_which", "which must be all, winners or losers.", status_code=400)
     _choice(reason, Reason, "reason")
@@ -133,6 +147,10 @@ def positions_close_bulk(
             continue
         if not position.instrument.tradable:
             continue
+        tick = quotes.tick(position.instrument.symbol)
+        venues = (tick.venue,) if tick else ()
+        if trading_state_refusal(locked, position.instrument, venues=venues, opening=False, reason=reason):
+            continue
         deals.append(_close_at_market(d, position, position.volume, reason=reason, created_by=actor))
     _audit_operator_action(
         actor, reason, locked, "account.close_positions", locked, deals=[x.pk for x in deals]
@@ -148,7 +166,8 @@ def position_trigger(
     *, position_id: int, kind: Literal["sl", "tp"], tick: pricing.Tick, quotes: QuoteSource | None = None
 ) -> Deal | None:
     """Close a position whose SL or TP the watcher saw crossed on `tick` (raw prices), at that tick's
-    client closing price. Exactly once: later attempts find the position closed and return None."""
+    client closing price. Exactly once: later attempts find the position closed and return None.
+    While the position's trading state is halted it waits (None; reduce-only lets it execute)."""
     quotes = quotes or redis_quotes
     account_id = Position.objects.filter(pk=position_id).values_list("account_id", flat=True).first()
     if account_id is None:
@@ -166,6 +185,8 @@ def position_trigger(
     ctick = pricing.client_tick(tick, d.conditions.markup(position.instrument))
     if not pricing.triggered(position.side, kind, level, ctick):
         return None
+    if trading_state_refusal(locked, position.instrument, venues=(ctick.venue,), opening=False, reason=kind):
+        return None
     deal = _close_at_market(d, position, position.volume, reason=kind, created_by=None, tick=ctick)
     _protect_negative_balance(d)
     d.outbox.commit()
@@ -179,7 +200,8 @@ def account_margin_check(*, account_id: int, quotes: QuoteSource | None = None) 
     Entering margin call (margin level at or below the group's level) emits `margin_call` once per
     episode. At or below the stop-out level, positions are closed one at a time, largest loss first,
     until the level is back above it; a flat account left negative is then restored to zero.
-    Nothing is decided while any open position has no tradable price (its equity is unknown).
+    Nothing is decided while any open position has no tradable price (its equity is unknown). The
+    kill switch never stops a stop-out.
     """
     quotes = quotes or redis_quotes
     locked = _lock_account(account_id)
