@@ -4,13 +4,15 @@ read-only here: they change only through brokerage.services (operator actions ca
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
-from kernel.admin import ReadOnlyAdmin, permission_check
+from kernel.admin import ReadOnlyAdmin, permission_check, requires
 from kernel.errors import ServiceError
 
 from . import services
@@ -27,6 +29,10 @@ from .models import (
     Position,
     Posting,
     TradingAccount,
+    TradingScope,
+    TradingState,
+    TradingStateChange,
+    TradingStatus,
 )
 from .services.cash import APPROVE_PERMISSION
 
@@ -311,3 +317,107 @@ class PostingAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Posting]:
         return super().get_queryset(request).select_related("ledger_account__trading_account")
+
+
+SET_TRADING_STATE = "brokerage.set_trading_state"
+
+
+class KillSwitchForm(forms.Form):
+    """The dashboard's one-click switch: everything halted, reduce-only or resumed."""
+
+    state = forms.ChoiceField(choices=TradingStatus.choices)
+    reason = forms.CharField(max_length=255, required=False)
+
+
+@admin.register(TradingState)
+class TradingStateAdmin(admin.ModelAdmin[TradingState]):
+    """The kill switch by scope. Adding or changing a state calls trading_state_set (recorded,
+    audited, notified); a state is never deleted, it is set back to active."""
+
+    list_display = ("scope_target", "state", "source", "reason", "auto_resume", "set_by", "set_at")
+    list_filter = ("state", "scope", "source")
+    list_select_related = ("venue", "instrument", "group", "set_by")
+    autocomplete_fields = ("instrument",)
+    fields = (
+        "scope",
+        "venue",
+        "instrument",
+        "group",
+        "state",
+        "reason",
+        "source",
+        "auto_resume",
+        "set_by",
+        "set_at",
+    )
+    readonly_fields = ("source", "auto_resume", "set_by", "set_at")
+
+    @admin.display(description="Scope", ordering="scope")
+    def scope_target(self, obj: TradingState) -> str:
+        return obj.target
+
+    def get_readonly_fields(self, request: HttpRequest, obj: TradingState | None = None) -> Any:
+        if obj is None:
+            return self.readonly_fields
+        return ("scope", "venue", "instrument", "group", *self.readonly_fields)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(SET_TRADING_STATE)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(SET_TRADING_STATE)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: TradingState, form: Any, change: bool) -> None:
+        saved = services.trading_state_set(
+            scope=obj.scope,
+            venue=obj.venue,
+            instrument=obj.instrument,
+            group=obj.group,
+            state=obj.state,
+            reason=obj.reason,
+            actor=operator_of(request),
+        )
+        obj.pk = saved.pk
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("switch/", wrap(self.switch_view), name="brokerage_tradingstate_switch"),
+            *super().get_urls(),
+        ]
+
+    @requires(SET_TRADING_STATE)
+    def switch_view(self, request: HttpRequest) -> HttpResponse:
+        """The dashboard panel's POST: set the global state (admin/brokerage/_kill_switch.html)."""
+        return _switch(self, request)
+
+
+@require_POST
+def _switch(model_admin: TradingStateAdmin, request: HttpRequest) -> HttpResponse:
+    form = KillSwitchForm(request.POST)
+    if not form.is_valid():
+        model_admin.message_user(request, "Choose halted, reduce-only or active.", messages.ERROR)
+    else:
+        try:
+            row = services.trading_state_set(
+                scope=TradingScope.GLOBAL,
+                state=form.cleaned_data["state"],
+                reason=form.cleaned_data["reason"],
+                actor=operator_of(request),
+            )
+        except ServiceError as exc:
+            model_admin.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
+        else:
+            model_admin.message_user(request, f"Trading (global) is now {row.get_state_display()}.")
+    return HttpResponseRedirect(reverse("admin:index"))
+
+
+@admin.register(TradingStateChange)
+class TradingStateChangeAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "target", "state_before", "state", "source", "reason", "actor")
+    list_filter = ("state", "source")
+    list_select_related = ("actor",)
+    search_fields = ("target", "reason")

@@ -1,5 +1,6 @@
 """The back-office REST API under /api/v1/backoffice/: opening accounts, cash operations with
-four-eyes (approve, reject), status, group and leverage changes, client password resets. Every view
+four-eyes (approve, reject), status, group and leverage changes, client password resets, the kill
+switch's trading states. Every view
 declares the permission it needs (`required_permission`, checked with is_staff by StaffPermission);
 the services check it again and audit the operator. Cash writes take an Idempotency-Key."""
 
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel.pagination import NewestFirst, PaginatedListView
+from marketdata.models import Instrument, Venue
 from users.authentication import request_user
 from users.idempotency import idempotent
 from users.models import User
@@ -28,7 +30,11 @@ from .models import (
     ClientGroup,
     PaymentMethod,
     TradingAccount,
+    TradingScope,
+    TradingState,
+    TradingStatus,
 )
+from .selectors import trading_state_rows
 
 IDEMPOTENCY = OpenApiParameter("Idempotency-Key", location=OpenApiParameter.HEADER, required=False)
 
@@ -143,6 +149,61 @@ class LeverageSerializer(serializers.Serializer[Any]):
 
 class PasswordResetSerializer(serializers.Serializer[Any]):
     password = serializers.CharField(write_only=True, min_length=1, style={"input_type": "password"})
+
+
+class TradingStateSerializer(serializers.ModelSerializer[TradingState]):
+    venue = serializers.CharField(source="venue.code", allow_null=True, default=None)
+    instrument = serializers.CharField(source="instrument.symbol", allow_null=True, default=None)
+    group = serializers.CharField(source="group.name", allow_null=True, default=None)
+    set_by = serializers.CharField(source="set_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = TradingState
+        fields = (
+            "id",
+            "scope",
+            "venue",
+            "instrument",
+            "group",
+            "state",
+            "reason",
+            "source",
+            "auto_resume",
+            "set_by",
+            "set_at",
+        )
+
+
+class TradingStateSetSerializer(serializers.Serializer[Any]):
+    scope = serializers.ChoiceField(choices=TradingScope.choices)
+    venue = serializers.SlugRelatedField(
+        slug_field="code",
+        queryset=Venue.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The venue's code (scope venue only).",
+    )
+    instrument = serializers.SlugRelatedField(
+        slug_field="symbol",
+        queryset=Instrument.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The symbol (scope instrument only).",
+    )
+    group = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=ClientGroup.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The client group's name (scope group only).",
+    )
+    state = serializers.ChoiceField(
+        choices=TradingStatus.choices, help_text="active clears the scope's state."
+    )
+    reason = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
 
 
 # -- views -------------------------------------------------------------------------------------------
@@ -358,3 +419,33 @@ class PasswordResetView(BackOfficeView):
             actor=request_user(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TradingStateView(BackOfficeView):
+    serializer_class = TradingStateSerializer
+
+    @property
+    def required_permission(self) -> str:  # type: ignore[override]
+        write = self.request.method not in permissions.SAFE_METHODS
+        return "brokerage.set_trading_state" if write else "brokerage.view_tradingstate"
+
+    @extend_schema(
+        tags=["back office"],
+        summary="The kill switch: the trading state of every scope that has one",
+        responses=TradingStateSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(TradingStateSerializer(trading_state_rows(), many=True).data)
+
+    @extend_schema(
+        tags=["back office"],
+        summary="Set (or, with active, clear) the trading state of a scope: global, a venue, an "
+        "instrument or a client group",
+        request=TradingStateSetSerializer,
+        responses=TradingStateSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        serializer = TradingStateSetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        row = services.trading_state_set(**serializer.validated_data, actor=request_user(request))
+        return Response(TradingStateSerializer(trading_state_rows().get(pk=row.pk)).data)

@@ -724,7 +724,7 @@ class TradingStateSource(models.TextChoices):
     DAILY_LOSS = "auto_daily_loss", "Auto: daily loss"
 
 
-_SCOPE_TARGETS = {
+_SCOPE_TARGETS: dict[str, tuple[str, ...]] = {
     TradingScope.GLOBAL: (),
     TradingScope.VENUE: ("venue",),
     TradingScope.INSTRUMENT: ("instrument",),
@@ -746,12 +746,18 @@ class TradingState(models.Model):
     brokerage.services.trading_state_set, which records every change in TradingStateChange."""
 
     scope = models.CharField(max_length=16, choices=TradingScope.choices)
-    venue = models.ForeignKey("marketdata.Venue", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
-    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    venue = models.ForeignKey(
+        "marketdata.Venue", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    instrument = models.ForeignKey(
+        Instrument, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     group = models.ForeignKey(ClientGroup, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     state = models.CharField(max_length=16, choices=TradingStatus.choices, default=TradingStatus.ACTIVE)
     reason = models.CharField(max_length=255, blank=True, default="")
-    source = models.CharField(max_length=20, choices=TradingStateSource.choices, default=TradingStateSource.MANUAL)
+    source = models.CharField(
+        max_length=20, choices=TradingStateSource.choices, default=TradingStateSource.MANUAL
+    )
     auto_resume = models.BooleanField(
         default=False, help_text="An automatic state goes back to active once its cause clears."
     )

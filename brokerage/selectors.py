@@ -14,9 +14,9 @@ from marketdata.models import Instrument
 
 from . import pricing
 from .models import (
+    SEVERITY,
     ClientGroup,
     GroupInstrument,
-    SEVERITY,
     LedgerAccount,
     LedgerAccountKind,
     MarkupUnit,
@@ -585,7 +585,8 @@ class TradingStates:
         worst = None
         for restriction in found:
             if restriction is not None and (
-                worst is None or SEVERITY[TradingStatus(restriction.state)] > SEVERITY[TradingStatus(worst.state)]
+                worst is None
+                or SEVERITY[TradingStatus(restriction.state)] > SEVERITY[TradingStatus(worst.state)]
             ):
                 worst = restriction
         return worst
@@ -593,16 +594,18 @@ class TradingStates:
 
 def _trading_states_load(_: None) -> TradingStates:
     states = TradingStates()
-    rows = TradingState.objects.exclude(state=TradingStatus.ACTIVE).select_related("venue", "instrument", "group")
+    rows = TradingState.objects.exclude(state=TradingStatus.ACTIVE).select_related(
+        "venue", "instrument", "group"
+    )
     for row in rows:
         restriction = Restriction(state=row.state, target=row.target, reason=row.reason)
         if row.scope == TradingScope.GLOBAL:
             states = TradingStates(restriction, states.venues, states.instruments, states.groups)
-        elif row.scope == TradingScope.VENUE:
+        elif row.venue is not None:
             states.venues[row.venue.code] = restriction
-        elif row.scope == TradingScope.INSTRUMENT:
+        elif row.instrument_id is not None:
             states.instruments[row.instrument_id] = restriction
-        else:
+        elif row.group_id is not None:
             states.groups[row.group_id] = restriction
     return states
 

@@ -73,6 +73,9 @@ urlpatterns = [
     ),
     path("backoffice/cash-operations", backoffice.CashOperationListView.as_view(), name="backoffice-cash"),
     path(
+        "backoffice/trading-states", backoffice.TradingStateView.as_view(), name="backoffice-trading-states"
+    ),
+    path(
         "backoffice/cash-operations/<int:operation_id>/approve",
         backoffice.CashApproveView.as_view(),
         name="backoffice-cash-approve",

@@ -7,70 +7,221 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('brokerage', '0006_cash_operations_and_operator_permissions'),
-        ('marketdata', '0009_candle_import_suspect'),
+        ("brokerage", "0006_cash_operations_and_operator_permissions"),
+        ("marketdata", "0009_candle_import_suspect"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TradingState',
+            name="TradingState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(choices=[('global', 'Global'), ('venue', 'Venue'), ('instrument', 'Instrument'), ('group', 'Client group')], max_length=16)),
-                ('state', models.CharField(choices=[('active', 'Active'), ('reduce_only', 'Reduce-only'), ('halted', 'Halted')], default='active', max_length=16)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('source', models.CharField(choices=[('manual', 'Manual'), ('auto_stale_price', 'Auto: stale price'), ('auto_daily_loss', 'Auto: daily loss')], default='manual', max_length=20)),
-                ('auto_resume', models.BooleanField(default=False, help_text='An automatic state goes back to active once its cause clears.')),
-                ('set_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='brokerage.clientgroup')),
-                ('instrument', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='marketdata.instrument')),
-                ('set_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('venue', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='marketdata.venue')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[
+                            ("global", "Global"),
+                            ("venue", "Venue"),
+                            ("instrument", "Instrument"),
+                            ("group", "Client group"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("active", "Active"), ("reduce_only", "Reduce-only"), ("halted", "Halted")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("manual", "Manual"),
+                            ("auto_stale_price", "Auto: stale price"),
+                            ("auto_daily_loss", "Auto: daily loss"),
+                        ],
+                        default="manual",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "auto_resume",
+                    models.BooleanField(
+                        default=False,
+                        help_text="An automatic state goes back to active once its cause clears.",
+                    ),
+                ),
+                ("set_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="brokerage.clientgroup",
+                    ),
+                ),
+                (
+                    "instrument",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="marketdata.instrument",
+                    ),
+                ),
+                (
+                    "set_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "venue",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="marketdata.venue",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('scope', 'id'),
-                'permissions': [('set_trading_state', 'Can set trading states (the kill switch)')],
+                "ordering": ("scope", "id"),
+                "permissions": [("set_trading_state", "Can set trading states (the kill switch)")],
             },
         ),
         migrations.CreateModel(
-            name='TradingStateChange',
+            name="TradingStateChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('target', models.CharField(max_length=140)),
-                ('state_before', models.CharField(choices=[('active', 'Active'), ('reduce_only', 'Reduce-only'), ('halted', 'Halted')], max_length=16)),
-                ('state', models.CharField(choices=[('active', 'Active'), ('reduce_only', 'Reduce-only'), ('halted', 'Halted')], max_length=16)),
-                ('source', models.CharField(choices=[('manual', 'Manual'), ('auto_stale_price', 'Auto: stale price'), ('auto_daily_loss', 'Auto: daily loss')], max_length=20)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('auto_resume', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('trading_state', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='brokerage.tradingstate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("target", models.CharField(max_length=140)),
+                (
+                    "state_before",
+                    models.CharField(
+                        choices=[("active", "Active"), ("reduce_only", "Reduce-only"), ("halted", "Halted")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("active", "Active"), ("reduce_only", "Reduce-only"), ("halted", "Halted")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("manual", "Manual"),
+                            ("auto_stale_price", "Auto: stale price"),
+                            ("auto_daily_loss", "Auto: daily loss"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                ("auto_resume", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "trading_state",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="changes",
+                        to="brokerage.tradingstate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-id',),
+                "ordering": ("-id",),
             },
         ),
         migrations.AddConstraint(
-            model_name='tradingstate',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('scope', 'global'), ('venue__isnull', True), ('instrument__isnull', True), ('group__isnull', True)), models.Q(('scope', 'venue'), ('venue__isnull', False), ('instrument__isnull', True), ('group__isnull', True)), models.Q(('scope', 'instrument'), ('venue__isnull', True), ('instrument__isnull', False), ('group__isnull', True)), models.Q(('scope', 'group'), ('venue__isnull', True), ('instrument__isnull', True), ('group__isnull', False)), _connector='OR'), name='tradingstate_scope_target'),
+            model_name="tradingstate",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("scope", "global"),
+                        ("venue__isnull", True),
+                        ("instrument__isnull", True),
+                        ("group__isnull", True),
+                    ),
+                    models.Q(
+                        ("scope", "venue"),
+                        ("venue__isnull", False),
+                        ("instrument__isnull", True),
+                        ("group__isnull", True),
+                    ),
+                    models.Q(
+                        ("scope", "instrument"),
+                        ("venue__isnull", True),
+                        ("instrument__isnull", False),
+                        ("group__isnull", True),
+                    ),
+                    models.Q(
+                        ("scope", "group"),
+                        ("venue__isnull", True),
+                        ("instrument__isnull", True),
+                        ("group__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="tradingstate_scope_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tradingstate',
-            constraint=models.UniqueConstraint(condition=models.Q(('scope', 'global')), fields=('scope',), name='tradingstate_one_global'),
+            model_name="tradingstate",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("scope", "global")), fields=("scope",), name="tradingstate_one_global"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tradingstate',
-            constraint=models.UniqueConstraint(fields=('venue',), name='tradingstate_one_per_venue'),
+            model_name="tradingstate",
+            constraint=models.UniqueConstraint(fields=("venue",), name="tradingstate_one_per_venue"),
         ),
         migrations.AddConstraint(
-            model_name='tradingstate',
-            constraint=models.UniqueConstraint(fields=('instrument',), name='tradingstate_one_per_instrument'),
+            model_name="tradingstate",
+            constraint=models.UniqueConstraint(
+                fields=("instrument",), name="tradingstate_one_per_instrument"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tradingstate',
-            constraint=models.UniqueConstraint(fields=('group',), name='tradingstate_one_per_group'),
+            model_name="tradingstate",
+            constraint=models.UniqueConstraint(fields=("group",), name="tradingstate_one_per_group"),
         ),
     ]

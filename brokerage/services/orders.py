@@ -566,7 +566,9 @@ def order_trigger(*, order_id: int, tick: pricing.Tick, quotes: QuoteSource | No
         return None
     existing = d.netting_position(order.instrument)
     reduces = existing is not None and existing.side != order.side and order.volume <= existing.volume
-    if trading_state_refusal(locked, order.instrument, venues=(ctick.venue,), opening=not reduces, reason=Reason.PENDING):
+    if trading_state_refusal(
+        locked, order.instrument, venues=(ctick.venue,), opening=not reduces, reason=Reason.PENDING
+    ):
         d.outbox.commit()  # a stop-limit armed above stays armed; the order waits, pending
         return None
     won = Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING).update(status=OrderStatus.FILLED)

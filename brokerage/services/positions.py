@@ -126,8 +126,8 @@ def positions_close_bulk(
     quotes: QuoteSource | None = None,
 ) -> list[Deal]:
     """Close all, the winning or the losing open positions of an account (optionally of one symbol).
-    Positions without a tradable price, or whose trading state is halted, are left open. The desk's (reason `operator`, by `actor`) is
-    audited, even when nothing was closed."""
+    Positions without a tradable price, or whose trading state is halted, are left open. The desk's
+    (reason `operator`, by `actor`) is audited, even when nothing was closed."""
     quotes = QuoteSnapshot(quotes or redis_quotes)
     if which not in BULK_FILTERS:
         raise ServiceError("invalid_which", "which must be all, winners or losers.", status_code=400)

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def _target(
     scope: str, venue: Venue | None, instrument: Instrument | None, group: ClientGroup | None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     given = {"venue": venue, "instrument": instrument, "group": group}
     wanted = {TradingScope.VENUE: "venue", TradingScope.INSTRUMENT: "instrument", TradingScope.GROUP: "group"}
     field = wanted.get(TradingScope(scope))
@@ -54,16 +55,16 @@ def _target(
     return {"scope": scope, **({field: given[field]} if field else {})}
 
 
-def _locked_row(target: dict[str, object]) -> TradingState:
+def _locked_row(target: dict[str, Any]) -> TradingState:
     """The scope's row, locked (created active on its first change)."""
     row = TradingState.objects.select_for_update().filter(**target).first()
     if row is not None:
         return row
     try:
         with transaction.atomic():
-            return TradingState.objects.create(**target)  # type: ignore[arg-type]
+            return TradingState.objects.create(**target)
     except IntegrityError:  # created meanwhile by another
-        return TradingState.objects.select_for_update().get(**target)  # type: ignore[arg-type]
+        return TradingState.objects.select_for_update().get(**target)
 
 
 @transaction.atomic
@@ -116,11 +117,15 @@ def trading_state_set(
             details={"scope": row.target, "before": before, "state": state, "reason": reason},
         )
     versions.bump_on_commit(TRADING_STATES_VERSION)
-    text = f"{TradingStatus(before).label} -> {TradingStatus(state).label} ({TradingStateSource(source).label})"
+    text = (
+        f"{TradingStatus(before).label} -> {TradingStatus(state).label} ({TradingStateSource(source).label})"
+    )
     if reason:
         text += f": {reason}"
     subject = row.target
-    transaction.on_commit(lambda: system_event_emit(SystemEventKind.TRADING_STATE, subject=subject, text=text))
+    transaction.on_commit(
+        lambda: system_event_emit(SystemEventKind.TRADING_STATE, subject=subject, text=text)
+    )
     log.warning("trading state %s: %s", subject, text)
     return row
 
@@ -137,25 +142,31 @@ class Cause:
 
 
 def _auto_apply(
-    target: dict[str, object], source: str, state: str, cause: Cause | None, *, auto_resume: bool
+    target: dict[str, Any], source: str, state: str, cause: Cause | None, *, auto_resume: bool
 ) -> TradingState | None:
     """Put a scope under `state` for `cause`, or resume it (auto_resume) once the cause is gone.
     A manual state is never replaced: a manual restriction stays, and a manual resume holds while the
     cause it overrode lasts (it was set after the cause began)."""
-    row = TradingState.objects.filter(**target).first()  # type: ignore[arg-type]
+    row = TradingState.objects.filter(**target).first()
     if cause is None:
         if row is None or row.source != source or row.state == TradingStatus.ACTIVE or not row.auto_resume:
             return None
         return trading_state_set(
-            **target, state=TradingStatus.ACTIVE, reason="cause cleared", actor=None, source=source  # type: ignore[arg-type]
+            **target,
+            state=TradingStatus.ACTIVE,
+            reason="cause cleared",
+            actor=None,
+            source=source,
         )
-    if row is not None and row.source == TradingStateSource.MANUAL:
-        if row.state != TradingStatus.ACTIVE or cause.since is None or row.set_at >= cause.since:
-            return None
+    manual_holds = row is not None and (
+        row.state != TradingStatus.ACTIVE or cause.since is None or row.set_at >= cause.since
+    )
+    if row is not None and row.source == TradingStateSource.MANUAL and manual_holds:
+        return None
     if row is not None and row.source == source and row.state == state:
         return None
     return trading_state_set(
-        **target,  # type: ignore[arg-type]
+        **target,
         state=state,
         reason=cause.reason,
         actor=None,
@@ -202,7 +213,7 @@ def _loss_cause(now: datetime) -> Cause | None:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     result = house_result_since(since=day)
     for currency, limit in sorted(limits.items()):
-        loss = -result.get(currency, Decimal(0))
+        loss = -result.get(currency, Decimal(0)).quantize(Decimal("0.01"))
         if loss > limit:
             return Cause(f"house realized loss today {loss} {currency} is past the limit {limit}", day)
     return None
