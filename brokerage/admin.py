@@ -7,10 +7,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
 from kernel.admin import ReadOnlyAdmin, permission_check, requires
 from kernel.errors import ServiceError
@@ -391,16 +390,13 @@ class TradingStateAdmin(admin.ModelAdmin[TradingState]):
 
     @requires(SET_TRADING_STATE)
     def switch_view(self, request: HttpRequest) -> HttpResponse:
-        """The dashboard panel's POST: set the global state (admin/brokerage/_kill_switch.html)."""
-        return _switch(self, request)
-
-
-@require_POST
-def _switch(model_admin: TradingStateAdmin, request: HttpRequest) -> HttpResponse:
-    form = KillSwitchForm(request.POST)
-    if not form.is_valid():
-        model_admin.message_user(request, "Choose halted, reduce-only or active.", messages.ERROR)
-    else:
+        """The dashboard panel's POST (admin/brokerage/_kill_switch.html): the global state."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = KillSwitchForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, "Choose halted, reduce-only or active.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:index"))
         try:
             row = services.trading_state_set(
                 scope=TradingScope.GLOBAL,
@@ -409,10 +405,10 @@ def _switch(model_admin: TradingStateAdmin, request: HttpRequest) -> HttpRespons
                 actor=operator_of(request),
             )
         except ServiceError as exc:
-            model_admin.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
+            self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
         else:
-            model_admin.message_user(request, f"Trading (global) is now {row.get_state_display()}.")
-    return HttpResponseRedirect(reverse("admin:index"))
+            self.message_user(request, f"Trading (global) is now {row.get_state_display()}.")
+        return HttpResponseRedirect(reverse("admin:index"))
 
 
 @admin.register(TradingStateChange)

@@ -32,6 +32,7 @@ PAGES: dict[str, frozenset[str]] = {
     "brokerage_tradingaccount_conditions": frozenset({BACK_OFFICE, RISK}),
     "brokerage_exposure": EVERY,
     "brokerage_margin_watch": EVERY,
+    "brokerage_tradingstate_switch": frozenset({RISK}),
     "marketdata_venue_catalogue": frozenset({RISK}),
     "marketdata_venue_watchlist": frozenset({RISK}),
     "marketdata_live_quotes": EVERY,
@@ -211,6 +212,13 @@ def _api_operations(account: TradingAccount) -> dict[str, tuple[str, str, dict[s
             {BACK_OFFICE},
         ),
         "cash queue": ("get", "/api/v1/backoffice/cash-operations?status=pending", {}, EVERY),
+        "trading states": ("get", "/api/v1/backoffice/trading-states", {}, EVERY),
+        "set a trading state": (
+            "post",
+            "/api/v1/backoffice/trading-states",
+            {"scope": "instrument", "instrument": "USDJPY", "state": "active", "reason": "review"},
+            {RISK},
+        ),
     }
 
 
