@@ -70,3 +70,15 @@ def test_entries_by_key_within_the_size() -> None:
     cache: versions.VersionedCache[str, str] = versions.VersionedCache(("a",), lambda k: k * 2, size=2)
     assert [cache.get("x"), cache.get("y"), cache.get("z")] == ["xx", "yy", "zz"]
     assert list(cache._entries) == ["y", "z"]  # the oldest went
+
+
+def test_a_seeding_cache_creates_a_missing_version_and_a_later_commit_still_retires_its_entry() -> None:
+    compute = Counter()
+    cache: versions.VersionedCache[str, int] = versions.VersionedCache(("s",), compute, seed=True)
+    assert [cache.get("k"), cache.get("k")] == [1, 1]  # no version yet: made, then kept under it
+    seeded = versions.read(("s",))
+    assert seeded is not None
+    versions.bump_on_commit("s")
+    assert cache.get("k") == 2 and versions.read(("s",)) != seeded
+    sync_client().delete(key("version", "s"))  # Redis emptied: a new version, never the old one
+    assert [cache.get("k"), cache.get("k")] == [3, 3]
