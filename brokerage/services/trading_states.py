@@ -141,38 +141,49 @@ class Cause:
     since: datetime | None
 
 
-def _auto_apply(
-    target: dict[str, Any], source: str, state: str, cause: Cause | None, *, auto_resume: bool
-) -> TradingState | None:
-    """Put a scope under `state` for `cause`, or resume it (auto_resume) once the cause is gone.
-    A manual state is never replaced: a manual restriction stays, and a manual resume holds while the
-    cause it overrode lasts (it was set after the cause began)."""
-    row = TradingState.objects.filter(**target).first()
+def _auto_state(row: TradingState | None, source: str, state: str, cause: Cause | None) -> str | None:
+    """The state an automatic check of `source` puts a scope in now, or None to leave it as it is:
+    `state` for a cause, active once the cause is gone (if its state chose auto-resume). A manual
+    state is never replaced: a manual restriction stays, and a manual resume holds while the cause it
+    overrode lasts (it was set after the cause began)."""
     if cause is None:
         if row is None or row.source != source or row.state == TradingStatus.ACTIVE or not row.auto_resume:
             return None
+        return TradingStatus.ACTIVE
+    if row is None:
+        return state
+    holds = row.state != TradingStatus.ACTIVE or cause.since is None or row.set_at >= cause.since
+    if (row.source == TradingStateSource.MANUAL and holds) or (row.source == source and row.state == state):
+        return None
+    return state
+
+
+def _auto_apply(
+    target: dict[str, Any],
+    row: TradingState | None,
+    source: str,
+    state: str,
+    cause: Cause | None,
+    *,
+    auto_resume: bool,
+) -> TradingState | None:
+    """Apply _auto_state to a scope: decided on `row` as read, and again under the row's lock (an
+    operator may have just changed it)."""
+    if _auto_state(row, source, state, cause) is None:
+        return None
+    with transaction.atomic():
+        row = TradingState.objects.select_for_update().filter(**target).first()
+        new = _auto_state(row, source, state, cause)
+        if new is None:
+            return None
         return trading_state_set(
             **target,
-            state=TradingStatus.ACTIVE,
-            reason="cause cleared",
+            state=new,
+            reason=cause.reason if cause is not None else "cause cleared",
             actor=None,
             source=source,
+            auto_resume=auto_resume,
         )
-    manual_holds = row is not None and (
-        row.state != TradingStatus.ACTIVE or cause.since is None or row.set_at >= cause.since
-    )
-    if row is not None and row.source == TradingStateSource.MANUAL and manual_holds:
-        return None
-    if row is not None and row.source == source and row.state == state:
-        return None
-    return trading_state_set(
-        **target,
-        state=state,
-        reason=cause.reason,
-        actor=None,
-        source=source,
-        auto_resume=auto_resume,
-    )
 
 
 def _quoted_instruments() -> list[Instrument]:
@@ -230,9 +241,11 @@ def trading_states_watch(*, now: datetime | None = None) -> list[TradingState]:
     if settings.KILL_SWITCH_STALE_PRICE_S > 0:
         instruments = _quoted_instruments()
         causes = _stale_causes(instruments, now)
+        rows = {r.instrument_id: r for r in TradingState.objects.filter(scope=TradingScope.INSTRUMENT)}
         for instrument in instruments:
             row = _auto_apply(
                 {"scope": TradingScope.INSTRUMENT, "instrument": instrument},
+                rows.get(instrument.pk),
                 TradingStateSource.STALE_PRICE,
                 TradingStatus.HALTED,
                 causes[instrument.pk],
@@ -242,6 +255,7 @@ def trading_states_watch(*, now: datetime | None = None) -> list[TradingState]:
                 changed.append(row)
     row = _auto_apply(
         {"scope": TradingScope.GLOBAL},
+        TradingState.objects.filter(scope=TradingScope.GLOBAL).first(),
         TradingStateSource.DAILY_LOSS,
         settings.KILL_SWITCH_DAILY_LOSS_STATE,
         _loss_cause(now),
