@@ -589,7 +589,8 @@ class LedgerTransaction(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    # indexed: the kill switch sums the day's house postings every few seconds
+    created_at = models.DateTimeField(db_default=Now(), editable=False, db_index=True)
 
     class Meta:
         ordering = ("-id",)
