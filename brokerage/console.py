@@ -5,6 +5,7 @@ in its own transaction. Every page declares the permission it needs (kernel.admi
 action its permission (`permissions=[...]`); the roles holding them are in users/roles.py."""
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -18,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 
 from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
+from kernel.live import LiveTable, link, live_response, text, wants_json
 from users.models import User
 
 from . import services
@@ -33,7 +35,13 @@ from .models import (
     Reason,
     TradingAccount,
 )
-from .selectors import account_summary, accounts_near_margin_call, exposure
+from .selectors import (
+    ExposureRow,
+    MarginRow,
+    account_summary,
+    accounts_near_margin_call,
+    exposure,
+)
 from .services.cash import CASH_PERMISSIONS, OVERRIDE_PERMISSION
 
 TRADE_PERMISSION = "brokerage.trade_for_client"
@@ -126,6 +134,58 @@ class CashForm(forms.Form):
         if data.get("operation") == CashOperationKind.ADJUSTMENT and not data.get("comment"):
             self.add_error("comment", "An adjustment needs a comment.")
         return data
+
+
+def exposure_table(rows: list[ExposureRow], *, by_group: bool = True) -> LiveTable:
+    """The house exposure as the console shows it (per group and instrument, or per instrument)."""
+    columns = ("Symbol", "Long lots", "Short lots", "Net lots", "House PnL", "Currency", "Unpriced positions")
+    table = LiveTable(("Group", *columns) if by_group else columns, "No open positions.")
+    for row in rows:
+        cells: list[str] = [
+            row.symbol,
+            str(row.long_volume.normalize()),
+            str(row.short_volume.normalize()),
+            str(row.net_volume.normalize()),
+            str(row.house_pnl),
+            row.currency,
+            str(row.unpriced),
+        ]
+        table.rows.append([row.group, *cells] if by_group else cells)
+    return table
+
+
+def margin_table(rows: list[MarginRow], *, empty: str) -> LiveTable:
+    """Accounts with their margin level against their group's margin-call and stop-out levels."""
+    table = LiveTable(
+        (
+            "Account",
+            "Owner",
+            "Group",
+            "Margin level %",
+            "Margin call at %",
+            "Stop out at %",
+            "Equity",
+            "Margin",
+            "In margin call since (UTC)",
+        ),
+        empty,
+    )
+    for row in rows:
+        account = row.account
+        table.rows.append(
+            [
+                link(account, reverse("admin:brokerage_tradingaccount_change", args=[account.pk])),
+                str(account.owner),
+                str(account.group),
+                text(None if row.margin_level is None else row.margin_level.quantize(Decimal("0.01"))),
+                str(account.group.margin_call_level),
+                str(account.group.stop_out_level),
+                str(row.equity),
+                str(row.margin),
+                text(account.margin_call_at and f"{account.margin_call_at:%Y-%m-%d %H:%M:%S}", empty=""),
+            ]
+        )
+    return table
 
 
 class OperatorAccountMixin:
@@ -234,20 +294,28 @@ class OperatorAccountMixin:
 
     @requires("brokerage.view_position")
     def exposure_view(self, request: HttpRequest) -> HttpResponse:
+        """The house exposure; `?format=json` is what the page polls to update live."""
+        table = exposure_table(exposure())
+        if wants_json(request):
+            return live_response({"exposure": table})
         context = {
             **self.admin_site.each_context(request),
             "title": "House exposure",
-            "rows": exposure(),
+            "table": table,
             "opts": TradingAccount._meta,
         }
         return TemplateResponse(request, "admin/brokerage/exposure.html", context)
 
     @requires("brokerage.view_tradingaccount")
     def margin_watch_view(self, request: HttpRequest) -> HttpResponse:
+        """Accounts near margin call; `?format=json` is what the page polls to update live."""
+        table = margin_table(accounts_near_margin_call(), empty="No account near margin call.")
+        if wants_json(request):
+            return live_response({"margin_watch": table})
         context = {
             **self.admin_site.each_context(request),
             "title": "Accounts near margin call",
-            "rows": accounts_near_margin_call(),
+            "table": table,
             "opts": TradingAccount._meta,
         }
         return TemplateResponse(request, "admin/brokerage/margin_watch.html", context)
