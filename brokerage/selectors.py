@@ -399,9 +399,13 @@ class ExposureRow:
 def accounts_in_margin_call() -> list[MarginRow]:
     """Accounts the margin sweep marked in margin call, lowest margin level first."""
     rows = []
-    for account in TradingAccount.objects.filter(margin_call_at__isnull=False).select_related("group", "owner"):
+    for account in TradingAccount.objects.filter(margin_call_at__isnull=False).select_related(
+        "group", "owner"
+    ):
         summary = account_summary(account=account)
-        rows.append(MarginRow(account, summary.margin_level, summary.equity, summary.margin, summary.unpriced))
+        rows.append(
+            MarginRow(account, summary.margin_level, summary.equity, summary.margin, summary.unpriced)
+        )
     return sorted(rows, key=lambda r: (r.margin_level if r.margin_level is not None else ZERO, r.account.pk))
 
 

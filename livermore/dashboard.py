@@ -43,10 +43,7 @@ def fix_sessions_table() -> LiveTable:
         ("Session", "Enabled", "State", "Next in", "Next out", "Logons", "Last logout"), "No FIX session."
     )
     for session, state in fix_sessions_with_state():
-        if state is None:
-            status = "not running"
-        else:
-            status = "logged on" if state.get("logged_on") else "down"
+        status = "not running" if state is None else "logged on" if state.get("logged_on") else "down"
         state = state or {}
         table.rows.append(
             [
@@ -118,7 +115,11 @@ class Panel:
 PANELS = (
     Panel("feed_health", "marketdata.view_venue", feed_health_table),
     Panel("fix_sessions", "fix.view_fixsession", fix_sessions_table),
-    Panel("exposure", "brokerage.view_position", lambda: exposure_table(exposure_by_instrument(), by_group=False)),
+    Panel(
+        "exposure",
+        "brokerage.view_position",
+        lambda: exposure_table(exposure_by_instrument(), by_group=False),
+    ),
     Panel("margin_call", "brokerage.view_tradingaccount", margin_call_table),
     Panel("four_eyes", "brokerage.view_cashoperation", four_eyes_table),
     Panel("notification_failures", "alerts.view_notification", notification_failures_table),
