@@ -12,6 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
+from django.forms.models import model_to_dict
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -367,7 +368,7 @@ class OperatorAccountMixin:
             elif action == "modify_order":
                 pending = get_object_or_404(Order, pk=target, account=account)
                 form = changing[f"order-{pending.pk}"] = OrderChangeForm(
-                    request.POST, prefix=f"order-{pending.pk}", initial=vars(pending)
+                    request.POST, prefix=f"order-{pending.pk}"
                 )
                 if form.is_valid():
                     services.order_modify(order=pending, **form.cleaned_data, actor=operator)
@@ -395,7 +396,11 @@ class OperatorAccountMixin:
             "form": new_order,
             "cancel": changing.get("cancel"),
             "orders": [
-                (o, changing.get(f"order-{o.pk}") or OrderChangeForm(prefix=f"order-{o.pk}", initial=vars(o)))
+                (
+                    o,
+                    changing.get(f"order-{o.pk}")
+                    or OrderChangeForm(prefix=f"order-{o.pk}", initial=model_to_dict(o)),
+                )
                 for o in orders.select_related("instrument")
             ],
             "positions": [
@@ -403,7 +408,7 @@ class OperatorAccountMixin:
                     p,
                     summary.position_pnl.get(p.pk),
                     changing.get(f"position-{p.pk}")
-                    or PositionChangeForm(prefix=f"position-{p.pk}", initial=vars(p)),
+                    or PositionChangeForm(prefix=f"position-{p.pk}", initial=model_to_dict(p)),
                 )
                 for p in open_positions(account=account)
             ],
