@@ -1,5 +1,4 @@
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -27,43 +26,7 @@ from alerts.signal_grid import STAGES, TIMEFRAMES
 from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
 from kernel.metrics import metrics_families
-from marketdata.bars import TIMEFRAME_SECONDS
-from marketdata.models import Instrument
-
-CHART_BARS = 200  # the default range: this many bars back from now
-CHART_MAX_BARS = 2000
-
-
-class SignalChartForm(forms.Form):
-    """The chart's instrument, timeframe and range (UTC); the range defaults to the last CHART_BARS bars."""
-
-    symbol = forms.CharField(max_length=20)
-    tf = forms.ChoiceField(choices=[(tf, tf) for tf in TIMEFRAMES], initial="1h")
-    start = forms.DateTimeField(required=False, help_text="UTC")
-    end = forms.DateTimeField(required=False, help_text="UTC; now when empty")
-
-    def clean_symbol(self) -> str:
-        symbol: str = self.cleaned_data["symbol"]
-        if not Instrument.objects.filter(symbol=symbol).exists():
-            raise forms.ValidationError(f"Unknown instrument {symbol!r}.")
-        return symbol
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        tf = cleaned.get("tf")
-        if tf is None:
-            return cleaned
-        step = timedelta(seconds=TIMEFRAME_SECONDS[tf])
-        end = cleaned.get("end") or datetime.now(UTC)
-        start = cleaned.get("start") or end - CHART_BARS * step
-        if start >= end:
-            self.add_error("start", "The start must be before the end.")
-        elif (end - start) / step > CHART_MAX_BARS:
-            self.add_error(
-                "start", f"At most {CHART_MAX_BARS} bars: narrow the range or take a longer timeframe."
-            )
-        cleaned["start"], cleaned["end"] = start, end
-        return cleaned
+from marketdata.forms import CandleChartForm
 
 
 @admin.register(IndicatorValue)
@@ -129,17 +92,8 @@ class IndicatorValueAdmin(admin.ModelAdmin[IndicatorValue]):
     def signal_chart(self, request: HttpRequest) -> HttpResponse:
         """Candles, EMAs, volume and MACD-V of one instrument for a range, drawn in the browser from
         the candles and indicators APIs."""
-        form = SignalChartForm(request.GET or None)
-        chart = None
-        if form.is_valid():
-            data = form.cleaned_data
-            chart = {
-                "symbol": data["symbol"],
-                "tf": data["tf"],
-                "start": data["start"].isoformat(),
-                "end": data["end"].isoformat(),
-                "max_bars": CHART_MAX_BARS,
-            }
+        form = CandleChartForm(request.GET or None)
+        chart = form.chart() if form.is_valid() else None
         context = {
             **self.admin_site.each_context(request),
             "title": f"Chart {chart['symbol']} {chart['tf']}" if chart else "Chart",

@@ -8,7 +8,14 @@ from django.db.models import QuerySet
 
 from alerts import rules
 from alerts.indicators import INDICATOR_NAMES, Diagnostics, macdv_stage
-from alerts.models import AlertEvent, AlertRule, AlertSeriesState, IndicatorValue, NotificationChannel
+from alerts.models import (
+    AlertEvent,
+    AlertRule,
+    AlertSeriesState,
+    IndicatorValue,
+    Notification,
+    NotificationChannel,
+)
 from alerts.signal_grid import BARS_NEEDED, TIMEFRAMES, Frame, Signal, signals_from_frames
 from kernel import sql
 from kernel.redis import key, sync_client
@@ -177,6 +184,15 @@ def alert_events_for_user(*, user: Any) -> QuerySet[AlertEvent]:
 
 def alert_events_recent(*, user: Any, limit: int = 20) -> list[AlertEvent]:
     return list(alert_events_for_user(user=user)[:limit])
+
+
+def notifications_failed(*, limit: int = 20) -> QuerySet[Notification]:
+    """Deliveries that gave up (the dead letters an operator retries), newest first."""
+    return (
+        Notification.objects.filter(status=Notification.Status.FAILED)
+        .select_related("channel", "event", "system_notice")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def live_rules() -> dict[str, list[rules.Rule]]:

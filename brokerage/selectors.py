@@ -15,6 +15,8 @@ from marketdata.models import Instrument
 from . import pricing
 from .models import (
     SEVERITY,
+    CashOperation,
+    CashStatus,
     ClientGroup,
     GroupInstrument,
     LedgerAccount,
@@ -400,6 +402,28 @@ class ExposureRow:
         return pricing.money(-self.client_pnl, self.currency)
 
 
+def accounts_in_margin_call() -> list[MarginRow]:
+    """Accounts the margin sweep marked in margin call, lowest margin level first."""
+    rows = []
+    for account in TradingAccount.objects.filter(margin_call_at__isnull=False).select_related(
+        "group", "owner"
+    ):
+        summary = account_summary(account=account)
+        rows.append(
+            MarginRow(account, summary.margin_level, summary.equity, summary.margin, summary.unpriced)
+        )
+    return sorted(rows, key=lambda r: (r.margin_level if r.margin_level is not None else ZERO, r.account.pk))
+
+
+def cash_operations_pending() -> QuerySet[CashOperation]:
+    """Cash operations waiting for a second operator's approval (four eyes), oldest first."""
+    return (
+        CashOperation.objects.filter(status=CashStatus.PENDING)
+        .select_related("account", "created_by")
+        .order_by("created_at", "pk")
+    )
+
+
 def exposure() -> list[ExposureRow]:
     """Open client volume and the house's unrealized PnL per (group, instrument), at current prices."""
     positions = Position.objects.filter(status=PositionStatus.OPEN).select_related(
@@ -426,6 +450,18 @@ def exposure() -> list[ExposureRow]:
             row.unpriced += 1
         else:
             row.client_pnl += pnl
+    return [rows[k] for k in sorted(rows)]
+
+
+def exposure_by_instrument() -> list[ExposureRow]:
+    """The house exposure summed over groups: one row per instrument and account currency."""
+    rows: dict[tuple[str, str], ExposureRow] = {}
+    for row in exposure():
+        total = rows.setdefault((row.symbol, row.currency), ExposureRow("", row.symbol, row.currency))
+        total.long_volume += row.long_volume
+        total.short_volume += row.short_volume
+        total.client_pnl += row.client_pnl
+        total.unpriced += row.unpriced
     return [rows[k] for k in sorted(rows)]
 
 

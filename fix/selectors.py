@@ -96,6 +96,15 @@ def fix_session_state(*, session: FixSession) -> dict[str, object] | None:
     return json.loads(raw) if raw else None
 
 
+def fix_sessions_with_state() -> list[tuple[FixSession, dict[str, object] | None]]:
+    """Every session with what runfix last exported for it (None when runfix is not running it)."""
+    sessions = list(FixSession.objects.select_related("venue").order_by("name"))
+    if not sessions:
+        return []
+    raws = cast(list[bytes | None], sync_client().mget([state_key(s.name) for s in sessions]))
+    return [(s, json.loads(raw) if raw else None) for s, raw in zip(sessions, raws, strict=True)]
+
+
 def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
     """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
     all match; None when no rule does. Every order asks, so the query is a prepared statement

@@ -19,6 +19,7 @@ from marketdata import tasks
 from marketdata.adapters import ADAPTERS
 from marketdata.backfill import last_day
 from marketdata.bars import TIMEFRAME_SECONDS
+from marketdata.forms import CandleChartForm
 from marketdata.selectors import backfill_targets
 from users.models import User
 
@@ -263,6 +264,7 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
         "volume_step",
         "margin_rate",
         "tradable",
+        "chart",
     )
     list_filter = ("tradable", "quote_currency")
     search_fields = ("symbol", "description")
@@ -316,7 +318,34 @@ class InstrumentAdmin(admin.ModelAdmin[Instrument]):
 
     def get_urls(self) -> list[URLPattern]:
         live = path("live/", self.admin_site.admin_view(self.live_quotes), name="marketdata_live_quotes")
-        return [live, *super().get_urls()]
+        chart = path(
+            "<int:pk>/chart/", self.admin_site.admin_view(self.chart_view), name="marketdata_instrument_chart"
+        )
+        return [live, chart, *super().get_urls()]
+
+    @admin.display(description="chart")
+    def chart(self, obj: Instrument) -> str:
+        return format_html(
+            '<a href="{}">chart</a>', reverse("admin:marketdata_instrument_chart", args=[obj.pk])
+        )
+
+    @requires("marketdata.view_candle")
+    def chart_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Candles and volume of one instrument from the stored bars, timeframe and range selectable."""
+        instrument = get_object_or_404(Instrument, pk=pk)
+        form = CandleChartForm({"tf": "1h", **request.GET.dict(), "symbol": instrument.symbol})
+        chart = form.chart() if form.is_valid() else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Chart {instrument.symbol}",
+            "instrument": instrument,
+            "form": form,
+            "chart": chart,
+            "opts": Instrument._meta,
+        }
+        return TemplateResponse(
+            request, "admin/marketdata/instrument_chart.html", context, status=200 if chart else 400
+        )
 
     @requires("marketdata.view_instrument")
     def live_quotes(self, request: HttpRequest) -> HttpResponse:

@@ -73,6 +73,25 @@ def feed_health(*, now_ms: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def venue_health(*, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Per venue: the market loop's adapter row (state, reconnects, last error; `silent_ms` counted to
+    now) with how many of its symbols feed healthily (selected or healthy) of how many it carries."""
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    raw = redis.get(key("venue-health"))
+    venues: list[dict[str, Any]] = json.loads(raw) if raw else []
+    feeds: dict[str, list[str]] = {}
+    for row in feed_health(now_ms=now_ms):
+        feeds.setdefault(row["venue"], []).append(row["state"])
+    for venue in venues:
+        since = max(0, now_ms - venue["exported_ms"])
+        if venue["silent_ms"] is not None:
+            venue["silent_ms"] += since
+        states = feeds.get(venue["venue"], [])
+        venue["symbols"] = len(states)
+        venue["symbols_healthy"] = sum(state in ("selected", "healthy") for state in states)
+    return venues
+
+
 def instrument_symbols() -> list[str]:
     return list(Instrument.objects.values_list("symbol", flat=True))
 

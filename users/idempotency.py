@@ -12,10 +12,11 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http.request import RawPostDataException
 from django.utils import timezone
 from rest_framework import status
@@ -24,6 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from kernel import sql
 from kernel.errors import ServiceError
 from users.authentication import request_user
 from users.models import IdempotencyKey
@@ -74,31 +76,48 @@ def _replay(record: IdempotencyKey, fingerprint: str) -> Response:
     return Response(record.response_body, status=record.response_status, headers={REPLAYED_HEADER: "true"})
 
 
+@cache
+def _claim_sql() -> str:
+    table = sql.quote(IdempotencyKey._meta.db_table)
+    return (
+        f"INSERT INTO {table} (user_id, key, method, path, request_hash, created_at)"  # noqa: S608
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, key) DO UPDATE SET"
+        " method = EXCLUDED.method, path = EXCLUDED.path, request_hash = EXCLUDED.request_hash,"
+        " response_status = NULL, response_body = NULL, created_at = EXCLUDED.created_at"
+        f" WHERE {table}.created_at < %s RETURNING id"
+    )
+
+
 def idempotent_run(*, request: Request, key: str, run: Callable[[], Response]) -> Response:
+    """Claim the key and run, in one transaction. The claim is one statement: it inserts the key, or
+    takes over an expired one, or (the key is live) returns nothing, after waiting for a concurrent
+    first request to commit, and the stored response is replayed. A 5xx leaves the handler by
+    exception (_ServerError) and rolls the claim back with everything else."""
     user = request_user(request)
     fingerprint = request_fingerprint(request)
-    cutoff = timezone.now() - settings.IDEMPOTENCY_KEY_TTL
+    now = timezone.now()
     with transaction.atomic():
-        IdempotencyKey.objects.filter(user=user, key=key, created_at__lt=cutoff).delete()
-        try:
-            with transaction.atomic():
-                record = IdempotencyKey.objects.create(
-                    user=user,
-                    key=key,
-                    method=request.method or "",
-                    path=request.path[:2000],
-                    request_hash=fingerprint,
-                )
-        except IntegrityError:
-            # Blocked until the first request committed; its row is now visible.
+        claimed = sql.execute(
+            _claim_sql(),
+            [
+                user.pk,
+                key,
+                request.method or "",
+                request.path[:2000],
+                fingerprint,
+                now,
+                now - settings.IDEMPOTENCY_KEY_TTL,
+            ],
+        ).fetchone()
+        if claimed is None:
             return _replay(IdempotencyKey.objects.get(user=user, key=key), fingerprint)
-        with transaction.atomic():
-            response = run()
-            if response.status_code >= 500:
-                raise _ServerError(response)
-        record.response_status = response.status_code
-        record.response_body = json.loads(JSONRenderer().render(response.data) or b"null")
-        record.save(update_fields=["response_status", "response_body"])
+        response = run()
+        if response.status_code >= 500:
+            raise _ServerError(response)
+        IdempotencyKey.objects.filter(pk=claimed[0]).update(
+            response_status=response.status_code,
+            response_body=json.loads(JSONRenderer().render(response.data) or b"null"),
+        )
     return response
 
 

@@ -2,6 +2,7 @@
 resets; the margin preview and lot calculator; logging in with an account number; the OpenAPI docs."""
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -33,6 +34,22 @@ def url(account: TradingAccount, action: str) -> str:
 def balance(account: TradingAccount) -> Decimal:
     account.refresh_from_db()
     return account.balance
+
+
+# The statements of one deposit through the API with an Idempotency-Key (benchmarked at 20/s by
+# tests/bench/bench_backoffice.py): each is a database round trip under the account's lock.
+DEPOSIT_STATEMENTS = 17
+
+
+def test_a_deposit_through_the_api_takes_a_bounded_number_of_statements(
+    maker: User, alice_account: TradingAccount, django_assert_max_num_queries: Any
+) -> None:
+    api = client_for(maker)
+    api.post(url(alice_account, "deposit"), {"amount": "1"}, format="json", HTTP_IDEMPOTENCY_KEY="warm")
+    body = {"amount": "500", "method": "bank", "external_ref": "BANK-78"}
+    with django_assert_max_num_queries(DEPOSIT_STATEMENTS):
+        response = api.post(url(alice_account, "deposit"), body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert response.status_code == 201
 
 
 def test_a_deposit_is_applied_once_per_idempotency_key(maker: User, alice_account: TradingAccount) -> None:

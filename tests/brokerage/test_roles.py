@@ -14,6 +14,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from brokerage.models import TradingAccount
+from livermore.dashboard import PANELS
 from tests.support.users import make_role_user
 from users.models import ApiKey, User
 from users.roles import ADMINISTRATOR, BACK_OFFICE, DEALER, RISK, ROLES, VIEWER
@@ -30,12 +31,14 @@ STAFF = (*ROLES, NOBODY)
 PAGES: dict[str, frozenset[str]] = {
     "brokerage_tradingaccount_cash": frozenset({BACK_OFFICE}),
     "brokerage_tradingaccount_conditions": frozenset({BACK_OFFICE, RISK}),
+    "brokerage_tradingaccount_trade": frozenset({DEALER}),
     "brokerage_exposure": EVERY,
     "brokerage_margin_watch": EVERY,
     "brokerage_tradingstate_switch": frozenset({RISK}),
     "marketdata_venue_catalogue": frozenset({RISK}),
     "marketdata_venue_watchlist": frozenset({RISK}),
     "marketdata_live_quotes": EVERY,
+    "marketdata_instrument_chart": EVERY,
     "fix_routingrule_preview": EVERY,
     "alerts_signals": EVERY,
     "alerts_signal_chart": EVERY,
@@ -48,9 +51,21 @@ PAGES: dict[str, frozenset[str]] = {
 GET_ALLOWED = {
     "brokerage_tradingaccount_cash",
     "brokerage_tradingaccount_conditions",
+    "brokerage_tradingaccount_trade",
     "brokerage_exposure",
     "brokerage_margin_watch",
     "marketdata_live_quotes",
+    "marketdata_instrument_chart",
+}
+
+# Dashboard panels on the admin index (livermore.dashboard.PANELS) -> the roles that see them.
+DASHBOARD_PANELS: dict[str, frozenset[str]] = {
+    "feed_health": EVERY,
+    "fix_sessions": EVERY,
+    "exposure": EVERY,
+    "margin_call": EVERY,
+    "four_eyes": EVERY,
+    "notification_failures": EVERY,
 }
 
 # Admin actions (app.model.action) -> the roles that get them; delete_selected follows delete rights.
@@ -141,6 +156,10 @@ def test_each_role_opens_exactly_the_console_pages_of_the_table(
         args = [alice_account.pk] if "<int:pk>" in str(pattern.pattern) else []
         if pattern.name == "auth_user_password_change":
             args = [alice_account.owner_id]
+        if pattern.name == "marketdata_instrument_chart":
+            from marketdata.models import Instrument
+
+            args = [Instrument.objects.get(symbol="EURUSD").pk]
         if pattern.name.startswith("marketdata_venue"):
             from marketdata.models import Venue
 
@@ -154,6 +173,28 @@ def test_each_role_opens_exactly_the_console_pages_of_the_table(
                 assert browser.get(url).status_code == 403, f"{role} opened {pattern.name}"
             elif pattern.name in GET_ALLOWED:
                 assert browser.get(url).status_code == 200, f"{role} refused {pattern.name}"
+
+
+def test_every_dashboard_panel_declares_a_permission_and_is_in_the_table() -> None:
+    assert {panel.name for panel in PANELS} == set(DASHBOARD_PANELS)
+    for panel in PANELS:
+        app, codename = panel.permission.split(".")
+        assert Permission.objects.filter(content_type__app_label=app, codename=codename).exists(), panel
+
+
+def test_each_role_sees_exactly_the_dashboard_panels_of_the_table(staff: dict[str, User]) -> None:
+    for role, user in staff.items():
+        browser = Client()
+        browser.force_login(user)
+        expected = {name for name, roles in DASHBOARD_PANELS.items() if role in roles}
+        index = browser.get(reverse("admin:index")).content.decode()
+        shown = {name for name in DASHBOARD_PANELS if f'data-table="{name}"' in index}
+        assert shown == expected, role
+        response = browser.get(reverse("admin_dashboard"))
+        if expected:
+            assert set(response.json()["tables"]) == expected, role
+        else:
+            assert response.status_code == 403, role
 
 
 def test_a_staff_user_with_no_permission_cannot_deposit_or_change_leverage_from_the_console(

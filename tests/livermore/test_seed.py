@@ -180,7 +180,7 @@ def test_seed_in_development_sets_up_a_desk_at_work(settings: Any, admin_client:
 
     exposure = admin_client.get(reverse("admin:brokerage_exposure"))
     assert exposure.status_code == 200
-    assert {(r.group, r.symbol) for r in exposure.context["rows"]} == {
+    assert {(row[0], row[1]) for row in exposure.context["table"].rows} == {
         ("demo-standard", "EURUSD"),
         ("demo-standard", "XAUUSD"),
         ("demo-standard", "BTCUSD"),
@@ -189,7 +189,7 @@ def test_seed_in_development_sets_up_a_desk_at_work(settings: Any, admin_client:
     }
     watch = admin_client.get(reverse("admin:brokerage_margin_watch"))
     # Bob near 105 %, Alice near 130 % (gold's margin rate is 5): lowest level first.
-    assert [r.account.number for r in watch.context["rows"]] == [
-        accounts["demo-bob"].number,
-        accounts["demo-alice"].number,
+    assert [row[0]["text"] for row in watch.context["table"].rows] == [
+        str(accounts["demo-bob"]),
+        str(accounts["demo-alice"]),
     ]
