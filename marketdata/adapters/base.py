@@ -43,15 +43,18 @@ class FeedListener(Protocol):
 
 
 def official_url(url: str, origins: Collection[str]) -> bool:
-    """`url` goes to one of `origins` ("https://host", "wss://host") exactly: that scheme and host, the
-    default port, no user info. The desk's own keys in the environment are sent only to such a URL, so
-    no venue row can redirect them to another server."""
+    """`url` is one of `origins` ("https://host", "wss://host") exactly: that scheme and host, the
+    default port, no user info, path, query or fragment (nothing another URL parser could read as a
+    different host). The desk's own keys in the environment are sent only to such a URL, so no venue
+    row can redirect them to another server."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError:
         return False
     if port not in (None, 443) or parts.username is not None or parts.password is not None:
+        return False
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
         return False
     return f"{parts.scheme.lower()}://{parts.hostname or ''}" in origins
 

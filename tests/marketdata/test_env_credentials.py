@@ -32,7 +32,7 @@ def desk_keys(monkeypatch: pytest.MonkeyPatch, coinbase_key: CoinbaseKey) -> Non
         "https://api-fxtrade.oanda.com",
         "https://stream-fxtrade.oanda.com/",
         "https://api-fxpractice.oanda.com",
-        "https://STREAM-FXPRACTICE.oanda.com:443/v3",
+        "https://STREAM-FXPRACTICE.oanda.com:443/",
     ],
 )
 def test_oandas_own_hosts_get_the_environment_token(desk_keys: None, url: str) -> None:
@@ -50,6 +50,10 @@ def test_oandas_own_hosts_get_the_environment_token(desk_keys: None, url: str) -
         "https://api-fxtrade.oanda.com@evil.example",
         "https://user@api-fxtrade.oanda.com",
         "https://api-fxtrade.oanda.com./",
+        "https://api-fxtrade.oanda.com/v3",
+        "https://api-fxtrade.oanda.com?@evil.example",
+        "https://api-fxtrade.oanda.com#@evil.example",
+        "https://api-fxtrade.oanda.com\\@evil.example",
         "wss://api-fxtrade.oanda.com",
         "https://api.coinbase.com",
         "https://[",
