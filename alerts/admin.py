@@ -245,7 +245,7 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
     list_display = (
         "id",
         "event_link",
-        "channel",
+        "destination",
         "status",
         "attempts",
         "rate_limited",
@@ -267,6 +267,14 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
     @admin.display(description="may show twice", boolean=True)
     def maybe_duplicated(self, obj: Notification) -> bool:
         return obj.maybe_duplicated
+
+    @admin.display(description="channel", ordering="channel__name")
+    def destination(self, obj: Notification) -> str:
+        return (
+            str(obj.channel)
+            if obj.channel is not None
+            else "system webhook (SYSTEM_NOTIFICATION_WEBHOOK_URL)"
+        )
 
     @admin.display(description="alert or system notice")
     def event_link(self, obj: Notification) -> str:

@@ -364,7 +364,10 @@ class Notification(models.Model):
     system_notice = models.ForeignKey(
         SystemNotice, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
     )
-    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
+    # None: a system notice for the system webhook (SYSTEM_NOTIFICATION_WEBHOOK_URL), which is no row.
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(
         default=0, help_text="Failed and successful sends, 429s aside"
@@ -388,6 +391,10 @@ class Notification(models.Model):
             models.CheckConstraint(
                 condition=models.Q(event__isnull=True) ^ models.Q(system_notice__isnull=True),
                 name="notification_event_or_system_notice",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(channel__isnull=False) | models.Q(system_notice__isnull=False),
+                name="notification_channel_or_system_notice",
             ),
         ]
         indexes = [models.Index(fields=("status", "next_attempt_at"), name="notification_due")]

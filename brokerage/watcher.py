@@ -28,6 +28,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
+from kernel import metrics
 from kernel.redis import sync_client
 from marketdata.models import Instrument
 from marketdata.quotes import SelectedQuote
@@ -37,9 +38,12 @@ from .models import Order, OrderStatus, OrderType, Position, PositionStatus, Tra
 from .pricing import Tick
 from .quotes import MemoryQuoteSource
 from .selectors import Conditions, margin_watchlist
-from .triggers import Trigger, TriggerIndex
+from .triggers import Trigger, TriggerIndex, TriggerKind
 
 log = logging.getLogger(__name__)
+
+# The metric's names for the trigger kinds: a pending order's entry, a stop loss, a take profit.
+TRIGGER_LABELS: dict[TriggerKind, str] = {"order": "pending", "sl": "sl", "tp": "tp"}
 
 
 def triggers_load(*, account_id: int | None = None) -> list[Trigger]:
@@ -148,20 +152,24 @@ class TriggerWatcher:
 
     # -- worker threads ----------------------------------------------------------------------------
     def _execute(self, trigger: Trigger, tick: Tick, slots: threading.BoundedSemaphore) -> None:
+        outcome = "error"
         try:
             close_old_connections()
             if trigger.kind == "order":
-                services.order_trigger(order_id=trigger.object_id, tick=tick, quotes=self.quotes)
+                order = services.order_trigger(order_id=trigger.object_id, tick=tick, quotes=self.quotes)
+                outcome = "none" if order is None else order.status
             else:
-                services.position_trigger(
+                deal = services.position_trigger(
                     position_id=trigger.object_id, kind=trigger.kind, tick=tick, quotes=self.quotes
                 )
+                outcome = "none" if deal is None else "closed"
             # Re-arm whatever is still live (e.g. a stop-limit turned limit, a tick that no longer
             # crosses under the lock).
             self.reload_account(trigger.account_id)
         except Exception:
             log.exception("trigger %s on %s failed", trigger.key, trigger.symbol)
         finally:
+            metrics.TRIGGER_EXECUTIONS.labels(kind=TRIGGER_LABELS[trigger.kind], outcome=outcome).inc()
             slots.release()
 
     def _margin_check(self, account_id: int, slots: threading.BoundedSemaphore) -> None:

@@ -167,6 +167,12 @@ class FixSessionAdmin(admin.ModelAdmin[FixSession]):
         ("LP positions", {"fields": ("reconciliation",)}),
     )
 
+    def get_readonly_fields(self, request: HttpRequest, obj: FixSession | None = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.has_perm("fix.set_password_env"):
+            return fields
+        return (*fields, "password_env")
+
     def _state(self, obj: FixSession) -> dict[str, Any]:
         cache = getattr(obj, "_fix_state", None)
         if cache is None:

@@ -97,6 +97,10 @@ class FixSession(DestinationBoundCredentials):
 
     class Meta:
         ordering = ("name",)
+        # Naming an environment variable sends a secret the operator never saw to the session's host:
+        # no role has it (superusers do), so changing a session cannot aim the desk's LP passwords at
+        # another server.
+        permissions = [("set_password_env", "Can name the environment variable of a FIX session's password")]
         constraints = [
             models.UniqueConstraint(
                 fields=("begin_string", "sender_comp_id", "target_comp_id"), name="fixsession_unique_ids"

@@ -23,6 +23,7 @@ from kernel.errors import ServiceError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DELIVERY_BUCKETS = (0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600)
+LAG_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
 
 VENUE_UP = Gauge(
     "livermore_venue_up",
@@ -47,6 +48,18 @@ DELIVERY_LATENCY = Histogram(
     "livermore_notification_delivery_seconds",
     "From an outbox row's creation to its message being posted (a system notice's grouping window included)",
     buckets=DELIVERY_BUCKETS,
+)
+
+TRIGGER_EXECUTIONS = Counter(
+    "livermore_trigger_executions",
+    "Triggers the watcher executed: kind (pending, sl, tp) and outcome (the order's status, closed, "
+    "none when there was nothing left to do, error)",
+    ["kind", "outcome"],
+)
+RECORDER_LAG = Histogram(
+    "livermore_recorder_lag_seconds",
+    "Tick recorder: from the oldest tick's time in a COPY to that COPY's commit",
+    buckets=LAG_BUCKETS,
 )
 
 P = ParamSpec("P")

@@ -1,6 +1,7 @@
 """The OpenAPI schema as the contract a generated client relies on: cursor pages documented as pages
 with their `cursor` and `limit` parameters, and the error responses every operation can give, in the
-API's one error shape {"error": {"code", "message", "fields"}} (kernel/errors.py)."""
+API's one error shape {"error": {"code", "message", "fields"}} (kernel/errors.py), 429 and 503 with
+their Retry-After header."""
 
 from typing import Any
 
@@ -50,6 +51,16 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+# The answers that tell a client when to come back: 429 (throttled, locked out) and 503 (an outage).
+RETRY_AFTER_CODES = frozenset({"429", "503"})
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+
+
 class AutoSchema(SpectacularAutoSchema):
     def _is_list_view(self, serializer: Any = None) -> bool:
         if isinstance(self.view, PaginatedListView) and self.method == "GET":
@@ -80,11 +91,13 @@ class AutoSchema(SpectacularAutoSchema):
         self.registry.register_on_missing(component)
         error = component.ref
         for code in self._error_codes():
-            responses.setdefault(
+            response = responses.setdefault(
                 code,
                 {
                     "description": ERROR_DESCRIPTIONS[code],
                     "content": {"application/json": {"schema": error}},
                 },
             )
+            if code in RETRY_AFTER_CODES:
+                response.setdefault("headers", {}).update(RETRY_AFTER_HEADER)
         return responses

@@ -13,7 +13,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 # Every web process's stream hub listens on this channel-layer group for users whose streams must end.
 USERS_REVOKED_GROUP = "stream.users"
@@ -92,12 +94,18 @@ def user_streams_close(user_id: int) -> None:
 
 
 def user_for_token(raw: str) -> Any:
-    """The active user an access token names, or None for a bad, expired or foreign-key token."""
+    """The active user an access token names, or None for a bad, expired or foreign-key token, or
+    one issued before the user's password last changed (the check JWTAuthentication makes)."""
     try:
         token = AccessToken(raw)  # type: ignore[arg-type]
     except TokenError:
         return None
     user = get_user_model().objects.filter(pk=token.get("user_id"), is_active=True).first()
+    if user is None or (
+        jwt_settings.CHECK_REVOKE_TOKEN
+        and token.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password)
+    ):
+        return None
     return user
 
 

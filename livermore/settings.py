@@ -344,6 +344,9 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
+    # Every token carries a hash of the user's password hash, checked on each use (REST and stream):
+    # a password change ends all of them at once, not when the access token expires.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 # Brute-force lockout on the admin login and the token endpoint, per (username, client IP).

@@ -9,23 +9,33 @@ minute). SIGTERM or SIGINT stops them all: SIGTERM to each, SIGKILL to what is l
 `HH:MM:SS system | name.1 started (pid=N)` / `stopped (rc=N)` / `restarting in N s`.
 
 The processes stay in the supervisor's process group, so killing the group kills them all.
+
+Metrics: every process it starts gets PROMETHEUS_MULTIPROC_DIR (kernel/metrics.py), one directory
+for the run (mode 0700, new and empty, removed at the end; or the one the environment names, emptied
+at start), so a scrape of any web process adds up the web, market, worker and fix processes. A
+process that exits has its live gauges dropped there.
 """
 
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from prometheus_client.multiprocess import mark_process_dead
+
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a process that ran this long starts again at the first backoff
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
@@ -51,9 +61,30 @@ def procfile(path: Path) -> list[tuple[str, str]]:
     return entries
 
 
+def metrics_dir_prepare() -> tuple[Path, bool]:
+    """The run's metrics directory, mode 0700 and empty, and whether it is the run's own (made here,
+    removed at the end) rather than the one PROMETHEUS_MULTIPROC_DIR names."""
+    if named := os.environ.get(METRICS_ENV):
+        path = Path(named)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+        for stale in path.glob("*.db"):  # a previous run's values
+            stale.unlink()
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="livermore-metrics-")), True
+
+
 class Supervisor:
-    def __init__(self, entries: list[tuple[str, str]], *, stop_timeout_s: float, out: IO[str]) -> None:
+    def __init__(
+        self,
+        entries: list[tuple[str, str]],
+        *,
+        stop_timeout_s: float,
+        out: IO[str],
+        metrics_dir: Path,
+    ) -> None:
         self.children = [Child(f"{name}.1", command) for name, command in entries]
+        self.metrics_dir = metrics_dir
         self.stop_timeout_s = stop_timeout_s
         self.out = out
         self.width = max([len(c.name) for c in self.children] + [len("system")])
@@ -92,6 +123,7 @@ class Supervisor:
         rc = child.process.returncode
         for reader in child.readers:
             reader.join(2)
+        mark_process_dead(child.process.pid, str(self.metrics_dir))
         child.process = None
         self.say("system", f"{child.name} stopped (rc={rc})")
         if self.stopping.is_set():
@@ -154,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"not in {args.procfile}: {', '.join(sorted(unknown))}")
         entries = [(name, command) for name, command in entries if name in args.names]
-    supervisor = Supervisor(entries, stop_timeout_s=args.stop_timeout, out=sys.stdout)
+    metrics_dir, own_metrics_dir = metrics_dir_prepare()
+    os.environ[METRICS_ENV] = str(metrics_dir)  # inherited by every process started
+    supervisor = Supervisor(
+        entries, stop_timeout_s=args.stop_timeout, out=sys.stdout, metrics_dir=metrics_dir
+    )
 
     def stop(signum: int, frame: object) -> None:
         if not supervisor.stopping.is_set():
@@ -163,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def can_backfill(venue: VenueConfig) -> bool:
     if venue.kind in ("coinbase", "binance"):
         return True  # public endpoints
     if venue.kind == "oanda":
-        return bool(oanda_token(venue.credentials))
+        return bool(oanda_token(venue.credentials, url=_oanda_rest_url(venue)))
     return False
 
 
@@ -58,11 +58,12 @@ def _client(venue: VenueConfig) -> RestClient:
         )
     if venue.kind == "binance":
         return BinanceRest(base_url=str(venue.config.get("rest_url", BINANCE_REST_URL)), venue=venue.code)
-    return OandaRest(
-        token=oanda_token(venue.credentials),
-        base_url=str(venue.config.get("rest_url", OANDA_REST_URL)),
-        venue=venue.code,
-    )
+    base_url = _oanda_rest_url(venue)
+    return OandaRest(token=oanda_token(venue.credentials, url=base_url), base_url=base_url, venue=venue.code)
+
+
+def _oanda_rest_url(venue: VenueConfig) -> str:
+    return str(venue.config.get("rest_url", OANDA_REST_URL))
 
 
 def venue_bars(

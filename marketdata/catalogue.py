@@ -471,13 +471,14 @@ def catalogue_payload(venue: VenueConfig) -> object:
         with BinanceRest(base_url=str(base_url or BINANCE_REST_URL), venue=venue.code) as binance:
             return binance.exchange_info()
     if venue.kind == "oanda":
-        token, account = oanda_token(venue.credentials), oanda_account(venue.config)
+        url = str(base_url or OANDA_REST_URL)
+        token, account = oanda_token(venue.credentials, url=url), oanda_account(venue.config, url=url)
         if not token or not account:
             raise CatalogueUnavailable(
                 f"venue {venue.code} needs an OANDA token (credentials) and account_id (config) "
                 "to read its instruments"
             )
-        with OandaRest(token=token, base_url=str(base_url or OANDA_REST_URL), venue=venue.code) as oanda:
+        with OandaRest(token=token, base_url=url, venue=venue.code) as oanda:
             return oanda.instruments(account)
     raise CatalogueUnavailable(
         f"venue {venue.code} is a {venue.kind} venue: only {', '.join(sorted(CATALOGUE_KINDS))} "

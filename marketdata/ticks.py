@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
+from kernel import metrics
 from marketdata.quotes import SelectedQuote
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,7 @@ class TickRecorder:
                 rows = self._in_window(chunk)
                 if rows:
                     self._write(rows)
+                    metrics.RECORDER_LAG.observe((time.time_ns() - min(r[0] for r in rows)) / 1e9)
                 del self._inflight[: len(chunk)]
                 self.written += len(rows)
         except psycopg.Error as exc:

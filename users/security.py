@@ -97,12 +97,11 @@ def _remember_credentials(
 
 @receiver(post_save, sender=User)
 def _revoke_on_credential_change(sender: type[User], instance: User, created: bool, **kwargs: Any) -> None:
-    """A changed password or a deactivation ends every refresh token; a deactivation also ends the
-    user's open streams (an inactive user's access tokens are refused already)."""
+    """A changed password or a deactivation ends every refresh token and the user's open streams."""
     saved = getattr(instance, "_saved_credentials", None)
     if created or saved is None:
         return
     password, was_active = saved
     deactivated = was_active and not instance.is_active
     if deactivated or password != instance.password:
-        services.user_credentials_revoke(user=instance, close_streams=deactivated)
+        services.user_credentials_revoke(user=instance)

@@ -82,19 +82,19 @@ def audit_record(
     )
 
 
-def user_credentials_revoke(*, user: User, close_streams: bool) -> int:
+def user_credentials_revoke(*, user: User) -> int:
     """Blacklists every refresh token issued to `user` that is not yet expired or blacklisted (their
-    password changed, or they were deactivated) and, if `close_streams`, ends their open streams once
-    the change has committed. Returns how many tokens it blacklisted."""
+    password changed, or they were deactivated) and ends their open streams once the change has
+    committed (their access tokens are refused from then on by the token's password claim or by the
+    inactive check). Returns how many tokens it blacklisted."""
     outstanding = OutstandingToken.objects.filter(
         user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
     revoked = BlacklistedToken.objects.bulk_create(
         [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
     )
-    if close_streams:
-        user_id = user.pk
-        transaction.on_commit(lambda: user_streams_close(user_id))
+    user_id = user.pk
+    transaction.on_commit(lambda: user_streams_close(user_id))
     return len(revoked)
 
 

@@ -46,6 +46,20 @@ def webhook_url_check(url: str) -> None:
         raise ServiceError("invalid_webhook_url", problem, fields={"webhook_url": [problem]}, status_code=400)
 
 
+def system_webhook_url() -> str:
+    """SYSTEM_NOTIFICATION_WEBHOOK_URL, where system events of a kind without a route go, or "" when it
+    is unset or not a Discord webhook URL (that is logged, never the URL: it holds the webhook's token)."""
+    url = settings.SYSTEM_NOTIFICATION_WEBHOOK_URL.strip()
+    if not url:
+        return ""
+    try:
+        webhook_url_check(url)
+    except ServiceError as exc:
+        log.error("SYSTEM_NOTIFICATION_WEBHOOK_URL ignored: %s", exc.message)
+        return ""
+    return url
+
+
 def notification_channel_save(
     *, channel: NotificationChannel, webhook_url: str | None = None
 ) -> NotificationChannel:
@@ -107,6 +121,8 @@ def notification_channel_test(*, channel: NotificationChannel) -> str:
 
 # Discord bans the IP for a while after 10,000 invalid requests (401/403/429) in 10 minutes.
 INVALID_WINDOW_S = 600
+# The rate-limit bucket of the system webhook, which is no channel row (channel ids start at 1).
+SYSTEM_WEBHOOK_BUCKET = 0
 
 
 def _blocked_key(channel_id: int | None) -> str:

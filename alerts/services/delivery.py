@@ -22,7 +22,14 @@ from alerts.selectors import chart_series
 from kernel import metrics
 from kernel.errors import ServiceError
 
-from .channels import _block, _blocked_for, _disable_if_rejected, _posted, webhook_url_check
+from .channels import (
+    SYSTEM_WEBHOOK_BUCKET,
+    _block,
+    _blocked_for,
+    _disable_if_rejected,
+    _posted,
+    webhook_url_check,
+)
 from .evaluation import _epoch
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,16 @@ def notification_chart(*, event: AlertEvent) -> bytes | None:
         return None
 
 
+def _bucket(notification: Notification) -> int:
+    """The rate-limit bucket the row is posted to: its channel's, or the system webhook's."""
+    return SYSTEM_WEBHOOK_BUCKET if notification.channel_id is None else notification.channel_id
+
+
+def _webhook_url(notification: Notification) -> str:
+    channel = notification.channel
+    return settings.SYSTEM_NOTIFICATION_WEBHOOK_URL.strip() if channel is None else channel.webhook_url
+
+
 def _fail(notification: Notification, error: str) -> None:
     notification.status = Notification.Status.FAILED
     notification.last_error = error
@@ -82,7 +99,7 @@ def notification_deliver(*, notification_id: int) -> float | None:
     claimed = _delivery_claim(notification_id)
     if not isinstance(claimed, Notification):
         return claimed
-    notification, channel = claimed, claimed.channel
+    notification, bucket = claimed, _bucket(claimed)
     if notification.system_notice is not None:
         png = None
         embed = _system_embed(notification.system_notice)
@@ -91,13 +108,13 @@ def notification_deliver(*, notification_id: int) -> float | None:
     with httpx.Client() as client:
         result = discord.webhook_post(
             client,
-            channel.webhook_url,
+            _webhook_url(notification),
             embed=embed,
             png=png,
             timeout_s=settings.ALERTS_DISCORD_TIMEOUT_S,
-            log_ref=f"channel={channel.pk} notification={notification.pk}",
+            log_ref=f"channel={notification.channel_id or 'system'} notification={notification.pk}",
         )
-    _posted(channel.pk, result)
+    _posted(bucket, result)
     with transaction.atomic():
         current = (
             Notification.objects.select_for_update(of=("self",))
@@ -149,15 +166,15 @@ def _delivery_claim(notification_id: int) -> Notification | float | None:
             notification.save(update_fields=DELIVERY_FIELDS)
             return wait
         channel = notification.channel
-        if not channel.enabled:
+        if channel is not None and not channel.enabled:
             _fail(notification, f"channel disabled: {channel.disabled_reason or 'by its owner'}")
             return None
-        if (blocked := _blocked_for(channel.pk)) > 0:
+        if (blocked := _blocked_for(_bucket(notification))) > 0:
             notification.next_attempt_at = now + timedelta(seconds=blocked)
             notification.save(update_fields=DELIVERY_FIELDS)
             return blocked
         try:
-            webhook_url_check(channel.webhook_url)
+            webhook_url_check(_webhook_url(notification))
         except ServiceError as exc:
             _fail(notification, f"webhook URL rejected: {exc.message}")
             return None
@@ -237,7 +254,7 @@ def _settle(notification: Notification, result: discord.WebhookResult) -> float 
         return None
     if result.status == 429:
         retry_after = result.retry_after or 1.0
-        _block(None if result.is_global else notification.channel_id, retry_after)
+        _block(None if result.is_global else _bucket(notification), retry_after)
         notification.rate_limited += 1
         if notification.rate_limited >= settings.ALERTS_DELIVERY_MAX_RATE_LIMITED:
             _fail(
@@ -250,7 +267,7 @@ def _settle(notification: Notification, result: discord.WebhookResult) -> float 
         notification.save(update_fields=DELIVERY_FIELDS)
         return retry_after
     notification.attempts += 1
-    if _disable_if_rejected(notification.channel, result):
+    if notification.channel is not None and _disable_if_rejected(notification.channel, result):
         _fail(notification, result.error)
         return None
     if result.status and result.status < 500:

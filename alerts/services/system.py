@@ -11,6 +11,8 @@ from django.utils import timezone
 from alerts.models import Notification, SystemEventRoute, SystemNotice, SystemNoticeItem
 from kernel.sysevents import SystemEvent, SystemEventKind, system_event_emit
 
+from .channels import system_webhook_url
+
 log = logging.getLogger(__name__)
 
 # Items kept in one grouped message (Discord's embed description holds 4096 characters).
@@ -18,12 +20,16 @@ NOTICE_ITEMS_MAX = 40
 
 
 def system_event_record(*, event: SystemEvent) -> Notification | None:
-    """Queues the event for its kind's channel: added to the message of that kind and channel still
+    """Queues the event for its kind's channel (a kind without a route: the system webhook,
+    SYSTEM_NOTIFICATION_WEBHOOK_URL, when set): added to the message of that kind and channel still
     waiting to be sent, else a new message sent SYSTEM_NOTIFICATION_GROUP_S from now. Returns the
-    outbox row, or None when the kind is silenced or has no route."""
+    outbox row, or None when the kind is silenced, or has no route and there is no system webhook."""
     kind = SystemEventKind(event["kind"])
     route = SystemEventRoute.objects.select_related("channel").filter(kind=kind).first()
-    if route is None or route.silenced or route.channel is None or not route.channel.enabled:
+    channel = route.channel if route is not None else None
+    if (route is None and not system_webhook_url()) or (
+        route is not None and (route.silenced or channel is None or not channel.enabled)
+    ):
         log.debug("system event %s subject=%s not routed", kind.value, event["subject"])
         return None
     item = SystemNoticeItem(subject=event["subject"], text=event["text"], at=event["at"])
@@ -35,7 +41,7 @@ def system_event_record(*, event: SystemEvent) -> Notification | None:
             Notification.objects.select_for_update(of=("self",))
             .select_related("system_notice")
             .filter(
-                channel=route.channel,
+                channel=channel,
                 system_notice__kind=kind,
                 status=Notification.Status.PENDING,
                 attempts=0,
@@ -55,7 +61,7 @@ def system_event_record(*, event: SystemEvent) -> Notification | None:
         delay = settings.SYSTEM_NOTIFICATION_GROUP_S
         notification = Notification.objects.create(
             system_notice=notice,
-            channel=route.channel,
+            channel=channel,
             next_attempt_at=now + timedelta(seconds=delay),
             created_at=now,
         )

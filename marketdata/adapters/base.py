@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 from marketdata.quotes import Quote, Trade, now_ns
 
@@ -39,6 +40,23 @@ class FeedListener(Protocol):
 
     def venue_down(self, venue: str, symbols: Collection[str] | None = None) -> None:
         """The venue's books for `symbols` (None: all of them) are no longer known."""
+
+
+def official_url(url: str, origins: Collection[str]) -> bool:
+    """`url` is one of `origins` ("https://host", "wss://host") exactly: that scheme and host, the
+    default port, no user info, path, query or fragment (nothing another URL parser could read as a
+    different host). The desk's own keys in the environment are sent only to such a URL, so no venue
+    row can redirect them to another server."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return False
+    if port not in (None, 443) or parts.username is not None or parts.password is not None:
+        return False
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return False
+    return f"{parts.scheme.lower()}://{parts.hostname or ''}" in origins
 
 
 @dataclass(frozen=True)

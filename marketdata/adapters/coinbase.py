@@ -3,7 +3,9 @@
 Wire formats: shared/PROTOCOLS.md section 1. Credentials (never logged): `api_key_name`
 ("organizations/{org}/apiKeys/{key}") and `private_key_pem` (EC P-256 PEM, or an Ed25519 key) from the
 venue's encrypted credentials, else the environment variables COINBASE_API_KEY_NAME and
-COINBASE_PRIVATE_KEY_PEM. Without them the public channels run unauthenticated.
+COINBASE_PRIVATE_KEY_PEM, but those only for Coinbase's own hosts (OFFICIAL_ORIGINS): a venue pointed
+anywhere else signs with its own credentials or none. Without them the public channels run
+unauthenticated.
 """
 
 import base64
@@ -27,7 +29,7 @@ from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.book import OrderBook
 from marketdata.quotes import Quote, Trade, now_ns
 
-from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
+from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig, official_url
 from .rest import RestClient, VenueHttpError
 from .streaming import price, rfc3339_ns, watched
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 WS_URL = "wss://advanced-trade-ws.coinbase.com"
 REST_URL = "https://api.coinbase.com"
+USER_WS_URL = "wss://advanced-trade-ws-user.coinbase.com"
+# docs.cdp.coinbase.com advanced-trade-apis: the REST host and the market and user data WebSockets.
+OFFICIAL_ORIGINS = frozenset({REST_URL, WS_URL, USER_WS_URL})
 API_PREFIX = "/api/v3/brokerage"
 JWT_LIFETIME_S = 120
 # The documented maximum is 350 buckets per request, but a start..end spanning exactly 350 is
@@ -97,10 +102,12 @@ def _load_private_key(raw: str) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519P
     return ed25519.Ed25519PrivateKey.from_private_bytes(seed[:32])
 
 
-def coinbase_signer(credentials: Mapping[str, str]) -> CoinbaseSigner | None:
-    """The signer for a venue's credentials, else the environment's, else None (unauthenticated)."""
-    key_name = credentials.get("api_key_name") or os.environ.get(ENV_KEY_NAME, "")
-    private_key = credentials.get("private_key_pem") or os.environ.get(ENV_PRIVATE_KEY, "")
+def coinbase_signer(credentials: Mapping[str, str], *, url: str) -> CoinbaseSigner | None:
+    """The signer for requests to `url`: the venue's credentials, else the environment's if `url` is
+    Coinbase's, else None (unauthenticated)."""
+    key_name, private_key = credentials.get("api_key_name", ""), credentials.get("private_key_pem", "")
+    if not (key_name or private_key) and official_url(url, OFFICIAL_ORIGINS):
+        key_name, private_key = os.environ.get(ENV_KEY_NAME, ""), os.environ.get(ENV_PRIVATE_KEY, "")
     if not (key_name and private_key):
         return None
     return CoinbaseSigner(key_name, private_key)
@@ -157,7 +164,7 @@ class CoinbaseAdapter(Adapter):
         self.channels: list[str] = list(venue.config.get("channels", default))
         if "market_trades" not in self.channels:
             self.trade_sink = None  # configured without trades: its bars come from its mid
-        self.signer = coinbase_signer(venue.credentials)
+        self.signer = coinbase_signer(venue.credentials, url=self.url)
         self.bar_sink = bar_sink
         self.resync_timeout_s = float(venue.config.get("resync_timeout_s", 5))
         self.sequence_gaps = 0

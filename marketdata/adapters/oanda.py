@@ -2,8 +2,10 @@
 (shared/PROTOCOLS.md section 3).
 
 The API token (never logged) comes from the venue's credentials `token`, else the environment
-variable OANDA_TOKEN; the account id from the venue config `account_id`, else OANDA_ACCOUNT_ID.
-Endpoints default to the live (fxTrade) hosts; set `stream_url`/`rest_url` to the practice ones.
+variable OANDA_TOKEN; the account id from the venue config `account_id`, else OANDA_ACCOUNT_ID. The
+environment is read only for a request to one of OANDA's own hosts (OFFICIAL_ORIGINS): a venue
+pointed anywhere else sends only its own credentials. Endpoints default to the live (fxTrade) hosts;
+set `stream_url`/`rest_url` to the practice ones.
 """
 
 import json
@@ -17,7 +19,7 @@ import httpx
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.quotes import Quote, now_ns
 
-from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig
+from .base import Adapter, MalformedMessage, QuoteSink, VenueConfig, official_url
 from .rest import RestClient, VenueHttpError, error_message
 from .streaming import ns_to_rfc3339, price, rfc3339_ns, watched
 
@@ -25,17 +27,31 @@ log = logging.getLogger(__name__)
 
 STREAM_URL = "https://stream-fxtrade.oanda.com"
 REST_URL = "https://api-fxtrade.oanda.com"
+# developer.oanda.com/rest-live-v20/development-guide: fxTrade and fxTrade Practice, REST and streaming.
+OFFICIAL_ORIGINS = frozenset(
+    {
+        REST_URL,
+        STREAM_URL,
+        "https://api-fxpractice.oanda.com",
+        "https://stream-fxpractice.oanda.com",
+    }
+)
 ENV_TOKEN, ENV_ACCOUNT = "OANDA_TOKEN", "OANDA_ACCOUNT_ID"
 MAX_CANDLES_PER_REQUEST = 5000
 GRANULARITY = {"1m": "M1", "5m": "M5", "15m": "M15", "1h": "H1", "4h": "H4", "1d": "D"}
 
 
-def oanda_token(credentials: Mapping[str, str]) -> str:
-    return credentials.get("token") or os.environ.get(ENV_TOKEN, "")
+def oanda_token(credentials: Mapping[str, str], *, url: str) -> str:
+    """The token to send to `url`: the venue's own, else OANDA_TOKEN if `url` is OANDA's."""
+    if token := credentials.get("token"):
+        return token
+    return os.environ.get(ENV_TOKEN, "") if official_url(url, OFFICIAL_ORIGINS) else ""
 
 
-def oanda_account(config: Mapping[str, Any]) -> str:
-    return str(config.get("account_id") or os.environ.get(ENV_ACCOUNT, ""))
+def oanda_account(config: Mapping[str, Any], *, url: str) -> str:
+    if account := config.get("account_id"):
+        return str(account)
+    return os.environ.get(ENV_ACCOUNT, "") if official_url(url, OFFICIAL_ORIGINS) else ""
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -52,10 +68,10 @@ class OandaAdapter(Adapter):
 
     def __init__(self, venue: VenueConfig, sink: QuoteSink, **kwargs: Any) -> None:
         super().__init__(venue, sink, **kwargs)
-        account = oanda_account(venue.config)
         base = str(venue.config.get("stream_url", STREAM_URL)).rstrip("/")
+        account = oanda_account(venue.config, url=base)
         self.url = f"{base}/v3/accounts/{account}/pricing/stream"
-        self.token = oanda_token(venue.credentials)
+        self.token = oanda_token(venue.credentials, url=base)
         self.skipped = 0  # prices without a tradeable two-sided book
 
     @property

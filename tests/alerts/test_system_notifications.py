@@ -1,10 +1,14 @@
 """System events routed per kind into the alerts outbox, grouped, and delivered to the local Discord fake."""
 
+import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from celery.signals import task_failure
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -183,3 +187,60 @@ def test_a_user_without_the_route_permission_cannot_change_routes(alice: Any, cl
     alice.save()
     client.force_login(alice)
     assert client.get(reverse("admin:alerts_systemeventroute_changelist")).status_code == 403
+
+
+def test_a_kind_without_a_route_goes_to_the_system_webhook(
+    settings: Any, alice: Any, discord: FakeDiscord
+) -> None:
+    webhook_id, settings.SYSTEM_NOTIFICATION_WEBHOOK_URL = discord.add_webhook()
+    channel, routed_id = channel_for(alice, discord)
+    route(SystemEventKind.STOP_OUT, channel)
+    route(SystemEventKind.VENUE_UP, None)
+    assert system_event_record(event=event(SystemEventKind.VENUE_UP, "coinbase")) is None  # silenced
+    routed = system_event_record(event=event(SystemEventKind.STOP_OUT, "account 1001", "position #7 closed"))
+    first = system_event_record(event=event(SystemEventKind.VENUE_DOWN, "coinbase"))
+    second = system_event_record(event=event(SystemEventKind.VENUE_DOWN, "oanda"))
+    assert routed and first and routed.channel == channel
+    assert first == second and first.channel is None
+    Notification.objects.update(next_attempt_at=timezone.now())
+    assert notification_deliver(notification_id=first.pk) is None
+    assert notification_deliver(notification_id=routed.pk) is None
+
+    (received,) = discord.posted(webhook_id)
+    assert received.payload["embeds"][0]["title"] == "Venue down: 2 events"
+    assert [r.payload["embeds"][0]["title"] for r in discord.posted(routed_id)] == ["Stop-out: account 1001"]
+    first.refresh_from_db()
+    assert first.status == "sent"
+
+
+def test_a_system_webhook_discord_refuses_fails_its_rows_and_disables_nothing(
+    settings: Any, alice: Any, discord: FakeDiscord
+) -> None:
+    _, url = discord.add_webhook()
+    settings.SYSTEM_NOTIFICATION_WEBHOOK_URL = url.replace("/webhooks/", "/webhooks/9")  # unknown to Discord
+    channel, _ = channel_for(alice, discord)
+    notification = system_event_record(event=event(SystemEventKind.VENUE_DOWN, "coinbase"))
+    assert notification is not None
+    Notification.objects.update(next_attempt_at=timezone.now())
+    assert notification_deliver(notification_id=notification.pk) is None
+    notification.refresh_from_db()
+    assert notification.status == "failed" and "404" in notification.last_error
+    channel.refresh_from_db()
+    assert channel.enabled
+
+
+def test_a_system_webhook_that_is_not_discords_is_ignored_and_never_logged(
+    settings: Any, alice: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = secrets.token_urlsafe(24)
+    settings.SYSTEM_NOTIFICATION_WEBHOOK_URL = f"https://hooks.evil.example/api/webhooks/1/{token}"
+    with caplog.at_level(logging.DEBUG):
+        assert system_event_record(event=event(SystemEventKind.VENUE_DOWN, "coinbase")) is None
+    assert "SYSTEM_NOTIFICATION_WEBHOOK_URL ignored: Must be a Discord webhook URL" in caplog.text
+    assert token not in caplog.text
+    assert not Notification.objects.exists()
+
+    with pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert "SYSTEM_NOTIFICATION_WEBHOOK_URL: Must be a Discord webhook URL" in str(caught.value)
+    assert token not in str(caught.value)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
+from prometheus_client import REGISTRY
 
 from brokerage import services
 from brokerage.models import Deal, Order, Position
@@ -38,7 +39,15 @@ def watcher() -> Iterator[TriggerWatcher]:
     w.stop()
 
 
+def executions(kind: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("livermore_trigger_executions_total", {"kind": kind, "outcome": outcome})
+        or 0.0
+    )
+
+
 def test_it_executes_stop_losses_and_pending_orders_from_quotes(account, market, watcher):
+    before = {(k, o): executions(k, o) for k, o in (("sl", "closed"), ("pending", "filled"), ("sl", "none"))}
     market.set("EURUSD", "1.1000", "1.1002")
     opened = services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1), sl=D("1.0950"))
     position = Position.objects.get(deals__order=opened)
@@ -62,6 +71,10 @@ def test_it_executes_stop_losses_and_pending_orders_from_quotes(account, market,
     wait_until(lambda: Order.objects.get(pk=pending.pk).status == "filled")
     assert Deal.objects.get(order=pending).price == D("1.0882")
     assert Deal.objects.filter(position=position, entry="out").count() == 1
+    wait_until(lambda: executions("pending", "filled") == before["pending", "filled"] + 1)
+    assert executions("sl", "closed") == before["sl", "closed"] + 1
+    # The second quote beyond the stop found the position closed, if it fired at all.
+    assert executions("sl", "none") - before["sl", "none"] in (0, 1)
 
 
 def test_it_ignores_untradable_quotes(account, market, watcher):

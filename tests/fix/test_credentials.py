@@ -7,10 +7,14 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test import Client
+from django.urls import reverse
 
 from fix.models import FixSession
 from fix.selectors import fix_session_configs
 from marketdata.models import Venue, VenueKind
+from tests.support.users import grant, make_role_user
+from users.roles import RISK
 
 from .conftest import PASSWORD
 
@@ -85,3 +89,33 @@ def test_a_venues_new_url_clears_its_credentials() -> None:
     venue.config = {"account_id": "2", "stream_url": "https://collector.example"}
     venue.save()
     assert Venue.objects.get(pk=venue.pk).credentials == ""
+
+
+def test_only_a_holder_of_set_password_env_names_an_environment_password(
+    client: Client, session: FixSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A risk operator may change a session but not aim another session's LP password at a host of
+    their choosing: the field is read-only for them, and a new host clears what the session had."""
+    monkeypatch.setenv("LIVERMORE_SECRET_LP1", "the desk's LP1 password")
+    risk = make_role_user("risk", RISK)
+    client.force_login(risk)
+    url = reverse("admin:fix_fixsession_change", args=[session.pk])
+    form = client.get(url).context["adminform"].form
+    assert "password_env" not in form.fields
+    data = {k: v for k, v in form.initial.items() if v is not None and k in form.fields}
+    data.update({"new_password": "", "start_time": "", "end_time": "", "host": "203.0.113.9"})
+    data["password_env"] = "LIVERMORE_SECRET_LP1"
+    assert client.post(url, data).status_code == 302
+    stored = FixSession.objects.get(pk=session.pk)
+    assert (stored.host, stored.password, stored.password_env) == ("203.0.113.9", "", "")
+    assert [c.password for c in fix_session_configs()] == [""]
+
+    client.force_login(grant(risk, "fix.set_password_env"))
+    form = client.get(url).context["adminform"].form
+    assert "password_env" in form.fields
+    data = {k: v for k, v in form.initial.items() if v is not None and k in form.fields}
+    data.update(
+        {"new_password": "", "start_time": "", "end_time": "", "password_env": "LIVERMORE_SECRET_LP1"}
+    )
+    assert client.post(url, data).status_code == 302
+    assert [c.password for c in fix_session_configs()] == ["the desk's LP1 password"]

@@ -86,3 +86,20 @@ def test_error_responses_are_documented_in_the_error_shape() -> None:
         assert place[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     token = schema["paths"]["/api/v1/auth/token"]["post"]["responses"]
     assert {"400", "401", "429", "503"} <= set(token)
+
+
+def test_429_and_503_document_their_retry_after_header() -> None:
+    paths = _schema()["paths"]
+    answers = [
+        response
+        for operations in paths.values()
+        for operation in operations.values()
+        if isinstance(operation, dict) and "responses" in operation
+        for code, response in operation["responses"].items()
+        if code in ("429", "503")
+    ]
+    assert answers
+    for response in answers:
+        assert response["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 0}
+    place = paths["/api/v1/accounts/{number}/orders"]["post"]["responses"]
+    assert "headers" not in place["400"] and "Retry-After" in place["429"]["headers"]

@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from alerts.tasks import dead_letters_check
+from kernel import metrics
 from kernel.redis import key, sync_client
 from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.loop import HEALTH_KEY, RECORDER_KEY, VENUES_KEY
@@ -85,10 +86,14 @@ def test_the_admin_page_shows_the_same_figures_to_those_allowed(
     assert client.get(url).status_code == 403
     alice.user_permissions.add(Permission.objects.get(codename="view_metrics"))
     system_event_emit(SystemEventKind.FIX_LOGOUT, subject="LP1", text="logged out")
+    metrics.TRIGGER_EXECUTIONS.labels(kind="tp", outcome="closed").inc()
+    metrics.RECORDER_LAG.observe(0.7)
     page = client.get(url)
     assert page.status_code == 200
     assert b"livermore_outbox_pending" in page.content and b"livermore_system_events" in page.content
     assert b"kind=fix.logout" in page.content
+    assert b"livermore_trigger_executions" in page.content and b"kind=tp, outcome=closed" in page.content
+    assert b"livermore_recorder_lag_seconds" in page.content and b"le=1.0" in page.content
 
 
 def test_the_market_process_figures_come_from_what_it_exports(client: Client, token: str) -> None:

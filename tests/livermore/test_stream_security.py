@@ -221,3 +221,41 @@ async def test_a_deactivated_users_open_stream_is_closed_at_once(alice: Any) -> 
     assert '"code":"revoked"' in last["text"]
     assert message == {"type": "websocket.close", "code": 4401}
     await ws.disconnect()
+
+
+async def test_a_token_from_before_a_password_change_is_refused(alice: Any) -> None:
+    token = str(AccessToken.for_user(alice))
+
+    def change_password() -> None:
+        alice.set_password("a new password, long enough")
+        alice.save()
+
+    await sync_to_async(change_password)()
+    ws = communicator(ORIGIN, (b"authorization", f"Bearer {token}".encode()))
+    assert not (await ws.connect())[0]
+    await ws.disconnect()
+    ws = communicator(ORIGIN)
+    await ws.connect()
+    await ws.send_json_to({"type": "auth", "token": token})
+    assert (await ws.receive_json_from())["code"] == "invalid_token"
+    assert (await ws.receive_output())["code"] == 4401
+    await ws.disconnect()
+
+
+async def test_a_password_change_closes_the_users_open_stream_at_once(alice: Any) -> None:
+    await sync_to_async(demo_seed)()
+    ws = communicator(ORIGIN, bearer(alice))
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "subscribe", "channels": ["quotes:EURUSD"]})
+    assert (await ws.receive_json_from())["type"] == "snapshot"
+
+    def change_password() -> None:
+        alice.set_password("a new password, long enough")
+        alice.save()
+
+    await sync_to_async(change_password)()
+    while (message := await ws.receive_output(timeout=5))["type"] == "websocket.send":
+        last = message
+    assert '"code":"revoked"' in last["text"]
+    assert message == {"type": "websocket.close", "code": 4401}
+    await ws.disconnect()

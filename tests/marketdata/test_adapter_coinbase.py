@@ -248,7 +248,7 @@ def test_keys_come_from_the_environment_with_escaped_newlines(
 ) -> None:
     monkeypatch.setenv("COINBASE_API_KEY_NAME", coinbase_key.name)
     monkeypatch.setenv("COINBASE_PRIVATE_KEY_PEM", coinbase_key.private_pem.replace("\n", "\\n"))
-    signer = coinbase_signer({})
+    signer = coinbase_signer({}, url="wss://advanced-trade-ws.coinbase.com")
     assert signer is not None
     assert verify_jwt(signer.token(), coinbase_key, uri=None)["sub"] == coinbase_key.name
     assert coinbase_key.private_pem not in repr(signer)

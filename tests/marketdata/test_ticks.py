@@ -5,6 +5,7 @@ from decimal import Decimal as D
 import pytest
 from django.db import connection
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from kernel.db import database_conninfo
 from livermore.schedules import JOBS
@@ -88,6 +89,21 @@ def test_ticks_dated_far_from_today_are_refused_without_creating_partitions_or_s
         days = sorted(day for _, day, _ in ticks.partitions_list(cursor))
     today = timezone.now().date()
     assert days == [today, today + timedelta(days=1)]
+
+
+def test_each_commit_observes_the_lag_of_its_oldest_tick(tick_table):
+    def lag(sample: str) -> float:
+        return REGISTRY.get_sample_value(f"livermore_recorder_lag_seconds_{sample}") or 0.0
+
+    count, total = lag("count"), lag("sum")
+    recorder = TickRecorder(database_conninfo())
+    now = time.time_ns()
+    recorder(selected(1, ts=now - 3_000_000_000))  # three seconds old when committed
+    recorder(selected(2, ts=now))
+    assert recorder.flush()
+    assert lag("count") == count + 1
+    assert 3.0 <= lag("sum") - total < 10.0
+    assert recorder.flush() and lag("count") == count + 1  # nothing written: nothing observed
 
 
 def test_stop_flushes_what_is_buffered(tick_table):

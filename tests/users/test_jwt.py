@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from tests.support.users import PASSWORD
 from users.models import User
@@ -28,6 +29,7 @@ def crafted(user: User, *, key: str | None, algorithm: str, **overrides: object)
         "iat": now,
         "jti": uuid.uuid4().hex,
         "user_id": str(user.pk),
+        "hash_password": get_md5_hash_password(user.password),
         **overrides,
     }
     return jwt.encode(payload, key, algorithm=algorithm)
@@ -102,6 +104,32 @@ def test_it_rejects_a_token_of_a_deactivated_user(api: APIClient, alice: User) -
     access = login(api)["access"]
     User.objects.filter(pk=alice.pk).update(is_active=False)
     assert me(api, access)[0] == 401
+
+
+def test_a_password_change_ends_every_access_token_at_once(api: APIClient, alice: User) -> None:
+    before = login(api)
+    alice.set_password("a new password, long enough")
+    alice.save()
+    status, body = me(api, before["access"])
+    assert status == 401
+    assert body["error"]["message"] == "The user's password has been changed."
+    assert me(api, login(api, password="a new password, long enough")["access"])[0] == 200
+
+
+def test_a_token_without_the_password_claim_is_refused(api: APIClient, alice: User) -> None:
+    assert (
+        me(api, crafted(alice, key=settings.JWT_SIGNING_KEY, algorithm="HS256", hash_password=None))[0] == 401
+    )
+
+
+def test_an_access_token_refreshed_from_before_a_password_change_is_refused(
+    api: APIClient, alice: User
+) -> None:
+    refresh = login(api)["refresh"]
+    User.objects.filter(pk=alice.pk).update(password="!")  # no signal: the refresh token stays valid
+    response = api.post("/api/v1/auth/token/refresh", {"refresh": refresh}, format="json")
+    assert response.status_code == 200
+    assert me(api, response.json()["access"])[0] == 401
 
 
 def test_refresh_rotates_and_blacklists_the_old_refresh_token(api: APIClient, alice: User) -> None:
