@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # Apps whose every model the viewer may look at (read only). Users and API keys are not among them.
+# Every role may change their own settings (the console's "My settings" page).
 VIEW_APPS = ("brokerage", "marketdata", "alerts", "fix", "portfolio")
-VIEW_EXTRA = ("users.view_auditlog", "alerts.view_signals")
+VIEW_EXTRA = ("users.view_auditlog", "alerts.view_signals", "users.change_own_settings")
 
 
 @dataclass(frozen=True)
