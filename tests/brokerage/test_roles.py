@@ -40,6 +40,7 @@ PAGES: dict[str, frozenset[str]] = {
     "alerts_signal_chart": EVERY,
     "auth_user_password_change": frozenset({ADMINISTRATOR}),
     "alerts_metrics": EVERY,
+    "alerts_my_settings": EVERY,
     "otp_totp_totpdevice_config": frozenset({ADMINISTRATOR}),
     "otp_totp_totpdevice_qrcode": frozenset({ADMINISTRATOR}),
 }
@@ -50,6 +51,7 @@ GET_ALLOWED = {
     "brokerage_exposure",
     "brokerage_margin_watch",
     "marketdata_live_quotes",
+    "alerts_my_settings",
 }
 
 # Admin actions (app.model.action) -> the roles that get them; delete_selected follows delete rights.
