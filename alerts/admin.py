@@ -206,10 +206,11 @@ class AlertPreferencesInline(UserOwnedInline):
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
-        channels = cast(forms.ModelChoiceField, formset.form.base_fields["default_channel"])
-        channels.queryset = (
-            NotificationChannel.objects.filter(user=obj) if obj else NotificationChannel.objects.none()
-        )
+        if "default_channel" in formset.form.base_fields:  # not for a read-only view
+            channels = cast(forms.ModelChoiceField, formset.form.base_fields["default_channel"])
+            channels.queryset = (
+                NotificationChannel.objects.filter(user=obj) if obj else NotificationChannel.objects.none()
+            )
         return formset
 
 

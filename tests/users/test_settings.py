@@ -228,3 +228,14 @@ def test_every_role_changes_their_own_settings_in_the_console(client: Client) ->
     half = client.post(url, {"timezone": "Australia/Sydney", "quiet_hours_start": "21:00"})
     assert half.status_code == 400 and b"or neither" in half.content
     assert client.get(reverse("admin:index")).content.count(b"My settings") == 1
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_see_users_see_their_settings_read_only(
+    alice: User, client: Client, staff_user: Any
+) -> None:
+    user_settings_update(user=alice, timezone_name="Europe/Madrid")
+    client.force_login(staff_user("users.view_user"))
+    page = client.get(reverse("admin:users_user_change", args=[alice.pk]))
+    assert page.status_code == 200 and b"Europe/Madrid" in page.content
+    assert b'name="settings-0-timezone"' not in page.content
