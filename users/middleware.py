@@ -5,6 +5,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from kernel.errors import outage
+
 from .models import UserSettings
 
 
@@ -19,11 +21,22 @@ class UserTimezoneMiddleware:
     def console_prefix(self) -> str:
         return reverse("admin:index")
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    @staticmethod
+    def zone_name(request: HttpRequest) -> str | None:
         user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        return UserSettings.objects.filter(user_id=user.pk).values_list("timezone", flat=True).first()
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         name = None
-        if user is not None and user.is_authenticated and request.path.startswith(self.console_prefix):
-            name = UserSettings.objects.filter(user_id=user.pk).values_list("timezone", flat=True).first()
+        if request.path.startswith(self.console_prefix):
+            try:
+                name = self.zone_name(request)
+            except Exception as exc:
+                # An outage here would be an HTML 500 page: let the view meet it, which answers 503.
+                if outage(exc) is None:
+                    raise
         if name is None or name == "UTC":
             timezone.deactivate()
             return self.get_response(request)
