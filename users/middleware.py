@@ -1,8 +1,7 @@
-import functools
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from kernel.errors import outage
@@ -17,9 +16,12 @@ class UserTimezoneMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    @functools.cached_property
-    def console_prefix(self) -> str:
-        return reverse("admin:index")
+    @staticmethod
+    def in_console(request: HttpRequest) -> bool:
+        try:
+            return request.path.startswith(reverse("admin:index"))
+        except NoReverseMatch:  # a URL conf without the admin
+            return False
 
     @staticmethod
     def zone_name(request: HttpRequest) -> str | None:
@@ -30,7 +32,7 @@ class UserTimezoneMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         name = None
-        if request.path.startswith(self.console_prefix):
+        if self.in_console(request):
             try:
                 name = self.zone_name(request)
             except Exception as exc:
