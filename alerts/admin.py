@@ -1,10 +1,10 @@
 import time
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -14,6 +14,7 @@ from alerts.models import (
     METRICS_PERMISSION,
     SIGNALS_PERMISSION,
     AlertEvent,
+    AlertPreferences,
     AlertRule,
     AlertSeriesState,
     IndicatorValue,
@@ -27,6 +28,12 @@ from kernel.admin import permission_check, requires
 from kernel.errors import ServiceError
 from kernel.metrics import metrics_families
 from marketdata.forms import CandleChartForm
+from marketdata.models import Instrument, Timeframe
+from users.admin import UserOwnedInline
+from users.models import User, timezone_validate
+from users.selectors import user_settings
+
+OWN_SETTINGS_PERMISSION = "users.change_own_settings"
 
 
 @admin.register(IndicatorValue)
@@ -135,6 +142,65 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
         return cleaned
 
 
+class AlertPreferencesForm(forms.ModelForm[AlertPreferences]):
+    default_timeframes = forms.MultipleChoiceField(
+        choices=Timeframe.choices, widget=forms.CheckboxSelectMultiple, required=False
+    )
+
+    class Meta:
+        model = AlertPreferences
+        fields = ("default_symbols", "default_timeframes", "default_channel")
+
+
+class AlertPreferencesInline(UserOwnedInline):
+    """On the user's admin page (settings.USER_ADMIN_INLINES): their default channel is one of theirs."""
+
+    model = AlertPreferences
+    form = AlertPreferencesForm
+    filter_horizontal = ("default_symbols",)
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        if "default_channel" in formset.form.base_fields:  # not for a read-only view
+            channels = cast(forms.ModelChoiceField, formset.form.base_fields["default_channel"])
+            channels.queryset = (
+                NotificationChannel.objects.filter(user=obj) if obj else NotificationChannel.objects.none()
+            )
+        return formset
+
+
+class MySettingsForm(forms.Form):
+    """The operator's own settings: the console and their alerts use them."""
+
+    timezone = forms.CharField(
+        max_length=64, help_text="IANA name, e.g. Europe/London: the console shows times in it"
+    )
+    quiet_hours_start = forms.TimeField(required=False, help_text="Alerts from this time are held ...")
+    quiet_hours_end = forms.TimeField(
+        required=False, help_text="... until this time (past midnight if earlier)"
+    )
+    default_symbols = forms.ModelMultipleChoiceField(
+        Instrument.objects.order_by("symbol"), to_field_name="symbol", required=False,
+        help_text="The signals grid's default instruments",
+    )  # fmt: skip
+    default_timeframes = forms.MultipleChoiceField(
+        choices=Timeframe.choices, widget=forms.CheckboxSelectMultiple, required=False
+    )
+    default_channel = forms.ModelChoiceField(
+        NotificationChannel.objects.none(), required=False, help_text="Where your new alert rules go"
+    )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        channels = cast(forms.ModelChoiceField, self.fields["default_channel"])
+        channels.queryset = selectors.notification_channels_for_user(user=user)
+
+    def clean_timezone(self) -> str:
+        name: str = self.cleaned_data["timezone"].strip()
+        timezone_validate(name)
+        return name
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
     form = NotificationChannelForm
@@ -152,6 +218,54 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
     def has_test_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("alerts.test_notificationchannel")
 
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("my-settings/", self.admin_site.admin_view(self.my_settings), name="alerts_my_settings"),
+            *super().get_urls(),
+        ]
+
+    @requires(OWN_SETTINGS_PERMISSION)
+    def my_settings(self, request: HttpRequest) -> HttpResponse:
+        """The signed-in operator's own settings: time zone, quiet hours and alert defaults."""
+        user = cast(User, request.user)
+        current = selectors.user_preferences(user_id=user.pk)
+        initial = {
+            "timezone": current.timezone,
+            "quiet_hours_start": current.quiet_hours_start,
+            "quiet_hours_end": current.quiet_hours_end,
+            "default_symbols": Instrument.objects.filter(symbol__in=current.default_symbols),
+            "default_timeframes": current.default_timeframes,
+            "default_channel": current.default_channel,
+        }
+        form = MySettingsForm(request.POST or None, initial=initial, user=user)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.user_preferences_update(
+                    user=user,
+                    timezone_name=data["timezone"],
+                    quiet_hours_start=data["quiet_hours_start"],
+                    quiet_hours_end=data["quiet_hours_end"],
+                    default_symbols=[i.symbol for i in data["default_symbols"]],
+                    default_timeframes=data["default_timeframes"],
+                    default_channel_id=data["default_channel"].pk if data["default_channel"] else None,
+                )
+            except ServiceError as exc:
+                for field, errors in exc.fields.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                self.message_user(request, "Your settings are saved.")
+                return HttpResponseRedirect(reverse("admin:alerts_my_settings"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "My settings",
+            "form": form,
+            "zone": user_settings(user_id=user.pk).timezone,
+        }
+        return TemplateResponse(
+            request, "admin/alerts/my_settings.html", context, status=400 if form.errors else 200
+        )
+
     @admin.action(description="Send a test message to the selected channels", permissions=["test"])
     def send_test_message(self, request: HttpRequest, queryset: QuerySet[NotificationChannel]) -> None:
         for channel in queryset:
@@ -168,7 +282,7 @@ class AlertRuleForm(forms.ModelForm[AlertRule]):
         model = AlertRule
         fields = (
             "user", "name", "instrument", "timeframe", "kind", "source", "condition", "threshold", "upper",
-            "other", "bars", "frequency", "expires_at", "status",
+            "other", "bars", "frequency", "expires_at", "channel", "status",
         )  # fmt: skip
 
     def clean(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse, HttpResponseBase
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
@@ -24,6 +25,7 @@ from kernel.pagination import PaginatedListView
 from kernel.versions import VersionedCache
 from marketdata.models import Instrument, Timeframe
 from users.authentication import request_user
+from users.models import User, timezone_validate
 
 MAX_LIMIT = 5000
 
@@ -126,6 +128,11 @@ class SignalQuerySerializer(serializers.Serializer[dict[str, Any]]):
     )
     stage = serializers.CharField(required=False, help_text=f"Comma-separated stages of {', '.join(STAGES)}")
     bias = serializers.CharField(required=False, help_text=f"Comma-separated biases of {', '.join(BIASES)}")
+    defaults = serializers.BooleanField(
+        default=True,
+        help_text="Without `symbol` (or `tf`), show the caller's default symbols (timeframes) where they "
+        "set some (GET /api/v1/me/settings); false: every one",
+    )
 
     def validate_symbol(self, value: str) -> list[str]:
         symbols = [s.strip() for s in value.split(",") if s.strip()]
@@ -212,7 +219,13 @@ class SignalListView(APIView):
     def get(self, request: Request) -> HttpResponseBase:
         query = SignalQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = dict(query.validated_data)
+        if params.pop("defaults") and not ("symbol" in params and "tf" in params):
+            symbols, timeframes = selectors.default_series(user_id=request_user(request).pk)
+            if symbols:
+                params.setdefault("symbol", symbols)
+            if timeframes:
+                params.setdefault("tf", timeframes)
         if not params:  # the whole grid, as rendered for its data version
             return HttpResponse(_whole_grid.get(None), content_type="application/json")
         try:
@@ -258,8 +271,21 @@ class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
     symbol = serializers.SlugRelatedField(
         source="instrument", slug_field="symbol", queryset=Instrument.objects.all()
     )
+    channel = serializers.PrimaryKeyRelatedField(
+        queryset=NotificationChannel.objects.none(),
+        allow_null=True,
+        required=False,
+        help_text="One of the caller's notification channels: the rule's alerts go there only. Left out "
+        "on creation: the caller's default channel (GET /api/v1/me/settings); null: every enabled channel",
+    )
     status = RuleStatusField()
     live = serializers.BooleanField(read_only=True)
+
+    def __init__(self, *args: Any, owner: User | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if owner is not None:  # another user's channel is answered as one that does not exist
+            channel = cast(serializers.PrimaryKeyRelatedField, self.fields["channel"])
+            channel.queryset = selectors.notification_channels_for_user(user=owner)
 
     class Meta:
         model = AlertRule
@@ -277,6 +303,7 @@ class AlertRuleSerializer(serializers.ModelSerializer[AlertRule]):
             "bars",
             "frequency",
             "expires_at",
+            "channel",
             "status",
             "live",
             "created_at",
@@ -319,11 +346,13 @@ class AlertRuleListView(APIView):
 
     @extend_schema(request=AlertRuleSerializer, responses={201: AlertRuleSerializer})
     def post(self, request: Request) -> Response:
-        serializer = AlertRuleSerializer(data=request.data)
+        user = request_user(request)
+        serializer = AlertRuleSerializer(data=request.data, owner=user)
         serializer.is_valid(raise_exception=True)
-        rule = services.alert_rule_save(
-            rule=AlertRule(user=request_user(request), **serializer.validated_data)
-        )
+        data = dict(serializer.validated_data)
+        if "channel" not in data:
+            data["channel"] = selectors.default_channel(user_id=user.pk)
+        rule = services.alert_rule_save(rule=AlertRule(user=user, **data))
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
 
@@ -347,7 +376,9 @@ class AlertRuleView(APIView):
 
     def _update(self, request: Request, pk: str, *, partial: bool) -> Response:
         rule = self._rule(request, pk)
-        serializer = AlertRuleSerializer(rule, data=request.data, partial=partial)
+        serializer = AlertRuleSerializer(
+            rule, data=request.data, partial=partial, owner=request_user(request)
+        )
         serializer.is_valid(raise_exception=True)
         changed = [f for f, v in serializer.validated_data.items() if getattr(rule, f) != v]
         for field, value in serializer.validated_data.items():
@@ -511,3 +542,76 @@ class AlertEventView(APIView):
     def get(self, request: Request, pk: str) -> Response:
         events = selectors.alert_events_for_user(user=request_user(request))
         return Response(AlertEventSerializer(get_object_or_404(events, pk=pk)).data)
+
+
+class SettingsSerializer(serializers.Serializer[Any]):
+    """The caller's settings: what a GET shows, what a PATCH may change (any of them)."""
+
+    timezone = serializers.CharField(
+        max_length=64,
+        required=False,
+        help_text="IANA time zone name: alert messages (and the console) show times in it. Default UTC",
+    )
+    default_symbols = serializers.ListField(
+        child=serializers.CharField(max_length=20),
+        required=False,
+        max_length=500,
+        help_text="Instrument symbols the signals grid shows by default (GET /api/v1/signals)",
+    )
+    default_timeframes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Timeframe.values),
+        required=False,
+        max_length=len(Timeframe.values),
+        help_text="Timeframes the signals grid shows by default",
+    )
+    default_channel = serializers.IntegerField(
+        allow_null=True,
+        required=False,
+        help_text="Id of one of the caller's notification channels: a new alert rule made without a "
+        "channel goes there",
+    )
+    quiet_hours_start = serializers.TimeField(
+        allow_null=True,
+        required=False,
+        help_text="Alerts that fire from this time (in `timezone`) are held ...",
+    )
+    quiet_hours_end = serializers.TimeField(
+        allow_null=True,
+        required=False,
+        help_text="... and delivered from this one; past midnight when before the start. Both or neither",
+    )
+
+    def validate_timezone(self, value: str) -> str:
+        try:
+            timezone_validate(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+
+class SettingsView(APIView):
+    """The caller's settings: time zone, default symbols and timeframes, default notification channel
+    and alert quiet hours (docs/alerts.md, "User settings")."""
+
+    serializer_class = SettingsSerializer
+
+    @extend_schema(tags=["auth"], summary="The caller's settings", responses=SettingsSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(SettingsSerializer(selectors.user_preferences(user_id=request_user(request).pk)).data)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Change some of the caller's settings",
+        request=SettingsSerializer,
+        responses=SettingsSerializer,
+    )
+    def patch(self, request: Request) -> Response:
+        serializer = SettingsSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "timezone" in data:
+            data["timezone_name"] = data.pop("timezone")
+        if "default_channel" in data:
+            data["default_channel_id"] = data.pop("default_channel")
+        preferences = services.user_preferences_update(user=request_user(request), **data)
+        return Response(SettingsSerializer(preferences).data)

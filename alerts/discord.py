@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -46,6 +47,12 @@ def format_frame(value: float | None, stage: str) -> str:
     return "n/a" if value is None else f"{format_value(value)} ({stage})"
 
 
+def format_time(at: datetime, zone: ZoneInfo, *, seconds: bool = True) -> str:
+    """A wall-clock time in the reader's zone with its abbreviation: "2026-12-02 16:04:05 CET"."""
+    local = at.astimezone(zone)
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
 def format_liquidity(diagnostics: Mapping[str, Any] | None, *, seeded: bool) -> str:
     """ "high (nEff 200, span 200)"; "Low trading activity" while the MACD-V is not seeded, as
     Livermore said; "n/a" for an alert stored before diagnostics were kept."""
@@ -69,11 +76,14 @@ def alert_embed(
     diagnostics: Mapping[str, Any] | None,
     direction: str,
     fired_at: datetime,
+    bar_start: datetime,
+    zone: ZoneInfo,
     footer: str,
     with_chart: bool,
 ) -> dict[str, Any]:
     """The alert's embed: its value, the price, the symbol's MACD-V bias, each timeframe's MACD-V and
-    stage, and the liquidity diagnostics of the alert's timeframe."""
+    stage, the liquidity diagnostics of the alert's timeframe, and when it fired and the bar's start
+    in the reader's zone (`timestamp` stays UTC: Discord shows it in the reader's client zone)."""
     fields = [
         {"name": value_name, "value": format_value(value), "inline": True},
         {"name": "Price", "value": format_price(price) if price is not None else "n/a", "inline": True},
@@ -91,6 +101,8 @@ def alert_embed(
             "value": format_liquidity(diagnostics, seeded=frames.get(timeframe) is not None),
             "inline": True,
         },
+        {"name": "Fired", "value": format_time(fired_at, zone), "inline": True},
+        {"name": f"Bar {timeframe}", "value": format_time(bar_start, zone, seconds=False), "inline": True},
     ]
     embed: dict[str, Any] = {
         "type": "rich",
@@ -105,12 +117,13 @@ def alert_embed(
     return embed
 
 
-def test_embed(*, channel_name: str, sent_at: datetime) -> dict[str, Any]:
+def test_embed(*, channel_name: str, sent_at: datetime, zone: ZoneInfo) -> dict[str, Any]:
     """The message "send test message" posts: shows the webhook works, looks like no alert."""
     return {
         "type": "rich",
         "title": "Livermore test message"[:256],
-        "description": f"Alerts for the channel \u201c{channel_name[:100]}\u201d will be posted here.",
+        "description": f"Alerts for the channel \u201c{channel_name[:100]}\u201d will be posted here. "
+        f"Sent {format_time(sent_at, zone)}.",
         "color": COLOURS["neutral"],
         "footer": {"text": "Livermore test message"},
         "timestamp": sent_at.astimezone(UTC).isoformat(),

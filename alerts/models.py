@@ -1,6 +1,7 @@
 from typing import Any, TypedDict
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -88,6 +89,44 @@ class NotificationChannel(models.Model):
         return self.name
 
 
+class AlertPreferences(models.Model):
+    """A user's trading defaults: the symbols and timeframes the signals grid shows them, and the
+    channel a new alert rule of theirs goes to. A user without a row has none; the row is made on the
+    first change. Their time zone and quiet hours are users.UserSettings."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="alert_preferences"
+    )
+    default_symbols = models.ManyToManyField(Instrument, blank=True, related_name="+")
+    default_timeframes = ArrayField(
+        models.CharField(max_length=3, choices=Timeframe.choices), default=list, blank=True
+    )
+    default_channel = models.ForeignKey(
+        NotificationChannel,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="New alert rules made without a channel go to this one",
+    )
+
+    class Meta:
+        verbose_name_plural = "alert preferences"
+
+    def __str__(self) -> str:
+        return f"alert preferences of {self.user_id}"
+
+    def clean(self) -> None:
+        if self.default_channel is not None and self.default_channel.user_id != self.user_id:
+            raise ValidationError({"default_channel": ["Not a channel of this user."]})
+        self.default_timeframes = timeframes_ordered(self.default_timeframes)
+
+
+def timeframes_ordered(timeframes: list[str]) -> list[str]:
+    """Each timeframe once, shortest first (1m ... 1d)."""
+    return [tf for tf in Timeframe.values if tf in timeframes]
+
+
 class AlertRuleQuerySet(models.QuerySet["AlertRule"]):
     def active(self, *, now: Any = None) -> "AlertRuleQuerySet":
         now = now or timezone.now()
@@ -106,6 +145,15 @@ class AlertRule(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_rules")
     name = models.CharField(max_length=100, blank=True)
+    # Where its alerts go: this channel only, or, when none, every enabled channel of the owner.
+    channel = models.ForeignKey(
+        NotificationChannel,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rules",
+        help_text="Send to this channel only; empty: every enabled channel of the owner",
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="alert_rules")
     timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
     kind = models.CharField(
@@ -168,7 +216,10 @@ class AlertRule(models.Model):
         )
 
     def clean(self) -> None:
-        if errors := self.spec_errors():
+        errors = self.spec_errors()
+        if self.channel is not None and self.channel.user_id != self.user_id:
+            errors["channel"] = ["Not a channel of the rule's owner."]
+        if errors:
             raise ValidationError(errors)
 
     @property

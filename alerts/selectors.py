@@ -1,6 +1,7 @@
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from functools import cache
 from typing import Any, cast
 
@@ -10,6 +11,7 @@ from alerts import rules
 from alerts.indicators import INDICATOR_NAMES, Diagnostics, macdv_stage
 from alerts.models import (
     AlertEvent,
+    AlertPreferences,
     AlertRule,
     AlertSeriesState,
     IndicatorValue,
@@ -23,6 +25,7 @@ from kernel.versions import VersionedCache
 from marketdata.bars import TIMEFRAME_SECONDS, Bar
 from marketdata.models import Candle, Instrument, Venue, VenueSymbol
 from marketdata.selectors import MARKET_VERSION, SYNTHETIC_AFTER_S, candle_page
+from users.selectors import user_settings
 
 
 def closed_bars(*, instrument: Instrument, timeframe: str, end: int, limit: int) -> list[Bar]:
@@ -247,3 +250,45 @@ def chart_series(*, symbol: str, timeframe: str, until: int) -> tuple[list[int],
         return None
     n = len(starts)
     return starts, {k: v[:n] for k, v in row.history.get("history", {}).items()}
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A user's settings and alert preferences together, as GET /api/v1/me/settings shows them."""
+
+    timezone: str
+    default_symbols: list[str]
+    default_timeframes: list[str]
+    default_channel: int | None
+    quiet_hours_start: time | None
+    quiet_hours_end: time | None
+
+
+def user_preferences(*, user_id: int) -> Preferences:
+    """The user's settings (users.UserSettings) and alert preferences, the defaults where none are kept."""
+    own = user_settings(user_id=user_id)
+    row = AlertPreferences.objects.filter(user_id=user_id).first()
+    return Preferences(
+        timezone=own.timezone,
+        default_symbols=sorted(row.default_symbols.values_list("symbol", flat=True)) if row else [],
+        default_timeframes=list(row.default_timeframes) if row else [],
+        default_channel=row.default_channel_id if row else None,
+        quiet_hours_start=own.quiet_hours_start,
+        quiet_hours_end=own.quiet_hours_end,
+    )
+
+
+def default_channel(*, user_id: int) -> NotificationChannel | None:
+    """The channel a new rule made without one goes to: the user's default channel, if they set one."""
+    row = AlertPreferences.objects.select_related("default_channel").filter(user_id=user_id).first()
+    return row.default_channel if row else None
+
+
+def default_series(*, user_id: int) -> tuple[list[str], list[str]]:
+    """The user's default symbols (those that are enabled instruments) and timeframes."""
+    row = AlertPreferences.objects.filter(user_id=user_id).first()
+    if row is None:
+        return [], []
+    symbols = set(row.default_symbols.values_list("symbol", flat=True))
+    enabled = {s.symbol for s in _signal_grid.get(None)} if symbols else set()
+    return sorted(symbols & enabled), list(row.default_timeframes)

@@ -15,6 +15,7 @@ urlpatterns = [
     re_path(
         rf"^alert-channels/{PK}/test$", api.NotificationChannelTestView.as_view(), name="alert-channel-test"
     ),
+    path("me/settings", api.SettingsView.as_view(), name="me-settings"),
     path("alert-events", api.AlertEventListView.as_view(), name="alert-event-list"),
     re_path(rf"^alert-events/{PK}$", api.AlertEventView.as_view(), name="alert-event-detail"),
 ]

@@ -203,6 +203,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "users.middleware.UserTimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -453,6 +454,9 @@ CANDLE_LISTENERS: list[str] = ["alerts.listeners.on_candle_close"]
 # Dotted paths of callables `(kernel.sysevents.SystemEvent) -> None` called with every system event
 # (venue down, FIX logout, stop-out, ...) from any process and thread; they must not block.
 SYSTEM_EVENT_LISTENERS: list[str] = ["alerts.listeners.on_system_event"]
+# Dotted paths of admin inlines of a user's one-to-one preferences rows, shown on the user's admin page
+# after their settings (the users app cannot import the trading apps that own them).
+USER_ADMIN_INLINES: list[str] = ["alerts.admin.AlertPreferencesInline"]
 # Dotted paths of callables `() -> Iterable[prometheus Metric]` read at each metrics scrape.
 METRICS_COLLECTORS: list[str] = [
     "marketdata.metrics.market_metrics",

@@ -14,12 +14,13 @@ CHART_MAX_BARS = 2000
 
 
 class CandleChartForm(forms.Form):
-    """A chart's instrument, timeframe and range (UTC); the range defaults to the last CHART_BARS bars."""
+    """A chart's instrument, timeframe and range (in the operator's time zone, as the console shows
+    times); the range defaults to the last CHART_BARS bars."""
 
     symbol = forms.CharField(max_length=20)
     tf = forms.ChoiceField(choices=[(tf, tf) for tf in TIMEFRAMES], initial="1h")
-    start = forms.DateTimeField(required=False, help_text="UTC")
-    end = forms.DateTimeField(required=False, help_text="UTC; now when empty")
+    start = forms.DateTimeField(required=False, help_text="In your time zone (My settings)")
+    end = forms.DateTimeField(required=False, help_text="In your time zone; now when empty")
 
     def clean_symbol(self) -> str:
         symbol: str = self.cleaned_data["symbol"]

@@ -1,20 +1,55 @@
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
 
 from kernel.admin import requires
 from kernel.errors import ServiceError
 
-from .models import ApiKey, AuditLog, User
+from .models import ApiKey, AuditLog, User, UserSettings
 from .services import api_key_issue, api_key_issue_check
+
+
+class UserOwnedInline(admin.StackedInline[Any, Any]):
+    """A one-to-one row of a user's, edited on the user's page: by those who may change users (the
+    administrator role), seen by those who may see them."""
+
+    can_delete = False
+    max_num = 1
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("users.view_user") or self.has_change_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("users.change_user")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class UserSettingsInline(UserOwnedInline):
+    model = UserSettings
+    fields = ("timezone", "quiet_hours_start", "quiet_hours_end")
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     """Administrators manage users and their roles; only a superuser makes or edits a superuser or
-    grants single permissions (an administrator cannot lift themselves above the roles)."""
+    grants single permissions (an administrator cannot lift themselves above the roles).
+
+    The user's settings are inlines: this app's, then those settings.USER_ADMIN_INLINES names (the
+    trading apps' per-user preferences, which this app cannot import)."""
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        if obj is None:
+            return []
+        return [UserSettingsInline, *(import_string(path) for path in settings.USER_ADMIN_INLINES)]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # Apps whose every model the viewer may look at (read only). Users and API keys are not among them.
+# Every role may change their own settings (the console's "My settings" page).
 VIEW_APPS = ("brokerage", "marketdata", "alerts", "fix", "portfolio")
-VIEW_EXTRA = ("users.view_auditlog", "alerts.view_signals")
+VIEW_EXTRA = ("users.view_auditlog", "alerts.view_signals", "users.change_own_settings")
 
 
 @dataclass(frozen=True)
@@ -96,40 +97,45 @@ ROLES: dict[str, Role] = {
 }
 
 
-def _permission_rows(apps: Any, names: list[str]) -> list[Any]:
+def _permission_rows(apps: Any, names: list[str], *, strict: bool) -> list[Any]:
     permission_model = apps.get_model("auth", "Permission")
     found = []
     for name in names:
         app_label, codename = name.split(".", 1)
         row = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
         if row is None:
-            raise LookupError(f"Role permission {name} does not exist.")
+            if strict:
+                raise LookupError(f"Role permission {name} does not exist.")
+            continue
         found.append(row)
     return found
 
 
 def roles_migrate(apps: Any, schema_editor: Any) -> None:
     """A data migration's step: the permissions first (Django makes them only after migrate, in
-    post_migrate), then the role groups from the table. Each migration that changes the table runs it."""
+    post_migrate), then the role groups from the table. Each migration that changes the table runs it.
+    An earlier one, run on a new database, runs it with today's table: a permission of a model that a
+    later migration makes does not exist yet then, and is granted by the later one."""
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    roles_sync(apps)
+    roles_sync(apps, strict=False)
 
 
-def roles_sync(apps: Any) -> None:
-    """Create or update the role groups to hold exactly the table's permissions (and the viewer's)."""
+def roles_sync(apps: Any, *, strict: bool = True) -> None:
+    """Create or update the role groups to hold exactly the table's permissions (and the viewer's).
+    `strict`: a permission of the table that does not exist is an error (else it is left out)."""
     permission_model = apps.get_model("auth", "Permission")
     group_model = apps.get_model("auth", "Group")
     viewing = list(
         permission_model.objects.filter(content_type__app_label__in=VIEW_APPS, codename__startswith="view_")
-    ) + _permission_rows(apps, list(VIEW_EXTRA))
+    ) + _permission_rows(apps, list(VIEW_EXTRA), strict=strict)
     for role in ROLES.values():
         group, _ = group_model.objects.get_or_create(name=role.name)
-        group.permissions.set([*viewing, *_permission_rows(apps, list(role.permissions))])
+        group.permissions.set([*viewing, *_permission_rows(apps, list(role.permissions), strict=strict)])
 
 
 def role_permissions(role: str) -> set[str]:

@@ -1,8 +1,9 @@
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
@@ -14,7 +15,15 @@ from kernel.clientip import current_client_ip
 from kernel.errors import ServiceError
 from kernel.ws import user_streams_close
 
-from .models import ApiKey, AuditLog, IdempotencyKey, User
+from .models import (
+    ApiKey,
+    AuditLog,
+    IdempotencyKey,
+    User,
+    UserSettings,
+    quiet_hours_errors,
+    timezone_validate,
+)
 
 ISSUE_FOR_OTHERS = "users.issue_for_others"
 
@@ -118,3 +127,35 @@ def staff_otp_enrol(*, user: User, enrolled_by: User | None = None) -> OtpEnrolm
         StaticToken.objects.bulk_create([StaticToken(device=recovery, token=code) for code in codes])
         audit_record(actor=enrolled_by or user, action="user.otp_enrol", target=user)
     return OtpEnrolment(config_url=device.config_url, recovery_codes=codes)
+
+
+UNSET: Any = object()
+
+
+def user_settings_update(
+    *,
+    user: User,
+    timezone_name: str = UNSET,
+    quiet_hours_start: time | None = UNSET,
+    quiet_hours_end: time | None = UNSET,
+) -> UserSettings:
+    """Changes the given settings of `user` (made on the first change); the others keep their value.
+    A bad time zone or a half-given or empty quiet-hours span is a 400 naming the field."""
+    with transaction.atomic():
+        UserSettings.objects.bulk_create([UserSettings(user=user)], ignore_conflicts=True)
+        row = UserSettings.objects.select_for_update().get(user=user)
+        if timezone_name is not UNSET:
+            row.timezone = timezone_name
+        if quiet_hours_start is not UNSET:
+            row.quiet_hours_start = quiet_hours_start
+        if quiet_hours_end is not UNSET:
+            row.quiet_hours_end = quiet_hours_end
+        errors = quiet_hours_errors(row.quiet_hours_start, row.quiet_hours_end)
+        try:
+            timezone_validate(row.timezone)
+        except DjangoValidationError as exc:
+            errors["timezone"] = exc.messages
+        if errors:
+            raise ServiceError("invalid", "The settings are not valid.", fields=errors, status_code=400)
+        row.save()
+    return row

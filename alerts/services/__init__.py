@@ -1,7 +1,8 @@
 """The alerts app's writes, split by concern: `indicators` (computed and stored on closed bars),
 `alert_rules` (owners' rule changes), `evaluation` (rules on closed bars and live quotes, firings and
 their outbox rows), `channels` (Discord webhooks), `delivery` (the outbox worker), `system` (system
-events routed into the outbox). Callers import from `alerts.services`."""
+events routed into the outbox), `preferences` (a user's settings and alert preferences). Callers
+import from `alerts.services`."""
 
 from .alert_rules import DEFINITION_FIELDS, alert_rule_delete, alert_rule_save, alert_rules_expire
 from .channels import (
@@ -30,6 +31,7 @@ from .indicators import (
     bar_close_values,
     indicators_update_for_bar,
 )
+from .preferences import user_preferences_update
 from .system import NOTICE_ITEMS_MAX, dead_letters_check, system_event_record
 
 __all__ = [
@@ -61,5 +63,6 @@ __all__ = [
     "notification_retry",
     "notifications_requeue_due",
     "system_event_record",
+    "user_preferences_update",
     "webhook_url_check",
 ]

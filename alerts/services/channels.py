@@ -15,6 +15,7 @@ from alerts import discord
 from alerts.models import NotificationChannel
 from kernel.errors import ServiceError
 from kernel.redis import key, sync_client
+from users.selectors import user_settings
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ def notification_channel_test(*, channel: NotificationChannel) -> str:
             f"Discord asked us to wait {blocked:.0f}s before posting to this channel again.",
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         )
-    embed = discord.test_embed(channel_name=channel.name, sent_at=timezone.now())
+    embed = discord.test_embed(
+        channel_name=channel.name, sent_at=timezone.now(), zone=user_settings(user_id=channel.user_id).zone
+    )
     with httpx.Client() as client:
         result = discord.webhook_post(
             client,

@@ -4,6 +4,7 @@ with backoff, and requeueing rows whose task was lost."""
 import logging
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from django.conf import settings
@@ -21,6 +22,7 @@ from alerts.models import (
 from alerts.selectors import chart_series
 from kernel import metrics
 from kernel.errors import ServiceError
+from users.selectors import user_settings
 
 from .channels import (
     SYSTEM_WEBHOOK_BUCKET,
@@ -104,7 +106,7 @@ def notification_deliver(*, notification_id: int) -> float | None:
         png = None
         embed = _system_embed(notification.system_notice)
     else:
-        png, embed = _alert_embed(notification)
+        png, embed = _alert_embed(notification, zone=user_settings(user_id=_owner_id(notification)).zone)
     with httpx.Client() as client:
         result = discord.webhook_post(
             client,
@@ -161,6 +163,8 @@ def _delivery_claim(notification_id: int) -> Notification | float | None:
             if notification.attempts >= settings.ALERTS_DELIVERY_MAX_ATTEMPTS:
                 _fail(notification, f"gave up after {notification.attempts} attempts: {orphan.error}")
                 return None
+        if _quiet_held(notification, now):
+            return None
         wait = (notification.next_attempt_at - now).total_seconds()
         if wait > 0:
             notification.save(update_fields=DELIVERY_FIELDS)
@@ -186,7 +190,31 @@ def _delivery_claim(notification_id: int) -> Notification | float | None:
         return notification
 
 
-def _alert_embed(notification: Notification) -> tuple[bytes | None, dict[str, Any]]:
+def _owner_id(notification: Notification) -> int:
+    """An alert's owner: its channel's user (an alert always has a channel; only a system notice may
+    go to the system webhook, the notification_channel_or_system_notice constraint)."""
+    if notification.channel is None:
+        raise ValueError(f"notification={notification.pk}: an alert without a channel")
+    return notification.channel.user_id
+
+
+def _quiet_held(notification: Notification, now: datetime) -> bool:
+    """Whether an alert waits for its owner's quiet hours to end: then its row is due at their end
+    and no task is scheduled for it (the requeue job sends it once due). System notices are the
+    desk's and are never held."""
+    if notification.event_id is None:
+        return False
+    until = user_settings(user_id=_owner_id(notification)).quiet_until(now)
+    if until is None:
+        return False
+    if notification.next_attempt_at < until:
+        notification.next_attempt_at = until
+        notification.save(update_fields=DELIVERY_FIELDS)
+        log.info("notification=%s held for quiet hours until %s", notification.pk, until.isoformat())
+    return True
+
+
+def _alert_embed(notification: Notification, *, zone: ZoneInfo) -> tuple[bytes | None, dict[str, Any]]:
     event = notification.event
     assert event is not None  # a row has an alert event or a system notice (a check constraint)
     png = notification_chart(event=event)
@@ -202,6 +230,8 @@ def _alert_embed(notification: Notification) -> tuple[bytes | None, dict[str, An
         diagnostics=event.payload.get("diagnostics"),
         direction=event.direction,
         fired_at=event.fired_at,
+        bar_start=event.bar_start,
+        zone=zone,
         footer=f"Livermore alert #{event.pk}",
         with_chart=png is not None,
     )

@@ -140,7 +140,9 @@ def _evaluate_bar(
     close = values.get(rules.CLOSE)
     price = _decimal(close) if close is not None else None
     return _events_record(
-        firings, users={r.pk: r.user_id for r in rows}, prices=dict.fromkeys(fired_ids, price)
+        firings,
+        owners={r.pk: (r.user_id, r.channel_id) for r in rows},
+        prices=dict.fromkeys(fired_ids, price),
     )
 
 
@@ -190,7 +192,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
         AlertRule.objects.bulk_update(rows.values(), ["state", "status", "last_fired_at"])
         return _events_record(
             accepted,
-            users={pk: r.user_id for pk, r in rows.items()},
+            owners={pk: (r.user_id, r.channel_id) for pk, r in rows.items()},
             prices={f.rule_id: price for f in accepted},
         )
 
@@ -220,11 +222,16 @@ def _events_insert(events: list[AlertEvent]) -> list[AlertEvent]:
 
 
 def _events_record(
-    firings: Sequence[rules.Firing], *, users: Mapping[int, int], prices: Mapping[int, Decimal | None]
+    firings: Sequence[rules.Firing],
+    *,
+    owners: Mapping[int, tuple[int, int | None]],
+    prices: Mapping[int, Decimal | None],
 ) -> list[AlertEvent]:
-    """Stores firings once each (rule, bar, label), queues one outbox row per enabled channel of the
-    rule's owner, and after commit enqueues delivery and publishes to the user's alerts stream. A
-    firing that stopped its rule (the flood stop) is stored as the notice telling the owner so."""
+    """Stores firings once each (rule, bar, label), queues one outbox row per channel the rule sends
+    to (its own channel if it has one and it is enabled, else every enabled channel of its owner;
+    `owners`: rule id -> (owner id, channel id)), and after commit enqueues delivery and publishes to
+    the user's alerts stream. A firing that stopped its rule (the flood stop) is stored as the notice
+    telling the owner so."""
     if not firings:
         return []
     firings = [rules.stop_notice(f) if f.stop else f for f in firings]
@@ -247,7 +254,7 @@ def _events_record(
         events.append(
             AlertEvent(
                 rule_id=firing.rule_id,
-                user_id=users[firing.rule_id],
+                user_id=owners[firing.rule_id][0],
                 symbol=firing.symbol,
                 timeframe=firing.timeframe,
                 bar_start=epoch_to_datetime(firing.bar_start),
@@ -275,7 +282,7 @@ def _events_record(
         [
             Notification(event=event, channel_id=channel_id, next_attempt_at=now)
             for event in inserted
-            for channel_id in channels.get(event.user_id, [])
+            for channel_id in _targets(channels.get(event.user_id, []), owners[event.rule_id][1])
         ]
     )
     from alerts.tasks import notification_deliver
@@ -286,6 +293,13 @@ def _events_record(
     transaction.on_commit(lambda: _stream_publish(wire))
     log.info("alerts fired=%d notifications=%d", len(inserted), len(notifications))
     return inserted
+
+
+def _targets(enabled: list[int], own: int | None) -> list[int]:
+    """The channels of a rule's firing: its own if it has one (when enabled), else every enabled one."""
+    if own is None:
+        return enabled
+    return [own] if own in enabled else []
 
 
 def _stream_publish(wire: list[tuple[int, AlertPayload]]) -> None:

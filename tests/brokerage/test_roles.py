@@ -44,6 +44,7 @@ PAGES: dict[str, frozenset[str]] = {
     "alerts_signal_chart": EVERY,
     "auth_user_password_change": frozenset({ADMINISTRATOR}),
     "alerts_metrics": EVERY,
+    "alerts_my_settings": EVERY,
     "otp_totp_totpdevice_config": frozenset({ADMINISTRATOR}),
     "otp_totp_totpdevice_qrcode": frozenset({ADMINISTRATOR}),
 }
@@ -56,6 +57,7 @@ GET_ALLOWED = {
     "brokerage_margin_watch",
     "marketdata_live_quotes",
     "marketdata_instrument_chart",
+    "alerts_my_settings",
 }
 
 # Dashboard panels on the admin index (livermore.dashboard.PANELS) -> the roles that see them.
