@@ -11,4 +11,3 @@ def state_key(session_name: str) -> str:
 def wake_channel() -> str:
     """Pub/sub channel that wakes runfix's main loop (new outbox rows, operator commands)."""
     return key("fix", "wake")
-
