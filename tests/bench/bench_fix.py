@@ -63,6 +63,9 @@ MD_RATES = [
     ).split(",")
 ]
 LATENCY_BOUND_MS = 100.0
+# The simulator kept the step's rate if it sent the step within 1/OFFER_KEPT of its duration: a stall
+# of a few tens of ms on a shared machine is not a rate it could not keep.
+OFFER_KEPT = 0.95
 
 
 def free_port() -> int:
@@ -291,7 +294,7 @@ def md_quotes_per_s(session, store: Path, runfix_pid: int) -> float:  # type: ig
                 ) / 1e6
                 sent, received = ticks * symbols, int(in_step.sum())
                 p99 = float(np.percentile(latency_ms, 99)) if received else float("inf")
-                offered_ok = seconds <= MD_STEP_SECONDS / 0.99
+                offered_ok = seconds <= MD_STEP_SECONDS / OFFER_KEPT
                 ok = offered_ok and received >= 0.99 * sent and p99 < LATENCY_BOUND_MS
                 short = "" if offered_ok else ", short"
                 print(
