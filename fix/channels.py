@@ -11,8 +11,3 @@ def state_key(session_name: str) -> str:
 def wake_channel() -> str:
     """Pub/sub channel that wakes runfix's main loop (new outbox rows, operator commands)."""
     return key("fix", "wake")
-
-
-def events_key() -> str:
-    """Redis stream of runfix's system events (fix.services.fix_event_emit), newest last, capped."""
-    return key("fix", "events")

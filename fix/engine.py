@@ -216,11 +216,11 @@ class SessionHandler:
                 if session is not None:
                     session.setResetOnLogon(self.cfg.reset_on_logon)
         log.info("fix session=%s logged on (logon #%d)", self.cfg.name, self.state.logons)
+        text = f"logon #{self.state.logons}"
         if refusals:
             log.info("fix session=%s logon accepted after %d refused", self.cfg.name, refusals)
-            self.engine.emit("fix.logon_recovered", self.cfg.name, refusals=refusals)
-        logons = self.state.logons
-        system_event_emit(SystemEventKind.FIX_LOGON, subject=self.cfg.name, text=f"logon #{logons}")
+            text += f", accepted after {refusals} refused"
+        system_event_emit(SystemEventKind.FIX_LOGON, subject=self.cfg.name, text=text)
         self.engine.wake()
 
     def on_logout(self) -> None:
@@ -597,16 +597,10 @@ class FixEngine:
         self.desk = desk_factory(self) if desk_factory else None
         self._wake = threading.Event()
         self.stopping = threading.Event()
-        self.events: queue.SimpleQueue[tuple[str, str, dict[str, object]]] = queue.SimpleQueue()
         self._next_reload = self._next_state = self._next_beacon = 0.0
 
     def wake(self) -> None:
         self._wake.set()
-
-    def emit(self, event: str, session_name: str, **data: object) -> None:
-        """Queue a system event (fix.services.fix_event_emit); the main loop sends it."""
-        self.events.put((event, session_name, data))
-        self.wake()
 
     def handlers(self) -> list[SessionHandler]:
         return [r.handler for r in self.runners.values()]
@@ -693,7 +687,6 @@ class FixEngine:
             if mono >= self._next_state:
                 self._next_state = mono + self.state_interval_s
                 self.state_export()
-            self.events_send()
         except Exception:
             log.exception("fix engine step failed")
             close_old_connections()
@@ -718,7 +711,6 @@ class FixEngine:
                     delay,
                     max(LOGON_BACKOFF_CAP_S, handler.cfg.reconnect_s),
                 )
-                self.emit("fix.logon_refused", handler.cfg.name, text=st.last_logout_text, retry_in_s=delay)
                 system_event_emit(
                     SystemEventKind.FIX_LOGON_REFUSED,
                     subject=handler.cfg.name,
@@ -742,14 +734,6 @@ class FixEngine:
         handler.reissue_market_data(items)
         if self.desk is not None:
             self.desk.recover(handler, items)
-
-    def events_send(self) -> None:
-        while True:
-            try:
-                event, session_name, data = self.events.get_nowait()
-            except queue.Empty:
-                return
-            services.fix_event_emit(event=event, session=session_name, data=data)
 
     def reload(self) -> None:
         """Start, restart or stop initiators to match the enabled FixSession rows."""

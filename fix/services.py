@@ -1,6 +1,4 @@
-import json
 import logging
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -20,7 +18,7 @@ from marketdata.models import Venue, VenueKind
 from users.models import User
 from users.services import audit_record
 
-from .channels import events_key, wake_channel
+from .channels import wake_channel
 from .models import (
     CommandAction,
     FixCommand,
@@ -60,29 +58,6 @@ class LogLineLike(Protocol):
 def fix_wake() -> None:
     """Wake runfix once the current transaction commits (it also polls, so a lost wake only delays)."""
     transaction.on_commit(lambda: sync_client().publish(wake_channel(), "1"))
-
-
-EVENTS_KEPT = 10_000
-# System events runfix raises (docs/fix.md): {event: meaning}
-FIX_EVENTS = {
-    "fix.logon_refused": "the LP refused a session's logon; runfix backs off (once per episode)",
-    "fix.logon_recovered": "a logon was accepted after refused ones (the episode ended)",
-}
-
-
-def fix_event_emit(*, event: str, session: str, data: dict[str, object]) -> str:
-    """Append a named system event to the capped Redis stream events_key(), for whatever routes
-    system notifications: fields event, session, at_ms and data (JSON). Returns the entry id."""
-    if event not in FIX_EVENTS:
-        raise ValueError(f"unknown FIX event {event!r}")
-    entry = {
-        "event": event,
-        "session": session,
-        "at_ms": str(int(time.time() * 1000)),
-        "data": json.dumps(data),
-    }
-    entry_id = sync_client().xadd(events_key(), entry, maxlen=EVENTS_KEPT, approximate=True)  # type: ignore[arg-type]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def fix_messages_record(*, lines: Iterable[LogLineLike]) -> int:

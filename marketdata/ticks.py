@@ -7,6 +7,7 @@ recorder its own psycopg connection, so it runs in a thread off the market loop.
 """
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import postgres
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
 from psycopg.copy import QueuedLibpqWriter
+from psycopg.pq import Format
+from psycopg.types.numeric import DecimalBinaryDumper
 
 from kernel import metrics
 from marketdata.quotes import SelectedQuote
@@ -30,7 +36,7 @@ COLUMNS = ("ts", "symbol", "venue", "bid", "ask", "bid_size", "ask_size", "seq")
 COPY_SQL = f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = ("timestamptz", "text", "text", "numeric", "numeric", "numeric", "numeric", "int8")
 
-# (venue ts in epoch ns, symbol, venue, bid, ask, bid size, ask size, seq)
+# (venue ts in epoch ns, symbol, venue, bid, ask, bid size, ask size, seq): COPY_SQL's columns, in order
 TickRow = tuple[int, str, str, Decimal, Decimal, Decimal | None, Decimal | None, int]
 
 _COLUMNS_SQL = """
@@ -147,6 +153,48 @@ def ns_to_datetime(ns: int) -> datetime:
 
 def day_of(ns: int) -> date:
     return date(1970, 1, 1) + timedelta(days=ns // DAY_NS)
+
+
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
+_pack_int8 = struct.Struct(">q").pack
+_dump_decimal = DecimalBinaryDumper(Decimal).dump
+
+
+class _EpochNsTimestamptzDumper(Dumper):
+    """An int of epoch nanoseconds as a binary timestamptz (microseconds, truncated as the datetime
+    it stands for would be): no datetime made per tick."""
+
+    format = Format.BINARY
+    oid = postgres.types["timestamptz"].oid
+
+    def dump(self, obj: int) -> bytes:
+        return _pack_int8(obj // 1000 - _PG_EPOCH_US)
+
+
+class _RepeatedNumericDumper(Dumper):
+    """A Decimal as a binary numeric, each value encoded once per COPY: ticks repeat their prices
+    and sizes, and encoding a Decimal is most of a tick's cost. Equal Decimals may differ in
+    exponent (1.0, 1.00); the columns' fixed scale stores them alike."""
+
+    format = Format.BINARY
+    oid = postgres.types["numeric"].oid
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self.encoded: dict[Decimal, Buffer | None] = {}
+
+    def dump(self, obj: Decimal) -> Buffer | None:
+        try:
+            return self.encoded[obj]
+        except KeyError:
+            data = self.encoded[obj] = _dump_decimal(obj)
+            return data
+
+
+def copy_adapters(conn: psycopg.Connection[Any]) -> None:
+    """Make COPY_SQL (with COPY_TYPES) on `conn` take TickRows as they are."""
+    conn.adapters.register_dumper(None, _EpochNsTimestamptzDumper)
+    conn.adapters.register_dumper(None, _RepeatedNumericDumper)
 
 
 class TickRecorder:
@@ -291,6 +339,7 @@ class TickRecorder:
             self._conn = psycopg.connect(
                 self.conninfo, autocommit=True, connect_timeout=3, application_name="tick-recorder"
             )
+            copy_adapters(self._conn)
             self._days.clear()
             with self._conn.cursor() as cur:
                 self._partitioned = is_partitioned(cur)
@@ -306,15 +355,13 @@ class TickRecorder:
         with conn.transaction(), conn.cursor() as cur:
             if self._partitioned:
                 self._ensure_days(cur, rows)
-            # The queued writer sends to the server from its own thread while this one encodes.
+            # The queued writer sends to the server from its own thread while this one encodes; the
+            # connection's copy_adapters take the rows as they are.
             with cur.copy(COPY_SQL, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.set_types(COPY_TYPES)
                 write_row = copy.write_row
-                epoch, td = EPOCH, timedelta
-                for r in rows:
-                    write_row(
-                        (epoch + td(microseconds=r[0] // 1000), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-                    )
+                for row in rows:
+                    write_row(row)
 
     def _ensure_days(self, cur: psycopg.Cursor[Any], rows: Sequence[TickRow]) -> None:
         first, last = day_of(min(r[0] for r in rows)), day_of(max(r[0] for r in rows))

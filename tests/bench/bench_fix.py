@@ -1,17 +1,28 @@
 """FIX benchmarks, against a throwaway PostgreSQL database (<name>_bench_fix, dropped afterwards) and a
--bench-fix Redis prefix. The LP simulator runs as its own process (`manage.py fix_lp_simulator`).
+-bench-fix Redis prefix.
 
 fix_order_roundtrip_p99_ms: A-Book market orders one after another (brokerage order_submit ->
-runfix's engine routes and sends); the time from sending the NewOrderSingle to receiving the
-filled ExecutionReport, on loopback.
+runfix's engine routes and sends) to the LP simulator (`manage.py fix_lp_simulator`, its own
+process); the time from sending the NewOrderSingle to receiving the filled ExecutionReport, on loopback.
 
-fix_md_quotes_per_s: the simulator streams incremental refreshes as fast as it can; runfix (its own
-process) publishes top of book; this process runs the market loop's FIX adapter into an LPManager
-and counts the quotes it takes in per second.
+fix_md_quotes_per_s: the market data path's capacity. runfix (its own process) takes incremental
+refreshes from the LP simulator, keeps the books and publishes top of book; this process runs the
+market loop's FIX adapter into an LPManager. The simulator runs in a process of its own, driven by
+this one: each step of a ladder of offered rates (quotes/s, one refresh per symbol per random-walk
+step) is sent open loop, paced with `LPSimulator.burst`. A step passes when the simulator kept
+the step's rate (OFFER_KEPT), at least 99% of the quotes it sent reached the LP manager, and the 99th
+percentile of their latency (the refresh's SendingTime, milliseconds, to the adapter taking it in) is
+under LATENCY_BOUND_MS. The figure is the knee: the rate of quotes received at the last step before
+the first failing one. A ladder whose top step still passes measures the ladder, not the engine: the
+script then fails. Each step prints on stderr what was offered, sent and received, the latency and
+the CPU seconds per second of each process (the simulator's own share tells whether a short offer is
+the sender's limit: the three processes share the machine's cores).
 """
 
 import asyncio
+import dataclasses
 import json
+import multiprocessing as mp
 import os
 import signal
 import socket
@@ -20,8 +31,10 @@ import sys
 import threading
 import time
 from decimal import Decimal as D
+from multiprocessing.connection import Connection
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench.metric import emit
@@ -31,6 +44,7 @@ os.environ["REDIS_PREFIX"] = os.environ.get("REDIS_PREFIX", "livermore") + "-ben
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 import django
+import numpy as np
 
 django.setup()
 
@@ -41,7 +55,17 @@ from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 300
 WARMUP = 20
-MD_SECONDS = 5.0
+MD_STEP_SECONDS = 4.0
+MD_RATES = [
+    int(r)
+    for r in os.environ.get(
+        "BENCH_FIX_MD_RATES", "500,1000,1500,2000,3000,4000,5000,6000,8000,10000,12500,15000,20000"
+    ).split(",")
+]
+LATENCY_BOUND_MS = 100.0
+# The simulator kept the step's rate if it sent the step within 1/OFFER_KEPT of its duration: a stall
+# of a few tens of ms on a shared machine is not a rate it could not keep.
+OFFER_KEPT = 0.95
 
 
 def free_port() -> int:
@@ -69,12 +93,12 @@ class Processes:
         }
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> None:
-        self.running.append(
-            subprocess.Popen(
-                [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL
-            )
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL
         )
+        self.running.append(process)
+        return process
 
     def stop(self) -> None:
         for process in self.running:
@@ -165,28 +189,147 @@ def order_roundtrip_p99_ms(session, account, store: Path) -> float:  # type: ign
     return samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
-def md_quotes_per_s(session) -> float:  # type: ignore[no-untyped-def]
+def simulator_process(options: Any, commands: Connection) -> None:
+    """The LP simulator in its own process. Commands: ("subscribed",) -> the symbols subscribed;
+    (ticks_per_s, seconds) -> one step: ticks_per_s x seconds ticks, each sent when due (late ones at
+    once), answered with (ticks sent, symbols, seconds it took, CPU seconds, first and last send time in
+    epoch ms); None -> stop."""
+    from fix.simulator import LPSimulator
+
+    sim = LPSimulator(options)
+    sim.start()
+    try:
+        while (command := commands.recv()) is not None:
+            if command == ("subscribed",):
+                commands.send(len(sim.md_subs) if sim.logged_on.is_set() else 0)
+                continue
+            rate, seconds = command
+            symbols, total = len(sim.md_subs), int(rate * seconds)
+            cpu, first_ms = time.process_time(), time.time_ns() // 1_000_000
+            start, sent = time.monotonic(), 0
+            while sent < total:
+                due = min(int((time.monotonic() - start) * rate) + 1, total)
+                if due > sent:
+                    sim.burst(due - sent)
+                    sent = due
+                else:
+                    time.sleep(0.001)
+            elapsed = time.monotonic() - start
+            last_ms = time.time_ns() // 1_000_000 + 1
+            commands.send((sent, symbols, elapsed, time.process_time() - cpu, first_ms, last_ms))
+    finally:
+        sim.stop()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def md_quotes_per_s(session, store: Path, runfix_pid: int) -> float:  # type: ignore[no-untyped-def]
+    from fix.management.commands.fix_lp_simulator import simulator_options
     from marketdata.adapters.fix import FixAdapter
     from marketdata.lpmanager import LPManager, VenueSettings
+    from marketdata.quotes import Quote
     from marketdata.selectors import venue_configs
 
+    # No ticks of its own: the steps' bursts are all it sends. Its store is the one the order benchmark's
+    # simulator left (runfix continues that session's sequence numbers).
+    options = dataclasses.replace(
+        simulator_options(session, prices_from="sim", interval_ms=1e12),
+        store_dir=store / f"simulator-{session.name}",
+    )
+    ctx = mp.get_context("spawn")
+    commands, child_end = ctx.Pipe()
+    simulator = ctx.Process(target=simulator_process, args=(options, child_end), daemon=True)
+    simulator.start()
     config = next(c for c in venue_configs() if c.code == "benchfix")
     manager = LPManager({"benchfix": VenueSettings(priority=5, stale_after_ms=5000)})
+    sent_ms: list[int] = []  # per quote taken in: its SendingTime (ms) and when it arrived (ns)
+    arrived_ns: list[int] = []
+
+    def on_quote(quote: Quote) -> None:
+        sent_ms.append(quote.venue_ts // 1_000_000)
+        arrived_ns.append(quote.recv_ts)
+        manager.on_quote(quote)
+
+    async def ask(command: Any) -> Any:
+        commands.send(command)
+        return await asyncio.to_thread(commands.recv)
+
+    async def drained(quiet_s: float = 0.5, most_s: float = 5.0) -> None:
+        """Until no quote arrived for `quiet_s` (what is still queued then counts as lost)."""
+        count, began = len(sent_ms), time.monotonic()
+        quiet_since = began
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() - began < most_s:
+            await asyncio.sleep(0.1)
+            if len(sent_ms) != count:
+                count, quiet_since = len(sent_ms), time.monotonic()
 
     async def measure() -> float:
-        adapter = FixAdapter(config, manager.on_quote)
+        adapter = FixAdapter(config, on_quote)
         task = asyncio.create_task(adapter.run())
-        for _ in range(600):
-            if adapter.stats.quotes >= 1000:
-                break
-            await asyncio.sleep(0.05)
-        start, count = time.monotonic(), adapter.stats.quotes
-        await asyncio.sleep(MD_SECONDS)
-        rate = (adapter.stats.quotes - count) / (time.monotonic() - start)
-        task.cancel()
-        return rate
+        try:
+            deadline = time.monotonic() + 60
+            while await ask(("subscribed",)) < len(config.symbols) or not sent_ms:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("runfix did not subscribe the simulator's symbols in time")
+                await asyncio.sleep(0.2)
+            await ask((50, 1.0))  # warm up
+            await asyncio.sleep(1.0)
+            knee, failed = 0.0, False
+            for rate in MD_RATES:
+                runfix_cpu, own_cpu = process_cpu_s(runfix_pid), time.process_time()
+                ticks, symbols, seconds, sim_cpu, first_ms, last_ms = await ask(
+                    (rate / len(config.symbols), MD_STEP_SECONDS)
+                )
+                await drained()
+                runfix_cpu, own_cpu = process_cpu_s(runfix_pid) - runfix_cpu, time.process_time() - own_cpu
+                sent_at = np.array(sent_ms, dtype=np.int64)
+                in_step = (sent_at >= first_ms) & (sent_at <= last_ms)
+                latency_ms = (
+                    np.array(arrived_ns, dtype=np.int64)[in_step] - sent_at[in_step] * 1_000_000
+                ) / 1e6
+                sent, received = ticks * symbols, int(in_step.sum())
+                p99 = float(np.percentile(latency_ms, 99)) if received else float("inf")
+                offered_ok = seconds <= MD_STEP_SECONDS / OFFER_KEPT
+                ok = offered_ok and received >= 0.99 * sent and p99 < LATENCY_BOUND_MS
+                short = "" if offered_ok else ", short"
+                print(
+                    f"step {rate} quotes/s: sent {sent} ({sent / seconds:.0f}/s{short}), "
+                    f"received {received} ({received / seconds:.0f}/s), p99 {p99:.1f} ms, CPU s/s: "
+                    f"simulator {sim_cpu / seconds:.2f} runfix {runfix_cpu / seconds:.2f} "
+                    f"market {own_cpu / seconds:.2f}, load average {os.getloadavg()[0]:.1f}, ok={ok}",
+                    file=sys.stderr,
+                )
+                sent_ms.clear()
+                arrived_ns.clear()
+                if not ok:
+                    if received >= 0.99 * sent and p99 < LATENCY_BOUND_MS and sim_cpu / seconds >= 0.8:
+                        raise SystemExit(
+                            "fix_md_quotes_per_s: the simulator's own send loop fell short (its CPU is the "
+                            "limit, not the engine's): no knee measured"
+                        )
+                    failed = True
+                    break
+                knee = received / seconds
+            if not failed:
+                raise SystemExit(
+                    "fix_md_quotes_per_s: the ladder's top step passed; raise BENCH_FIX_MD_RATES"
+                )
+            return knee
+        finally:
+            task.cancel()
 
-    return asyncio.run(measure())
+    try:
+        return asyncio.run(measure())
+    finally:
+        commands.send(None)
+        simulator.join(timeout=15)
+        if simulator.is_alive():
+            simulator.kill()
 
 
 def main() -> None:
@@ -204,12 +347,18 @@ def main() -> None:
                 p99 = order_roundtrip_p99_ms(session, account, store)
                 emit("fix_order_roundtrip_p99_ms", p99, "ms", "<= 10")
                 processes.stop()
-                processes.start("fix_lp_simulator", "--session", "bench", "--interval-ms", "0.1")
-                processes.start("runfix")
-                emit("fix_md_quotes_per_s", md_quotes_per_s(session), "quotes/s", ">= 5000")
+                runfix = processes.start("runfix")
+                emit(
+                    "fix_md_quotes_per_s", md_quotes_per_s(session, store, runfix.pid), "quotes/s", ">= 5000"
+                )
             finally:
                 processes.stop()
     finally:
+        with connection.cursor() as cursor:  # the engine's threads may still hold connections
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         connection.close()
         teardown_databases(old, verbosity=0)
         from kernel.redis import sync_client

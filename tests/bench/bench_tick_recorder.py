@@ -69,7 +69,7 @@ def main() -> None:
         with psycopg.connect(conninfo) as conn:
             (count,) = conn.execute("SELECT count(*) FROM marketdata_tick").fetchone()  # type: ignore[misc]
         assert count == ROWS and recorder.dropped == 0
-        emit("tick_recorder_rows_per_s", ROWS / elapsed, "rows/s", ">= 100000")
+        emit("tick_recorder_rows_per_s", ROWS / elapsed, "rows/s", ">= 400000")
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')

@@ -2,21 +2,17 @@
 order), unanswered cancels and cancel/replaces are queried then retried or given up, refused logons
 back off. Against runfix's engine and the scripted raw-socket acceptor (tests/fakes/fix_peer.py)."""
 
-import json
 import logging
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from brokerage.models import OrderStatus
-from fix.channels import events_key
 from fix.models import FixOrder, FixOrderRequest, FixOrderState, RequestState
 from fix.selectors import fix_session_state
 from fix.services import REQUEST_MAX_ATTEMPTS, fix_order_cancel_request
-from kernel.redis import sync_client
 from tests.fakes.fix_peer import FixPeer
 
 from .conftest import PASSWORD, wait_for
@@ -49,18 +45,6 @@ def status_answer(order_id: int, lp_order_id: str, ord_status: str, cum: str = "
     fields = [(37, lp_order_id), (11, str(order_id)), (17, f"S-{time.monotonic_ns()}"), (150, "I")]
     fields += [(39, ord_status), (55, "EURUSD"), (54, "1"), (38, "100000"), (40, "2"), (44, "1")]
     return [*fields, (151, leaves), (14, cum), (6, avg)]
-
-
-def events_since(last_id: str) -> list[tuple[str, dict[str, str]]]:
-    entries = cast(
-        list[tuple[bytes, dict[bytes, bytes]]], sync_client().xrange(events_key(), min=f"({last_id}")
-    )
-    return [(eid.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for eid, fields in entries]
-
-
-def last_event_id() -> str:
-    newest = cast(list[tuple[bytes, dict[bytes, bytes]]], sync_client().xrevrange(events_key(), count=1))
-    return str(newest[0][0].decode()) if newest else "0-0"
 
 
 # -- gap fills ------------------------------------------------------------------------------------
@@ -199,10 +183,9 @@ def test_an_unanswered_cancel_whose_status_query_is_unanswered_too_is_sent_again
 
 # -- refused logons ---------------------------------------------------------------------------------
 def test_a_refused_logon_backs_off_exponentially_is_logged_once_and_raised_as_an_event(
-    peer, make_session, run_engine, caplog
+    peer, make_session, run_engine, caplog, system_events
 ):
     caplog.set_level(logging.WARNING, logger="fix.engine")
-    since = last_event_id()
     session = make_session(peer.port, role="trading", venue=None, reconnect_s=1)
     peer.refuse_logon = "invalid password"
     run_engine()
@@ -216,15 +199,15 @@ def test_a_refused_logon_backs_off_exponentially_is_logged_once_and_raised_as_an
 
     refused = [r for r in caplog.records if "logon refused" in r.getMessage()]
     assert len(refused) == 1 and "invalid password" in refused[0].getMessage()
-    events = [f for _, f in events_since(since) if f["session"] == session.name]
-    assert [e["event"] for e in events] == ["fix.logon_refused"]
-    assert json.loads(events[0]["data"])["text"] == "invalid password"
+    events = [e for e in system_events if e["subject"] == session.name]
+    assert [(e["kind"], e["text"]) for e in events] == [("fix.logon_refused", "refused: invalid password")]
 
     peer.refuse_logon = ""
     wait_for(lambda: logged_on(session), timeout=20)
-    events = [f for _, f in events_since(since) if f["session"] == session.name]
-    assert [e["event"] for e in events] == ["fix.logon_refused", "fix.logon_recovered"]
-    assert json.loads(events[1]["data"])["refusals"] >= 3
+    events = [e for e in system_events if e["subject"] == session.name]
+    assert [e["kind"] for e in events] == ["fix.logon_refused", "fix.logon"]
+    refusals = int(events[1]["text"].removeprefix("logon #1, accepted after ").removesuffix(" refused"))
+    assert refusals >= 3
     assert (fix_session_state(session=session) or {})["logon_refusals"] == 0
 
 

@@ -11,6 +11,27 @@ from fix.simulator import LPSimulator, SimulatorOptions
 from marketdata.models import Venue
 
 
+def simulator_options(session: FixSession, *, prices_from: str, **behaviour: Any) -> SimulatorOptions:
+    """The simulator's options for serving `session` (its port, the CompIDs swapped, its credentials),
+    walking the prices of the simulator venue `prices_from` under the session venue's symbol names."""
+    venue = Venue.objects.filter(code=prices_from).first()
+    specs = venue.config if venue is not None else {}
+    names = {}
+    if session.venue is not None:
+        names = dict(session.venue.symbols.values_list("instrument__symbol", "venue_symbol"))
+    return SimulatorOptions(
+        host=session.host,
+        port=session.port,
+        sender_comp_id=session.target_comp_id,
+        target_comp_id=session.sender_comp_id,
+        username=session.username,
+        password=session.password,
+        symbols={names.get(sym, sym): spec for sym, spec in specs.get("symbols", {}).items()},
+        store_dir=Path(settings.FIX_STORE_DIR) / f"simulator-{session.name}",
+        **behaviour,
+    )
+
+
 class Command(BaseCommand):
     help = (
         "Run the FIX 4.4 LP simulator (an acceptor) for a FixSession row: it listens on the session's "
@@ -31,28 +52,16 @@ class Command(BaseCommand):
         session = FixSession.objects.select_related("venue").filter(name=options["session"]).first()
         if session is None:
             raise CommandError(f"no FixSession named {options['session']!r} (run manage.py seed)")
-        venue = Venue.objects.filter(code=options["prices_from"]).first()
-        specs = venue.config if venue is not None else {}
-        names = {}
-        if session.venue is not None:
-            names = dict(session.venue.symbols.values_list("instrument__symbol", "venue_symbol"))
-        symbols = {names.get(sym, sym): spec for sym, spec in specs.get("symbols", {}).items()}
         sim = LPSimulator(
-            SimulatorOptions(
-                host=session.host,
-                port=session.port,
-                sender_comp_id=session.target_comp_id,
-                target_comp_id=session.sender_comp_id,
-                username=session.username,
-                password=session.password,
-                symbols=symbols,
+            simulator_options(
+                session,
+                prices_from=options["prices_from"],
                 interval_ms=options["interval_ms"],
                 fill_delay_ms=options["fill_delay_ms"],
                 partial_fills=options["partial_fills"],
                 reject_every=options["reject_every"],
                 reject_symbols=frozenset(options["reject_symbol"]),
                 md_reject_symbols=frozenset(options["md_reject_symbol"]),
-                store_dir=Path(settings.FIX_STORE_DIR) / f"simulator-{session.name}",
             )
         )
         stop = threading.Event()
