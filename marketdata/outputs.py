@@ -18,6 +18,7 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
 
+from kernel.lease import StaleFence
 from kernel.redis import async_client, key
 from marketdata.bars import MID, TRADES, Bar, bar_to_wire
 from marketdata.candles import ZERO, CandleBuilder
@@ -115,8 +116,12 @@ class CandleStage:
     from a dedicated thread (retried while the database is away) and handed to the CANDLE_LISTENERS
     once stored."""
 
-    def __init__(self, *, grace_ms: int = 250, max_unstored: int = 100_000) -> None:
+    def __init__(
+        self, *, grace_ms: int = 250, max_unstored: int = 100_000, fence: tuple[str, int] | None = None
+    ) -> None:
         self.builder = CandleBuilder()
+        self.fence = fence  # the leader lease's (name, number): a superseded leader stores no bar
+        self.fenced = 0
         self.grace_ns = grace_ms * 1_000_000
         self.max_unstored = max_unstored
         self.listeners: list[CandleListener] = [import_string(p) for p in settings.CANDLE_LISTENERS]
@@ -182,6 +187,10 @@ class CandleStage:
             bars = self.unstored
             try:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.store, bars)
+            except StaleFence:
+                self.fenced += len(bars)
+                self.unstored = self.unstored[len(bars) :]
+                log.error("candle store: %d bars refused, a newer leader's fence is recorded", len(bars))
             except Exception as exc:
                 log.warning("candle store of %d bars failed, will retry: %s", len(bars), exc)
             else:
@@ -209,7 +218,7 @@ class CandleStage:
     def store(self, bars: list[Bar]) -> None:
         """In the candle thread: insert (a bar already stored stays as it is), then notify."""
         close_old_connections()
-        candles_store(bars=bars)
+        candles_store(bars=bars, fence=self.fence)
         self.stored += len(bars)
         for bar in bars:
             for listener in self.listeners:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
+from kernel.lease import StaleFence, fence_check
 from marketdata.quotes import SelectedQuote
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,14 @@ class TickRecorder:
     counted in `dropped`. `stop()` flushes what is buffered before returning. A tick dated outside
     [today - days_back, today + days_ahead] is counted in `rejected` and not written, so one bad
     venue clock can neither create partitions without bound nor fail every batch it is in.
+
+    `fence` (lease name, number): each batch commits only if no newer leader recorded its fence
+    (checked after the COPY, in its transaction); a refused batch is dropped and counted in
+    `fenced`. A transaction left idle by a frozen process is ended by the server after
+    IDLE_IN_TRANSACTION_S, so it never holds up the next leader for longer.
     """
+
+    IDLE_IN_TRANSACTION_S = 3
 
     def __init__(
         self,
@@ -168,8 +176,11 @@ class TickRecorder:
         days_ahead: int = 1,
         days_back: int = 30,
         retry_max_s: float = 5.0,
+        fence: tuple[str, int] | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.fence = fence
+        self.fenced = 0
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
         self.max_buffer = max_buffer
@@ -218,6 +229,7 @@ class TickRecorder:
             "dropped": self.dropped,
             "rejected": self.rejected,
             "failures": self.failures,
+            "fenced": self.fenced,
             "last_error": self.last_error,
         }
 
@@ -257,8 +269,15 @@ class TickRecorder:
             while self._inflight:
                 chunk = self._inflight[: self.batch_size * 5]
                 rows = self._in_window(chunk)
-                if rows:
-                    self._write(rows)
+                try:
+                    if rows:
+                        self._write(rows)
+                except StaleFence:
+                    self.fenced += len(rows)
+                    log.error(
+                        "tick recorder: %d ticks refused: a newer leader's fence is recorded", len(rows)
+                    )
+                    rows = []
                 del self._inflight[: len(chunk)]
                 self.written += len(rows)
         except psycopg.Error as exc:
@@ -287,7 +306,11 @@ class TickRecorder:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(
-                self.conninfo, autocommit=True, connect_timeout=3, application_name="tick-recorder"
+                self.conninfo,
+                autocommit=True,
+                connect_timeout=3,
+                application_name="tick-recorder",
+                options=f"-c idle_in_transaction_session_timeout={self.IDLE_IN_TRANSACTION_S * 1000}",
             )
             self._days.clear()
             with self._conn.cursor() as cur:
@@ -313,6 +336,8 @@ class TickRecorder:
                     write_row(
                         (epoch + td(microseconds=r[0] // 1000), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
                     )
+            if self.fence is not None and not fence_check(cur, *self.fence):
+                raise StaleFence(self.fence)  # rolls the batch back
 
     def _ensure_days(self, cur: psycopg.Cursor[Any], rows: Sequence[TickRow]) -> None:
         first, last = day_of(min(r[0] for r in rows)), day_of(max(r[0] for r in rows))
