@@ -228,8 +228,9 @@ class CandleStage:
                     log.exception("candle listener %r failed on %s %s", listener, bar.symbol, bar.timeframe)
 
     async def restore(self, symbols: list[str], now: int) -> None:
-        """At start: store the bars a previous run left in Redis, then rebuild the open bars from
-        the stored 1m bars and ticks, so the bars closed after a restart cover their whole period."""
+        """At start: store the bars a previous run left in Redis, then rebuild the bars it left open
+        from the stored bars and ticks, so the bars closed after a restart cover their whole period
+        (those whose period ended meanwhile are closed now and stored with the next flush)."""
         self.builder.since = now
         try:
             async with async_client().pipeline(transaction=True) as pipe:
@@ -246,8 +247,12 @@ class CandleStage:
             await self.flush()
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(self.executor, self._restore_inputs, symbols, now)
-        for symbol, (minutes, ticks) in stored.items():
-            self.builder.restore(symbol, minutes, ticks, now)
+        for symbol, (bars, ticks) in stored.items():
+            closed = self.builder.restore(symbol, bars, ticks, now)
+            if closed:
+                log.info("%s: %d bars the previous run left open rebuilt from its ticks", symbol, len(closed))
+                self.pending.extend(closed)
+                self.wakeup.set()
 
     def _restore_inputs(self, symbols: list[str], now: int) -> dict[str, tuple[list[Bar], list[Tick]]]:
         close_old_connections()
