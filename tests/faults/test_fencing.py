@@ -95,12 +95,12 @@ def test_a_new_fence_waits_for_a_write_in_flight_under_the_old_one(tick_table: N
         if ticks.is_partitioned(cursor):
             ticks.partitions_ensure(cursor, [datetime.now(UTC).date()])
     with psycopg.connect(database_conninfo()) as writer:
-        cursor = writer.cursor()
-        cursor.execute(
+        in_flight = writer.cursor()
+        in_flight.execute(
             "INSERT INTO marketdata_tick (ts, symbol, venue, bid, ask, seq) "
             "VALUES (now(), 'EURUSD', 'sim', 1, 1, 7)"
         )
-        assert fence_check(cursor, "market", 1)
+        assert fence_check(in_flight, "market", 1)
         recorded: list[int] = []
         newer = threading.Thread(target=lambda: recorded.append(fence_record("market", 2)))
         newer.start()
