@@ -191,7 +191,8 @@ class CandleBuilder:
                     state.folds[i] = _Fold(period, length, bar)
                 else:
                     fold.add(bar)
-        state.watermark = open_from
+        if minutes:
+            state.watermark = open_from
         rebuilt: list[Bar] = []
         for ts, price in ticks:
             if ts >= open_from:
