@@ -9,9 +9,10 @@ after its end. Each symbol keeps a watermark (the latest end of a closed bar): a
 it, or older than the open 1m bar, is late, counted and dropped, so it never reopens or misorders a
 closed bar.
 
-After a restart `restore` rebuilds a symbol's open bars from what was stored: the current periods'
-closed 1m bars and the current minute's ticks. Bars that began before `since` (when this builder
-started watching) are marked partial.
+After a restart `restore` rebuilds a symbol's open bars from what was stored: the closed 1m bars of
+the periods still open and the ticks after the last of them, so a minute the previous run left open
+(it was killed at second 57) is rebuilt from its ticks and closed, and the longer bars include it.
+Bars that began before `since` (when this builder started watching) are marked partial.
 
 Each price comes with its source (a trade, with its size as volume, or a mid with none) and venue.
 A bar takes the source and venue of its first price; a price of another source or venue in the
@@ -159,16 +160,30 @@ class CandleBuilder:
         return closed
 
     def restore(
-        self, symbol: str, minutes: Iterable[Bar], ticks: Iterable[tuple[int, Decimal]], now: int
-    ) -> None:
-        """Rebuild `symbol`'s open bars at `now` (epoch ns) from stored data: `minutes` are its closed
-        1m bars (those of the current periods count), `ticks` its (ts, price) in the current minute."""
+        self, symbol: str, stored: Iterable[Bar], ticks: Iterable[tuple[int, Decimal]], now: int
+    ) -> list[Bar]:
+        """Rebuild `symbol`'s bars that were open when the previous run stopped, at `now` (epoch ns),
+        from what it stored: `stored` are its closed bars (1m, and the longer ones it closed) since
+        the start of the longest period still open, `ticks` its (ts, mid) recorded after its last
+        stored 1m bar. Minutes the previous run left open and that have ended since (it stopped
+        at second 57, this one starts in the next minute) are closed here, and so are the longer
+        bars that ended with them: returns those bars, to be stored."""
         state = self.symbols[symbol] = _SymbolState(len(self.fold_ns))
         current = now - now % MINUTE_NS
-        bars = sorted((b for b in minutes if b.start * NS < current), key=lambda b: b.start)
+        ticks = sorted((t for t in ticks if t[0] <= now), key=lambda t: t[0])
+        minutes = sorted(
+            (b for b in stored if b.timeframe == "1m" and b.start * NS < current), key=lambda b: b.start
+        )
+        closed_folds = {(b.timeframe, b.start) for b in stored if b.timeframe != "1m"}
+        if minutes:
+            open_from = minutes[-1].start * NS + MINUTE_NS
+        else:
+            open_from = min(current, ticks[0][0] - ticks[0][0] % MINUTE_NS) if ticks else current
         for i, length in enumerate(self.fold_ns):
-            period = now - now % length
-            for bar in bars:
+            period = open_from - open_from % length
+            if (self.fold_tfs[i], period // NS) in closed_folds:
+                continue  # the previous run closed it: a bar opens with the next minute
+            for bar in minutes:
                 if bar.start * NS < period:
                     continue
                 fold = state.folds[i]
@@ -176,11 +191,13 @@ class CandleBuilder:
                     state.folds[i] = _Fold(period, length, bar)
                 else:
                     fold.add(bar)
-        if bars:
-            state.watermark = bars[-1].start * NS + MINUTE_NS
-        for ts, price in sorted(ticks, key=lambda t: t[0]):
-            if current <= ts <= now:
-                self.add(symbol, ts, price)
+        if minutes:
+            state.watermark = open_from
+        rebuilt: list[Bar] = []
+        for ts, price in ticks:
+            if ts >= open_from:
+                rebuilt.extend(self.add(symbol, ts, price))
+        return rebuilt
 
     def _roll(
         self,

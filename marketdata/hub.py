@@ -89,6 +89,13 @@ async def asend_batch(group: str, envelopes: list[Envelope]) -> None:
     await get_channel_layer().group_send(group, {"type": BATCH, "envelopes": envelopes})
 
 
+def batch_wire(group: str, envelopes: list[Envelope]) -> tuple[str, bytes]:
+    """The Redis channel and payload that `asend_batch` would publish (channels_redis' pub/sub
+    layer): for a publish made inside a Redis script (the quote publisher's fenced one)."""
+    layer: Any = get_channel_layer()
+    return layer._get_group_channel_name(group), layer.serialize({"type": BATCH, "envelopes": envelopes})
+
+
 _sender: tuple[int, asyncio.AbstractEventLoop] | None = None
 _sender_lock = threading.Lock()
 

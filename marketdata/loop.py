@@ -98,18 +98,22 @@ class MarketLoop:
         reload_interval_s: float = 2.0,
         extra_outputs: list[Output] | None = None,
         leading: Callable[[], bool] = lambda: True,
+        fence: tuple[str, int] = ("market", 0),
     ) -> None:
         # `leading`: this process's leader lease is still valid on its own clock (runmarket's lease).
         # A process frozen past its lease (SIGSTOP, a VM pause) that wakes up numbers, publishes
-        # and records nothing until it renews, or steps down.
-        self.publisher = QuotePublisher(leading=leading)
+        # and records nothing until it renews, or steps down. `fence` (the lease's name and fence
+        # number) goes with every write: Redis and PostgreSQL refuse it once a newer leader's is
+        # recorded, whatever this process's clock says.
+        self.publisher = QuotePublisher(leading=leading, fence=fence)
         self.recorder = TickRecorder(
             database_conninfo(),
             flush_interval_s=settings.TICK_FLUSH_INTERVAL_S,
             max_buffer=settings.TICK_BUFFER_MAX,
             days_back=settings.TICK_RETENTION_DAYS,
+            fence=fence,
         )
-        self.candles = CandleStage()
+        self.candles = CandleStage(fence=fence)
         self.books = OrderBookCache()
         self.listeners: list[Output] = [import_string(path) for path in settings.QUOTE_LISTENERS]
         self.manager = LPManager(
@@ -429,7 +433,7 @@ class MarketLoop:
             "trades": self.candles.trades,
             "trades_duplicate": self.candles.trades_duplicate,
             "trades_unselected": self.trades_unselected,
-            "fenced": self.manager.fenced + self.publisher.fenced,
+            "fenced": self.manager.fenced + self.publisher.fenced + self.candles.fenced,
         }
         async with async_client().pipeline(transaction=False) as pipe:
             pipe.set(key(HEALTH_KEY), json.dumps(rows), ex=30)

@@ -18,6 +18,7 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
 
+from kernel.lease import StaleFence
 from kernel.redis import async_client, key
 from marketdata.bars import MID, TRADES, Bar, bar_to_wire
 from marketdata.candles import ZERO, CandleBuilder
@@ -115,8 +116,12 @@ class CandleStage:
     from a dedicated thread (retried while the database is away) and handed to the CANDLE_LISTENERS
     once stored."""
 
-    def __init__(self, *, grace_ms: int = 250, max_unstored: int = 100_000) -> None:
+    def __init__(
+        self, *, grace_ms: int = 250, max_unstored: int = 100_000, fence: tuple[str, int] | None = None
+    ) -> None:
         self.builder = CandleBuilder()
+        self.fence = fence  # the leader lease's (name, number): a superseded leader stores no bar
+        self.fenced = 0
         self.grace_ns = grace_ms * 1_000_000
         self.max_unstored = max_unstored
         self.listeners: list[CandleListener] = [import_string(p) for p in settings.CANDLE_LISTENERS]
@@ -182,6 +187,10 @@ class CandleStage:
             bars = self.unstored
             try:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.store, bars)
+            except StaleFence:
+                self.fenced += len(bars)
+                self.unstored = self.unstored[len(bars) :]
+                log.error("candle store: %d bars refused, a newer leader's fence is recorded", len(bars))
             except Exception as exc:
                 log.warning("candle store of %d bars failed, will retry: %s", len(bars), exc)
             else:
@@ -209,7 +218,7 @@ class CandleStage:
     def store(self, bars: list[Bar]) -> None:
         """In the candle thread: insert (a bar already stored stays as it is), then notify."""
         close_old_connections()
-        candles_store(bars=bars)
+        candles_store(bars=bars, fence=self.fence)
         self.stored += len(bars)
         for bar in bars:
             for listener in self.listeners:
@@ -219,8 +228,9 @@ class CandleStage:
                     log.exception("candle listener %r failed on %s %s", listener, bar.symbol, bar.timeframe)
 
     async def restore(self, symbols: list[str], now: int) -> None:
-        """At start: store the bars a previous run left in Redis, then rebuild the open bars from
-        the stored 1m bars and ticks, so the bars closed after a restart cover their whole period."""
+        """At start: store the bars a previous run left in Redis, then rebuild the bars it left open
+        from the stored bars and ticks, so the bars closed after a restart cover their whole period
+        (those whose period ended meanwhile are closed now and stored with the next flush)."""
         self.builder.since = now
         try:
             async with async_client().pipeline(transaction=True) as pipe:
@@ -237,8 +247,12 @@ class CandleStage:
             await self.flush()
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(self.executor, self._restore_inputs, symbols, now)
-        for symbol, (minutes, ticks) in stored.items():
-            self.builder.restore(symbol, minutes, ticks, now)
+        for symbol, (bars, ticks) in stored.items():
+            closed = self.builder.restore(symbol, bars, ticks, now)
+            if closed:
+                log.info("%s: %d bars the previous run left open rebuilt from its ticks", symbol, len(closed))
+                self.pending.extend(closed)
+                self.wakeup.set()
 
     def _restore_inputs(self, symbols: list[str], now: int) -> dict[str, tuple[list[Bar], list[Tick]]]:
         close_old_connections()

@@ -9,12 +9,23 @@ from collections.abc import Callable
 from django.conf import settings
 
 from kernel.redis import async_client, key
-from marketdata.hub import ALL_QUOTES_GROUP, Envelope, asend_batch, envelope
+from marketdata.hub import ALL_QUOTES_GROUP, Envelope, batch_wire, envelope
 from marketdata.quotes import SelectedQuote
 
 log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 500  # quotes per channel-layer message
+
+# A batch of quotes, fenced: nothing is cached or sent if a newer leader's fence is in KEYS[1].
+# ARGV: fence, ticker TTL, number of tickers n, then n (ticker key, JSON) pairs, then (channel,
+# message) pairs. Returns 1 if sent, 0 if refused.
+_PUBLISH = """
+if tonumber(redis.call('get', KEYS[1]) or '0') > tonumber(ARGV[1]) then return 0 end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + 2 * n, 2 do redis.call('set', ARGV[i], ARGV[i + 1], 'EX', ARGV[2]) end
+for i = 4 + 2 * n, #ARGV, 2 do redis.call('publish', ARGV[i], ARGV[i + 1]) end
+return 1
+"""
 
 
 def quote_group(symbol: str) -> str:
@@ -51,10 +62,18 @@ def quote_envelope(sq: SelectedQuote) -> Envelope:
 class QuotePublisher:
     """A sync output for the LP manager; a task drains what it collected in batches."""
 
-    def __init__(self, *, max_pending: int = 100_000, leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending: int = 100_000,
+        leading: Callable[[], bool] = lambda: True,
+        fence: tuple[str, int] = ("market", 0),
+    ) -> None:
         self.pending: list[SelectedQuote] = []
         self.max_pending = max_pending
         self.leading = leading  # a batch is sent only while this process's leader lease is valid
+        # (lease name, fence number): Redis refuses the batch once a newer leader's fence is there.
+        self.fence_key, self.fence = key("fence", fence[0]), fence[1]
         self.dropped = 0
         self.fenced = 0
         self.wakeup = asyncio.Event()
@@ -75,18 +94,21 @@ class QuotePublisher:
                 self.fenced += len(batch)
                 continue
             try:
-                await self.flush(batch)
+                if not await self.flush(batch):
+                    self.fenced += len(batch)
             except Exception:
                 log.exception("quote publish of %d quotes failed", len(batch))
 
-    async def flush(self, batch: list[SelectedQuote]) -> None:
-        """Cache, then send the batch to the channel layer (two Redis round trips per batch, however
-        large): a snapshot read after an update arrived is never older than it."""
+    async def flush(self, batch: list[SelectedQuote]) -> bool:
+        """Cache, then send the batch to the channel layer, in one script (one Redis round trip
+        per batch, however large) that first checks the fence: a snapshot read after an update
+        arrived is never older than it, and a superseded leader sends nothing. False if refused."""
         envelopes = [quote_envelope(sq) for sq in batch]
         latest = {env["key"]: env["data"] for env in envelopes}
-        async with async_client().pipeline(transaction=False) as pipe:
-            for symbol, wire in latest.items():
-                pipe.set(ticker_key(symbol), json.dumps(wire), ex=settings.TICKER_CACHE_TTL)
-            await pipe.execute()
+        args: list[str | bytes | int] = [self.fence, settings.TICKER_CACHE_TTL, len(latest)]
+        for symbol, wire in latest.items():
+            args += [ticker_key(symbol), json.dumps(wire)]
         for start in range(0, len(envelopes), PUBLISH_CHUNK):
-            await asend_batch(ALL_QUOTES_GROUP, envelopes[start : start + PUBLISH_CHUNK])
+            args += batch_wire(ALL_QUOTES_GROUP, envelopes[start : start + PUBLISH_CHUNK])
+        sent = await async_client().eval(_PUBLISH, 1, self.fence_key, *args)  # type: ignore[arg-type, misc]
+        return bool(sent)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from rest_framework import status
 
 from kernel import redis
@@ -189,26 +189,55 @@ def candle_page(
     return bars, after if more else None
 
 
+# How far back the market loop looks for the bars the previous run left open: a standby takes over
+# within seconds; after a longer stop the beat's backfill fills what is missing. A symbol with no
+# 1m bar stored in that time gets its bars made from the last hour of its ticks.
+RESTORE_LOOKBACK_S = 86_400
+RESTORE_NO_BAR_LOOKBACK_S = 3600
+
+
 def candle_restore_inputs(*, symbols: list[str], now: int) -> dict[str, tuple[list[Bar], list[Tick]]]:
-    """Per symbol, what the candle builder needs to rebuild its open bars at `now` (epoch ns): the
-    stored 1m bars of the current day (the longest period) and the mids recorded this minute."""
+    """Per symbol, what the candle builder needs to rebuild the bars that were open when the
+    previous run stopped, at `now` (epoch ns): its stored bars of every timeframe since the start
+    of the day of its last stored 1m bar, and the mids recorded after that bar (within
+    RESTORE_LOOKBACK_S)."""
     now_s = now // 1_000_000_000
-    day_start = now_s - now_s % max(TIMEFRAME_SECONDS.values())
     minute_start = now_s - now_s % 60
+    day = max(TIMEFRAME_SECONDS.values())
+    floor = datetime.fromtimestamp(now_s - RESTORE_LOOKBACK_S, UTC)
+    latest = dict(
+        Candle.objects.filter(
+            instrument__symbol__in=symbols,
+            timeframe="1m",
+            start__gte=floor,
+            start__lt=datetime.fromtimestamp(minute_start, UTC),
+        )
+        .values("instrument__symbol")
+        .annotate(last=Max("start"))
+        .values_list("instrument__symbol", "last")
+    )
+    no_bar = minute_start - RESTORE_NO_BAR_LOOKBACK_S
+    since = {s: int(latest[s].timestamp()) + 60 if s in latest else no_bar for s in symbols}
     result: dict[str, tuple[list[Bar], list[Tick]]] = {s: ([], []) for s in symbols}
+    if not symbols:
+        return result
+    earliest = min(since.values())
     candles = Candle.objects.filter(
         instrument__symbol__in=symbols,
-        timeframe="1m",
-        start__gte=datetime.fromtimestamp(day_start, UTC),
+        start__gte=datetime.fromtimestamp(earliest - earliest % day, UTC),
         start__lt=datetime.fromtimestamp(minute_start, UTC),
     ).select_related("instrument")
     for candle in candles:
-        result[candle.instrument.symbol][0].append(_bar(candle, candle.instrument.symbol))
+        symbol = candle.instrument.symbol
+        if candle.start.timestamp() >= since[symbol] - since[symbol] % day:
+            result[symbol][0].append(_bar(candle, symbol))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT symbol, ts, bid, ask FROM {ticks.TABLE} "  # noqa: S608 (a constant)
-            "WHERE symbol = ANY(%s) AND ts >= %s ORDER BY ts, seq",
-            [symbols, datetime.fromtimestamp(minute_start, UTC)],
+            "SELECT t.symbol, t.ts, t.bid, t.ask "  # noqa: S608 (a constant)
+            "FROM unnest(%s::text[], %s::timestamptz[]) AS s(symbol, since) "
+            f"JOIN {ticks.TABLE} t ON t.symbol = s.symbol AND t.ts >= s.since AND t.ts >= %s "
+            "ORDER BY t.ts, t.seq",
+            [list(since), [datetime.fromtimestamp(v, UTC) for v in since.values()], floor],
         )
         for symbol, ts, bid, ask in cursor.fetchall():
             at = (ts - ticks.EPOCH) // timedelta(microseconds=1) * 1000

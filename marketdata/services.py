@@ -14,6 +14,7 @@ from rest_framework import status
 
 from kernel import redis, versions
 from kernel.errors import ServiceError
+from kernel.lease import StaleFence, fence_check
 from marketdata import catalogue, legacy, ticks
 from marketdata.adapters.base import MalformedMessage
 from marketdata.adapters.binance import MAX_STREAMS as BINANCE_MAX_STREAMS
@@ -85,10 +86,11 @@ def feed_health_snapshot_take() -> list[FeedHealthSnapshot]:
     return FeedHealthSnapshot.objects.bulk_create(snapshots)
 
 
-def candles_store(*, bars: Iterable[Bar]) -> int:
+def candles_store(*, bars: Iterable[Bar], fence: tuple[str, int] | None = None) -> int:
     """Insert closed bars with their source and venue; a bar already stored (same instrument,
     timeframe, start) is kept as it is. Bars of unknown symbols are skipped. Returns how many bars
-    were offered for known symbols."""
+    were offered for known symbols. With a lease `fence` (name, number), the bars commit only if no
+    newer leader recorded its fence: StaleFence otherwise, nothing stored."""
     bars = list(bars)
     ids = dict(Instrument.objects.filter(symbol__in={b.symbol for b in bars}).values_list("symbol", "id"))
     rows = [
@@ -109,7 +111,14 @@ def candles_store(*, bars: Iterable[Bar]) -> int:
         for b in bars
         if b.symbol in ids and not b.synthetic
     ]
-    Candle.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    with transaction.atomic():
+        Candle.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        if fence is not None:
+            with connection.cursor() as cursor:
+                # A process frozen from here to the commit holds the fence row: not for long.
+                cursor.execute("SET LOCAL idle_in_transaction_session_timeout = '3s'")
+                if not fence_check(cursor, *fence):
+                    raise StaleFence(fence)
     if rows:
         versions.bump_on_commit(MARKET_VERSION)
     return len(rows)

@@ -24,6 +24,7 @@ from psycopg.pq import Format
 from psycopg.types.numeric import DecimalBinaryDumper
 
 from kernel import metrics
+from kernel.lease import StaleFence, fence_check
 from marketdata.quotes import SelectedQuote
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,14 @@ class TickRecorder:
     counted in `dropped`. `stop()` flushes what is buffered before returning. A tick dated outside
     [today - days_back, today + days_ahead] is counted in `rejected` and not written, so one bad
     venue clock can neither create partitions without bound nor fail every batch it is in.
+
+    `fence` (lease name, number): each batch commits only if no newer leader recorded its fence
+    (checked after the COPY, in its transaction); a refused batch is dropped and counted in
+    `fenced`. A transaction left idle by a frozen process is ended by the server after
+    IDLE_IN_TRANSACTION_S, so it never holds up the next leader for longer.
     """
+
+    IDLE_IN_TRANSACTION_S = 3
 
     def __init__(
         self,
@@ -217,8 +225,11 @@ class TickRecorder:
         days_ahead: int = 1,
         days_back: int = 30,
         retry_max_s: float = 5.0,
+        fence: tuple[str, int] | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.fence = fence
+        self.fenced = 0
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
         self.max_buffer = max_buffer
@@ -267,6 +278,7 @@ class TickRecorder:
             "dropped": self.dropped,
             "rejected": self.rejected,
             "failures": self.failures,
+            "fenced": self.fenced,
             "last_error": self.last_error,
         }
 
@@ -306,9 +318,16 @@ class TickRecorder:
             while self._inflight:
                 chunk = self._inflight[: self.batch_size * 5]
                 rows = self._in_window(chunk)
-                if rows:
-                    self._write(rows)
-                    metrics.RECORDER_LAG.observe((time.time_ns() - min(r[0] for r in rows)) / 1e9)
+                try:
+                    if rows:
+                        self._write(rows)
+                        metrics.RECORDER_LAG.observe((time.time_ns() - min(r[0] for r in rows)) / 1e9)
+                except StaleFence:
+                    self.fenced += len(rows)
+                    log.error(
+                        "tick recorder: %d ticks refused: a newer leader's fence is recorded", len(rows)
+                    )
+                    rows = []
                 del self._inflight[: len(chunk)]
                 self.written += len(rows)
         except psycopg.Error as exc:
@@ -337,7 +356,11 @@ class TickRecorder:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(
-                self.conninfo, autocommit=True, connect_timeout=3, application_name="tick-recorder"
+                self.conninfo,
+                autocommit=True,
+                connect_timeout=3,
+                application_name="tick-recorder",
+                options=f"-c idle_in_transaction_session_timeout={self.IDLE_IN_TRANSACTION_S * 1000}",
             )
             copy_adapters(self._conn)
             self._days.clear()
@@ -362,6 +385,8 @@ class TickRecorder:
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
+            if self.fence is not None and not fence_check(cur, *self.fence):
+                raise StaleFence(self.fence)  # rolls the batch back
 
     def _ensure_days(self, cur: psycopg.Cursor[Any], rows: Sequence[TickRow]) -> None:
         first, last = day_of(min(r[0] for r in rows)), day_of(max(r[0] for r in rows))

@@ -1,6 +1,8 @@
 """tick_recorder_rows_per_s: selected quotes through the tick recorder into PostgreSQL (binary COPY
-into the day-partitioned table), measured from the first quote handed over to the last row committed.
-Runs in a throwaway database next to the configured one, dropped at the end."""
+into the day-partitioned table, each batch under the market lease's fence check, as runmarket
+writes them), measured from the first quote handed over to the last row committed. Runs in a
+throwaway database next to the configured one, dropped at the end. BENCH_TICKS_UNFENCED=1 leaves the
+fence check out (to measure what it costs)."""
 
 import os
 import sys
@@ -21,6 +23,7 @@ import psycopg  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 from kernel.db import database_conninfo  # noqa: E402
+from kernel.lease import FENCE_TABLE  # noqa: E402
 from marketdata import ticks  # noqa: E402
 from marketdata.quotes import Quote, SelectedQuote  # noqa: E402
 
@@ -38,6 +41,11 @@ def main() -> None:
         conninfo = make_conninfo(**{**server, "dbname": bench_db})
         with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cursor:
             ticks.tick_table_create(cursor)
+            cursor.execute(
+                f"CREATE TABLE {FENCE_TABLE} (name varchar(100) PRIMARY KEY, token bigint NOT NULL)"
+            )
+            cursor.execute(f"INSERT INTO {FENCE_TABLE} VALUES ('market', 1)")  # noqa: S608 (a constant)
+        fence = None if os.environ.get("BENCH_TICKS_UNFENCED") else ("market", 1)
         now = time.time_ns()
         quotes = [
             SelectedQuote(
@@ -57,7 +65,7 @@ def main() -> None:
             )
             for i in range(ROWS)
         ]
-        recorder = ticks.TickRecorder(conninfo, flush_interval_s=0.2, max_buffer=ROWS + 1)
+        recorder = ticks.TickRecorder(conninfo, flush_interval_s=0.2, max_buffer=ROWS + 1, fence=fence)
         recorder.start()
         began = time.perf_counter()
         for selected in quotes:
@@ -68,7 +76,7 @@ def main() -> None:
         recorder.stop()
         with psycopg.connect(conninfo) as conn:
             (count,) = conn.execute("SELECT count(*) FROM marketdata_tick").fetchone()  # type: ignore[misc]
-        assert count == ROWS and recorder.dropped == 0
+        assert count == ROWS and recorder.dropped == 0 and recorder.fenced == 0
         emit("tick_recorder_rows_per_s", ROWS / elapsed, "rows/s", ">= 400000")
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -249,6 +249,32 @@ def test_bars_closed_after_a_restart_match_an_uninterrupted_run():
     assert partial == spanning
 
 
+def test_a_run_killed_at_second_57_leaves_no_bar_missing_across_hour_and_day_boundaries():
+    """The previous run stored the bars it closed and the ticks up to its death at 23:59:57; the
+    next starts at 00:00:03 and closes, from the stored ticks, the same 1m, 5m, 15m, 1h, 4h and 1d
+    bars as a run that had lived on (marked partial)."""
+    day_end = T0 + 14 * 3600  # midnight after the Monday
+    quotes = [
+        (int((day_end - 3 * 3600 + s) * NS), D("1.1") + D(s % 97) / 10000) for s in range(0, 3 * 3600 - 3, 2)
+    ]
+    killed, restart = int((day_end - 3) * NS), int((day_end + 3) * NS)
+    whole = CandleBuilder()
+    stored = [b for ts, p in quotes for b in whole.add("EURUSD", ts, p)]
+    last_1m_end = max(b.start for b in stored if b.timeframe == "1m") * NS + 60 * NS
+    ticks = [(ts, p) for ts, p in quotes if last_1m_end <= ts < killed]
+
+    restored = CandleBuilder()
+    restored.since = restart
+    got = restored.restore("EURUSD", stored, ticks, restart) + restored.close_due(restart)
+    expected = whole.close_due(restart)
+
+    assert {(b.timeframe, b.start) for b in expected} == {
+        (tf, day_end - seconds) for tf, seconds in TIMEFRAME_SECONDS.items()
+    }
+    assert [dataclasses.replace(b, partial=False) for b in got] == expected
+    assert all(b.partial for b in got)
+
+
 def test_trades_make_bars_with_their_volume_source_and_venue_on_every_timeframe():
     builder = CandleBuilder()
     prints = [(0, "100.5", "0.25"), (20, "101", "1.5"), (40, "99.75", "0.125"), (70, "100", "2")]

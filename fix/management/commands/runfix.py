@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from fix.desk import OrderDesk
 from fix.engine import FixEngine
 from kernel.heap import freeze_startup_objects
-from kernel.lease import Lease, LeaseLost
+from kernel.lease import Lease, LeaseLost, fence_record
 from kernel.redis import async_client
 from kernel.sysevents import SystemEventKind, system_event_emit
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         name = "fix" if only is None else "fix:" + ",".join(sorted(only))
-        lease = Lease(async_client(), name, ttl_s=settings.FIX_LEASE_TTL_S)
+        lease = Lease(async_client(), name, ttl_s=settings.FIX_LEASE_TTL_S, record=fence_record)
         engine = FixEngine(only=only, desk_factory=OrderDesk)
         stepped_down = False
         try:

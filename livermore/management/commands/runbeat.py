@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
-from kernel.lease import Lease
+from kernel.lease import Lease, fence_record
 from kernel.redis import async_client
 from livermore.celery import app
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        lease = Lease(async_client(), "beat", ttl_s=settings.MARKET_LEASE_TTL_S)
+        lease = Lease(async_client(), "beat", ttl_s=settings.MARKET_LEASE_TTL_S, record=fence_record)
         acquire = asyncio.create_task(lease.acquire())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)

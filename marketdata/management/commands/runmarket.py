@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from kernel.heap import freeze_startup_objects
-from kernel.lease import Lease, LeaseLost
+from kernel.lease import Lease, LeaseLost, fence_record
 from kernel.redis import async_client
 from kernel.sysevents import SystemEventKind, system_event_emit
 from marketdata.loop import MarketLoop
@@ -47,7 +47,7 @@ class Command(BaseCommand):
         # stuck process is doing (the threads even while the event loop itself is blocked).
         loop.add_signal_handler(signal.SIGUSR1, _print_tasks)
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
-        lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S)
+        lease = Lease(async_client(), "market", ttl_s=settings.MARKET_LEASE_TTL_S, record=fence_record)
         try:
             while True:
                 await lease.acquire()
@@ -55,7 +55,7 @@ class Command(BaseCommand):
                 try:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(lease.keep())
-                        tg.create_task(MarketLoop(leading=lease.valid).run())
+                        tg.create_task(MarketLoop(leading=lease.valid, fence=(lease.name, lease.fence)).run())
                 except* LeaseLost as lost:
                     # Stepped down (the loop stopped and flushed): stand by for the lease again.
                     log.error("market loop stepped down: %s", lost.exceptions[0])
