@@ -8,3 +8,6 @@ class FixConfig(AppConfig):
     name = "fix"
     verbose_name = "FIX connectivity"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  connects the model signal receivers (routing version)

@@ -1,3 +1,4 @@
+import copy
 import fnmatch
 import json
 import logging
@@ -11,6 +12,7 @@ from brokerage.models import Order, OrderStatus
 from kernel import sql
 from kernel.credentials import secret_from_env
 from kernel.redis import sync_client
+from kernel.versions import VersionedCache
 from marketdata.models import Instrument, VenueSymbol
 
 from .channels import state_key
@@ -105,21 +107,36 @@ def fix_sessions_with_state() -> list[tuple[FixSession, dict[str, object] | None
     return [(s, json.loads(raw) if raw else None) for s, raw in zip(sessions, raws, strict=True)]
 
 
+# The data version of the routing rules (kernel/versions.py): moved on by any save or delete of a rule
+# (fix/receivers.py). A write that bypasses the model signals (a queryset .update()) must bump it.
+ROUTING_VERSION = "routing"
+
+
+def _enabled_rules(_: None) -> tuple[RoutingRule, ...]:
+    return tuple(sql.select(RoutingRule, "t.enabled ORDER BY t.priority, t.id", []))
+
+
+# Every order asks for its route, and the rules change only when an operator edits them: they are
+# kept per process under their version instead of read with each order.
+_rules: VersionedCache[None, tuple[RoutingRule, ...]] = VersionedCache(
+    (ROUTING_VERSION,), _enabled_rules, seed=True
+)
+
+
 def routing_rule_match(*, account_id: int, group_id: int, symbol: str, volume: Decimal) -> RoutingRule | None:
     """The first enabled rule (by priority) whose group, account, instrument pattern and volume range
-    all match; None when no rule does. Every order asks, so the query is a prepared statement
-    (kernel.sql) rather than an ORM query compiled per call."""
-    rules = sql.select(
-        RoutingRule,
-        "t.enabled AND (t.group_id IS NULL OR t.group_id = %s)"
-        " AND (t.account_id IS NULL OR t.account_id = %s)"
-        " AND (t.volume_min IS NULL OR t.volume_min <= %s)"
-        " AND (t.volume_max IS NULL OR t.volume_max >= %s)"
-        " ORDER BY t.priority, t.id",
-        [group_id, account_id, volume, volume],
-    )
-    for rule in rules:
-        if fnmatch.fnmatchcase(symbol.upper(), rule.instrument_pattern.upper()):
+    all match; None when no rule does. The rules come from the process's cache (their data version);
+    a matching rule's FIX session is read now (its state changes without the rules')."""
+    symbol = symbol.upper()
+    for cached in _rules.get(None):
+        if (
+            (cached.group_id is None or cached.group_id == group_id)
+            and (cached.account_id is None or cached.account_id == account_id)
+            and (cached.volume_min is None or cached.volume_min <= volume)
+            and (cached.volume_max is None or cached.volume_max >= volume)
+            and fnmatch.fnmatchcase(symbol, cached.instrument_pattern.upper())
+        ):
+            rule = copy.copy(cached)  # the cached one is shared by every thread of the process
             if rule.session_id is not None:
                 rule.session = sql.select(FixSession, "t.id = %s", [rule.session_id])[0]
             return rule

@@ -5,8 +5,9 @@ from 6 processes (so the GIL is not what is measured) of 4 client threads each, 
 request threads call it (so its dealers commit waiting orders together, brokerage/services/dealer.py),
 over 200 accounts (one account row lock each, as in production), priced from the in-memory quote
 source the market process uses, against a throwaway PostgreSQL database (<name>_bench, dropped
-afterwards) and a -bench Redis prefix. Each process freezes its start-up objects out of the GC first,
-as the web and worker processes do. The orders that shared a commit are reported on stderr.
+afterwards) and a -bench Redis prefix, with DEBUG off as in production. Each process freezes its
+start-up objects out of the GC first, as the web and worker processes do. The orders that shared a
+commit are reported on stderr.
 
 trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
 """
@@ -26,6 +27,7 @@ from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps_for_ratio
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
 os.environ["REDIS_PREFIX"] = os.environ.get("REDIS_PREFIX", "livermore") + "-bench"
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("DEBUG", "false")  # as production serves orders: no query log on every statement
 
 import django
 
@@ -39,7 +41,7 @@ ACCOUNTS = 200
 PROCESSES = 6
 CLIENTS = 4  # threads per process
 ORDERS = 3000
-ORDERS_PER_S_BAR = 1000
+ORDERS_PER_S_BAR = 3000  # issue 16
 TRIGGERS = 10_000
 SCANS = 20_000
 

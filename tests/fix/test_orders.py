@@ -366,7 +366,9 @@ def test_a_client_cancel_asked_twice_before_the_lp_answers_sends_one_cancel_requ
 def test_a_rule_for_one_account_routes_it_to_the_lp_while_its_group_is_internalised(lp, a_book):
     _sim, session = lp()
     account = a_book(session)
-    RoutingRule.objects.filter(name="all to the LP").update(account=account, priority=1)
+    rule = RoutingRule.objects.get(name="all to the LP")  # saved: the routing version moves on
+    rule.account, rule.priority = account, 1
+    rule.save()
     RoutingRule.objects.create(priority=5, name="group B", group=account.group, action=RoutingAction.B_BOOK)
     other = account_open(owner=account.owner, group=account.group)
     account_deposit(account=other, amount=D("10000"))

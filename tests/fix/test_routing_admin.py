@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -62,8 +63,36 @@ def test_the_first_matching_rule_by_priority_wins(session, a_book):
     assert match("XAUUSD", 10) == big
     assert match("GBPUSD", 1) == other
     assert match("EURUSD", 1).name == "all to the LP"
-    RoutingRule.objects.filter(name="all to the LP").update(account=None, group=None, enabled=False)
+    lp_rule = RoutingRule.objects.get(name="all to the LP")  # saved, as the admin saves: the version moves
+    lp_rule.account, lp_rule.group, lp_rule.enabled = None, None, False
+    lp_rule.save()
     assert match("EURUSD", 1) is None
+
+
+def test_orders_read_the_rules_once_per_routing_version(session, a_book):
+    """Every order is routed, and the rules change only when an operator edits them: they are kept per
+    process under their version, and a saved or deleted rule holds from the next order on."""
+    account = a_book(session)
+    RoutingRule.objects.all().delete()
+    RoutingRule.objects.create(priority=1, name="keep it", group=account.group, action=RoutingAction.B_BOOK)
+    order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))  # reads and keeps them
+    seen: list[str] = []
+
+    def wrapper(execute, query, params, many, context):
+        seen.append(query)
+        return execute(query, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+    assert order.book == "B"
+    assert not [q for q in seen if "fix_routingrule" in q]
+
+    rule = RoutingRule.objects.get(name="keep it")
+    rule.action, rule.session = RoutingAction.A_BOOK, session
+    rule.save()
+    assert order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1")).book == "A"
+    rule.delete()
+    assert order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1")).book == "B"
 
 
 def test_an_order_no_rule_routes_and_one_a_b_book_rule_matches_fill_internally_at_submit(session, a_book):
