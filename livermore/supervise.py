@@ -153,11 +153,13 @@ class Supervisor:
 
     def stop_all(self) -> int:
         running = [c for c in self.children if c.process is not None]
+        signalled = set()  # a child that had exited on its own before the stop is reaped, not judged
         for child in running:
             assert child.process is not None
             if child.process.poll() is None:
                 self.say("system", f"sending SIGTERM to {child.name} (pid={child.process.pid})")
                 child.process.send_signal(signal.SIGTERM)
+                signalled.add(child.name)
         deadline = time.monotonic() + self.stop_timeout_s
         failed = False
         for child in running:
@@ -169,7 +171,8 @@ class Supervisor:
                 child.process.kill()
                 child.process.wait()
                 failed = True
-            failed = failed or child.process.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
+            if child.name in signalled:
+                failed = failed or child.process.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
             self.reap(child)
         return 1 if failed else 0
 
