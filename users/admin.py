@@ -1,8 +1,9 @@
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
@@ -10,7 +11,16 @@ from kernel.admin import requires
 from kernel.errors import ServiceError
 
 from .models import ApiKey, AuditLog, User, UserSettings
-from .services import api_key_issue, api_key_issue_check
+from .services import api_key_issue, api_key_issue_check, audit_record
+
+
+def _shown(value: Any) -> Any:
+    """A form value as the audit log keeps it: text, or a list of texts for a choice of several."""
+    if value is None:
+        return None
+    if isinstance(value, QuerySet | list | tuple):
+        return [str(item) for item in value]
+    return str(value)
 
 
 class UserOwnedInline(admin.StackedInline[Any, Any]):
@@ -56,6 +66,27 @@ class UserAdmin(BaseUserAdmin):
         if request.user.is_superuser:
             return fields
         return (*fields, "is_superuser", "user_permissions")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """Audits the save (in the admin's transaction): the user's fields that changed, roles
+        included, and each settings inline's new values; never a password."""
+        super().save_related(request, form, formsets, change)
+        details: dict[str, Any] = {
+            "fields": sorted(name for name in form.changed_data if not name.startswith("password"))
+        }
+        if "groups" in form.changed_data:
+            details["roles"] = sorted(group.name for group in form.instance.groups.all())
+        for formset in formsets:
+            changed = {
+                name: _shown(sub.cleaned_data[name])
+                for sub in formset.forms
+                if sub.has_changed()
+                for name in sub.changed_data
+            }
+            if changed:
+                details[formset.prefix] = changed
+        action = "user.change" if change else "user.create"
+        audit_record(actor=cast(User, request.user), action=action, target=form.instance, details=details)
 
     @requires("users.change_user")
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:

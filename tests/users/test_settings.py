@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django import forms
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
@@ -138,8 +139,10 @@ def _change_form_data(page: Any) -> dict[str, Any]:
         if value is None or getattr(field, "disabled", False):
             continue
         if isinstance(field, forms.SplitDateTimeField):
-            local = timezone.localtime(value)
+            local = timezone.localtime(value).replace(microsecond=0)  # as the widget shows it
             data[f"{name}_0"], data[f"{name}_1"] = local.date().isoformat(), local.time().isoformat()
+            if field.show_hidden_initial:  # a callable default: the page also posts what it showed
+                data[f"initial-{name}_0"], data[f"initial-{name}_1"] = data[f"{name}_0"], data[f"{name}_1"]
         else:
             data[name] = value
     for inline in page.context["inline_admin_formsets"]:
@@ -185,6 +188,17 @@ def test_an_administrator_sets_a_users_settings_on_their_page(alice: User, clien
     )
     preferences = AlertPreferences.objects.get(user=alice)
     assert preferences.default_timeframes == ["1h", "4h"] and preferences.default_channel == channel
+    entry = AuditLog.objects.get(action="user.change", object_id=str(alice.pk))
+    assert entry.actor == administrator and entry.details["fields"] == []
+    assert entry.details["settings"] == {
+        "timezone": "Europe/Paris",
+        "quiet_hours_start": "23:00:00",
+        "quiet_hours_end": "06:30:00",
+    }
+    assert entry.details["alert_preferences"] == {
+        "default_timeframes": ["1h", "4h"],
+        "default_channel": str(channel),
+    }
 
     data = _change_form_data(client.get(url))
     data["settings-0-timezone"] = "Paris"
@@ -239,3 +253,18 @@ def test_staff_who_may_only_see_users_see_their_settings_read_only(
     page = client.get(reverse("admin:users_user_change", args=[alice.pk]))
     assert page.status_code == 200 and b"Europe/Madrid" in page.content
     assert b'name="settings-0-timezone"' not in page.content
+
+
+@pytest.mark.django_db
+def test_a_role_given_on_a_users_page_is_audited_with_the_roles_held(alice: User, client: Client) -> None:
+    administrator = make_role_user("admin1", ADMINISTRATOR)
+    client.force_login(administrator)
+    url = reverse("admin:users_user_change", args=[alice.pk])
+    data = _change_form_data(client.get(url))
+    viewer = Group.objects.get(name=VIEWER)
+    data["groups"] = [str(viewer.pk)]
+    done = client.post(url, data)
+    assert done.status_code == 302
+    entry = AuditLog.objects.get(action="user.change", object_id=str(alice.pk))
+    assert entry.actor == administrator
+    assert entry.details == {"fields": ["groups"], "roles": [VIEWER]}
