@@ -25,6 +25,8 @@ class Trigger:
     object_id: int
     account_id: int
     symbol: str
+    group_id: int  # with instrument_id: the kill switch's scopes the trigger falls in
+    instrument_id: int
     book: str  # "bid" or "ask": which raw price it watches
     below: bool  # fires when that price is at or below the threshold (else at or above)
     threshold: Decimal  # in raw prices
@@ -41,6 +43,8 @@ class Trigger:
         object_id: int,
         account_id: int,
         symbol: str,
+        group_id: int,
+        instrument_id: int,
         side: str,
         rule: str,
         level: Decimal,
@@ -49,7 +53,7 @@ class Trigger:
         """A trigger of `rule` ("limit", "stop", "sl", "tp") at the client price `level` for `side`."""
         book, below = pricing.trigger_rule(side, rule)
         threshold = level - markup if book == "ask" else level + markup
-        return cls(kind, object_id, account_id, symbol, book, below, threshold)
+        return cls(kind, object_id, account_id, symbol, group_id, instrument_id, book, below, threshold)
 
 
 class _Ladder:

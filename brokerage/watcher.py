@@ -34,10 +34,10 @@ from marketdata.models import Instrument
 from marketdata.quotes import SelectedQuote
 
 from . import services
-from .models import Order, OrderStatus, OrderType, Position, PositionStatus, TradingAccount
+from .models import Order, OrderStatus, OrderType, Position, PositionStatus, TradingAccount, TradingStatus
 from .pricing import Tick
 from .quotes import MemoryQuoteSource
-from .selectors import Conditions, margin_watchlist
+from .selectors import Conditions, margin_watchlist, trading_states
 from .triggers import Trigger, TriggerIndex, TriggerKind
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def triggers_load(*, account_id: int | None = None) -> list[Trigger]:
                 object_id=order.pk,
                 account_id=order.account_id,
                 symbol=order.instrument.symbol,
+                group_id=order.account.group_id,
+                instrument_id=order.instrument_id,
                 side=order.side,
                 rule="stop" if stop_stage else "limit",
                 level=level,
@@ -97,6 +99,8 @@ def triggers_load(*, account_id: int | None = None) -> list[Trigger]:
                         object_id=position.pk,
                         account_id=position.account_id,
                         symbol=position.instrument.symbol,
+                        group_id=position.account.group_id,
+                        instrument_id=position.instrument_id,
                         side=position.side,
                         rule=kind,
                         level=level,
@@ -138,8 +142,29 @@ class TriggerWatcher:
             fired = self.index.fire(selected.symbol, quote.bid, quote.ask)
             self.moved.add(selected.symbol)
         tick = Tick(bid=quote.bid, ask=quote.ask, venue=quote.venue, seq=selected.seq)
+        if fired:
+            fired = self._unless_halted(fired, tick.venue)
         for trigger in fired:
             self.submit(trigger, tick)
+
+    def _unless_halted(self, fired: list[Trigger], venue: str) -> list[Trigger]:
+        """The fired triggers the kill switch lets go to the service; those halted wait, armed, for
+        the state to change, without a trip to the database on every quote that crosses them (the
+        service would refuse them under the lock: reduce-only is decided there)."""
+        states = trading_states()
+        go: list[Trigger] = []
+        held: list[Trigger] = []
+        for trigger in fired:
+            restriction = states.effective(
+                group_id=trigger.group_id, instrument_id=trigger.instrument_id, venues=(venue,)
+            )
+            halted = restriction is not None and restriction.state == TradingStatus.HALTED
+            (held if halted else go).append(trigger)
+        if held:
+            with self.lock:
+                for trigger in held:
+                    self.index.add(trigger)
+        return go
 
     def submit(self, trigger: Trigger, tick: Tick) -> None:
         slots = self.slots

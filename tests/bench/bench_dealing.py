@@ -60,6 +60,8 @@ def trigger_scan_ms() -> float:
                 object_id=i,
                 account_id=i % 500,
                 symbol="EURUSD",
+                group_id=1,
+                instrument_id=1,
                 side="buy" if long_side else "sell",
                 rule="sl" if i % 3 else "limit",
                 level=(D("1.0900") - offset) if long_side else (D("1.1100") + offset),

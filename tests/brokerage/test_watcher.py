@@ -15,7 +15,9 @@ from brokerage.models import Deal, Order, Position
 from brokerage.watcher import TriggerWatcher
 from tests.support.streams import StreamTap
 from tests.support.trading import open_account
+from tests.support.users import make_role_user
 from tests.support.waiting import wait_until
+from users.roles import RISK
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -154,3 +156,27 @@ async def test_margin_call_and_stop_out_events_reach_the_owners_account_stream(a
     assert events[0] == "order" and "deal" in events  # the stop-out close, then the notice
     assert frame["data"]["margin_level_before"] == "43.91"
     assert frame["data"]["stop_out_level"] == "50.00"
+
+
+def test_a_halted_stop_loss_waits_armed_without_going_to_the_service_then_runs_on_resume(
+    account, market, watcher
+):
+    operator = make_role_user("risk1", RISK)
+    market.set("EURUSD", "1.1000", "1.1002")
+    opened = services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(1), sl=D("1.0950"))
+    position = Position.objects.get(deals__order=opened)
+    watcher(market.selected("EURUSD", "1.1000", "1.1002"))
+    assert watcher.ready.wait(10)
+    services.trading_state_set(scope="global", state="halted", reason="test", actor=operator)
+    tried = sum(executions("sl", outcome) for outcome in ("none", "closed", "error"))
+
+    for _ in range(3):  # crossing quotes while halted
+        watcher(market.selected("EURUSD", "1.0949", "1.0951"))
+    time.sleep(0.3)
+    assert ("sl", position.pk) in watcher.index
+    assert sum(executions("sl", outcome) for outcome in ("none", "closed", "error")) == tried
+    assert Position.objects.get(pk=position.pk).status == "open"
+
+    services.trading_state_set(scope="global", state="active", reason="test", actor=operator)
+    watcher(market.selected("EURUSD", "1.0949", "1.0951"))
+    wait_until(lambda: Position.objects.get(pk=position.pk).status == "closed")
