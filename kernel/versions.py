@@ -9,8 +9,9 @@ could match an entry kept from before), and one that is not there (Redis flushed
 yet) means "do not cache".
 """
 
-from collections.abc import Callable, Hashable
-from threading import Lock
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from threading import Lock, local
 from typing import Generic, TypeVar
 from uuid import uuid4
 
@@ -31,10 +32,34 @@ def bump_on_commit(name: str) -> None:
     transaction.on_commit(lambda: sync_client().set(_key(name), uuid4().hex), robust=True)
 
 
+_pins = local()
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within the block this thread reads each set of versions once, at its first use: the work done
+    in it may use data as of the block's start, as though all of it had been done then (a dealer's
+    batch of orders, which arrived before it started, reads them once instead of once per order)."""
+    _pins.reads = {}
+    try:
+        yield
+    finally:
+        del _pins.reads
+
+
 def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | None:
     """The versions, or None when any is missing. With `seed`, a missing version is first given a
     value (SET NX): safe because the caller reads the data after it, so what it keeps is at least as
     new as that version, and a later commit replaces it."""
+    reads: dict[tuple[str, ...], tuple[bytes, ...] | None] | None = getattr(_pins, "reads", None)
+    if reads is None:
+        return _read(names, seed=seed)
+    if names not in reads:
+        reads[names] = _read(names, seed=seed)
+    return reads[names]
+
+
+def _read(names: tuple[str, ...], *, seed: bool) -> tuple[bytes, ...] | None:
     raw = mget([_key(n) for n in names])
     if seed and any(r is None for r in raw):
         client = sync_client()

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 
+from kernel import versions
+
 from ..models import Order
 
 
@@ -93,9 +95,10 @@ class _Dealer:
 
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
-        failed = self._attempt(ordered, savepoints=False)
-        if failed is not None:
-            self._attempt([r for r in ordered if r is not failed], savepoints=True)
+        with versions.pinned():  # the routing rules' and trading states' versions: one read a batch
+            failed = self._attempt(ordered, savepoints=False)
+            if failed is not None:
+                self._attempt([r for r in ordered if r is not failed], savepoints=True)
         self.batches += 1
         self.batched += len(ordered)
         for request in ordered:
