@@ -4,6 +4,7 @@ and the kill switch (trading states)."""
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from django.utils import timezone
@@ -43,8 +44,13 @@ def _decimal(value: Any, field: str, *, required: bool = True) -> Decimal | None
     return result
 
 
+@cache
+def _values(choices: type[Any]) -> frozenset[str]:
+    return frozenset(choices.values)  # the enum builds a new list on each read of .values
+
+
 def _choice(value: str, choices: type[Any], field: str) -> str:
-    if value not in choices.values:
+    if value not in _values(choices):
         raise ServiceError(
             f"invalid_{field}",
             f"{field} must be one of {', '.join(choices.values)}.",

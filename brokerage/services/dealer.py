@@ -7,11 +7,12 @@ waits for the outcome. A dealer that finds no other order waiting runs the order
 per-order path always did: an idle desk adds no latency. When orders are waiting (the dealer was busy
 with the last transaction), it takes them and whatever arrives within `DEALING_BATCH_MS` of the first
 one (at most `DEALING_BATCH_MAX`) and runs them in one transaction, in account order (ascending ids,
-so two dealers never wait on each other's locks in a cycle), with the database's deferred rules (the
-balanced ledger) checked at the end of each statement. The orders first run without savepoints (two
-round trips per order fewer): when one is refused or fails, that transaction rolls back, the order
-keeps its error (it met the same state at the same place in the batch) and its neighbours run again,
-each in its own savepoint, so a failing order rolls back alone and its neighbours commit. Each order
+so two dealers never wait on each other's locks in a cycle). The orders first run without savepoints
+(two round trips per order fewer): when one is refused or fails, that transaction rolls back, the
+order keeps its error (it met the same state at the same place in the batch) and its neighbours run
+again, each in its own savepoint with the database's deferred rules (the balanced ledger) checked at
+its statements, so a failing order rolls back alone and its neighbours commit; all of them run again
+so when those rules refuse the first transaction's commit. Each order
 is written exactly once: by the one transaction that commits it, and a transaction that does not
 commit reports its failure to every caller in it. Callers get their result after the commit, and the
 account events follow it.
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from kernel import versions
 
@@ -96,21 +97,25 @@ class _Dealer:
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
         with versions.pinned():  # the routing rules' and trading states' versions: one read a batch
-            failed = self._attempt(ordered, savepoints=False)
-            if failed is not None:
-                self._attempt([r for r in ordered if r is not failed], savepoints=True)
+            again = self._attempt(ordered, savepoints=False)
+            if again:
+                self._attempt(again, savepoints=True)
         self.batches += 1
         self.batched += len(ordered)
         for request in ordered:
             request.done.set()
 
-    def _attempt(self, ordered: list[_Request], *, savepoints: bool) -> _Request | None:
-        """Run the orders in one transaction. Without savepoints, the first order that fails rolls
-        the transaction back: it is returned with its error, the others with no outcome yet."""
+    def _attempt(self, ordered: list[_Request], *, savepoints: bool) -> list[_Request]:
+        """Run the orders in one transaction; returns those to run again, each in its savepoint.
+        With savepoints, the database's deferred rules are checked at each statement and a failing
+        order rolls back alone. Without, the first order that fails rolls the transaction back and
+        keeps its error, and the others run again; all of them do when the deferred rules refuse
+        the commit (which does not say whose order broke them)."""
         try:
             with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # checked at each order's statements
+                if savepoints:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 for request in ordered:
                     try:
                         request.result = request.run(savepoints)
@@ -118,15 +123,26 @@ class _Dealer:
                         request.error = exc
                         if not savepoints:  # it may have written: the whole transaction rolls back
                             transaction.set_rollback(True)
-                            for other in ordered:
-                                if other is not request:
-                                    other.result = None
-                            return request
+                            return self._reset([r for r in ordered if r is not request])
+        except IntegrityError as exc:
+            if not savepoints:  # refused at commit: nothing was written
+                return self._reset(ordered)
+            self._fail(ordered, exc)
         except BaseException as exc:  # nothing committed: every order of the batch failed with it
-            for request in ordered:
-                if request.error is None:
-                    request.result, request.error = None, exc
-        return None
+            self._fail(ordered, exc)
+        return []
+
+    @staticmethod
+    def _reset(requests: list[_Request]) -> list[_Request]:
+        for request in requests:
+            request.result = None
+        return requests
+
+    @staticmethod
+    def _fail(requests: list[_Request], exc: BaseException) -> None:
+        for request in requests:
+            if request.error is None:
+                request.result, request.error = None, exc
 
 
 class _Dealers:
