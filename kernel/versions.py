@@ -33,14 +33,19 @@ def bump_on_commit(name: str) -> None:
 
 
 _pins = local()
+# The versions of the seeded caches (data read on every order): a pinned block reads them all at its
+# start, in one round trip.
+_hot: set[str] = set()
 
 
 @contextmanager
 def pinned() -> Iterator[None]:
-    """Within the block this thread reads each set of versions once, at its first use: the work done
-    in it may use data as of the block's start, as though all of it had been done then (a dealer's
-    batch of orders, which arrived before it started, reads them once instead of once per order)."""
-    _pins.reads = {}
+    """Within the block this thread reads each version once (the seeded caches' ones together, at
+    its start): the work done in it may use data as of the block's start, as though all of it had
+    been done then (a dealer's orders, which arrived before it started, read them once, not once per
+    order and cache)."""
+    names = sorted(_hot)
+    _pins.reads = dict(zip(names, mget([_key(n) for n in names]), strict=True)) if names else {}
     try:
         yield
     finally:
@@ -51,12 +56,16 @@ def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | N
     """The versions, or None when any is missing. With `seed`, a missing version is first given a
     value (SET NX): safe because the caller reads the data after it, so what it keeps is at least as
     new as that version, and a later commit replaces it."""
-    reads: dict[tuple[str, ...], tuple[bytes, ...] | None] | None = getattr(_pins, "reads", None)
+    reads: dict[str, bytes | None] | None = getattr(_pins, "reads", None)
     if reads is None:
         return _read(names, seed=seed)
-    if names not in reads:
-        reads[names] = _read(names, seed=seed)
-    return reads[names]
+    known = tuple(v for n in names if (v := reads.get(n)) is not None)
+    if len(known) == len(names):
+        return known
+    found = _read(names, seed=seed)  # not read yet in the block, or missing
+    if found is not None:
+        reads.update(zip(names, found, strict=True))
+    return found
 
 
 def _read(names: tuple[str, ...], *, seed: bool) -> tuple[bytes, ...] | None:
@@ -84,6 +93,8 @@ class VersionedCache(Generic[K, T]):
         self.compute = compute
         self.size = size
         self.seed = seed
+        if seed:
+            _hot.update(names)
         self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
         self._lock = Lock()
 

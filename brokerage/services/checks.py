@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
+from django.db.models import Choices
 from django.utils import timezone
 
 from kernel.errors import ServiceError
@@ -45,11 +46,11 @@ def _decimal(value: Any, field: str, *, required: bool = True) -> Decimal | None
 
 
 @cache
-def _values(choices: type[Any]) -> frozenset[str]:
+def _values(choices: type[Choices]) -> frozenset[str]:
     return frozenset(choices.values)  # the enum builds a new list on each read of .values
 
 
-def _choice(value: str, choices: type[Any], field: str) -> str:
+def _choice(value: str, choices: type[Choices], field: str) -> str:
     if value not in _values(choices):
         raise ServiceError(
             f"invalid_{field}",

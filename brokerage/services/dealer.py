@@ -89,14 +89,15 @@ class _Dealer:
 
     def _one(self, request: _Request) -> None:
         try:
-            request.result = request.run(True)
+            with versions.pinned():  # the versions the order's caches check, in one round trip
+                request.result = request.run(True)
         except BaseException as exc:  # the caller's to handle, as if it had run the order itself
             request.error = exc
         request.done.set()
 
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
-        with versions.pinned():  # the routing rules' and trading states' versions: one read a batch
+        with versions.pinned():  # the versions its caches check (routing, trading states): one read
             again = self._attempt(ordered, savepoints=False)
             if again:
                 self._attempt(again, savepoints=True)
