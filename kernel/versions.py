@@ -9,8 +9,9 @@ could match an entry kept from before), and one that is not there (Redis flushed
 yet) means "do not cache".
 """
 
-from collections.abc import Callable, Hashable
-from threading import Lock
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from threading import Lock, local
 from typing import Generic, TypeVar
 from uuid import uuid4
 
@@ -31,10 +32,43 @@ def bump_on_commit(name: str) -> None:
     transaction.on_commit(lambda: sync_client().set(_key(name), uuid4().hex), robust=True)
 
 
+_pins = local()
+# The versions of the seeded caches (data read on every order): a pinned block reads them all at its
+# start, in one round trip.
+_hot: set[str] = set()
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within the block this thread reads each version once (the seeded caches' ones together, at
+    its start): the work done in it may use data as of the block's start, as though all of it had
+    been done then (a dealer's orders, which arrived before it started, read them once, not once per
+    order and cache)."""
+    names = sorted(_hot)
+    _pins.reads = dict(zip(names, mget([_key(n) for n in names]), strict=True)) if names else {}
+    try:
+        yield
+    finally:
+        del _pins.reads
+
+
 def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | None:
     """The versions, or None when any is missing. With `seed`, a missing version is first given a
     value (SET NX): safe because the caller reads the data after it, so what it keeps is at least as
     new as that version, and a later commit replaces it."""
+    reads: dict[str, bytes | None] | None = getattr(_pins, "reads", None)
+    if reads is None:
+        return _read(names, seed=seed)
+    known = tuple(v for n in names if (v := reads.get(n)) is not None)
+    if len(known) == len(names):
+        return known
+    found = _read(names, seed=seed)  # not read yet in the block, or missing
+    if found is not None:
+        reads.update(zip(names, found, strict=True))
+    return found
+
+
+def _read(names: tuple[str, ...], *, seed: bool) -> tuple[bytes, ...] | None:
     raw = mget([_key(n) for n in names])
     if seed and any(r is None for r in raw):
         client = sync_client()
@@ -59,6 +93,8 @@ class VersionedCache(Generic[K, T]):
         self.compute = compute
         self.size = size
         self.seed = seed
+        if seed:
+            _hot.update(names)
         self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
         self._lock = Lock()
 

@@ -4,8 +4,10 @@ and the kill switch (trading states)."""
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
+from django.db.models import Choices
 from django.utils import timezone
 
 from kernel.errors import ServiceError
@@ -43,8 +45,13 @@ def _decimal(value: Any, field: str, *, required: bool = True) -> Decimal | None
     return result
 
 
-def _choice(value: str, choices: type[Any], field: str) -> str:
-    if value not in choices.values:
+@cache
+def _values(choices: type[Choices]) -> frozenset[str]:
+    return frozenset(choices.values)  # the enum builds a new list on each read of .values
+
+
+def _choice(value: str, choices: type[Choices], field: str) -> str:
+    if value not in _values(choices):
         raise ServiceError(
             f"invalid_{field}",
             f"{field} must be one of {', '.join(choices.values)}.",

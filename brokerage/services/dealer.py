@@ -7,11 +7,15 @@ waits for the outcome. A dealer that finds no other order waiting runs the order
 per-order path always did: an idle desk adds no latency. When orders are waiting (the dealer was busy
 with the last transaction), it takes them and whatever arrives within `DEALING_BATCH_MS` of the first
 one (at most `DEALING_BATCH_MAX`) and runs them in one transaction, in account order (ascending ids,
-so two dealers never wait on each other's locks in a cycle), each in its own savepoint with the
-database's deferred rules (the balanced ledger) checked at its end: a refused or failing order rolls
-back alone and its caller gets its error; its neighbours commit. Each order is written exactly once:
-by the one transaction that commits it, and a transaction that does not commit reports its failure to
-every caller in it. Callers get their result after the commit, and the account events follow it.
+so two dealers never wait on each other's locks in a cycle). The orders first run without savepoints
+(two round trips per order fewer): when one is refused or fails, that transaction rolls back, the
+order keeps its error (it met the same state at the same place in the batch) and its neighbours run
+again, each in its own savepoint with the database's deferred rules (the balanced ledger) checked at
+its statements, so a failing order rolls back alone and its neighbours commit; all of them run again
+so when those rules refuse the first transaction's commit. Each order
+is written exactly once: by the one transaction that commits it, and a transaction that does not
+commit reports its failure to every caller in it. Callers get their result after the commit, and the
+account events follow it.
 """
 
 import os
@@ -22,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+
+from kernel import versions
 
 from ..models import Order
 
@@ -30,7 +36,7 @@ from ..models import Order
 @dataclass(eq=False)
 class _Request:
     account_id: int
-    run: Callable[[], Order]
+    run: Callable[[bool], Order]  # its argument: whether the order's writes take a savepoint
     arrived: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     result: Order | None = None
@@ -83,30 +89,61 @@ class _Dealer:
 
     def _one(self, request: _Request) -> None:
         try:
-            request.result = request.run()
+            with versions.pinned():  # the versions the order's caches check, in one round trip
+                request.result = request.run(True)
         except BaseException as exc:  # the caller's to handle, as if it had run the order itself
             request.error = exc
         request.done.set()
 
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # checked in each order's savepoint
-                for request in ordered:
-                    try:
-                        request.result = request.run()  # its own atomic block: a savepoint here
-                    except Exception as exc:
-                        request.error = exc
-        except BaseException as exc:  # nothing committed: every order of the batch failed with it
-            for request in ordered:
-                if request.error is None:
-                    request.result, request.error = None, exc
+        with versions.pinned():  # the versions its caches check (routing, trading states): one read
+            again = self._attempt(ordered, savepoints=False)
+            if again:
+                self._attempt(again, savepoints=True)
         self.batches += 1
         self.batched += len(ordered)
         for request in ordered:
             request.done.set()
+
+    def _attempt(self, ordered: list[_Request], *, savepoints: bool) -> list[_Request]:
+        """Run the orders in one transaction; returns those to run again, each in its savepoint.
+        With savepoints, the database's deferred rules are checked at each statement and a failing
+        order rolls back alone. Without, the first order that fails rolls the transaction back and
+        keeps its error, and the others run again; all of them do when the deferred rules refuse
+        the commit (which does not say whose order broke them)."""
+        try:
+            with transaction.atomic():
+                if savepoints:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                for request in ordered:
+                    try:
+                        request.result = request.run(savepoints)
+                    except Exception as exc:
+                        request.error = exc
+                        if not savepoints:  # it may have written: the whole transaction rolls back
+                            transaction.set_rollback(True)
+                            return self._reset([r for r in ordered if r is not request])
+        except IntegrityError as exc:
+            if not savepoints:  # refused at commit: nothing was written
+                return self._reset(ordered)
+            self._fail(ordered, exc)
+        except BaseException as exc:  # nothing committed: every order of the batch failed with it
+            self._fail(ordered, exc)
+        return []
+
+    @staticmethod
+    def _reset(requests: list[_Request]) -> list[_Request]:
+        for request in requests:
+            request.result = None
+        return requests
+
+    @staticmethod
+    def _fail(requests: list[_Request], exc: BaseException) -> None:
+        for request in requests:
+            if request.error is None:
+                request.result, request.error = None, exc
 
 
 class _Dealers:
@@ -143,7 +180,7 @@ class _Dealers:
                 dealer.thread.join()
             self.pid, self.dealers, self.threads = 0, [], set()
 
-    def submit(self, account_id: int, run: Callable[[], Order]) -> Order:
+    def submit(self, account_id: int, run: Callable[[bool], Order]) -> Order:
         if self.pid != os.getpid():
             with self.lock:
                 if self.pid != os.getpid():

@@ -136,8 +136,8 @@ def order_submit(
             "invalid_client_order_id", "client_order_id is at most 64 characters.", status_code=400
         )
 
-    def deal() -> Order:
-        with transaction.atomic():
+    def deal(savepoint: bool = True) -> Order:
+        with transaction.atomic(savepoint=savepoint):
             locked, instrument, conditions, revenue_account_id = _lock_account_trading(account.pk, symbol)
             _check_volume(volume_, instrument)
             d = _Dealing(locked, quotes, conditions, revenue_account_id)

@@ -1,17 +1,26 @@
 """The dealer's group commit with real threads against PostgreSQL: batches keep the ledger right,
 each order is written once, one account's orders keep their order, and a refused order in a batch
-leaves its neighbours filled."""
+(or one the ledger's rules refuse at commit) leaves its neighbours filled."""
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from brokerage import services
-from brokerage.models import Deal, LedgerTransaction, Order, Position, TradingAccount, TransactionKind
+from brokerage.models import (
+    Deal,
+    LedgerTransaction,
+    Order,
+    Position,
+    Posting,
+    TradingAccount,
+    TransactionKind,
+)
 from brokerage.services.dealer import dealers
 from kernel.errors import ServiceError
 
@@ -124,4 +133,47 @@ def test_one_accounts_orders_keep_their_order_and_a_refused_one_leaves_its_neigh
     assert ids["a0"] < ids["a1"] < ids["a2"] and ids["b1"] < ids["b2"]
     assert Deal.objects.count() == Position.objects.count() == 5
     assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 4
+    assert ledger_problems() == []
+
+
+def test_a_batch_the_ledger_rules_refuse_at_commit_runs_again_and_fails_only_the_unbalanced_one(alice, group):
+    account = open_account(alice, group, balance="100")
+    outcomes: dict[str, object] = {}
+
+    def deposit(savepoint: bool) -> Order:
+        with transaction.atomic(savepoint=savepoint):
+            services.account_deposit(account=account, amount=D("1"))
+        return Order()
+
+    def unbalanced(savepoint: bool) -> Order:
+        with transaction.atomic(savepoint=savepoint):
+            txn = LedgerTransaction.objects.create(kind=TransactionKind.DEPOSIT, currency="USD")
+            Posting.objects.create(transaction=txn, ledger_account=account.ledger_account, amount=D("5"))
+        return Order()
+
+    def submit(key: str, run: Callable[[bool], Order]) -> None:
+        try:
+            dealers.submit(account.pk, run)  # one dealer: a batch of the queued three
+            outcomes[key] = "done"
+        except IntegrityError:
+            outcomes[key] = "refused"
+        finally:
+            connection.close()
+
+    threads = []
+    batches_before, _ = dealers.batched()
+    with transaction.atomic():
+        # The account is locked here: the first deposit waits in the dealer while the rest queue.
+        TradingAccount.objects.select_for_update().get(pk=account.pk)
+        for key, run in [("first", deposit), ("before", deposit), ("bad", unbalanced), ("after", deposit)]:
+            thread = threading.Thread(target=submit, args=(key, run))
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.2)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {"first": "done", "before": "done", "bad": "refused", "after": "done"}
+    assert dealers.batched()[0] > batches_before
+    account.refresh_from_db()
+    assert account.balance == D("103")
     assert ledger_problems() == []

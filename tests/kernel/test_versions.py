@@ -82,3 +82,12 @@ def test_a_seeding_cache_creates_a_missing_version_and_a_later_commit_still_reti
     assert cache.get("k") == 2 and versions.read(("s",)) != seeded
     sync_client().delete(key("version", "s"))  # Redis emptied: a new version, never the old one
     assert [cache.get("k"), cache.get("k")] == [3, 3]
+
+
+def test_a_pinned_block_reads_each_version_once_and_sees_later_bumps_after_it() -> None:
+    versions.bump_on_commit("p")
+    with versions.pinned():
+        first = versions.read(("p",))
+        versions.bump_on_commit("p")
+        assert versions.read(("p",)) == first
+    assert versions.read(("p",)) not in (None, first)
