@@ -7,6 +7,7 @@ services audit them. Views validate, call one service or selector, and render.
 """
 
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.http import Http404
@@ -16,6 +17,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 
 from kernel import sql
@@ -178,6 +180,17 @@ class OrderCreateSerializer(serializers.Serializer[Any]):
     time_in_force = serializers.ChoiceField(choices=TimeInForce.choices, default=TimeInForce.GTC)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     client_order_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+
+    @property
+    def fields(self) -> BindingDict:
+        # Validating reads the fields and keeps its state (data, errors) on the serializer: one set
+        # of fields serves every order instead of a deep copy of the declared ones per request.
+        return _order_input_fields()
+
+
+@cache
+def _order_input_fields() -> BindingDict:
+    return serializers.Serializer.fields.func(OrderCreateSerializer())  # type: ignore[attr-defined]
 
 
 class PositionSerializer(serializers.ModelSerializer[Position]):

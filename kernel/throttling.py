@@ -4,7 +4,8 @@ DRF's SimpleRateThrottle keeps each caller's request history in the Django cache
 throttle per request (two throttles on an order: four Redis round trips, each through a new client
 object), and two concurrent requests can both read the same history and both pass. These keep DRF's
 rates, scopes, cache keys and sliding-window semantics (at most `num_requests` in any `duration`
-seconds), as a sorted set of request times trimmed, counted and appended by one Lua script.
+seconds), as a sorted set of request times trimmed, counted and appended by one Lua script, which
+checks all of a view's throttles in one round trip (a user's rate and a scope's, on an order).
 
 A per-user rate for one kind of write (order submission, portfolio sync) is set in
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] under the view's `throttle_scope`.
@@ -14,7 +15,7 @@ import logging
 import time
 import uuid
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from redis.commands.core import Script
 from redis.exceptions import RedisError
@@ -29,18 +30,24 @@ from kernel.redis import key, sync_client
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.views import APIView
 
-# KEYS[1] the caller's history; ARGV: now, window (s), limit, a unique member for this request.
-# Returns {1, count} when allowed (and recorded), {0, oldest time still in the window} when not.
-_SLIDING_WINDOW = """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count >= limit then
-  return {0, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]}
+# KEYS: the callers' histories; ARGV: now, a unique member for this request, then a window (s) and a
+# limit per key. Returns per key "" when allowed (and recorded), else the oldest time still in the window.
+_SLIDING_WINDOWS = """
+local now, member = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i, name in ipairs(KEYS) do
+  local window, limit = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+  redis.call('ZREMRANGEBYSCORE', name, '-inf', now - window)
+  local count = redis.call('ZCARD', name)
+  if count >= limit then
+    out[i] = redis.call('ZRANGE', name, 0, 0, 'WITHSCORES')[2]
+  else
+    redis.call('ZADD', name, now, member)
+    redis.call('PEXPIRE', name, math.ceil(window * 1000))
+    out[i] = ''
+  end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-return {1, count + 1}
+return out
 """
 
 
@@ -68,36 +75,72 @@ def _failed_open(exc: RedisError) -> bool:
 
 @cache
 def _script() -> Script:
-    return sync_client().register_script(_SLIDING_WINDOW)
+    return sync_client().register_script(_SLIDING_WINDOWS)
+
+
+Window = tuple[str, int, int]  # Redis key, window (s), limit
+
+
+def _check(windows: list[Window], now: float) -> dict[str, float | None] | RedisError:
+    """Each window's oldest time when the request is over its limit, None when it passed (recorded)."""
+    try:
+        answers = cast(
+            "list[bytes]",
+            _script()(
+                keys=[name for name, _, _ in windows],
+                args=[repr(now), uuid.uuid4().hex, *(v for _, d, n in windows for v in (d, n))],
+            ),
+        )
+    except RedisError as exc:
+        return exc
+    return {name: float(a) if a else None for (name, _, _), a in zip(windows, answers, strict=True)}
 
 
 class RedisRateThrottle(throttling.SimpleRateThrottle):
-    """SimpleRateThrottle's check and wait, atomically in Redis."""
+    """SimpleRateThrottle's check and wait, atomically in Redis. The first of a view's throttles to
+    run checks every one of them at once and leaves the others their answers on the request."""
 
     retry_after: float | None = None
     num_requests: int  # parsed from the rate by SimpleRateThrottle.__init__
     duration: int
 
-    def allow_request(self, request: Request, view: "APIView") -> bool:
+    def window(self, request: Request, view: "APIView") -> Window | None:
+        """What this throttle checks for the request, or None when it lets it pass unchecked."""
         if self.rate is None:
-            return True
+            return None
         cache_key = self.get_cache_key(request, view)
         if cache_key is None:
+            return None
+        return key("throttle", cache_key), self.duration, self.num_requests
+
+    def allow_request(self, request: Request, view: "APIView") -> bool:
+        window = self.window(request, view)
+        if window is None:
             return True
         now = self.timer()
-        try:
-            allowed, value = cast(
-                "list[Any]",
-                _script()(
-                    keys=[key("throttle", cache_key)],
-                    args=[repr(now), self.duration, self.num_requests, uuid.uuid4().hex],
-                ),
-            )
-        except RedisError as exc:
-            return _failed_open(exc)
-        if allowed:
+        pending: dict[str, float | None] | RedisError | None = getattr(request, "_throttle_answers", None)
+        if pending is None and hasattr(view, "get_throttles"):
+            windows = [
+                w
+                for t in view.get_throttles()
+                if isinstance(t, RedisRateThrottle) and (w := t.window(request, view)) is not None
+            ]
+            pending = _check(windows, now)
+            request._throttle_answers = pending  # type: ignore[attr-defined]
+        if isinstance(pending, RedisError):
+            return _failed_open(pending)
+        if pending is None or window[0] not in pending:
+            answer = _check([window], now)
+        else:
+            answer = {window[0]: pending.pop(window[0])}  # taken: a later check of the request asks again
+            if not pending:
+                del request._throttle_answers  # type: ignore[attr-defined]
+        if isinstance(answer, RedisError):
+            return _failed_open(answer)
+        oldest = answer[window[0]]
+        if oldest is None:
             return True
-        self.retry_after = max(self.duration - (now - float(value)), 0.0)
+        self.retry_after = max(self.duration - (now - oldest), 0.0)
         return False
 
     def wait(self) -> float | None:
@@ -117,16 +160,26 @@ class UserRateThrottle(throttling.UserRateThrottle, RedisRateThrottle):
 
 
 class ScopedRateThrottle(throttling.ScopedRateThrottle, RedisRateThrottle):
-    pass
+    def window(self, request: Request, view: "APIView") -> Window | None:
+        # DRF's ScopedRateThrottle reads the view's scope and its rate in allow_request.
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return None
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = cast("tuple[int, int]", self.parse_rate(self.rate))
+        return super().window(request, view)
+
+    def allow_request(self, request: Request, view: "APIView") -> bool:
+        return RedisRateThrottle.allow_request(self, request, view)
 
 
 class ScopedWriteThrottle(ScopedRateThrottle):
     """ScopedRateThrottle for writes only: reads of the same view pass."""
 
-    def allow_request(self, request: Request, view: "APIView") -> bool:
+    def window(self, request: Request, view: "APIView") -> Window | None:
         if request.method in SAFE_METHODS:
-            return True
-        return super().allow_request(request, view)
+            return None
+        return super().window(request, view)
 
 
 def throttles_with(*extra: type[throttling.BaseThrottle]) -> list[type[throttling.BaseThrottle]]:

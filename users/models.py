@@ -20,14 +20,11 @@ class User(AbstractUser):
 
 
 class ApiKeyManager(models.Manager["ApiKey"]):
-    def for_secret(self, raw: str) -> "ApiKey | None":
-        prefix, _, _ = raw.partition(".")
-        # Every bot request asks: a prepared statement, not an ORM query compiled per call.
+    def live_by_prefix(self, prefix: str) -> "ApiKey | None":
+        """The unrevoked key with this prefix, with its user (the secret is not checked here)."""
+        # A prepared statement, not an ORM query compiled per call: bot requests ask for it.
         found = sql.select(ApiKey, "t.prefix = %s AND t.revoked_at IS NULL", [prefix], related="user")
-        key = found[0] if found else None
-        if key is None or not secrets.compare_digest(key.hashed, ApiKey.hash(raw)):
-            return None
-        return key
+        return found[0] if found else None
 
 
 class ApiKey(models.Model):

@@ -1,5 +1,6 @@
 """Model signal receivers: any change to a user, a group, a permission or the links between them
-moves the permissions version on (users/backends.py)."""
+moves the permissions version on (users/backends.py), and any change to an API key the API keys'
+(users/authentication.py)."""
 
 from typing import Any
 
@@ -7,8 +8,9 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from kernel import versions
+from users.authentication import API_KEYS_VERSION
 from users.backends import PERMISSIONS_VERSION
-from users.models import User
+from users.models import ApiKey, User
 
 
 def _permissions_changed(sender: type, **kwargs: Any) -> None:
@@ -22,3 +24,11 @@ for _through in (User.groups.through, User.user_permissions.through, Group.permi
     m2m_changed.connect(
         _permissions_changed, sender=_through, dispatch_uid=f"permissions-{_through.__name__}"
     )
+
+
+def _api_keys_changed(sender: type, **kwargs: Any) -> None:
+    versions.bump_on_commit(API_KEYS_VERSION)
+
+
+post_save.connect(_api_keys_changed, sender=ApiKey, dispatch_uid="api-keys-save")
+post_delete.connect(_api_keys_changed, sender=ApiKey, dispatch_uid="api-keys-delete")

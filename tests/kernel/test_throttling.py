@@ -1,9 +1,14 @@
 import threading
 
 import pytest
+from rest_framework.exceptions import Throttled
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
 from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 
-from kernel.throttling import ScopedWriteThrottle
+from kernel import throttling
+from kernel.throttling import ScopedWriteThrottle, throttles_with
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -33,3 +38,32 @@ def test_concurrent_requests_never_pass_beyond_the_rate(alice: User, monkeypatch
     assert not denied.allow_request(request, view)
     wait = denied.wait()
     assert wait is not None and 59 < wait <= 60
+
+
+def test_a_views_throttles_are_checked_in_one_round_trip(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order checks the user's rate and the orders rate: one script call answers both."""
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "orders", "2/min")
+    checked: list[int] = []
+    check = throttling._check
+
+    def counted(windows: list[throttling.Window], now: float) -> object:
+        checked.append(len(windows))
+        return check(windows, now)
+
+    monkeypatch.setattr(throttling, "_check", counted)
+    view = type(
+        "V", (APIView,), {"throttle_classes": throttles_with(ScopedWriteThrottle), "throttle_scope": "orders"}
+    )()
+    for _ in range(2):
+        request = Request(APIRequestFactory().post("/"))
+        request.user = alice
+        view.check_throttles(request)
+    request = Request(APIRequestFactory().post("/"))
+    request.user = alice
+    with pytest.raises(Throttled) as refused:
+        view.check_throttles(request)
+    wait = refused.value.wait  # type: ignore[attr-defined]
+    assert wait is not None and 59 < wait <= 60
+    assert checked == [2, 2, 2]

@@ -4,7 +4,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from users.authentication import _live_keys
 from users.models import ApiKey, User
+from users.services import api_key_revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -108,3 +110,24 @@ def test_last_used_is_written_at_most_once_a_minute(api: APIClient, alice: User)
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=stale)
     api.get("/api/v1/me", **with_key(raw))
     assert ApiKey.objects.get(pk=key.pk).last_used_at > stale
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_key_is_refused_from_the_request_after_a_revocation_or_a_deactivation(
+    api: APIClient, alice: User
+) -> None:
+    """Keys are kept per process under data versions: a revocation or a deactivation, once committed,
+    holds from the next request on."""
+    key, raw = ApiKey.issue(user=alice, name="bot")
+    other, other_raw = ApiKey.issue(user=alice, name="other bot")
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 200
+    assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 200
+    assert _live_keys._entries.keys() == {key.prefix, other.prefix}
+
+    api_key_revoke(user=alice, key_id=key.pk)
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 401
+    assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 200
+
+    alice.is_active = False
+    alice.save()
+    assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 401
