@@ -1,12 +1,23 @@
 from collections.abc import Callable
+from functools import cache
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 
 from kernel.errors import outage
 
 from .models import UserSettings
+
+
+@cache
+def _console_prefix(urlconf: str, script_prefix: str) -> str | None:
+    """The admin's path under this URL conf and script prefix (reversed once each: every request asks)."""
+    try:
+        return reverse("admin:index", urlconf=urlconf)
+    except NoReverseMatch:  # a URL conf without the admin
+        return None
 
 
 class UserTimezoneMiddleware:
@@ -18,10 +29,8 @@ class UserTimezoneMiddleware:
 
     @staticmethod
     def in_console(request: HttpRequest) -> bool:
-        try:
-            return request.path.startswith(reverse("admin:index"))
-        except NoReverseMatch:  # a URL conf without the admin
-            return False
+        prefix = _console_prefix(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
+        return prefix is not None and request.path.startswith(prefix)
 
     @staticmethod
     def zone_name(request: HttpRequest) -> str | None:
