@@ -284,11 +284,27 @@ def default_channel(*, user_id: int) -> NotificationChannel | None:
     return row.default_channel if row else None
 
 
-def default_series(*, user_id: int) -> tuple[list[str], list[str]]:
-    """The user's default symbols (those that are enabled instruments) and timeframes."""
+# The data version of every user's alert preferences: moved on by a save or delete of the row and by a
+# change of its default symbols (alerts/receivers.py).
+ALERT_PREFERENCES_VERSION = "alert_preferences"
+
+
+def _default_series_load(user_id: int) -> tuple[frozenset[str], tuple[str, ...]]:
     row = AlertPreferences.objects.filter(user_id=user_id).first()
     if row is None:
-        return [], []
-    symbols = set(row.default_symbols.values_list("symbol", flat=True))
+        return frozenset(), ()
+    return frozenset(row.default_symbols.values_list("symbol", flat=True)), tuple(row.default_timeframes)
+
+
+# Every GET of the signals grid asks for its caller's defaults: kept per user and process under their
+# version (one Redis round trip instead of a query), seeded when missing as the trading states are.
+_default_series: VersionedCache[int, tuple[frozenset[str], tuple[str, ...]]] = VersionedCache(
+    (ALERT_PREFERENCES_VERSION,), _default_series_load, size=10_000, seed=True
+)
+
+
+def default_series(*, user_id: int) -> tuple[list[str], list[str]]:
+    """The user's default symbols (those that are enabled instruments) and timeframes."""
+    symbols, timeframes = _default_series.get(user_id)
     enabled = {s.symbol for s in _signal_grid.get(None)} if symbols else set()
-    return sorted(symbols & enabled), list(row.default_timeframes)
+    return sorted(symbols & enabled), list(timeframes)

@@ -1,12 +1,23 @@
 from collections.abc import Callable
+from functools import cache
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.urls import NoReverseMatch, get_urlconf, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 
 from kernel.errors import outage
 
 from .models import UserSettings
+
+
+@cache
+def _console_prefix(urlconf: str, script_prefix: str) -> str | None:
+    """The admin's path under this URL conf and script prefix (reversed once each: every request asks)."""
+    try:
+        return reverse("admin:index", urlconf=urlconf)
+    except NoReverseMatch:  # a URL conf without the admin
+        return None
 
 
 class UserTimezoneMiddleware:
@@ -15,18 +26,10 @@ class UserTimezoneMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        # The console's prefix by URL conf: reversing it on every request cost more than the rest of
-        # this middleware on an API request.
-        self.prefixes: dict[object, str | None] = {}
 
-    def in_console(self, request: HttpRequest) -> bool:
-        urlconf = get_urlconf()
-        if urlconf not in self.prefixes:
-            try:
-                self.prefixes[urlconf] = reverse("admin:index")
-            except NoReverseMatch:  # a URL conf without the admin
-                self.prefixes[urlconf] = None
-        prefix = self.prefixes[urlconf]
+    @staticmethod
+    def in_console(request: HttpRequest) -> bool:
+        prefix = _console_prefix(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
         return prefix is not None and request.path.startswith(prefix)
 
     @staticmethod
