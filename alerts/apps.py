@@ -10,6 +10,8 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import receivers  # noqa: F401  connects the model signal receivers (alert rules version)
+
         checks.register(system_webhook_check, checks.Tags.security)
 
 

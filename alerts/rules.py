@@ -753,8 +753,9 @@ def evaluate_bar_close(
     the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
     A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing.
     The bar's time is its close: once per minute counts in bar time. Firings come in the rules' order;
-    `touched` receives the ids of the rules whose state may have changed. Rules given as a list are
-    compiled for this call; a caller evaluating the same rules on every bar keeps their `RuleIndex`."""
+    `touched` receives the ids of the rules that fired or whose state may have changed. Rules given as
+    a list are compiled for this call; a caller evaluating the same rules on every bar keeps their
+    `RuleIndex`."""
     if series.bar_start is not None and bar_start <= series.bar_start:
         return []
     index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
@@ -777,17 +778,18 @@ def evaluate_bar_close(
             state = rule.state
             if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
                 continue
-            if touched is not None:
-                touched.add(rule.id)
             if condition is None:
                 fired = _macdv_firings(rule, signals, value, bar_start, now, cooldown_s)  # type: ignore[arg-type]
                 firings += fired
                 order += [position] * len(fired)
-                continue
-            outcome = gate(state, rule.frequency, bar_start, now, counted=False)
-            if outcome is not Gate.SKIP:
+            else:
+                outcome = gate(state, rule.frequency, bar_start, now, counted=False)
+                if outcome is Gate.SKIP:
+                    continue
                 firings.append(_condition_firing(rule, direction, bar_start, label, value, now, outcome))
                 order.append(position)
+            if touched is not None:
+                touched.add(rule.id)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
     return [firings[i] for i in sorted(range(len(firings)), key=order.__getitem__)]
