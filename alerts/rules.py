@@ -611,7 +611,8 @@ class RuleIndex:
                 or (condition in CHANNEL_CONDITIONS and upper is None)
             ):
                 bars = rule.bars if rule.moving else 0
-                group = (rule.key, rule.other_key, condition, threshold, upper, bars)
+                level = None if rule.other else threshold  # against another series: not read
+                group = (rule.key, rule.other_key, condition, level, upper, bars)
                 self.pairs.setdefault(group, []).append(position)
             elif rule.moving:
                 moves.setdefault((rule.key, rule.bars, condition), []).append(
@@ -624,7 +625,9 @@ class RuleIndex:
                 levels.setdefault((rule.key, condition), []).append((threshold, position, threshold))
         self.levels = _levels(levels)
         self.uppers = _levels(uppers)
-        self.moves = _levels(moves)
+        self.moves: dict[tuple[str, int], list[tuple[Condition, _Levels]]] = {}
+        for (key, bars, condition), amounts in _levels(moves).items():
+            self.moves.setdefault((key, bars), []).append((condition, amounts))
 
     def matches(self, series: SeriesState, cur: Mapping[str, Value], macdv: bool) -> list["_Match"]:
         """The rules whose condition the bar `cur` meets, whatever their state, in groups that share
@@ -640,13 +643,15 @@ class RuleIndex:
             if positions:
                 out.append(_Match(positions, condition, key, prev is not None and prev < curr))
         pasts: dict[tuple[str, int], Value | None] = {}
-        for (key, bars, condition), amounts in self.moves.items():
+        for (key, bars), by_condition in self.moves.items():
             curr = cur_get(key)
-            if curr is None:
+            past = None if curr is None else _past(series, key, bars, pasts)
+            if past is None:
                 continue
-            past = _past(series, key, bars, pasts)
-            if past is not None and (positions := _move_matches(condition, amounts, curr, past)):
-                out.append(_Match(positions, condition, key, False))
+            change = curr - past  # type: ignore[operator]
+            for condition, amounts in by_condition:
+                if positions := _move_matches(condition, amounts, change, past):
+                    out.append(_Match(positions, condition, key, False))
         for (key, other_key, condition, threshold, upper, bars), positions in self.pairs.items():
             curr = cur_get(key)
             if curr is None:
@@ -725,10 +730,9 @@ def _level_matches(
     ]
 
 
-def _move_matches(condition: Condition, amounts: _Levels, curr: Value, past: Value) -> list[int]:
-    """The positions of the moving rules of one (series, bars) and condition met by the move from
-    `past` to `curr`, computed as `_met` does."""
-    change = curr - past  # type: ignore[operator]
+def _move_matches(condition: Condition, amounts: _Levels, change: Value, past: Value) -> list[int]:
+    """The positions of the moving rules of one (series, bars) and condition met by the `change` from
+    `past` (the current value - past), computed as `_met` does."""
     if condition is Condition.MOVING_UP:
         return amounts.positions[: bisect_right(amounts.levels, change)]
     if condition is Condition.MOVING_DOWN:
