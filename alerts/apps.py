@@ -10,7 +10,7 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401  connects the model signal receivers (alert preferences version)
+        from . import receivers  # noqa: F401  connects the model signal receivers (data versions)
 
         checks.register(system_webhook_check, checks.Tags.security)
 

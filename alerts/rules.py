@@ -20,6 +20,7 @@ Bearish the other way round, else Neutral (so also when nothing is known).
 """
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -492,24 +493,20 @@ def _title(rule: Rule, condition: Condition, direction: Direction) -> str:
     return f"{rule.symbol}: {what} {text} {target} ({rule.timeframe})"
 
 
-def _condition_firing(
-    rule: Rule,
-    condition: Condition,
-    bar_start: int,
-    label: str,
-    value: Value,
-    ts: float,
-    rising: bool,
-    gate: Gate,
-) -> Firing:
-    """The firing; flagged `stop` when the flood stop stopped the rule with it. `rising`: a crossing
-    (either way) came from below."""
-    direction = CONDITION_DIRECTION[condition]
+def _direction(condition: Condition, rising: bool) -> Direction:
+    """A firing's direction; `rising`: a crossing (either way) came from below."""
     if condition is Condition.CROSSING:
-        direction = Direction.UP if rising else Direction.DOWN
+        return Direction.UP if rising else Direction.DOWN
+    return CONDITION_DIRECTION[condition]
+
+
+def _condition_firing(
+    rule: Rule, direction: Direction, bar_start: int, label: str, value: Value, ts: float, gate: Gate
+) -> Firing:
+    """The firing; flagged `stop` when the flood stop stopped the rule with it."""
     title = rule.titles.get(direction)
     if title is None:
-        title = rule.titles[direction] = _title(rule, condition, direction)
+        title = rule.titles[direction] = _title(rule, rule.condition, direction)  # type: ignore[arg-type]
     return Firing(
         rule.id, rule.symbol, rule.timeframe, bar_start, label, title, value, direction, ts, gate is Gate.STOP
     )
@@ -556,77 +553,250 @@ def gate(state: RuleState, frequency: Frequency, bar_start: int, ts: float, *, c
     return Gate.FIRE
 
 
+class _Levels:
+    """Rules' levels in ascending order with their positions in the rule list (and, for channels, the
+    other bound of each), so that the rules whose level lies in a range are one slice."""
+
+    __slots__ = ("bounds", "levels", "positions")
+
+    def __init__(self, items: list[tuple[Value, int, Value]]) -> None:
+        items.sort(key=lambda item: item[0])  # stable: equal levels keep the rules' order
+        self.levels = [level for level, _, _ in items]
+        self.positions = [position for _, position, _ in items]
+        self.bounds = [bound for _, _, bound in items]
+
+
+def _levels(groups: dict[Any, list[tuple[Value, int, Value]]]) -> dict[Any, _Levels]:
+    return {name: _Levels(items) for name, items in groups.items()}
+
+
+class RuleIndex:
+    """The bar-close rules of one (symbol, timeframe), compiled once so that a bar close visits only
+    the rules whose condition it meets (`evaluate_bar_close`).
+
+    Rules on a series against constant levels are kept by series and condition with their levels
+    sorted: a crossing is met by the levels between the previous and the current value, "greater
+    than" by those below the value, a channel condition by the channels whose bounds lie on the right
+    sides of the two values; each is a slice found by bisection. Moving conditions are kept by
+    (series, bars), so the value `bars` back and the move are computed once for all of them, the
+    amounts (or percentages) sorted likewise: a percentage p is met when p x |past| <= 100 x move,
+    monotonic in p. Rules comparing two series are grouped by everything `_met` reads, so each group
+    is one comparison. MACD-V presets are visited only on a bar where a level is crossed or a reversal
+    shows. Levels compare exactly as in `_met` (Decimal prices, Decimal with float compares exactly),
+    and rounded arithmetic is monotonic, so a slice holds exactly the rules `_met` accepts.
+    Channel rules must have lower < upper (`validate_spec`)."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self.depth = CHART_BARS
+        self.moving_keys: set[str] = set()
+        self.macdv: list[int] = []
+        self.pairs: dict[tuple[Any, ...], list[int]] = {}
+        levels: dict[tuple[str, Condition], list[tuple[Value, int, Value]]] = {}
+        uppers: dict[tuple[str, Condition], list[tuple[Value, int, Value]]] = {}
+        moves: dict[tuple[str, int, Condition], list[tuple[Value, int, Value]]] = {}
+        for position, rule in enumerate(self.rules):
+            condition, threshold, upper = rule.condition, rule.threshold, rule.upper
+            if rule.moving:
+                self.depth = max(self.depth, rule.bars + 1)
+                self.moving_keys.add(rule.key)
+            if rule.live:
+                continue
+            if rule.kind is Kind.MACDV:
+                self.macdv.append(position)
+            elif (
+                condition is None
+                or rule.other
+                or threshold is None
+                or (condition in CHANNEL_CONDITIONS and upper is None)
+            ):
+                bars = rule.bars if rule.moving else 0
+                level = None if rule.other else threshold  # against another series: not read
+                group = (rule.key, rule.other_key, condition, level, upper, bars)
+                self.pairs.setdefault(group, []).append(position)
+            elif rule.moving:
+                moves.setdefault((rule.key, rule.bars, condition), []).append(
+                    (threshold, position, threshold)
+                )
+            elif upper is not None:
+                levels.setdefault((rule.key, condition), []).append((threshold, position, upper))
+                uppers.setdefault((rule.key, condition), []).append((upper, position, threshold))
+            else:
+                levels.setdefault((rule.key, condition), []).append((threshold, position, threshold))
+        self.levels = _levels(levels)
+        self.uppers = _levels(uppers)
+        self.moves: dict[tuple[str, int], list[tuple[Condition, _Levels]]] = {}
+        for (key, bars, condition), amounts in _levels(moves).items():
+            self.moves.setdefault((key, bars), []).append((condition, amounts))
+
+    def matches(self, series: SeriesState, cur: Mapping[str, Value], macdv: bool) -> list["_Match"]:
+        """The rules whose condition the bar `cur` meets, whatever their state, in groups that share
+        the value and direction of their firings (the MACD-V presets too when `macdv`)."""
+        cur_get, prev_get = cur.get, series.values.get
+        out: list[_Match] = []
+        for (key, condition), low in self.levels.items():
+            curr = cur_get(key)
+            if curr is None:
+                continue
+            prev = prev_get(key)
+            positions = _level_matches(condition, low, self.uppers.get((key, condition)), prev, curr)
+            if positions:
+                out.append(_Match(positions, condition, key, prev is not None and prev < curr))
+        pasts: dict[tuple[str, int], Value | None] = {}
+        for (key, bars), by_condition in self.moves.items():
+            curr = cur_get(key)
+            past = None if curr is None else _past(series, key, bars, pasts)
+            if past is None:
+                continue
+            change = curr - past  # type: ignore[operator]
+            for condition, amounts in by_condition:
+                if positions := _move_matches(condition, amounts, change, past):
+                    out.append(_Match(positions, condition, key, False))
+        for (key, other_key, condition, threshold, upper, bars), positions in self.pairs.items():
+            curr = cur_get(key)
+            if curr is None:
+                continue
+            if other_key:
+                lo, lo_prev = cur_get(other_key), prev_get(other_key)
+                if lo is None or lo_prev is None:
+                    continue
+            else:
+                lo = lo_prev = threshold
+            prev = prev_get(key)
+            past = _past(series, key, bars, pasts) if bars else None
+            if _met(condition, prev, curr, lo_prev, lo, upper, past):
+                rising = condition is Condition.CROSSING and prev < lo_prev  # type: ignore[operator]
+                out.append(_Match(positions, condition, key, rising))
+        if macdv and self.macdv:
+            out.append(_Match(self.macdv, None, MACDV, False))
+        return out
+
+
+class _Match(NamedTuple):
+    positions: list[int]  # in the rule list
+    condition: Condition | None  # None: MACD-V presets
+    key: str  # the series whose value the firings carry
+    rising: bool  # a crossing (either way) came from below
+
+
+def _past(
+    series: SeriesState, key: str, bars: int, pasts: dict[tuple[str, int], Value | None]
+) -> Value | None:
+    window = (key, bars)
+    if window not in pasts:
+        past: Value | None = series.past(key, bars)
+        if past is not None and key in PRICE_KEYS:
+            # History keeps floats; a price's float gives back its decimal digits exactly.
+            past = Decimal(repr(past))
+        pasts[window] = past
+    return pasts[window]
+
+
+def _level_matches(
+    condition: Condition, low: _Levels, high: _Levels | None, prev: Value | None, curr: Value
+) -> list[int]:
+    """The positions of the constant-level rules of one series and condition that the move from
+    `prev` to `curr` meets (`_met`). `low`: by level (a channel's lower bound); `high`: channels by
+    upper bound."""
+    levels, positions = low.levels, low.positions
+    if condition is Condition.GREATER_THAN:  # level < curr
+        return positions[: bisect_left(levels, curr)]
+    if condition is Condition.LESS_THAN:  # level > curr
+        return positions[bisect_right(levels, curr) :]
+    if high is None:  # a crossing
+        if prev is not None and prev < curr and condition is not Condition.CROSSING_DOWN:
+            return positions[bisect_right(levels, prev) : bisect_right(levels, curr)]  # prev < level <= curr
+        if prev is not None and prev > curr and condition is not Condition.CROSSING_UP:
+            return positions[bisect_left(levels, curr) : bisect_left(levels, prev)]  # curr <= level < prev
+        return []
+    if condition is Condition.OUTSIDE_CHANNEL:  # lower > curr, or upper < curr
+        return positions[bisect_right(levels, curr) :] + high.positions[: bisect_left(high.levels, curr)]
+    if condition is Condition.INSIDE_CHANNEL:  # lower <= curr <= upper
+        end = bisect_right(levels, curr)
+        return [p for p, upper in zip(positions[:end], low.bounds[:end], strict=True) if upper >= curr]
+    if prev is None or prev == curr:
+        return []
+    lo, hi = (prev, curr) if prev < curr else (curr, prev)
+    if (condition is Condition.ENTERING_CHANNEL) is (prev < curr):
+        # entering upwards or exiting downwards: lower in (lo, hi], upper >= hi
+        start, end = bisect_right(levels, lo), bisect_right(levels, hi)
+        return [
+            p for p, upper in zip(positions[start:end], low.bounds[start:end], strict=True) if upper >= hi
+        ]
+    # exiting upwards or entering downwards: upper in [lo, hi), lower <= lo
+    start, end = bisect_left(high.levels, lo), bisect_left(high.levels, hi)
+    return [
+        p for p, lower in zip(high.positions[start:end], high.bounds[start:end], strict=True) if lower <= lo
+    ]
+
+
+def _move_matches(condition: Condition, amounts: _Levels, change: Value, past: Value) -> list[int]:
+    """The positions of the moving rules of one (series, bars) and condition met by the `change` from
+    `past` (the current value - past), computed as `_met` does."""
+    if condition is Condition.MOVING_UP:
+        return amounts.positions[: bisect_right(amounts.levels, change)]
+    if condition is Condition.MOVING_DOWN:
+        return amounts.positions[: bisect_right(amounts.levels, -change)]
+    if past == 0:
+        return []
+    scaled = change * 100 if condition is Condition.MOVING_UP_PCT else -(change * 100)
+    base = abs(past)
+    return amounts.positions[: bisect_right(amounts.levels, scaled, key=lambda pct: pct * base)]
+
+
 def evaluate_bar_close(
-    rules: Iterable[Rule],
+    rules: RuleIndex | Iterable[Rule],
     series: SeriesState,
     *,
     bar_start: int,
     values: Mapping[str, Any],
     cooldown_s: float = MACDV_COOLDOWN_S,
+    touched: set[int] | None = None,
 ) -> list[Firing]:
     """Evaluates the bar-close rules of one (symbol, timeframe) on its newly closed bar and advances
     the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
     A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing.
-    The bar's time is its close: once per minute counts in bar time."""
+    The bar's time is its close: once per minute counts in bar time. Firings come in the rules' order;
+    `touched` receives the ids of the rules that fired or whose state may have changed. Rules given as
+    a list are compiled for this call; a caller evaluating the same rules on every bar keeps their
+    `RuleIndex`."""
     if series.bar_start is not None and bar_start <= series.bar_start:
         return []
-    tf_s = TIMEFRAME_SECONDS[series.timeframe]
-    now = float(bar_start + tf_s)
+    index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
+    now = float(bar_start + TIMEFRAME_SECONDS[series.timeframe])
     cur = _finite(values)
-    prev_values = series.values
+    signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
+    all_rules = index.rules
     firings: list[Firing] = []
-    depth = CHART_BARS
-    history_keys = set(CHART_KEYS)
-    history_keys.update(k for k in cur if k.startswith("ema"))
-    cur_get, prev_get = cur.get, prev_values.get
-    pasts: dict[tuple[str, int], Value | None] = {}
-    for rule in rules:
-        if rule.moving:
-            depth = max(depth, rule.bars + 1)
-            history_keys.add(rule.key)
-        state = rule.state
-        if (
-            rule.live
-            or state.done
-            or state.stopped
-            or (rule.expires_at is not None and rule.expires_at <= now)
-        ):
-            continue
-        if rule.kind is Kind.MACDV:
-            firings.extend(_macdv_rule(rule, prev_values, cur, bar_start, now, cooldown_s))
-            continue
-        curr = cur_get(rule.key)
-        if curr is None:
-            continue
-        if rule.other:
-            lo = cur_get(rule.other_key)
-            lo_prev = prev_get(rule.other_key)
-            if lo is None or lo_prev is None:
-                continue
+    order: list[int] = []  # each firing's rule position
+    for positions, condition, key, rising in index.matches(series, cur, signals is not None):
+        value = cur[key]
+        if condition is None:
+            assert signals is not None
+            value = float(value)
         else:
-            lo = lo_prev = rule.threshold
-        past = None
-        if rule.moving:
-            window = (rule.key, rule.bars)
-            if window in pasts:
-                past = pasts[window]
+            direction = _direction(condition, rising)
+            label = condition.value
+        for position in positions:
+            rule = all_rules[position]
+            state = rule.state
+            if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
+                continue
+            if condition is None:
+                fired = _macdv_firings(rule, signals, value, bar_start, now, cooldown_s)  # type: ignore[arg-type]
+                firings += fired
+                order += [position] * len(fired)
             else:
-                past = pasts[window] = series.past(rule.key, rule.bars)
-                if past is not None and rule.exact:
-                    # History keeps floats; a price's float gives back its decimal digits exactly.
-                    past = pasts[window] = Decimal(repr(past))
-        prev = prev_get(rule.key)
-        condition: Condition = rule.condition  # type: ignore[assignment]
-        if not _met(condition, prev, curr, lo_prev, lo, rule.upper, past):  # type: ignore[arg-type]
-            continue
-        outcome = gate(state, rule.frequency, bar_start, now, counted=False)
-        if outcome is not Gate.SKIP:
-            rising = condition is Condition.CROSSING and prev < lo_prev  # type: ignore[operator]
-            firings.append(
-                _condition_firing(rule, condition, bar_start, condition.value, curr, now, rising, outcome)
-            )
-    series.advance(bar_start, cur, depth, sorted(history_keys))
-    return firings
+                outcome = gate(state, rule.frequency, bar_start, now, counted=False)
+                if outcome is Gate.SKIP:
+                    continue
+                firings.append(_condition_firing(rule, direction, bar_start, label, value, now, outcome))
+                order.append(position)
+            if touched is not None:
+                touched.add(rule.id)
+    history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
+    series.advance(bar_start, cur, index.depth, sorted(history_keys))
+    return [firings[i] for i in sorted(range(len(firings)), key=order.__getitem__)]
 
 
 def evaluate_quote(
@@ -652,61 +822,71 @@ def evaluate_quote(
         label = condition.value
         if rule.frequency is Frequency.EVERY_TIME or rule.frequency is Frequency.ONCE_PER_MINUTE:
             label = f"{label}@{ts_ns}"  # several firings in one bar
-        rising = condition is Condition.CROSSING and prev < level  # type: ignore[operator]
-        firings.append(_condition_firing(rule, condition, bar_start, label, price, ts, rising, outcome))
+        direction = _direction(condition, condition is Condition.CROSSING and prev < level)  # type: ignore[operator]
+        firings.append(_condition_firing(rule, direction, bar_start, label, price, ts, outcome))
     return firings
 
 
-def macdv_events(
-    state: RuleState,
-    *,
-    prev: float | None,
-    curr: float,
-    histogram: float | None,
-    now: float,
-    cooldown_s: float = MACDV_COOLDOWN_S,
-) -> list[tuple[str, str, Direction]]:
-    """MACD-V preset events (label, text, direction) for one update; updates latches and cooldowns.
+MacdvEvent = tuple[str, str, Direction]  # label, text, direction
+REVERSAL_UP: MacdvEvent = ("macdv_reversal_oversold", "Potential reversal up from oversold", Direction.UP)
+REVERSAL_DOWN: MacdvEvent = (
+    "macdv_reversal_overbought",
+    "Potential reversal down from overbought",
+    Direction.DOWN,
+)
 
-    Level crossings fire at -150..-400 going down and +150..+400 going up, only the deepest level
-    crossed in one update. A reversal from oversold (both values below -150, histogram above 5% of
-    |value|) or overbought (both above +150, histogram below -3% of |value|) fires once, then stays
-    latched until the next level crossing. Each label has its own cooldown. The texts are the
-    replaced Livermore monitor's ("MACD-V crossed below -150", "Potential reversal up from oversold")."""
-    if prev is None:
-        return []
-    candidates: list[tuple[str, str, Direction]] = []
+
+class _MacdvSignals(NamedTuple):
+    """What one MACD-V update shows whatever a rule's state: the deepest level crossed, a reversal."""
+
+    crossing: MacdvEvent | None
+    reversal: MacdvEvent | None
+
+
+def _macdv_signals(prev: Value | None, curr: Value | None, histogram: Value | None) -> _MacdvSignals | None:
+    """None when the update can neither fire nor change the state of any MACD-V rule."""
+    if prev is None or curr is None:
+        return None
+    prev, curr = float(prev), float(curr)
+    crossing = reversal = None
     down = [lvl for lvl in MACDV_LEVELS if prev >= -lvl > curr]
     up = [lvl for lvl in MACDV_LEVELS if prev <= lvl < curr]
     if down:
         level = -max(down)
-        candidates.append((f"macdv_below_{level}", f"MACD-V crossed below {level}", Direction.DOWN))
+        crossing = (f"macdv_below_{level}", f"MACD-V crossed below {level}", Direction.DOWN)
     elif up:
         level = max(up)
-        candidates.append((f"macdv_above_{level}", f"MACD-V crossed above {level}", Direction.UP))
-    if candidates:
-        state.latch_oversold = state.latch_overbought = False
+        crossing = (f"macdv_above_{level}", f"MACD-V crossed above {level}", Direction.UP)
     if histogram is not None:
+        histogram = float(histogram)
         if (
             prev < -MACDV_REVERSAL_LEVEL
             and curr < -MACDV_REVERSAL_LEVEL
             and histogram > OVERSOLD_REVERSAL_HIST * abs(curr)
-            and not state.latch_oversold
         ):
-            state.latch_oversold = True
-            candidates.append(
-                ("macdv_reversal_oversold", "Potential reversal up from oversold", Direction.UP)
-            )
+            reversal = REVERSAL_UP
         elif (
             prev > MACDV_REVERSAL_LEVEL
             and curr > MACDV_REVERSAL_LEVEL
             and histogram < -OVERBOUGHT_REVERSAL_HIST * abs(curr)
-            and not state.latch_overbought
         ):
-            state.latch_overbought = True
-            candidates.append(
-                ("macdv_reversal_overbought", "Potential reversal down from overbought", Direction.DOWN)
-            )
+            reversal = REVERSAL_DOWN
+    if crossing is None and reversal is None:
+        return None
+    return _MacdvSignals(crossing, reversal)
+
+
+def _macdv_apply(state: RuleState, signals: _MacdvSignals, now: float, cooldown_s: float) -> list[MacdvEvent]:
+    candidates = []
+    if signals.crossing is not None:
+        candidates.append(signals.crossing)
+        state.latch_oversold = state.latch_overbought = False
+    if signals.reversal is REVERSAL_UP and not state.latch_oversold:
+        state.latch_oversold = True
+        candidates.append(REVERSAL_UP)
+    elif signals.reversal is REVERSAL_DOWN and not state.latch_overbought:
+        state.latch_overbought = True
+        candidates.append(REVERSAL_DOWN)
     events = []
     for label, text, direction in candidates:
         last = state.cooldowns.get(label)
@@ -717,26 +897,29 @@ def macdv_events(
     return events
 
 
-def _macdv_rule(
-    rule: Rule,
-    prev_values: Mapping[str, Value],
-    cur: Mapping[str, Value],
-    bar_start: int,
+def macdv_events(
+    state: RuleState,
+    *,
+    prev: float | None,
+    curr: float,
+    histogram: float | None,
     now: float,
-    cooldown_s: float,
+    cooldown_s: float = MACDV_COOLDOWN_S,
+) -> list[MacdvEvent]:
+    """MACD-V preset events (label, text, direction) for one update; updates latches and cooldowns.
+
+    Level crossings fire at -150..-400 going down and +150..+400 going up, only the deepest level
+    crossed in one update. A reversal from oversold (both values below -150, histogram above 5% of
+    |value|) or overbought (both above +150, histogram below -3% of |value|) fires once, then stays
+    latched until the next level crossing. Each label has its own cooldown. The texts are the
+    replaced Livermore monitor's ("MACD-V crossed below -150", "Potential reversal up from oversold")."""
+    signals = _macdv_signals(prev, curr, histogram)
+    return [] if signals is None else _macdv_apply(state, signals, now, cooldown_s)
+
+
+def _macdv_firings(
+    rule: Rule, signals: _MacdvSignals, value: Value, bar_start: int, now: float, cooldown_s: float
 ) -> list[Firing]:
-    value = cur.get(MACDV)
-    if value is None:
-        return []
-    curr, prev, histogram = float(value), prev_values.get(MACDV), cur.get(MACDV_HISTOGRAM)
-    events = macdv_events(
-        rule.state,
-        prev=None if prev is None else float(prev),
-        curr=curr,
-        histogram=None if histogram is None else float(histogram),
-        now=now,
-        cooldown_s=cooldown_s,
-    )
     return [
         Firing(
             rule.id,
@@ -745,11 +928,11 @@ def _macdv_rule(
             bar_start,
             label,
             f"{rule.symbol}: {text} ({rule.timeframe})",
-            curr,
+            value,
             direction,
             now,
         )
-        for label, text, direction in events
+        for label, text, direction in _macdv_apply(rule.state, signals, now, cooldown_s)
     ]
 
 

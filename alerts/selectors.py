@@ -66,6 +66,9 @@ def indicator_values(
 
 # The data version (kernel/versions.py) of stored indicator values.
 INDICATORS_VERSION = "indicators"
+# The data version of alert rule definitions: moved on by any save or delete of a rule
+# (alerts/receivers.py). The bar-close path's own state writes (bulk updates) do not move it.
+ALERT_RULES_VERSION = "alert_rules"
 
 
 @cache

@@ -22,10 +22,12 @@ from alerts.models import (
     NotificationChannel,
 )
 from alerts.selectors import (
+    ALERT_RULES_VERSION,
     epoch_to_datetime,
     macdv_snapshot,
 )
 from alerts.streams import alerts_group
+from kernel.versions import VersionedCache
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle
 from marketdata.streams import stream_send
@@ -101,11 +103,45 @@ def _bars_missed(*, symbol: str, timeframe: str, after: int, before: int) -> lis
     return list(reversed(candles))
 
 
+class _Book:
+    """The active rules of one (symbol, timeframe) as this process last loaded them, compiled for bar
+    closes, with their states as they were after evaluating the series' bar `evaluated_to`. They are
+    current while the series row still shows that bar: bars of a series are evaluated one at a time
+    under its row lock, so another process evaluating one (or a rollback) shows as a different bar.
+    An edited, added or removed rule moves the alert rules version on, which retires the book."""
+
+    def __init__(self, symbol: str, timeframe: str) -> None:
+        self.symbol, self.timeframe = symbol, timeframe
+        self.loaded = False
+        self.evaluated_to: int | None = None
+        self.index = rules.RuleIndex(())
+        self.by_id: dict[int, rules.Rule] = {}
+        self.owners: dict[int, tuple[int, int | None]] = {}
+
+    def load(self, *, evaluated_to: int | None) -> None:
+        rows = list(
+            AlertRule.objects.filter(
+                instrument__symbol=self.symbol, timeframe=self.timeframe, status=AlertRule.Status.ACTIVE
+            )
+        )
+        self.index = rules.RuleIndex(r.to_rule(self.symbol) for r in rows)
+        self.by_id = {r.id: r for r in self.index.rules}
+        self.owners = {r.pk: (r.user_id, r.channel_id) for r in rows}
+        self.loaded, self.evaluated_to = True, evaluated_to
+
+
+# Compiling 10,000 rules costs more than evaluating them on a bar: each process keeps them.
+_books: VersionedCache[tuple[str, str], _Book] = VersionedCache(
+    (ALERT_RULES_VERSION,), lambda series: _Book(*series), size=1024
+)
+
+
 def _evaluate_bar(
     row: AlertSeriesState, series: rules.SeriesState, *, start: int, values: Mapping[str, Any]
 ) -> list[AlertEvent]:
     """One bar of a series whose row lock the caller holds: expires rules, evaluates the active
-    ones, stores their state and the advanced series, and records the firings."""
+    ones, stores the state of those that fired or changed and the advanced series, and records the
+    firings."""
     symbol, timeframe = series.symbol, series.timeframe
     close_at = epoch_to_datetime(start + TIMEFRAME_SECONDS[timeframe])
     AlertRule.objects.filter(
@@ -113,37 +149,42 @@ def _evaluate_bar(
         timeframe=timeframe,
         status=AlertRule.Status.ACTIVE,
         expires_at__lte=close_at,
-    ).update(status=AlertRule.Status.EXPIRED)
-    rows = list(AlertRule.objects.active(now=close_at).filter(instrument__symbol=symbol, timeframe=timeframe))
-    before = {r.pk: rules.RuleState.from_json(r.state) for r in rows}
-    evaluated = [r.to_rule(symbol) for r in rows]
+    ).update(status=AlertRule.Status.EXPIRED)  # the evaluator skips them by their expiry alike
+    book = _books.get((symbol, timeframe))
+    if not book.loaded or book.evaluated_to != series.bar_start:
+        book.load(evaluated_to=series.bar_start)
+    book.loaded = False  # until the evaluation is done: one that raised may leave states half-changed
+    touched: set[int] = set()
     firings = rules.evaluate_bar_close(
-        evaluated, series, bar_start=start, values=values, cooldown_s=settings.ALERTS_MACDV_COOLDOWN_S
+        book.index,
+        series,
+        bar_start=start,
+        values=values,
+        cooldown_s=settings.ALERTS_MACDV_COOLDOWN_S,
+        touched=touched,
     )
-    by_id = {r.pk: r for r in rows}
+    book.loaded, book.evaluated_to = True, start
     fired_ids = {f.rule_id for f in firings}
-    changed = []
-    for rule in evaluated:
-        if rule.state != before[rule.id]:
-            stored = by_id[rule.id]
-            stored.state = rule.state.to_json()
-            if rule.state.done:
-                stored.status = AlertRule.Status.TRIGGERED
-            if rule.id in fired_ids:
-                stored.last_fired_at = close_at
-            changed.append(stored)
-    AlertRule.objects.bulk_update(changed, ["state", "status", "last_fired_at"])
+    changed: dict[tuple[str, ...], list[AlertRule]] = {}
+    for rule_id in touched:
+        state = book.by_id[rule_id].state
+        stored, fields = AlertRule(pk=rule_id, state=state.to_json()), ["state"]
+        if state.done:
+            stored.status = AlertRule.Status.TRIGGERED
+            fields.append("status")
+        if rule_id in fired_ids:
+            stored.last_fired_at = close_at
+            fields.append("last_fired_at")
+        changed.setdefault(tuple(fields), []).append(stored)
+    for names, stored_rules in changed.items():
+        AlertRule.objects.bulk_update(stored_rules, names)
     row.bar_start = epoch_to_datetime(start)
     row.values = series.values_to_json()
     row.history = series.to_json()
     row.save(update_fields=["bar_start", "values", "history", "updated_at"])  # the firings' frames
     close = values.get(rules.CLOSE)
     price = _decimal(close) if close is not None else None
-    return _events_record(
-        firings,
-        owners={r.pk: (r.user_id, r.channel_id) for r in rows},
-        prices=dict.fromkeys(fired_ids, price),
-    )
+    return _events_record(firings, owners=book.owners, prices=dict.fromkeys(fired_ids, price))
 
 
 def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decimal) -> list[AlertEvent]:
