@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from psycopg.abc import Buffer
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.numeric import DecimalBinaryDumper
 
@@ -198,8 +199,11 @@ _pack_length = struct.Struct(">i").pack
 _ENCODE_ROWS = 5_000  # rows per piece handed to the sending thread
 
 
-def _field(value: str | Decimal) -> bytes:
-    data = value.encode() if isinstance(value, str) else bytes(_dump_decimal(value))
+def _field(value: str | Decimal | None) -> bytes:
+    """One field of a binary COPY row: its length and its binary form (text, numeric), or NULL."""
+    if value is None:
+        return _NULL
+    data = value.encode() if isinstance(value, str) else bytes(cast(Buffer, _dump_decimal(value)))
     return _pack_length(len(data)) + data
 
 
@@ -209,7 +213,7 @@ def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
     would be). Symbols, venues, prices and sizes repeat: each is encoded once per call, which is most
     of what encoding a tick costs. Equal Decimals may differ in exponent (1.0, 1.00); the columns'
     fixed scale stores them alike."""
-    fields: dict[str | Decimal | None, bytes] = {None: _NULL}
+    fields: dict[str | Decimal | None, bytes] = {}
     yield _COPY_SIGNATURE
     for start in range(0, len(rows), _ENCODE_ROWS):
         piece = []
