@@ -125,16 +125,18 @@ def candles_store(*, bars: Iterable[Bar], fence: tuple[str, int] | None = None) 
 
 
 def tick_partitions_maintain(*, retention_days: int, days_ahead: int = 2) -> dict[str, list[str]]:
-    """Drop tick days older than `retention_days` and create the coming days' partitions."""
+    """Drop tick days older than `retention_days`, create the coming days' partitions and index the
+    days that are over by symbol (ticks.partitions_index)."""
     today = timezone.now().date()
     with connection.cursor() as cursor:
         dropped = ticks.ticks_drop_before(cursor, today - timedelta(days=retention_days))
-        created = (
-            ticks.partitions_ensure(cursor, [today + timedelta(days=i) for i in range(days_ahead + 1)])
-            if ticks.is_partitioned(cursor)
-            else []
-        )
-    return {"dropped": dropped, "created": created}
+        created, indexed = [], []
+        if ticks.is_partitioned(cursor):
+            created = ticks.partitions_ensure(
+                cursor, [today + timedelta(days=i) for i in range(days_ahead + 1)]
+            )
+            indexed = ticks.partitions_index(cursor, before=today)
+    return {"dropped": dropped, "created": created, "indexed": indexed}
 
 
 def _ohlc(bar: Bar) -> dict[str, Decimal | int]:

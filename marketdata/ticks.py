@@ -4,23 +4,26 @@ The table is partitioned by range on `ts`, one partition per UTC day (created ah
 and the retention job), or a TimescaleDB hypertable with one-day chunks when the extension is
 installed. No Django here: the functions take a DB-API cursor (Django's or psycopg's) and the
 recorder its own psycopg connection, so it runs in a thread off the market loop.
+
+Indexes of the day partitions: a BRIN on `ts` on every one, and a btree on (symbol, ts) only on past
+days. A btree entry per row halved what COPY writes per second; a BRIN is one summary per 128 pages
+of an append-only table. Today's partition is read by time (the candle restore, recent pages of a
+symbol) and past days by symbol and time as before: the btree is built once when a day is over
+(`partitions_index`, hourly with the retention, and as a past day's partition is created). The last
+seq of each symbol, which the market loop continues from, is kept in `SEQ_TABLE` with each batch.
 """
 
 import logging
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from psycopg import postgres
 from psycopg.abc import Buffer
-from psycopg.adapt import Dumper
-from psycopg.copy import QueuedLibpqWriter
-from psycopg.pq import Format
 from psycopg.types.numeric import DecimalBinaryDumper
 
 from kernel import metrics
@@ -30,12 +33,13 @@ from marketdata.quotes import SelectedQuote
 log = logging.getLogger(__name__)
 
 TABLE = "marketdata_tick"
+SEQ_TABLE = "marketdata_tick_seq"
 PARTITION_PREFIX = f"{TABLE}_p"
+INDEX_SUFFIX = "_symbol_ts"
 DAY_NS = 86_400 * 1_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COLUMNS = ("ts", "symbol", "venue", "bid", "ask", "bid_size", "ask_size", "seq")
 COPY_SQL = f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-COPY_TYPES = ("timestamptz", "text", "text", "numeric", "numeric", "numeric", "numeric", "int8")
 
 # (venue ts in epoch ns, symbol, venue, bid, ask, bid size, ask size, seq): COPY_SQL's columns, in order
 TickRow = tuple[int, str, str, Decimal, Decimal, Decimal | None, Decimal | None, int]
@@ -58,20 +62,26 @@ def timescale_installed(cursor: Any) -> bool:
 
 
 def tick_table_create(cursor: Any) -> None:
-    """Create the tick table: a hypertable when TimescaleDB is installed, else day partitions."""
+    """Create the tick table (a hypertable when TimescaleDB is installed, else day partitions) and
+    the table of each symbol's last seq."""
     if timescale_installed(cursor):
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS_SQL})")
         cursor.execute(
             f"SELECT create_hypertable('{TABLE}', 'ts', chunk_time_interval => interval '1 day', "
             "if_not_exists => true)"
         )
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}{INDEX_SUFFIX} ON {TABLE} (symbol, ts)")
     else:
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS_SQL}) PARTITION BY RANGE (ts)")
-    cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_symbol_ts ON {TABLE} (symbol, ts)")
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_ts_brin ON {TABLE} USING brin (ts)")
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {SEQ_TABLE} (symbol varchar(20) PRIMARY KEY, seq bigint NOT NULL)"
+    )
 
 
 def tick_table_drop(cursor: Any) -> None:
     cursor.execute(f"DROP TABLE IF EXISTS {TABLE} CASCADE")
+    cursor.execute(f"DROP TABLE IF EXISTS {SEQ_TABLE}")
 
 
 def is_partitioned(cursor: Any) -> bool:
@@ -86,13 +96,15 @@ def partition_name(day: date) -> str:
 
 
 def partitions_ensure(cursor: Any, days: Iterable[date]) -> list[str]:
-    """Create the day partitions that do not exist yet; returns their names."""
+    """Create the day partitions that do not exist yet (a past day's with its btree); returns their
+    names."""
     cursor.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
         [TABLE],
     )
     existing = {row[0] for row in cursor.fetchall()}
+    today = datetime.now(UTC).date()
     created = []
     for day in sorted(set(days)):
         name = partition_name(day)
@@ -102,8 +114,23 @@ def partitions_ensure(cursor: Any, days: Iterable[date]) -> list[str]:
             f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {TABLE} "
             f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
         )
+        if day < today:
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {name}{INDEX_SUFFIX} ON {name} (symbol, ts)")
         created.append(name)
     return created
+
+
+def partitions_index(cursor: Any, *, before: date) -> list[str]:
+    """Give the day partitions before `before` that have none their (symbol, ts) btree; returns the
+    names of the partitions indexed."""
+    cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename LIKE %s", [f"{PARTITION_PREFIX}%"])
+    indexed = {row[0] for row in cursor.fetchall()}
+    done = []
+    for name, day, _ in partitions_list(cursor):
+        if day < before and f"{name}{INDEX_SUFFIX}" not in indexed:
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {name}{INDEX_SUFFIX} ON {name} (symbol, ts)")
+            done.append(name)
+    return done
 
 
 def partitions_list(cursor: Any) -> list[tuple[str, date, int]]:
@@ -137,15 +164,19 @@ def ticks_drop_before(cursor: Any, day: date) -> list[str]:
     return dropped
 
 
-def last_seqs(cursor: Any, symbols: Sequence[str], *, recent: int = 1000) -> dict[str, int]:
-    """The highest stored seq of each symbol among its `recent` latest ticks (by the (symbol, ts)
-    index: no scan of older days), for symbols with any."""
+def last_seqs(cursor: Any, symbols: Sequence[str]) -> dict[str, int]:
+    """The highest stored seq of each symbol that has any (the recorder keeps it with each batch)."""
     cursor.execute(
-        f"SELECT s.symbol, (SELECT max(r.seq) FROM (SELECT t.seq FROM {TABLE} t WHERE t.symbol = s.symbol "  # noqa: S608 (a constant)
-        "ORDER BY t.ts DESC LIMIT %s) r) FROM unnest(%s::text[]) AS s(symbol)",
-        [recent, list(symbols)],
+        f"SELECT symbol, seq FROM {SEQ_TABLE} WHERE symbol = ANY(%s)",  # noqa: S608 (a constant)
+        [list(symbols)],
     )
-    return {symbol: int(seq) for symbol, seq in cursor.fetchall() if seq is not None}
+    return {symbol: int(seq) for symbol, seq in cursor.fetchall()}
+
+
+_SEQ_UPSERT_SQL = (
+    f"INSERT INTO {SEQ_TABLE} (symbol, seq) SELECT * FROM unnest(%s::text[], %s::bigint[]) "  # noqa: S608 (constants)
+    f"ON CONFLICT (symbol) DO UPDATE SET seq = GREATEST({SEQ_TABLE}.seq, EXCLUDED.seq)"
+)
 
 
 def ns_to_datetime(ns: int) -> datetime:
@@ -157,45 +188,47 @@ def day_of(ns: int) -> date:
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
-_pack_int8 = struct.Struct(">q").pack
 _dump_decimal = DecimalBinaryDumper(Decimal).dump
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+_COPY_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_pack_row_start = struct.Struct(">hiq").pack  # field count, then the timestamptz's length and value
+_pack_int8 = struct.Struct(">iq").pack  # length and value
+_pack_length = struct.Struct(">i").pack
+_ENCODE_ROWS = 5_000  # rows per piece written
 
 
-class _EpochNsTimestamptzDumper(Dumper):
-    """An int of epoch nanoseconds as a binary timestamptz (microseconds, truncated as the datetime
-    it stands for would be): no datetime made per tick."""
-
-    format = Format.BINARY
-    oid = postgres.types["timestamptz"].oid
-
-    def dump(self, obj: int) -> bytes:
-        return _pack_int8(obj // 1000 - _PG_EPOCH_US)
+def _field(value: str | Decimal | None) -> bytes:
+    """One field of a binary COPY row: its length and its binary form (text, numeric), or NULL."""
+    if value is None:
+        return _NULL
+    data = value.encode() if isinstance(value, str) else bytes(cast(Buffer, _dump_decimal(value)))
+    return _pack_length(len(data)) + data
 
 
-class _RepeatedNumericDumper(Dumper):
-    """A Decimal as a binary numeric, each value encoded once per COPY: ticks repeat their prices
-    and sizes, and encoding a Decimal is most of a tick's cost. Equal Decimals may differ in
-    exponent (1.0, 1.00); the columns' fixed scale stores them alike."""
-
-    format = Format.BINARY
-    oid = postgres.types["numeric"].oid
-
-    def __init__(self, cls: type, context: Any = None) -> None:
-        super().__init__(cls, context)
-        self.encoded: dict[Decimal, Buffer | None] = {}
-
-    def dump(self, obj: Decimal) -> Buffer | None:
-        try:
-            return self.encoded[obj]
-        except KeyError:
-            data = self.encoded[obj] = _dump_decimal(obj)
-            return data
-
-
-def copy_adapters(conn: psycopg.Connection[Any]) -> None:
-    """Make COPY_SQL (with COPY_TYPES) on `conn` take TickRows as they are."""
-    conn.adapters.register_dumper(None, _EpochNsTimestamptzDumper)
-    conn.adapters.register_dumper(None, _RepeatedNumericDumper)
+def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
+    """TickRows as binary COPY data for COPY_SQL, signature and trailer included, in pieces. The venue
+    timestamp (epoch ns) becomes a timestamptz (microseconds, truncated as the datetime it stands for
+    would be). Symbols, venues, prices and sizes repeat: each is encoded once per call, which is most
+    of what encoding a tick costs. Equal Decimals may differ in exponent (1.0, 1.00); the columns'
+    fixed scale stores them alike."""
+    fields: dict[str | Decimal | None, bytes] = {}
+    yield _COPY_SIGNATURE
+    for start in range(0, len(rows), _ENCODE_ROWS):
+        piece = []
+        for ts, symbol, venue, bid, ask, bid_size, ask_size, seq in rows[start : start + _ENCODE_ROWS]:
+            try:
+                encoded = fields[symbol] + fields[venue] + fields[bid] + fields[ask] + fields[bid_size]
+                encoded += fields[ask_size]
+            except KeyError:
+                for value in (symbol, venue, bid, ask, bid_size, ask_size):
+                    if value not in fields:
+                        fields[value] = _field(value)
+                encoded = fields[symbol] + fields[venue] + fields[bid] + fields[ask] + fields[bid_size]
+                encoded += fields[ask_size]
+            piece.append(_pack_row_start(8, 8, ts // 1000 - _PG_EPOCH_US) + encoded + _pack_int8(8, seq))
+        yield b"".join(piece)
+    yield _COPY_TRAILER
 
 
 class TickRecorder:
@@ -317,11 +350,11 @@ class TickRecorder:
         try:
             while self._inflight:
                 chunk = self._inflight[: self.batch_size * 5]
-                rows = self._in_window(chunk)
+                rows, oldest, newest = self._in_window(chunk)
                 try:
                     if rows:
-                        self._write(rows)
-                        metrics.RECORDER_LAG.observe((time.time_ns() - min(r[0] for r in rows)) / 1e9)
+                        self._write(rows, oldest, newest)
+                        metrics.RECORDER_LAG.observe((time.time_ns() - oldest) / 1e9)
                 except StaleFence:
                     self.fenced += len(rows)
                     log.error(
@@ -338,12 +371,16 @@ class TickRecorder:
             return False
         return True
 
-    def _in_window(self, rows: list[TickRow]) -> list[TickRow]:
+    def _in_window(self, rows: list[TickRow]) -> tuple[list[TickRow], int, int]:
+        """The rows dated within the window, and the oldest and newest of their times."""
         today = (day_of(time.time_ns()) - EPOCH.date()).days
         low, high = (today - self.days_back) * DAY_NS, (today + self.days_ahead + 1) * DAY_NS
-        if low <= min(r[0] for r in rows) and max(r[0] for r in rows) < high:
-            return rows
+        stamps = [r[0] for r in rows]
+        oldest, newest = min(stamps), max(stamps)
+        if low <= oldest and newest < high:
+            return rows, oldest, newest
         kept = [r for r in rows if low <= r[0] < high]
+        stamps = [r[0] for r in kept]
         self.rejected += len(rows) - len(kept)
         log.warning(
             "tick recorder: %d ticks dated outside the %d days back .. %d ahead window not written",
@@ -351,7 +388,7 @@ class TickRecorder:
             self.days_back,
             self.days_ahead,
         )
-        return kept
+        return kept, min(stamps, default=0), max(stamps, default=0)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -362,7 +399,6 @@ class TickRecorder:
                 application_name="tick-recorder",
                 options=f"-c idle_in_transaction_session_timeout={self.IDLE_IN_TRANSACTION_S * 1000}",
             )
-            copy_adapters(self._conn)
             self._days.clear()
             with self._conn.cursor() as cur:
                 self._partitioned = is_partitioned(cur)
@@ -373,23 +409,24 @@ class TickRecorder:
             self._conn.close()
             self._conn = None
 
-    def _write(self, rows: Sequence[TickRow]) -> None:
+    def _write(self, rows: Sequence[TickRow], oldest: int, newest: int) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             if self._partitioned:
-                self._ensure_days(cur, rows)
-            # The queued writer sends to the server from its own thread while this one encodes; the
-            # connection's copy_adapters take the rows as they are.
-            with cur.copy(COPY_SQL, writer=QueuedLibpqWriter(cur)) as copy:
-                copy.set_types(COPY_TYPES)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+                self._ensure_days(cur, oldest, newest)
+            # Written from this thread: with the rows encoded in bulk, a sending thread (psycopg's
+            # QueuedLibpqWriter) cost more Python time per row in handing over than it saved.
+            with cur.copy(COPY_SQL) as copy:
+                for data in copy_rows(rows):
+                    copy.write(data)
+            # A symbol's rows come in seq order: its last row has its highest seq.
+            last = {row[1]: row[7] for row in rows}
+            cur.execute(_SEQ_UPSERT_SQL, [list(last), list(last.values())])
             if self.fence is not None and not fence_check(cur, *self.fence):
                 raise StaleFence(self.fence)  # rolls the batch back
 
-    def _ensure_days(self, cur: psycopg.Cursor[Any], rows: Sequence[TickRow]) -> None:
-        first, last = day_of(min(r[0] for r in rows)), day_of(max(r[0] for r in rows))
+    def _ensure_days(self, cur: psycopg.Cursor[Any], oldest: int, newest: int) -> None:
+        first, last = day_of(oldest), day_of(newest)
         today = day_of(time.time_ns())
         wanted = {first + timedelta(days=i) for i in range((last - first).days + 1)}
         wanted |= {today + timedelta(days=i) for i in range(self.days_ahead + 1)}

@@ -4,6 +4,7 @@ from decimal import Decimal
 import pytest
 from pytest_django import Settings
 
+from alerts import indicators
 from alerts.models import AlertRule, NotificationChannel
 from kernel.redis import key, sync_client
 from marketdata.demo import demo_seed
@@ -12,6 +13,18 @@ from tests.fakes.discord import FakeDiscord
 from users.models import User
 
 BAR = 1_767_225_600  # 2026-01-01 00:00 UTC, aligned to every timeframe
+
+
+@pytest.fixture(scope="module", params=["by length", "blocked"])
+def recursions(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's indicator tests both ways: as in production (long histories run the recursions in
+    blocks, short ones in lfilter) and with every length run in blocks (indicators._filter_blocked).
+    Module-scoped (not monkeypatch) so that hypothesis tests can use it."""
+    threshold = indicators._BLOCKED_FROM
+    if request.param == "blocked":
+        indicators._BLOCKED_FROM = 0
+    yield request.param
+    indicators._BLOCKED_FROM = threshold
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from tests.alerts.reference_indicators import (
 
 TOL = 1e-9
 
+pytestmark = pytest.mark.usefixtures("recursions")
+
 
 def assert_series(actual: np.ndarray, expected: list[float]) -> None:
     assert len(actual) == len(expected)
@@ -234,3 +236,21 @@ class TestAgainstTheReference:
         result = ind.macdv(close, close, close)
         assert result.atr[-1] == 0
         assert (result.value[25:] == 0).all()
+
+
+class TestLongHistories:
+    """Over a million bars the recursions run in blocks; they give lfilter's values to rounding."""
+
+    def test_macdv_over_a_million_bars_matches_lfilter(self) -> None:
+        rng = np.random.default_rng(42)
+        close = 100 + np.cumsum(rng.normal(0, 0.1, 1_000_003))
+        high, low = close + rng.uniform(0, 0.2, close.size), close - rng.uniform(0, 0.2, close.size)
+        result = ind.macdv(high, low, close)
+        threshold, ind._BLOCKED_FROM = ind._BLOCKED_FROM, close.size + 1
+        try:
+            expected = ind.macdv(high, low, close)
+        finally:
+            ind._BLOCKED_FROM = threshold
+        for name in ("value", "signal", "histogram", "atr"):
+            np.testing.assert_array_equal(np.isnan(getattr(result, name)), np.isnan(getattr(expected, name)))
+            np.testing.assert_allclose(getattr(result, name), getattr(expected, name), rtol=TOL, atol=TOL)

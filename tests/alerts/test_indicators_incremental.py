@@ -3,12 +3,15 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts import indicators as ind
 
 TOL = 1e-9
+
+pytestmark = pytest.mark.usefixtures("recursions")
 
 step = st.tuples(
     st.floats(-5, 5, allow_nan=False),  # close change

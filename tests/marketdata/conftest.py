@@ -58,6 +58,7 @@ def tick_table() -> Iterator[None]:
         with connection.cursor() as cursor:
             for name, _, _ in ticks.partitions_list(cursor):
                 cursor.execute(f"DROP TABLE {name}")
+            cursor.execute(f"TRUNCATE {ticks.SEQ_TABLE}")
 
     drop_partitions()
     yield

@@ -152,3 +152,43 @@ def test_the_retention_job_drops_days_older_than_the_setting(tick_table, setting
 
 def test_the_retention_job_is_scheduled():
     assert any(job.task == "marketdata.tasks.tick_retention" for job in JOBS)
+
+
+def test_each_batch_keeps_the_last_seq_of_its_symbols(tick_table):
+    recorder = TickRecorder(database_conninfo())
+    for seq in (1, 2):
+        recorder(selected(seq))
+    recorder(selected(5, symbol="GBPUSD"))
+    assert recorder.flush()
+    recorder(selected(1))  # a lower number (a restart that lost its count) never lowers it
+    assert recorder.flush()
+    with connection.cursor() as cursor:
+        assert ticks.last_seqs(cursor, ["EURUSD", "GBPUSD", "USDJPY"]) == {"EURUSD": 2, "GBPUSD": 5}
+
+
+def partition_indexes(day) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [ticks.partition_name(day)])
+        return {row[0].split(" USING ")[1] for row in cursor.fetchall()}
+
+
+def test_days_that_are_over_are_indexed_by_symbol_and_today_by_time_only(tick_table):
+    today = timezone.now().date()
+    yesterday = today - timedelta(days=1)
+    with connection.cursor() as cursor:
+        ticks.partitions_ensure(cursor, [yesterday, today])
+    assert partition_indexes(yesterday) == {"brin (ts)", "btree (symbol, ts)"}
+    assert partition_indexes(today) == {"brin (ts)"}
+
+
+def test_the_retention_job_indexes_the_day_that_is_over(tick_table, settings):
+    settings.TICK_RETENTION_DAYS = 30
+    today = timezone.now().date()
+    yesterday = today - timedelta(days=1)
+    with connection.cursor() as cursor:
+        ticks.partitions_ensure(cursor, [yesterday])
+        # As created while it was today.
+        cursor.execute(f"DROP INDEX {ticks.partition_name(yesterday)}{ticks.INDEX_SUFFIX}")
+
+    assert tick_retention()["indexed"] == [ticks.partition_name(yesterday)]
+    assert partition_indexes(yesterday) == {"brin (ts)", "btree (symbol, ts)"}
