@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench.metric import emit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+os.environ.setdefault("DEBUG", "false")  # as production serves: no query log on every statement
 os.environ["REDIS_PREFIX"] = os.environ.get("REDIS_PREFIX", "livermore") + "-bench-fix"
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 

@@ -44,13 +44,15 @@ SYMBOL = "EURUSD"
 
 def bench_env(name: str) -> dict[str, str]:
     """This process's environment pointed at a database and Redis prefix of the benchmark's own
-    (`<db>_bench_<name>`, `<prefix>-bench-<name>`), with the throttles out of the way."""
+    (`<db>_bench_<name>`, `<prefix>-bench-<name>`), with the throttles out of the way and DEBUG off,
+    as production serves (no query log kept for every statement)."""
     env = dict(os.environ)
     base_db = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/livermore")
     prefix, _, db = base_db.rpartition("/")
     env["DATABASE_URL"] = f"{prefix}/{db.split('?')[0]}_bench_{name.replace('-', '_')}"
     env["REDIS_PREFIX"] = f"{env.get('REDIS_PREFIX', 'livermore')}-bench-{name}"
     env["LOG_LEVEL"] = "WARNING"
+    env["DEBUG"] = "false"
     env["THROTTLE_USER"] = "10000000/min"
     env["THROTTLE_ORDERS"] = "10000000/min"
     return env

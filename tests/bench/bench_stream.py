@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from tests.bench.metric import emit  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+os.environ.setdefault("DEBUG", "false")  # as production serves: no query log on every statement
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 if "BENCH_STREAM_PREFIX" not in os.environ:
     os.environ["BENCH_STREAM_PREFIX"] = (
