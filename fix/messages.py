@@ -3,7 +3,6 @@ Used by runfix (requests) and the LP simulator (responses); no Django here."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
 
 import quickfix as qf
 import quickfix44 as fix44
@@ -30,16 +29,17 @@ def _message(msg_type: str) -> qf.Message:
     return msg
 
 
-@cache
-def _template(group_class: type[qf.Group]) -> qf.Group:
-    return group_class()
+_templates: dict[type, qf.Group] = {}
 
 
-def _group(group_class: type[qf.Group]) -> qf.Group:
+def _group(group_class: type) -> qf.Group:
     """An empty entry of a repeating group. quickfix44's classes build their field order with one
     SWIG call per field (84 for an MDEntry), which made the simulator's incremental refreshes
     CPU-bound; a copy of an entry built once takes one call."""
-    return qf.Group(_template(group_class))
+    template = _templates.get(group_class)
+    if template is None:
+        template = _templates[group_class] = group_class()
+    return qf.Group(template)
 
 
 def _set(msg: qf.Message | qf.Group, fields: dict[int, str | Decimal | None]) -> None:
