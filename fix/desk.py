@@ -200,9 +200,8 @@ class OrderDesk:
         elif msg_type == "AP":
             self.on_position_report(handler, raw)
 
-    def on_sent(self, handler: SessionHandler, raw: str) -> None:
+    def on_sent(self, handler: SessionHandler, fields: dict[str, str]) -> None:
         """Remember which ClOrdID went out under which MsgSeqNum, to match session-level rejects."""
-        fields = wire.field_map(raw)
         with self.lock:
             self.sent_seq[(handler.cfg.id, fields.get("34", ""))] = fields.get("11", "")
             while len(self.sent_seq) > 10_000:

@@ -39,6 +39,7 @@ from .channels import state_key, wake_channel
 from .config import SessionConfig, settings_text
 from .models import CommandAction, Direction
 from .selectors import fix_commands_pending, fix_session_configs
+from .threadstate import keep_thread_state
 from .tls import TlsTunnel
 
 log = logging.getLogger(__name__)
@@ -242,27 +243,30 @@ class SessionHandler:
                 msg.setField(553, self.cfg.username)
             if self.cfg.password:
                 msg.setField(554, self.cfg.password)
-        self.outgoing(msg_type, msg)
+        self.outgoing(msg)
 
-    def outgoing(self, msg_type: str, msg: qf.Message) -> None:
+    def outgoing(self, msg: qf.Message) -> None:
         self.state.last_out_ns = now_ns()
+        # Every QuickFIX call releases the GIL and may wait for it back behind busy threads: the
+        # message is read once, as text.
         raw = msg.toString()
-        self.record(Direction.OUT, msg_type, raw)
+        msg_type = wire.msg_type(raw)
+        fm = wire.field_map(raw)
+        self.record(Direction.OUT, msg_type, raw, fm)
         if msg_type in RECOVERABLE_TYPES:
-            fm = wire.field_map(raw)
             seq = int(fm.get("34", "0"))
             with self.lock:
                 self.sent[seq] = Sent(seq, msg_type, fm)
                 while len(self.sent) > SENT_KEPT:
                     del self.sent[next(iter(self.sent))]
-        elif msg_type == "4" and wire.field_map(raw).get("123") == "Y":
+        elif msg_type == "4" and fm.get("123") == "Y":
             self.on_gap_fill_sent()
         if msg_type in ORDER_TYPES and self.engine.desk is not None:
-            self.engine.desk.on_sent(self, raw)
+            self.engine.desk.on_sent(self, fm)
 
     def incoming(self, msg: qf.Message) -> tuple[str, str]:
         raw = msg.toString()
-        msg_type = msg.getHeader().getField(35)
+        msg_type = wire.msg_type(raw)
         at = self.state.last_in_ns = now_ns()
         if msg_type == "0":
             self.state.last_heartbeat_in_ns = at
@@ -336,10 +340,10 @@ class SessionHandler:
         n = min(self.state.refusals, 32)
         return min(max(LOGON_BACKOFF_CAP_S, self.cfg.reconnect_s), self.cfg.reconnect_s * 2 ** (n - 1))
 
-    def record(self, direction: str, msg_type: str, raw: str) -> None:
+    def record(self, direction: str, msg_type: str, raw: str, fields: dict[str, str] | None = None) -> None:
         if msg_type in MD_TYPES and not self.cfg.log_market_data:
             return
-        seq = wire.field_map(raw).get("34", "0")
+        seq = (fields if fields is not None else wire.field_map(raw)).get("34", "0")
         self.engine.log_writer.put(
             LogLine(self.cfg.id, direction, msg_type, int(seq), wire.redact(raw), now_ns())
         )
@@ -499,7 +503,7 @@ class FixApplication(qf.Application):
         self._guard(handle)
 
     def toApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        self._guard(self.handler.outgoing, message.getHeader().getField(35), message)
+        self._guard(self.handler.outgoing, message)
 
     def fromApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
         def handle() -> None:
@@ -509,6 +513,7 @@ class FixApplication(qf.Application):
         self._guard(handle)
 
     def _guard(self, fn: Callable[..., object], *args: object) -> None:
+        keep_thread_state()
         try:
             fn(*args)
         except Exception:
@@ -812,6 +817,6 @@ class Desk(Protocol):
 
     def request_positions(self, handler: SessionHandler) -> None: ...
 
-    def on_sent(self, handler: SessionHandler, raw: str) -> None: ...
+    def on_sent(self, handler: SessionHandler, fields: dict[str, str]) -> None: ...
 
     def recover(self, handler: SessionHandler, items: list[Sent]) -> None: ...

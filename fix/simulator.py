@@ -22,6 +22,7 @@ from marketdata.quotes import Quote, now_ns
 from . import messages as m
 from . import wire
 from .config import SessionConfig, settings_text
+from .threadstate import keep_thread_state
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +145,20 @@ class LPSimulator(qf.Application):
         pass
 
     def onLogon(self, session_id: qf.SessionID) -> None:
+        keep_thread_state()
         self.logged_on.set()
 
     def onLogout(self, session_id: qf.SessionID) -> None:
+        keep_thread_state()
         self.logged_on.clear()
         with self.lock:
             self.md_subs.clear()
 
     def toAdmin(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        pass
+        keep_thread_state()
 
     def fromAdmin(self, message: qf.Message, session_id: qf.SessionID) -> None:
+        keep_thread_state()
         raw = message.toString()
         fm = wire.field_map(raw)
         self._count(fm.get("35", ""))
@@ -168,11 +172,12 @@ class LPSimulator(qf.Application):
             raise qf.RejectLogon("invalid username or password")
 
     def toApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        pass
+        keep_thread_state()
 
     def fromApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
+        keep_thread_state()
         raw = message.toString()
-        msg_type = message.getHeader().getField(35)
+        msg_type = wire.msg_type(raw)
         self._count(msg_type)
         try:
             handler = {

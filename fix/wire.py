@@ -3,6 +3,7 @@ redaction for the message log."""
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 SOH = "\x01"
 BUY, SELL = "1", "2"  # Side (54)
@@ -51,11 +52,23 @@ def split_groups(pairs: list[tuple[str, str]], first_tag: str) -> tuple[dict[str
     return head, entries
 
 
+def msg_type(raw: str) -> str:
+    """MsgType (35), the third field of every message (after BeginString and BodyLength)."""
+    start = raw.index(SOH + "35=") + 4
+    return raw[start : raw.index(SOH, start)]
+
+
+@lru_cache(maxsize=8)
+def _epoch_s(base: str) -> int:
+    # strptime costs more than the rest of a market data message's handling; messages in a burst
+    # share their second
+    return int(datetime.strptime(base, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC).timestamp())
+
+
 def utc_timestamp_ns(value: str) -> int:
     """UTCTimestamp YYYYMMDD-HH:MM:SS[.sss[sss[sss]]] as integer ns since the epoch."""
     base, _, frac = value.partition(".")
-    dt = datetime.strptime(base, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + int((frac + "000000000")[:9])
+    return _epoch_s(base) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
 def utc_date_time_ns(date: str, time_: str) -> int:
