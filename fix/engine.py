@@ -39,7 +39,6 @@ from .channels import state_key, wake_channel
 from .config import SessionConfig, settings_text
 from .models import CommandAction, Direction
 from .selectors import fix_commands_pending, fix_session_configs
-from .threadstate import keep_thread_state
 from .tls import TlsTunnel
 
 log = logging.getLogger(__name__)
@@ -513,7 +512,6 @@ class FixApplication(qf.Application):
         self._guard(handle)
 
     def _guard(self, fn: Callable[..., object], *args: object) -> None:
-        keep_thread_state()
         try:
             fn(*args)
         except Exception:

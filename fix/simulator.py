@@ -22,7 +22,6 @@ from marketdata.quotes import Quote, now_ns
 from . import messages as m
 from . import wire
 from .config import SessionConfig, settings_text
-from .threadstate import keep_thread_state
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +144,17 @@ class LPSimulator(qf.Application):
         pass
 
     def onLogon(self, session_id: qf.SessionID) -> None:
-        keep_thread_state()
         self.logged_on.set()
 
     def onLogout(self, session_id: qf.SessionID) -> None:
-        keep_thread_state()
         self.logged_on.clear()
         with self.lock:
             self.md_subs.clear()
 
     def toAdmin(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        keep_thread_state()
+        pass
 
     def fromAdmin(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        keep_thread_state()
         raw = message.toString()
         fm = wire.field_map(raw)
         self._count(fm.get("35", ""))
@@ -172,12 +168,11 @@ class LPSimulator(qf.Application):
             raise qf.RejectLogon("invalid username or password")
 
     def toApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        keep_thread_state()
+        pass
 
     def fromApp(self, message: qf.Message, session_id: qf.SessionID) -> None:
-        keep_thread_state()
         raw = message.toString()
-        msg_type = wire.msg_type(raw)
+        msg_type = message.getHeader().getField(35)
         self._count(msg_type)
         try:
             handler = {
