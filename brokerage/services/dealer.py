@@ -11,9 +11,9 @@ so two dealers never wait on each other's locks in a cycle). The orders first ru
 (two round trips per order fewer): when one is refused or fails, that transaction rolls back, the
 order keeps its error (it met the same state at the same place in the batch) and its neighbours run
 again, each in its own savepoint with the database's deferred rules (the balanced ledger) checked at
-its statements, so a failing order rolls back alone and its neighbours commit; all of them run again
-so when those rules refuse the first transaction's commit. Each order
-is written exactly once: by the one transaction that commits it, and a transaction that does not
+its statements, so a failing order rolls back alone and its neighbours commit. When those rules
+refuse the first transaction's commit, all of its orders run again that way. Each order is written
+exactly once: by the one transaction that commits it, and a transaction that does not
 commit reports its failure to every caller in it. Callers get their result after the commit, and the
 account events follow it.
 """
