@@ -317,6 +317,7 @@ class Order(models.Model):
         blank=True,
         related_name="closing_orders",
         help_text="The position this order closes (position_close), if any.",
+        db_index=False,  # order_position_idx: only the orders that have one
     )
     stop_triggered_at = models.DateTimeField(null=True, blank=True, help_text="Stop-limit: stop reached.")
     filled_volume = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
@@ -353,6 +354,10 @@ class Order(models.Model):
             models.Index(fields=("status",), condition=models.Q(status="pending"), name="order_pending_idx"),
             models.Index(
                 fields=("created_at",), condition=models.Q(status="routed"), name="order_routed_idx"
+            ),
+            # Most orders open a position and close none: the market order path need not index them.
+            models.Index(
+                fields=("position",), condition=models.Q(position__isnull=False), name="order_position_idx"
             ),
         ]
 
@@ -394,7 +399,10 @@ class Position(models.Model):
     """An open exposure. Hedging accounts hold many per symbol; netting accounts at most one
     (kept by order_submit under the account lock)."""
 
-    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="positions")
+    # No index of its own: position_account_status_idx (account, status) leads with it.
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.PROTECT, related_name="positions", db_index=False
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     side = models.CharField(max_length=4, choices=Side.choices)
     volume = models.DecimalField(
