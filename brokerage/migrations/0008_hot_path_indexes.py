@@ -52,7 +52,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="order",
             index=models.Index(
-                condition=models.Q(("position__isnull", False)), fields=["position"], name="order_position_idx"
+                condition=models.Q(("position__isnull", False)),
+                fields=["position"],
+                name="order_position_idx",
             ),
         ),
     ]

@@ -118,12 +118,13 @@ def test_exposures_summed_by_the_database_equal_those_of_the_loaded_positions(al
 
 
 def test_exposures_leave_out_closed_positions_and_other_accounts(alice, group, market):
-    account, other = open_account(alice, group, balance="100000"), open_account(alice, group, balance="100000")
+    account = open_account(alice, group, balance="100000")
+    other = open_account(alice, group, balance="100000")
     market.set("EURUSD", "1.1000", "1.1002")
     for volume in ("0.1", "0.2", "0.4"):
         services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D(volume))
     services.order_submit(account=other, symbol="EURUSD", side="buy", volume=D("5"))
-    first, second, third = Position.objects.filter(account=account).order_by("id")
+    first, second, _ = Position.objects.filter(account=account).order_by("id")
     services.position_close(position=first)
     services.position_close(position=second, volume=D("0.05"))  # 0.15 stays open
 
