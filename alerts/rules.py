@@ -786,8 +786,9 @@ def evaluate_bar_close(
     cur = _finite(values)
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
     all_rules = index.rules
-    firings: list[Firing] = []
-    order: list[int] = []  # each firing's rule position
+    # Firings by rule position, two places each (a MACD-V preset fires a crossing and a reversal at
+    # most, `_macdv_apply`): read out in order, no sorting
+    slots: list[Firing | None] = [None] * (2 * len(all_rules))
     touch = (set() if touched is None else touched).add
     for positions, condition, key, rising in index.matches(series, cur, signals is not None):
         value = cur[key]
@@ -799,9 +800,10 @@ def evaluate_bar_close(
                 state = rule.state
                 if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
                     continue
-                fired = _macdv_firings(rule, signals, value, bar_start, now, cooldown_s)
-                firings += fired
-                order += [position] * len(fired)
+                slot = 2 * position
+                for firing in _macdv_firings(rule, signals, value, bar_start, now, cooldown_s):
+                    slots[slot] = firing
+                    slot += 1
                 touch(rule.id)
             continue
         direction = _direction(condition, rising)
@@ -814,12 +816,11 @@ def evaluate_bar_close(
             outcome = gate(state, rule.frequency, bar_start, now, False)
             if outcome is _SKIP:
                 continue
-            firings.append(_condition_firing(rule, direction, bar_start, label, value, now, outcome))
-            order.append(position)
+            slots[2 * position] = _condition_firing(rule, direction, bar_start, label, value, now, outcome)
             touch(rule.id)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
-    return [firings[i] for i in sorted(range(len(firings)), key=order.__getitem__)]
+    return list(filter(None, slots))  # type: ignore[arg-type]
 
 
 def evaluate_quote(
