@@ -820,7 +820,7 @@ def evaluate_bar_close(
             touch(rule.id)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
-    return list(filter(None, slots))  # type: ignore[arg-type]
+    return list(filter(None, slots))
 
 
 def evaluate_quote(
