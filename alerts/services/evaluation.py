@@ -3,7 +3,6 @@ outbox rows queued in the same transaction, and the alert streamed after commit.
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -216,7 +215,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
             outcome = rules.gate(state, rules.Frequency(row.frequency), firing.bar_start, firing.ts)
             if outcome is rules.Gate.SKIP:
                 continue
-            firing = replace(firing, stop=outcome is rules.Gate.STOP)
+            firing = firing._replace(stop=outcome is rules.Gate.STOP)
             if firing.stop:
                 row.status = AlertRule.Status.STOPPED
                 log.warning(

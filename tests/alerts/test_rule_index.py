@@ -345,3 +345,38 @@ def test_expired_stopped_and_done_rules_do_not_fire_but_keep_the_history_deep() 
     index, series = RuleIndex(rules), SeriesState("BTCUSD", "5m")
     assert evaluate_bar_close(index, series, bar_start=BAR, values={"close": Decimal(2)}) == []
     assert index.depth == 301
+
+
+def test_a_presets_crossing_and_reversal_of_one_bar_keep_the_rules_order() -> None:
+    # -160 -> -210 crosses -200 down, and both below -150 with the histogram above 5% of 210: the
+    # MACD-V preset fires twice on the bar, between the rules before and after it
+    rules = [
+        Rule(0, "BTCUSD", "5m", source=MACDV, condition=Condition.LESS_THAN, threshold=-180.0),
+        Rule(1, "BTCUSD", "5m", kind=Kind.MACDV),
+        Rule(2, "BTCUSD", "5m", source=MACDV, condition=Condition.CROSSING_DOWN, threshold=-200.0),
+        Rule(3, "BTCUSD", "5m", kind=Kind.MACDV, state=RuleState(latch_oversold=True)),
+    ]
+    index, series = RuleIndex(rules), SeriesState("BTCUSD", "5m")
+    assert evaluate_bar_close(index, series, bar_start=BAR, values={MACDV: -160.0}) == []
+    fired = evaluate_bar_close(
+        index, series, bar_start=BAR + M5, values={MACDV: -210.0, MACDV_HISTOGRAM: 20.0}
+    )
+    assert [(f.rule_id, f.label) for f in fired] == [
+        (0, "less_than"),
+        (1, "macdv_below_-200"),
+        (1, "macdv_reversal_oversold"),
+        (2, "crossing_down"),
+        (3, "macdv_below_-200"),
+        (3, "macdv_reversal_oversold"),  # the crossing released the latch
+    ]
+
+
+def test_firings_are_values_a_stop_is_a_changed_copy() -> None:
+    r = Rule(1, "BTCUSD", "5m", source="rsi_14", condition=Condition.GREATER_THAN, threshold=70.0)
+    (firing,) = evaluate_bar_close(
+        RuleIndex([r]), SeriesState("BTCUSD", "5m"), bar_start=BAR, values={"rsi_14": 75.0}
+    )
+    assert firing == Firing(1, "BTCUSD", "5m", BAR, "greater_than", "BTCUSD: RSI 14 is above 70 (5m)",
+                            75.0, Direction.UP, float(BAR + M5))  # fmt: skip
+    stopped = firing._replace(stop=True)
+    assert stopped.stop and not firing.stop and stopped[:9] == firing[:9]
