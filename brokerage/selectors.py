@@ -11,6 +11,7 @@ from django.db.models import OuterRef, QuerySet, Subquery, Sum
 
 from kernel import sql, versions
 from marketdata.models import Instrument
+from marketdata.selectors import MARKET_VERSION
 
 from . import pricing
 from .models import (
@@ -51,11 +52,9 @@ def instrument_spec(instrument: Instrument) -> pricing.Spec:
 class Conditions:
     """A group's trading conditions per instrument (one query), with the group's defaults."""
 
-    def __init__(self, group: ClientGroup, rows: Iterable[GroupInstrument] | None = None) -> None:
-        """`rows`: the group's GroupInstrument rows when the caller has read them already."""
+    def __init__(self, group: ClientGroup) -> None:
         self.group = group
-        if rows is None:
-            rows = sql.select(GroupInstrument, "t.group_id = %s", [group.pk])
+        rows = sql.select(GroupInstrument, "t.group_id = %s", [group.pk])
         self.by_instrument = {gi.instrument_id: gi for gi in rows}
 
     def settings(self, instrument: Instrument) -> GroupInstrument | None:
@@ -77,6 +76,45 @@ class Conditions:
     def client_tick(self, instrument: Instrument, quotes: QuoteSource) -> pricing.Tick | None:
         tick = quotes.tick(instrument.symbol)
         return pricing.client_tick(tick, self.markup(instrument)) if tick else None
+
+
+# The data version of the client groups and their per-instrument settings (kernel/versions.py): moved
+# on by any save or delete of either (brokerage/receivers.py). A write that bypasses the model signals
+# (a queryset .update()) must bump it.
+GROUPS_VERSION = "groups"
+
+
+def _group_conditions_load(group_id: int) -> Conditions:
+    (group,) = sql.select(ClientGroup, "t.id = %s", [group_id])
+    return Conditions(group)
+
+
+def _instrument_load(symbol: str) -> Instrument | None:
+    found = sql.select(Instrument, "t.symbol = %s", [symbol])
+    return found[0] if found else None
+
+
+# Every order needs its instrument and its group's conditions, which change only when an operator
+# edits them: they are kept per process under their data versions instead of read with each order.
+# The kept objects are shared by every thread of the process: read them, never change them.
+_group_conditions: versions.VersionedCache[int, Conditions] = versions.VersionedCache(
+    (GROUPS_VERSION,), _group_conditions_load, size=1024, seed=True
+)
+_instruments: versions.VersionedCache[str, Instrument | None] = versions.VersionedCache(
+    (MARKET_VERSION,), _instrument_load, size=4096, seed=True
+)
+
+
+def group_conditions(group_id: int) -> Conditions:
+    """The group's conditions (its row and per-instrument settings), kept per process until the
+    groups' version moves on (shared: read-only)."""
+    return _group_conditions.get(group_id)
+
+
+def instrument_by_symbol(symbol: str) -> Instrument | None:
+    """The instrument of `symbol` (None: none), kept per process until the market data version moves
+    on (shared: read-only)."""
+    return _instruments.get(symbol)
 
 
 @dataclass

@@ -43,7 +43,10 @@ def pinned() -> Iterator[None]:
     """Within the block this thread reads each version once (the seeded caches' ones together, at
     its start): the work done in it may use data as of the block's start, as though all of it had
     been done then (a dealer's orders, which arrived before it started, read them once, not once per
-    order and cache)."""
+    order and cache). Within an enclosing pinned block it keeps that block's reads."""
+    if getattr(_pins, "reads", None) is not None:
+        yield
+        return
     names = sorted(_hot)
     _pins.reads = dict(zip(names, mget([_key(n) for n in names]), strict=True)) if names else {}
     try:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
-from kernel import metrics
+from kernel import metrics, versions
 from kernel.errors import ServiceError
 from users.models import User
 from users.services import audit_record
@@ -208,7 +208,8 @@ def order_submit(
 
     if dealers.enabled():
         return dealers.submit(account.pk, deal)
-    return deal()
+    with versions.pinned():  # the versions the order's caches check, in one round trip (as a dealer's)
+        return deal()
 
 
 def _reserve(account: TradingAccount, amount: Decimal) -> None:

@@ -91,3 +91,14 @@ def test_a_pinned_block_reads_each_version_once_and_sees_later_bumps_after_it() 
         versions.bump_on_commit("p")
         assert versions.read(("p",)) == first
     assert versions.read(("p",)) not in (None, first)
+
+
+def test_a_pinned_block_inside_another_keeps_the_outer_reads() -> None:
+    versions.bump_on_commit("q")
+    with versions.pinned():
+        first = versions.read(("q",))
+        with versions.pinned():  # e.g. an order submitted directly within a pinned block
+            versions.bump_on_commit("q")
+            assert versions.read(("q",)) == first
+        assert versions.read(("q",)) == first  # the inner block's end does not unpin the outer
+    assert versions.read(("q",)) not in (None, first)

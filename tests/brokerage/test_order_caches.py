@@ -1,0 +1,98 @@
+"""The instrument and the group's conditions an order needs are kept per process under their data
+versions (brokerage.selectors): read once per version, and a committed change holds from the next
+order on, however it was made, once its version has moved."""
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from brokerage import services
+from brokerage.models import ClientGroup, Deal, GroupInstrument, Order, Position, TradingAccount
+from brokerage.selectors import GROUPS_VERSION, instrument_by_symbol
+from kernel import versions
+from kernel.errors import ServiceError
+from marketdata.models import Instrument
+from marketdata.selectors import MARKET_VERSION
+
+from .conftest import Market, set_commission
+
+pytestmark = pytest.mark.django_db(transaction=True)  # commits: the versions move on as in production
+
+
+def buy(account: TradingAccount) -> Order:
+    return services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
+
+
+def commission_of(order: Order) -> D:
+    return Deal.objects.get(order=order).commission
+
+
+def test_an_order_reads_no_instrument_or_group_rows_while_their_versions_stand(
+    account: TradingAccount, market: Market, group: ClientGroup, instruments: dict[str, Instrument]
+) -> None:
+    market.set("EURUSD", "1.1000", "1.1002")
+    set_commission(group, instruments["EURUSD"], "7")
+    buy(account)  # reads and keeps them
+    seen: list[str] = []
+
+    def wrapper(execute: Any, query: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(query)
+        return execute(query, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        order = buy(account)
+    assert commission_of(order) == D("-0.70")
+    tables = ("marketdata_instrument", "brokerage_clientgroup", "brokerage_groupinstrument")
+    assert not [q for q in seen if any(t in q for t in tables)]
+
+
+def test_a_saved_group_or_setting_holds_from_the_next_order_on(
+    account: TradingAccount, market: Market, group: ClientGroup, instruments: dict[str, Instrument]
+) -> None:
+    market.set("EURUSD", "1.1000", "1.1002")
+    assert commission_of(buy(account)) == D("0.00")
+    set_commission(group, instruments["EURUSD"], "7")  # saved, as the admin saves: the version moves
+    assert commission_of(buy(account)) == D("-0.70")
+    group.leverage = 50
+    group.save()
+    assert Position.objects.get(deals__order=buy(account)).margin == D("220.04")
+    GroupInstrument.objects.get(group=group).delete()
+    assert commission_of(buy(account)) == D("0.00")
+
+
+def test_a_change_with_no_signal_holds_once_its_version_moves(
+    account: TradingAccount, market: Market, group: ClientGroup, instruments: dict[str, Instrument]
+) -> None:
+    """As another process's write that bypasses the model signals: the cached rows serve until the
+    data version moves on (the writer's bump_on_commit), and the change holds from then on."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    set_commission(group, instruments["EURUSD"], "7")
+    assert commission_of(buy(account)) == D("-0.70")
+
+    GroupInstrument.objects.filter(group=group).update(commission_per_lot=D("3"))
+    ClientGroup.objects.filter(pk=group.pk).update(leverage=50)
+    Instrument.objects.filter(symbol="EURUSD").update(tradable=False)
+    order = buy(account)  # versions unchanged: the kept rows
+    assert commission_of(order) == D("-0.70")
+    assert Position.objects.get(deals__order=order).margin == D("110.02")
+
+    versions.bump_on_commit(GROUPS_VERSION)
+    order = buy(account)
+    assert commission_of(order) == D("-0.30")
+    assert Position.objects.get(deals__order=order).margin == D("220.04")
+
+    versions.bump_on_commit(MARKET_VERSION)
+    with pytest.raises(ServiceError) as refused:
+        buy(account)
+    assert refused.value.code == "instrument_not_tradable"
+
+
+def test_an_unknown_symbol_is_known_once_its_instrument_is_saved(instruments: dict[str, Instrument]) -> None:
+    assert instrument_by_symbol("EURUSX") is None  # kept: unknown while the version stands
+    added = instruments["EURUSD"]
+    added.pk, added.symbol = None, "EURUSX"
+    added.save()  # the market data version moves
+    found = instrument_by_symbol("EURUSX")
+    assert found is not None and found.pk == added.pk
