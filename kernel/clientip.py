@@ -92,7 +92,7 @@ def resolve_scope(scope: dict[str, Any], peer: tuple[str, int] | None, networks:
     """Sets scope["client"] (and an HTTP scope's "scheme") from the peer and, if the peer is a
     trusted proxy, the forwarding headers; drops those headers when it is not. In place."""
     headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
-    trusted = peer is not None and is_trusted(parse_address(peer[0]), networks)
+    trusted = bool(networks) and peer is not None and is_trusted(parse_address(peer[0]), networks)
     if not trusted:
         scope["headers"] = [
             (name, value) for name, value in headers if name.lower() not in FORWARDING_HEADERS

@@ -14,6 +14,14 @@ SIZE long-lived single-thread executors instead: threads and their connections a
 most SIZE requests run sync code at once while the others wait in the event loop holding nothing.
 Thread-sensitive code still runs on one thread per request, as Django requires.
 
+Django's ASGIHandler.handle also hops to the thread three times per request (the request_started
+signal's sync receivers, the middleware chain and view, then response.close() for request_finished)
+and runs the view in a task raced against a second task listening for the client's disconnect. Here
+`handle` makes one hop for all of it: signals, request, middleware chain, view and close, then sends
+the response from the event loop. The disconnect race goes: a sync view cannot be interrupted (the
+thread runs to the end either way), and daphne drops what is sent to a connection that has gone. A
+streaming response (static files) is sent as Django sends it and closed after its last chunk.
+
 The wait is bounded: past `queue_max` waiting requests, or after `queue_wait_s` in the queue (a
 database that stopped answering holds every thread), a request is shed at once with 503, the API's
 JSON error shape and Retry-After. /healthz never queues: it is answered here, in the event loop, so a
@@ -27,8 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
 
 from kernel.errors import error_body
 from livermore.health import HEALTHZ_BODY
@@ -46,10 +57,18 @@ class _Threads:
         self.waiting = 0
         self.shed = 0
 
-    async def borrow(self) -> ThreadPoolExecutor:
-        if self.idle.empty() and self.started < self.size:
+    def take(self) -> ThreadPoolExecutor | None:
+        """An idle executor, or a new one while fewer than `size` exist; None if all are busy."""
+        if not self.idle.empty():
+            return self.idle.get_nowait()
+        if self.started < self.size:
             self.started += 1
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="http")
+        return None
+
+    async def borrow(self) -> ThreadPoolExecutor:
+        if (executor := self.take()) is not None:
+            return executor
         self.waiting += 1
         try:
             return await self.idle.get()
@@ -80,6 +99,8 @@ class ThreadPoolASGIHandler(ASGIHandler):
         self.threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Threads] = (
             weakref.WeakKeyDictionary()
         )
+        # Built once: sync_to_async's wrapper costs as much to build as to call.
+        self._respond_in_thread = sync_to_async(self._respond, thread_sensitive=True)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -91,21 +112,53 @@ class ThreadPoolASGIHandler(ASGIHandler):
         if scope["path"] == "/healthz":
             await _answer(send, 200, HEALTHZ_BODY)
             return
-        try:
-            if threads.waiting >= self.queue_max:
-                raise TimeoutError
-            async with asyncio.timeout(self.queue_wait_s):
-                executor = await threads.borrow()
-        except TimeoutError:
-            threads.shed += 1
-            body = error_body("overloaded", "The server is overloaded; retry shortly.")
-            await _answer(send, 503, body, ((b"retry-after", str(SHED_RETRY_AFTER_S).encode()),))
-            return
+        # Only a request that has to wait pays for the timeout's timer.
+        if (executor := threads.take()) is None:
+            try:
+                if threads.waiting >= self.queue_max:
+                    raise TimeoutError
+                async with asyncio.timeout(self.queue_wait_s):
+                    executor = await threads.borrow()
+            except TimeoutError:
+                threads.shed += 1
+                body = error_body("overloaded", "The server is overloaded; retry shortly.")
+                await _answer(send, 503, body, ((b"retry-after", str(SHED_RETRY_AFTER_S).encode()),))
+                return
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
             threads.idle.put_nowait(executor)
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        response = await self._respond_in_thread(scope, body_file)
+        try:
+            await self.send_response(response, send)
+        finally:
+            if response.streaming:
+                await sync_to_async(response.close, thread_sensitive=True)()
+
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        """In the request's thread: what Django's handle does around the view, in one go. A response
+        that is not streamed is complete here, so it is closed (request_finished) before it is sent."""
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                assert error_response is not None  # Django's create_request returns one or the other
+                response = error_response
+            else:
+                response = self.get_response(request)
+                response._handler_class = self.__class__  # type: ignore[attr-defined]
+                if isinstance(response, FileResponse):
+                    response.block_size = self.chunk_size
+            if not response.streaming:
+                response.close()
+            return response
+        finally:
+            body_file.close()

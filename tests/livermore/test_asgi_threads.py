@@ -3,9 +3,15 @@ long-lived threads (livermore/asgi_threads.py)."""
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from django.core import signals
+from django.http import StreamingHttpResponse
+from django.urls import path
 
 from livermore.asgi_threads import ThreadPoolASGIHandler
 
@@ -119,3 +125,59 @@ async def test_a_request_that_waited_its_bound_in_the_queue_is_shed_with_503() -
     status, body = await get(app, "/no-such-page")
     assert status == 503 and json.loads(body)["error"]["code"] == "overloaded"
     assert 0.3 <= asyncio.get_running_loop().time() - started < 1.0
+
+
+async def test_request_signals_and_the_view_run_in_one_hop_to_the_requests_thread() -> None:
+    app = handler(1)
+    threads_seen: list[tuple[str, int]] = []
+
+    def started(**kwargs: Any) -> None:
+        threads_seen.append(("started", threading.get_ident()))
+
+    def finished(**kwargs: Any) -> None:
+        threads_seen.append(("finished", threading.get_ident()))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    hops = 0
+    real_submit = ThreadPoolExecutor.submit
+
+    def counting_submit(self: ThreadPoolExecutor, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return real_submit(self, *args, **kwargs)
+
+    try:
+        with patch.object(ThreadPoolExecutor, "submit", counting_submit):
+            assert (await get(app, "/no-such-page"))[0] == 404
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert hops == 1
+    assert [name for name, _ in threads_seen] == ["started", "finished"]
+    assert len({ident for _, ident in threads_seen}) == 1
+    assert threads_seen[0][1] != threading.get_ident()
+
+
+async def test_a_streamed_response_is_sent_whole_and_closed_after_its_last_chunk(settings: Any) -> None:
+    settings.ROOT_URLCONF = "tests.livermore.test_asgi_threads"
+    finished = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_finished(**kwargs: Any) -> None:
+        loop.call_soon_threadsafe(finished.set)
+
+    signals.request_finished.connect(on_finished)
+    try:
+        status, body = await get(handler(1), "/stream")
+    finally:
+        signals.request_finished.disconnect(on_finished)
+    assert (status, body) == (200, b"onetwothree")
+    await asyncio.wait_for(finished.wait(), timeout=1)
+
+
+def _stream(request: Any) -> StreamingHttpResponse:
+    return StreamingHttpResponse(iter([b"one", b"two", b"three"]))
+
+
+urlpatterns = [path("stream", _stream)]
