@@ -1,3 +1,4 @@
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -253,3 +254,23 @@ def test_a_batch_of_many_pieces_keeps_every_row_whole(tick_table):
     assert all(row[0] == ticks.ns_to_datetime(now - row[7] * 1_000) for row in rows)
     assert all(row[3] == D("1.08500") + D(row[7]) / 100000 and row[5:7] == (D(3), D(4)) for row in rows)
     assert {row[1] for row in rows} == {"EURUSD", "GBPUSD", "USDJPY"}
+
+
+def test_ticks_handed_over_while_the_writer_takes_batches_are_each_written_once(tick_table):
+    recorder = TickRecorder(database_conninfo(), flush_interval_s=0.01, batch_size=500)
+    count = 20_000
+    now = time.time_ns()
+    symbols = ("EURUSD", "GBPUSD")
+    quotes = [selected(seq, ts=now + seq, symbol=symbols[seq % 2]) for seq in range(1, count + 1)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as the interpreter lets them
+    recorder.start()
+    try:
+        for quote in quotes:  # as the market loop does, while the writer thread takes what is buffered
+            recorder(quote)
+        wait_until(lambda: recorder.written == count, timeout_s=30)
+    finally:
+        sys.setswitchinterval(interval)
+        recorder.stop()
+    assert recorder.buffered == 0 and recorder.dropped == 0
+    assert [row[7] for row in stored()] == list(range(1, count + 1))
