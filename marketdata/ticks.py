@@ -304,8 +304,9 @@ class TickRecorder:
         self.rejected = 0
         self.failures = 0
         self.last_error = ""
-        self._buffer: list[TickRow] = []  # never replaced: see flush()
+        self._buffer: list[TickRow] = []
         self._inflight: list[TickRow] = []  # taken from the buffer, not yet committed
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -321,15 +322,16 @@ class TickRecorder:
         q = selected.quote
         if q is None or not selected.tradable:
             return
-        buffer = self._buffer
-        if len(buffer) + len(self._inflight) >= self.max_buffer:
-            self.dropped += 1
-            return
         row = (q.venue_ts, selected.symbol, q.venue, q.bid, q.ask, q.bid_size, q.ask_size, selected.seq)
-        buffer.append(row)
-        # Once per filling: the writer only ever takes rows from the front.
-        if len(buffer) == self.batch_size:
-            self._wake.set()
+        with self._lock:
+            buffer = self._buffer
+            if len(buffer) + len(self._inflight) >= self.max_buffer:
+                self.dropped += 1
+                return
+            buffer.append(row)
+            # Once per filling: the buffer grows from empty to the size it is taken at.
+            if len(buffer) == self.batch_size:
+                self._wake.set()
 
     def stats(self) -> dict[str, object]:
         return {
@@ -370,13 +372,10 @@ class TickRecorder:
 
     def flush(self) -> bool:
         """Write everything buffered. False if PostgreSQL failed (the rows stay buffered)."""
-        # No lock with the thread that adds (a lock per tick cost a third of adding one): the buffer
-        # stays the same list, appended to at its end while the rows taken are copied and then
-        # deleted from its front, each one step under the GIL. A row is briefly counted twice
-        # against max_buffer, never not at all.
-        taken = self._buffer[:]
-        self._inflight += taken
-        del self._buffer[: len(taken)]
+        with self._lock:
+            if self._buffer:
+                self._inflight.extend(self._buffer)
+                self._buffer = []
         try:
             while self._inflight:
                 chunk = self._inflight[: self.batch_size * 5]
