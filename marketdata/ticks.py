@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.abc import Buffer
-from psycopg.types.numeric import DecimalBinaryDumper
+from psycopg.adapt import PyFormat
 
 from kernel import metrics
 from kernel.lease import StaleFence, fence_check
@@ -188,45 +188,75 @@ def day_of(ns: int) -> date:
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
-_dump_decimal = DecimalBinaryDumper(Decimal).dump
+# psycopg's C dumper (psycopg_binary), else its Python one.
+_dump_numeric = psycopg.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal).dump
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 _COPY_TRAILER = b"\xff\xff"
 _NULL = b"\xff\xff\xff\xff"
 _pack_row_start = struct.Struct(">hiq").pack  # field count, then the timestamptz's length and value
 _pack_int8 = struct.Struct(">iq").pack  # length and value
+_pack_row_between = struct.Struct(">iqhiq").pack  # a row's int8 (length, value), the next row's start
 _pack_length = struct.Struct(">i").pack
 _ENCODE_ROWS = 5_000  # rows per piece written
 
 
-def _field(value: str | Decimal | None) -> bytes:
-    """One field of a binary COPY row: its length and its binary form (text, numeric), or NULL."""
+def _text_field(value: str) -> bytes:
+    data = value.encode()
+    return _pack_length(len(data)) + data
+
+
+def _numeric_field(value: Decimal | None) -> bytes:
     if value is None:
         return _NULL
-    data = value.encode() if isinstance(value, str) else bytes(cast(Buffer, _dump_decimal(value)))
+    data = bytes(cast(Buffer, _dump_numeric(value)))
     return _pack_length(len(data)) + data
 
 
 def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
     """TickRows as binary COPY data for COPY_SQL, signature and trailer included, in pieces. The venue
     timestamp (epoch ns) becomes a timestamptz (microseconds, truncated as the datetime it stands for
-    would be). Symbols, venues, prices and sizes repeat: each is encoded once per call, which is most
-    of what encoding a tick costs. Equal Decimals may differ in exponent (1.0, 1.00); the columns'
-    fixed scale stores them alike."""
-    fields: dict[str | Decimal | None, bytes] = {}
+    would be). Symbols, venues, prices and sizes repeat: each field is encoded once per call, which is
+    most of what encoding a tick costs. Prices and sizes are looked up by their text: quotes bring new
+    Decimal objects, whose hash (computed on first use) costs several times their str(), and equal
+    text is the same Decimal, so the same field. Equal Decimals may differ in exponent (1.0, 1.00);
+    the columns' fixed scale stores them alike. A row's seq is packed with the next row's start (they
+    are adjacent in the data): one pack a row."""
+    texts: dict[str, bytes] = {}
+    numbers: dict[str, bytes] = {"None": _NULL}
     yield _COPY_SIGNATURE
     for start in range(0, len(rows), _ENCODE_ROWS):
-        piece = []
-        for ts, symbol, venue, bid, ask, bid_size, ask_size, seq in rows[start : start + _ENCODE_ROWS]:
+        chunk = rows[start : start + _ENCODE_ROWS]
+        piece = [_pack_row_start(8, 8, chunk[0][0] // 1000 - _PG_EPOCH_US)]
+        seq = None
+        for ts, symbol, venue, bid, ask, bid_size, ask_size, next_seq in chunk:
+            if seq is not None:
+                piece.append(_pack_row_between(8, seq, 8, 8, ts // 1000 - _PG_EPOCH_US))
+            seq = next_seq
             try:
-                encoded = fields[symbol] + fields[venue] + fields[bid] + fields[ask] + fields[bid_size]
-                encoded += fields[ask_size]
+                piece += (
+                    texts[symbol],
+                    texts[venue],
+                    numbers[str(bid)],
+                    numbers[str(ask)],
+                    numbers[str(bid_size)],
+                    numbers[str(ask_size)],
+                )
             except KeyError:
-                for value in (symbol, venue, bid, ask, bid_size, ask_size):
-                    if value not in fields:
-                        fields[value] = _field(value)
-                encoded = fields[symbol] + fields[venue] + fields[bid] + fields[ask] + fields[bid_size]
-                encoded += fields[ask_size]
-            piece.append(_pack_row_start(8, 8, ts // 1000 - _PG_EPOCH_US) + encoded + _pack_int8(8, seq))
+                for text in (symbol, venue):
+                    if text not in texts:
+                        texts[text] = _text_field(text)
+                for number in (bid, ask, bid_size, ask_size):
+                    if str(number) not in numbers:
+                        numbers[str(number)] = _numeric_field(number)
+                piece += (
+                    texts[symbol],
+                    texts[venue],
+                    numbers[str(bid)],
+                    numbers[str(ask)],
+                    numbers[str(bid_size)],
+                    numbers[str(ask_size)],
+                )
+        piece.append(_pack_int8(8, seq))
         yield b"".join(piece)
     yield _COPY_TRAILER
 
@@ -292,17 +322,16 @@ class TickRecorder:
         q = selected.quote
         if q is None or not selected.tradable:
             return
-        self.add((q.venue_ts, selected.symbol, q.venue, q.bid, q.ask, q.bid_size, q.ask_size, selected.seq))
-
-    def add(self, row: TickRow) -> None:
+        row = (q.venue_ts, selected.symbol, q.venue, q.bid, q.ask, q.bid_size, q.ask_size, selected.seq)
         with self._lock:
-            if len(self._buffer) + len(self._inflight) >= self.max_buffer:
+            buffer = self._buffer
+            if len(buffer) + len(self._inflight) >= self.max_buffer:
                 self.dropped += 1
                 return
-            self._buffer.append(row)
-            full = len(self._buffer) >= self.batch_size
-        if full:
-            self._wake.set()
+            buffer.append(row)
+            # Once per filling: the buffer grows from empty to the size it is taken at.
+            if len(buffer) == self.batch_size:
+                self._wake.set()
 
     def stats(self) -> dict[str, object]:
         return {

@@ -1,3 +1,4 @@
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -192,3 +193,84 @@ def test_the_retention_job_indexes_the_day_that_is_over(tick_table, settings):
 
     assert tick_retention()["indexed"] == [ticks.partition_name(yesterday)]
     assert partition_indexes(yesterday) == {"brin (ts)", "btree (symbol, ts)"}
+
+
+# numeric(24, 10) for prices, numeric(28, 10) for sizes: PostgreSQL's own conversion of each value is
+# what the recorder's binary COPY must store.
+EDGE_PRICES = [
+    D("1.08500"),
+    D("1.0850000000"),  # equal to the one above, another exponent
+    D("0"),
+    D("-0"),
+    D("0.0000000001"),  # the smallest step of the columns' scale
+    D("99999999999999.9999999999"),  # the largest price numeric(24, 10) holds
+    D("-37.63"),  # a negative price (a future's)
+    D("1E+3"),
+    D("123.45678901234"),  # more decimals than the scale: rounded by the column
+    D("0.00000000005"),  # half a step: away from zero
+    D("-0.00000000005"),
+    D("0.123456789012345678901234567890"),
+    D("1234.5678"),
+    D("10000"),
+    D("9999.9999"),
+]
+EDGE_SIZES = [None, D("999999999999999999.9999999999"), D("0.5"), D("3"), D("1E+6")]
+
+
+def test_the_binary_copy_stores_what_postgresql_makes_of_each_value(tick_table):
+    recorder = TickRecorder(database_conninfo())
+    now = time.time_ns()
+    sent = []
+    for seq, bid in enumerate(EDGE_PRICES, start=1):
+        ask = EDGE_PRICES[-seq]
+        bid_size, ask_size = EDGE_SIZES[seq % len(EDGE_SIZES)], EDGE_SIZES[(seq * 2) % len(EDGE_SIZES)]
+        ts = now - seq * 1_000_999  # nanoseconds that a microsecond timestamp truncates
+        symbol, venue = ("XAU/USD", "börse-ä") if seq % 2 else ("EURUSD", "sim")
+        recorder(SelectedQuote(symbol, seq, Quote(symbol, venue, bid, ask, ts, ts, bid_size, ask_size), True))
+        sent.append((ts, symbol, venue, bid, ask, bid_size, ask_size, seq))
+    assert recorder.flush() and recorder.written == len(EDGE_PRICES)
+
+    with connection.cursor() as cursor:
+        expected = []
+        for ts, symbol, venue, bid, ask, bid_size, ask_size, seq in sent:
+            cursor.execute(
+                "SELECT %s::numeric(24, 10), %s::numeric(24, 10), %s::numeric(28, 10), %s::numeric(28, 10)",
+                [bid, ask, bid_size, ask_size],
+            )
+            expected.append((ticks.ns_to_datetime(ts), symbol, venue, *cursor.fetchone(), seq))
+    # The same digits and scale, not only equal values (1.085 == 1.0850000000).
+    assert [tuple(map(str, row)) for row in stored()] == [tuple(map(str, row)) for row in expected]
+
+
+def test_a_batch_of_many_pieces_keeps_every_row_whole(tick_table):
+    recorder = TickRecorder(database_conninfo())
+    now = time.time_ns()
+    count = 2 * ticks._ENCODE_ROWS + 3  # pieces of the COPY data end and start mid-batch
+    for seq in range(1, count + 1):
+        recorder(selected(seq, ts=now - seq * 1_000, symbol=("EURUSD", "GBPUSD", "USDJPY")[seq % 3]))
+    assert recorder.flush()
+    rows = stored()
+    assert [row[7] for row in rows] == list(range(1, count + 1))
+    assert all(row[0] == ticks.ns_to_datetime(now - row[7] * 1_000) for row in rows)
+    assert all(row[3] == D("1.08500") + D(row[7]) / 100000 and row[5:7] == (D(3), D(4)) for row in rows)
+    assert {row[1] for row in rows} == {"EURUSD", "GBPUSD", "USDJPY"}
+
+
+def test_ticks_handed_over_while_the_writer_takes_batches_are_each_written_once(tick_table):
+    recorder = TickRecorder(database_conninfo(), flush_interval_s=0.01, batch_size=500)
+    count = 20_000
+    now = time.time_ns()
+    symbols = ("EURUSD", "GBPUSD")
+    quotes = [selected(seq, ts=now + seq, symbol=symbols[seq % 2]) for seq in range(1, count + 1)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as the interpreter lets them
+    recorder.start()
+    try:
+        for quote in quotes:  # as the market loop does, while the writer thread takes what is buffered
+            recorder(quote)
+        wait_until(lambda: recorder.written == count, timeout_s=30)
+    finally:
+        sys.setswitchinterval(interval)
+        recorder.stop()
+    assert recorder.buffered == 0 and recorder.dropped == 0
+    assert [row[7] for row in stored()] == list(range(1, count + 1))
