@@ -232,30 +232,24 @@ def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
             if seq is not None:
                 piece.append(_pack_row_between(8, seq, 8, 8, ts // 1000 - _PG_EPOCH_US))
             seq = next_seq
-            try:
-                piece += (
-                    texts[symbol],
-                    texts[venue],
-                    numbers[str(bid)],
-                    numbers[str(ask)],
-                    numbers[str(bid_size)],
-                    numbers[str(ask_size)],
-                )
-            except KeyError:
-                for text in (symbol, venue):
-                    if text not in texts:
-                        texts[text] = _text_field(text)
-                for number in (bid, ask, bid_size, ask_size):
-                    if str(number) not in numbers:
-                        numbers[str(number)] = _numeric_field(number)
-                piece += (
-                    texts[symbol],
-                    texts[venue],
-                    numbers[str(bid)],
-                    numbers[str(ask)],
-                    numbers[str(bid_size)],
-                    numbers[str(ask_size)],
-                )
+            while True:  # a miss learns the row's new texts and numbers, then packs it again
+                try:
+                    piece += (
+                        texts[symbol],
+                        texts[venue],
+                        numbers[str(bid)],
+                        numbers[str(ask)],
+                        numbers[str(bid_size)],
+                        numbers[str(ask_size)],
+                    )
+                    break
+                except KeyError:
+                    for text in (symbol, venue):
+                        if text not in texts:
+                            texts[text] = _text_field(text)
+                    for number in (bid, ask, bid_size, ask_size):
+                        if str(number) not in numbers:
+                            numbers[str(number)] = _numeric_field(number)
         piece.append(_pack_int8(8, seq))
         yield b"".join(piece)
     yield _COPY_TRAILER
