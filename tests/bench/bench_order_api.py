@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps_for_ratio  # noqa: E402
+from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps_for_ratio, settle  # noqa: E402
 
 ACCOUNTS = 64
 CONCURRENCY = 48
@@ -271,6 +271,7 @@ def web_and_client(env: dict[str, str], script: str, config: dict[str, Any]) -> 
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, procs, path="/healthz")
+        settle()  # the set-up's writes flushed, every web process done starting
         client = subprocess.run(
             [sys.executable, script, "--client"],
             input=json.dumps({"base": base, **config}),

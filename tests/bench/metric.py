@@ -7,6 +7,8 @@ import operator
 import os
 import re
 import subprocess
+import sys
+import time
 from functools import cache
 
 _TARGET = re.compile(r"^(<=|>=)\s*([0-9.]+)$")
@@ -113,3 +115,36 @@ def emit_vs_pgbench(name: str, value: float, bar: float, tps: float) -> None:
     machine whose pgbench rate is half the reference one's, so the bar holds with margin wherever the
     ratio target is met."""
     emit(name, value / tps, "ratio", f">= {bar / (REFERENCE_PG_TPS / 2):.3f}")
+
+
+def _cpu_idle_share(interval_s: float) -> float:
+    """The share of all CPUs' time spent idle (or waiting for I/O) over the next `interval_s`."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    idle0, total0 = sample()
+    time.sleep(interval_s)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def settle(max_wait_s: float = 30.0, idle_share: float = 0.9) -> None:
+    """Let the machine go quiet before a measurement, so one figure does not carry the cost of the step
+    before it: PostgreSQL writes out what earlier steps dirtied (a CHECKPOINT, so that flush does not land
+    in the measured window), then wait until the CPUs have been at least `idle_share` idle over a second
+    (the last step's processes gone, a server's other processes done starting), at most `max_wait_s`."""
+    import psycopg
+
+    from kernel.db import database_conninfo
+
+    try:
+        with psycopg.connect(database_conninfo(dbname="postgres"), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        sys.stderr.write("settle: no CHECKPOINT (needs the pg_checkpoint role)\n")
+    deadline = time.monotonic() + max_wait_s
+    while _cpu_idle_share(1.0) < idle_share and time.monotonic() < deadline:
+        pass

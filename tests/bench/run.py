@@ -1,8 +1,9 @@
 """`make bench`: measure the machine first (tests/bench/machine.py: pg_simple_update_tps, handed to the
 other scripts so that the dealing figures are also read as a ratio of it), then run every
-tests/bench/bench_*.py script, each printing one JSON line per metric {"name", "value", "unit",
-"target", "cpu", "cpus"}; print the lines, then a summary of targets met and missed on stderr. Exit
-non-zero if a script fails (a missed target is a finding, not a crash)."""
+tests/bench/bench_*.py script, each once the machine has settled (metric.settle), each printing one
+JSON line per metric {"name", "value", "unit", "target", "cpu", "cpus"}; print the lines, then a
+summary of targets met and missed on stderr. Exit non-zero if a script fails (a missed target is a
+finding, not a crash)."""
 
 import json
 import os
@@ -13,7 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.metric import PGBENCH_TPS_ENV, cpu, met  # noqa: E402
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
+import django  # noqa: E402
+
+django.setup()
+
+from tests.bench.metric import PGBENCH_TPS_ENV, cpu, met, settle  # noqa: E402
 
 REQUIRED = {"name", "value", "unit", "target"}
 
@@ -25,6 +31,7 @@ def main() -> int:
     env = dict(os.environ)
     here = Path(__file__).parent
     for script in [here / "machine.py", *sorted(here.glob("bench_*.py"))]:
+        settle()
         result = subprocess.run(
             [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, env=env
         )
