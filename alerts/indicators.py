@@ -21,7 +21,10 @@ Formulas (index i counts bars from 0):
   subtracted): one pass instead of two, same values to rounding.
 - MACD-V = (EMA12(close) - EMA26(close)) / ATR26 * 100 (0 where the ATR is 0: no range, no move),
   signal = EMA9 of MACD-V seeded on its first 9 valid values, histogram = MACD-V - signal.
-  The EMAs run over every bar (a synthetic close is the last real close).
+  The EMAs run over every bar (a synthetic close is the last real close). Over a long history, once
+  the signal is seeded, the rest runs as one compiled pass (`_macdv_fused`, numba) that keeps every
+  recursion in step bar by bar, as MacdVState does: the separate passes above cost more in memory
+  traffic and fresh pages than in arithmetic.
 - Bollinger(n, k): middle = SMA(n), upper/lower = middle +- k * population standard deviation.
 
 Seeds are sums taken with math.fsum (correctly rounded) in both forms, so the forms stay in step
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
+from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 from scipy.signal import lfilter
@@ -75,9 +79,12 @@ _ROLLING_CHUNK = 1 << 16
 # Recursions over at least _BLOCKED_FROM values run in blocks of _BLOCK as matrix products
 # (_filter_blocked), _GEMM_ROWS blocks per product: m*n*k within OpenBLAS's threshold for threads
 # (65536*4), so it runs on the calling thread. Shorter ones run in lfilter, cheaper per call.
+# MACD-V over at least _BLOCKED_FROM bars runs in _macdv_fused once seeded, if that is within
+# _SEEDED_WITHIN bars (else, with too few real bars, all in passes).
 _BLOCK = 16
 _BLOCKED_FROM = 1 << 14
 _GEMM_ROWS = 65536 * 4 // (_BLOCK * _BLOCK)
+_SEEDED_WITHIN = 1024
 
 
 def _floats(x: ArrayLike) -> FloatArray:
@@ -396,9 +403,53 @@ def macdv(
     signal: int = MACDV_SIGNAL,
     atr_period: int = MACDV_ATR,
 ) -> MacdV:
-    c = _floats(close)
+    h, lo, c = _floats(high), _floats(low), _floats(close)
     mask = _synthetic_mask(synthetic, c.size)
-    range_ = atr(high, low, c, atr_period, mask)
+    fused = c.size >= _BLOCKED_FROM
+    bars = min(c.size, _SEEDED_WITHIN) if fused else c.size
+    value, sig, range_ = _macdv_passes(h, lo, c, mask, fast, slow, signal, atr_period, bars)
+    if not (fused and sig.size and not math.isnan(sig[-1])):
+        if bars < c.size:
+            value, sig, range_ = _macdv_passes(h, lo, c, mask, fast, slow, signal, atr_period, c.size)
+        histogram = value - sig
+    else:
+        # The passes over the head seed every recursion; the fused pass carries them on from there.
+        head = int(np.argmax(~np.isnan(sig))) + 1
+        value, sig, range_ = value[:head], sig[:head], range_[:head]
+        outputs = np.empty((4, c.size))
+        outputs[:, :head] = value, sig, value - sig, range_
+        alphas = (2.0 / (fast + 1), 2.0 / (slow + 1), 1.0 / atr_period, 2.0 / (signal + 1))
+        emas = float(ema(c[:head], fast)[-1]), float(ema(c[:head], slow)[-1])
+        states = (*emas, float(range_[-1]), float(sig[-1]))
+        synthetic_flags = np.zeros(0, dtype=bool) if mask is None else mask
+        _macdv_fused(h, lo, c, synthetic_flags, head, alphas, states, outputs)
+        value, sig, histogram, range_ = outputs
+    seeded = bool(c.size and not math.isnan(value[-1]))
+    return MacdV(
+        value=value,
+        signal=sig,
+        histogram=histogram,
+        atr=range_,
+        seeded=seeded,
+        reason=None if seeded else LOW_TRADING_ACTIVITY,
+        diagnostics=macdv_diagnostics(mask, c.size),
+    )
+
+
+def _macdv_passes(
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    mask: NDArray[np.bool_] | None,
+    fast: int,
+    slow: int,
+    signal: int,
+    atr_period: int,
+    bars: int,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """MACD-V's value, signal and ATR over the first `bars` bars, as vectorised passes."""
+    h, lo, c = h[:bars], lo[:bars], c[:bars]
+    range_ = atr(h, lo, c, atr_period, None if mask is None else mask[:bars])
     diff = ema_diff(c, fast, slow)
     flat = range_ == 0
     flat_valid = flat & ~np.isnan(diff) if flat.any() else None
@@ -407,17 +458,43 @@ def macdv(
     if flat_valid is not None:
         value[flat_valid] = 0.0
     value *= 100.0
-    sig = ema(value, signal)
-    seeded = bool(c.size and not math.isnan(value[-1]))
-    return MacdV(
-        value=value,
-        signal=sig,
-        histogram=value - sig,
-        atr=range_,
-        seeded=seeded,
-        reason=None if seeded else LOW_TRADING_ACTIVITY,
-        diagnostics=macdv_diagnostics(mask, c.size),
-    )
+    return value, ema(value, signal), range_
+
+
+@njit(cache=True, nogil=True)
+def _macdv_fused(
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    synthetic: NDArray[np.bool_],
+    start: int,
+    alphas: tuple[float, float, float, float],
+    states: tuple[float, float, float, float],
+    out: FloatArray,
+) -> None:
+    """MACD-V's recursions from bar `start` on, in step: the fast and slow EMAs, the ATR (Wilder; a
+    synthetic bar, flagged in `synthetic` unless it is empty, carries it) and the signal EMA, with
+    `alphas` and their `states` after bar start-1 in that order, into out = (value, signal, histogram,
+    ATR) rows; the arithmetic of EmaState, AtrState and MacdVState, over arrays."""
+    a1, a2, a3, a4 = alphas
+    e1, e2, range_, sig = states
+    b1, b2, b3, b4 = 1.0 - a1, 1.0 - a2, 1.0 - a3, 1.0 - a4
+    any_synthetic = synthetic.size > 0
+    for i in range(start, c.size):
+        x = c[i]
+        e1 = a1 * x + b1 * e1
+        e2 = a2 * x + b2 * e2
+        if not (any_synthetic and synthetic[i]):
+            prev = c[i - 1]
+            tr = np.maximum(h[i], prev) - np.minimum(lo[i], prev)
+            range_ = a3 * tr + b3 * range_
+        diff = e1 - e2
+        value = 0.0 if range_ == 0.0 and diff == diff else diff / range_ * 100.0
+        sig = a4 * value + b4 * sig
+        out[0, i] = value
+        out[1, i] = sig
+        out[2, i] = value - sig
+        out[3, i] = range_
 
 
 def macdv_stage(value: float | None, signal: float | None) -> str:

@@ -239,18 +239,46 @@ class TestAgainstTheReference:
 
 
 class TestLongHistories:
-    """Over a million bars the recursions run in blocks; they give lfilter's values to rounding."""
+    """Over a million bars the recursions run in blocks, and MACD-V once seeded in one fused pass; they
+    give lfilter's values to rounding."""
 
-    def test_macdv_over_a_million_bars_matches_lfilter(self) -> None:
+    @staticmethod
+    def bars(size: int, gaps: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(42)
-        close = 100 + np.cumsum(rng.normal(0, 0.1, 1_000_003))
+        close = 100 + np.cumsum(rng.normal(0, 0.1, size))
         high, low = close + rng.uniform(0, 0.2, close.size), close - rng.uniform(0, 0.2, close.size)
-        result = ind.macdv(high, low, close)
+        synthetic = rng.random(size) < gaps
+        for i in np.flatnonzero(synthetic[1:]) + 1:  # a gap-filled bar is flat at the previous close
+            high[i] = low[i] = close[i] = close[i - 1]
+        return high, low, close, synthetic
+
+    @staticmethod
+    def assert_as_in_lfilter(
+        high: np.ndarray, low: np.ndarray, close: np.ndarray, synthetic: np.ndarray
+    ) -> None:
+        result = ind.macdv(high, low, close, synthetic)
         threshold, ind._BLOCKED_FROM = ind._BLOCKED_FROM, close.size + 1
         try:
-            expected = ind.macdv(high, low, close)
+            expected = ind.macdv(high, low, close, synthetic)
         finally:
             ind._BLOCKED_FROM = threshold
         for name in ("value", "signal", "histogram", "atr"):
             np.testing.assert_array_equal(np.isnan(getattr(result, name)), np.isnan(getattr(expected, name)))
             np.testing.assert_allclose(getattr(result, name), getattr(expected, name), rtol=TOL, atol=TOL)
+        assert (result.seeded, result.reason, result.diagnostics) == (
+            expected.seeded,
+            expected.reason,
+            expected.diagnostics,
+        )
+
+    def test_macdv_over_a_million_bars_matches_lfilter(self) -> None:
+        self.assert_as_in_lfilter(*self.bars(1_000_003))
+
+    def test_macdv_with_synthetic_bars_matches_lfilter(self) -> None:
+        self.assert_as_in_lfilter(*self.bars(200_000, gaps=0.3))
+
+    def test_macdv_seeded_late_matches_lfilter(self) -> None:
+        """Too few real bars to seed the ATR early: no fused pass, all of it in passes."""
+        high, low, close, synthetic = self.bars(3 * ind._SEEDED_WITHIN, gaps=0.99)
+        assert math.isnan(ind.macdv(high, low, close, synthetic).atr[ind._SEEDED_WITHIN - 1])
+        self.assert_as_in_lfilter(high, low, close, synthetic)
