@@ -91,6 +91,8 @@ _GREATER_THAN, _LESS_THAN = Condition.GREATER_THAN, Condition.LESS_THAN
 _INSIDE_CHANNEL, _OUTSIDE_CHANNEL = Condition.INSIDE_CHANNEL, Condition.OUTSIDE_CHANNEL
 _ENTERING_CHANNEL = Condition.ENTERING_CHANNEL
 _MOVING_UP, _MOVING_DOWN, _MOVING_UP_PCT = Condition.MOVING_UP, Condition.MOVING_DOWN, Condition.MOVING_UP_PCT
+# Firing labels by condition: an enum member's `.value` is a property, ~20 times a dict look-up
+_LABELS = {condition: condition.value for condition in Condition}
 
 PRICE = "price"  # the bar close at candle close, the mid on quotes
 CLOSE = "close"
@@ -544,23 +546,16 @@ def stop_notice(firing: Firing) -> Firing:
 
 
 def gate(state: RuleState, frequency: Frequency, bar_start: int, ts: float, counted: bool = True) -> Gate:
-    """Applies the frequency, then the flood stop, to a condition met at `ts` (epoch s) in the bar
-    starting at `bar_start`, and records the firing in the state. Shared by the evaluators and by
-    the service that re-checks the quote listener's firings under the rule's row lock.
+    """Applies the frequency (`_admit`), then the flood stop, to a condition met at `ts` (epoch s) in
+    the bar starting at `bar_start`, and records the firing in the state. Shared by the quote
+    evaluator and by the service that re-checks the quote listener's firings under the rule's row lock.
 
-    `counted`: the firing counts toward the flood stop. Bar-close firings are not counted: a rule
-    fires at most once per bar there, and bars are a minute long at least, so it cannot fire more
-    than 3 times in 3 minutes (and its state does not change with every firing)."""
-    if frequency is _ONCE:
-        state.done = True
-    elif frequency is _ONCE_PER_BAR or frequency is _ONCE_PER_BAR_CLOSE:
-        if state.last_bar is not None and state.last_bar >= bar_start:
-            return _SKIP
-        state.last_bar = bar_start
-    elif frequency is _ONCE_PER_MINUTE:
-        if state.last_ts is not None and ts - state.last_ts < MINUTE_S:
-            return _SKIP
-        state.last_ts = ts
+    `counted`: the firing counts toward the flood stop. Bar-close firings are not counted (the bar-close
+    evaluator applies the frequency alone): a rule fires at most once per bar there, and bars are a
+    minute long at least, so it cannot fire more than 3 times in 3 minutes (and its state does not
+    change with every firing)."""
+    if not _admit(state, frequency, bar_start, ts):
+        return _SKIP
     if counted:
         recent = state.recent
         if len(recent) >= FLOOD_MAX:  # only then can the window hold too many (keeps it short)
@@ -570,6 +565,22 @@ def gate(state: RuleState, frequency: Frequency, bar_start: int, ts: float, coun
                 return _STOP
         recent.append(ts)
     return _FIRE
+
+
+def _admit(state: RuleState, frequency: Frequency, bar_start: int, ts: float) -> bool:
+    """Whether the frequency lets a condition met at `ts` (epoch s) in the bar starting at `bar_start`
+    fire; if so, records the firing in the state. The bar-close evaluator's part of `gate`."""
+    if frequency is _ONCE:
+        state.done = True
+    elif frequency is _ONCE_PER_BAR or frequency is _ONCE_PER_BAR_CLOSE:
+        if state.last_bar is not None and state.last_bar >= bar_start:
+            return False
+        state.last_bar = bar_start
+    elif frequency is _ONCE_PER_MINUTE:
+        if state.last_ts is not None and ts - state.last_ts < MINUTE_S:
+            return False
+        state.last_ts = ts
+    return True
 
 
 class _Levels:
@@ -660,7 +671,7 @@ class RuleIndex:
             prev = prev_get(key)
             positions = _level_matches(condition, low, self.uppers.get((key, condition)), prev, curr)
             if positions:
-                out.append(_Match(positions, condition, key, prev is not None and prev < curr))
+                out.append(_tuple_new(_Match, (positions, condition, key, prev is not None and prev < curr)))
         pasts: dict[tuple[str, int], Value | None] = {}
         for (key, bars), by_condition in self.moves.items():
             curr = cur_get(key)
@@ -670,7 +681,7 @@ class RuleIndex:
             change = curr - past  # type: ignore[operator]
             for condition, amounts in by_condition:
                 if positions := _move_matches(condition, amounts, change, past):
-                    out.append(_Match(positions, condition, key, False))
+                    out.append(_tuple_new(_Match, (positions, condition, key, False)))
         for (key, other_key, condition, threshold, upper, bars), positions in self.pairs.items():
             curr = cur_get(key)
             if curr is None:
@@ -685,13 +696,15 @@ class RuleIndex:
             past = _past(series, key, bars, pasts) if bars else None
             if _met(condition, prev, curr, lo_prev, lo, upper, past):
                 rising = condition is _CROSSING and prev < lo_prev  # type: ignore[operator]
-                out.append(_Match(positions, condition, key, rising))
+                out.append(_tuple_new(_Match, (positions, condition, key, rising)))
         if macdv and self.macdv:
-            out.append(_Match(self.macdv, None, MACDV, False))
+            out.append(_tuple_new(_Match, (self.macdv, None, MACDV, False)))
         return out
 
 
 class _Match(NamedTuple):
+    """Built with `tuple.__new__`, as `Firing` is."""
+
     positions: list[int]  # in the rule list
     condition: Condition | None  # None: MACD-V presets
     key: str  # the series whose value the firings carry
@@ -807,16 +820,18 @@ def evaluate_bar_close(
                 touch(rule.id)
             continue
         direction = _direction(condition, rising)
-        label = condition.value
+        label = _LABELS[condition]
         for position in positions:
             rule = all_rules[position]
             state = rule.state
-            if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
+            if (
+                state.done
+                or state.stopped
+                or (rule.expires_at is not None and rule.expires_at <= now)
+                or not _admit(state, rule.frequency, bar_start, now)
+            ):
                 continue
-            outcome = gate(state, rule.frequency, bar_start, now, False)
-            if outcome is _SKIP:
-                continue
-            slots[2 * position] = _condition_firing(rule, direction, bar_start, label, value, now, outcome)
+            slots[2 * position] = _condition_firing(rule, direction, bar_start, label, value, now, _FIRE)
             touch(rule.id)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
@@ -843,7 +858,7 @@ def evaluate_quote(
         outcome = gate(state, rule.frequency, bar_start, ts)
         if outcome is Gate.SKIP:
             continue
-        label = condition.value
+        label = _LABELS[condition]
         if rule.frequency is Frequency.EVERY_TIME or rule.frequency is Frequency.ONCE_PER_MINUTE:
             label = f"{label}@{ts_ns}"  # several firings in one bar
         direction = _direction(condition, condition is Condition.CROSSING and prev < level)  # type: ignore[operator]
