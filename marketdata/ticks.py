@@ -18,9 +18,10 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.abc import Buffer
@@ -255,6 +256,12 @@ def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
     yield _COPY_TRAILER
 
 
+class _Batch(NamedTuple):
+    written: Future[None] | None  # the sender's write, None when no row of it is in the window
+    taken: int  # rows of the recorder's _inflight it settles
+    rows: int  # of them, in the window
+
+
 class TickRecorder:
     """An LP manager output: buffers selected quotes and writes them with binary COPY from a thread.
 
@@ -365,34 +372,59 @@ class TickRecorder:
         self._close()
 
     def flush(self) -> bool:
-        """Write everything buffered. False if PostgreSQL failed (the rows stay buffered)."""
-        with self._lock:
-            if self._buffer:
-                self._inflight.extend(self._buffer)
-                self._buffer = []
+        """Write everything buffered, and the full batches that come in meanwhile. False if PostgreSQL
+        failed (the rows stay buffered).
+
+        Pipelined: while a sender thread has PostgreSQL take one batch (the COPY's work is done by the
+        server, on another core), this thread encodes the next. A batch is handed to the sender only
+        once the one before it is committed: batches commit in order, and a failed one leaves itself
+        and every later batch buffered."""
+        self._take(1)
         try:
-            while self._inflight:
-                chunk = self._inflight[: self.batch_size * 5]
-                rows, oldest, newest = self._in_window(chunk)
-                try:
-                    if rows:
-                        self._write(rows, oldest, newest)
-                        metrics.RECORDER_LAG.observe((time.time_ns() - oldest) / 1e9)
-                except StaleFence:
-                    self.fenced += len(rows)
-                    log.error(
-                        "tick recorder: %d ticks refused: a newer leader's fence is recorded", len(rows)
-                    )
-                    rows = []
-                del self._inflight[: len(chunk)]
-                self.written += len(rows)
+            with ThreadPoolExecutor(1, thread_name_prefix="tick-recorder-copy") as sender:
+                pending: _Batch | None = None
+                start = 0  # the first row of _inflight not handed to the sender yet
+                while True:
+                    if start == len(self._inflight):
+                        self._take(self.batch_size)
+                    chunk = self._inflight[start : start + self.batch_size * 5]
+                    rows, oldest, newest = self._in_window(chunk) if chunk else ([], 0, 0)
+                    data = list(copy_rows(rows)) if rows else []
+                    if pending is not None:
+                        self._settle(pending)
+                        start -= pending.taken
+                    if not chunk:
+                        return True
+                    written = sender.submit(self._write, rows, data, oldest, newest) if rows else None
+                    pending = _Batch(written, len(chunk), len(rows))
+                    start += len(chunk)
         except psycopg.Error as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("tick recorder: write failed, %d ticks buffered: %s", self.buffered, self.last_error)
             self._close()
             return False
-        return True
+
+    def _take(self, at_least: int) -> None:
+        """Move the buffer to the rows being written if it holds at least `at_least` rows."""
+        with self._lock:
+            if self._buffer and len(self._buffer) >= at_least:
+                self._inflight.extend(self._buffer)
+                self._buffer = []
+
+    def _settle(self, batch: _Batch) -> None:
+        """Wait for a batch to be committed (or refused by the fence), then count it: its rows leave
+        _inflight. A psycopg.Error of its write is raised, its rows kept."""
+        rows = batch.rows
+        try:
+            if batch.written is not None:
+                batch.written.result()
+        except StaleFence:
+            self.fenced += rows
+            log.error("tick recorder: %d ticks refused: a newer leader's fence is recorded", rows)
+            rows = 0
+        del self._inflight[: batch.taken]
+        self.written += rows
 
     def _in_window(self, rows: list[TickRow]) -> tuple[list[TickRow], int, int]:
         """The rows dated within the window, and the oldest and newest of their times."""
@@ -432,21 +464,21 @@ class TickRecorder:
             self._conn.close()
             self._conn = None
 
-    def _write(self, rows: Sequence[TickRow], oldest: int, newest: int) -> None:
+    def _write(self, rows: Sequence[TickRow], data: Sequence[bytes], oldest: int, newest: int) -> None:
+        """Commit one batch: `data` is copy_rows(rows). Runs in the sender thread."""
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             if self._partitioned:
                 self._ensure_days(cur, oldest, newest)
-            # Written from this thread: with the rows encoded in bulk, a sending thread (psycopg's
-            # QueuedLibpqWriter) cost more Python time per row in handing over than it saved.
             with cur.copy(COPY_SQL) as copy:
-                for data in copy_rows(rows):
-                    copy.write(data)
+                for piece in data:
+                    copy.write(piece)
             # A symbol's rows come in seq order: its last row has its highest seq.
             last = {row[1]: row[7] for row in rows}
             cur.execute(_SEQ_UPSERT_SQL, [list(last), list(last.values())])
             if self.fence is not None and not fence_check(cur, *self.fence):
                 raise StaleFence(self.fence)  # rolls the batch back
+        metrics.RECORDER_LAG.observe((time.time_ns() - oldest) / 1e9)
 
     def _ensure_days(self, cur: psycopg.Cursor[Any], oldest: int, newest: int) -> None:
         first, last = day_of(oldest), day_of(newest)
