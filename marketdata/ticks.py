@@ -17,11 +17,11 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from functools import partial
+from typing import Any, cast
 
 import psycopg
 from psycopg.abc import Buffer
@@ -256,10 +256,33 @@ def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
     yield _COPY_TRAILER
 
 
-class _Batch(NamedTuple):
-    written: Future[None] | None  # the sender's write, None when no row of it is in the window
-    taken: int  # rows of the recorder's _inflight it settles
-    rows: int  # of them, in the window
+class _Batch:
+    """A batch being written by a thread of its own (a daemon, as the recorder's) while the
+    recorder's thread encodes the next."""
+
+    def __init__(self, write: Callable[[], None] | None, *, taken: int, rows: int) -> None:
+        self.taken = taken  # rows of the recorder's _inflight it settles
+        self.rows = rows  # of them, in the window (none: there is nothing to write)
+        self._error: Exception | None = None
+        self._thread: threading.Thread | None = None
+        if write is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(write,), name="tick-recorder-copy", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except Exception as exc:  # raised in the recorder's thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Until the batch is committed or rolled back; raises what its write raised."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class TickRecorder:
@@ -375,29 +398,28 @@ class TickRecorder:
         """Write everything buffered, and the full batches that come in meanwhile. False if PostgreSQL
         failed (the rows stay buffered).
 
-        Pipelined: while a sender thread has PostgreSQL take one batch (the COPY's work is done by the
-        server, on another core), this thread encodes the next. A batch is handed to the sender only
+        Pipelined: while a thread of its own has PostgreSQL take one batch (the COPY's work is done by
+        the server, on another core), this thread encodes the next. A batch is handed over only
         once the one before it is committed: batches commit in order, and a failed one leaves itself
         and every later batch buffered."""
         self._take(1)
+        pending: _Batch | None = None
+        start = 0  # the first row of _inflight not handed over yet
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="tick-recorder-copy") as sender:
-                pending: _Batch | None = None
-                start = 0  # the first row of _inflight not handed to the sender yet
-                while True:
-                    if start == len(self._inflight):
-                        self._take(self.batch_size)
-                    chunk = self._inflight[start : start + self.batch_size * 5]
-                    rows, oldest, newest = self._in_window(chunk) if chunk else ([], 0, 0)
-                    data = list(copy_rows(rows)) if rows else []
-                    if pending is not None:
-                        self._settle(pending)
-                        start -= pending.taken
-                    if not chunk:
-                        return True
-                    written = sender.submit(self._write, rows, data, oldest, newest) if rows else None
-                    pending = _Batch(written, len(chunk), len(rows))
-                    start += len(chunk)
+            while True:
+                if start == len(self._inflight):
+                    self._take(self.batch_size)
+                chunk = self._inflight[start : start + self.batch_size * 5]
+                rows, oldest, newest = self._in_window(chunk) if chunk else ([], 0, 0)
+                data = list(copy_rows(rows)) if rows else []
+                if pending is not None:
+                    self._settle(pending)
+                    start -= pending.taken
+                if not chunk:
+                    return True
+                write = partial(self._write, rows, data, oldest, newest) if rows else None
+                pending = _Batch(write, taken=len(chunk), rows=len(rows))
+                start += len(chunk)
         except psycopg.Error as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -417,8 +439,7 @@ class TickRecorder:
         _inflight. A psycopg.Error of its write is raised, its rows kept."""
         rows = batch.rows
         try:
-            if batch.written is not None:
-                batch.written.result()
+            batch.wait()
         except StaleFence:
             self.fenced += rows
             log.error("tick recorder: %d ticks refused: a newer leader's fence is recorded", rows)
@@ -465,7 +486,7 @@ class TickRecorder:
             self._conn = None
 
     def _write(self, rows: Sequence[TickRow], data: Sequence[bytes], oldest: int, newest: int) -> None:
-        """Commit one batch: `data` is copy_rows(rows). Runs in the sender thread."""
+        """Commit one batch: `data` is copy_rows(rows). Runs in the batch's own thread."""
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             if self._partitioned:
