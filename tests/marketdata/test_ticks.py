@@ -1,4 +1,5 @@
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -274,3 +275,85 @@ def test_ticks_handed_over_while_the_writer_takes_batches_are_each_written_once(
         recorder.stop()
     assert recorder.buffered == 0 and recorder.dropped == 0
     assert [row[7] for row in stored()] == list(range(1, count + 1))
+
+
+def test_the_next_batch_is_encoded_while_postgresql_takes_the_one_before(tick_table, monkeypatch):
+    recorder = TickRecorder(database_conninfo(), batch_size=10)  # batches of 50 rows
+    now = time.time_ns()
+    for seq in range(1, 101):
+        recorder(selected(seq, ts=now + seq))
+    encoding = threading.Event()
+    encode = ticks.copy_rows
+
+    def copy_rows(rows):
+        if rows[0][7] == 51:
+            encoding.set()
+        return encode(rows)
+
+    write = TickRecorder._write
+    overlapped = []
+
+    def first_waits_for_the_second_to_be_encoded(self, rows, data, oldest, newest):
+        if rows[0][7] == 1:
+            overlapped.append(encoding.wait(timeout=5))
+        write(self, rows, data, oldest, newest)
+
+    monkeypatch.setattr(ticks, "copy_rows", copy_rows)
+    monkeypatch.setattr(TickRecorder, "_write", first_waits_for_the_second_to_be_encoded)
+    assert recorder.flush()
+    assert overlapped == [True]
+    assert [row[7] for row in stored()] == list(range(1, 101))
+
+
+def test_a_copy_failing_mid_pipeline_loses_nothing_and_no_later_batch_commits_before_it(
+    tick_table, monkeypatch
+):
+    recorder = TickRecorder(database_conninfo(), batch_size=10)  # batches of 50 rows
+    now = time.time_ns()
+    for seq in range(1, 201):
+        recorder(selected(seq, ts=now + seq))
+    write = TickRecorder._write
+    events = []
+    failures = [51]
+
+    def second_batch_fails_once(self, rows, data, oldest, newest):
+        first = rows[0][7]
+        events.append(("begin", first))
+        if first in failures:
+            failures.remove(first)
+            time.sleep(0.2)  # the next batch is encoded meanwhile, and must wait
+            data = [data[0], data[1][:-7]]  # the COPY data ends mid-row: PostgreSQL refuses it
+        try:
+            write(self, rows, data, oldest, newest)
+        finally:
+            events.append(("end", first))
+
+    monkeypatch.setattr(TickRecorder, "_write", second_batch_fails_once)
+    assert not recorder.flush()
+    assert recorder.failures == 1 and "BadCopyFileFormat" in recorder.last_error
+    assert events == [("begin", 1), ("end", 1), ("begin", 51), ("end", 51)]
+    assert recorder.written == 50 and recorder.buffered == 150
+    assert [row[7] for row in stored()] == list(range(1, 51))
+    assert recorder.flush()
+    assert events[4:] == [(edge, first) for first in (51, 101, 151) for edge in ("begin", "end")]
+    assert recorder.written == 200 and recorder.buffered == 0
+    assert [row[7] for row in stored()] == list(range(1, 201))
+
+
+def test_a_full_batch_handed_over_during_a_flush_is_written_by_it(tick_table, monkeypatch):
+    recorder = TickRecorder(database_conninfo(), batch_size=10)
+    now = time.time_ns()
+    for seq in range(1, 6):
+        recorder(selected(seq, ts=now + seq))
+    write = TickRecorder._write
+
+    def more_come_in(self, rows, data, oldest, newest):
+        if rows[0][7] == 1:
+            for seq in range(6, 16):  # from the market loop, while the first batch is written
+                recorder(selected(seq, ts=now + seq))
+        write(self, rows, data, oldest, newest)
+
+    monkeypatch.setattr(TickRecorder, "_write", more_come_in)
+    assert recorder.flush()
+    assert recorder.written == 15 and recorder.buffered == 0
+    assert [row[7] for row in stored()] == list(range(1, 16))
