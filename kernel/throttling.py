@@ -5,7 +5,9 @@ throttle per request (two throttles on an order: four Redis round trips, each th
 object), and two concurrent requests can both read the same history and both pass. These keep DRF's
 rates, scopes, cache keys and sliding-window semantics (at most `num_requests` in any `duration`
 seconds), as a sorted set of request times trimmed, counted and appended by one Lua script, which
-checks all of a view's throttles in one round trip (a user's rate and a scope's, on an order).
+checks all of a view's throttles in one round trip (a user's rate and a scope's, on an order). An
+authenticator that answers from data kept under versions (kernel/versions.py) reads them in that same
+round trip (`check_ahead`): the windows are checked only if the versions have not moved.
 
 A per-user rate for one kind of write (order submission, portfolio sync) is set in
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] under the view's `throttle_scope`.
@@ -15,12 +17,12 @@ import logging
 import time
 import uuid
 from functools import cache
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 from rest_framework import throttling
-from rest_framework.permissions import SAFE_METHODS
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
@@ -30,20 +32,32 @@ from kernel.redis import key, sync_client
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.views import APIView
 
-# KEYS: the callers' histories; ARGV: now, a unique member for this request, then a window (s) and a
-# limit per key. Returns per key "" when allowed (and recorded), else the oldest time still in the window.
+# KEYS: first the guards (data versions a caller relies on), then the callers' histories. ARGV: the
+# number of guards and the value expected of each, then now, a unique member for this request, then a
+# window (s) and a limit per history. Returns the guards' values, then per history "" when allowed (and
+# recorded), else the oldest time still in the window; the histories only when every guard held.
 _SLIDING_WINDOWS = """
-local now, member = tonumber(ARGV[1]), ARGV[2]
+local guards = tonumber(ARGV[1])
 local out = {}
-for i, name in ipairs(KEYS) do
-  local window, limit = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  redis.call('ZREMRANGEBYSCORE', name, '-inf', now - window)
-  local count = redis.call('ZCARD', name)
+local held = true
+for i = 1, guards do
+  out[i] = redis.call('GET', KEYS[i])
+  if out[i] ~= ARGV[1 + i] then held = false end
+end
+if not held then
+  return out
+end
+local now, member = tonumber(ARGV[guards + 2]), ARGV[guards + 3]
+for i = guards + 1, #KEYS do
+  local at = 2 * i + 2 - guards
+  local window, limit = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[i])
   if count >= limit then
-    out[i] = redis.call('ZRANGE', name, 0, 0, 'WITHSCORES')[2]
+    out[i] = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')[2]
   else
-    redis.call('ZADD', name, now, member)
-    redis.call('PEXPIRE', name, math.ceil(window * 1000))
+    redis.call('ZADD', KEYS[i], now, member)
+    redis.call('PEXPIRE', KEYS[i], math.ceil(window * 1000))
     out[i] = ''
   end
 end
@@ -81,19 +95,63 @@ def _script() -> Script:
 Window = tuple[str, int, int]  # Redis key, window (s), limit
 
 
-def _check(windows: list[Window], now: float) -> dict[str, float | None] | RedisError:
+Answers = dict[str, float | None]  # per window's key: its oldest time when over the limit, else None
+
+
+def _call(guards: list[tuple[str, bytes]], windows: list[Window], now: float) -> list[bytes | None]:
+    return cast(
+        "list[bytes | None]",
+        _script()(
+            keys=[*(name for name, _ in guards), *(name for name, _, _ in windows)],
+            args=[
+                len(guards),
+                *(value for _, value in guards),
+                repr(now),
+                uuid.uuid4().hex,
+                *(v for _, d, n in windows for v in (d, n)),
+            ],
+        ),
+    )
+
+
+def _answers(windows: list[Window], answers: list[bytes | None]) -> Answers:
+    return {name: float(a) if a else None for (name, _, _), a in zip(windows, answers, strict=True)}
+
+
+def _check(windows: list[Window], now: float) -> Answers | RedisError:
     """Each window's oldest time when the request is over its limit, None when it passed (recorded)."""
     try:
-        answers = cast(
-            "list[bytes]",
-            _script()(
-                keys=[name for name, _, _ in windows],
-                args=[repr(now), uuid.uuid4().hex, *(v for _, d, n in windows for v in (d, n))],
-            ),
-        )
+        return _answers(windows, _call([], windows, now))
     except RedisError as exc:
         return exc
-    return {name: float(a) if a else None for (name, _, _), a in zip(windows, answers, strict=True)}
+
+
+def _windows(request: Request, view: "APIView") -> list[Window]:
+    return [
+        w
+        for t in view.get_throttles()
+        if isinstance(t, RedisRateThrottle) and (w := t.window(request, view)) is not None
+    ]
+
+
+def check_ahead(request: Request, user: Any, guards: list[tuple[str, bytes]]) -> list[bytes | None] | None:
+    """For an authenticator answering from data kept under versions (`guards`: their Redis keys and the
+    versions kept): reads the versions and, when none has moved, checks the view's throttles for
+    `user` in the same round trip, leaving the throttles their answers. Returns the versions read, or
+    None when it did not ask: Redis did not answer, or the view checks more than authentication
+    before its throttles (counting a request first would count one that it refuses)."""
+    view = request.parser_context.get("view") if request.parser_context else None
+    if view is None or not all(type(p) is IsAuthenticated for p in view.get_permissions()):
+        return None
+    request.user = user  # the throttles key on it; DRF sets it again when authentication returns
+    windows = _windows(request, view)
+    try:
+        answers = _call(guards, windows, time.time())
+    except RedisError:
+        return None
+    if len(answers) > len(guards):  # every guard held: the windows were checked
+        request._throttle_answers = _answers(windows, answers[len(guards) :])  # type: ignore[attr-defined]
+    return answers[: len(guards)]
 
 
 class RedisRateThrottle(throttling.SimpleRateThrottle):
@@ -118,14 +176,9 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
         if window is None:
             return True
         now = self.timer()
-        pending: dict[str, float | None] | RedisError | None = getattr(request, "_throttle_answers", None)
+        pending: Answers | RedisError | None = getattr(request, "_throttle_answers", None)
         if pending is None and hasattr(view, "get_throttles"):
-            windows = [
-                w
-                for t in view.get_throttles()
-                if isinstance(t, RedisRateThrottle) and (w := t.window(request, view)) is not None
-            ]
-            pending = _check(windows, now)
+            pending = _check(_windows(request, view), now)
             request._throttle_answers = pending  # type: ignore[attr-defined]
         if isinstance(pending, RedisError):
             return _failed_open(pending)

@@ -9,10 +9,10 @@ could match an entry kept from before), and one that is not there (Redis flushed
 yet) means "do not cache".
 """
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock, local
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 from uuid import uuid4
 
 from django.db import transaction
@@ -101,8 +101,22 @@ class VersionedCache(Generic[K, T]):
         self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
         self._lock = Lock()
 
+    @property
+    def keys(self) -> list[str]:
+        """The Redis keys of its versions, in the order of `names`."""
+        return [_key(n) for n in self.names]
+
+    def kept(self, arg: K) -> tuple[tuple[bytes, ...], T] | None:
+        """The versions and the value kept for `arg`, unchecked: for a caller that reads the versions
+        in a round trip it makes anyway, then passes them to `get_as_of`."""
+        return self._entries.get(arg)
+
     def get(self, arg: K) -> T:
-        versions = read(self.names, seed=self.seed)
+        return self.get_as_of(arg, read(self.names, seed=self.seed))
+
+    def get_as_of(self, arg: K, read_now: Sequence[bytes | None] | None) -> T:
+        """The value for `arg`, given its versions as just read from Redis (None for one missing)."""
+        versions = None if read_now is None or None in read_now else cast(tuple[bytes, ...], tuple(read_now))
         entry = self._entries.get(arg)
         if versions is not None and entry is not None and entry[0] == versions:
             return entry[1]

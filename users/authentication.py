@@ -1,12 +1,13 @@
 import copy
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from kernel.throttling import check_ahead
 from kernel.versions import VersionedCache
 
 from .backends import PERMISSIONS_VERSION
@@ -35,12 +36,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if scheme != self.keyword:
             return None
         raw = raw.strip()
-        kept = _live_keys.get(raw.partition(".")[0])
-        if (
-            kept is None
-            or not secrets.compare_digest(kept.hashed, ApiKey.hash(raw))
-            or not kept.user.is_active
-        ):
+        prefix, hashed = raw.partition(".")[0], ApiKey.hash(raw)
+        versions = None
+        if (entry := _live_keys.kept(prefix)) is not None and _opens(entry[1], hashed):
+            # The key's versions are read in the round trip that checks the view's throttles.
+            versions = check_ahead(request, entry[1].user, list(zip(_live_keys.keys, entry[0], strict=True)))
+        kept = _live_keys.get(prefix) if versions is None else _live_keys.get_as_of(prefix, versions)
+        if not _opens(kept, hashed):
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         now = timezone.now()
         # A write per request would cost more than the lookup; a minute's precision is plenty.
@@ -54,6 +56,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+def _opens(key: ApiKey | None, hashed: str) -> TypeGuard[ApiKey]:
+    """Whether `key` is a live key of an active user whose hash is `hashed`."""
+    return key is not None and secrets.compare_digest(key.hashed, hashed) and key.user.is_active
 
 
 def request_user(request: Request) -> User:

@@ -2,18 +2,26 @@
 long-lived threads (livermore/asgi_threads.py)."""
 
 import asyncio
+import gc
 import json
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from unittest.mock import patch
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core import signals
 from django.http import StreamingHttpResponse
 from django.urls import path
+from rest_framework.views import APIView
 
+from brokerage.models import ClientGroup
 from livermore.asgi_threads import ThreadPoolASGIHandler
+from tests.support.trading import open_account
+from tests.support.users import make_client
+from users.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +35,9 @@ async def get(app: ThreadPoolASGIHandler, path: str) -> tuple[int, bytes]:
     return status, body
 
 
-async def get_with_headers(app: ThreadPoolASGIHandler, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+async def get_with_headers(
+    app: ThreadPoolASGIHandler, path: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> tuple[int, dict[bytes, bytes], bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -38,7 +48,7 @@ async def get_with_headers(app: ThreadPoolASGIHandler, path: str) -> tuple[int, 
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -174,6 +184,48 @@ async def test_a_streamed_response_is_sent_whole_and_closed_after_its_last_chunk
         signals.request_finished.disconnect(on_finished)
     assert (status, body) == (200, b"onetwothree")
     await asyncio.wait_for(finished.wait(), timeout=1)
+
+
+def _bot_account() -> tuple[int, str]:
+    user = make_client("bot")
+    group = ClientGroup.objects.create(name="bots", currency="USD", leverage=100)
+    _, raw = ApiKey.issue(user=user, name="bot")
+    return open_account(user, group).number, raw
+
+
+async def test_an_api_requests_objects_die_by_reference_count_once_it_is_answered() -> None:
+    app = handler(1)
+    number, raw = await sync_to_async(_bot_account)()
+    served: list[weakref.ref[Any]] = []
+    real_create_request = ThreadPoolASGIHandler.create_request
+    real_initialize_request = APIView.initialize_request
+
+    def create_request(self: ThreadPoolASGIHandler, *args: Any) -> Any:
+        request, error = real_create_request(self, *args)
+        served.append(weakref.ref(request))
+        return request, error
+
+    def initialize_request(self: APIView, *args: Any, **kwargs: Any) -> Any:
+        request = real_initialize_request(self, *args, **kwargs)
+        served.extend((weakref.ref(self), weakref.ref(request)))
+        return request
+
+    await get(app, "/no-such-page")  # the thread and its connections exist
+    gc.collect()
+    gc.disable()
+    try:
+        with (
+            patch.object(ThreadPoolASGIHandler, "create_request", create_request),
+            patch.object(APIView, "initialize_request", initialize_request),
+        ):
+            status, _, body = await get_with_headers(
+                app, f"/api/v1/accounts/{number}/orders", ((b"authorization", f"Api-Key {raw}".encode()),)
+            )
+        assert status == 200 and json.loads(body)["results"] == []
+        assert len(served) == 3  # Django's request, DRF's view and request
+        assert [ref() for ref in served] == [None, None, None]
+    finally:
+        gc.enable()
 
 
 def _stream(request: Any) -> StreamingHttpResponse:

@@ -3,7 +3,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
+from kernel import throttling, versions
 from users.authentication import _live_keys
 from users.models import ApiKey, User
 from users.services import api_key_revoke
@@ -131,3 +133,36 @@ def test_a_kept_key_is_refused_from_the_request_after_a_revocation_or_a_deactiva
     alice.is_active = False
     alice.save()
     assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_keys_versions_are_read_in_the_round_trip_that_checks_the_throttles(
+    api: APIClient, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, raw = ApiKey.issue(user=alice, name="bot")
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 200  # the key is kept
+    calls: list[tuple[int, int]] = []
+    call = throttling._call
+
+    def counted(guards: list[tuple[str, bytes]], windows: list[throttling.Window], now: float) -> object:
+        calls.append((len(guards), len(windows)))
+        return call(guards, windows, now)
+
+    monkeypatch.setattr(throttling, "_call", counted)
+    monkeypatch.setattr(versions, "mget", lambda names: pytest.fail(f"read apart: {names}"))
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 200
+    assert calls == [(2, 1)]  # the api-keys and permissions versions, the user's rate
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_keys_request_is_not_counted_against_its_users_rate(
+    api: APIClient, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "user", "2/min")
+    key, raw = ApiKey.issue(user=alice, name="bot")
+    _, other_raw = ApiKey.issue(user=alice, name="other bot")
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 200
+    api_key_revoke(user=alice, key_id=key.pk)
+    assert api.get("/api/v1/me", **with_key(raw)).status_code == 401
+    assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 200
+    assert api.get("/api/v1/me", **with_key(other_raw)).status_code == 429
