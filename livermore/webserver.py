@@ -90,27 +90,8 @@ def _send_text(protocol: Any, text: str) -> None:
         protocol.sendMessage(text.encode(), False)
 
 
-class UnloggedFlowControlServer(FlowControlServer):
-    """FlowControlServer without daphne's access log."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{**kwargs, "action_logger": None})
-
-
 class FlowControlCommandLine(CommandLineInterface):
-    server_class: type[Server] = FlowControlServer
-
-    def run(self, args: list[str]) -> None:
-        """daphne writes an access-log line per request to stdout unless told not to: a formatted line
-        and a write on every request's path, which the application's own logs make redundant. Here
-        requests are access-logged only when asked for: --access-log, or WEB_ACCESS_LOG ("-" for
-        stdout, else a file)."""
-        if self.parser.parse_args(args).access_log is None:
-            if target := os.environ.get("WEB_ACCESS_LOG"):
-                args = [*args, "--access-log", target]
-            else:
-                self.server_class = UnloggedFlowControlServer
-        super().run(args)
+    server_class = FlowControlServer
 
 
 def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
