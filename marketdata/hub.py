@@ -84,16 +84,15 @@ async def asend(env: Envelope) -> None:
     await get_channel_layer().group_send(layer_group(env["targets"][0][0]), env)
 
 
-async def asend_batch(group: str, envelopes: list[Envelope]) -> None:
-    """Envelopes of one layer group in one message: one Redis round trip."""
-    await get_channel_layer().group_send(group, {"type": BATCH, "envelopes": envelopes})
-
-
 def batch_wire(group: str, envelopes: list[Envelope]) -> tuple[str, bytes]:
-    """The Redis channel and payload that `asend_batch` would publish (channels_redis' pub/sub
-    layer): for a publish made inside a Redis script (the quote publisher's fenced one)."""
+    """The Redis channel and payload of the envelopes of one layer group as one message, as the
+    layer's group_send publishes it (channels_redis' pub/sub layer): for a publish made with others
+    in one round trip (the quote publisher's fenced script, the account events' pipeline)."""
     layer: Any = get_channel_layer()
-    return layer._get_group_channel_name(group), layer.serialize({"type": BATCH, "envelopes": envelopes})
+    # The layer's group channel name (RedisPubSubLoopLayer._get_group_channel_name) from its
+    # configured prefix: the per-loop layer that holds it needs a running event loop.
+    channel = f"{layer._kwargs.get('prefix', 'asgi')}__group__{group}"
+    return channel, layer.serialize({"type": BATCH, "envelopes": envelopes})
 
 
 _sender: tuple[int, asyncio.AbstractEventLoop] | None = None

@@ -1,6 +1,5 @@
 """Account events and watcher notices, published after commit (the Outbox of a dealing call)."""
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -13,7 +12,7 @@ from django.db import transaction
 from kernel import metrics
 from kernel.redis import sync_client
 from kernel.sysevents import SystemEventKind, system_event_emit
-from marketdata.hub import Envelope, asend_batch, envelope, plain
+from marketdata.hub import Envelope, batch_wire, envelope, plain
 
 from ..models import TradingAccount
 from ..payloads import (
@@ -38,8 +37,8 @@ PUBLISH_BATCH_MAX = 500
 class _Publisher:
     """Sends committed transactions' events from one background thread, so a fill never waits on
     Redis and events of one account keep their commit order. What queued up while the last batch was
-    sent goes out as one stream message (and one round trip), so the cost per fill falls as the rate
-    rises. Events are notifications (the state is in the database): ones queued when the process
+    sent goes out in one round trip (a stream message per account), so the cost per fill falls as the
+    rate rises. Events are notifications (the state is in the database): ones queued when the process
     dies are lost."""
 
     def __init__(self) -> None:
@@ -56,19 +55,26 @@ class _Publisher:
         self.queue.put(outbox)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
         while True:
             batch = [self.queue.get()]
             with contextlib.suppress(queue.Empty):
                 while len(batch) < PUBLISH_BATCH_MAX:
                     batch.append(self.queue.get_nowait())
             try:
-                self._send(batch, loop)
+                self._send(batch)
             except Exception:
                 log.exception("events of accounts %s not sent", sorted({o.account.number for o in batch}))
 
-    def _send(self, batch: list["Outbox"], loop: asyncio.AbstractEventLoop) -> None:
-        """Notices in one Redis pipeline; events in one channel-layer message per account group."""
+    def _send(self, batch: list["Outbox"]) -> None:
+        """Notices, and the events as one channel-layer message per account group (published as the
+        layer publishes them, marketdata.hub.batch_wire), in one Redis pipeline: one round trip
+        (sending each group's message through the layer took one each, and an event loop's turn)."""
+        by_group: dict[str, list[Envelope]] = {}
+        for outbox in batch:
+            for event, data in outbox.events:
+                by_group.setdefault(outbox.account.stream_group, []).append(
+                    envelope(outbox.targets, event, plain(data))
+                )
         with sync_client().pipeline(transaction=False) as pipe:
             for outbox in batch:
                 notice = json.dumps(AccountNotice(account=outbox.account.pk))
@@ -76,19 +82,9 @@ class _Publisher:
                     pipe.publish(triggers_channel(), notice)
                 if outbox.routed:
                     pipe.publish(routed_channel(), notice)
+            for group, envelopes in by_group.items():
+                pipe.publish(*batch_wire(group, envelopes))
             pipe.execute()
-        by_group: dict[str, list[Envelope]] = {}
-        for outbox in batch:
-            for event, data in outbox.events:
-                by_group.setdefault(outbox.account.stream_group, []).append(
-                    envelope(outbox.targets, event, plain(data))
-                )
-        if by_group:
-            loop.run_until_complete(_send_batches(by_group))
-
-
-async def _send_batches(by_group: dict[str, list[Envelope]]) -> None:
-    await asyncio.gather(*(asend_batch(group, envelopes) for group, envelopes in by_group.items()))
 
 
 _publisher = _Publisher()
