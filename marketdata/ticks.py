@@ -17,10 +17,9 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Any, cast
 
 import psycopg
@@ -256,35 +255,6 @@ def copy_rows(rows: Sequence[TickRow]) -> Iterator[bytes]:
     yield _COPY_TRAILER
 
 
-class _Batch:
-    """A batch being written by a thread of its own (a daemon, as the recorder's) while the
-    recorder's thread encodes the next."""
-
-    def __init__(self, write: Callable[[], None] | None, *, taken: int, rows: int) -> None:
-        self.taken = taken  # rows of the recorder's _inflight it settles
-        self.rows = rows  # of them, in the window (none: there is nothing to write)
-        self._error: Exception | None = None
-        self._thread: threading.Thread | None = None
-        if write is not None:
-            self._thread = threading.Thread(
-                target=self._run, args=(write,), name="tick-recorder-copy", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except Exception as exc:  # raised in the recorder's thread by wait()
-            self._error = exc
-
-    def wait(self) -> None:
-        """Until the batch is committed or rolled back; raises what its write raised."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 class TickRecorder:
     """An LP manager output: buffers selected quotes and writes them with binary COPY from a thread.
 
@@ -395,57 +365,34 @@ class TickRecorder:
         self._close()
 
     def flush(self) -> bool:
-        """Write everything buffered, and the full batches that come in meanwhile. False if PostgreSQL
-        failed (the rows stay buffered).
-
-        Pipelined: while a thread of its own has PostgreSQL take one batch (the COPY's work is done by
-        the server, on another core), this thread encodes the next. A batch is handed over only
-        once the one before it is committed: batches commit in order, and a failed one leaves itself
-        and every later batch buffered."""
-        self._take(1)
-        pending: _Batch | None = None
-        start = 0  # the first row of _inflight not handed over yet
+        """Write everything buffered. False if PostgreSQL failed (the rows stay buffered)."""
+        with self._lock:
+            if self._buffer:
+                self._inflight.extend(self._buffer)
+                self._buffer = []
         try:
-            while True:
-                if start == len(self._inflight):
-                    self._take(self.batch_size)
-                chunk = self._inflight[start : start + self.batch_size * 5]
-                rows, oldest, newest = self._in_window(chunk) if chunk else ([], 0, 0)
-                data = list(copy_rows(rows)) if rows else []
-                if pending is not None:
-                    self._settle(pending)
-                    start -= pending.taken
-                if not chunk:
-                    return True
-                write = partial(self._write, rows, data, oldest, newest) if rows else None
-                pending = _Batch(write, taken=len(chunk), rows=len(rows))
-                start += len(chunk)
+            while self._inflight:
+                chunk = self._inflight[: self.batch_size * 5]
+                rows, oldest, newest = self._in_window(chunk)
+                try:
+                    if rows:
+                        self._write(rows, oldest, newest)
+                        metrics.RECORDER_LAG.observe((time.time_ns() - oldest) / 1e9)
+                except StaleFence:
+                    self.fenced += len(rows)
+                    log.error(
+                        "tick recorder: %d ticks refused: a newer leader's fence is recorded", len(rows)
+                    )
+                    rows = []
+                del self._inflight[: len(chunk)]
+                self.written += len(rows)
         except psycopg.Error as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("tick recorder: write failed, %d ticks buffered: %s", self.buffered, self.last_error)
             self._close()
             return False
-
-    def _take(self, at_least: int) -> None:
-        """Move the buffer to the rows being written if it holds at least `at_least` rows."""
-        with self._lock:
-            if self._buffer and len(self._buffer) >= at_least:
-                self._inflight.extend(self._buffer)
-                self._buffer = []
-
-    def _settle(self, batch: _Batch) -> None:
-        """Wait for a batch to be committed (or refused by the fence), then count it: its rows leave
-        _inflight. A psycopg.Error of its write is raised, its rows kept."""
-        rows = batch.rows
-        try:
-            batch.wait()
-        except StaleFence:
-            self.fenced += rows
-            log.error("tick recorder: %d ticks refused: a newer leader's fence is recorded", rows)
-            rows = 0
-        del self._inflight[: batch.taken]
-        self.written += rows
+        return True
 
     def _in_window(self, rows: list[TickRow]) -> tuple[list[TickRow], int, int]:
         """The rows dated within the window, and the oldest and newest of their times."""
@@ -485,21 +432,21 @@ class TickRecorder:
             self._conn.close()
             self._conn = None
 
-    def _write(self, rows: Sequence[TickRow], data: Sequence[bytes], oldest: int, newest: int) -> None:
-        """Commit one batch: `data` is copy_rows(rows). Runs in the batch's own thread."""
+    def _write(self, rows: Sequence[TickRow], oldest: int, newest: int) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             if self._partitioned:
                 self._ensure_days(cur, oldest, newest)
+            # Written from this thread: with the rows encoded in bulk, a sending thread (psycopg's
+            # QueuedLibpqWriter) cost more Python time per row in handing over than it saved.
             with cur.copy(COPY_SQL) as copy:
-                for piece in data:
-                    copy.write(piece)
+                for data in copy_rows(rows):
+                    copy.write(data)
             # A symbol's rows come in seq order: its last row has its highest seq.
             last = {row[1]: row[7] for row in rows}
             cur.execute(_SEQ_UPSERT_SQL, [list(last), list(last.values())])
             if self.fence is not None and not fence_check(cur, *self.fence):
                 raise StaleFence(self.fence)  # rolls the batch back
-        metrics.RECORDER_LAG.observe((time.time_ns() - oldest) / 1e9)
 
     def _ensure_days(self, cur: psycopg.Cursor[Any], oldest: int, newest: int) -> None:
         first, last = day_of(oldest), day_of(newest)
