@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +26,7 @@ from livermore.celery import app
 from marketdata.models import Instrument
 from tests.fakes.discord import FakeDiscord, RateLimited, Slow, Status
 from tests.support.stack import database_url
+from tests.support.waiting import wait_until
 
 from .conftest import BAR, bar_values, channel_for
 
@@ -74,13 +75,6 @@ def worker() -> Iterator[Path]:
     app.control.purge()
     with celery_worker() as (_, log):
         yield log
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -175,8 +169,8 @@ def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
             with celery_worker(ALERTS_DISCORD_TIMEOUT_S="30") as (first, first_log):
                 wait_until(
                     lambda: live_requests() >= 4,
-                    60,
-                    f"four requests in flight: {first_log.read_text()[-2000:]}",
+                    timeout_s=60,
+                    what=f"four requests in flight: {first_log.read_text()[-2000:]}",
                 )
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
@@ -199,15 +193,15 @@ def test_a_worker_killed_mid_delivery_loses_nothing_once_the_requeue_job_runs(
                         last[:] = [pending, time.monotonic()]
                     return time.monotonic() - last[1] > 5
 
-                wait_until(settled, 90, "the queue to drain")
+                wait_until(settled, timeout_s=90, what="the queue to drain")
                 lost = Notification.objects.filter(status="pending")
                 assert lost.exists() and set(lost.values_list("attempts", flat=True)) == {0}
 
                 notifications_requeue.delay()
                 wait_until(
                     lambda: not Notification.objects.filter(status="pending").exists(),
-                    90,
-                    f"the requeued rows: {second_log.read_text()[-2000:]}",
+                    timeout_s=90,
+                    what=f"the requeued rows: {second_log.read_text()[-2000:]}",
                 )
         finally:
             sync_client().delete(*unacked)  # the killed worker's reservations: no later worker restores them

@@ -1,5 +1,4 @@
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,6 +12,7 @@ from livermore.celery import app
 from marketdata.bars import Bar
 from tests.alerts.candle_factory import bar_start, epoch, make_ramp
 from tests.support.instruments import make_instrument
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,15 +24,6 @@ def worker() -> Iterator[None]:
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         yield
     close_old_connections()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def closed_bar(i: int) -> Bar:
@@ -50,5 +41,5 @@ def test_a_closed_candle_gets_its_indicators_computed_by_a_worker() -> None:
     make_ramp(make_instrument(), 40)
     for path in settings.CANDLE_LISTENERS:
         import_string(path)(closed_bar(39))
-    assert wait_for(lambda: IndicatorValue.objects.filter(name="macdv", start=bar_start(39)).exists())
+    wait_until(lambda: IndicatorValue.objects.filter(name="macdv", start=bar_start(39)).exists())
     assert str(IndicatorValue.objects.get(name="macdv", start=bar_start(39)).value) == "350.0000000000"

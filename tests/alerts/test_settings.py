@@ -21,11 +21,12 @@ from marketdata.models import Instrument
 from tests.alerts.signal_data import seed_signals
 from tests.fakes.discord import FakeDiscord
 from tests.support.users import grant
+from tests.support.waiting import wait_until
 from users.models import User, UserSettings
 from users.services import user_settings_update
 
 from .conftest import BAR, bar_values, channel_for, macdv_rule
-from .test_delivery_worker import celery_worker, wait_until
+from .test_delivery_worker import celery_worker
 
 URL = "/api/v1/me/settings"
 
@@ -311,7 +312,7 @@ def worker() -> Iterator[Path]:
     """A real Celery worker whose requeue job sends rows as soon as they are due (no grace)."""
     app.control.purge()
     with celery_worker(ALERTS_REQUEUE_GRACE_S="0") as (_, log):
-        wait_until(lambda: "ready." in log.read_text(), 120, "the worker to start")
+        wait_until(lambda: "ready." in log.read_text(), timeout_s=120, what="the worker to start")
         yield log
 
 
@@ -331,7 +332,7 @@ def test_a_worker_holds_an_alert_through_quiet_hours_across_midnight_then_delive
             notification.refresh_from_db()
             return notification.next_attempt_at == end
 
-        wait_until(held, 30, "the worker to hold the alert")
+        wait_until(held, timeout_s=30, what="the worker to hold the alert")
         while timezone.now() < end:  # the beat's requeue job, every half second: nothing due yet
             notifications_requeue.delay()
             assert discord.posted(webhook_id) == []
@@ -342,7 +343,7 @@ def test_a_worker_holds_an_alert_through_quiet_hours_across_midnight_then_delive
             notification.refresh_from_db()
             return notification.status == "sent"
 
-        wait_until(sent, 30, "delivery after the quiet hours")
+        wait_until(sent, timeout_s=30, what="delivery after the quiet hours")
         assert notification.sent_at is not None and notification.sent_at >= end
         (received,) = discord.posted(webhook_id)
         fields = {f["name"]: f["value"] for f in received.payload["embeds"][0]["fields"]}

@@ -25,7 +25,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench.metric import emit
+from tests.support.stack import free_port
+from tests.support.waiting import wait_until
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
 os.environ.setdefault("DEBUG", "false")  # as production serves: no query log on every statement
@@ -67,20 +68,6 @@ LATENCY_BOUND_MS = 100.0
 # The simulator kept the step's rate if it sent the step within 1/OFFER_KEPT of its duration: a stall
 # of a few tens of ms on a shared machine is not a rate it could not keep.
 OFFER_KEPT = 0.95
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("benchmark setup timed out")
-        time.sleep(0.01)
 
 
 class Processes:
@@ -173,7 +160,7 @@ def order_roundtrip_p99_ms(session, account, store: Path) -> float:  # type: ign
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: (fix_session_state(session=session) or {}).get("logged_on"))
+        wait_until(lambda: (fix_session_state(session=session) or {}).get("logged_on"), timeout_s=30)
         for i in range(WARMUP + ORDERS):
             if i == WARMUP:
                 desks[0].round_trips_ms.clear()
@@ -182,7 +169,11 @@ def order_roundtrip_p99_ms(session, account, store: Path) -> float:  # type: ign
                 account=account, symbol="EURUSD", side="buy" if i % 2 else "sell", volume=D("0.1")
             )
             engine.wake()
-            wait_for(lambda order=order: FixOrder.objects.filter(order=order, settled=True).exists())
+            wait_until(
+                lambda order=order: FixOrder.objects.filter(order=order, settled=True).exists(),
+                timeout_s=30,
+                interval_s=0.01,
+            )
         samples = sorted(desks[0].round_trips_ms)
     finally:
         engine.stop()

@@ -2,8 +2,7 @@
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TypeVar
 
 import pytest
@@ -50,14 +49,6 @@ async def running(adapter: AdapterT) -> AsyncIterator[AdapterT]:
             await task
 
 
-async def eventually(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 def celery_worker() -> Iterator[None]:
     """A real Celery worker (solo pool, in a thread) on the real Redis broker; its tasks see the
@@ -69,11 +60,3 @@ def celery_worker() -> Iterator[None]:
     app.control.purge()
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
         yield
-
-
-def wait_for(predicate: Callable[[], bool], within_s: float = 20.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)

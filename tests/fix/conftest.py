@@ -1,6 +1,4 @@
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +12,7 @@ from marketdata.demo import demo_seed
 from marketdata.models import Instrument, Venue, VenueKind, VenueSymbol
 from tests.brokerage.conftest import Market
 from tests.fakes.fix_peer import FixPeer
+from tests.support.stack import free_port
 from tests.support.trading import open_account
 from tests.support.users import make_client
 
@@ -26,23 +25,6 @@ from fix.simulator import LPSimulator, SimulatorOptions
 D = Decimal
 
 PASSWORD = "pw-" + "x7Qe9"  # a test credential, assembled so no secret scanner mistakes it
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 8.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from brokerage.services import order_submit, trading_state_set
 from fix.models import FixOrder
 from fix.services import fix_order_route
 from kernel.errors import ServiceError
+from tests.support.stack import free_port
 from tests.support.users import make_operator
-
-from .conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,8 +19,7 @@ from marketdata.adapters.fix import FixAdapter, encode_rows, fixmd_channel
 from marketdata.lpmanager import LPManager, VenueSettings
 from marketdata.models import VenueSymbol
 from marketdata.quotes import Quote
-
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +39,7 @@ class QuoteTap:
                 self.rows.extend(json.loads(message["data"]))
             return bool(self.rows)
 
-        wait_for(poll, timeout=timeout, interval=0)
+        wait_until(poll, timeout_s=timeout, interval_s=0)
         return self.rows.pop(0)
 
     def close(self) -> None:
@@ -121,10 +120,10 @@ def test_a_rejected_subscription_is_not_left_marked_subscribed(peer, make_sessio
     run_engine()
     peer.expect("A")
     reqs = subscriptions(peer)
-    wait_for(lambda: len((fix_session_state(session=session) or {}).get("subscribed", [])) == 2)
+    wait_until(lambda: len((fix_session_state(session=session) or {}).get("subscribed", [])) == 2)
 
     peer.send("Y", [(262, reqs["USD/JPY"]), (281, "0"), (58, "unknown symbol")])
-    state = wait_for(
+    state = wait_until(
         lambda: (s := fix_session_state(session=session)) and s["subscribed"] == ["EUR/USD"] and s
     )
     assert state["rejected"] == {"USD/JPY": "0: unknown symbol"}
@@ -142,7 +141,7 @@ def test_symbol_changes_unsubscribe_live_and_every_logon_restores_subscriptions(
     VenueSymbol.objects.filter(venue=fix_venue, venue_symbol="USD/JPY").update(enabled=False)
     cancel = peer.expect("V", where={"263": "2"})
     assert (cancel["262"], cancel["55"]) == (reqs["USD/JPY"], "USD/JPY")
-    wait_for(lambda: (fix_session_state(session=session) or {}).get("subscribed") == ["EUR/USD"])
+    wait_until(lambda: (fix_session_state(session=session) or {}).get("subscribed") == ["EUR/USD"])
 
     VenueSymbol.objects.filter(venue=fix_venue, venue_symbol="USD/JPY").update(enabled=True)
     assert peer.expect("V", where={"263": "1"})["55"] == "USD/JPY"

@@ -37,15 +37,15 @@ from fix.services import (
 )
 from kernel.errors import ServiceError
 from tests.brokerage.conftest import ledger_problems
-
-from .conftest import free_port, wait_for
+from tests.support.stack import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 D = Decimal
 
 
 def fix_order_done(order_id: int) -> FixOrder:
-    return wait_for(
+    return wait_until(
         lambda: FixOrder.objects.filter(order_id=order_id, settled=True).select_related("order").first()
     )
 
@@ -63,7 +63,7 @@ def lp(start_simulator, make_session, run_engine):
         sim = start_simulator(**options)
         session = make_session(sim.options.port, target_comp_id="LPSIM", name="lp")
         run_engine(desk=desk)
-        wait_for(lambda: logged_on(session))
+        wait_until(lambda: logged_on(session))
         return sim, session
 
     return start
@@ -103,7 +103,7 @@ def test_partial_fills_move_the_order_through_partially_filled_to_filled(lp, a_b
     account = a_book(session)
 
     order = order_submit(account=account, symbol="EURUSD", side="sell", volume=D("1"))
-    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.PARTIALLY_FILLED).exists())
+    wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.PARTIALLY_FILLED).exists())
     fix_order = fix_order_done(order.pk)
 
     fills = list(FixFill.objects.filter(fix_order=fix_order).order_by("id"))
@@ -154,7 +154,7 @@ def resting_at_peer(peer, make_session, run_engine, a_book, lp_order_id: str, **
     new_order = peer.expect("D")
     ack = [(37, lp_order_id), (11, str(order.pk)), (17, f"N-{lp_order_id}"), (150, "0"), (39, "0")]
     peer.send("8", [*ack, (55, "EURUSD"), (54, "1"), (151, "100000"), (14, "0"), (6, "0")])
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    fix_order = wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     return account, order, new_order, fix_order
 
 
@@ -164,7 +164,7 @@ def test_a_resting_limit_order_is_cancelled_at_the_lp(lp, a_book):
     order = limit(account, "1.00000")  # far below the market: rests at the LP
     assert order.status == OrderStatus.ROUTED
 
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    fix_order = wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     assert (fix_order.ord_type, fix_order.time_in_force, fix_order.price) == ("2", "1", D("1.00000"))
     request = fix_order_cancel_request(fix_order=fix_order)
 
@@ -183,7 +183,7 @@ def test_a_cancel_replace_moves_a_resting_limit_into_the_market_and_it_fills(lp,
     _sim, session = lp()
     account = a_book(session)
     order = limit(account, "1.00000")
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    fix_order = wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
 
     fix_order_replace_request(fix_order=fix_order, price=D("1.20000"))
     fix_order = fix_order_done(order.pk)
@@ -298,7 +298,7 @@ def test_an_order_too_old_to_send_is_rejected_not_sent(peer, make_session, run_e
     account = a_book(session)
     run_engine(desk={"max_order_age_s": 0.5})
     order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("1"))
-    wait_for(lambda: FixOrder.objects.filter(order=order).exists())
+    wait_until(lambda: FixOrder.objects.filter(order=order).exists())
     time.sleep(0.7)
 
     session.port = peer.port
@@ -317,12 +317,12 @@ def test_lp_positions_reconcile_and_a_mismatch_is_recorded(lp, a_book):
     fix_order_done(order.pk)
 
     fix_command_request(session=session, action=CommandAction.POSITIONS)
-    check = wait_for(lambda: PositionCheck.objects.filter(session=session, symbol="EUR/USD").first())
+    check = wait_until(lambda: PositionCheck.objects.filter(session=session, symbol="EUR/USD").first())
     assert (check.ours, check.theirs, check.matched) == (30000, 30000, True)
 
     sim.positions["USD/JPY"] = D("-5000")  # a trade the house never saw
     fix_command_request(session=session, action=CommandAction.POSITIONS)
-    mismatch = wait_for(lambda: PositionCheck.objects.filter(session=session, matched=False).first())
+    mismatch = wait_until(lambda: PositionCheck.objects.filter(session=session, matched=False).first())
     assert (mismatch.symbol, mismatch.ours, mismatch.theirs) == ("USD/JPY", 0, -5000)
 
 
@@ -338,7 +338,7 @@ def test_a_cancel_the_lp_refuses_is_recorded_and_the_order_keeps_working(
     refusal = [(37, "L5"), (11, request.cl_ord_id), (41, str(order.pk)), (39, "0"), (434, "1"), (102, "0")]
     peer.send("9", [*refusal, (58, "too late")])
 
-    request = wait_for(
+    request = wait_until(
         lambda: FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.REJECTED).first()
     )
     assert request.text == "rejected (0): too late"
@@ -391,8 +391,8 @@ def test_runfix_routes_an_order_when_the_engine_announces_it_without_waiting_for
     time.sleep(0.3)  # past the first poll at start-up
 
     order = order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.1"))
-    fix_order = wait_for(
-        lambda: FixOrder.objects.filter(order=order, state=FixOrderState.FILLED).first(), timeout=5
+    fix_order = wait_until(
+        lambda: FixOrder.objects.filter(order=order, state=FixOrderState.FILLED).first(), timeout_s=5
     )
     assert fix_order.cum_qty == 10000
 
@@ -487,7 +487,7 @@ def test_a_good_till_date_order_carries_its_expire_time_and_expires_at_the_lp(lp
     account = a_book(session)
     expires_at = timezone.now() + timedelta(seconds=2)
     order = limit(account, "1.00000", time_in_force="gtd", expires_at=expires_at)
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    fix_order = wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     assert (fix_order.time_in_force, fix_order.expire_time) == ("6", expires_at)
     # FIX 4.4 carries milliseconds: ExpireTime is the expiry to the millisecond
     expected_ns = int(expires_at.timestamp()) * 1_000_000_000 + expires_at.microsecond // 1000 * 1_000_000
@@ -542,7 +542,7 @@ def test_a_client_cancels_a_working_a_book_order_through_the_api_and_the_lp_ends
     _sim, session = lp()
     account = a_book(session)
     order = limit(account, "1.00000")
-    wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     api = APIClient()
     api.force_authenticate(account.owner)
     order_url = f"/api/v1/accounts/{account.number}/orders/{order.pk}"

@@ -22,8 +22,10 @@ from fix.selectors import fix_session_state
 from livermore.asgi import application
 from marketdata.models import Instrument
 from tests.brokerage.conftest import Market, ledger_problems
+from tests.support.stack import free_port
+from tests.support.waiting import wait_until
 
-from .conftest import PASSWORD, free_port, wait_for
+from .conftest import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +122,7 @@ async def test_an_a_book_order_is_filled_by_the_simulator_process_and_streamed_t
         commission_per_lot=D("7"),
     )
     logged_on = lambda: (fix_session_state(session=session) or {}).get("logged_on")  # noqa: E731
-    await sync_to_async(wait_for)(logged_on, timeout=30)
+    await sync_to_async(wait_until)(logged_on, timeout_s=30)
 
     token = str(AccessToken.for_user(await sync_to_async(lambda: account.owner)()))
     ws = WebsocketCommunicator(application, "/ws/v1/stream")

@@ -14,8 +14,9 @@ from fix.models import FixOrder, FixOrderRequest, FixOrderState, RequestState
 from fix.selectors import fix_session_state
 from fix.services import REQUEST_MAX_ATTEMPTS, fix_order_cancel_request
 from tests.fakes.fix_peer import FixPeer
+from tests.support.waiting import wait_until
 
-from .conftest import PASSWORD, wait_for
+from .conftest import PASSWORD
 from .test_orders import fix_order_done, limit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +37,7 @@ def resting(peer: FixPeer, make_session, run_engine, a_book, lp_order_id: str, *
     peer.expect("D")
     ack = [(37, lp_order_id), (11, str(order.pk)), (17, f"N-{lp_order_id}"), (150, "0"), (39, "0")]
     peer.send("8", [*ack, (55, "EURUSD"), (54, "1"), (151, "100000"), (14, "0"), (6, "0")])
-    fix_order = wait_for(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
+    fix_order = wait_until(lambda: FixOrder.objects.filter(order=order, state=FixOrderState.NEW).first())
     return order, fix_order
 
 
@@ -55,7 +56,7 @@ def test_subscriptions_a_gap_fill_covered_are_made_again_and_the_password_stays_
     engine = run_engine()
     logon = peer.expect("A")
     first = [peer.expect("V"), peer.expect("V")]
-    wait_for(lambda: logged_on(session))
+    wait_until(lambda: logged_on(session))
     peer.drain()
 
     peer.send("2", [(7, str(logon.seq)), (16, "0")])  # everything since (and with) our Logon
@@ -139,7 +140,7 @@ def test_an_unanswered_cancel_is_queried_retried_then_given_up_and_blocks_no_lat
         (request.cl_ord_id, "Y")
     ] * (REQUEST_MAX_ATTEMPTS - 1)
 
-    request = wait_for(
+    request = wait_until(
         lambda: FixOrderRequest.objects.filter(pk=request.pk, state=RequestState.REJECTED).first()
     )
     assert request.attempts == REQUEST_MAX_ATTEMPTS and "never got it" in request.text
@@ -189,7 +190,7 @@ def test_a_refused_logon_backs_off_exponentially_is_logged_once_and_raised_as_an
     session = make_session(peer.port, role="trading", venue=None, reconnect_s=1)
     peer.refuse_logon = "invalid password"
     run_engine()
-    wait_for(lambda: len(peer.logon_times) >= 4, timeout=20)
+    wait_until(lambda: len(peer.logon_times) >= 4, timeout_s=20)
     gaps = [b - a for a, b in zip(peer.logon_times, peer.logon_times[1:], strict=False)]
     # ReconnectInterval 1 s doubled per refusal (1, 2, 4 s), each plus up to one reconnect tick
     assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 3.9, gaps
@@ -203,7 +204,7 @@ def test_a_refused_logon_backs_off_exponentially_is_logged_once_and_raised_as_an
     assert [(e["kind"], e["text"]) for e in events] == [("fix.logon_refused", "refused: invalid password")]
 
     peer.refuse_logon = ""
-    wait_for(lambda: logged_on(session), timeout=20)
+    wait_until(lambda: logged_on(session), timeout_s=20)
     events = [e for e in system_events if e["subject"] == session.name]
     assert [e["kind"] for e in events] == ["fix.logon_refused", "fix.logon"]
     refusals = int(events[1]["text"].removeprefix("logon #1, accepted after ").removesuffix(" refused"))

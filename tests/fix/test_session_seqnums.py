@@ -9,9 +9,8 @@ from django.test import Client
 from fix.models import FixSession
 from fix.selectors import fix_session_state
 from fix.services import fix_session_seqnums_set
+from tests.support.waiting import wait_until
 from users.models import AuditLog
-
-from .conftest import wait_for
 
 URL = "/admin/fix/fixsession/"
 
@@ -56,7 +55,7 @@ def test_runfix_starts_the_session_from_the_numbers_set(
     run_engine()
     logon = peer.expect("A")
     assert logon["34"] == "42"
-    wait_for(lambda: (fix_session_state(session=session) or {}).get("logged_on"))
-    wait_for(lambda: (fix_session_state(session=session) or {}).get("next_in") == 18)
+    wait_until(lambda: (fix_session_state(session=session) or {}).get("logged_on"))
+    wait_until(lambda: (fix_session_state(session=session) or {}).get("next_in") == 18)
     session.refresh_from_db()
     assert (session.next_sender_seq, session.next_target_seq) == (None, None)

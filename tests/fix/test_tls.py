@@ -14,8 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from fix.selectors import fix_session_state
 from tests.fakes.fix_peer import FixPeer
-
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,7 +66,7 @@ def test_it_logs_on_over_tls_to_a_peer_with_a_trusted_certificate(tls_peer, make
     run_engine()
     logon = peer.expect("A", timeout=10)
     assert logon["553"] == "livermore"
-    wait_for(lambda: (fix_session_state(session=session) or {}).get("logged_on"))
+    wait_until(lambda: (fix_session_state(session=session) or {}).get("logged_on"))
 
 
 def test_it_refuses_a_peer_whose_certificate_it_cannot_verify(tls_peer, make_session, run_engine, tmp_path):

@@ -6,7 +6,8 @@ from marketdata.adapters.base import VenueConfig
 from marketdata.adapters.binance import BinanceAdapter
 from marketdata.quotes import Quote
 from tests.fakes.binance import BinanceWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
+from tests.support.waiting import await_until
 
 
 def make_adapter(fake: BinanceWsFake, quotes: list[Quote], **config: object) -> BinanceAdapter:
@@ -24,7 +25,7 @@ async def test_it_reads_book_tickers_from_one_combined_stream() -> None:
     async with BinanceWsFake() as fake, running(make_adapter(fake, quotes)):
         await fake.wait_until(lambda: fake.subscribed("ethusdt@bookTicker") == 1)
         await fake.book_ticker("ETHUSDT", "3400.10000000", "31.21000000", "3400.20000000", "40.66000000")
-        await eventually(lambda: len(quotes) == 1)
+        await await_until(lambda: len(quotes) == 1)
     assert fake.paths == ["/stream?streams=btcusdt@bookTicker/ethusdt@bookTicker"]
     quote = quotes[0]
     assert (quote.symbol, quote.venue) == ("ETHUSD", "bn")
@@ -42,7 +43,7 @@ async def test_it_reconnects_after_a_drop_and_streams_again() -> None:
             fake.drop()
             await fake.wait_until(lambda: fake.connects == 2 and fake.subscribed("btcusdt@bookTicker") == 1)
             await fake.book_ticker("BTCUSDT", "95000.01", "1", "95000.02", "2")
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     assert adapter.stats.connects == 2
 
 
@@ -60,7 +61,7 @@ async def test_it_reconnects_on_its_own_before_the_24_hour_cut() -> None:
     async with BinanceWsFake(max_lifetime_s=5) as fake:
         adapter = make_adapter(fake, [], max_connection_s=0.3)
         async with running(adapter):
-            await eventually(lambda: adapter.stats.connects >= 3, within_s=3)
+            await await_until(lambda: adapter.stats.connects >= 3, timeout_s=3)
     assert fake.lifetime_closes == 0
     assert "SilenceTimeout" not in adapter.stats.last_error
 
@@ -94,5 +95,5 @@ async def test_garbage_is_counted_and_survived() -> None:
             )
             await fake.send_raw(json.dumps({"unexpected": True}))
             await fake.book_ticker("BTCUSDT", "95000.01", "1", "95000.02", "2")
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     assert adapter.stats.malformed == 3 and adapter.stats.connects == 1

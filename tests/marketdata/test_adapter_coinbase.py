@@ -15,7 +15,8 @@ from marketdata.adapters.coinbase import CoinbaseAdapter, CoinbaseSigner, coinba
 from marketdata.bars import Bar
 from marketdata.quotes import Quote, now_ns
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseWsFake, verify_jwt
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
+from tests.support.waiting import await_until
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ async def test_it_turns_ticker_best_bid_and_ask_into_quotes(coinbase_key: Coinba
             await fake.wait_until(lambda: fake.subscribed("ticker", "BTC-USD") == 1)
             before = now_ns()
             assert await fake.ticker("BTC-USD", "95000.01", "95000.35", bid_qty="0.25", ask_qty="1.5") == 1
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     quote = quotes[0]
     assert quote.symbol == "BTCUSD" and quote.venue == "cb"
     assert (quote.bid, quote.ask) == (Decimal("95000.01"), Decimal("95000.35"))
@@ -100,7 +101,7 @@ async def test_it_reconnects_and_resubscribes_after_a_drop(coinbase_key: Coinbas
             fake.drop()
             await fake.wait_until(lambda: fake.connects == 2 and fake.subscribed("ticker", "ETH-USD") == 1)
             await fake.ticker("ETH-USD", "3400.10", "3400.60")
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     assert quotes[0].symbol == "ETHUSD"
     assert adapter.stats.connects == 2 and adapter.stats.disconnects == 1
     assert len(fake.subscribe_messages) == 4  # heartbeats and ticker, on each connection
@@ -133,7 +134,7 @@ async def test_garbage_frames_are_counted_and_do_not_stop_the_feed(coinbase_key:
             await fake.send_raw(json.dumps({"channel": "ticker", "sequence_num": 99}))
             await fake.ticker("BTC-USD", "NaN", "95000.35")
             await fake.ticker("BTC-USD", "95000.00", "95000.50")
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     assert adapter.stats.malformed == 4
     assert adapter.stats.connects == 1
     assert quotes[0].bid == Decimal("95000.00")
@@ -150,7 +151,7 @@ async def test_error_frames_are_logged_and_the_stream_goes_on(
             with caplog.at_level(logging.WARNING, logger="marketdata.adapters.coinbase"):
                 await fake.send_raw(json.dumps({"type": "error", "message": "rate limit exceeded"}))
                 await fake.ticker("BTC-USD", "1", "2")
-                await eventually(lambda: len(quotes) == 1)
+                await await_until(lambda: len(quotes) == 1)
     assert adapter.error_frames == 1 and adapter.stats.malformed == 0
     assert "rate limit exceeded" in caplog.text
 
@@ -165,7 +166,7 @@ async def test_a_sequence_gap_is_logged(coinbase_key: CoinbaseKey, caplog: pytes
             fake.skip_sequence(3)
             with caplog.at_level(logging.WARNING, logger="marketdata.adapters.coinbase"):
                 await fake.ticker("BTC-USD", "1.5", "2")
-                await eventually(lambda: len(quotes) == 2)
+                await await_until(lambda: len(quotes) == 2)
     assert adapter.sequence_gaps == 1
     assert "sequence gap" in caplog.text
 
@@ -189,7 +190,7 @@ async def test_candles_channel_updates_reach_the_bar_sink(coinbase_key: Coinbase
                 "volume": "10",
             }
             await fake.candle("BTC-USD", candle)
-            await eventually(lambda: len(bars) == 1)
+            await await_until(lambda: len(bars) == 1)
     assert bars[0] == Bar(
         symbol="BTCUSD",
         timeframe="5m",

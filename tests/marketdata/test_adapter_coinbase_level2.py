@@ -10,7 +10,8 @@ from marketdata.adapters.coinbase import CoinbaseAdapter
 from marketdata.lpmanager import LPManager, VenueSettings
 from marketdata.quotes import Quote, SelectedQuote
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
+from tests.support.waiting import await_until
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +62,7 @@ async def test_the_snapshot_gives_the_best_bid_and_ask_with_sizes(coinbase_key: 
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
     assert tops(quotes) == [("95000.01", "0.5", "95000.35", "1.5")]
     quote = quotes[0]
     assert (quote.symbol, quote.venue) == ("BTCUSD", "cb")
@@ -76,14 +77,14 @@ async def test_updates_move_the_top_and_updates_below_it_publish_nothing(coinbas
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             await fake.l2_update("BTC-USD", [("bid", "94980", "1"), ("offer", "95010", "4")])  # deeper
             await fake.l2_update("BTC-USD", [("bid", "95000.01", "0.75")])  # best bid size
-            await eventually(lambda: len(quotes) == 2)
+            await await_until(lambda: len(quotes) == 2)
             await fake.l2_update("BTC-USD", [("offer", "95000.35", "0")])  # best ask removed
-            await eventually(lambda: len(quotes) == 3)
+            await await_until(lambda: len(quotes) == 3)
             await fake.l2_update("BTC-USD", [("bid", "95000.20", "0.1"), ("offer", "95000.30", "9")])
-            await eventually(lambda: len(quotes) == 4)
+            await await_until(lambda: len(quotes) == 4)
             await asyncio.sleep(0.1)
     assert tops(quotes) == [
         ("95000.01", "0.5", "95000.35", "1.5"),
@@ -101,11 +102,11 @@ async def test_the_ticker_gives_the_last_trade_and_no_quote_of_its_own(coinbase_
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             assert await fake.ticker("BTC-USD", "94000", "96000") == 1  # best_* fields ignored
-            await eventually(lambda: "BTC-USD" in adapter.last_trades)
+            await await_until(lambda: "BTC-USD" in adapter.last_trades)
             await fake.l2_update("BTC-USD", [("bid", "95000.02", "1")])
-            await eventually(lambda: len(quotes) == 2)
+            await await_until(lambda: len(quotes) == 2)
     assert adapter.last_trades["BTC-USD"] == D("96000")  # the fake's ticker trades at the ask
     assert quotes[0].last is None and quotes[1].last == D("96000")
     assert (quotes[1].bid, quotes[1].ask) == (D("95000.02"), D("95000.35"))
@@ -117,12 +118,12 @@ async def test_a_sequence_gap_resyncs_every_book_from_a_fresh_snapshot(coinbase_
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append, listener)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             # An update is lost on the way: the fake's book moves on, the adapter's misses it.
             fake.skip_sequence(1)
             fake.books["BTC-USD"]["bid"]["95000.10"] = "3"
             await fake.l2_update("BTC-USD", [("offer", "95001", "5")])
-            await eventually(lambda: len(quotes) == 2)
+            await await_until(lambda: len(quotes) == 2)
             await asyncio.sleep(0.1)
     assert adapter.sequence_gaps == 1 and adapter.resyncs == 1
     assert ("cb", ["BTCUSD", "ETHUSD"]) in listener.down  # told at once, before the snapshot
@@ -159,7 +160,7 @@ async def test_a_resync_without_a_snapshot_reconnects(coinbase_key: CoinbaseKey)
             fake.send_snapshots = False
             fake.skip_sequence(3)
             await fake.l2_update("BTC-USD", [("bid", "1", "1")])
-            await eventually(lambda: adapter.resyncs == 1)
+            await await_until(lambda: adapter.resyncs == 1)
             await fake.wait_until(lambda: fake.connects == 2, within_s=5)
     assert "BookResyncTimeout" in adapter.stats.last_error
 
@@ -169,9 +170,9 @@ async def test_a_malformed_level_update_resyncs_the_books(coinbase_key: Coinbase
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             await fake.l2_update("BTC-USD", [("bid", "95000.02", "1"), ("sideways", "1", "1")])
-            await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
+            await await_until(lambda: adapter.resyncs == 1 and len(quotes) == 2)
     assert adapter.stats.malformed == 1
     assert tops(quotes)[-1][0] == "95000.02"  # the fake kept the good level; the snapshot has it
 
@@ -185,7 +186,7 @@ async def test_a_quiet_book_on_a_live_connection_stays_selected_and_a_silent_one
         btc_book(fake)
         adapter = make_adapter(fake, coinbase_key, manager.on_quote, manager, silence_timeout_s=30)
         async with running(adapter):
-            await eventually(lambda: len(published) == 1)
+            await await_until(lambda: len(published) == 1)
             for _ in range(10):  # a second of quiet book, heartbeats only: 2.5 x stale_after_ms
                 await asyncio.sleep(0.1)
                 manager.check()
@@ -203,10 +204,10 @@ async def test_a_sequence_number_going_back_resyncs_too(coinbase_key: CoinbaseKe
     async with CoinbaseWsFake(coinbase_key) as fake:
         btc_book(fake)
         async with running(make_adapter(fake, coinbase_key, quotes.append)) as adapter:
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             fake.skip_sequence(-2)  # a repeat of numbers already seen
             await fake.l2_update("BTC-USD", [("bid", "95000.05", "1")])
-            await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
+            await await_until(lambda: adapter.resyncs == 1 and len(quotes) == 2)
     assert adapter.sequence_gaps == 1
     assert tops(quotes)[-1] == ("95000.05", "1", "95000.35", "1.5")  # from the fresh snapshot
 
@@ -220,10 +221,10 @@ async def test_a_product_never_snapshotted_does_not_turn_a_resync_into_a_reconne
         fake.withheld_snapshots.add("ETH-USD")
         adapter = make_adapter(fake, coinbase_key, quotes.append, resync_timeout_s=0.2)
         async with running(adapter):
-            await eventually(lambda: len(quotes) == 1)
+            await await_until(lambda: len(quotes) == 1)
             fake.skip_sequence(1)
             await fake.l2_update("BTC-USD", [("bid", "95000.05", "1")])
-            await eventually(lambda: adapter.resyncs == 1 and len(quotes) == 2)
+            await await_until(lambda: adapter.resyncs == 1 and len(quotes) == 2)
             await asyncio.sleep(0.6)  # heartbeats past the resync deadline
     assert fake.connects == 1 and adapter.stats.disconnects == 0
     assert not adapter.books["ETH-USD"].synced

@@ -20,9 +20,9 @@ from marketdata.services import backfill_job_create, backfill_job_run, candles_b
 from marketdata.tasks import backfill_recent_candles
 from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
-from tests.fakes.fixtures import wait_for
 from tests.fakes.oanda import OandaFake, trading
 from tests.support.users import grant, make_staff
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -361,7 +361,7 @@ def test_the_admin_action_queues_jobs_whose_progress_the_admin_shows(
     text = response.content.decode()
     assert "6 backfill job(s) queued" in text and "/admin/marketdata/backfilljob/" in text
     assert "No venue with candle history serves ETHUSD." in text
-    wait_for(lambda: not BackfillJob.objects.exclude(state="done").exists())
+    wait_until(lambda: not BackfillJob.objects.exclude(state="done").exists())
     assert BackfillJob.objects.count() == 6
     assert set(Candle.objects.filter(instrument=btc).values_list("timeframe", flat=True)) == {
         "1m",
@@ -416,6 +416,6 @@ def test_the_beat_job_backfills_each_instrument_from_its_best_venue_with_history
         venue=keyless, instrument=Instrument.objects.get(symbol="EURUSD"), venue_symbol="EUR_USD"
     )
     assert backfill_recent_candles() == 6
-    wait_for(lambda: Candle.objects.filter(venue="cb").values("timeframe").distinct().count() == 6)
+    wait_until(lambda: Candle.objects.filter(venue="cb").values("timeframe").distinct().count() == 6)
     assert not oanda.requests
     assert not Candle.objects.exclude(venue="cb").exists()

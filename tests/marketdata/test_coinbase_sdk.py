@@ -13,7 +13,7 @@ from coinbase.websocket.types.websocket_response import WebsocketResponse
 from marketdata.adapters.base import VenueConfig
 from marketdata.adapters.coinbase import CoinbaseAdapter
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseWsFake
-from tests.fakes.fixtures import eventually
+from tests.support.waiting import await_until
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ async def test_the_sdk_client_subscribes_to_the_fake_and_reads_level2_heartbeats
             await fake.wait_until(lambda: fake.subscribed("ticker", "BTC-USD") == 1)
             await fake.l2_update("BTC-USD", [("offer", "95000.35", "0"), ("offer", "95000.50", "4")])
             await fake.ticker("BTC-USD", "95000.01", "95000.50")
-            await eventually(lambda: len(parsed(messages, "heartbeats")) >= 2)
+            await await_until(lambda: len(parsed(messages, "heartbeats")) >= 2)
         finally:
             await client.close_async()
 

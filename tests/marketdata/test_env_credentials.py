@@ -12,8 +12,9 @@ from marketdata.backfill import can_backfill
 from marketdata.catalogue import CatalogueUnavailable, catalogue_payload
 from marketdata.quotes import Quote
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
 from tests.fakes.oanda import OandaFake
+from tests.support.waiting import await_until
 
 DESK_TOKEN = "oanda-test-token"  # what the OANDA fake accepts: a leak would be served
 
@@ -92,7 +93,7 @@ async def test_an_oanda_venue_on_another_server_sends_no_token(desk_keys: None, 
     )
     adapter = OandaAdapter(venue, quotes.append, backoff=fast_backoff())
     async with running(adapter):
-        await eventually(lambda: "no OANDA token" in adapter.stats.last_error)
+        await await_until(lambda: "no OANDA token" in adapter.stats.last_error)
     assert oanda.requests == [] and quotes == []
 
 

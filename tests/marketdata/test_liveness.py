@@ -17,8 +17,9 @@ from marketdata.adapters.simulator import SimulatorAdapter
 from marketdata.lpmanager import LPManager, VenueSettings
 from marketdata.quotes import SelectedQuote
 from tests.fakes.binance import BinanceWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
 from tests.fakes.oanda import OandaFake
+from tests.support.waiting import await_until
 
 STALE_MS = 400
 
@@ -61,12 +62,12 @@ async def test_binance_pongs_keep_a_quiet_book_and_a_frozen_peer_goes_stale() ->
         async with running(adapter):
             await fake.wait_until(lambda: fake.subscribed("btcusdt@bookTicker") == 1)
             await fake.book_ticker("btcusdt", "95000.01", "1", "95000.35", "2")
-            await eventually(lambda: len(published) == 1)
+            await await_until(lambda: len(published) == 1)
             await stays_selected(manager, "BTCUSD", "bn", for_s=1.2)  # no data frame at all
             assert len(published) == 1
             fake.freeze()
             await goes_stale(manager, "BTCUSD", published)
-            await eventually(lambda: "PongTimeout" in adapter.stats.last_error, within_s=3)
+            await await_until(lambda: "PongTimeout" in adapter.stats.last_error, timeout_s=3)
 
 
 async def test_oanda_heartbeat_lines_keep_a_quiet_book_and_a_silent_stream_goes_stale(
@@ -82,9 +83,9 @@ async def test_oanda_heartbeat_lines_keep_a_quiet_book_and_a_silent_stream_goes_
     )
     adapter = OandaAdapter(venue, manager.on_quote, backoff=fast_backoff(), listener=manager)
     async with running(adapter):
-        await eventually(lambda: oanda.open_streams == 1)
+        await await_until(lambda: oanda.open_streams == 1)
         oanda.price("EUR_USD", [("1.10012", 1_000_000)], [("1.10026", 1_000_000)])
-        await eventually(lambda: len(published) == 1)
+        await await_until(lambda: len(published) == 1)
         await stays_selected(manager, "EURUSD", "oa", for_s=1.2)  # heartbeats every 0.2 s only
         oanda.silent = True
         await goes_stale(manager, "EURUSD", published)
@@ -112,10 +113,10 @@ async def test_fix_beacons_keep_a_quiet_book_and_their_end_makes_it_stale() -> N
             task.cancel()
 
     async with running(adapter):
-        await eventually(lambda: cast("list[tuple[bytes, int]]", redis.pubsub_numsub(channel))[0][1] == 1)
+        await await_until(lambda: cast("list[tuple[bytes, int]]", redis.pubsub_numsub(channel))[0][1] == 1)
         async with beacons():
             redis.publish(channel, encode_rows([("EUR/USD", "1.1", "1.1002", "1", "1", 1)]))
-            await eventually(lambda: len(published) == 1)
+            await await_until(lambda: len(published) == 1)
             await stays_selected(manager, "EURUSD", "fx", for_s=1.2)
         await goes_stale(manager, "EURUSD", published)
     assert adapter.stats.malformed == 0
@@ -131,7 +132,7 @@ async def test_a_running_simulator_stays_selected_and_a_stopped_one_goes_down_at
     )
     adapter: Adapter = SimulatorAdapter(venue, manager.on_quote, listener=manager)
     async with running(adapter):
-        await eventually(lambda: len(published) >= 1)
+        await await_until(lambda: len(published) >= 1)
         await stays_selected(manager, "EURUSD", "sim", for_s=0.6)
     # The adapter's end (here: cancelled) withdraws its books without waiting for stale_after_ms.
     assert manager.selected["EURUSD"] is None and not published[-1].tradable

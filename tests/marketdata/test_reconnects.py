@@ -12,8 +12,9 @@ from marketdata.adapters.coinbase import CoinbaseAdapter
 from marketdata.adapters.oanda import OandaAdapter
 from marketdata.quotes import Quote
 from tests.fakes.coinbase import CoinbaseWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
 from tests.fakes.flaky import AcceptThenClose
+from tests.support.waiting import await_until
 
 
 def nowhere(quote: Quote) -> None:
@@ -79,10 +80,10 @@ async def test_connection_attempts_are_capped_per_venue() -> None:
     async with AcceptThenClose() as venue:
         adapter = binance(venue.url, fast_backoff(), max_connects=3, connects_window_s=1.5)
         async with running(adapter):
-            await eventually(lambda: venue.connects == 3)
+            await await_until(lambda: venue.connects == 3)
             await asyncio.sleep(0.8)
             assert venue.connects == 3 and adapter.stats.state == "throttled"
-            await eventually(lambda: venue.connects == 4, within_s=2)
+            await await_until(lambda: venue.connects == 4, timeout_s=2)
     assert adapter.stats.throttled >= 1
     assert venue.connected_at[3] - venue.connected_at[0] >= 1.5 - 0.01
 

@@ -16,6 +16,7 @@ from marketdata.hub import ALL_QUOTES_GROUP
 from marketdata.streams import stream_send
 from tests.marketdata.streamkit import Market, connected
 from tests.support.streams import StreamTap
+from tests.support.waiting import await_until
 from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +79,8 @@ async def test_the_process_joins_a_group_once_and_leaves_with_its_last_subscribe
         assert subscribers(group) == 1
         await second.send_json_to({"type": "unsubscribe", "channels": ["candles:EURUSD:1m"]})
         await second.receive_json_from()
-        assert subscribers(group) == 0
+        # UNSUBSCRIBE is sent without waiting for Redis to act on it (SUBSCRIBE is confirmed by a probe)
+        await await_until(lambda: subscribers(group) == 0, timeout_s=5)
 
 
 async def test_each_quote_is_sent_once_to_all_quotes_and_filtered_per_symbol_in_the_process(

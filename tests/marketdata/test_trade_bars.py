@@ -16,8 +16,9 @@ from marketdata.outputs import CandleStage
 from marketdata.quotes import Quote, Trade
 from tests.fakes.binance import BinanceRestFake, BinanceWsFake
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, CoinbaseWsFake
-from tests.fakes.fixtures import eventually, fast_backoff, running
+from tests.fakes.fixtures import fast_backoff, running
 from tests.fakes.tape import Tape
+from tests.support.waiting import await_until
 
 NS = 1_000_000_000
 
@@ -77,7 +78,7 @@ async def test_coinbase_market_trades_become_trades_in_time_order(coinbase_key: 
         async with running(adapter):
             await fake.wait_until(lambda: fake.subscribed("market_trades", "BTC-USD") == 1)
             assert await fake.trades("BTC-USD", prints(bucket)[:3]) == 1
-            await eventually(lambda: len(trades) == 3)
+            await await_until(lambda: len(trades) == 3)
     assert [t.venue_ts for t in trades] == sorted(t.venue_ts for t in trades)
     first = trades[0]
     assert (first.symbol, first.venue, first.price, first.size, first.side) == (
@@ -123,7 +124,7 @@ async def test_binance_trade_streams_become_trades_with_the_takers_side() -> Non
             await fake.wait_until(lambda: fake.subscribed("btcusdt@trade") == 1)
             await fake.trade("BTCUSDT", "95000.10", "0.25", buyer_maker=True, ts_ns=1_772_445_600_123_000_000)
             await fake.book_ticker("BTCUSDT", "95000.01", "1", "95000.02", "2")
-            await eventually(lambda: len(trades) == 1 and len(quotes) == 1)
+            await await_until(lambda: len(trades) == 1 and len(quotes) == 1)
     assert fake.paths == ["/stream?streams=btcusdt@bookTicker/btcusdt@trade"]
     trade = trades[0]
     assert (trade.symbol, trade.venue, trade.price, trade.size, trade.side) == (
@@ -152,12 +153,12 @@ async def test_bars_built_from_coinbase_trades_equal_its_candles_and_a_reconnect
             batch = prints(bucket)
             for start in range(0, len(batch), 3):  # in 250-ms-like batches
                 await fake.trades("BTC-USD", batch[start : start + 3])
-            await eventually(lambda: stage.trades == len(batch))
+            await await_until(lambda: stage.trades == len(batch))
             fake.drop()  # the snapshot after the reconnect repeats the recent trades
             await fake.wait_until(
                 lambda: fake.connects == 2 and fake.subscribed("market_trades", "BTC-USD") == 1
             )
-            await eventually(lambda: stage.trades_duplicate == len(batch))
+            await await_until(lambda: stage.trades_duplicate == len(batch))
     stage.close_due(time.time_ns())
     built = {(b.timeframe, b.start): b for b in stage.pending}
     with (
@@ -193,7 +194,7 @@ async def test_bars_built_from_binance_trades_equal_its_klines_trade_count_inclu
             await fake.wait_until(lambda: fake.subscribed("btcusdt@trade") == 1)
             for price, size, side, ts in prints(bucket):
                 await fake.trade("BTCUSDT", price, size, buyer_maker=side == "SELL", ts_ns=ts)
-            await eventually(lambda: stage.trades == 10)
+            await await_until(lambda: stage.trades == 10)
     stage.close_due(time.time_ns())
     built = {(b.timeframe, b.start): b for b in stage.pending}
     with BinanceRestFake(tape=tape) as rest, BinanceRest(base_url=rest.url) as client:

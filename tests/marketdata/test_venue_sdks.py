@@ -13,9 +13,9 @@ from coinbase.rest import RESTClient
 
 from tests.fakes.binance import BinanceRestFake, fake_kline
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake, fake_candle
-from tests.fakes.fixtures import eventually
 from tests.fakes.oanda import OandaFake, fake_mid, fake_volume, parse_rfc3339, rfc3339, trading
 from tests.fakes.tape import Tape
+from tests.support.waiting import await_until
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +172,7 @@ async def test_the_binance_sdk_streams_trades_from_the_fake() -> None:
             stream.on("message", received.append)
             await fake.wait_until(lambda: fake.subscribed("btcusdt@trade") == 1, within_s=10)
             await fake.trade("BTCUSDT", "95000.5", "0.2", buyer_maker=True, ts_ns=1_772_445_600_123_000_000)
-            await eventually(lambda: bool(received))
+            await await_until(lambda: bool(received))
         finally:
             await connection.close_connection(close_session=True)
     assert fake.paths == ["/stream"]

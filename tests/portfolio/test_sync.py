@@ -12,8 +12,8 @@ from portfolio.models import CoinbaseLink, CoinbaseOrder, Holding, SyncStatus
 from portfolio.services import coinbase_link_set, portfolio_sync
 from portfolio.tasks import sync_all_portfolios
 from tests.fakes.coinbase import CoinbaseKey, CoinbaseRestFake
-from tests.fakes.fixtures import wait_for
 from tests.support.users import make_client
+from tests.support.waiting import wait_until
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -282,14 +282,14 @@ def test_a_worker_syncs_every_enabled_link_and_the_api_queues_one(
     )
     CoinbaseLink.objects.filter(pk=disabled.pk).update(enabled=False)
     assert sync_all_portfolios() == 1
-    wait_for(lambda: CoinbaseLink.objects.get(user=trader).status == SyncStatus.OK)
+    wait_until(lambda: CoinbaseLink.objects.get(user=trader).status == SyncStatus.OK)
     assert Holding.objects.filter(user=trader).count() == 5
     assert not Holding.objects.filter(user=idle).exists()
     coinbase_rest.accounts.append(account("a-ada", "ADA", "99"))
     api = APIClient()
     api.force_authenticate(trader)
     assert api.post("/api/v1/portfolio/sync").status_code == 202
-    wait_for(lambda: Holding.objects.filter(user=trader, currency="ADA").exists())
+    wait_until(lambda: Holding.objects.filter(user=trader, currency="ADA").exists())
     api.force_authenticate(idle)
     CoinbaseLink.objects.filter(user=idle).delete()
     refused = api.post("/api/v1/portfolio/sync")
