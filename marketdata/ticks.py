@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from operator import attrgetter
 from typing import Any, cast
 
 import psycopg
@@ -196,7 +195,6 @@ _pack_int8 = struct.Struct(">iq").pack  # length and value
 _pack_row_between = struct.Struct(">iqhiq").pack  # a row's int8 (length, value), the next row's start
 _pack_length = struct.Struct(">i").pack
 _ENCODE_ROWS = 5_000  # rows per piece written
-_venue_ts = attrgetter("quote.venue_ts")
 
 
 def _text_field(value: str) -> bytes:
@@ -401,12 +399,12 @@ class TickRecorder:
         """The quotes dated within the window, and the oldest and newest of their times."""
         today = (day_of(time.time_ns()) - EPOCH.date()).days
         low, high = (today - self.days_back) * DAY_NS, (today + self.days_ahead + 1) * DAY_NS
-        stamps = list(map(_venue_ts, rows))
+        stamps = [selected.quote.venue_ts for selected in rows]  # type: ignore[union-attr]
         oldest, newest = min(stamps), max(stamps)
         if low <= oldest and newest < high:
             return rows, oldest, newest
         kept = [r for r, ts in zip(rows, stamps) if low <= ts < high]
-        stamps = list(map(_venue_ts, kept))
+        stamps = [ts for ts in stamps if low <= ts < high]
         self.rejected += len(rows) - len(kept)
         log.warning(
             "tick recorder: %d ticks dated outside the %d days back .. %d ahead window not written",
