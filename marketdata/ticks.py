@@ -39,7 +39,7 @@ INDEX_SUFFIX = "_symbol_ts"
 DAY_NS = 86_400 * 1_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COLUMNS = ("ts", "symbol", "venue", "bid", "ask", "bid_size", "ask_size", "seq")
-COPY_SQL = f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_SQL = f"COPY {{table}} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"  # into TABLE or a partition
 
 _COLUMNS_SQL = """
     ts timestamptz NOT NULL,
@@ -436,11 +436,16 @@ class TickRecorder:
     def _write(self, rows: Sequence[SelectedQuote], oldest: int, newest: int) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
+            table = TABLE
             if self._partitioned:
                 self._ensure_days(cur, oldest, newest)
+                if day_of(oldest) == day_of(newest):
+                    # Into the day's partition: PostgreSQL checks each row against its bounds instead
+                    # of routing it, about a tenth less of its CPU per row.
+                    table = partition_name(day_of(oldest))
             # Written from this thread: with the rows encoded in bulk, a sending thread (psycopg's
             # QueuedLibpqWriter) cost more Python time per row in handing over than it saved.
-            with cur.copy(COPY_SQL) as copy:
+            with cur.copy(COPY_SQL.format(table=table)) as copy:
                 for data in copy_rows(rows):
                     copy.write(data)
             # A symbol's rows come in seq order: its last row has its highest seq.
