@@ -212,14 +212,15 @@ def _numeric_field(value: Decimal | None) -> bytes:
 def copy_rows(rows: Sequence[SelectedQuote]) -> Iterator[bytes]:
     """Selected quotes (each with its quote) as binary COPY data for COPY_SQL, signature and trailer
     included, in pieces: the quote's venue timestamp, the selection's symbol, the quote's venue,
-    prices and sizes, the selection's seq. The venue timestamp (epoch ns) becomes a timestamptz
-    (microseconds, truncated as the datetime it stands for would be). Symbols, venues, prices and
-    sizes repeat: each field is encoded once per call, which is most of what encoding a tick costs.
-    Prices and sizes are looked up by their text: quotes bring new Decimal objects, whose hash
-    (computed on first use) costs several times their str(), and equal text is the same Decimal, so
-    the same field. Equal Decimals may differ in exponent (1.0, 1.00); the columns' fixed scale stores
-    them alike. A row's seq is packed with the next row's start (they are adjacent in the data): one
-    pack a row."""
+    prices and sizes, the selection's seq. They are read here, as the recorder buffered them: a tuple
+    made per tick cost the hand-over and the garbage collector more than these reads. The venue
+    timestamp (epoch ns) becomes a timestamptz (microseconds, truncated as the datetime it stands for
+    would be). Symbols, venues, prices and sizes repeat: each field is encoded once per call, which
+    is most of what encoding a tick costs. Prices and sizes are looked up by their text: quotes bring
+    new Decimal objects, whose hash (computed on first use) costs several times their str(), and
+    equal text is the same Decimal, so the same field. Equal Decimals may differ in exponent (1.0,
+    1.00); the columns' fixed scale stores them alike. A row's seq is packed with the next row's
+    start (they are adjacent in the data): one pack a row."""
     texts: dict[str, bytes] = {}
     numbers: dict[str, bytes] = {"None": _NULL}
     yield _COPY_SIGNATURE
