@@ -126,7 +126,7 @@ def test_while_the_database_is_unreachable_it_buffers_up_to_the_bound_and_counts
     assert recorder.failures == 1 and "OperationalError" in recorder.last_error
     assert recorder.buffered == 10
     assert recorder.dropped == 5
-    assert [row[7] for row in recorder._inflight] == list(range(1, 11))  # the oldest are kept, in order
+    assert [q.seq for q in recorder._buffer] == list(range(1, 11))  # the oldest are kept, in order
 
 
 def test_the_retention_job_drops_days_older_than_the_setting(tick_table, settings):
