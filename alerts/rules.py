@@ -27,7 +27,6 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import partial
 from itertools import chain, repeat
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -438,11 +437,12 @@ _tuple_new = tuple.__new__
 _new_firing = partial(_tuple_new, Firing)
 
 
-def _pick(items: Sequence[Any], indices: list[int]) -> tuple[Any, ...]:
-    """`items` at each of `indices`, looked up by `operator.itemgetter` (a loop in C)."""
-    if len(indices) == 1:
-        return (items[indices[0]],)
-    return itemgetter(*indices)(items) if indices else ()
+def _objects(items: Sequence[Any]) -> NDArray[np.object_]:
+    """The objects themselves in a one-dimensional numpy array, so that gathering them by position
+    (and `tolist`) runs in C and makes no new objects."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, Value]:
@@ -696,13 +696,14 @@ class RuleIndex:
         self.moves: dict[tuple[str, int], list[tuple[Condition, _Levels]]] = {}
         for (key, bars, condition), amounts in _levels(moves).items():
             self.moves.setdefault((key, bars), []).append((condition, amounts))
-        self.ids = [rule.id for rule in self.rules]
-        self.symbols = [rule.symbol for rule in self.rules]
-        self.timeframes = [rule.timeframe for rule in self.rules]
-        # Firing titles, made on a rule's first firing in each direction (`fire`)
-        self.titles: list[str | None] = [None] * (len(_DIRECTIONS) * len(self.rules))
+        self.ids = _objects([rule.id for rule in self.rules])
+        self.symbols = _objects([rule.symbol for rule in self.rules])
+        self.timeframes = _objects([rule.timeframe for rule in self.rules])
+        # Firing titles (None until made), made on a rule's first firing in each direction (`fire`)
+        self.titles = np.empty(len(_DIRECTIONS) * len(self.rules), dtype=object)
         self.titled = np.zeros(len(self.titles), dtype=np.bool_)
         states = [rule.state for rule in self.rules]
+        self.states = _objects(states)
         # -inf: done or stopped; inf: no expiry
         self.open_until = np.array(
             [
@@ -735,19 +736,18 @@ class RuleIndex:
             & ((admission != _PER_MINUTE) | (now - self.last_ts[positions] >= MINUTE_S))
         )
         fired, how = positions[fires], admission[fires]
-        rules = self.rules
         first = fired[how == _FIRST]
         self.open_until[first] = -math.inf
-        for position in first.tolist():
-            rules[position].state.done = True
+        for state in self.states[first].tolist():
+            state.done = True
         per_bar = fired[how == _PER_BAR]
         self.last_bar[per_bar] = bar_start
-        for position in per_bar.tolist():
-            rules[position].state.last_bar = bar_start
+        for state in self.states[per_bar].tolist():
+            state.last_bar = bar_start
         per_minute = fired[how == _PER_MINUTE]
         self.last_ts[per_minute] = now
-        for position in per_minute.tolist():
-            rules[position].state.last_ts = now
+        for state in self.states[per_minute].tolist():
+            state.last_ts = now
         return fires
 
     def fire(
@@ -761,7 +761,7 @@ class RuleIndex:
     ) -> list[Firing]:
         """The firings of the condition rules at `positions`, in that order, on the bar starting at
         `bar_start`; the rule at `positions[i]` fired as `kinds[groups[i]]` (direction, label, value)."""
-        directions, labels, values = zip(*kinds, strict=True) if kinds else ((), (), ())
+        directions = [direction for direction, _, _ in kinds]
         # The title of the rule at p in the direction d is at 3 * p + _DIRECTION_CODES[d]
         codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
         places = 3 * positions + codes[groups]
@@ -770,19 +770,18 @@ class RuleIndex:
             rule, direction = self.rules[place // 3], _DIRECTIONS[place % 3]
             self.titles[place] = rule.titles.get(direction) or _condition_title(rule, direction)
         self.titled[untitled] = True
-        rows, kinds_of = positions.tolist(), groups.tolist()
         return list(
             map(
                 _new_firing,
                 zip(
-                    _pick(self.ids, rows),
-                    _pick(self.symbols, rows),
-                    _pick(self.timeframes, rows),
+                    self.ids[positions].tolist(),
+                    self.symbols[positions].tolist(),
+                    self.timeframes[positions].tolist(),
                     repeat(bar_start),
-                    _pick(labels, kinds_of),
-                    _pick(self.titles, places.tolist()),
-                    _pick(values, kinds_of),
-                    _pick(directions, kinds_of),
+                    _objects([label for _, label, _ in kinds])[groups].tolist(),
+                    self.titles[places].tolist(),
+                    _objects([value for _, _, value in kinds])[groups].tolist(),
+                    _objects(directions)[groups].tolist(),
                     repeat(now),
                     repeat(False),
                 ),
@@ -943,7 +942,7 @@ def evaluate_bar_close(
         now=now,
     )
     touched = set() if touched is None else touched
-    touched.update(_pick(index.ids, positions.tolist()))
+    touched.update(index.ids[positions].tolist())
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
     if signals is not None and index.macdv:
         # Merged into the rules' order by place, two per rule: a MACD-V preset fires a crossing and a
