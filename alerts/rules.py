@@ -21,11 +21,16 @@ Bearish the other way round, else Neutral (so also when nothing is known).
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
+from itertools import chain, repeat
 from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from alerts.indicators import BEARISH_STAGES, BULLISH_STAGES, INDICATOR_NAMES, Diagnostics, macdv_stage
 from marketdata.bars import TIMEFRAME_SECONDS
@@ -86,6 +91,8 @@ _ONCE, _ONCE_PER_BAR, _ONCE_PER_BAR_CLOSE, _ONCE_PER_MINUTE = (
 )
 _FIRE, _SKIP, _STOP = Gate.FIRE, Gate.SKIP, Gate.STOP
 _UP, _DOWN = Direction.UP, Direction.DOWN
+_DIRECTIONS = tuple(Direction)
+_DIRECTION_CODES = {direction: code for code, direction in enumerate(_DIRECTIONS)}
 _CROSSING, _CROSSING_UP, _CROSSING_DOWN = Condition.CROSSING, Condition.CROSSING_UP, Condition.CROSSING_DOWN
 _GREATER_THAN, _LESS_THAN = Condition.GREATER_THAN, Condition.LESS_THAN
 _INSIDE_CHANNEL, _OUTSIDE_CHANNEL = Condition.INSIDE_CHANNEL, Condition.OUTSIDE_CHANNEL
@@ -427,6 +434,15 @@ class Firing(NamedTuple):
 
 
 _tuple_new = tuple.__new__
+_new_firing = partial(_tuple_new, Firing)
+
+
+def _objects(items: Sequence[Any]) -> NDArray[np.object_]:
+    """The objects themselves in a one-dimensional numpy array, so that gathering them by position
+    (and `tolist`) runs in C and makes no new objects."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, Value]:
@@ -525,13 +541,18 @@ def _condition_firing(
     rule: Rule, direction: Direction, bar_start: int, label: str, value: Value, ts: float, gate: Gate
 ) -> Firing:
     """The firing; flagged `stop` when the flood stop stopped the rule with it."""
-    title = rule.titles.get(direction)
-    if title is None:
-        title = rule.titles[direction] = _title(rule, rule.condition, direction)  # type: ignore[arg-type]
+    title = rule.titles.get(direction) or _condition_title(rule, direction)
     return _tuple_new(
         Firing,
         (rule.id, rule.symbol, rule.timeframe, bar_start, label, title, value, direction, ts, gate is _STOP),
     )
+
+
+def _condition_title(rule: Rule, direction: Direction) -> str:
+    """Makes the title of a condition rule's firings in `direction` and keeps it in `rule.titles`,
+    which callers read first."""
+    title = rule.titles[direction] = _title(rule, rule.condition, direction)  # type: ignore[arg-type]
+    return title
 
 
 def stop_notice(firing: Firing) -> Firing:
@@ -583,6 +604,17 @@ def _admit(state: RuleState, frequency: Frequency, bar_start: int, ts: float) ->
     return True
 
 
+# What `_admit` does with each frequency, as a code per rule (`RuleIndex.admission`)
+_ANY, _FIRST, _PER_BAR, _PER_MINUTE = range(4)
+_ADMISSION = {
+    Frequency.EVERY_TIME: _ANY,
+    Frequency.ONCE: _FIRST,
+    Frequency.ONCE_PER_BAR: _PER_BAR,
+    Frequency.ONCE_PER_BAR_CLOSE: _PER_BAR,
+    Frequency.ONCE_PER_MINUTE: _PER_MINUTE,
+}
+
+
 class _Levels:
     """Rules' levels in ascending order with their positions in the rule list (and, for channels, the
     other bound of each), so that the rules whose level lies in a range are one slice."""
@@ -614,7 +646,13 @@ class RuleIndex:
     is one comparison. MACD-V presets are visited only on a bar where a level is crossed or a reversal
     shows. Levels compare exactly as in `_met` (Decimal prices, Decimal with float compares exactly),
     and rounded arithmetic is monotonic, so a slice holds exactly the rules `_met` accepts.
-    Channel rules must have lower < upper (`validate_spec`)."""
+    Channel rules must have lower < upper (`validate_spec`).
+
+    What the state checks and the frequency (`_admit`) read of each rule's state is kept in arrays by
+    position as well, so the rules a bar meets are let through or held back all at once (`admit`).
+    The index owns its rules' states from when it is built: `admit` records each firing in the
+    arrays and in the rule's `RuleState`; a state changed elsewhere counts once the index is built
+    again (as the bar-close service does when another process evaluated the series)."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
@@ -658,10 +696,101 @@ class RuleIndex:
         self.moves: dict[tuple[str, int], list[tuple[Condition, _Levels]]] = {}
         for (key, bars, condition), amounts in _levels(moves).items():
             self.moves.setdefault((key, bars), []).append((condition, amounts))
+        self.ids = _objects([rule.id for rule in self.rules])
+        self.symbols = _objects([rule.symbol for rule in self.rules])
+        self.timeframes = _objects([rule.timeframe for rule in self.rules])
+        # Firing titles (None until made), made on a rule's first firing in each direction (`fire`)
+        self.titles = np.empty(len(_DIRECTIONS) * len(self.rules), dtype=object)
+        self.titled = np.zeros(len(self.titles), dtype=np.bool_)
+        states = [rule.state for rule in self.rules]
+        self.states = _objects(states)
+        # -inf: done or stopped; inf: no expiry
+        self.open_until = np.array(
+            [
+                -math.inf
+                if state.done or state.stopped
+                else math.inf
+                if rule.expires_at is None
+                else rule.expires_at
+                for rule, state in zip(self.rules, states, strict=True)
+            ],
+            dtype=np.float64,
+        )
+        self.admission = np.array([_ADMISSION[rule.frequency] for rule in self.rules], dtype=np.int8)
+        # -inf: never fired
+        self.last_bar = np.array(
+            [-math.inf if state.last_bar is None else state.last_bar for state in states], dtype=np.float64
+        )
+        self.last_ts = np.array(
+            [-math.inf if state.last_ts is None else state.last_ts for state in states], dtype=np.float64
+        )
 
-    def matches(self, series: SeriesState, cur: Mapping[str, Value], macdv: bool) -> list["_Match"]:
-        """The rules whose condition the bar `cur` meets, whatever their state, in groups that share
-        the value and direction of their firings (the MACD-V presets too when `macdv`)."""
+    def admit(self, positions: NDArray[np.intp], *, bar_start: int, now: float) -> NDArray[np.bool_]:
+        """Which of the condition rules at `positions` (each once), whose condition the bar starting
+        at `bar_start` met, fire at `now`: those not done, stopped or expired that their frequency
+        lets through (`_admit`, whose record of the firing this makes in the arrays and the states)."""
+        admission = self.admission[positions]
+        fires = (
+            (self.open_until[positions] > now)
+            & ((admission != _PER_BAR) | (self.last_bar[positions] < bar_start))
+            & ((admission != _PER_MINUTE) | (now - self.last_ts[positions] >= MINUTE_S))
+        )
+        fired, how = positions[fires], admission[fires]
+        first = fired[how == _FIRST]
+        self.open_until[first] = -math.inf
+        for state in self.states[first].tolist():
+            state.done = True
+        per_bar = fired[how == _PER_BAR]
+        self.last_bar[per_bar] = bar_start
+        for state in self.states[per_bar].tolist():
+            state.last_bar = bar_start
+        per_minute = fired[how == _PER_MINUTE]
+        self.last_ts[per_minute] = now
+        for state in self.states[per_minute].tolist():
+            state.last_ts = now
+        return fires
+
+    def fire(
+        self,
+        positions: NDArray[np.intp],
+        groups: NDArray[np.intp],
+        kinds: list[tuple[Direction, str, Value]],
+        *,
+        bar_start: int,
+        now: float,
+    ) -> list[Firing]:
+        """The firings of the condition rules at `positions`, in that order, on the bar starting at
+        `bar_start`; the rule at `positions[i]` fired as `kinds[groups[i]]` (direction, label, value)."""
+        directions = [direction for direction, _, _ in kinds]
+        # The title of the rule at p in the direction d is at 3 * p + _DIRECTION_CODES[d]
+        codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
+        places = 3 * positions + codes[groups]
+        untitled = places[~self.titled[places]]
+        for place in untitled.tolist():
+            rule, direction = self.rules[place // 3], _DIRECTIONS[place % 3]
+            self.titles[place] = rule.titles.get(direction) or _condition_title(rule, direction)
+        self.titled[untitled] = True
+        return list(
+            map(
+                _new_firing,
+                zip(
+                    self.ids[positions].tolist(),
+                    self.symbols[positions].tolist(),
+                    self.timeframes[positions].tolist(),
+                    repeat(bar_start),
+                    _objects([label for _, label, _ in kinds])[groups].tolist(),
+                    self.titles[places].tolist(),
+                    _objects([value for _, _, value in kinds])[groups].tolist(),
+                    _objects(directions)[groups].tolist(),
+                    repeat(now),
+                    repeat(False),
+                ),
+            )
+        )
+
+    def matches(self, series: SeriesState, cur: Mapping[str, Value]) -> list["_Match"]:
+        """The condition rules whose condition the bar `cur` meets, whatever their state, in groups
+        that share the value and direction of their firings."""
         cur_get, prev_get = cur.get, series.values.get
         out: list[_Match] = []
         for (key, condition), low in self.levels.items():
@@ -697,8 +826,6 @@ class RuleIndex:
             if _met(condition, prev, curr, lo_prev, lo, upper, past):
                 rising = condition is _CROSSING and prev < lo_prev  # type: ignore[operator]
                 out.append(_tuple_new(_Match, (positions, condition, key, rising)))
-        if macdv and self.macdv:
-            out.append(_tuple_new(_Match, (self.macdv, None, MACDV, False)))
         return out
 
 
@@ -706,7 +833,7 @@ class _Match(NamedTuple):
     """Built with `tuple.__new__`, as `Firing` is."""
 
     positions: list[int]  # in the rule list
-    condition: Condition | None  # None: MACD-V presets
+    condition: Condition
     key: str  # the series whose value the firings carry
     rising: bool  # a crossing (either way) came from below
 
@@ -797,45 +924,44 @@ def evaluate_bar_close(
     index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
     now = float(bar_start + TIMEFRAME_SECONDS[series.timeframe])
     cur = _finite(values)
+    groups = index.matches(series, cur)
+    sizes = [len(group.positions) for group in groups]
+    met = np.fromiter(chain.from_iterable(group.positions for group in groups), np.intp, sum(sizes))
+    fires = index.admit(met, bar_start=bar_start, now=now)
+    fired = met[fires]
+    in_order = np.argsort(fired)  # a rule is met once at most: any sort keeps the rules' order
+    positions = fired[in_order]
+    firings = index.fire(
+        positions,
+        np.repeat(np.arange(len(groups)), sizes)[fires][in_order],
+        [
+            (_direction(condition, rising), _LABELS[condition], cur[key])
+            for _, condition, key, rising in groups
+        ],
+        bar_start=bar_start,
+        now=now,
+    )
+    touched = set() if touched is None else touched
+    touched.update(index.ids[positions].tolist())
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
-    all_rules = index.rules
-    # Firings by rule position, two places each (a MACD-V preset fires a crossing and a reversal at
-    # most, `_macdv_apply`): read out in order, no sorting
-    slots: list[Firing | None] = [None] * (2 * len(all_rules))
-    touch = (set() if touched is None else touched).add
-    for positions, condition, key, rising in index.matches(series, cur, signals is not None):
-        value = cur[key]
-        if condition is None:
-            assert signals is not None
-            value = float(value)
-            for position in positions:
-                rule = all_rules[position]
-                state = rule.state
-                if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
-                    continue
-                slot = 2 * position
-                for firing in _macdv_firings(rule, signals, value, bar_start, now, cooldown_s):
-                    slots[slot] = firing
-                    slot += 1
-                touch(rule.id)
-            continue
-        direction = _direction(condition, rising)
-        label = _LABELS[condition]
-        for position in positions:
-            rule = all_rules[position]
+    if signals is not None and index.macdv:
+        # Merged into the rules' order by place, two per rule: a MACD-V preset fires a crossing and a
+        # reversal at most (`_macdv_apply`)
+        places = (2 * positions).tolist()
+        value = float(cur[MACDV])
+        for position in index.macdv:
+            rule = index.rules[position]
             state = rule.state
-            if (
-                state.done
-                or state.stopped
-                or (rule.expires_at is not None and rule.expires_at <= now)
-                or not _admit(state, rule.frequency, bar_start, now)
-            ):
+            if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
                 continue
-            slots[2 * position] = _condition_firing(rule, direction, bar_start, label, value, now, _FIRE)
-            touch(rule.id)
+            for place, firing in enumerate(_macdv_firings(rule, signals, value, bar_start, now, cooldown_s)):
+                firings.append(firing)
+                places.append(2 * position + place)
+            touched.add(rule.id)
+        firings = [firings[i] for i in np.argsort(places, kind="stable").tolist()]
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
-    return list(filter(None, slots))
+    return firings
 
 
 def evaluate_quote(

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alerts.rules import (
@@ -181,6 +182,16 @@ def random_bars(rng: random.Random, count: int) -> list[dict[str, Any]]:
     return bars
 
 
+def bar_levels(bars: list[dict[str, Any]]) -> dict[str, list[Value]]:
+    """The values each source takes on the bars, for `random_rule` to put levels on."""
+    return {
+        "price": [b["close"] for b in bars],
+        "high": [b.get("high", Decimal(100)) for b in bars],
+        "ema_20": [b.get("ema_20", 100.0) for b in bars],
+        "rsi_14": [b.get("rsi_14", 50.0) for b in bars],
+    }
+
+
 def run_both(rules: list[Rule], bars: list[dict[str, Any]]) -> None:
     spec_rules = copy.deepcopy(rules)
     index, indexed, specified = RuleIndex(rules), SeriesState("BTCUSD", "5m"), SeriesState("BTCUSD", "5m")
@@ -203,13 +214,21 @@ def run_both(rules: list[Rule], bars: list[dict[str, Any]]) -> None:
 def test_the_index_fires_what_each_rule_checked_on_its_own_fires(seed: int) -> None:
     rng = random.Random(seed)
     bars = random_bars(rng, 40)
-    levels: dict[str, list[Value]] = {
-        "price": [b["close"] for b in bars],
-        "high": [b.get("high", Decimal(100)) for b in bars],
-        "ema_20": [b.get("ema_20", 100.0) for b in bars],
-        "rsi_14": [b.get("rsi_14", 50.0) for b in bars],
-    }
-    run_both([random_rule(rng, i, levels) for i in range(400)], bars)
+    run_both([random_rule(rng, i, bar_levels(bars)) for i in range(400)], bars)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_kept_index_gates_with_what_its_rules_states_say(seed: int) -> None:
+    # the arrays the index admits firings by stay those an index built afresh from the states has
+    rng = random.Random(seed)
+    bars = random_bars(rng, 40)
+    rules = [random_rule(rng, i, bar_levels(bars)) for i in range(400)]
+    index, series = RuleIndex(rules), SeriesState("BTCUSD", "5m")
+    for i, values in enumerate(bars):
+        evaluate_bar_close(index, series, bar_start=BAR + i * M5, values=values)
+        fresh = RuleIndex(rules)
+        for column in ("open_until", "admission", "last_bar", "last_ts"):
+            assert np.array_equal(getattr(index, column), getattr(fresh, column)), f"bar {i}: {column}"
 
 
 @pytest.mark.parametrize("condition", list(Condition))
