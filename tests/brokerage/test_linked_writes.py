@@ -1,8 +1,10 @@
 """A market order's rows are written in one statement (kernel.sql.insert_linked), and the database's
 ledger rules judge that statement as they judge separate ones."""
 
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -14,6 +16,7 @@ from brokerage.models import (
     LedgerAccountKind,
     LedgerTransaction,
     Order,
+    OrderStatus,
     Position,
     Posting,
     TradingAccount,
@@ -89,3 +92,46 @@ def test_the_ledger_rules_refuse_an_unbalanced_linked_write(account: TradingAcco
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     account.refresh_from_db()
     assert account.balance == D("5000")
+
+
+def bound(order: Order, bind: Any) -> list[tuple[type, Any]]:
+    """What an INSERT of `order` binds (each value with its type), or the error it raises."""
+    try:
+        return [(type(v), v) for v in bind(order)]
+    except Exception as exc:  # the same refusal either way
+        return [(type(exc), None)]
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField Order.created_at received a naive datetime")
+def test_inserts_bind_what_django_binds(account: TradingAccount, instruments: dict[str, Instrument]) -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    eurusd = instruments["EURUSD"]
+    orders = [
+        Order(
+            account=account,
+            instrument=eurusd,
+            type="market",
+            side="buy",
+            volume=D("0.10"),
+            sl=D("1.05"),
+            status=OrderStatus.FILLED,
+            filled_at=now,
+            created_at=now,
+        ),
+        # Values Django converts or refuses: a string amount, a naive time, a non-finite Decimal.
+        Order(account_id=account.pk, instrument=eurusd, volume="0.2", created_at=now.replace(tzinfo=None)),
+        Order(account=account, instrument=eurusd, volume=D("NaN"), created_at=now),
+    ]
+    _, savers, _ = sql._insert_plan(Order, 1)
+
+    def fast(order: Order) -> list[Any]:
+        params: list[Any] = []
+        sql._save_params(order, savers, connection, params)
+        return params
+
+    def django(order: Order) -> list[Any]:
+        return [f.get_db_prep_save(f.pre_save(order, True), connection) for f, _ in savers]
+
+    with patch("django.utils.timezone.now", return_value=now):  # updated_at (auto_now)
+        for order in orders:
+            assert bound(order, fast) == bound(order, django)
