@@ -74,6 +74,20 @@ def account_for(request: Request, number: int, *, trade: bool = False) -> Tradin
     return account
 
 
+def account_to_trade(request: Request, number: int) -> TradingAccount:
+    """`account_for(trade=True)` for placing an order, from the account's identity kept per process
+    (selectors.account_identity): the account holds its id, number and owner; the rest of its row
+    is deferred (read on first use), since the order service locks and reads the row itself."""
+    identity = selectors.account_identity(number)
+    if identity is None:
+        raise Http404("No TradingAccount matches the given query.")
+    pk, owner_id = identity
+    user = request_user(request)
+    if owner_id != user.pk and not (user.is_staff and user.has_perm(TRADE_PERMISSION)):
+        raise PermissionDenied("This account is not yours.", code="forbidden_account")
+    return TradingAccount.from_db("default", ["id", "number", "owner_id"], [pk, number, owner_id])
+
+
 def reason_for(user: User, account: TradingAccount) -> str:
     return Reason.CLIENT if account.owner_id == user.pk else Reason.OPERATOR
 
@@ -361,7 +375,7 @@ class OrderListView(PaginatedListView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_for(request, number, trade=True)
+        account = account_to_trade(request, number)
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)

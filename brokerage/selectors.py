@@ -105,6 +105,28 @@ _instruments: versions.VersionedCache[str, Instrument | None] = versions.Version
 )
 
 
+# The data version of the trading accounts' identities: moved on by any save or delete of an account
+# (brokerage/receivers.py). An account's number and owner never change once it is open.
+ACCOUNTS_VERSION = "accounts"
+
+
+def _account_identity_load(number: int) -> tuple[int, int] | None:
+    return TradingAccount.objects.filter(number=number).values_list("pk", "owner_id").first()
+
+
+# The account an order names is checked on every order: by its identity, kept per process, not by a
+# statement in the request's own connection.
+_account_identities: versions.VersionedCache[int, tuple[int, int] | None] = versions.VersionedCache(
+    (ACCOUNTS_VERSION,), _account_identity_load, size=100_000, seed=True
+)
+
+
+def account_identity(number: int) -> tuple[int, int] | None:
+    """The id and owner id of account `number` (None: no such account), kept per process until the
+    accounts' version moves on."""
+    return _account_identities.get(number)
+
+
 def group_conditions(group_id: int) -> Conditions:
     """The group's conditions (its row and per-instrument settings), kept per process until the
     groups' version moves on (shared: read-only)."""

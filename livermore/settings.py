@@ -318,6 +318,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "kernel.schema.AutoSchema",
     "EXCEPTION_HANDLER": "kernel.errors.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kernel.negotiation.ContentNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "kernel.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

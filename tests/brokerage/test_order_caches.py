@@ -1,6 +1,6 @@
-"""The instrument and the group's conditions an order needs are kept per process under their data
-versions (brokerage.selectors): read once per version, and a committed change holds from the next
-order on, however it was made, once its version has moved."""
+"""The instrument, the group's conditions and the account's identity an order needs are kept per
+process under their data versions (brokerage.selectors): read once per version, and a committed change
+holds from the next order on, however it was made, once its version has moved."""
 
 from decimal import Decimal as D
 from typing import Any
@@ -10,13 +10,15 @@ from django.db import connection
 
 from brokerage import services
 from brokerage.models import ClientGroup, Deal, GroupInstrument, Order, Position, TradingAccount
-from brokerage.selectors import GROUPS_VERSION, instrument_by_symbol
+from brokerage.selectors import GROUPS_VERSION, account_identity, instrument_by_symbol
 from kernel import versions
 from kernel.errors import ServiceError
 from marketdata.models import Instrument
 from marketdata.selectors import MARKET_VERSION
+from tests.support.trading import open_account
+from users.models import User
 
-from .conftest import Market, set_commission
+from .conftest import Market, client_for, set_commission
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits: the versions move on as in production
 
@@ -96,3 +98,29 @@ def test_an_unknown_symbol_is_known_once_its_instrument_is_saved(instruments: di
     added.save()  # the market data version moves
     found = instrument_by_symbol("EURUSX")
     assert found is not None and found.pk == added.pk
+
+
+def test_an_account_opened_after_its_number_was_asked_for_is_found(alice: User, group: ClientGroup) -> None:
+    assert account_identity(4_000_001) is None  # kept: unknown while the version stands
+    opened = services.account_open(owner=alice, group=group, number=4_000_001)  # the version moves
+    assert account_identity(4_000_001) == (opened.pk, alice.pk)
+
+
+def test_an_order_through_the_api_holds_the_accounts_owner_as_saved(
+    alice: User, bob: User, group: ClientGroup, market: Market
+) -> None:
+    market.set("EURUSD", "1.1000", "1.1002")
+    account = open_account(alice, group)
+    path = f"/api/v1/accounts/{account.number}/orders"
+    body = {"symbol": "EURUSD", "side": "buy", "volume": "0.1"}
+    placed = client_for(alice).post(path, body, format="json")
+    assert placed.status_code == 201  # the account's identity is kept now
+    assert Order.objects.get(pk=placed.json()["id"]).account_id == account.pk
+
+    account.owner = bob
+    account.save()  # the accounts' version moves
+    refused = client_for(alice).post(path, body, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden_account"
+    assert client_for(bob).post(path, body, format="json").status_code == 201
+    assert client_for(bob).post("/api/v1/accounts/4000002/orders", body, format="json").status_code == 404
