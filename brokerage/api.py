@@ -66,12 +66,17 @@ def account_for(request: Request, number: int, *, trade: bool = False) -> Tradin
     if not found:
         raise Http404("No TradingAccount matches the given query.")
     account = found[0]
+    _check_access(request, account.owner_id, trade=trade)
+    return account
+
+
+def _check_access(request: Request, owner_id: int, *, trade: bool) -> None:
+    """The caller may use an account of `owner_id`: its owner, or staff holding the permission."""
     user = request_user(request)
-    if account.owner_id != user.pk and not (
+    if owner_id != user.pk and not (
         user.is_staff and user.has_perm(TRADE_PERMISSION if trade else VIEW_PERMISSION)
     ):
         raise PermissionDenied("This account is not yours.", code="forbidden_account")
-    return account
 
 
 def account_to_trade(request: Request, number: int) -> TradingAccount:
@@ -82,9 +87,7 @@ def account_to_trade(request: Request, number: int) -> TradingAccount:
     if identity is None:
         raise Http404("No TradingAccount matches the given query.")
     pk, owner_id = identity
-    user = request_user(request)
-    if owner_id != user.pk and not (user.is_staff and user.has_perm(TRADE_PERMISSION)):
-        raise PermissionDenied("This account is not yours.", code="forbidden_account")
+    _check_access(request, owner_id, trade=True)
     return TradingAccount.from_db("default", ["id", "number", "owner_id"], [pk, number, owner_id])
 
 
