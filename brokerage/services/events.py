@@ -12,7 +12,7 @@ from django.db import transaction
 from kernel import metrics
 from kernel.redis import sync_client
 from kernel.sysevents import SystemEventKind, system_event_emit
-from marketdata.hub import Envelope, batch_wire, envelope, plain
+from marketdata.hub import Envelope, batch_wire, envelope
 
 from ..models import TradingAccount
 from ..payloads import (
@@ -68,15 +68,20 @@ class _Publisher:
     def _send(self, batch: list["Outbox"]) -> None:
         """Notices, and the events as one channel-layer message per account group (published as the
         layer publishes them, marketdata.hub.batch_wire), in one Redis pipeline: one round trip
-        (sending each group's message through the layer took one each, and an event loop's turn)."""
+        (sending each group's message through the layer took one each, and an event loop's turn).
+        The payloads go as they are: their types (brokerage.payloads) hold only strings, numbers,
+        booleans, None and lists of those, which the layer's msgpack carries as a round trip through
+        JSON (marketdata.hub.plain) would leave them."""
         by_group: dict[str, list[Envelope]] = {}
         for outbox in batch:
             for event, data in outbox.events:
                 by_group.setdefault(outbox.account.stream_group, []).append(
-                    envelope(outbox.targets, event, plain(data))
+                    envelope(outbox.targets, event, data)
                 )
         with sync_client().pipeline(transaction=False) as pipe:
             for outbox in batch:
+                if not (outbox.triggers_changed or outbox.routed):
+                    continue
                 notice = json.dumps(AccountNotice(account=outbox.account.pk))
                 if outbox.triggers_changed:
                     pipe.publish(triggers_channel(), notice)
