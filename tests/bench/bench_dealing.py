@@ -9,12 +9,21 @@ afterwards) and a -bench Redis prefix, with DEBUG off as in production. Each pro
 start-up objects out of the GC first, as the web and worker processes do. The orders that shared a
 commit are reported on stderr.
 
+order_sql_orders_per_s: the database's own ceiling for that path. The statements one market order
+runs (recorded from order_submit on the same database: the account lock, the exposures, the linked
+insert of the order, position and deal) replayed by pgbench, with no Python at all:
+SQL_ORDERS_PER_COMMIT orders of ascending accounts in each transaction (a dealer's group commit at its
+best), SQL_CLIENTS clients. The order service cannot beat it, so it splits the gap between
+order_service_orders_per_s and its bar into the database's part and the Python part.
+
 trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
 """
 
 import multiprocessing
 import os
+import re
 import sys
+import tempfile
 import threading
 import time
 from decimal import Decimal as D
@@ -22,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps_for_ratio
+from tests.bench.metric import emit, emit_vs_pgbench, pgbench_tps, pgbench_tps_for_ratio
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livermore.settings")
 os.environ["REDIS_PREFIX"] = os.environ.get("REDIS_PREFIX", "livermore") + "-bench"
@@ -42,6 +51,10 @@ PROCESSES = 6
 CLIENTS = 4  # threads per process
 ORDERS = 3000
 ORDERS_PER_S_BAR = 3000  # issue 16
+FIRST_ACCOUNT_ID = 7_000_000  # no other value an order binds is a number like it (see order_sql_per_s)
+SQL_ORDERS_PER_COMMIT = 5
+SQL_CLIENTS = 4
+SQL_SECONDS = 5
 TRIGGERS = 10_000
 SCANS = 20_000
 
@@ -135,8 +148,9 @@ def _submit_share(worker: int, account_ids: list[int], barrier: Any) -> tuple[fl
     return started, finished, sum(done), batches, batched
 
 
-def orders_per_s() -> float:
-    from brokerage.models import ClientGroup
+def bench_accounts() -> list[int]:
+    """ACCOUNTS accounts of one group, numbered from FIRST_ACCOUNT_ID on."""
+    from brokerage.models import ClientGroup, TradingAccount
     from marketdata.demo import demo_seed
     from tests.support.trading import open_account
     from tests.support.users import make_client
@@ -144,10 +158,17 @@ def orders_per_s() -> float:
     demo_seed()
     group = ClientGroup.objects.create(name="bench", currency="USD", leverage=100)
     owner = make_client("bench", password=None)
-    account_ids = []
-    for _ in range(ACCOUNTS):
-        account = open_account(owner, group, "1000000")
-        account_ids.append(account.pk)
+    with connection.cursor() as cursor:
+        table = TradingAccount._meta.db_table
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)", [table, FIRST_ACCOUNT_ID]
+        )
+    account_ids = [open_account(owner, group, "1000000").pk for _ in range(ACCOUNTS)]
+    assert account_ids == list(range(FIRST_ACCOUNT_ID, FIRST_ACCOUNT_ID + ACCOUNTS))
+    return account_ids
+
+
+def orders_per_s(account_ids: list[int]) -> float:
     connection.close()  # no connection may cross the fork
     context = multiprocessing.get_context("fork")
     barrier = context.Manager().Barrier(PROCESSES)
@@ -164,6 +185,63 @@ def orders_per_s() -> float:
     return filled / (finished - started)
 
 
+def order_sql_per_s(account_ids: list[int]) -> float:
+    """Record the statements of one market order (run on this thread's connection, not a dealer's),
+    render each with its values, put each order's account id back as a pgbench variable, and replay
+    SQL_ORDERS_PER_COMMIT orders per transaction, each on an account of its own slice of the accounts
+    (ascending, as a dealer locks them: no deadlock)."""
+    import psycopg
+
+    from brokerage import services
+    from brokerage.models import TradingAccount
+    from brokerage.quotes import MemoryQuoteSource
+    from marketdata.quotes import Quote, SelectedQuote
+
+    quotes = MemoryQuoteSource()
+    now = time.time_ns()
+    quote = Quote("EURUSD", "sim", D("1.10000"), D("1.10012"), now, now)
+    quotes.update(SelectedQuote(symbol="EURUSD", seq=1, quote=quote, tradable=True))
+    account = TradingAccount.objects.get(pk=account_ids[-1])
+    statements: list[tuple[str, Any]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    batch_ms, settings.DEALING_BATCH_MS = settings.DEALING_BATCH_MS, 0
+    try:
+        with connection.execute_wrapper(record):
+            services.order_submit(
+                account=account, symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
+            )
+    finally:
+        settings.DEALING_BATCH_MS = batch_ms
+    assert statements, "order_submit ran no statement on this connection"
+    mogrify = psycopg.ClientCursor(connection.connection).mogrify
+    order = [mogrify(sql, params) for sql, params in statements]
+    own_id = re.compile(rf"\b{account.pk}\b")
+    other_id = re.compile(rf"\b{FIRST_ACCOUNT_ID // 1000}\d{{3}}\b")  # another account's, as a whole number
+    assert not any(other_id.search(own_id.sub("", s)) for s in order), "an account id is ambiguous"
+    share = len(account_ids) // SQL_ORDERS_PER_COMMIT
+    lines = [
+        f"\\set a{k} random({account_ids[k * share]}, {account_ids[(k + 1) * share - 1]})"
+        for k in range(SQL_ORDERS_PER_COMMIT)
+    ]
+    lines.append("BEGIN;")
+    for k in range(SQL_ORDERS_PER_COMMIT):
+        lines += [own_id.sub(f":a{k}", s) + ";" for s in order]
+    lines.append("COMMIT;")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write("\n".join(lines) + "\n")
+        script.flush()
+        clients = str(SQL_CLIENTS)
+        tps = pgbench_tps(
+            settings.DATABASES["default"]["NAME"],
+            *("-M", "prepared", "-f", script.name, "-c", clients, "-j", clients, "-T", str(SQL_SECONDS)),
+        )
+    return tps * SQL_ORDERS_PER_COMMIT
+
+
 def main() -> None:
     emit("trigger_scan_10k_ms", trigger_scan_ms(), "ms", "<= 1")
     settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = (
@@ -171,8 +249,11 @@ def main() -> None:
     )
     old = setup_databases(verbosity=0, interactive=False)
     try:
-        rate = orders_per_s()
+        account_ids = bench_accounts()
+        rate = orders_per_s(account_ids)
         emit("order_service_orders_per_s", rate, "orders/s", f">= {ORDERS_PER_S_BAR}")
+        ceiling = order_sql_per_s(account_ids)
+        emit("order_sql_orders_per_s", ceiling, "orders/s", f">= {ORDERS_PER_S_BAR}")
     finally:
         connection.close()
         teardown_databases(old, verbosity=0)

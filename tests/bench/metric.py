@@ -57,10 +57,8 @@ def met(value: float, target: str) -> bool:
     return bool(compare(value, float(match.group(2))))
 
 
-def pgbench_simple_update_tps() -> float:
-    """PostgreSQL's own rate for pgbench's built-in simple-update script (2 clients, 10 s) on a scratch
-    database that is created and dropped here, on the server Django's settings name: the yardstick the
-    dealing benchmarks are read against."""
+def _pg_run(*args: str) -> str:
+    """Run a PostgreSQL client program against the server Django's settings name; its stdout."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
@@ -72,32 +70,32 @@ def pgbench_simple_update_tps() -> float:
     }
     if db.get("PASSWORD"):
         env["PGPASSWORD"] = db["PASSWORD"]
-    scratch = f"livermore_pgbench_{os.getpid()}"
+    return subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=300).stdout
 
-    def run(*args: str) -> str:
-        return subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=300).stdout
 
-    run("psql", "-qd", "postgres", "-c", f'CREATE DATABASE "{scratch}"')
-    try:
-        run("pgbench", "-i", "-q", "-s", "1", scratch)
-        out = run(
-            "pgbench",
-            "-b",
-            "simple-update",
-            "-c",
-            str(PGBENCH_CLIENTS),
-            "-j",
-            str(PGBENCH_CLIENTS),
-            "-T",
-            str(PGBENCH_SECONDS),
-            scratch,
-        )
-    finally:
-        run("psql", "-qd", "postgres", "-c", f'DROP DATABASE IF EXISTS "{scratch}"')
+def pgbench_tps(database: str, *args: str) -> float:
+    """pgbench's transactions per second for `args` (a script and its clients and duration) on `database`."""
+    out = _pg_run("pgbench", "-n", *args, database)
     match = _TPS.search(out)
     if match is None:
         raise RuntimeError(f"pgbench printed no tps line:\n{out}")
     return float(match.group(1))
+
+
+def pgbench_simple_update_tps() -> float:
+    """PostgreSQL's own rate for pgbench's built-in simple-update script (2 clients, 10 s) on a scratch
+    database that is created and dropped here, on the server Django's settings name: the yardstick the
+    dealing benchmarks are read against."""
+    scratch = f"livermore_pgbench_{os.getpid()}"
+    _pg_run("psql", "-qd", "postgres", "-c", f'CREATE DATABASE "{scratch}"')
+    try:
+        _pg_run("pgbench", "-i", "-q", "-s", "1", scratch)
+        clients = str(PGBENCH_CLIENTS)
+        return pgbench_tps(
+            scratch, "-b", "simple-update", "-c", clients, "-j", clients, "-T", str(PGBENCH_SECONDS)
+        )
+    finally:
+        _pg_run("psql", "-qd", "postgres", "-c", f'DROP DATABASE IF EXISTS "{scratch}"')
 
 
 def pgbench_tps_for_ratio() -> float:
