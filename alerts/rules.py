@@ -553,22 +553,44 @@ def _met(
     return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base
 
 
-def _title(rule: Rule, condition: Condition, direction: Direction) -> str:
-    what = source_label(rule.source)
-    if rule.other:
-        target = source_label(rule.other)
-    elif condition in CHANNEL_CONDITIONS:
-        target = f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
-    elif condition in PERCENT_CONDITIONS:
-        target = f"{num(rule.threshold or 0)}% over {rule.bars} bars"
-    elif condition in MOVING_CONDITIONS:
-        target = f"{num(rule.threshold or 0)} over {rule.bars} bars"
+def _level_target(rule: Rule) -> str:
+    return num(rule.threshold or 0)
+
+
+def _channel_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
+
+
+def _percent_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)}% over {rule.bars} bars"
+
+
+def _moving_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)} over {rule.bars} bars"
+
+
+# What a title names as the target of a rule against a constant, by condition: one look-up per title
+_TARGETS = {
+    condition: _channel_target
+    if condition in CHANNEL_CONDITIONS
+    else _percent_target
+    if condition in PERCENT_CONDITIONS
+    else _moving_target
+    if condition in MOVING_CONDITIONS
+    else _level_target
+    for condition in Condition
+}
+
+
+def _title(rule: Rule, direction: Direction) -> str:
+    """The title of a condition rule's firings in `direction`."""
+    condition: Condition = rule.condition  # type: ignore[assignment]
+    target = source_label(rule.other) if rule.other else _TARGETS[condition](rule)
+    if condition is _CROSSING:
+        text = "crossed above" if direction is _UP else "crossed below"
     else:
-        target = num(rule.threshold or 0)
-    text = CONDITION_TEXT[condition]
-    if condition is Condition.CROSSING:
-        text = "crossed above" if direction is Direction.UP else "crossed below"
-    return f"{rule.symbol}: {what} {text} {target} ({rule.timeframe})"
+        text = CONDITION_TEXT[condition]
+    return f"{rule.symbol}: {source_label(rule.source)} {text} {target} ({rule.timeframe})"
 
 
 def _direction(condition: Condition, rising: bool) -> Direction:
@@ -592,7 +614,7 @@ def _condition_firing(
 def _condition_title(rule: Rule, direction: Direction) -> str:
     """Makes the title of a condition rule's firings in `direction` and keeps it in `rule.titles`,
     which callers read first."""
-    title = rule.titles[direction] = _title(rule, rule.condition, direction)  # type: ignore[arg-type]
+    title = rule.titles[direction] = _title(rule, direction)
     return title
 
 
@@ -795,9 +817,10 @@ class RuleIndex:
         # The title of the rule at p in the direction with code c is at 3 * p + c
         places = 3 * positions + codes
         untitled = places[~self.titled[places]]
-        for place in untitled.tolist():
-            rule, direction = self.rules[place // 3], _DIRECTIONS[place % 3]
-            self.titles[place] = rule.titles.get(direction) or _condition_title(rule, direction)
+        rules = self.rules
+        self.titles[untitled] = _objects(
+            [_title(rules[place // 3], _DIRECTIONS[place % 3]) for place in untitled.tolist()]
+        )
         self.titled[untitled] = True
         return self.titles[places]
 
