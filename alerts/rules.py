@@ -416,8 +416,8 @@ class SeriesState:
 
 
 class Firing(NamedTuple):
-    """What fired, a value (`_replace` makes a changed copy). A tuple: a bar close can make thousands
-    of firings, and `_condition_firing` builds them with `tuple.__new__`, twice as fast as a slotted
+    """What fired, a value (`_replace` makes a changed copy): the quote path's firings, and a bar
+    close's one by one (`Firings`). A tuple, built with `tuple.__new__`: twice as fast as a slotted
     dataclass's `__init__` (or the named tuple's own `__new__`, which handles keywords and defaults)."""
 
     rule_id: int
