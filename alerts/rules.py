@@ -21,7 +21,7 @@ Bearish the other way round, else Neutral (so also when nothing is known).
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -416,8 +416,8 @@ class SeriesState:
 
 
 class Firing(NamedTuple):
-    """What fired, a value (`_replace` makes a changed copy). A tuple: a bar close can make thousands
-    of firings, and `_condition_firing` builds them with `tuple.__new__`, twice as fast as a slotted
+    """What fired, a value (`_replace` makes a changed copy): the quote path's firings, and a bar
+    close's one by one (`Firings`). A tuple, built with `tuple.__new__`: twice as fast as a slotted
     dataclass's `__init__` (or the named tuple's own `__new__`, which handles keywords and defaults)."""
 
     rule_id: int
@@ -435,6 +435,47 @@ class Firing(NamedTuple):
 
 _tuple_new = tuple.__new__
 _new_firing = partial(_tuple_new, Firing)
+# A firing's fields in `Firing`'s order, as a plain tuple (what `Firings.rows` yields)
+FiringRow = tuple[int, str, str, int, str, str, Value, Direction, float, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Firings:
+    """The firings of one bar close, column-wise, in the rules' order: a bar close can fire thousands
+    of rules, and the bar-close service stores them from the columns (`rows`) without a `Firing`
+    per firing. Iterating gives the `Firing`s. Bar-close firings never stop their rule (`gate`)."""
+
+    symbol: str
+    timeframe: str
+    bar_start: int
+    ts: float  # the bar's close
+    rule_ids: list[int]
+    labels: list[str]
+    titles: list[str]
+    values: list[Value]
+    directions: list[Direction]
+
+    def __len__(self) -> int:
+        return len(self.rule_ids)
+
+    def rows(self) -> Iterator[FiringRow]:
+        """Each firing's fields, zipped from the columns (zip reuses its tuple when the caller
+        unpacks it and keeps none)."""
+        return zip(
+            self.rule_ids,
+            repeat(self.symbol),
+            repeat(self.timeframe),
+            repeat(self.bar_start),
+            self.labels,
+            self.titles,
+            self.values,
+            self.directions,
+            repeat(self.ts),
+            repeat(False),
+        )
+
+    def __iter__(self) -> Iterator[Firing]:
+        return map(_new_firing, self.rows())
 
 
 def _objects(items: Sequence[Any]) -> NDArray[np.object_]:
@@ -512,22 +553,44 @@ def _met(
     return scaled >= base if condition is Condition.MOVING_UP_PCT else -scaled >= base
 
 
-def _title(rule: Rule, condition: Condition, direction: Direction) -> str:
-    what = source_label(rule.source)
-    if rule.other:
-        target = source_label(rule.other)
-    elif condition in CHANNEL_CONDITIONS:
-        target = f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
-    elif condition in PERCENT_CONDITIONS:
-        target = f"{num(rule.threshold or 0)}% over {rule.bars} bars"
-    elif condition in MOVING_CONDITIONS:
-        target = f"{num(rule.threshold or 0)} over {rule.bars} bars"
+def _level_target(rule: Rule) -> str:
+    return num(rule.threshold or 0)
+
+
+def _channel_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)}..{num(rule.upper or 0)}"
+
+
+def _percent_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)}% over {rule.bars} bars"
+
+
+def _moving_target(rule: Rule) -> str:
+    return f"{num(rule.threshold or 0)} over {rule.bars} bars"
+
+
+# What a title names as the target of a rule against a constant, by condition: one look-up per title
+_TARGETS = {
+    condition: _channel_target
+    if condition in CHANNEL_CONDITIONS
+    else _percent_target
+    if condition in PERCENT_CONDITIONS
+    else _moving_target
+    if condition in MOVING_CONDITIONS
+    else _level_target
+    for condition in Condition
+}
+
+
+def _title(rule: Rule, direction: Direction) -> str:
+    """The title of a condition rule's firings in `direction`."""
+    condition: Condition = rule.condition  # type: ignore[assignment]
+    target = source_label(rule.other) if rule.other else _TARGETS[condition](rule)
+    if condition is _CROSSING:
+        text = "crossed above" if direction is _UP else "crossed below"
     else:
-        target = num(rule.threshold or 0)
-    text = CONDITION_TEXT[condition]
-    if condition is Condition.CROSSING:
-        text = "crossed above" if direction is Direction.UP else "crossed below"
-    return f"{rule.symbol}: {what} {text} {target} ({rule.timeframe})"
+        text = CONDITION_TEXT[condition]
+    return f"{rule.symbol}: {source_label(rule.source)} {text} {target} ({rule.timeframe})"
 
 
 def _direction(condition: Condition, rising: bool) -> Direction:
@@ -551,7 +614,7 @@ def _condition_firing(
 def _condition_title(rule: Rule, direction: Direction) -> str:
     """Makes the title of a condition rule's firings in `direction` and keeps it in `rule.titles`,
     which callers read first."""
-    title = rule.titles[direction] = _title(rule, rule.condition, direction)  # type: ignore[arg-type]
+    title = rule.titles[direction] = _title(rule, direction)
     return title
 
 
@@ -697,9 +760,7 @@ class RuleIndex:
         for (key, bars, condition), amounts in _levels(moves).items():
             self.moves.setdefault((key, bars), []).append((condition, amounts))
         self.ids = _objects([rule.id for rule in self.rules])
-        self.symbols = _objects([rule.symbol for rule in self.rules])
-        self.timeframes = _objects([rule.timeframe for rule in self.rules])
-        # Firing titles (None until made), made on a rule's first firing in each direction (`fire`)
+        # Firing titles (None until made), made on a rule's first firing in each direction (`titles_of`)
         self.titles = np.empty(len(_DIRECTIONS) * len(self.rules), dtype=object)
         self.titled = np.zeros(len(self.titles), dtype=np.bool_)
         states = [rule.state for rule in self.rules]
@@ -750,43 +811,18 @@ class RuleIndex:
             state.last_ts = now
         return fires
 
-    def fire(
-        self,
-        positions: NDArray[np.intp],
-        groups: NDArray[np.intp],
-        kinds: list[tuple[Direction, str, Value]],
-        *,
-        bar_start: int,
-        now: float,
-    ) -> list[Firing]:
-        """The firings of the condition rules at `positions`, in that order, on the bar starting at
-        `bar_start`; the rule at `positions[i]` fired as `kinds[groups[i]]` (direction, label, value)."""
-        directions = [direction for direction, _, _ in kinds]
-        # The title of the rule at p in the direction d is at 3 * p + _DIRECTION_CODES[d]
-        codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
-        places = 3 * positions + codes[groups]
+    def titles_of(self, positions: NDArray[np.intp], codes: NDArray[np.intp]) -> NDArray[np.object_]:
+        """The firing titles of the condition rules at `positions` in the directions of `codes`
+        (`_DIRECTION_CODES`), each made on the rule's first firing in that direction."""
+        # The title of the rule at p in the direction with code c is at 3 * p + c
+        places = 3 * positions + codes
         untitled = places[~self.titled[places]]
-        for place in untitled.tolist():
-            rule, direction = self.rules[place // 3], _DIRECTIONS[place % 3]
-            self.titles[place] = rule.titles.get(direction) or _condition_title(rule, direction)
-        self.titled[untitled] = True
-        return list(
-            map(
-                _new_firing,
-                zip(
-                    self.ids[positions].tolist(),
-                    self.symbols[positions].tolist(),
-                    self.timeframes[positions].tolist(),
-                    repeat(bar_start),
-                    _objects([label for _, label, _ in kinds])[groups].tolist(),
-                    self.titles[places].tolist(),
-                    _objects([value for _, _, value in kinds])[groups].tolist(),
-                    _objects(directions)[groups].tolist(),
-                    repeat(now),
-                    repeat(False),
-                ),
-            )
+        rules = self.rules
+        self.titles[untitled] = _objects(
+            [_title(rules[place // 3], _DIRECTIONS[place % 3]) for place in untitled.tolist()]
         )
+        self.titled[untitled] = True
+        return self.titles[places]
 
     def matches(self, series: SeriesState, cur: Mapping[str, Value]) -> list["_Match"]:
         """The condition rules whose condition the bar `cur` meets, whatever their state, in groups
@@ -911,7 +947,7 @@ def evaluate_bar_close(
     values: Mapping[str, Any],
     cooldown_s: float = MACDV_COOLDOWN_S,
     touched: set[int] | None = None,
-) -> list[Firing]:
+) -> Firings:
     """Evaluates the bar-close rules of one (symbol, timeframe) on its newly closed bar and advances
     the series. `values` holds the bar's `close` (and open/high/low/volume) and indicator values.
     A bar at or before the last evaluated one (a redelivery) changes nothing and fires nothing.
@@ -919,10 +955,10 @@ def evaluate_bar_close(
     `touched` receives the ids of the rules that fired or whose state may have changed. Rules given as
     a list are compiled for this call; a caller evaluating the same rules on every bar keeps their
     `RuleIndex`."""
-    if series.bar_start is not None and bar_start <= series.bar_start:
-        return []
-    index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
     now = float(bar_start + TIMEFRAME_SECONDS[series.timeframe])
+    if series.bar_start is not None and bar_start <= series.bar_start:
+        return Firings(series.symbol, series.timeframe, bar_start, now, [], [], [], [], [])
+    index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
     cur = _finite(values)
     groups = index.matches(series, cur)
     sizes = [len(group.positions) for group in groups]
@@ -931,34 +967,49 @@ def evaluate_bar_close(
     fired = met[fires]
     in_order = np.argsort(fired)  # a rule is met once at most: any sort keeps the rules' order
     positions = fired[in_order]
-    firings = index.fire(
-        positions,
-        np.repeat(np.arange(len(groups)), sizes)[fires][in_order],
-        [
-            (_direction(condition, rising), _LABELS[condition], cur[key])
-            for _, condition, key, rising in groups
-        ],
-        bar_start=bar_start,
-        now=now,
-    )
+    # The firings of the rules at `positions` by column; the rule at positions[i] fired as its
+    # group: groups[of[i]]
+    of = np.repeat(np.arange(len(groups)), sizes)[fires][in_order]
+    directions = [_direction(condition, rising) for _, condition, _, rising in groups]
+    codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
+    columns = [
+        index.ids[positions],
+        _objects([_LABELS[condition] for _, condition, _, _ in groups])[of],
+        index.titles_of(positions, codes[of]),
+        _objects([cur[key] for _, _, key, _ in groups])[of],
+        _objects(directions)[of],
+    ]
     touched = set() if touched is None else touched
-    touched.update(index.ids[positions].tolist())
+    touched.update(columns[0].tolist())
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
     if signals is not None and index.macdv:
         # Merged into the rules' order by place, two per rule: a MACD-V preset fires a crossing and a
         # reversal at most (`_macdv_apply`)
         places = (2 * positions).tolist()
+        macdv: list[list[Any]] = [[], [], [], [], []]
+        ids, labels, titles, macdv_values, macdv_directions = macdv
         value = float(cur[MACDV])
         for position in index.macdv:
             rule = index.rules[position]
             state = rule.state
             if state.done or state.stopped or (rule.expires_at is not None and rule.expires_at <= now):
                 continue
-            for place, firing in enumerate(_macdv_firings(rule, signals, value, bar_start, now, cooldown_s)):
-                firings.append(firing)
+            for place, (label, text, direction) in enumerate(_macdv_apply(state, signals, now, cooldown_s)):
                 places.append(2 * position + place)
+                ids.append(rule.id)
+                labels.append(label)
+                titles.append(f"{rule.symbol}: {text} ({rule.timeframe})")
+                macdv_values.append(value)
+                macdv_directions.append(direction)
             touched.add(rule.id)
-        firings = [firings[i] for i in np.argsort(places, kind="stable").tolist()]
+        order = np.argsort(places, kind="stable")
+        columns = [
+            np.concatenate([column, _objects(more)])[order]
+            for column, more in zip(columns, macdv, strict=True)
+        ]
+    firings = Firings(
+        series.symbol, series.timeframe, bar_start, now, *(column.tolist() for column in columns)
+    )
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
     return firings
@@ -1080,25 +1131,6 @@ def macdv_events(
     replaced Livermore monitor's ("MACD-V crossed below -150", "Potential reversal up from oversold")."""
     signals = _macdv_signals(prev, curr, histogram)
     return [] if signals is None else _macdv_apply(state, signals, now, cooldown_s)
-
-
-def _macdv_firings(
-    rule: Rule, signals: _MacdvSignals, value: Value, bar_start: int, now: float, cooldown_s: float
-) -> list[Firing]:
-    return [
-        Firing(
-            rule.id,
-            rule.symbol,
-            rule.timeframe,
-            bar_start,
-            label,
-            f"{rule.symbol}: {text} ({rule.timeframe})",
-            value,
-            direction,
-            now,
-        )
-        for label, text, direction in _macdv_apply(rule.state, signals, now, cooldown_s)
-    ]
 
 
 BULLISH, BEARISH, NEUTRAL = "Bullish", "Bearish", "Neutral"

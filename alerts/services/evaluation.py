@@ -1,8 +1,9 @@
 """Rule evaluation on closed bars and live quotes: each firing stored once per (rule, bar, label), its
 outbox rows queued in the same transaction, and the alert streamed after commit."""
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -163,7 +164,7 @@ def _evaluate_bar(
         touched=touched,
     )
     book.loaded, book.evaluated_to = True, start
-    fired_ids = {f.rule_id for f in firings}
+    fired_ids = set(firings.rule_ids)
     changed: dict[tuple[str, ...], list[AlertRule]] = {}
     for rule_id in touched:
         state = book.by_id[rule_id].state
@@ -183,7 +184,7 @@ def _evaluate_bar(
     row.save(update_fields=["bar_start", "values", "history", "updated_at"])  # the firings' frames
     close = values.get(rules.CLOSE)
     price = _decimal(close) if close is not None else None
-    return _events_record(firings, owners=book.owners, prices=dict.fromkeys(fired_ids, price))
+    return _events_record(firings.rows(), owners=book.owners, prices=dict.fromkeys(fired_ids, price))
 
 
 def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decimal) -> list[AlertEvent]:
@@ -228,7 +229,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
                 row.status = AlertRule.Status.TRIGGERED
             row.state = state.to_json()
             row.last_fired_at = epoch_to_datetime(firing.ts)
-            accepted.append(firing)
+            accepted.append(rules.stop_notice(firing) if firing.stop else firing)
         AlertRule.objects.bulk_update(rows.values(), ["state", "status", "last_fired_at"])
         return _events_record(
             accepted,
@@ -237,80 +238,99 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
         )
 
 
-def _events_insert(events: list[AlertEvent]) -> list[AlertEvent]:
-    """INSERT ... ON CONFLICT DO NOTHING: returns only the rows this call created, with their ids."""
-    fields = [f for f in AlertEvent._meta.concrete_fields if not f.primary_key]
+# An event's fields in AlertEvent's order without the pk: the rows `_events_record` stores
+_EVENT_FIELDS = [f for f in AlertEvent._meta.concrete_fields if not f.primary_key]
+_PAYLOAD = _EVENT_FIELDS.index(AlertEvent._meta.get_field("payload"))
+_EVENT_NAMES = [f.attname for f in AlertEvent._meta.concrete_fields]
+
+
+def _events_insert(rows: list[list[Any]]) -> dict[tuple[int, datetime, str], int]:
+    """INSERT ... ON CONFLICT DO NOTHING of events given as their field values (`_EVENT_FIELDS`):
+    the ids of the rows this call created by (rule id, bar start, label). Each value is bound as it
+    is, which is what Django's conversion makes of them on PostgreSQL (ints, strings, aware datetimes,
+    finite Decimals, None), but for the payload, bound as its JSON text: events of one series share
+    their payload, serialised once."""
     quote = connection.ops.quote_name
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_FIELDS)) + ")"
     # Identifiers come from the model and every value is a parameter.
-    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in _EVENT_FIELDS)
     sql = (
-        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(events))} "  # noqa: S608
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(rows))} "  # noqa: S608
         "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
     )
-    params = [f.get_db_prep_save(getattr(e, f.attname), connection) for e in events for f in fields]
+    texts: dict[int, str] = {}  # by the payload's id: the rows hold it while this runs
+    params: list[Any] = []
+    for row in rows:
+        payload = row[_PAYLOAD]
+        text = texts.get(id(payload))
+        if text is None:
+            text = texts[id(payload)] = json.dumps(payload)
+        params += row
+        params[-len(row) + _PAYLOAD] = text
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        created = {(rule_id, bar, label): pk for pk, rule_id, bar, label in cursor.fetchall()}
-    inserted = []
-    for event in events:
-        pk = created.get((event.rule_id, event.bar_start, event.label))
-        if pk is not None:
-            event.pk = pk
-            inserted.append(event)
-    return inserted
+        return {(rule_id, bar, label): pk for pk, rule_id, bar, label in cursor.fetchall()}
 
 
 def _events_record(
-    firings: Sequence[rules.Firing],
+    firings: Iterable[rules.FiringRow],
     *,
     owners: Mapping[int, tuple[int, int | None]],
     prices: Mapping[int, Decimal | None],
 ) -> list[AlertEvent]:
-    """Stores firings once each (rule, bar, label), queues one outbox row per channel the rule sends
-    to (its own channel if it has one and it is enabled, else every enabled channel of its owner;
-    `owners`: rule id -> (owner id, channel id)), and after commit enqueues delivery and publishes to
-    the user's alerts stream. A firing that stopped its rule (the flood stop) is stored as the notice
-    telling the owner so."""
-    if not firings:
-        return []
-    firings = [rules.stop_notice(f) if f.stop else f for f in firings]
+    """Stores firings (each a `Firing`'s fields: a bar close's `Firings.rows()`, or `Firing`s) once
+    each (rule, bar, label), queues one outbox row per channel the rule sends to (its own channel if it
+    has one and it is enabled, else every enabled channel of its owner; `owners`: rule id -> (owner
+    id, channel id)), and after commit enqueues delivery and publishes to the user's alerts stream."""
     now = timezone.now()
     snapshots: dict[str, dict[str, rules.MacdvFrame | None]] = {}
-    events = []
-    for firing in firings:
-        value = _decimal(firing.value)
-        if value is None:
-            log.warning(
-                "alert %s of rule %s: value %r does not fit the history",
-                firing.label,
-                firing.rule_id,
-                firing.value,
-            )
+    # What firings share, made once: a bar close's firings are of one series, bar and a few values
+    payloads: dict[tuple[str, str, bool], dict[str, Any]] = {}
+    starts: dict[int, datetime] = {}
+    decimals: dict[rules.Value, Decimal | None] = {}
+    rows: list[list[Any]] = []  # in _EVENT_FIELDS order
+    for rule_id, symbol, timeframe, bar_start, label, title, value, direction, _, _ in firings:
+        stored = decimals[value] if value in decimals else decimals.setdefault(value, _decimal(value))
+        if stored is None:
+            log.warning("alert %s of rule %s: value %r does not fit the history", label, rule_id, value)
             continue
-        snapshot = snapshots.get(firing.symbol)
-        if snapshot is None:
-            snapshot = snapshots[firing.symbol] = macdv_snapshot(symbol=firing.symbol)
-        events.append(
-            AlertEvent(
-                rule_id=firing.rule_id,
-                user_id=owners[firing.rule_id][0],
-                symbol=firing.symbol,
-                timeframe=firing.timeframe,
-                bar_start=epoch_to_datetime(firing.bar_start),
-                label=firing.label,
-                title=firing.title[:256],
-                value=value,
-                price=prices.get(firing.rule_id),
-                direction=firing.direction.value,
-                payload={
-                    **rules.macdv_payload(snapshot, timeframe=firing.timeframe),
-                    "value_name": "MACD-V" if firing.label.startswith("macdv") else "Value",
-                },
-                fired_at=now,
-            )
+        macdv = label.startswith("macdv")
+        payload = payloads.get((symbol, timeframe, macdv))
+        if payload is None:
+            snapshot = snapshots.get(symbol)
+            if snapshot is None:
+                snapshot = snapshots[symbol] = macdv_snapshot(symbol=symbol)
+            payload = payloads[symbol, timeframe, macdv] = {
+                **rules.macdv_payload(snapshot, timeframe=timeframe),
+                "value_name": "MACD-V" if macdv else "Value",
+            }
+        start = starts.get(bar_start)
+        if start is None:
+            start = starts[bar_start] = epoch_to_datetime(bar_start)
+        rows.append(
+            [
+                rule_id,
+                owners[rule_id][0],
+                symbol,
+                timeframe,
+                start,
+                label,
+                title[:256],
+                stored,
+                prices.get(rule_id),
+                direction.value,
+                payload,
+                now,
+            ]
         )
-    inserted = _events_insert(events) if events else []
+    if not rows:
+        return []
+    created = _events_insert(rows)
+    inserted = []
+    for row in rows:
+        pk = created.get((row[0], row[4], row[5]))
+        if pk is not None:
+            inserted.append(AlertEvent.from_db(connection.alias, _EVENT_NAMES, [pk, *row]))
     if not inserted:
         return []
     channels: dict[int, list[int]] = {}

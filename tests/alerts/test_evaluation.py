@@ -1,15 +1,19 @@
 """Bar-close evaluation against PostgreSQL: history once per (rule, bar, label), the outbox, and the
 MACD-V cooldowns and latches surviving a restart (state is reloaded from the database)."""
 
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from alerts import rules
 from alerts.models import AlertEvent, AlertRule, AlertSeriesState, Notification, NotificationChannel
+from alerts.selectors import macdv_snapshot
 from alerts.services import alerts_evaluate_bar_close, alerts_record_live_firings
+from alerts.services.indicators import _decimal
 from marketdata.models import Instrument
 
 from .conftest import BAR, bar_values, macdv_rule
@@ -98,11 +102,8 @@ def test_cooldown_and_latches_survive_a_restart(alice: Any, btc: Instrument) -> 
     series = AlertSeriesState.objects.get(symbol="BTCUSD", timeframe="1m").to_state()
     evaluator_rule = AlertRule.objects.get(pk=rule.pk).to_rule("BTCUSD")
     for bar, value in ((2, -140.0), (3, -160.0)):
-        assert (
-            rules.evaluate_bar_close(
-                [evaluator_rule], series, bar_start=BAR + bar * M1, values=bar_values(value)
-            )
-            == []
+        assert not rules.evaluate_bar_close(
+            [evaluator_rule], series, bar_start=BAR + bar * M1, values=bar_values(value)
         )
 
     # The services reload the same state on every bar: same outcome, then the latch.
@@ -189,3 +190,64 @@ def test_price_rules_compare_prices_as_decimal_exactly(alice: Any, btc: Instrume
     assert event.title == "BTCUSD: CLOSE crossed above 12345678.0000000001 (5m)"
     stored = AlertSeriesState.objects.get(symbol="BTCUSD", timeframe="5m").values["close"]
     assert stored == "12345678.0000000001"  # the previous close comes back exact after a restart
+
+
+def test_the_bar_close_path_stores_each_firing_as_the_evaluator_made_it(
+    alice: Any, bob: Any, btc: Instrument
+) -> None:
+    # The service stores a bar's firings from their columns; each row holds what the evaluator's
+    # `Firing` of it says, in the rules' order, with the bar's price and the series' MACD-V payload.
+    rng = random.Random(3)
+    closes = [95_000 + 10 * rng.randint(-30, 30) for _ in range(8)]
+    for i in range(300):
+        owner = alice if i % 2 else bob
+        if i % 10 == 0:
+            macdv_rule(owner, btc, "5m")
+            continue
+        source = rng.choice(["price", "ema26", "macdv"])
+        base = rng.choice(closes) if source != "macdv" else rng.choice([-150, 0, 150])
+        condition = rng.choice(
+            ["crossing", "crossing_up", "crossing_down", "greater_than", "less_than", "inside_channel",
+             "entering_channel", "exiting_channel", "outside_channel"]
+        )  # fmt: skip
+        upper = Decimal(base + 40) if "channel" in condition else None
+        AlertRule.objects.create(
+            user=owner, instrument=btc, timeframe="5m", source=source, condition=condition,
+            threshold=Decimal(base + rng.choice([-10, 0, 10])), upper=upper,
+            frequency=rng.choice(["once", "once_per_bar_close", "every_time", "once_per_minute"]),
+        )  # fmt: skip
+    fields = ("rule_id", "user_id", "symbol", "timeframe", "bar_start", "label", "title", "value", "price",
+              "direction", "payload")  # fmt: skip
+    owners = dict(AlertRule.objects.values_list("pk", "user_id"))
+    macdv = 0.0
+    for bar, close in enumerate(closes):
+        macdv += rng.choice([-120.0, -60.0, 60.0, 120.0])
+        values = bar_values(macdv, hist=rng.choice([-20.0, 20.0]), close=str(close))
+        start = BAR + bar * 300
+        series = AlertSeriesState.objects.filter(symbol="BTCUSD", timeframe="5m").first()
+        index = rules.RuleIndex(r.to_rule("BTCUSD") for r in AlertRule.objects.filter(status="active"))
+        firings = list(
+            rules.evaluate_bar_close(
+                index,
+                series.to_state() if series else rules.SeriesState("BTCUSD", "5m"),
+                bar_start=start,
+                values=values,
+                cooldown_s=settings.ALERTS_MACDV_COOLDOWN_S,
+            )
+        )
+
+        events = alerts_evaluate_bar_close(symbol="BTCUSD", timeframe="5m", bar_start=start, values=values)
+
+        snapshot = macdv_snapshot(symbol="BTCUSD")
+        expected = [
+            (f.rule_id, owners[f.rule_id], f.symbol, f.timeframe, datetime.fromtimestamp(f.bar_start, UTC),
+             f.label, f.title, _decimal(f.value), Decimal(close), f.direction.value,
+             {**rules.macdv_payload(snapshot, timeframe="5m"),
+              "value_name": "MACD-V" if f.label.startswith("macdv") else "Value"})
+            for f in firings
+        ]  # fmt: skip
+        stored = AlertEvent.objects.filter(bar_start=datetime.fromtimestamp(start, UTC)).order_by("pk")
+        assert list(stored.values_list(*fields)) == expected, f"bar {bar}"
+        assert [tuple(getattr(e, name) for name in fields) for e in events] == expected
+        assert [e.pk for e in events] == [e.pk for e in stored]
+    assert AlertEvent.objects.count() > 300  # the bars fired plenty

@@ -103,8 +103,8 @@ def test_a_bar_already_evaluated_fires_nothing_again() -> None:
     r = rule(Condition.GREATER_THAN, 100)
     series = SeriesState("BTCUSD", "5m")
     assert evaluate_bar_close([r], series, bar_start=BAR, values={"close": 101})
-    assert evaluate_bar_close([r], series, bar_start=BAR, values={"close": 101}) == []
-    assert evaluate_bar_close([r], series, bar_start=BAR - M5, values={"close": 101}) == []
+    assert not evaluate_bar_close([r], series, bar_start=BAR, values={"close": 101})
+    assert not evaluate_bar_close([r], series, bar_start=BAR - M5, values={"close": 101})
 
 
 def test_expired_rules_never_fire() -> None:
