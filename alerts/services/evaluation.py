@@ -287,10 +287,11 @@ def _events_record(
     # What firings share, made once: a bar close's firings are of one series, bar and a few values
     payloads: dict[tuple[str, str, bool], dict[str, Any]] = {}
     starts: dict[int, datetime] = {}
-    decimals: dict[rules.Value, Decimal | None] = {}
+    decimals: dict[tuple[type, rules.Value], Decimal | None] = {}  # by type: 1.5 == Decimal("1.50")
     rows: list[list[Any]] = []  # in _EVENT_FIELDS order
     for rule_id, symbol, timeframe, bar_start, label, title, value, direction, _, _ in firings:
-        stored = decimals[value] if value in decimals else decimals.setdefault(value, _decimal(value))
+        key = (type(value), value)
+        stored = decimals[key] if key in decimals else decimals.setdefault(key, _decimal(value))
         if stored is None:
             log.warning("alert %s of rule %s: value %r does not fit the history", label, rule_id, value)
             continue
