@@ -1,3 +1,4 @@
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -544,6 +545,25 @@ class AlertEventView(APIView):
         return Response(AlertEventSerializer(get_object_or_404(events, pk=pk)).data)
 
 
+WALL_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$")
+
+
+@extend_schema_field({"type": "string", "pattern": WALL_CLOCK_TIME.pattern, "example": "22:00"})
+class WallClockTimeField(serializers.TimeField):
+    """A time of day on the owner's wall clock (`HH:MM[:ss[.uuuuuu]]`, no offset): the zone is the
+    settings' `timezone`. OpenAPI's `format: time` is RFC 3339's full-time, which needs an offset, so
+    the schema states the pattern, and input is held to it: Django's parser would take `7:05` and
+    drop an offset without a word."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str) or not WALL_CLOCK_TIME.fullmatch(value):
+            raise serializers.ValidationError(
+                "Give a time of day as HH:MM, HH:MM:SS or HH:MM:SS.ffffff, in the settings' time zone "
+                "(no offset)."
+            )
+        return super().to_internal_value(value)
+
+
 class SettingsSerializer(serializers.Serializer[Any]):
     """The caller's settings: what a GET shows, what a PATCH may change (any of them)."""
 
@@ -570,12 +590,12 @@ class SettingsSerializer(serializers.Serializer[Any]):
         help_text="Id of one of the caller's notification channels: a new alert rule made without a "
         "channel goes there",
     )
-    quiet_hours_start = serializers.TimeField(
+    quiet_hours_start = WallClockTimeField(
         allow_null=True,
         required=False,
         help_text="Alerts that fire from this time (in `timezone`) are held ...",
     )
-    quiet_hours_end = serializers.TimeField(
+    quiet_hours_end = WallClockTimeField(
         allow_null=True,
         required=False,
         help_text="... and delivered from this one; past midnight when before the start. Both or neither",

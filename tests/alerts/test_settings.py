@@ -2,6 +2,7 @@
 channel, the signals grid's default symbols and timeframes, embeds in the owner's time zone, and
 alerts held through quiet hours (across midnight) then delivered, by a real Celery worker."""
 
+import re
 import time as clock
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from alerts.models import AlertEvent, AlertPreferences, AlertRule, Notification, SystemNotice
@@ -101,6 +103,26 @@ class TestSettingsApi:
         ).json()
         assert cleared["quiet_hours_start"] is None and cleared["default_channel"] is None
         assert cleared["default_symbols"] == [] and cleared["default_timeframes"] == ["1h", "1d"]
+
+    def test_quiet_hours_are_wall_clock_times_in_the_schema_and_the_answers(self, alice: User) -> None:
+        # RFC 3339's full-time (OpenAPI's `format: time`) needs an offset; these times are in the
+        # settings' zone, so the schema gives a pattern, and every answer matches it.
+        schema = SchemaGenerator().get_schema(request=None, public=True)
+        fields = schema["components"]["schemas"]["Settings"]["properties"]
+        pattern = re.compile(fields["quiet_hours_start"]["pattern"])
+        assert fields["quiet_hours_end"]["pattern"] == pattern.pattern
+        assert "format" not in fields["quiet_hours_start"] and "format" not in fields["quiet_hours_end"]
+        api = client_for(alice)
+        given = {"quiet_hours_start": "19:53:43.250001", "quiet_hours_end": "07:05"}
+        assert all(pattern.fullmatch(value) for value in given.values())
+        body = api.patch(URL, given, format="json").json()
+        assert (body["quiet_hours_start"], body["quiet_hours_end"]) == ("19:53:43.250001", "07:05:00")
+        assert all(pattern.fullmatch(body[name]) for name in given)
+        for bad in ("24:00", "7:05", "07:05+01:00"):
+            assert not pattern.fullmatch(bad)
+            assert "quiet_hours_start" in invalid_fields(
+                api.patch(URL, {**given, "quiet_hours_start": bad}, format="json")
+            )
 
     def test_bad_values_are_400_naming_the_field_and_change_nothing(
         self, alice: User, bob: User, instruments: None, discord: FakeDiscord
