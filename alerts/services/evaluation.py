@@ -136,6 +136,31 @@ _books: VersionedCache[tuple[str, str], _Book] = VersionedCache(
 )
 
 
+_RULE_STATES_SQL = (
+    f"UPDATE {AlertRule._meta.db_table} AS r SET state = u.state, "  # noqa: S608 (the model's table)
+    "status = COALESCE(u.status, r.status), last_fired_at = COALESCE(u.fired_at, r.last_fired_at) "
+    "FROM unnest(%s::bigint[], %s::jsonb[], %s::varchar[], %s::timestamptz[]) "
+    "AS u(id, state, status, fired_at) WHERE r.id = u.id"
+)
+
+
+def _rule_states_store(changes: Iterable[tuple[int, dict[str, Any], str | None, datetime | None]]) -> None:
+    """Store evaluated rules' states, each with its new status and firing time where it has one
+    (None keeps the stored one), in one statement joined to arrays. Django's bulk_update writes a
+    CASE over every row for each column: PostgreSQL runs it for every row, so its cost grows with the
+    square of the rows, about 0.5 s for the ~1,700 states a bar close of 10,000 rules changes, against
+    about 50 ms here."""
+    ids, states, statuses, fired = [], [], [], []
+    for rule_id, state, status, fired_at in changes:
+        ids.append(rule_id)
+        states.append(json.dumps(state))
+        statuses.append(None if status is None else str(status))  # a Status member: its value
+        fired.append(fired_at)
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(_RULE_STATES_SQL, [ids, states, statuses, fired])
+
+
 def _evaluate_bar(
     row: AlertSeriesState, series: rules.SeriesState, *, start: int, values: Mapping[str, Any]
 ) -> list[AlertEvent]:
@@ -165,19 +190,16 @@ def _evaluate_bar(
     )
     book.loaded, book.evaluated_to = True, start
     fired_ids = set(firings.rule_ids)
-    changed: dict[tuple[str, ...], list[AlertRule]] = {}
-    for rule_id in touched:
-        state = book.by_id[rule_id].state
-        stored, fields = AlertRule(pk=rule_id, state=state.to_json()), ["state"]
-        if state.done:
-            stored.status = AlertRule.Status.TRIGGERED
-            fields.append("status")
-        if rule_id in fired_ids:
-            stored.last_fired_at = close_at
-            fields.append("last_fired_at")
-        changed.setdefault(tuple(fields), []).append(stored)
-    for names, stored_rules in changed.items():
-        AlertRule.objects.bulk_update(stored_rules, names)
+    triggered = AlertRule.Status.TRIGGERED
+    _rule_states_store(
+        (
+            rule_id,
+            (state := book.by_id[rule_id].state).to_json(),
+            triggered if state.done else None,
+            close_at if rule_id in fired_ids else None,
+        )
+        for rule_id in touched
+    )
     row.bar_start = epoch_to_datetime(start)
     row.values = series.values_to_json()
     row.history = series.to_json()
@@ -230,7 +252,7 @@ def alerts_record_live_firings(*, firings: Sequence[rules.Firing], price: Decima
             row.state = state.to_json()
             row.last_fired_at = epoch_to_datetime(firing.ts)
             accepted.append(rules.stop_notice(firing) if firing.stop else firing)
-        AlertRule.objects.bulk_update(rows.values(), ["state", "status", "last_fired_at"])
+        _rule_states_store((r.pk, r.state, r.status, r.last_fired_at) for r in rows.values())
         return _events_record(
             accepted,
             owners={pk: (r.user_id, r.channel_id) for pk, r in rows.items()},

@@ -109,8 +109,10 @@ def test_cooldown_and_latches_survive_a_restart(alice: Any, btc: Instrument) -> 
     # The services reload the same state on every bar: same outcome, then the latch.
     fired = close_bars("BTCUSD", "1m", [(-140, -1), (-160, -1), (-205, -1), (-190, 15), (-185, 15)], first=2)
     assert fired == [[], [], ["macdv_below_-200"], ["macdv_reversal_oversold"], []]
-    state = AlertRule.objects.get(pk=rule.pk).state
-    assert state["latch_oversold"] is True
+    stored = AlertRule.objects.get(pk=rule.pk)
+    assert stored.state["latch_oversold"] is True
+    # The last bar changed the rule's state without firing: its last firing is still the bar before.
+    assert stored.last_fired_at == datetime.fromtimestamp(BAR + 6 * M1, UTC)
     # After the 5-minute cooldown the -150 level fires again, and the crossing unlatches the reversal.
     fired = close_bars("BTCUSD", "1m", [(-140, -1), (-160, -1), (-165, -1), (-170, 20)], first=7)
     assert fired == [[], ["macdv_below_-150"], [], ["macdv_reversal_oversold"]]
@@ -219,13 +221,15 @@ def test_the_bar_close_path_stores_each_firing_as_the_evaluator_made_it(
     fields = ("rule_id", "user_id", "symbol", "timeframe", "bar_start", "label", "title", "value", "price",
               "direction", "payload")  # fmt: skip
     owners = dict(AlertRule.objects.values_list("pk", "user_id"))
-    macdv = 0.0
+    macdv, changed = 0.0, 0
     for bar, close in enumerate(closes):
         macdv += rng.choice([-120.0, -60.0, 60.0, 120.0])
         values = bar_values(macdv, hist=rng.choice([-20.0, 20.0]), close=str(close))
         start = BAR + bar * 300
         series = AlertSeriesState.objects.filter(symbol="BTCUSD", timeframe="5m").first()
         index = rules.RuleIndex(r.to_rule("BTCUSD") for r in AlertRule.objects.filter(status="active"))
+        before = {r.pk: (r.state, r.status, r.last_fired_at) for r in AlertRule.objects.all()}
+        touched: set[int] = set()
         firings = list(
             rules.evaluate_bar_close(
                 index,
@@ -233,6 +237,7 @@ def test_the_bar_close_path_stores_each_firing_as_the_evaluator_made_it(
                 bar_start=start,
                 values=values,
                 cooldown_s=settings.ALERTS_MACDV_COOLDOWN_S,
+                touched=touched,
             )
         )
 
@@ -250,4 +255,19 @@ def test_the_bar_close_path_stores_each_firing_as_the_evaluator_made_it(
         assert list(stored.values_list(*fields)) == expected, f"bar {bar}"
         assert [tuple(getattr(e, name) for name in fields) for e in events] == expected
         assert [e.pk for e in events] == [e.pk for e in stored]
+        # Each rule the bar changed holds its new state, is triggered once done and carries the bar's
+        # close as its last firing if it fired; the others are as they were.
+        close_at = datetime.fromtimestamp(start + 300, UTC)
+        fired = {f.rule_id for f in firings}
+        after = {r.pk: (r.state, r.status, r.last_fired_at) for r in AlertRule.objects.all()}
+        for rule in index.rules:
+            state, status, last_fired_at = before[rule.id]
+            if rule.id in touched:
+                state = rule.state.to_json()
+                status = "triggered" if rule.state.done else status
+                last_fired_at = close_at if rule.id in fired else last_fired_at
+            assert after[rule.id] == (state, status, last_fired_at), rule.id
+        assert touched >= fired
+        changed += len(touched)
     assert AlertEvent.objects.count() > 300  # the bars fired plenty
+    assert changed > 300 and AlertRule.objects.filter(status="triggered").exists()
