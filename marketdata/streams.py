@@ -2,23 +2,26 @@
 
 A channel name is `kind:arg` (`quotes:EURUSD`, `candles:EURUSD:1m`, `account:1001`, `alerts`).
 settings.STREAM_CHANNELS maps each kind to a class implementing StreamChannel; apps register theirs
-there, so marketdata imports none of them. Producers in any process call `stream_send` (sync) or
-`astream_send` (async); the stream hub of every web process delivers the event (see hub.py).
+there, so marketdata imports none of them. Producers in any process call `stream_send` (sync;
+`stream_send_many` for many events at once) or `astream_send` (async); the stream hub of every web
+process delivers the event (see hub.py).
 """
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from kernel.redis import sync_client
-from marketdata.hub import ALL_QUOTES_GROUP, asend, envelope, plain, send
+from marketdata.hub import ALL_QUOTES_GROUP, Envelope, asend, batch_wire, envelope, layer_group, plain, send
 from marketdata.models import Instrument
 from marketdata.publisher import candle_cache_key, candle_group, quote_group, ticker_key
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SEND_MANY_BATCH = 500  # envelopes per layer message of stream_send_many: a bounded decode for a hub
 
 
 class StreamChannel(Protocol):
@@ -41,6 +44,24 @@ def stream_send(group: str, channel: str, event: str, data: Any) -> None:
     Never conflated or dropped; Decimal and datetime values are encoded as strings. Callable from
     any thread, with or without a running event loop; returns once the channel layer has it."""
     send(envelope([(group, channel)], event, plain(data)))
+
+
+def stream_send_many(events: Iterable[tuple[str, str, str, Any]]) -> None:
+    """`stream_send` of many (group, channel, event, data) at once: the events of each layer group as
+    stream.batch messages of at most SEND_MANY_BATCH envelopes, in order, published as the channel
+    layer publishes them (hub.batch_wire), all in one Redis round trip. One `stream_send` each cost
+    a round trip and a turn of the sender's event loop: about 0.7 ms an event, a second and a half
+    for the 2,000 alerts of a busy bar close."""
+    by_group: dict[str, list[Envelope]] = {}
+    for group, channel, event, data in events:
+        by_group.setdefault(layer_group(group), []).append(envelope([(group, channel)], event, plain(data)))
+    if not by_group:
+        return
+    with sync_client().pipeline(transaction=False) as pipe:
+        for group, envelopes in by_group.items():
+            for start in range(0, len(envelopes), SEND_MANY_BATCH):
+                pipe.publish(*batch_wire(group, envelopes[start : start + SEND_MANY_BATCH]))
+        pipe.execute()
 
 
 async def astream_send(group: str, channel: str, event: str, data: Any) -> None:

@@ -30,7 +30,7 @@ from alerts.streams import alerts_group
 from kernel.versions import VersionedCache
 from marketdata.bars import TIMEFRAME_SECONDS
 from marketdata.models import Candle
-from marketdata.streams import stream_send
+from marketdata.streams import stream_send_many
 
 from .indicators import _decimal, bar_close_values, indicators_update_for_bar
 
@@ -387,7 +387,6 @@ def _targets(enabled: list[int], own: int | None) -> list[int]:
 
 def _stream_publish(wire: list[tuple[int, AlertPayload]]) -> None:
     try:
-        for user_id, data in wire:
-            stream_send(alerts_group(user_id), "alerts", "alert", data)
+        stream_send_many((alerts_group(user_id), "alerts", "alert", data) for user_id, data in wire)
     except Exception:  # the stream is a live view; the history and the outbox already hold the alert
         log.exception("publishing %d alerts to the stream failed", len(wire))

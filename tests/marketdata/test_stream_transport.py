@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from kernel.redis import sync_client
 from marketdata.demo import demo_seed
 from marketdata.hub import ALL_QUOTES_GROUP
-from marketdata.streams import stream_send
+from marketdata.streams import SEND_MANY_BATCH, stream_send, stream_send_many
 from tests.marketdata.streamkit import Market, connected
 from tests.support.streams import StreamTap
 from tests.support.waiting import await_until
@@ -65,6 +65,19 @@ async def test_stream_send_works_when_called_inside_a_running_event_loop() -> No
     async with StreamTap("alerts.7") as tap:
         stream_send("alerts.7", "alerts", "alert", {"id": 1})  # a sync producer in a loop's thread
         assert await tap.receive() == {"event": "alert", "channel": "alerts", "data": {"id": 1}}
+
+
+async def test_stream_send_many_delivers_each_groups_events_in_order() -> None:
+    count = SEND_MANY_BATCH + 7  # two layer messages for the first group
+    async with StreamTap("alerts.7") as seven, StreamTap("alerts.8") as eight:
+        events = [("alerts.7", "alerts", "alert", {"id": i, "price": Decimal("1.10")}) for i in range(count)]
+        events.insert(3, ("alerts.8", "alerts", "alert", {"id": -1}))
+        await asyncio.to_thread(stream_send_many, events)
+        assert [(await seven.receive())["data"] for _ in range(count)] == [
+            {"id": i, "price": "1.10"} for i in range(count)
+        ]
+        assert await eight.receive() == {"event": "alert", "channel": "alerts", "data": {"id": -1}}
+        await asyncio.to_thread(stream_send_many, [])  # nothing to send: no round trip, no error
 
 
 async def test_the_process_joins_a_group_once_and_leaves_with_its_last_subscriber(alice: Any) -> None:
