@@ -3,10 +3,11 @@ outbox rows queued in the same transaction, and the alert streamed after commit.
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -266,31 +267,44 @@ _PAYLOAD = _EVENT_FIELDS.index(AlertEvent._meta.get_field("payload"))
 _EVENT_NAMES = [f.attname for f in AlertEvent._meta.concrete_fields]
 
 
+def _events_insert_sql() -> str:
+    """INSERT ... SELECT from one array per column (`_EVENT_FIELDS`). Each array is of the column's
+    type without its modifier (varchar(20) -> varchar[]): an explicit cast to varchar(20) would cut a
+    longer text silently, the insert's assignment refuses it, and rounds a numeric to the column's
+    scale, as it does a single value. Identifiers come from the model and every value is a
+    parameter."""
+    quote = connection.ops.quote_name
+    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in _EVENT_FIELDS)
+    types = [re.sub(r"[(].*[)]", "", cast(str, f.db_type(connection))) for f in _EVENT_FIELDS]
+    arrays = ", ".join(f"%s::{name}[]" for name in types)
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+        "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
+    )
+
+
+_EVENTS_INSERT_SQL = _events_insert_sql()
+
+
 def _events_insert(rows: list[list[Any]]) -> dict[tuple[int, datetime, str], int]:
     """INSERT ... ON CONFLICT DO NOTHING of events given as their field values (`_EVENT_FIELDS`):
     the ids of the rows this call created by (rule id, bar start, label). Each value is bound as it
     is, which is what Django's conversion makes of them on PostgreSQL (ints, strings, aware datetimes,
     finite Decimals, None), but for the payload, bound as its JSON text: events of one series share
-    their payload, serialised once."""
-    quote = connection.ops.quote_name
-    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_FIELDS)) + ")"
-    # Identifiers come from the model and every value is a parameter.
-    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in _EVENT_FIELDS)
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(rows))} "  # noqa: S608
-        "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
-    )
+    their payload, serialised once. The rows go as one array per column: a VALUES list of a
+    placeholder per value cost psycopg more to parse, each time anew, than the insert itself (about
+    1 s for the 2,000 events of a busy bar close, against about 0.1 s this way). The rows are inserted
+    in the order given (the arrays' order), so their ids follow the firings' order."""
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     texts: dict[int, str] = {}  # by the payload's id: the rows hold it while this runs
-    params: list[Any] = []
-    for row in rows:
-        payload = row[_PAYLOAD]
+    payloads = columns[_PAYLOAD]
+    for i, payload in enumerate(payloads):
         text = texts.get(id(payload))
         if text is None:
             text = texts[id(payload)] = json.dumps(payload)
-        params += row
-        params[-len(row) + _PAYLOAD] = text
+        payloads[i] = text
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_EVENTS_INSERT_SQL, columns)
         return {(rule_id, bar, label): pk for pk, rule_id, bar, label in cursor.fetchall()}
 
 
