@@ -267,44 +267,66 @@ _PAYLOAD = _EVENT_FIELDS.index(AlertEvent._meta.get_field("payload"))
 _EVENT_NAMES = [f.attname for f in AlertEvent._meta.concrete_fields]
 
 
-def _events_insert_sql() -> str:
-    """INSERT ... SELECT from one array per column (`_EVENT_FIELDS`). Each array is of the column's
-    type without its modifier (varchar(20) -> varchar[]): an explicit cast to varchar(20) would cut a
-    longer text silently, the insert's assignment refuses it, and rounds a numeric to the column's
-    scale, as it does a single value. Identifiers come from the model and every value is a
-    parameter."""
-    quote = connection.ops.quote_name
-    table, columns = quote(AlertEvent._meta.db_table), ", ".join(quote(f.column) for f in _EVENT_FIELDS)
-    types = [re.sub(r"[(].*[)]", "", cast(str, f.db_type(connection))) for f in _EVENT_FIELDS]
-    arrays = ", ".join(f"%s::{name}[]" for name in types)
-    return (
-        f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
-    )
-
-
-_EVENTS_INSERT_SQL = _events_insert_sql()
+# Each column's type without its modifier (varchar(20) -> varchar): an explicit cast to varchar(20)
+# would cut a longer text silently; the insert's assignment refuses it, and rounds a numeric to the
+# column's scale, as it does any value.
+_EVENT_TYPES = [re.sub(r"[(].*[)]", "", cast(str, f.db_type(connection))) for f in _EVENT_FIELDS]
+_EVENTS_INSERT = "INSERT INTO {} ({})".format(
+    connection.ops.quote_name(AlertEvent._meta.db_table),
+    ", ".join(connection.ops.quote_name(f.column) for f in _EVENT_FIELDS),
+)
+_EVENTS_CONFLICT = (
+    "ON CONFLICT (rule_id, bar_start, label) DO NOTHING RETURNING id, rule_id, bar_start, label"
+)
 
 
 def _events_insert(rows: list[list[Any]]) -> dict[tuple[int, datetime, str], int]:
     """INSERT ... ON CONFLICT DO NOTHING of events given as their field values (`_EVENT_FIELDS`):
     the ids of the rows this call created by (rule id, bar start, label). Each value is bound as it
     is, which is what Django's conversion makes of them on PostgreSQL (ints, strings, aware datetimes,
-    finite Decimals, None), but for the payload, bound as its JSON text: events of one series share
-    their payload, serialised once. The rows go as one array per column: a VALUES list of a
-    placeholder per value cost psycopg more to parse, each time anew, than the insert itself (about
-    1 s for the 2,000 events of a busy bar close, against about 0.1 s this way). The rows are inserted
-    in the order given (the arrays' order), so their ids follow the firings' order."""
-    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
-    texts: dict[int, str] = {}  # by the payload's id: the rows hold it while this runs
-    payloads = columns[_PAYLOAD]
-    for i, payload in enumerate(payloads):
-        text = texts.get(id(payload))
-        if text is None:
-            text = texts[id(payload)] = json.dumps(payload)
-        payloads[i] = text
+    finite Decimals, None), but for the payload, bound as its JSON text.
+
+    One statement whatever the number of rows, with few values to bind: a column whose values are
+    all equal (a bar close's series, bar, price and firing time) is bound once; the others go as one
+    array each, unnested in the order given, so the ids follow the rows' order; the payloads (events
+    of one series share theirs) go once each, as an array the rows index. A VALUES list with a
+    placeholder per value cost psycopg more to parse, each time anew, than the insert itself, and an
+    array per column more to quote (the payload's JSON above all) than the rest of a bar close."""
+    select: list[str] = []
+    unnested: list[str] = []
+    names: list[str] = []  # of the unnested columns
+    selected: list[Any] = []  # the values bound in the select list, in its order
+    arrays: list[list[Any]] = []  # then those of the unnested columns
+    for i, name in enumerate(_EVENT_TYPES):
+        column = [row[i] for row in rows]
+        if i == _PAYLOAD:
+            texts: dict[int, tuple[int, str]] = {}  # by the payload's id: the rows hold it meanwhile
+            for n, payload in enumerate(column):
+                index = texts.get(id(payload))
+                if index is None:
+                    index = texts[id(payload)] = (len(texts) + 1, json.dumps(payload))
+                column[n] = index[0]
+            if len(texts) > 1:
+                select.append(f"(%s::jsonb[])[u.c{i}]")
+                selected.append([text for _, text in texts.values()])
+                unnested.append("%s::int[]")
+                names.append(f"c{i}")
+                arrays.append(column)
+                continue
+            column = [text for _, text in texts.values()]
+        first = column[0]
+        if all(value == first for value in column):
+            select.append(f"%s::{name}")
+            selected.append(first)
+        else:
+            select.append(f"u.c{i}")
+            unnested.append(f"%s::{name}[]")
+            names.append(f"c{i}")
+            arrays.append(column)
+    source = f"FROM unnest({', '.join(unnested)}) AS u({', '.join(names)})" if unnested else ""
+    sql = f"{_EVENTS_INSERT} SELECT {', '.join(select)} {source} {_EVENTS_CONFLICT}"
     with connection.cursor() as cursor:
-        cursor.execute(_EVENTS_INSERT_SQL, columns)
+        cursor.execute(sql, [*selected, *arrays])
         return {(rule_id, bar, label): pk for pk, rule_id, bar, label in cursor.fetchall()}
 
 
