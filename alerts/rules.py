@@ -1012,15 +1012,16 @@ def evaluate_bar_close(
     index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
     cur = _finite(values)
     groups = index.matches(series, cur)
-    sizes = [len(group.positions) for group in groups]
-    met = np.concatenate([group.positions for group in groups]) if groups else _NONE
-    fires = index.admit(met, bar_start=bar_start, now=now)
-    fired = met[fires]
-    in_order = np.argsort(fired)  # a rule is met once at most: any sort keeps the rules' order
-    positions = fired[in_order]
+    # A rule is met once at most: the group each rule was met in (-1: none), and the rules met in
+    # the rules' order (no sort)
+    group_of = np.full(len(index.rules), -1, dtype=np.intp)
+    for number, group in enumerate(groups):
+        group_of[group.positions] = number
+    met = np.flatnonzero(group_of >= 0)
+    positions = met[index.admit(met, bar_start=bar_start, now=now)]
     # The firings of the rules at `positions` by column; the rule at positions[i] fired as its
     # group: groups[of[i]]
-    of = np.repeat(np.arange(len(groups)), sizes)[fires][in_order]
+    of = group_of[positions]
     directions = [_direction(condition, rising) for _, condition, _, rising in groups]
     codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
     columns = [
@@ -1031,7 +1032,6 @@ def evaluate_bar_close(
         _objects(directions)[of],
     ]
     touched = set() if touched is None else touched
-    touched.update(columns[0].tolist())
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
     if signals is not None and index.macdv:
         # Merged into the rules' order by place, two per rule: a MACD-V preset fires a crossing and a
@@ -1061,6 +1061,7 @@ def evaluate_bar_close(
     firings = Firings(
         series.symbol, series.timeframe, bar_start, now, *(column.tolist() for column in columns)
     )
+    touched.update(firings.rule_ids)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
     return firings
