@@ -393,13 +393,15 @@ class SeriesState:
     def advance(self, bar_start: int, values: Mapping[str, Value], depth: int, keys: Iterable[str]) -> None:
         """Appends the evaluated bar; every history column stays as long as `starts`. The history
         (moving %, charts) holds floats; `values` (what crossings compare with) keeps Decimal prices."""
-        old = len(self.starts)
+        keep = min(len(self.starts), depth - 1)  # bars of the history that stay
         history: dict[str, list[float | None]] = {}
         for key in keys:
-            column = list(self.history.get(key, []))[-old:] if old else []
+            column = self.history.get(key, [])[-keep:] if keep else []  # a new list: one copy
+            if len(column) < keep:
+                column = [*([None] * (keep - len(column))), *column]
             value = values.get(key)
-            column = [*([None] * (old - len(column))), *column, None if value is None else float(value)]
-            history[key] = column[-depth:]
+            column.append(None if value is None else float(value))
+            history[key] = column
         self.starts = [*self.starts, bar_start][-depth:]
         self.bar_start = bar_start
         self.values = {**self.values, **values}  # a key missing from one bar keeps its last value
