@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,7 +97,9 @@ _CROSSING, _CROSSING_UP, _CROSSING_DOWN = Condition.CROSSING, Condition.CROSSING
 _GREATER_THAN, _LESS_THAN = Condition.GREATER_THAN, Condition.LESS_THAN
 _INSIDE_CHANNEL, _OUTSIDE_CHANNEL = Condition.INSIDE_CHANNEL, Condition.OUTSIDE_CHANNEL
 _ENTERING_CHANNEL = Condition.ENTERING_CHANNEL
-_MOVING_UP, _MOVING_DOWN, _MOVING_UP_PCT = Condition.MOVING_UP, Condition.MOVING_DOWN, Condition.MOVING_UP_PCT
+_MOVING_UP, _MOVING_DOWN = Condition.MOVING_UP, Condition.MOVING_DOWN
+_MOVING_UP_PCT, _MOVING_DOWN_PCT = Condition.MOVING_UP_PCT, Condition.MOVING_DOWN_PCT
+_ZERO = Decimal(0)
 # Firing labels by condition: an enum member's `.value` is a property, ~20 times a dict look-up
 _LABELS = {condition: condition.value for condition in Condition}
 
@@ -391,13 +393,15 @@ class SeriesState:
     def advance(self, bar_start: int, values: Mapping[str, Value], depth: int, keys: Iterable[str]) -> None:
         """Appends the evaluated bar; every history column stays as long as `starts`. The history
         (moving %, charts) holds floats; `values` (what crossings compare with) keeps Decimal prices."""
-        old = len(self.starts)
+        keep = min(len(self.starts), depth - 1)  # bars of the history that stay
         history: dict[str, list[float | None]] = {}
         for key in keys:
-            column = list(self.history.get(key, []))[-old:] if old else []
+            column = self.history.get(key, [])[-keep:] if keep else []  # a new list: one copy
+            if len(column) < keep:
+                column = [*([None] * (keep - len(column))), *column]
             value = values.get(key)
-            column = [*([None] * (old - len(column))), *column, None if value is None else float(value)]
-            history[key] = column[-depth:]
+            column.append(None if value is None else float(value))
+            history[key] = column
         self.starts = [*self.starts, bar_start][-depth:]
         self.bar_start = bar_start
         self.values = {**self.values, **values}  # a key missing from one bar keeps its last value
@@ -678,17 +682,27 @@ _ADMISSION = {
 }
 
 
+_NONE = np.empty(0, dtype=np.intp)  # no positions
+_NONE.flags.writeable = False
+
+
 class _Levels:
     """Rules' levels in ascending order with their positions in the rule list (and, for channels, the
-    other bound of each), so that the rules whose level lies in a range are one slice."""
+    other bound of each), so that the rules whose level lies in a range are one slice. The levels are
+    a list (bisected with Python's comparisons); the positions and bounds numpy arrays, so that a
+    slice is a view and the bounds of a slice are compared at once: as float64 when they are floats
+    (numpy compares doubles as Python does), else as the Decimals themselves (an object array
+    compares each pair with Python's comparison, exactly)."""
 
     __slots__ = ("bounds", "levels", "positions")
 
     def __init__(self, items: list[tuple[Value, int, Value]]) -> None:
         items.sort(key=lambda item: item[0])  # stable: equal levels keep the rules' order
         self.levels = [level for level, _, _ in items]
-        self.positions = [position for _, position, _ in items]
-        self.bounds = [bound for _, _, bound in items]
+        self.positions = np.array([position for _, position, _ in items], dtype=np.intp)
+        bounds = [bound for _, _, bound in items]
+        exact = any(isinstance(bound, Decimal) for bound in bounds)
+        self.bounds = _objects(bounds) if exact else np.array(bounds, dtype=np.float64)
 
 
 def _levels(groups: dict[Any, list[tuple[Value, int, Value]]]) -> dict[Any, _Levels]:
@@ -703,13 +717,14 @@ class RuleIndex:
     sorted: a crossing is met by the levels between the previous and the current value, "greater
     than" by those below the value, a channel condition by the channels whose bounds lie on the right
     sides of the two values; each is a slice found by bisection. Moving conditions are kept by
-    (series, bars), so the value `bars` back and the move are computed once for all of them, the
-    amounts (or percentages) sorted likewise: a percentage p is met when p x |past| <= 100 x move,
-    monotonic in p. Rules comparing two series are grouped by everything `_met` reads, so each group
-    is one comparison. MACD-V presets are visited only on a bar where a level is crossed or a reversal
-    shows. Levels compare exactly as in `_met` (Decimal prices, Decimal with float compares exactly),
-    and rounded arithmetic is monotonic, so a slice holds exactly the rules `_met` accepts.
-    Channel rules must have lower < upper (`validate_spec`).
+    (series, condition) in arrays of windows, amounts and positions: the value of each window back
+    and the moves from it are computed once per series (`_back`), and each rule compares its
+    window's move with its amount all at once (`_Moves`), element by element as `_met` does. Rules
+    comparing two series are grouped by everything `_met` reads, so each group is one comparison.
+    MACD-V presets are visited only on a bar where a level is crossed or a reversal shows. Levels
+    compare exactly as in `_met` (Decimal prices, Decimal with float compares exactly), and rounded
+    arithmetic is monotonic, so a slice holds exactly the rules `_met` accepts. Channel rules must
+    have lower < upper, moving rules 1 to MAX_BARS bars (`validate_spec`).
 
     What the state checks and the frequency (`_admit`) read of each rule's state is kept in arrays by
     position as well, so the rules a bar meets are let through or held back all at once (`admit`).
@@ -722,10 +737,10 @@ class RuleIndex:
         self.depth = CHART_BARS
         self.moving_keys: set[str] = set()
         self.macdv: list[int] = []
-        self.pairs: dict[tuple[Any, ...], list[int]] = {}
+        pairs: dict[tuple[Any, ...], list[int]] = {}
         levels: dict[tuple[str, Condition], list[tuple[Value, int, Value]]] = {}
         uppers: dict[tuple[str, Condition], list[tuple[Value, int, Value]]] = {}
-        moves: dict[tuple[str, int, Condition], list[tuple[Value, int, Value]]] = {}
+        moves: dict[tuple[str, Condition], list[tuple[int, Value, int]]] = {}
         for position, rule in enumerate(self.rules):
             condition, threshold, upper = rule.condition, rule.threshold, rule.upper
             if rule.moving:
@@ -744,21 +759,20 @@ class RuleIndex:
                 bars = rule.bars if rule.moving else 0
                 level = None if rule.other else threshold  # against another series: not read
                 group = (rule.key, rule.other_key, condition, level, upper, bars)
-                self.pairs.setdefault(group, []).append(position)
+                pairs.setdefault(group, []).append(position)
             elif rule.moving:
-                moves.setdefault((rule.key, rule.bars, condition), []).append(
-                    (threshold, position, threshold)
-                )
+                moves.setdefault((rule.key, condition), []).append((rule.bars, threshold, position))
             elif upper is not None:
                 levels.setdefault((rule.key, condition), []).append((threshold, position, upper))
                 uppers.setdefault((rule.key, condition), []).append((upper, position, threshold))
             else:
                 levels.setdefault((rule.key, condition), []).append((threshold, position, threshold))
+        self.pairs = {group: np.array(positions, dtype=np.intp) for group, positions in pairs.items()}
         self.levels = _levels(levels)
         self.uppers = _levels(uppers)
-        self.moves: dict[tuple[str, int], list[tuple[Condition, _Levels]]] = {}
-        for (key, bars, condition), amounts in _levels(moves).items():
-            self.moves.setdefault((key, bars), []).append((condition, amounts))
+        self.moves: dict[str, list[_Moves]] = {}
+        for (key, condition), items in moves.items():
+            self.moves.setdefault(key, []).append(_Moves(condition, items))
         self.ids = _objects([rule.id for rule in self.rules])
         # Firing titles (None until made), made on a rule's first firing in each direction (`titles_of`)
         self.titles = np.empty(len(_DIRECTIONS) * len(self.rules), dtype=object)
@@ -835,18 +849,18 @@ class RuleIndex:
                 continue
             prev = prev_get(key)
             positions = _level_matches(condition, low, self.uppers.get((key, condition)), prev, curr)
-            if positions:
+            if len(positions):
                 out.append(_tuple_new(_Match, (positions, condition, key, prev is not None and prev < curr)))
-        pasts: dict[tuple[str, int], Value | None] = {}
-        for (key, bars), by_condition in self.moves.items():
+        for key, moves in self.moves.items():
             curr = cur_get(key)
-            past = None if curr is None else _past(series, key, bars, pasts)
-            if past is None:
+            if curr is None:
                 continue
-            change = curr - past  # type: ignore[operator]
-            for condition, amounts in by_condition:
-                if positions := _move_matches(condition, amounts, change, past):
-                    out.append(_tuple_new(_Match, (positions, condition, key, False)))
+            back = _back(series, key, max(m.depth for m in moves), curr)
+            for m in moves:
+                positions = m.matches(back)
+                if len(positions):
+                    out.append(_tuple_new(_Match, (positions, m.condition, key, False)))
+        pasts: dict[tuple[str, int], Value | None] = {}
         for (key, other_key, condition, threshold, upper, bars), positions in self.pairs.items():
             curr = cur_get(key)
             if curr is None:
@@ -868,7 +882,7 @@ class RuleIndex:
 class _Match(NamedTuple):
     """Built with `tuple.__new__`, as `Firing` is."""
 
-    positions: list[int]  # in the rule list
+    positions: NDArray[np.intp]  # in the rule list
     condition: Condition
     key: str  # the series whose value the firings carry
     rising: bool  # a crossing (either way) came from below
@@ -889,7 +903,7 @@ def _past(
 
 def _level_matches(
     condition: Condition, low: _Levels, high: _Levels | None, prev: Value | None, curr: Value
-) -> list[int]:
+) -> NDArray[np.intp]:
     """The positions of the constant-level rules of one series and condition that the move from
     `prev` to `curr` meets (`_met`). `low`: by level (a channel's lower bound); `high`: channels by
     upper bound."""
@@ -903,40 +917,79 @@ def _level_matches(
             return positions[bisect_right(levels, prev) : bisect_right(levels, curr)]  # prev < level <= curr
         if prev is not None and prev > curr and condition is not _CROSSING_UP:
             return positions[bisect_left(levels, curr) : bisect_left(levels, prev)]  # curr <= level < prev
-        return []
+        return _NONE
     if condition is _OUTSIDE_CHANNEL:  # lower > curr, or upper < curr
-        return positions[bisect_right(levels, curr) :] + high.positions[: bisect_left(high.levels, curr)]
+        return np.concatenate(
+            (positions[bisect_right(levels, curr) :], high.positions[: bisect_left(high.levels, curr)])
+        )
     if condition is _INSIDE_CHANNEL:  # lower <= curr <= upper
         end = bisect_right(levels, curr)
-        return [p for p, upper in zip(positions[:end], low.bounds[:end], strict=True) if upper >= curr]
+        return positions[:end][low.bounds[:end] >= curr]
     if prev is None or prev == curr:
-        return []
+        return _NONE
     lo, hi = (prev, curr) if prev < curr else (curr, prev)
     if (condition is _ENTERING_CHANNEL) is (prev < curr):
         # entering upwards or exiting downwards: lower in (lo, hi], upper >= hi
         start, end = bisect_right(levels, lo), bisect_right(levels, hi)
-        return [
-            p for p, upper in zip(positions[start:end], low.bounds[start:end], strict=True) if upper >= hi
-        ]
+        return positions[start:end][low.bounds[start:end] >= hi]
     # exiting upwards or entering downwards: upper in [lo, hi), lower <= lo
     start, end = bisect_left(high.levels, lo), bisect_left(high.levels, hi)
-    return [
-        p for p, lower in zip(high.positions[start:end], high.bounds[start:end], strict=True) if lower <= lo
-    ]
+    return high.positions[start:end][high.bounds[start:end] <= lo]
 
 
-def _move_matches(condition: Condition, amounts: _Levels, change: Value, past: Value) -> list[int]:
-    """The positions of the moving rules of one (series, bars) and condition met by the `change` from
-    `past` (the current value - past), computed as `_met` does."""
-    if condition is _MOVING_UP:
-        return amounts.positions[: bisect_right(amounts.levels, change)]
-    if condition is _MOVING_DOWN:
-        return amounts.positions[: bisect_right(amounts.levels, -change)]
-    if past == 0:
-        return []
-    scaled = change * 100 if condition is _MOVING_UP_PCT else -(change * 100)
-    base = abs(past)
-    return amounts.positions[: bisect_right(amounts.levels, scaled, key=lambda pct: pct * base)]
+class _Back(NamedTuple):
+    """What the moving rules of one series compare on a bar, by window: index `bars` holds the value
+    of `bars` bars back (`SeriesState.past`; index 0 has none)."""
+
+    known: NDArray[np.bool_]  # there is a value that far back
+    nonzero: NDArray[np.bool_]  # ... and it is not zero (a percentage needs one)
+    base: NDArray[Any]  # its absolute value
+    measures: dict[Condition, NDArray[Any]]  # what a condition compares with its amount (`_met`)
+
+
+def _back(series: SeriesState, key: str, depth: int, curr: Value) -> _Back:
+    """The moves of `curr` over each window up to `depth` bars, computed as `_met` computes them:
+    floats in float64 (as Python's floats do), a price on its exact Decimals in an object array (a
+    price's float in the history gives back its decimal digits exactly, as in `_past`)."""
+    column = series.history.get(key, [])
+    values = [None, *reversed(column[-depth:])]
+    values += [None] * (depth + 1 - len(values))
+    known = np.array([value is not None for value in values], dtype=np.bool_)
+    past: NDArray[Any]
+    if key in PRICE_KEYS:  # no value: a zero that `known` leaves out
+        past = _objects([_ZERO if value is None else Decimal(repr(value)) for value in values])
+    else:
+        past = np.array(values, dtype=np.float64)  # no value: NaN
+    change = curr - past
+    scaled = change * 100
+    measures = {_MOVING_UP: change, _MOVING_DOWN: -change, _MOVING_UP_PCT: scaled, _MOVING_DOWN_PCT: -scaled}
+    return _Back(known, known & (past != 0), np.abs(past), measures)
+
+
+class _Moves:
+    """The moving rules of one series and condition against constant amounts (or percentages): their
+    windows (`bars`, 1 to MAX_BARS: `validate_spec`), amounts and positions in the rule list."""
+
+    __slots__ = ("amounts", "bars", "condition", "depth", "percent", "positions")
+
+    def __init__(self, condition: Condition, items: list[tuple[int, Value, int]]) -> None:
+        self.condition = condition
+        self.percent = condition in PERCENT_CONDITIONS
+        self.bars = np.array([bars for bars, _, _ in items], dtype=np.intp)
+        amounts = [amount for _, amount, _ in items]
+        exact = any(isinstance(amount, Decimal) for amount in amounts)
+        self.amounts = _objects(amounts) if exact else np.array(amounts, dtype=np.float64)
+        self.positions = np.array([position for _, _, position in items], dtype=np.intp)
+        self.depth = int(self.bars.max())
+
+    def matches(self, back: _Back) -> NDArray[np.intp]:
+        """The positions of the rules met by the moves over their windows: a percentage p is met when
+        the move x 100 >= p x |past|, without dividing (`_met`)."""
+        bars = self.bars
+        measure = back.measures[self.condition][bars]
+        if self.percent:
+            return self.positions[back.nonzero[bars] & (measure >= self.amounts * back.base[bars])]
+        return self.positions[back.known[bars] & (measure >= self.amounts)]
 
 
 def evaluate_bar_close(
@@ -961,15 +1014,16 @@ def evaluate_bar_close(
     index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
     cur = _finite(values)
     groups = index.matches(series, cur)
-    sizes = [len(group.positions) for group in groups]
-    met = np.fromiter(chain.from_iterable(group.positions for group in groups), np.intp, sum(sizes))
-    fires = index.admit(met, bar_start=bar_start, now=now)
-    fired = met[fires]
-    in_order = np.argsort(fired)  # a rule is met once at most: any sort keeps the rules' order
-    positions = fired[in_order]
+    # A rule is met once at most: the group each rule was met in (-1: none), and the rules met in
+    # the rules' order (no sort)
+    group_of = np.full(len(index.rules), -1, dtype=np.intp)
+    for number, group in enumerate(groups):
+        group_of[group.positions] = number
+    met = np.flatnonzero(group_of >= 0)
+    positions = met[index.admit(met, bar_start=bar_start, now=now)]
     # The firings of the rules at `positions` by column; the rule at positions[i] fired as its
     # group: groups[of[i]]
-    of = np.repeat(np.arange(len(groups)), sizes)[fires][in_order]
+    of = group_of[positions]
     directions = [_direction(condition, rising) for _, condition, _, rising in groups]
     codes = np.array([_DIRECTION_CODES[direction] for direction in directions], dtype=np.intp)
     columns = [
@@ -980,7 +1034,6 @@ def evaluate_bar_close(
         _objects(directions)[of],
     ]
     touched = set() if touched is None else touched
-    touched.update(columns[0].tolist())
     signals = _macdv_signals(series.values.get(MACDV), cur.get(MACDV), cur.get(MACDV_HISTOGRAM))
     if signals is not None and index.macdv:
         # Merged into the rules' order by place, two per rule: a MACD-V preset fires a crossing and a
@@ -1010,6 +1063,7 @@ def evaluate_bar_close(
     firings = Firings(
         series.symbol, series.timeframe, bar_start, now, *(column.tolist() for column in columns)
     )
+    touched.update(firings.rule_ids)
     history_keys = {*CHART_KEYS, *index.moving_keys, *(k for k in cur if k.startswith("ema"))}
     series.advance(bar_start, cur, index.depth, sorted(history_keys))
     return firings

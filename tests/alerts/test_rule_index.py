@@ -267,6 +267,27 @@ def test_each_condition_alone_matches_the_specification(condition: Condition) ->
     run_both(rules, bars)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_moves_over_windows_longer_than_the_history_match_the_specification(seed: int) -> None:
+    # every window from 1 bar to beyond the history, on Decimal prices and floats (a series missing
+    # on some bars leaves gaps), amounts and percentages on the moves the coarse walk makes
+    rng = random.Random(seed)
+    bars = random_bars(rng, 30)
+    rules = []
+    for i in range(600):
+        source = rng.choice(list(SOURCES))
+        condition = rng.choice(sorted(MOVING_CONDITIONS))
+        amount = rng.choice(
+            [0.5, 1, 2, 3, 5, 10] if condition in PERCENT_CONDITIONS else [0.5, 1, 2, 3, 4, 6]
+        )
+        threshold = Decimal(amount) if SOURCES[source] else float(amount)
+        rules.append(
+            Rule(i, "BTCUSD", "5m", source=source, condition=condition, threshold=threshold,
+                 bars=rng.randint(1, 40), frequency=rng.choice(list(Frequency)))
+        )  # fmt: skip
+    run_both(rules, bars)
+
+
 def test_equal_levels_fire_in_the_rules_order() -> None:
     rules = [
         Rule(i, "BTCUSD", "5m", condition=Condition.GREATER_THAN, threshold=Decimal(100 - i % 2))
