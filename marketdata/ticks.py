@@ -357,7 +357,6 @@ class TickRecorder:
             log.error("tick recorder stopped with %d unwritten ticks", self.buffered)
 
     def _run(self) -> None:
-        self._prepare()
         delay = 0.0
         while True:
             stopping = self._stopping.is_set()
@@ -369,21 +368,6 @@ class TickRecorder:
             if stopping:
                 break
         self._close()
-
-    def _prepare(self) -> None:
-        """Connect and create the partitions of today and the days ahead before the first batch, so
-        that it waits for neither (in the bench, 17 ms to connect and 28 ms for the partitions, paid
-        while the hand-over held the GIL). A failure is left to the first write, which retries it
-        with backoff."""
-        try:
-            conn = self._connection()
-            if self._partitioned:
-                now = time.time_ns()
-                with conn.cursor() as cur:
-                    self._ensure_days(cur, now, now)
-        except psycopg.Error as exc:
-            log.warning("tick recorder: not connected at start: %s", exc)
-            self._close()
 
     def flush(self) -> bool:
         """Write everything buffered. False if PostgreSQL failed (the rows stay buffered)."""
