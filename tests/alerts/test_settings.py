@@ -123,6 +123,8 @@ class TestSettingsApi:
             assert "quiet_hours_start" in invalid_fields(
                 api.patch(URL, {**given, "quiet_hours_start": bad}, format="json")
             )
+        stored = api.get(URL).json()  # the refused changes left the stored hours as they were
+        assert (stored["quiet_hours_start"], stored["quiet_hours_end"]) == ("19:53:43.250001", "07:05:00")
 
     def test_bad_values_are_400_naming_the_field_and_change_nothing(
         self, alice: User, bob: User, instruments: None, discord: FakeDiscord
