@@ -317,6 +317,7 @@ def account_summary(
     positions: Iterable[Position] | None = None,
     conditions: Conditions | None = None,
     with_position_pnl: bool = False,
+    exposures: Iterable[Exposure] | None = None,
 ) -> AccountSummary:
     """Balance, equity, margin, free margin, margin level and unrealized PnL of an account.
 
@@ -325,8 +326,9 @@ def account_summary(
     an unpriced exposure counts with the margin stored on its positions (the margin at their open
     price) and is listed in `unpriced`. The margin includes what routed (A-Book) orders hold until
     the LP fills them. The totals come from
-    the account's exposures (of the positions given, else summed by the database), so they do not
-    depend on how many positions make them up; `with_position_pnl` adds each position's PnL.
+    the account's exposures (`exposures` when the caller summed them, else those of the positions
+    given, else summed by the database), so they do not depend on how many positions make them up;
+    `with_position_pnl` adds each position's PnL.
     """
     quotes = quotes or redis_quotes
     conditions = conditions or Conditions(account.group)
@@ -334,9 +336,8 @@ def account_summary(
         positions = open_positions(account=account)
     if positions is not None:
         positions = list(positions)
-        exposures = exposures_of(positions)
-    else:
-        exposures = open_exposures(account=account)
+    if exposures is None:
+        exposures = exposures_of(positions) if positions is not None else open_exposures(account=account)
     currency = account.currency
     pnl_total, used = ZERO, account.margin_reserved
     unpriced: list[str] = []
@@ -384,14 +385,6 @@ def posted_balance(*, account: TradingAccount) -> Decimal:
     ] or Decimal(0)
 
 
-def accounts_with_positions(*, symbols: Iterable[str] | None = None) -> list[int]:
-    """Ids of accounts holding open positions (in any of `symbols`), for the margin sweep."""
-    positions = Position.objects.filter(status=PositionStatus.OPEN)
-    if symbols is not None:
-        positions = positions.filter(instrument__symbol__in=list(symbols))
-    return list(positions.values_list("account_id", flat=True).distinct().order_by("account_id"))
-
-
 @dataclass
 class MarginRow:
     account: TradingAccount
@@ -401,27 +394,61 @@ class MarginRow:
     unpriced: list[str] = field(default_factory=list)
 
 
+@cache
+def _accounts_exposures_sql(by_symbol: bool) -> str:
+    """The exposures of every account holding an open position (in any of the symbols given), summed
+    by the database: one row per account, instrument and side, however many positions. The accounts
+    come from position_open_idx, their positions from position_account_status_idx."""
+    positions = sql.quote(Position._meta.db_table)
+    holding = f"SELECT h.account_id FROM {positions} h WHERE h.status = %s"  # noqa: S608
+    if by_symbol:
+        holding += (
+            f" AND h.instrument_id IN (SELECT i.id FROM {sql.quote(Instrument._meta.db_table)} i"  # noqa: S608
+            " WHERE i.symbol = ANY(%s))"
+        )
+    return (
+        "SELECT account_id, instrument_id, side, SUM(volume), SUM(volume * open_price), SUM(margin)"  # noqa: S608
+        f" FROM {positions} WHERE status = %s AND account_id IN ({holding})"
+        " GROUP BY account_id, instrument_id, side ORDER BY account_id, instrument_id, side"
+    )
+
+
+def accounts_exposures(*, symbols: Iterable[str] | None = None) -> dict[int, list[Exposure]]:
+    """The exposures of the accounts holding open positions (in any of `symbols`), by account id in
+    ascending order, as `open_exposures` sums them for one account."""
+    params: list[object] = [PositionStatus.OPEN, PositionStatus.OPEN]
+    if symbols is not None:
+        params.append(list(symbols))
+    rows = sql.execute(_accounts_exposures_sql(symbols is not None), params).fetchall()
+    instruments = Instrument.objects.in_bulk({row[1] for row in rows})
+    by_account: dict[int, list[Exposure]] = {}
+    for account_id, instrument_id, side, volume, cost, margin in rows:
+        by_account.setdefault(account_id, []).append(
+            Exposure(instruments[instrument_id], side, volume, cost, margin)
+        )
+    return by_account
+
+
 def margin_rows(
     *, factor: Decimal, symbols: Iterable[str] | None = None, quotes: QuoteSource | None = None
 ) -> list[MarginRow]:
     """Accounts holding positions (in `symbols`) whose margin level is at or below `factor` times their
     group's margin-call level, or that are marked in margin call, lowest level first: screened
-    without locks (account_margin_check decides under the lock)."""
+    without locks (account_margin_check decides under the lock). Two statements whatever the number
+    of positions: the trigger watcher screens every account that holds a moved symbol twice a second."""
     quotes = quotes or redis_quotes
-    positions = Position.objects.filter(
-        status=PositionStatus.OPEN, account_id__in=accounts_with_positions(symbols=symbols)
-    ).select_related("instrument", "account__group", "account__owner")
-    by_account: dict[int, list[Position]] = {}
-    for position in positions:
-        by_account.setdefault(position.account_id, []).append(position)
+    exposures = accounts_exposures(symbols=symbols)
+    accounts = TradingAccount.objects.select_related("group", "owner").in_bulk(list(exposures))
     conditions: dict[int, Conditions] = {}
     rows = []
-    for held in by_account.values():
-        account = held[0].account
+    for account_id, held in exposures.items():
+        account = accounts.get(account_id)
+        if account is None:  # closed meanwhile
+            continue
         if account.group_id not in conditions:
             conditions[account.group_id] = Conditions(account.group)
         summary = account_summary(
-            account=account, quotes=quotes, positions=held, conditions=conditions[account.group_id]
+            account=account, quotes=quotes, exposures=held, conditions=conditions[account.group_id]
         )
         level = summary.margin_level
         if (

@@ -12,6 +12,7 @@ from brokerage.quotes import redis_quotes
 from brokerage.selectors import (
     Conditions,
     account_summary,
+    accounts_exposures,
     exposure_pnl,
     exposures_of,
     open_exposures,
@@ -132,6 +133,36 @@ def test_exposures_leave_out_closed_positions_and_other_accounts(alice, group, m
     [exposure] = open_exposures(account=account)
     assert (exposure.instrument.symbol, exposure.side, exposure.volume) == ("EURUSD", "buy", D("0.55"))
     assert [exposure] == exposures_of(open_positions(account=account))
+
+
+def test_the_sweep_sums_every_account_as_open_exposures_does(alice, group, market):
+    """The margin sweep's one statement for many accounts gives each the exposures the order path
+    sums for it alone; an account is in when it holds any of the symbols asked, with all its
+    exposures; closed positions and flat accounts are out."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    market.set("USDJPY", "150.00", "150.02")
+    mixed, jpy_only, flat = (open_account(alice, group, balance="100000") for _ in range(3))
+    for account, symbol, side, volume in [
+        (mixed, "EURUSD", "buy", "0.3"),
+        (mixed, "EURUSD", "buy", "0.2"),
+        (mixed, "EURUSD", "sell", "0.1"),
+        (mixed, "USDJPY", "sell", "1"),
+        (jpy_only, "USDJPY", "buy", "0.4"),
+        (flat, "EURUSD", "buy", "0.1"),
+    ]:
+        services.order_submit(account=account, symbol=symbol, side=side, volume=D(volume))
+    services.position_close(position=Position.objects.get(account=flat))
+
+    everyone = accounts_exposures()
+    assert list(everyone) == [mixed.pk, jpy_only.pk]
+    for account in (mixed, jpy_only):
+        assert everyone[account.pk] == open_exposures(account=account)
+    assert accounts_exposures(symbols=["EURUSD"]) == {mixed.pk: everyone[mixed.pk]}
+    assert accounts_exposures(symbols=["USDJPY", "XAUUSD"]) == everyone
+    assert accounts_exposures(symbols=[]) == {}
+
+    mixed.refresh_from_db()
+    assert account_summary(account=mixed, exposures=everyone[mixed.pk]) == account_summary(account=mixed)
 
 
 def test_an_exposure_without_a_price_leaves_the_summary_unpriced(alice, group, market):

@@ -1,6 +1,8 @@
 from decimal import Decimal as D
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from brokerage import services
 from brokerage.models import LedgerTransaction, Position, TransactionKind
@@ -257,3 +259,26 @@ def test_an_order_is_checked_against_the_re_marked_margin(alice, group, market):
     with pytest.raises(ServiceError) as refused:
         buy(account, "GBPUSD", "0.01")  # needs 10.00
     assert refused.value.code == "insufficient_margin"
+
+
+def test_the_margin_sweep_reads_as_many_statements_for_many_positions_as_for_one(alice, group, market):
+    """The trigger watcher screens every account holding a moved symbol twice a second: its reads
+    must not grow with the positions or the accounts (it built three models per position)."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    first = open_account(alice, group, balance="3000")
+    buy(first, "EURUSD")
+
+    def statements() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert margin_watchlist(symbols=["EURUSD"], quotes=redis_quotes) == []
+        return len(queries)
+
+    one = statements()
+    for _ in range(10):
+        account = open_account(alice, group, balance="100000")
+        for _ in range(5):
+            buy(account, "EURUSD", "0.1")
+    assert statements() == one
+    market.set("EURUSD", "1.0800", "1.0802")  # -2020 on the first: in margin call, the rest not
+    assert margin_watchlist(symbols=["EURUSD"], quotes=redis_quotes) == [first.pk]
+    assert margin_watchlist(symbols=["GBPUSD"], quotes=redis_quotes) == []
