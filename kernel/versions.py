@@ -99,7 +99,8 @@ class VersionedCache(Generic[K, T]):
         if seed:
             _hot.update(names)
         self._entries: dict[K, tuple[tuple[bytes, ...], T]] = {}
-        self._lock = Lock()
+        self._lock = Lock()  # guards _computing
+        self._computing: dict[K, Lock] = {}  # a lock per key being computed
 
     @property
     def keys(self) -> list[str]:
@@ -120,14 +121,22 @@ class VersionedCache(Generic[K, T]):
         entry = self._entries.get(arg)
         if versions is not None and entry is not None and entry[0] == versions:
             return entry[1]
-        with self._lock:  # one computation per key and version, however many threads ask at once
+        # One computation per key and version, however many threads ask for it at once; other keys
+        # are computed meanwhile (after a version moves on, every key misses at once: one lock for
+        # all of them queued each request behind every other key's statement).
+        with self._lock:
+            computing = self._computing.setdefault(arg, Lock())
+        with computing:
             entry = self._entries.get(arg)
             if versions is not None and entry is not None and entry[0] == versions:
                 return entry[1]
             value = self.compute(arg)
-            if versions is not None:
-                self._entries.pop(arg, None)
-                while len(self._entries) >= self.size:
-                    del self._entries[next(iter(self._entries))]
-                self._entries[arg] = (versions, value)
+            with self._lock:
+                if versions is not None:
+                    self._entries.pop(arg, None)
+                    while len(self._entries) >= self.size:
+                        del self._entries[next(iter(self._entries))]
+                    self._entries[arg] = (versions, value)
+                if self._computing.get(arg) is computing:
+                    del self._computing[arg]
             return value

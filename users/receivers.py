@@ -12,8 +12,15 @@ from users.authentication import API_KEYS_VERSION
 from users.backends import PERMISSIONS_VERSION
 from users.models import ApiKey, User
 
+# What a login writes (django.contrib.auth's update_last_login): it changes no right and no key, and
+# moving the version on would have every process read every user's permissions and every bot's key
+# again at each operator's login.
+LOGIN_ONLY = frozenset({"last_login"})
+
 
 def _permissions_changed(sender: type, **kwargs: Any) -> None:
+    if kwargs.get("update_fields") == LOGIN_ONLY:
+        return
     versions.bump_on_commit(PERMISSIONS_VERSION)
 
 

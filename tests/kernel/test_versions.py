@@ -1,5 +1,7 @@
 """Data versions: bumped after commit only; a cache keeps its value while its versions stand."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -102,3 +104,29 @@ def test_a_pinned_block_inside_another_keeps_the_outer_reads() -> None:
             assert versions.read(("q",)) == first
         assert versions.read(("q",)) == first  # the inner block's end does not unpin the outer
     assert versions.read(("q",)) not in (None, first)
+
+
+def test_keys_are_computed_side_by_side_and_each_key_once() -> None:
+    """Once a version moves on, every key misses: a slow computation of one key must not hold the
+    others (a bot's request behind every other key's statement), and threads asking for the same key
+    meanwhile wait for its one computation."""
+    versions.bump_on_commit("w")
+    slow_started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def compute(arg: str) -> str:
+        calls.append(arg)
+        if arg == "slow":
+            slow_started.set()
+            assert release.wait(10)
+        return arg.upper()
+
+    cache: versions.VersionedCache[str, str] = versions.VersionedCache(("w",), compute, size=10)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        slow = [pool.submit(cache.get, "slow") for _ in range(2)]
+        assert slow_started.wait(10)
+        assert pool.submit(cache.get, "fast").result(timeout=10) == "FAST"  # not behind "slow"
+        release.set()
+        assert [f.result(timeout=10) for f in slow] == ["SLOW", "SLOW"]
+    assert sorted(calls) == ["fast", "slow"]
+    assert cache._computing == {}  # no lock is kept for a key once computed

@@ -67,3 +67,20 @@ def test_deactivation_and_superuser_flags_hold_at_once() -> None:
     user.is_active = False
     user.save(update_fields=["is_active"])
     assert not fresh(user).has_perm(PERM)
+
+
+def test_a_login_keeps_the_kept_permissions(monkeypatch: pytest.MonkeyPatch, client) -> None:  # type: ignore[no-untyped-def]
+    """A login writes last_login only: no right changed, so no process reads them again; any other
+    write to the user still moves the version on."""
+    user = User.objects.create_user("analyst", password="a-long-password-1", is_staff=True)
+    calls = counting(monkeypatch)
+    assert not fresh(user).has_perm(PERM)
+    before = versions.read((PERMISSIONS_VERSION,))
+    client.force_login(user)  # sends user_logged_in: update_last_login saves last_login alone
+    assert User.objects.get(pk=user.pk).last_login is not None
+    assert versions.read((PERMISSIONS_VERSION,)) == before
+    assert not fresh(user).has_perm(PERM)
+    assert calls == [user.pk]
+    user.is_active = False
+    user.save(update_fields=["is_active", "last_login"])
+    assert versions.read((PERMISSIONS_VERSION,)) != before
