@@ -1,7 +1,7 @@
 """Reads of the dealing engine. `account_summary` is also what the services check margin with, so the
 numbers a client sees are the numbers the engine used."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -395,37 +395,54 @@ class MarginRow:
 
 
 @cache
-def _accounts_exposures_sql(by_symbol: bool) -> str:
-    """The exposures of every account holding an open position (in any of the symbols given), summed
-    by the database: one row per account, instrument and side, however many positions. The accounts
-    come from position_open_idx, their positions from position_account_status_idx."""
+def _accounts_exposures_sql(by: str) -> str:
+    """The exposures of every account holding an open position (`by` "symbols": in any of the symbols
+    given; "ids": of the accounts given), summed by the database: one row per account, instrument and
+    side, however many positions. The accounts come from position_open_idx, their positions from
+    position_account_status_idx."""
     positions = sql.quote(Position._meta.db_table)
-    holding = f"SELECT h.account_id FROM {positions} h WHERE h.status = %s"  # noqa: S608
-    if by_symbol:
-        holding += (
-            f" AND h.instrument_id IN (SELECT i.id FROM {sql.quote(Instrument._meta.db_table)} i"  # noqa: S608
-            " WHERE i.symbol = ANY(%s))"
-        )
+    if by == "ids":
+        accounts = "account_id = ANY(%s)"
+    else:
+        accounts = f"account_id IN (SELECT h.account_id FROM {positions} h WHERE h.status = %s"  # noqa: S608
+        if by == "symbols":
+            accounts += (
+                f" AND h.instrument_id IN (SELECT i.id FROM {sql.quote(Instrument._meta.db_table)} i"  # noqa: S608
+                " WHERE i.symbol = ANY(%s))"
+            )
+        accounts += ")"
     return (
-        "SELECT account_id, instrument_id, side, SUM(volume), SUM(volume * open_price), SUM(margin)"  # noqa: S608
-        f" FROM {positions} WHERE status = %s AND account_id IN ({holding})"
-        " GROUP BY account_id, instrument_id, side ORDER BY account_id, instrument_id, side"
+        f"SELECT t.account_id, t.side, t.volume, t.cost, t.margin, {sql.columns(Instrument, 'i')}"  # noqa: S608
+        " FROM (SELECT account_id, instrument_id, side, SUM(volume) AS volume,"
+        " SUM(volume * open_price) AS cost, SUM(margin) AS margin"
+        f" FROM {positions} WHERE status = %s AND {accounts}"
+        f" GROUP BY account_id, instrument_id, side) t JOIN {sql.quote(Instrument._meta.db_table)} i"
+        " ON i.id = t.instrument_id ORDER BY t.account_id, i.id, t.side"
     )
 
 
-def accounts_exposures(*, symbols: Iterable[str] | None = None) -> dict[int, list[Exposure]]:
-    """The exposures of the accounts holding open positions (in any of `symbols`), by account id in
-    ascending order, as `open_exposures` sums them for one account."""
-    params: list[object] = [PositionStatus.OPEN, PositionStatus.OPEN]
-    if symbols is not None:
-        params.append(list(symbols))
-    rows = sql.execute(_accounts_exposures_sql(symbols is not None), params).fetchall()
-    instruments = Instrument.objects.in_bulk({row[1] for row in rows})
+def accounts_exposures(
+    *, symbols: Iterable[str] | None = None, account_ids: Sequence[int] | None = None
+) -> dict[int, list[Exposure]]:
+    """The exposures of the accounts holding open positions (in any of `symbols`, or of those of
+    `account_ids`), by account id in ascending order, as `open_exposures` sums them for one account."""
+    params: list[object] = [PositionStatus.OPEN]
+    if account_ids is not None:
+        by = "ids"
+        params.append(list(account_ids))
+    else:
+        by = "all" if symbols is None else "symbols"
+        params.append(PositionStatus.OPEN)
+        if symbols is not None:
+            params.append(list(symbols))
+    rows = sql.execute(_accounts_exposures_sql(by), params).fetchall()
+    instruments: dict[int, Instrument] = {}  # each built once, however many accounts hold it
     by_account: dict[int, list[Exposure]] = {}
-    for account_id, instrument_id, side, volume, cost, margin in rows:
-        by_account.setdefault(account_id, []).append(
-            Exposure(instruments[instrument_id], side, volume, cost, margin)
-        )
+    for row in rows:
+        instrument = instruments.get(row[5])
+        if instrument is None:
+            instrument = instruments[row[5]] = sql.build(Instrument, row, 5)
+        by_account.setdefault(row[0], []).append(Exposure(instrument, *row[1:5]))
     return by_account
 
 

@@ -11,13 +11,16 @@ so two dealers never wait on each other's locks in a cycle). The orders first ru
 (two round trips per order fewer): when one is refused or fails, that transaction rolls back, the
 order keeps its error (it met the same state at the same place in the batch) and its neighbours run
 again, each in its own savepoint with the database's deferred rules (the balanced ledger) checked at
-its statements, so a failing order rolls back alone and its neighbours commit. When those rules
+its statements, so a failing order rolls back alone and its neighbours commit. Each attempt locks
+its accounts in one statement and reads their exposures in one more (`locks.locked_ahead`): an
+account's first order takes them from there, not from two statements of its own. When those rules
 refuse the first transaction's commit, all of its orders run again that way. Each order is written
 exactly once: by the one transaction that commits it, and a transaction that does not
 commit reports its failure to every caller in it. Callers get their result after the commit, and the
 account events follow it.
 """
 
+import contextlib
 import os
 import queue
 import threading
@@ -31,6 +34,7 @@ from django.db import IntegrityError, connection, transaction
 from kernel import versions
 
 from ..models import Order
+from .locks import locked_ahead
 
 
 @dataclass(eq=False)
@@ -117,14 +121,16 @@ class _Dealer:
                 if savepoints:
                     with connection.cursor() as cursor:
                         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                for request in ordered:
-                    try:
-                        request.result = request.run(savepoints)
-                    except Exception as exc:
-                        request.error = exc
-                        if not savepoints:  # it may have written: the whole transaction rolls back
-                            transaction.set_rollback(True)
-                            return self._reset([r for r in ordered if r is not request])
+                accounts = {r.account_id for r in ordered}
+                with locked_ahead(accounts) if len(accounts) > 1 else contextlib.nullcontext():
+                    for request in ordered:
+                        try:
+                            request.result = request.run(savepoints)
+                        except Exception as exc:
+                            request.error = exc
+                            if not savepoints:  # it may have written: the whole transaction rolls back
+                                transaction.set_rollback(True)
+                                return self._reset([r for r in ordered if r is not request])
         except IntegrityError as exc:
             if not savepoints:  # refused at commit: nothing was written
                 return self._reset(ordered)

@@ -34,6 +34,7 @@ from ..selectors import (
     LEVEL,
     AccountSummary,
     Conditions,
+    Exposure,
     account_summary,
     instrument_spec,
     open_positions,
@@ -95,6 +96,7 @@ class _Dealing:
         quotes: QuoteSource,
         conditions: Conditions | None = None,
         revenue_account_id: int | None = None,
+        exposures: list[Exposure] | None = None,
     ) -> None:
         self.account = account
         self.conditions = conditions or Conditions(account.group)
@@ -102,6 +104,9 @@ class _Dealing:
         self.quotes = quotes
         self.outbox = Outbox(account)
         self._positions: list[Position] | None = None
+        # Read with the lock (a dealer's batch, services.locks.locked_ahead): true until the step's
+        # first write, so the first summary takes them and any later one reads again.
+        self._exposures = exposures
 
     @property
     def currency(self) -> str:
@@ -124,8 +129,13 @@ class _Dealing:
     def summary(self) -> AccountSummary:
         """The account's summary now, priced as its margin checks price it (no_price otherwise):
         from the loaded positions, else from the exposures the database sums."""
+        exposures, self._exposures = self._exposures, None
         totals = account_summary(
-            account=self.account, quotes=self.quotes, positions=self._positions, conditions=self.conditions
+            account=self.account,
+            quotes=self.quotes,
+            positions=self._positions,
+            conditions=self.conditions,
+            exposures=exposures if self._positions is None else None,
         )
         if totals.unpriced:
             raise ServiceError(

@@ -1,6 +1,8 @@
 """The trading account's row lock, taken first by every dealing call (with what an order needs when asked)."""
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -14,13 +16,14 @@ from ..models import (
     LedgerAccountKind,
     TradingAccount,
 )
-from ..selectors import Conditions, group_conditions, instrument_by_symbol
+from ..selectors import Conditions, Exposure, accounts_exposures, group_conditions, instrument_by_symbol
 
 
 @cache
-def _lock_sql(trading: bool) -> str:
+def _lock_sql(trading: bool, many: bool = False) -> str:
     """The account row locked and its ledger account; trading: and the house revenue account of the
-    account's currency (commissions post to it), else the account's group."""
+    account's currency (commissions post to it), else the account's group. Many: the rows of a list
+    of ids, locked in ascending id order (the order every dealer locks in)."""
     ledger = sql.quote(LedgerAccount._meta.db_table)
     columns = f"{sql.columns(TradingAccount, 'a')}, {sql.columns(LedgerAccount, 'l')}"
     joins = (
@@ -35,6 +38,8 @@ def _lock_sql(trading: bool) -> str:
     else:
         columns += f", {sql.columns(ClientGroup, 'g')}"
         joins += f" JOIN {sql.quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
+    if many:
+        return f"SELECT {columns}{joins} WHERE a.id = ANY(%s) ORDER BY a.id FOR UPDATE OF a"
     return f"SELECT {columns}{joins} WHERE a.id = %s FOR UPDATE OF a"
 
 
@@ -53,13 +58,40 @@ class Locked(NamedTuple):
     instrument: Instrument
     conditions: Conditions
     revenue_account_id: int | None  # the house revenue account in the account's currency
+    exposures: list[Exposure] | None  # read with the lock by a dealer's batch, else None
+
+
+_ahead = threading.local()
+
+
+@contextmanager
+def locked_ahead(account_ids: Iterable[int]) -> Iterator[None]:
+    """Lock the accounts of a dealer's batch in one statement (ascending ids) and read their exposures
+    in one more, after it (a statement's subqueries would see the snapshot taken before it waited for
+    the locks). In the block, each account's first `_lock_account_trading` takes its row and
+    exposures from there instead of two statements of its own; a later one (the account's next order
+    in the batch, after the first one wrote) locks and reads again."""
+    ids = sorted(set(account_ids))
+    rows = sql.execute(_lock_sql(True, many=True), [LedgerAccountKind.REVENUE, ids]).fetchall()
+    exposures = accounts_exposures(account_ids=ids)
+    _ahead.rows = {row[0]: (row, exposures.get(row[0], [])) for row in rows}
+    try:
+        yield
+    finally:
+        del _ahead.rows
 
 
 def _lock_account_trading(account_id: int, symbol: str) -> Locked:
     """`_lock_account` with the house revenue account in one round trip, and the instrument of
     `symbol` and the group's conditions: those change rarely and come from the process's caches
-    (brokerage.selectors, kept under their data versions); the account's group is its conditions'."""
-    row = sql.execute(_lock_sql(True), [LedgerAccountKind.REVENUE, account_id]).fetchone()
+    (brokerage.selectors, kept under their data versions); the account's group is its conditions'.
+    Within `locked_ahead`, the row and exposures it read for the account, once."""
+    ahead: dict[int, tuple[Sequence[Any], list[Exposure]]] | None = getattr(_ahead, "rows", None)
+    exposures: list[Exposure] | None = None
+    if ahead is not None and account_id in ahead:
+        row, exposures = ahead.pop(account_id)
+    else:
+        row = sql.execute(_lock_sql(True), [LedgerAccountKind.REVENUE, account_id]).fetchone()
     if row is None:
         raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
     account = _build_account(row)
@@ -68,7 +100,7 @@ def _lock_account_trading(account_id: int, symbol: str) -> Locked:
         raise ServiceError("unknown_symbol", f"No instrument {symbol!r}.", status_code=404)
     conditions = group_conditions(account.group_id)
     account.group = conditions.group
-    return Locked(account, instrument, conditions, row[-1])
+    return Locked(account, instrument, conditions, row[-1], exposures)
 
 
 def _lock_account(account_id: int) -> TradingAccount:

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
 
 import pytest
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from brokerage import services
+from brokerage import selectors, services
 from brokerage.models import (
     Deal,
     LedgerTransaction,
@@ -21,6 +22,7 @@ from brokerage.models import (
     TradingAccount,
     TransactionKind,
 )
+from brokerage.services import locks
 from brokerage.services.dealer import dealers
 from kernel.errors import ServiceError
 
@@ -176,4 +178,70 @@ def test_a_batch_the_ledger_rules_refuse_at_commit_runs_again_and_fails_only_the
     assert dealers.batched()[0] > batches_before
     account.refresh_from_db()
     assert account.balance == D("103")
+    assert ledger_problems() == []
+
+
+def test_a_batch_locks_its_accounts_and_reads_their_exposures_once_and_an_account_s_next_order_sees_its_first(
+    alice, group, market, monkeypatch
+):
+    """A batch's accounts are locked in one statement and their exposures read in one more; an
+    account's first order takes both from there, its next order in the batch (after the first
+    wrote) locks and reads again, so its margin check counts the position the first one opened."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    count = len(dealers.dealers) or settings.DEALING_DEALERS
+    accounts: list[TradingAccount] = []
+    while len(accounts) < 4:  # all of one dealer (accounts go to dealers by id)
+        account = open_account(alice, group, balance="2000")
+        if account.pk % count == 0:
+            accounts.append(account)
+    blocker, a, b, c = accounts
+    lock_sql, statements = locks._lock_sql, []
+    monkeypatch.setattr(
+        locks,
+        "_lock_sql",
+        lambda trading, many=False: statements.append(("lock", many)) or lock_sql(trading, many),
+    )
+    open_exposures = selectors.open_exposures
+    monkeypatch.setattr(
+        selectors,
+        "open_exposures",
+        lambda *, account: statements.append(("exposures", account.pk)) or open_exposures(account=account),
+    )
+    results: dict[str, object] = {}
+
+    def submit(key: str, on: TradingAccount) -> None:
+        try:  # 1 lot: 1,100.20 of margin and 20 of spread; two do not fit 2,000
+            results[key] = services.order_submit(account=on, symbol="EURUSD", side="buy", volume=D("1"))
+        except ServiceError as exc:
+            results[key] = exc.code
+        finally:
+            connection.close()
+
+    threads = []
+    with transaction.atomic():
+        # The blocker's order waits for this lock in the dealer while the others queue: one batch.
+        TradingAccount.objects.select_for_update().get(pk=blocker.pk)
+        for key, on in [("blocker", blocker), ("a1", a), ("b", b), ("a2", a), ("c", c)]:
+            thread = threading.Thread(target=submit, args=(key, on))
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.2)
+        statements.clear()  # the blocker's own lock and exposures
+    for thread in threads:
+        thread.join(timeout=30)
+    assert {k: getattr(v, "status", v) for k, v in results.items()} == {
+        "blocker": "filled",
+        "a1": "filled",
+        "b": "filled",
+        "a2": "insufficient_margin",
+        "c": "filled",
+    }
+    assert statements == [
+        ("exposures", blocker.pk),  # its order ran alone, after the lock it waited for
+        ("lock", True),  # the batch: a, b and c together
+        ("lock", False),  # a's second order, after its first one wrote
+        ("exposures", a.pk),
+        ("lock", True),  # it was refused: the others again, each in a savepoint, locked together again
+    ]
+    assert Position.objects.filter(account__in=[a, b, c]).count() == 3
     assert ledger_problems() == []
