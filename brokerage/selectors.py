@@ -401,23 +401,25 @@ def _accounts_exposures_sql(by: str) -> str:
     side, however many positions. The accounts come from position_open_idx, their positions from
     position_account_status_idx."""
     positions = sql.quote(Position._meta.db_table)
-    if by == "ids":
-        accounts = "account_id = ANY(%s)"
+    summed = (
+        "SELECT account_id, instrument_id, side, SUM(volume) AS volume, SUM(volume * open_price) AS cost,"  # noqa: S608
+        f" SUM(margin) AS margin FROM {positions} WHERE status = %s AND "
+    )
+    if by == "ids":  # each account's open positions by their index, as for one account
+        summed = f"unnest(%s::bigint[]) AS a(id) CROSS JOIN LATERAL ({summed}account_id = a.id"
     else:
-        accounts = f"account_id IN (SELECT h.account_id FROM {positions} h WHERE h.status = %s"  # noqa: S608
+        summed = f"({summed}account_id IN (SELECT h.account_id FROM {positions} h WHERE h.status = %s"  # noqa: S608
         if by == "symbols":
-            accounts += (
+            summed += (
                 f" AND h.instrument_id IN (SELECT i.id FROM {sql.quote(Instrument._meta.db_table)} i"  # noqa: S608
                 " WHERE i.symbol = ANY(%s))"
             )
-        accounts += ")"
+        summed += ")"
     return (
         f"SELECT t.account_id, t.side, t.volume, t.cost, t.margin, {sql.columns(Instrument, 'i')}"  # noqa: S608
-        " FROM (SELECT account_id, instrument_id, side, SUM(volume) AS volume,"
-        " SUM(volume * open_price) AS cost, SUM(margin) AS margin"
-        f" FROM {positions} WHERE status = %s AND {accounts}"
-        f" GROUP BY account_id, instrument_id, side) t JOIN {sql.quote(Instrument._meta.db_table)} i"
-        " ON i.id = t.instrument_id ORDER BY t.account_id, i.id, t.side"
+        f" FROM {summed} GROUP BY account_id, instrument_id, side) t"
+        f" JOIN {sql.quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id"
+        " ORDER BY t.account_id, i.id, t.side"
     )
 
 
@@ -426,13 +428,11 @@ def accounts_exposures(
 ) -> dict[int, list[Exposure]]:
     """The exposures of the accounts holding open positions (in any of `symbols`, or of those of
     `account_ids`), by account id in ascending order, as `open_exposures` sums them for one account."""
-    params: list[object] = [PositionStatus.OPEN]
+    params: list[object]
     if account_ids is not None:
-        by = "ids"
-        params.append(list(account_ids))
+        by, params = "ids", [list(account_ids), PositionStatus.OPEN]
     else:
-        by = "all" if symbols is None else "symbols"
-        params.append(PositionStatus.OPEN)
+        by, params = "all" if symbols is None else "symbols", [PositionStatus.OPEN, PositionStatus.OPEN]
         if symbols is not None:
             params.append(list(symbols))
     rows = sql.execute(_accounts_exposures_sql(by), params).fetchall()

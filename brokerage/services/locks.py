@@ -26,10 +26,14 @@ def _lock_sql(trading: bool, many: bool = False) -> str:
     of ids, locked in ascending id order (the order every dealer locks in)."""
     ledger = sql.quote(LedgerAccount._meta.db_table)
     columns = f"{sql.columns(TradingAccount, 'a')}, {sql.columns(LedgerAccount, 'l')}"
-    joins = (
-        f" FROM {sql.quote(TradingAccount._meta.db_table)} a"
-        f" LEFT JOIN {ledger} l ON l.trading_account_id = a.id"
-    )
+    accounts = sql.quote(TradingAccount._meta.db_table)
+    if many:  # each id looked up by its keys, as one id is, whatever the planner makes of a list
+        joins = (
+            f" FROM unnest(%s::bigint[]) AS u(id) JOIN {accounts} a ON a.id = u.id LEFT JOIN LATERAL"  # noqa: S608
+            f" (SELECT * FROM {ledger} WHERE trading_account_id = a.id) l ON true"
+        )
+    else:
+        joins = f" FROM {accounts} a LEFT JOIN {ledger} l ON l.trading_account_id = a.id"
     if trading:
         columns += (
             f", (SELECT h.id FROM {ledger} h WHERE h.kind = %s"  # noqa: S608
@@ -39,7 +43,7 @@ def _lock_sql(trading: bool, many: bool = False) -> str:
         columns += f", {sql.columns(ClientGroup, 'g')}"
         joins += f" JOIN {sql.quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
     if many:
-        return f"SELECT {columns}{joins} WHERE a.id = ANY(%s) ORDER BY a.id FOR UPDATE OF a"
+        return f"SELECT {columns}{joins} ORDER BY a.id FOR UPDATE OF a"
     return f"SELECT {columns}{joins} WHERE a.id = %s FOR UPDATE OF a"
 
 
