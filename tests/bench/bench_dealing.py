@@ -9,12 +9,13 @@ afterwards) and a -bench Redis prefix, with DEBUG off as in production. Each pro
 start-up objects out of the GC first, as the web and worker processes do. The orders that shared a
 commit are reported on stderr.
 
-order_sql_orders_per_s: the database's own ceiling for that path. The statements one market order
-runs (recorded from order_submit on the same database: the account lock, the exposures, the linked
-insert of the order, position and deal) replayed by pgbench, with no Python at all:
-SQL_ORDERS_PER_COMMIT orders of ascending accounts in each transaction (a dealer's group commit at its
-best), SQL_CLIENTS clients. The order service cannot beat it, so it splits the gap between
-order_service_orders_per_s and its bar into the database's part and the Python part.
+order_sql_orders_per_s: the database's own ceiling for that path. The statements a dealer's batch of
+SQL_ORDERS_PER_COMMIT market orders on as many accounts runs (recorded from order_submit on the same
+database: the accounts locked together, their exposures read together, each order's linked insert of
+the order, position and deal) replayed by pgbench, with no Python at all: one batch of ascending
+accounts per transaction (a dealer's group commit at its best), SQL_CLIENTS clients. The order
+service cannot beat it, so it splits the gap between order_service_orders_per_s and its bar into the
+database's part and the Python part.
 
 trigger_scan_10k_ms: checking one quote against 10,000 pending triggers in the watcher's index.
 """
@@ -43,7 +44,7 @@ import django
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 
 ACCOUNTS = 200
@@ -186,58 +187,61 @@ def orders_per_s(account_ids: list[int]) -> float:
 
 
 def order_sql_per_s(account_ids: list[int]) -> float:
-    """Record the statements of one market order (run on this thread's connection, not a dealer's),
-    render each with its values, put each order's account id back as a pgbench variable, and replay
-    SQL_ORDERS_PER_COMMIT orders per transaction, each on an account of its own slice of the accounts
-    (ascending, as a dealer locks them: no deadlock)."""
+    """Record the statements of a dealer's batch of SQL_ORDERS_PER_COMMIT market orders on as many
+    accounts (run on this thread's connection, not a dealer's, as a batch's first attempt runs them:
+    the accounts locked together and their exposures read together, then each order's linked insert),
+    render each with its values, put the accounts' ids back as pgbench variables (one account of its
+    own slice of the accounts per order, so ascending, as a dealer locks them: no deadlock) and replay
+    the batch as one transaction."""
     import psycopg
 
     from brokerage import services
     from brokerage.models import TradingAccount
     from brokerage.quotes import MemoryQuoteSource
+    from brokerage.services.locks import locked_ahead
     from marketdata.quotes import Quote, SelectedQuote
 
     quotes = MemoryQuoteSource()
     now = time.time_ns()
     quote = Quote("EURUSD", "sim", D("1.10000"), D("1.10012"), now, now)
     quotes.update(SelectedQuote(symbol="EURUSD", seq=1, quote=quote, tradable=True))
-    account = TradingAccount.objects.get(pk=account_ids[-1])
+    share = len(account_ids) // SQL_ORDERS_PER_COMMIT
+    batch = [account_ids[(k + 1) * share - 1] for k in range(SQL_ORDERS_PER_COMMIT)]
+    accounts = TradingAccount.objects.in_bulk(batch)
     statements: list[tuple[str, Any]] = []
 
     def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        statements.append((sql, params))
+        if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):  # a dealer's first attempt has none
+            statements.append((sql, params))
         return execute(sql, params, many, context)
 
-    batch_ms, settings.DEALING_BATCH_MS = settings.DEALING_BATCH_MS, 0
-    try:
-        with connection.execute_wrapper(record):
+    with connection.execute_wrapper(record), transaction.atomic(), locked_ahead(batch):
+        for account_id in batch:
             services.order_submit(
-                account=account, symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
+                account=accounts[account_id], symbol="EURUSD", side="buy", volume=D("0.01"), quotes=quotes
             )
-    finally:
-        settings.DEALING_BATCH_MS = batch_ms
-    assert statements, "order_submit ran no statement on this connection"
     mogrify = psycopg.ClientCursor(connection.connection).mogrify
-    order = [mogrify(sql, params) for sql, params in statements]
-    own_id = re.compile(rf"\b{account.pk}\b")
-    other_id = re.compile(rf"\b{FIRST_ACCOUNT_ID // 1000}\d{{3}}\b")  # another account's, as a whole number
-    assert not any(other_id.search(own_id.sub("", s)) for s in order), "an account id is ambiguous"
-    share = len(account_ids) // SQL_ORDERS_PER_COMMIT
+    rendered = [mogrify(sql, params) for sql, params in statements]
+    together = re.compile(r"'\{" + ",".join(str(a) for a in batch) + r"\}'::int[48]\[\]")
+    variables = ", ".join(f":a{k}" for k in range(SQL_ORDERS_PER_COMMIT))
+    script = [together.sub(f"ARRAY[{variables}]::bigint[]", s) for s in rendered]
+    for k, account_id in enumerate(batch):
+        script = [re.sub(rf"\b{account_id}\b", f":a{k}", s) for s in script]
+    assert sum(bool(together.search(s)) for s in rendered) == 2, "the batch's lock and exposures"
+    other_id = re.compile(rf"\b{FIRST_ACCOUNT_ID // 1000}\d{{3}}\b")  # an account id not replaced
+    assert not any(other_id.search(s) for s in script), "an account id is ambiguous"
     lines = [
         f"\\set a{k} random({account_ids[k * share]}, {account_ids[(k + 1) * share - 1]})"
         for k in range(SQL_ORDERS_PER_COMMIT)
     ]
-    lines.append("BEGIN;")
-    for k in range(SQL_ORDERS_PER_COMMIT):
-        lines += [own_id.sub(f":a{k}", s) + ";" for s in order]
-    lines.append("COMMIT;")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write("\n".join(lines) + "\n")
-        script.flush()
+    lines += ["BEGIN;", *(s + ";" for s in script), "COMMIT;"]
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
+        file.write("\n".join(lines) + "\n")
+        file.flush()
         clients = str(SQL_CLIENTS)
         tps = pgbench_tps(
             settings.DATABASES["default"]["NAME"],
-            *("-M", "prepared", "-f", script.name, "-c", clients, "-j", clients, "-T", str(SQL_SECONDS)),
+            *("-M", "prepared", "-f", file.name, "-c", clients, "-j", clients, "-T", str(SQL_SECONDS)),
         )
     return tps * SQL_ORDERS_PER_COMMIT
 
