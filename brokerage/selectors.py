@@ -194,26 +194,9 @@ def exposures_of(positions: Iterable[Position]) -> list[Exposure]:
     ]
 
 
-@cache
-def _exposures_sql() -> str:
-    """The positions summed first, then one instrument row joined per exposure: joining before
-    grouping looked the instrument up once per position (three times the buffer reads of the sum,
-    the statement's cost for an account holding many positions). The account's open positions come
-    from position_account_status_idx."""
-    return (
-        f"SELECT {sql.columns(Instrument, 'i')}, t.side, t.volume, t.cost, t.margin"  # noqa: S608
-        " FROM (SELECT instrument_id, side, SUM(volume) AS volume, SUM(volume * open_price) AS cost,"
-        f" SUM(margin) AS margin FROM {sql.quote(Position._meta.db_table)}"
-        " WHERE account_id = %s AND status = %s GROUP BY instrument_id, side) t"
-        f" JOIN {sql.quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id ORDER BY i.id, t.side"
-    )
-
-
 def open_exposures(*, account: TradingAccount) -> list[Exposure]:
     """The account's exposures summed by the database: one row each, however many positions."""
-    rows = sql.execute(_exposures_sql(), [account.pk, PositionStatus.OPEN]).fetchall()
-    n = sql.width(Instrument)
-    return [Exposure(sql.build(Instrument, row), *row[n:]) for row in rows]
+    return accounts_exposures(account_ids=[account.pk]).get(account.pk, [])
 
 
 def open_positions(*, account: TradingAccount) -> list[Position]:
@@ -396,10 +379,13 @@ class MarginRow:
 
 @cache
 def _accounts_exposures_sql(by: str) -> str:
-    """The exposures of every account holding an open position (`by` "symbols": in any of the symbols
-    given; "ids": of the accounts given), summed by the database: one row per account, instrument and
-    side, however many positions. The accounts come from position_open_idx, their positions from
-    position_account_status_idx."""
+    """The exposures of accounts summed by the database: one row per account, instrument and side,
+    however many positions. `by` "ids": of the accounts given, each account's open positions read
+    from position_account_status_idx as for one account (with `account_id = ANY(ids)` the planner
+    read every open position through position_open_idx and filtered them); "symbols": of every account
+    holding an open position in any of the symbols given; "all": of every account holding one. The
+    positions are summed first, then one instrument row joined per exposure: joining before grouping
+    looked the instrument up once per position."""
     positions = sql.quote(Position._meta.db_table)
     summed = (
         "SELECT account_id, instrument_id, side, SUM(volume) AS volume, SUM(volume * open_price) AS cost,"  # noqa: S608
