@@ -363,7 +363,8 @@ def _open(
         )
         position = existing
     else:
-        position = Position(
+        position = sql.new(
+            Position,
             account=d.account,
             instrument=instrument,
             side=order.side,
@@ -377,7 +378,8 @@ def _open(
         sql.insert(position)
         d.opened(position)
     commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
-    deal = Deal(
+    deal = sql.new(
+        Deal,
         account=d.account,
         order=order,
         position=position,
@@ -419,7 +421,8 @@ def _open_new(
     instrument = order.instrument
     now = timezone.now()
     commission = pricing.money(d.conditions.commission(instrument, volume), d.currency)
-    position = Position(
+    position = sql.new(
+        Position,
         account=d.account,
         instrument=instrument,
         side=order.side,
@@ -431,7 +434,8 @@ def _open_new(
         commission=-commission,
         opened_at=now,
     )
-    deal = Deal(
+    deal = sql.new(
+        Deal,
         account=d.account,
         instrument=instrument,
         side=order.side,
@@ -537,7 +541,8 @@ def _close(
     if not remaining:
         position.status, position.close_reason, position.closed_at = PositionStatus.CLOSED, reason, now
         d.closed(position)
-    deal = Deal(
+    deal = sql.new(
+        Deal,
         account=d.account,
         order=order,
         position=position,
@@ -594,7 +599,8 @@ def _protect_negative_balance(d: _Dealing) -> None:
 def _closing_order(
     d: _Dealing, position: Position, volume: Decimal, *, reason: str, created_by: User | None
 ) -> Order:
-    return Order(
+    return sql.new(
+        Order,
         account=d.account,
         instrument=position.instrument,
         type=OrderType.MARKET,

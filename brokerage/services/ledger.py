@@ -94,7 +94,8 @@ def _ledger_rows(
             raise ServiceError(
                 "invalid_amount", f"Posting {amount} is zero or below {currency}'s minor unit."
             )
-    txn = LedgerTransaction(
+    txn = sql.new(
+        LedgerTransaction,
         kind=kind,
         currency=currency,
         order=order,
@@ -103,7 +104,7 @@ def _ledger_rows(
         comment=comment[:255],
         created_by=created_by,
     )
-    rows = [Posting(ledger_account_id=la, amount=amount) for la, _, amount in postings]
+    rows = [sql.new(Posting, ledger_account_id=la, amount=amount) for la, _, amount in postings]
     return txn, rows
 
 

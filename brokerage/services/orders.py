@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
-from kernel import metrics, versions
+from kernel import metrics, sql, versions
 from kernel.errors import ServiceError
 from users.models import User
 from users.services import audit_record
@@ -175,7 +175,8 @@ def order_submit(
             _check_trading_state(
                 locked, instrument, venues=(tick.venue, decision.venue), opening=not reduces, reason=reason
             )
-            order = Order(
+            order = sql.new(
+                Order,
                 account=locked,
                 instrument=instrument,
                 client_order_id=client_order_id,

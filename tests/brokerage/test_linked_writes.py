@@ -1,18 +1,21 @@
 """A market order's rows are written in one statement (kernel.sql.insert_linked), and the database's
 ledger rules judge that statement as they judge separate ones."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 from unittest.mock import patch
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
+from django.db.models.signals import post_init
 
 from brokerage import services
 from brokerage.models import (
     ClientGroup,
     Deal,
+    LedgerAccount,
     LedgerAccountKind,
     LedgerTransaction,
     Order,
@@ -23,6 +26,7 @@ from brokerage.models import (
     TransactionKind,
 )
 from brokerage.services.ledger import house_account
+from fix.models import FixSession
 from kernel import sql
 from marketdata.models import Instrument
 from users.models import User
@@ -130,8 +134,47 @@ def test_inserts_bind_what_django_binds(account: TradingAccount, instruments: di
         return params
 
     def django(order: Order) -> list[Any]:
-        return [f.get_db_prep_save(f.pre_save(order, True), connection) for f, _ in savers]
+        return [f.get_db_prep_save(f.pre_save(order, True), connection) for f, _, _ in savers]
 
     with patch("django.utils.timezone.now", return_value=now):  # updated_at (auto_now)
         for order in orders:
             assert bound(order, fast) == bound(order, django)
+        assert [bound(order, django)[-1][0] for order in orders] == [datetime, datetime, ValidationError]
+
+
+def test_new_builds_what_the_constructor_builds(
+    account: TradingAccount, instruments: dict[str, Instrument]
+) -> None:
+    eurusd = instruments["EURUSD"]
+    given: dict[str, Any] = {"instrument": eurusd, "type": "market", "side": "buy", "volume": D("0.10")}
+    for values in ({"account": account, "position": None}, {"account_id": account.pk}):
+        built, expected = sql.new(Order, **values, **given), Order(**values, **given)
+        assert built.created_at - expected.created_at < timedelta(seconds=1)  # the default, called
+        built.created_at = expected.created_at
+        assert [getattr(built, a) for a in sql._attnames(Order)] == [
+            getattr(expected, a) for a in sql._attnames(Order)
+        ]
+        assert built._state.adding and built.pk is None
+        assert built.instrument is eurusd  # cached as the descriptor caches it: no query
+        assert ("account" in built._state.fields_cache) == ("account" in values)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        sql.new(Order, colour="red")
+    other = TradingAccount(pk=account.pk + 1000, currency="USD")
+    ledger = sql.new(LedgerAccount, trading_account=other, kind=LedgerAccountKind.CLIENT, currency="USD")
+    assert ledger.trading_account_id == other.pk
+    assert other.ledger_account is ledger  # a one-to-one: its other side cached too, as assignment does
+
+
+def test_new_and_build_keep_init_receivers_and_a_model_s_own_from_db(account: TradingAccount) -> None:
+    seen: list[Order] = []
+
+    def receiver(sender: type, instance: Order, **kwargs: Any) -> None:
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=Order)
+    try:
+        order = sql.new(Order, account=account, volume=D("1"))
+    finally:
+        post_init.disconnect(receiver, sender=Order)
+    assert seen == [order]
+    assert sql._reads_itself(FixSession) and not sql._reads_itself(Order)
