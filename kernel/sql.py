@@ -6,7 +6,8 @@ against ~30 µs for the PostgreSQL round trip, so a market fill spent most of it
 These helpers build their SQL from the models' metadata (tables, columns, database defaults), cache
 it, and run it on Django's connection (same transaction, same query logging and error wrapping) as
 server-side prepared statements, so PostgreSQL too parses and plans each one once per connection.
-Rows come back as model instances. `insert` and `update` do what Model.save() and QuerySet.update()
+Rows come back as model instances, built without Django's per-field calls as `new` builds the
+hot paths' new rows. `insert` and `update` do what Model.save() and QuerySet.update()
 do for models without signal receivers; an INSERT binds a value that Django's conversion would pass
 through unchanged as it is, without the calls (about 70 values per market order). Callers keep
 every row lock and conditional update they had. `execute` runs a statement of the caller's own
