@@ -252,7 +252,9 @@ def _instance(model: type[M], values: Sequence[Any]) -> M:
     """`model(*values)` (every concrete field's value, in field order) as Django's __init__ builds
     it, the values put straight into the instance's dict instead of one descriptor call per field
     (as unpickling builds an instance). A model with pre_init or post_init receivers takes __init__."""
-    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+    if (pre_init.receivers and pre_init.has_listeners(model)) or (  # none at all: as Signal.send skips
+        post_init.receivers and post_init.has_listeners(model)
+    ):
         return model(*values)
     obj = model.__new__(model)
     obj._state = ModelState()
