@@ -158,8 +158,8 @@ def _save_params(obj: Model, savers: Sequence[Saver], db: BaseDatabaseWrapper, p
             value is None
             or (
                 type(value) is kind
-                and (kind is not Decimal or value.is_finite())
-                and (kind is not datetime or value.utcoffset() is not None)
+                and (kind is not Decimal or value.is_finite())  # type: ignore[attr-defined]
+                and (kind is not datetime or value.utcoffset() is not None)  # type: ignore[attr-defined]
             )
             or (kind is str and isinstance(value, str))
         ):
@@ -171,7 +171,7 @@ def _save_params(obj: Model, savers: Sequence[Saver], db: BaseDatabaseWrapper, p
 class _NewPlan(NamedTuple):
     defaults: list[Any]  # each field's default where it is the same for every instance
     called: list[tuple[int, Callable[[], Any]]]  # where a callable makes it for each instance
-    index: dict[str, tuple[int, AnyField | None]]  # by name and attname: the field's place, and
+    places: dict[str, tuple[int, AnyField | None]]  # by name and attname: the field's place, and
     # the field where the name is a foreign key's (given a related instance, not a key)
 
 
@@ -179,18 +179,18 @@ class _NewPlan(NamedTuple):
 def _new_plan(model: type[Model]) -> _NewPlan:
     defaults: list[Any] = []
     called: list[tuple[int, Callable[[], Any]]] = []
-    index: dict[str, tuple[int, AnyField | None]] = {}
+    places: dict[str, tuple[int, AnyField | None]] = {}
     for i, f in enumerate(_fields(model)):
         if f.has_default() and callable(f.default):
             called.append((i, f.default))
             defaults.append(None)
         else:
             defaults.append(f.get_default())  # what Django's __init__ gives each instance
-        index[f.attname] = (i, None)
+        places[f.attname] = (i, None)
         if f.is_relation:
             assert f.target_field.primary_key, f"{model.__name__}.{f.name} is not to a primary key"  # type: ignore[attr-defined]
-            index[f.name] = (i, f)
-    return _NewPlan(defaults, called, index)
+            places[f.name] = (i, f)
+    return _NewPlan(defaults, called, places)
 
 
 def new(model: type[M], **values: Any) -> M:
@@ -204,7 +204,7 @@ def new(model: type[M], **values: Any) -> M:
     related: list[tuple[AnyField, Model]] = []
     for name, value in values.items():
         try:
-            i, f = plan.index[name]
+            i, f = plan.places[name]
         except KeyError:
             raise TypeError(f"{model.__name__}() got an unexpected keyword argument {name!r}") from None
         if f is not None and value is not None:
@@ -214,8 +214,9 @@ def new(model: type[M], **values: Any) -> M:
     obj = _instance(model, args)
     for f, value in related:
         f.set_cached_value(obj, value)  # type: ignore[attr-defined]
-        if not f.remote_field.multiple:  # a one-to-one: the other side's cache too
-            f.remote_field.set_cached_value(value, obj)  # type: ignore[union-attr]
+        remote: Any = f.remote_field
+        if not remote.multiple:  # a one-to-one: the other side's cache too
+            remote.set_cached_value(value, obj)
     return obj
 
 
