@@ -3,10 +3,12 @@ transaction, so they share one commit (one WAL flush) instead of paying one each
 
 `order_submit`, called outside a transaction, hands its order to the dealer of its account (accounts
 are spread over `DEALING_DEALERS` dealer threads by id, so one account's orders keep their order) and
-waits for the outcome. A dealer that finds no other order waiting runs the order on its own, as the
-per-order path always did: an idle desk adds no latency. When orders are waiting (the dealer was busy
-with the last transaction), it takes them and whatever arrives within `DEALING_BATCH_MS` of the first
-one (at most `DEALING_BATCH_MAX`) and runs them in one transaction, in account order (ascending ids,
+waits for the outcome. When nothing of that dealer's is waiting or being dealt with, the caller deals
+with its order itself, alone, as the per-order path always did: an idle desk adds no latency, not even
+a hand-off to the dealer thread and back; orders arriving meanwhile are held and queued for the thread
+when it is done. When orders are waiting (the dealer was busy with the last transaction), the dealer
+thread takes them and whatever arrives within `DEALING_BATCH_MS` of the first one (at most
+`DEALING_BATCH_MAX`) and runs them in one transaction, in account order (ascending ids,
 so two dealers never wait on each other's locks in a cycle). The orders first run without savepoints
 (two round trips per order fewer): when one is refused or fails, that transaction rolls back, the
 order keeps its error (it met the same state at the same place in the batch) and its neighbours run
@@ -61,8 +63,40 @@ class _Dealer:
         self.queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self.batches = 0  # transactions of more than one order, and the orders they held
         self.batched = 0
+        # Orders of this dealer's accounts not yet dealt with (queued, held, or being dealt with by
+        # the thread or by a caller), whether a caller is dealing with its own, and the orders that
+        # arrived meanwhile (queued when it is done, so the thread wakes once): guarded by `lock`.
+        self.pending = 0
+        self.inline = False
+        self.held: list[_Request] = []
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
+
+    def submit(self, request: _Request) -> Order:
+        """Deal with the order in the caller's thread when nothing of this dealer's is waiting or
+        being dealt with (no hand-over to the dealer thread and back); else queue it for the thread,
+        which takes it after the orders ahead of it, the caller's own included."""
+        with self.lock:
+            inline = self.pending == 0
+            self.pending += 1
+            if inline:
+                self.inline = True
+            elif self.inline:
+                self.held.append(request)
+            else:
+                self.queue.put(request)
+        if inline:
+            try:
+                self._one(request)
+            finally:
+                with self.lock:
+                    self.pending -= 1
+                    self.inline = False
+                    for held in self.held:
+                        self.queue.put(held)
+                    self.held = []
+        return request.outcome()
 
     def _loop(self) -> None:
         while True:
@@ -70,10 +104,13 @@ class _Dealer:
             if first is None:  # closed: everything queued before was dealt with
                 connection.close()
                 return
-            if self.queue.empty():
+            batch = [first] if self.queue.empty() else self._collect(first)
+            if len(batch) == 1:
                 self._one(first)
             else:
-                self._batch(self._collect(first))
+                self._batch(batch)
+            with self.lock:
+                self.pending -= len(batch)
             if connection.errors_occurred:
                 connection.close_if_unusable_or_obsolete()
 
@@ -194,9 +231,7 @@ class _Dealers:
                     self.dealers = [_Dealer(f"dealer-{i}") for i in range(count)]
                     self.threads = {d.thread for d in self.dealers}
                     self.pid = os.getpid()
-        request = _Request(account_id, run)
-        self.dealers[account_id % len(self.dealers)].queue.put(request)
-        return request.outcome()
+        return self.dealers[account_id % len(self.dealers)].submit(_Request(account_id, run))
 
 
 dealers = _Dealers()

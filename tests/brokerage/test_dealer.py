@@ -245,3 +245,33 @@ def test_a_batch_locks_its_accounts_and_reads_their_exposures_once_and_an_accoun
     ]
     assert Position.objects.filter(account__in=[a, b, c]).count() == 3
     assert ledger_problems() == []
+
+
+def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_waits_for_it() -> None:
+    """No hand-over when nothing of the dealer's is waiting: the caller deals with its own order.
+    An order arriving meanwhile goes to the dealer thread, which takes it only after that one."""
+    ran: list[tuple[str, threading.Thread]] = []
+    release = threading.Event()
+
+    def first(savepoint: bool) -> Order:
+        ran.append(("first", threading.current_thread()))
+        release.wait(10)
+        return Order()
+
+    def second(savepoint: bool) -> Order:
+        ran.append(("second", threading.current_thread()))
+        return Order()
+
+    callers = [threading.Thread(target=dealers.submit, args=(7, run)) for run in (first, second)]
+    callers[0].start()
+    deadline = time.monotonic() + 10
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    callers[1].start()
+    time.sleep(0.3)
+    assert [name for name, _ in ran] == ["first"]  # the second waits behind the caller's own
+    release.set()
+    for caller in callers:
+        caller.join(timeout=10)
+    assert ran[0] == ("first", callers[0])
+    assert ran[1][0] == "second" and ran[1][1] in dealers.threads
