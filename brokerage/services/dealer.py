@@ -68,7 +68,7 @@ class _Dealer:
         # arrived meanwhile (queued when it is done, so the thread wakes once): guarded by `lock`.
         self.pending = 0
         self.inline = False
-        self.held: list[_Request] = []
+        self.held: list[_Request | None] = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
@@ -97,6 +97,14 @@ class _Dealer:
                         self.queue.put(held)
                     self.held = []
         return request.outcome()
+
+    def close(self) -> None:
+        """Stop the thread once it has dealt with what is queued, and held behind a caller's own."""
+        with self.lock:
+            if self.inline:
+                self.held.append(None)
+            else:
+                self.queue.put(None)
 
     def _loop(self) -> None:
         while True:
@@ -218,7 +226,7 @@ class _Dealers:
             if self.pid != os.getpid():
                 return
             for dealer in self.dealers:
-                dealer.queue.put(None)
+                dealer.close()
             for dealer in self.dealers:
                 dealer.thread.join()
             self.pid, self.dealers, self.threads = 0, [], set()

@@ -275,3 +275,32 @@ def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_wai
         caller.join(timeout=10)
     assert ran[0] == ("first", callers[0])
     assert ran[1][0] == "second" and ran[1][1] in dealers.threads
+
+
+def test_closing_the_dealers_while_a_caller_deals_with_its_own_deals_with_those_held_behind_it() -> None:
+    ran: list[str] = []
+    release = threading.Event()
+
+    def first(savepoint: bool) -> Order:
+        ran.append("first")
+        release.wait(10)
+        return Order()
+
+    def second(savepoint: bool) -> Order:
+        ran.append("second")
+        return Order()
+
+    callers = [threading.Thread(target=dealers.submit, args=(7, run)) for run in (first, second)]
+    callers[0].start()
+    deadline = time.monotonic() + 10
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    callers[1].start()
+    time.sleep(0.3)  # held behind the first
+    closing = threading.Thread(target=dealers.close)
+    closing.start()
+    release.set()
+    for thread in [*callers, closing]:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert ran == ["first", "second"]
