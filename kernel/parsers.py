@@ -1,6 +1,7 @@
-"""DRF's JSON parser, refusing with 400 a document nested deeper than MAX_JSON_DEPTH levels (deeper
-ones would exhaust the parser's or a serializer's recursion) or carrying a NUL character in any key
-or string (PostgreSQL cannot store one)."""
+"""DRF's parsers, refusing with 400 a body carrying a NUL character in any key or string (PostgreSQL
+cannot store one, nor compare with one: a lookup by such a value fails in the database), and a JSON
+document nested deeper than MAX_JSON_DEPTH levels (deeper ones would exhaust the parser's or a
+serializer's recursion)."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -42,3 +43,33 @@ class JSONParser(parsers.JSONParser):
         if problem is not None:
             raise ParseError(problem)
         return data
+
+
+def _form_problem(data: Any) -> str | None:
+    """Why a parsed form is refused, or None: a NUL character in a field's name or any of its values."""
+    for key in data:
+        if "\x00" in key or any(isinstance(v, str) and "\x00" in v for v in data.getlist(key)):
+            return "NUL characters are not allowed."
+    return None
+
+
+class FormParser(parsers.FormParser):
+    """DRF's URL-encoded form parser, refusing NUL characters."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        problem = _form_problem(data)
+        if problem is not None:
+            raise ParseError(problem)
+        return data
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser, refusing NUL characters in the form's fields (files are bytes)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        parsed = super().parse(stream, media_type, parser_context)
+        problem = _form_problem(parsed.data)
+        if problem is not None:
+            raise ParseError(problem)
+        return parsed

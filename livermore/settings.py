@@ -321,8 +321,8 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kernel.negotiation.ContentNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "kernel.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "kernel.parsers.FormParser",
+        "kernel.parsers.MultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": [
         "kernel.throttling.AnonRateThrottle",

@@ -1,7 +1,7 @@
 """Hostile input is answered 4xx in the error shape, never 500."""
 
 import base64
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from rest_framework.test import APIClient
@@ -55,6 +55,20 @@ def test_a_nul_anywhere_in_json_is_refused(api: APIClient) -> None:
     body = '{"name":"x","kind":"discord","webhook_url":"https://discord.com/api/webhooks/1/a","\\u0000":1}'
     response = api.post("/api/v1/alert-channels", data=body, content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+@pytest.mark.parametrize("field", [("symbol", "EUR\x00USD"), ("name\x00", "x")])
+def test_a_nul_in_a_form_is_refused(api: APIClient, content_type: str, field: tuple[str, str]) -> None:
+    """A form's value or field name with a NUL: a lookup by it (the rule's symbol) would fail in the
+    database."""
+    data = dict([("timeframe", "1h"), ("condition", "less_than"), ("threshold", "1"), field])
+    if content_type == "multipart/form-data":
+        response = api.post("/api/v1/alert-rules", data=data, format="multipart")
+    else:
+        response = api.post("/api/v1/alert-rules", data=urlencode(data), content_type=content_type)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
 
 
 @pytest.mark.parametrize(
