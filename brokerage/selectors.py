@@ -94,6 +94,11 @@ def _instrument_load(symbol: str) -> Instrument | None:
     return found[0] if found else None
 
 
+def _instrument_by_id_load(instrument_id: int) -> Instrument:
+    (found,) = sql.select(Instrument, "t.id = %s", [instrument_id])
+    return found
+
+
 # Every order needs its instrument and its group's conditions, which change only when an operator
 # edits them: they are kept per process under their data versions instead of read with each order.
 # The kept objects are shared by every thread of the process: read them, never change them.
@@ -102,6 +107,11 @@ _group_conditions: versions.VersionedCache[int, Conditions] = versions.Versioned
 )
 _instruments: versions.VersionedCache[str, Instrument | None] = versions.VersionedCache(
     (MARKET_VERSION,), _instrument_load, size=4096, seed=True
+)
+# The instruments of positions (an exposure names its instrument by id): an instrument a position
+# refers to cannot be deleted.
+_instruments_by_id: versions.VersionedCache[int, Instrument] = versions.VersionedCache(
+    (MARKET_VERSION,), _instrument_by_id_load, size=4096, seed=True
 )
 
 
@@ -384,8 +394,8 @@ def _accounts_exposures_sql(by: str) -> str:
     from position_account_status_idx as for one account (with `account_id = ANY(ids)` the planner
     read every open position through position_open_idx and filtered them); "symbols": of every account
     holding an open position in any of the symbols given; "all": of every account holding one. The
-    positions are summed first, then one instrument row joined per exposure: joining before grouping
-    looked the instrument up once per position."""
+    positions are summed and their instruments come from the process's cache (`_instruments_by_id`),
+    as the order's own instrument does."""
     positions = sql.quote(Position._meta.db_table)
     summed = (
         "SELECT account_id, instrument_id, side, SUM(volume) AS volume, SUM(volume * open_price) AS cost,"  # noqa: S608
@@ -402,10 +412,9 @@ def _accounts_exposures_sql(by: str) -> str:
             )
         summed += ")"
     return (
-        f"SELECT t.account_id, t.side, t.volume, t.cost, t.margin, {sql.columns(Instrument, 'i')}"  # noqa: S608
+        "SELECT t.account_id, t.instrument_id, t.side, t.volume, t.cost, t.margin"  # noqa: S608
         f" FROM {summed} GROUP BY account_id, instrument_id, side) t"
-        f" JOIN {sql.quote(Instrument._meta.db_table)} i ON i.id = t.instrument_id"
-        " ORDER BY t.account_id, i.id, t.side"
+        " ORDER BY t.account_id, t.instrument_id, t.side"
     )
 
 
@@ -422,13 +431,11 @@ def accounts_exposures(
         if symbols is not None:
             params.append(list(symbols))
     rows = sql.execute(_accounts_exposures_sql(by), params).fetchall()
-    instruments: dict[int, Instrument] = {}  # each built once, however many accounts hold it
     by_account: dict[int, list[Exposure]] = {}
-    for row in rows:
-        instrument = instruments.get(row[5])
-        if instrument is None:
-            instrument = instruments[row[5]] = sql.build(Instrument, row, 5)
-        by_account.setdefault(row[0], []).append(Exposure(instrument, *row[1:5]))
+    with versions.pinned():  # one read of the market version for all of them (an order's own pin)
+        for account_id, instrument_id, *sums in rows:
+            instrument = _instruments_by_id.get(instrument_id)
+            by_account.setdefault(account_id, []).append(Exposure(instrument, *sums))
     return by_account
 
 

@@ -36,7 +36,8 @@ def test_an_order_reads_no_instrument_or_group_rows_while_their_versions_stand(
 ) -> None:
     market.set("EURUSD", "1.1000", "1.1002")
     set_commission(group, instruments["EURUSD"], "7")
-    buy(account)  # reads and keeps them
+    buy(account)  # reads and keeps them: the order's instrument, by symbol, and its group
+    buy(account)  # and the instrument of the position the first opened, by id (its exposure)
     seen: list[str] = []
 
     def wrapper(execute: Any, query: str, params: Any, many: bool, context: Any) -> Any:
