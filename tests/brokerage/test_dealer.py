@@ -247,10 +247,13 @@ def test_a_batch_locks_its_accounts_and_reads_their_exposures_once_and_an_accoun
     assert ledger_problems() == []
 
 
-def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_waits_for_it() -> None:
-    """No hand-over when nothing of the dealer's is waiting: the caller deals with its own order.
-    An order arriving meanwhile goes to the dealer thread, which takes it only after that one."""
-    ran: list[tuple[str, threading.Thread]] = []
+Ran = list[tuple[str, threading.Thread]]  # what ran: its name and thread
+
+
+def _second_behind_a_caller_s_own() -> tuple[Ran, threading.Event, list[threading.Thread]]:
+    """Two orders of one idle dealer: the first dealt with by its caller until `release` is set, the
+    second submitted meanwhile. Returns what ran (name, thread), `release` and the two callers."""
+    ran: Ran = []
     release = threading.Event()
 
     def first(savepoint: bool) -> Order:
@@ -269,6 +272,13 @@ def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_wai
         time.sleep(0.01)
     callers[1].start()
     time.sleep(0.3)
+    return ran, release, callers
+
+
+def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_waits_for_it() -> None:
+    """No hand-over when nothing of the dealer's is waiting: the caller deals with its own order.
+    An order arriving meanwhile goes to the dealer thread, which takes it only after that one."""
+    ran, release, callers = _second_behind_a_caller_s_own()
     assert [name for name, _ in ran] == ["first"]  # the second waits behind the caller's own
     release.set()
     for caller in callers:
@@ -278,29 +288,11 @@ def test_an_idle_dealer_s_order_runs_in_its_caller_s_thread_and_the_next_one_wai
 
 
 def test_closing_the_dealers_while_a_caller_deals_with_its_own_deals_with_those_held_behind_it() -> None:
-    ran: list[str] = []
-    release = threading.Event()
-
-    def first(savepoint: bool) -> Order:
-        ran.append("first")
-        release.wait(10)
-        return Order()
-
-    def second(savepoint: bool) -> Order:
-        ran.append("second")
-        return Order()
-
-    callers = [threading.Thread(target=dealers.submit, args=(7, run)) for run in (first, second)]
-    callers[0].start()
-    deadline = time.monotonic() + 10
-    while not ran and time.monotonic() < deadline:
-        time.sleep(0.01)
-    callers[1].start()
-    time.sleep(0.3)  # held behind the first
+    ran, release, callers = _second_behind_a_caller_s_own()
     closing = threading.Thread(target=dealers.close)
     closing.start()
     release.set()
     for thread in [*callers, closing]:
         thread.join(timeout=10)
         assert not thread.is_alive()
-    assert ran == ["first", "second"]
+    assert [name for name, _ in ran] == ["first", "second"]
