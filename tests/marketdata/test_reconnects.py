@@ -83,7 +83,7 @@ async def test_connection_attempts_are_capped_per_venue() -> None:
             await await_until(lambda: venue.connects == 3)
             await asyncio.sleep(0.8)
             assert venue.connects == 3 and adapter.stats.state == "throttled"
-            await await_until(lambda: venue.connects == 4, timeout_s=2)
+            await await_until(lambda: venue.connects == 4, timeout_s=10)  # the window, on a slow machine
     assert adapter.stats.throttled >= 1
     assert venue.connected_at[3] - venue.connected_at[0] >= 1.5 - 0.01
 
