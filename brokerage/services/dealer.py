@@ -18,8 +18,9 @@ its accounts in one statement and reads their exposures in one more (`locks.lock
 account's first order takes them from there, not from two statements of its own. When those rules
 refuse the first transaction's commit, all of its orders run again that way. Each order is written
 exactly once: by the one transaction that commits it, and a transaction that does not
-commit reports its failure to every caller in it. Callers get their result after the commit, and the
-account events follow it.
+commit reports its failure to every caller in it, as does a batch whose versions Redis did not give
+(nothing of it ran): the dealer thread never dies with orders queued behind it. Callers get their
+result after the commit, and the account events follow it.
 """
 
 import contextlib
@@ -146,10 +147,13 @@ class _Dealer:
 
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
-        with versions.pinned():  # the versions its caches check (routing, trading states): one read
-            again = self._attempt(ordered, savepoints=False)
-            if again:
-                self._attempt(again, savepoints=True)
+        try:
+            with versions.pinned():  # the versions its caches check (routing, trading states): one read
+                again = self._attempt(ordered, savepoints=False)
+                if again:
+                    self._attempt(again, savepoints=True)
+        except BaseException as exc:  # the versions were not read (Redis did not answer): nothing ran
+            self._fail(ordered, exc)  # (the attempts report their own failures and raise nothing)
         self.batches += 1
         self.batched += len(ordered)
         for request in ordered:

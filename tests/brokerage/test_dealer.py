@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
@@ -24,7 +26,10 @@ from brokerage.models import (
 )
 from brokerage.services import locks
 from brokerage.services.dealer import dealers
+from kernel import versions
 from kernel.errors import ServiceError
+from kernel.redis import sync_client
+from tests.support.stack import free_port
 
 from .conftest import ledger_problems, open_account, set_commission
 
@@ -296,3 +301,53 @@ def test_closing_the_dealers_while_a_caller_deals_with_its_own_deals_with_those_
         thread.join(timeout=10)
         assert not thread.is_alive()
     assert [name for name, _ in ran] == ["first", "second"]
+
+
+def test_a_batch_whose_versions_redis_does_not_give_fails_its_orders_and_its_dealer_deals_on(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch reads its caches' versions from Redis before its first order. When Redis refuses the
+    connection, the batch's callers get that error (the API answers it 503) and the dealer thread
+    deals with the next orders once Redis is back: it does not die with its queue in it."""
+    monkeypatch.setattr(versions, "_hot", {"dealer-test"})  # a seeded cache: every batch reads its version
+    running, release = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def first(savepoint: bool) -> Order:
+        running.set()
+        release.wait(10)
+        return Order()
+
+    def submit(key: str, run: Callable[[bool], Order]) -> None:
+        try:
+            dealers.submit(7, run)
+            outcomes[key] = "done"
+        except redis.ConnectionError:
+            outcomes[key] = "unavailable"
+
+    callers = [threading.Thread(target=submit, args=("first", first))]
+    callers[0].start()
+    assert running.wait(10)  # dealt with by its caller: the next ones are held behind it
+    for key in ("a", "b"):
+        callers.append(threading.Thread(target=submit, args=(key, lambda savepoint: Order())))
+        callers[-1].start()
+    time.sleep(0.3)
+    working = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    sync_client.cache_clear()
+    try:
+        release.set()  # a and b go to the thread together: one batch
+        for caller in callers:
+            caller.join(timeout=10)
+            assert not caller.is_alive()
+    finally:
+        settings.REDIS_URL = working
+        sync_client.cache_clear()
+    assert outcomes == {"first": "done", "a": "unavailable", "b": "unavailable"}
+
+    ran, release, callers = _second_behind_a_caller_s_own()
+    release.set()
+    for caller in callers:
+        caller.join(timeout=10)
+        assert not caller.is_alive()
+    assert ran[1][0] == "second" and ran[1][1] in dealers.threads
