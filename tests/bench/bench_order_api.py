@@ -291,19 +291,24 @@ def web_and_client(env: dict[str, str], script: str, config: dict[str, Any]) -> 
         _drop_database()
 
 
-async def _order(client: HttpClient, account: str, key: str, side: str) -> float | None:
+async def _order(client: HttpClient, account: str, key: str, side: str) -> float | str:
+    """The order's latency in seconds, or why it failed: "timeout", or its status and error code."""
     body = json.dumps({"symbol": SYMBOL, "side": side, "volume": "0.01"}).encode()
     started = time.perf_counter()
     try:
-        status, _ = await asyncio.wait_for(
+        status, payload = await asyncio.wait_for(
             client.post(f"/api/v1/accounts/{account}/orders", body, {"Authorization": f"Api-Key {key}"}),
             timeout=ORDER_TIMEOUT_S,
         )
     except TimeoutError:
-        return None  # an overloaded server: a failed order (its connection is dropped, not reused)
+        return "timeout"  # an overloaded server: a failed order (its connection is dropped, not reused)
     elapsed = time.perf_counter() - started
     if status != 201:
-        return None
+        try:
+            code = json.loads(payload)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = "?"
+        return f"{status} {code}"
     return elapsed
 
 
@@ -315,7 +320,12 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
     clients = {account: HttpClient(base) for account, _ in accounts}
     try:
         # Throughput: CONCURRENCY workers back to back, each on its own accounts.
-        done = {"ok": 0, "failed": 0}
+        done = {"ok": 0}
+        failures: dict[str, dict[str, int]] = {"throughput": {}, "steady": {}}  # why, and how often
+
+        def failed(phase: str, why: str) -> None:
+            failures[phase][why] = failures[phase].get(why, 0) + 1
+
         counting = asyncio.Event()
 
         async def worker(index: int, stop_at: float) -> None:
@@ -326,8 +336,12 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
                 side = "buy" if (n // len(mine)) % 2 == 0 else "sell"
                 n += 1
                 result = await _order(clients[account], account, key, side)
-                if counting.is_set():
-                    done["ok" if result is not None else "failed"] += 1
+                if not counting.is_set():
+                    continue
+                if isinstance(result, str):
+                    failed("throughput", result)
+                else:
+                    done["ok"] += 1
 
         start = time.monotonic()
         stop_at = start + WARMUP_S + THROUGHPUT_S
@@ -340,16 +354,14 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
 
         # Latency: open loop at STEADY_RATE, each account alternating sides.
         latencies: list[float] = []
-        failed = 0
         sides: dict[str, int] = {}
 
         async def one(i: int) -> None:
-            nonlocal failed
             account, key = accounts[i % len(accounts)]
             sides[account] = sides.get(account, 0) + 1
             result = await _order(clients[account], account, key, "buy" if sides[account] % 2 else "sell")
-            if result is None:
-                failed += 1
+            if isinstance(result, str):
+                failed("steady", result)
                 latencies.append(ORDER_TIMEOUT_S)  # a failed order counts as the slowest possible
             else:
                 latencies.append(result)
@@ -363,9 +375,8 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
             client.close()
     return {
         "orders_per_s": throughput,
-        "throughput_failed": done["failed"],
         "p99_ms": p99,
-        "steady_failed": failed,
+        "failures": failures,
         "steady_sent": total,
     }
 
@@ -403,11 +414,11 @@ def main() -> int:
         for proc in reversed(procs):
             _stop(proc)
         _drop_database()
-    if result["throughput_failed"] or result["steady_failed"]:
-        sys.stderr.write(
-            f"rejected orders: {result['throughput_failed']} (throughput), "
-            f"{result['steady_failed']}/{result['steady_sent']} (steady)\n"
-        )
+    for phase, failures in result["failures"].items():
+        if failures:
+            why = ", ".join(f"{count} {reason}" for reason, count in sorted(failures.items()))
+            sent = f", of {result['steady_sent']} sent" if phase == "steady" else ""
+            sys.stderr.write(f"failed orders ({phase}{sent}): {why}\n")
     emit("order_api_orders_per_s", result["orders_per_s"], "orders/s", f">= {ORDERS_PER_S_BAR}")
     emit_vs_pgbench("order_api_vs_pgbench", result["orders_per_s"], ORDERS_PER_S_BAR, pgbench_tps_for_ratio())
     emit("order_api_p99_ms", result["p99_ms"], "ms", f"<= {P99_MS_BAR}")
