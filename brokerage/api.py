@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 
-from kernel import sql
+from kernel import sql, versions
 from kernel.errors import ServiceError
 from kernel.pagination import PaginatedListView
 from kernel.params import choice_param
@@ -378,16 +378,19 @@ class OrderListView(PaginatedListView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        account = account_to_trade(request, number)
-        serializer = OrderCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        user = request_user(request)
-        order = services.order_submit(
-            account=account,
-            **serializer.validated_data,
-            reason=reason_for(user, account),
-            actor=user,
-        )
+        # The account's identity and the order's own caches (instrument, group, routing) are checked
+        # against versions read together, in one round trip, when the caller deals with its order.
+        with versions.pinned():
+            account = account_to_trade(request, number)
+            serializer = OrderCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            user = request_user(request)
+            order = services.order_submit(
+                account=account,
+                **serializer.validated_data,
+                reason=reason_for(user, account),
+                actor=user,
+            )
         return Response(_order_output.to_representation(order), status=status.HTTP_201_CREATED)
 
 

@@ -13,6 +13,7 @@ from brokerage.models import ClientGroup, Deal, GroupInstrument, Order, Position
 from brokerage.selectors import GROUPS_VERSION, account_identity, instrument_by_symbol
 from kernel import versions
 from kernel.errors import ServiceError
+from kernel.redis import sync_client
 from marketdata.models import Instrument
 from marketdata.selectors import MARKET_VERSION
 from tests.support.trading import open_account
@@ -125,3 +126,23 @@ def test_an_order_through_the_api_holds_the_accounts_owner_as_saved(
     assert refused.json()["error"]["code"] == "forbidden_account"
     assert client_for(bob).post(path, body, format="json").status_code == 201
     assert client_for(bob).post("/api/v1/accounts/4000002/orders", body, format="json").status_code == 404
+
+
+def _redis_calls(command: str) -> int:
+    stats = sync_client().info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+def test_an_order_through_the_api_reads_the_versions_of_its_account_and_caches_in_one_round_trip(
+    alice: User, group: ClientGroup, market: Market
+) -> None:
+    """The account's identity (selectors.account_identity) and the instrument, group and routing the
+    order deals with are kept under versions that the order reads together: one MGET."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    account = open_account(alice, group)
+    api, path = client_for(alice), f"/api/v1/accounts/{account.number}/orders"
+    body = {"symbol": "EURUSD", "side": "buy", "volume": "0.1"}
+    assert api.post(path, body, format="json").status_code == 201  # the caches are kept now
+    before = _redis_calls("mget")
+    assert api.post(path, body, format="json").status_code == 201
+    assert _redis_calls("mget") - before == 1
