@@ -95,12 +95,14 @@ class _Dealing:
         account: TradingAccount,
         quotes: QuoteSource,
         conditions: Conditions | None = None,
-        revenue_account_id: int | None = None,
+        house_accounts: dict[str, int] | None = None,
         exposures: list[Exposure] | None = None,
     ) -> None:
         self.account = account
         self.conditions = conditions or Conditions(account.group)
-        self.revenue_account_id = revenue_account_id  # read with the lock when the caller had it
+        # House ledger account ids by kind, in the account's currency: read with the lock when the
+        # caller had them, else (or when one did not exist yet) looked up on first use.
+        self.house_accounts = dict(house_accounts or {})
         self.quotes = quotes
         self.outbox = Outbox(account)
         self._positions: list[Position] | None = None
@@ -144,6 +146,13 @@ class _Dealing:
                 status_code=503,
             )
         return totals
+
+    def house(self, kind: str) -> int:
+        """The id of the house ledger account of `kind` in the account's currency."""
+        pk = self.house_accounts.get(kind)
+        if pk is None:
+            pk = self.house_accounts[kind] = house_account(kind=kind, currency=self.currency).pk
+        return pk
 
     def netting_position(self, instrument: Instrument) -> Position | None:
         if self.account.group.margin_mode != MarginMode.NETTING:
@@ -289,8 +298,9 @@ def _fill(
         if order.sl is not None or order.tp is not None:
             d.outbox.triggers_changed = True
         return [deal]
-    _save_order(order)
-    d.outbox.add("order", order.as_event())
+    if not (order._state.adding and close_volume):  # else the close writes it, with its own rows
+        _save_order(order)
+        d.outbox.add("order", order.as_event())
     deals = []
     if close_volume:
         assert existing is not None
@@ -451,11 +461,9 @@ def _open_new(
         created_at=now,
     )
     steps: list[sql.Step] = [([order], {}), ([position], {}), ([deal], {"order": 0, "position": 1})]
-    additions: list[sql.Addition] = []
+    changes: list[sql.Change] = []
     if commission:
-        house = d.revenue_account_id
-        if house is None:
-            house = house_account(kind=LedgerAccountKind.REVENUE, currency=d.currency).pk
+        house = d.house(LedgerAccountKind.REVENUE)
         client = d.account.ledger_account
         txn, postings = _ledger_rows(
             kind=TransactionKind.COMMISSION,
@@ -463,8 +471,8 @@ def _open_new(
             postings=[(client.pk, client.currency, -commission), (house, d.currency, commission)],
         )
         steps += [([txn], {"order": 0, "position": 1, "deal": 2}), (postings, {"transaction": 3})]
-        additions.append((TradingAccount, d.account.pk, {"balance": -commission}))
-    sql.insert_linked(steps, additions)
+        changes.append((TradingAccount, d.account.pk, {}, {"balance": -commission}, {}))
+    sql.insert_linked(steps, changes)
     d.opened(position)
     d.outbox.add("order", order.as_event())
     if commission:
@@ -502,7 +510,10 @@ def _close(
     quote_seq: int | None,
     external_id: str = "",
 ) -> Deal:
-    """Close `volume` of an open position at the client price `price`, exactly once."""
+    """Close `volume` of an open position at the client price `price`, exactly once: the position's
+    conditional change first (nothing else is written when it is no longer open as read), then in
+    one statement (kernel.sql.insert_linked, as a new position's rows) the deal, the balanced ledger
+    transactions of its realized P&L and commission with the client's balance, and a new order."""
     instrument = position.instrument
     try:
         raw_pnl = pricing.pnl(
@@ -521,30 +532,23 @@ def _close(
     _swaps_before_volume_change(d, position)  # the first write: every check is done
     now = timezone.now()
     remaining = position.volume - volume
-    changes: dict[str, Any] = {"volume": remaining, "close_price": price, "updated_at": now}
+    values: dict[str, Any] = {"volume": remaining, "close_price": price, "updated_at": now}
     if remaining:
-        changes["margin"] = pricing.money(position.margin * remaining / position.volume, d.currency)
+        values["margin"] = pricing.money(position.margin * remaining / position.volume, d.currency)
     else:
-        changes.update(margin=ZERO, status=PositionStatus.CLOSED, close_reason=reason, closed_at=now)
+        values.update(margin=ZERO, status=PositionStatus.CLOSED, close_reason=reason, closed_at=now)
     won = sql.update(
         Position,
         position.pk,
-        values=changes,
-        add={"realized_pnl": realized},
+        values=values,
+        add={"realized_pnl": realized, "commission": -commission},
         expect={"status": PositionStatus.OPEN, "volume": position.volume},
     )
     if won != 1:
         raise ServiceError("position_not_open", f"Position {position.pk} is no longer open.", status_code=409)
-    position.volume, position.close_price = remaining, price
-    position.realized_pnl += realized
-    position.margin = changes.get("margin", ZERO)
-    if not remaining:
-        position.status, position.close_reason, position.closed_at = PositionStatus.CLOSED, reason, now
-        d.closed(position)
     deal = sql.new(
         Deal,
         account=d.account,
-        order=order,
         position=position,
         instrument=instrument,
         side=pricing.opposite(position.side),
@@ -560,20 +564,48 @@ def _close(
         quote_seq=quote_seq,
         created_at=now,
     )
-    sql.insert(deal)
-    if realized:
-        _post_client(
-            d.account,
-            kind=TransactionKind.REALIZED_PNL,
-            amount=realized,
-            house_kind=LedgerAccountKind.PNL,
-            outbox=d.outbox,
-            deal=deal,
-            order=order,
+    steps: list[sql.Step] = []
+    order_link: dict[str, int] = {}
+    if order._state.adding:
+        steps.append(([order], {}))
+        order_link = {"order": 0}
+    else:
+        deal.order = order
+    steps.append(([deal], order_link))
+    links = {**order_link, "deal": len(steps) - 1}
+    client = d.account.ledger_account
+    balance = ZERO
+    for kind, amount, house_kind in (
+        (TransactionKind.REALIZED_PNL, realized, LedgerAccountKind.PNL),
+        (TransactionKind.COMMISSION, -commission, LedgerAccountKind.REVENUE),
+    ):
+        if not amount:
+            continue
+        house = d.house(house_kind)
+        txn, postings = _ledger_rows(
+            kind=kind,
+            currency=d.currency,
+            postings=[(client.pk, client.currency, amount), (house, d.currency, -amount)],
+            order=None if order._state.adding else order,
             position=position,
         )
-    if commission:
-        _charge_commission(d, deal, commission)
+        steps += [([txn], links), (postings, {"transaction": len(steps)})]
+        balance += amount
+    changes: list[sql.Change] = (
+        [(TradingAccount, d.account.pk, {}, {"balance": balance}, {})] if balance else []
+    )
+    sql.insert_linked(steps, changes)
+    if order_link:
+        d.outbox.add("order", order.as_event())
+    position.volume, position.close_price, position.margin = remaining, price, values["margin"]
+    position.realized_pnl += realized
+    position.commission -= commission
+    if not remaining:
+        position.status, position.close_reason, position.closed_at = PositionStatus.CLOSED, reason, now
+        d.closed(position)
+    if balance:
+        d.account.balance += balance
+        d.outbox.add("account", d.account.as_event())
     d.outbox.add("deal", deal.as_event())
     d.outbox.add("position", position.as_event())
     if position.sl is not None or position.tp is not None:
@@ -627,9 +659,7 @@ def _close_at_market(
     price = pricing.close_price(position.side, tick)
     order = _closing_order(d, position, volume, reason=reason, created_by=created_by)
     order.fill_price, order.filled_at = price, timezone.now()
-    _save_order(order)
-    d.outbox.add("order", order.as_event())
-    return _close(
+    return _close(  # which writes the order with the deal
         d, position, volume, price, order=order, reason=reason, venue=tick.venue, quote_seq=tick.seq
     )
 

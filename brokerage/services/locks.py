@@ -18,12 +18,16 @@ from ..models import (
 )
 from ..selectors import Conditions, Exposure, accounts_exposures, group_conditions, instrument_by_symbol
 
+# The house accounts an order's fill posts to, read with the account's lock.
+HOUSE_KINDS = (LedgerAccountKind.REVENUE, LedgerAccountKind.PNL)
+
 
 @cache
 def _lock_sql(trading: bool, many: bool = False) -> str:
-    """The account row locked and its ledger account; trading: and the house revenue account of the
-    account's currency (commissions post to it), else the account's group. Many: the rows of a list
-    of ids, locked in ascending id order (the order every dealer locks in)."""
+    """The account row locked and its ledger account; trading: and the house accounts of HOUSE_KINDS
+    in the account's currency (a fill's commission and realized P&L post to them), else the account's
+    group. Many: the rows of a list of ids, locked in ascending id order (the order every dealer
+    locks in)."""
     ledger = sql.quote(LedgerAccount._meta.db_table)
     columns = f"{sql.columns(TradingAccount, 'a')}, {sql.columns(LedgerAccount, 'l')}"
     accounts = sql.quote(TradingAccount._meta.db_table)
@@ -35,10 +39,11 @@ def _lock_sql(trading: bool, many: bool = False) -> str:
     else:
         joins = f" FROM {accounts} a LEFT JOIN {ledger} l ON l.trading_account_id = a.id"
     if trading:
-        columns += (
-            f", (SELECT h.id FROM {ledger} h WHERE h.kind = %s"  # noqa: S608
-            " AND h.currency = a.currency AND h.trading_account_id IS NULL)"
-        )
+        for _ in HOUSE_KINDS:
+            columns += (
+                f", (SELECT h.id FROM {ledger} h WHERE h.kind = %s"  # noqa: S608
+                " AND h.currency = a.currency AND h.trading_account_id IS NULL)"
+            )
     else:
         columns += f", {sql.columns(ClientGroup, 'g')}"
         joins += f" JOIN {sql.quote(ClientGroup._meta.db_table)} g ON g.id = a.group_id"
@@ -61,7 +66,7 @@ class Locked(NamedTuple):
     account: TradingAccount
     instrument: Instrument
     conditions: Conditions
-    revenue_account_id: int | None  # the house revenue account in the account's currency
+    house_accounts: dict[str, int]  # the ids of those of HOUSE_KINDS in the account's currency that exist
     exposures: list[Exposure] | None  # read with the lock by a dealer's batch, else None
 
 
@@ -76,7 +81,7 @@ def locked_ahead(account_ids: Iterable[int]) -> Iterator[None]:
     exposures from there instead of two statements of its own; a later one (the account's next order
     in the batch, after the first one wrote) locks and reads again."""
     ids = sorted(set(account_ids))
-    rows = sql.execute(_lock_sql(True, many=True), [LedgerAccountKind.REVENUE, ids]).fetchall()
+    rows = sql.execute(_lock_sql(True, many=True), [*HOUSE_KINDS, ids]).fetchall()
     exposures = accounts_exposures(account_ids=ids)
     _ahead.rows = {row[0]: (row, exposures.get(row[0], [])) for row in rows}
     try:
@@ -86,7 +91,7 @@ def locked_ahead(account_ids: Iterable[int]) -> Iterator[None]:
 
 
 def _lock_account_trading(account_id: int, symbol: str) -> Locked:
-    """`_lock_account` with the house revenue account in one round trip, and the instrument of
+    """`_lock_account` with the house accounts of HOUSE_KINDS in one round trip, and the instrument of
     `symbol` and the group's conditions: those change rarely and come from the process's caches
     (brokerage.selectors, kept under their data versions); the account's group is its conditions'.
     Within `locked_ahead`, the row and exposures it read for the account, once."""
@@ -95,7 +100,7 @@ def _lock_account_trading(account_id: int, symbol: str) -> Locked:
     if ahead is not None and account_id in ahead:
         row, exposures = ahead.pop(account_id)
     else:
-        row = sql.execute(_lock_sql(True), [LedgerAccountKind.REVENUE, account_id]).fetchone()
+        row = sql.execute(_lock_sql(True), [*HOUSE_KINDS, account_id]).fetchone()
     if row is None:
         raise TradingAccount.DoesNotExist(f"No trading account {account_id}.")
     account = _build_account(row)
@@ -104,7 +109,11 @@ def _lock_account_trading(account_id: int, symbol: str) -> Locked:
         raise ServiceError("unknown_symbol", f"No instrument {symbol!r}.", status_code=404)
     conditions = group_conditions(account.group_id)
     account.group = conditions.group
-    return Locked(account, instrument, conditions, row[-1], exposures)
+    houses = row[len(row) - len(HOUSE_KINDS) :]
+    house_accounts: dict[str, int] = {
+        kind: pk for kind, pk in zip(HOUSE_KINDS, houses, strict=True) if pk is not None
+    }
+    return Locked(account, instrument, conditions, house_accounts, exposures)
 
 
 def _lock_account(account_id: int) -> TradingAccount:

@@ -138,11 +138,11 @@ def order_submit(
 
     def deal(savepoint: bool = True) -> Order:
         with transaction.atomic(savepoint=savepoint):
-            locked, instrument, conditions, revenue_account_id, exposures = _lock_account_trading(
+            locked, instrument, conditions, house_accounts, exposures = _lock_account_trading(
                 account.pk, symbol
             )
             _check_volume(volume_, instrument)
-            d = _Dealing(locked, quotes, conditions, revenue_account_id, exposures)
+            d = _Dealing(locked, quotes, conditions, house_accounts, exposures)
             existing = d.netting_position(instrument)
             reduces = existing is not None and existing.side != side and volume_ <= existing.volume
             _check_account(locked, opening=not reduces)

@@ -79,6 +79,49 @@ def test_a_market_order_writes_its_rows_in_one_statement(
     assert ledger_problems() == []
 
 
+def test_an_order_closing_a_position_writes_its_change_then_the_rest_in_one_statement(
+    alice: User, netting_group: ClientGroup, instruments: dict[str, Instrument], market: Market
+) -> None:
+    """The position's conditional change, then the order, the deal, the realized P&L's and the
+    commission's balanced ledger transactions and the client's balance in one statement. The house
+    accounts they post to come with the account's lock."""
+    set_commission(netting_group, instruments["EURUSD"], "3")
+    account = open_account(alice, netting_group, balance="5000")
+    market.set("EURUSD", "1.1000", "1.1002")
+    services.order_submit(account=account, symbol="EURUSD", side="buy", volume=D("0.5"))  # at 1.1002
+    services.position_close(
+        position=Position.objects.get(account=account), volume=D("0.1")
+    )  # a house P&L account
+    market.set("EURUSD", "1.1050", "1.1052")
+    orders: list[Order] = []
+    seen = statements_of(
+        lambda: orders.append(
+            services.order_submit(account=account, symbol="EURUSD", side="sell", volume=D("0.3"))
+        )
+    )
+    statements = [q for q in seen if not q.startswith(("SAVEPOINT", "RELEASE"))]
+    # The lock (with the house accounts), the open positions (netting), the change, the rest.
+    assert [q.split()[0] for q in statements] == ["SELECT", "SELECT", "UPDATE", "WITH"]
+    assert statements[2].startswith('UPDATE "brokerage_position"')
+    order = orders[0]
+    deal = Deal.objects.get(order=order)
+    position = Position.objects.get(account=account)
+    assert (deal.position_id, deal.entry, deal.volume) == (position.pk, "out", D("0.3"))
+    assert deal.price == D("1.1050")
+    assert deal.realized_pnl == D("144.00") and deal.commission == D("-0.90")  # (1.1050 - 1.1002) x 30,000
+    txns = {t.kind: t for t in LedgerTransaction.objects.filter(deal=deal)}
+    assert set(txns) == {TransactionKind.REALIZED_PNL, TransactionKind.COMMISSION}
+    for txn in txns.values():
+        assert (txn.order_id, txn.position_id) == (order.pk, position.pk)
+    amounts = sorted(Posting.objects.filter(transaction__deal=deal).values_list("amount", flat=True))
+    assert amounts == [D("-144.00"), D("-0.90"), D("0.90"), D("144.00")]
+    assert (position.volume, position.status) == (D("0.1"), "open")
+    assert position.commission == D("-1.50") - D("0.30") - D("0.90")  # its opening, first close, this one
+    account.refresh_from_db()
+    assert account.balance == D("5000") - D("1.50") - D("0.30") + D("-2.00") + D("144.00") - D("0.90")
+    assert ledger_problems() == []
+
+
 def test_the_ledger_rules_refuse_an_unbalanced_linked_write(account: TradingAccount) -> None:
     house = house_account(kind=LedgerAccountKind.REVENUE, currency="USD")
     txn = LedgerTransaction(kind=TransactionKind.COMMISSION, currency="USD")
@@ -89,7 +132,7 @@ def test_the_ledger_rules_refuse_an_unbalanced_linked_write(account: TradingAcco
     with pytest.raises(DatabaseError, match="does not balance"), transaction.atomic():
         sql.insert_linked(
             [([txn], {}), (postings, {"transaction": 0})],
-            [(TradingAccount, account.pk, {"balance": D("-1.00")})],
+            [(TradingAccount, account.pk, {}, {"balance": D("-1.00")}, {})],
         )
         assert postings[0].transaction_id == txn.pk and postings[0].pk < postings[1].pk
         with connection.cursor() as cursor:
