@@ -370,42 +370,36 @@ def _update_sql(
 # A step of `insert_linked`: new instances of one model, and which of their foreign keys (attnames)
 # (field names) take the row an earlier step inserted (by its index; that step inserts one row).
 Step = tuple[Sequence[Model], dict[str, int]]
-# An UPDATE of one row in the same statement: model, pk, the values it sets, the amounts it adds to
-# columns, and the values the row must still hold (a conditional state transition, as `update`'s).
-Change = tuple[type[Model], Any, dict[str, Any], dict[str, Any], dict[str, Any]]
+# An UPDATE run in the same statement: model, pk, amounts added to columns.
+Addition = tuple[type[Model], Any, dict[str, Any]]
 
 
-def insert_linked(steps: Sequence[Step], changes: Sequence[Change] = ()) -> list[int]:
+def insert_linked(steps: Sequence[Step], additions: Sequence[Addition] = ()) -> None:
     """INSERT rows that refer to each other (an order, its position, their deal, its ledger
-    transaction and postings) and apply `changes`, in one statement and one round trip: each step
+    transaction and postings) and apply `additions`, in one statement and one round trip: each step
     is a data-modifying CTE whose linked foreign keys read the id an earlier one returned. Sets every
     instance's pk, database defaults and linked foreign keys, as `insert` does. Constraints and
-    triggers apply as they would to the separate statements (deferred ones at commit). Returns the
-    rows each change updated (0: its row no longer holds what it expects; the caller decides, and
-    the steps are written either way). Two changes of one row would leave only one of them
-    (PostgreSQL applies one modification per row and statement): give a row one change."""
+    triggers apply as they would to the separate statements (deferred ones at commit)."""
     plan = _linked_plan(
         tuple((type(objs[0]), len(objs), tuple(sorted(links.items()))) for objs, links in steps),
-        tuple((model, tuple(values), tuple(add), tuple(expect)) for model, _, values, add, expect in changes),
+        tuple((model, tuple(add)) for model, _, add in additions),
     )
     db = _db()
     params: list[Any] = []
     for (objs, _), (_, savers, _) in zip(steps, plan.steps, strict=True):
         for obj in objs:
             _save_params(obj, savers, db, params)
-    for model, pk, values, add, expect in changes:
-        params += [_prep(model, name, value, db) for name, value in values.items()]
+    for model, pk, add in additions:
         params += [_prep(model, name, value, db) for name, value in add.items()]
         params.append(pk)
-        params += [_prep(model, name, value, db) for name, value in expect.items()]
     cursor = _cursor(db)
     cursor.execute(plan.sql, params)
     row = cursor.fetchone()
     at = 0
     for (objs, links), (_, _, returning) in zip(steps, plan.steps, strict=True):
         for f in returning:
-            column = row[at] if len(objs) > 1 else [row[at]]
-            for obj, value in zip(objs, column, strict=True):
+            values = row[at] if len(objs) > 1 else [row[at]]
+            for obj, value in zip(objs, values, strict=True):
                 setattr(obj, f.attname, value)
             at += 1
         for obj in objs:
@@ -413,7 +407,6 @@ def insert_linked(steps: Sequence[Step], changes: Sequence[Change] = ()) -> list
                 setattr(obj, name, steps[step][0][0])
             obj._state.adding = False
             obj._state.db = db.alias
-    return [int(n) for n in row[at:]]
 
 
 class _LinkedPlan:
@@ -428,7 +421,7 @@ class _LinkedPlan:
 @cache
 def _linked_plan(
     steps: tuple[tuple[type[Model], int, tuple[tuple[str, int], ...]], ...],
-    changes: tuple[tuple[type[Model], tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...],
+    additions: tuple[tuple[type[Model], tuple[str, ...]], ...],
 ) -> _LinkedPlan:
     ctes: list[str] = []
     plan: list[tuple[type[Model], list[Saver], list[AnyField]]] = []
@@ -459,7 +452,12 @@ def _linked_plan(
                 else f"(SELECT array_agg({column} ORDER BY {order}) FROM c{n})"  # noqa: S608
             )
         plan.append((model, _savers([f for f in fields if f.name not in links]), returning))
-    for n, (model, sets, add, expect) in enumerate(changes):
-        ctes.append(f"u{n} AS ({_update_sql(model, sets, add, expect)} RETURNING 1)")
-        selected.append(f"(SELECT count(*) FROM u{n})")  # noqa: S608
+    for n, (model, add) in enumerate(additions):
+        changes = ", ".join(
+            f"{quote(_field(model, a).column)} = {quote(_field(model, a).column)} + %s" for a in add
+        )
+        ctes.append(
+            f"u{n} AS (UPDATE {quote(model._meta.db_table)} SET {changes}"  # noqa: S608
+            f" WHERE {quote(model._meta.pk.column)} = %s RETURNING 1)"
+        )
     return _LinkedPlan(f"WITH {', '.join(ctes)} SELECT {', '.join(selected)}", plan)

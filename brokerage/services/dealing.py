@@ -461,7 +461,7 @@ def _open_new(
         created_at=now,
     )
     steps: list[sql.Step] = [([order], {}), ([position], {}), ([deal], {"order": 0, "position": 1})]
-    changes: list[sql.Change] = []
+    additions: list[sql.Addition] = []
     if commission:
         house = d.house(LedgerAccountKind.REVENUE)
         client = d.account.ledger_account
@@ -471,8 +471,8 @@ def _open_new(
             postings=[(client.pk, client.currency, -commission), (house, d.currency, commission)],
         )
         steps += [([txn], {"order": 0, "position": 1, "deal": 2}), (postings, {"transaction": 3})]
-        changes.append((TradingAccount, d.account.pk, {}, {"balance": -commission}, {}))
-    sql.insert_linked(steps, changes)
+        additions.append((TradingAccount, d.account.pk, {"balance": -commission}))
+    sql.insert_linked(steps, additions)
     d.opened(position)
     d.outbox.add("order", order.as_event())
     if commission:
@@ -591,10 +591,7 @@ def _close(
         )
         steps += [([txn], links), (postings, {"transaction": len(steps)})]
         balance += amount
-    changes: list[sql.Change] = (
-        [(TradingAccount, d.account.pk, {}, {"balance": balance}, {})] if balance else []
-    )
-    sql.insert_linked(steps, changes)
+    sql.insert_linked(steps, [(TradingAccount, d.account.pk, {"balance": balance})] if balance else [])
     if order_link:
         d.outbox.add("order", order.as_event())
     position.volume, position.close_price, position.margin = remaining, price, values["margin"]

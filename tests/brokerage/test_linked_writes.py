@@ -132,7 +132,7 @@ def test_the_ledger_rules_refuse_an_unbalanced_linked_write(account: TradingAcco
     with pytest.raises(DatabaseError, match="does not balance"), transaction.atomic():
         sql.insert_linked(
             [([txn], {}), (postings, {"transaction": 0})],
-            [(TradingAccount, account.pk, {}, {"balance": D("-1.00")}, {})],
+            [(TradingAccount, account.pk, {"balance": D("-1.00")})],
         )
         assert postings[0].transaction_id == txn.pk and postings[0].pk < postings[1].pk
         with connection.cursor() as cursor:
