@@ -240,6 +240,8 @@ TEMPLATES = [
 
 DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/livermore")
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# Django's PostgreSQL backend with a pool health check that costs no round trip (kernel/postgresql).
+DATABASES["default"]["ENGINE"] = "kernel.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Django sets psycopg's prepare_threshold to None (never prepare) unless told otherwise. Its own
