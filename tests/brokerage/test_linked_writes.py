@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.db.models.signals import post_init
 
-from brokerage import services
+from brokerage import selectors, services
 from brokerage.models import (
     ClientGroup,
     Deal,
@@ -93,6 +93,7 @@ def test_an_order_closing_a_position_writes_its_change_then_the_rest_in_one_stat
         position=Position.objects.get(account=account), volume=D("0.1")
     )  # a house P&L account
     market.set("EURUSD", "1.1050", "1.1052")
+    selectors.open_positions(account=account)  # the process keeps the position's instrument, as a desk's does
     orders: list[Order] = []
     seen = statements_of(
         lambda: orders.append(
