@@ -566,8 +566,7 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
     cancelled for the client and sent to the LP without a cancel request following it."""
     session = make_session(free_port(), role="trading", venue=None)
     account = a_book(session)
-    orders = [limit(account, "1.00000") for _ in range(20)]
-    barrier = threading.Barrier(2)
+    orders = [limit(account, "1.00000") for _ in range(21)]
 
     def route_and_send(order):
         barrier.wait()
@@ -585,11 +584,16 @@ def test_a_cancel_racing_the_route_and_send_either_stops_the_order_or_asks_the_l
         finally:
             connection.close()
 
+    # The cancels' delays run from none to twice a route-and-send on this machine (the first order's,
+    # with no cancel racing it): the later ones come after the send, whatever the machine's speed.
+    started, barrier = time.perf_counter(), threading.Barrier(1)
+    route_and_send(orders.pop())
+    step, barrier = 2 * (time.perf_counter() - started) / len(orders), threading.Barrier(2)
     outcomes = set()
     for i, order in enumerate(orders):
         threads = [
             threading.Thread(target=route_and_send, args=(order,)),
-            threading.Thread(target=cancel, args=(order, i * 0.00025)),
+            threading.Thread(target=cancel, args=(order, i * step)),
         ]
         for t in threads:
             t.start()
