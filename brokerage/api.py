@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -378,20 +378,23 @@ class OrderListView(PaginatedListView):
     )
     @idempotent
     def post(self, request: Request, number: int) -> Response:
-        # The account's identity and the order's own caches (instrument, group, routing) are checked
-        # against versions read together, in one round trip, when the caller deals with its order.
-        with versions.pinned():
-            account = account_to_trade(request, number)
-            serializer = OrderCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            user = request_user(request)
-            order = services.order_submit(
-                account=account,
-                **serializer.validated_data,
-                reason=reason_for(user, account),
-                actor=user,
-            )
+        account = account_to_trade(request, number)
+        serializer = OrderCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        order = services.order_submit(
+            account=account,
+            **serializer.validated_data,
+            reason=reason_for(user, account),
+            actor=user,
+        )
         return Response(_order_output.to_representation(order), status=status.HTTP_201_CREATED)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # The account's identity and the order's own caches (instrument, group, routing) are checked
+        # against versions read together, in the round trip that checks the caller's rates.
+        with versions.pinned():
+            return super().dispatch(request, *args, **kwargs)
 
 
 class OrderView(APIView):

@@ -7,7 +7,8 @@ rates, scopes, cache keys and sliding-window semantics (at most `num_requests` i
 seconds), as a sorted set of request times trimmed, counted and appended by one Lua script, which
 checks all of a view's throttles in one round trip (a user's rate and a scope's, on an order). An
 authenticator that answers from data kept under versions (kernel/versions.py) reads them in that same
-round trip (`check_ahead`): the windows are checked only if the versions have not moved.
+round trip (`check_ahead`): the windows are checked only if the versions have not moved. A request
+in a pinned block (kernel.versions.pinned: an order) reads its caches' versions in it too.
 
 A per-user rate for one kind of write (order submission, portfolio sync) is set in
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] under the view's `throttle_scope`.
@@ -26,30 +27,33 @@ from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from kernel import versions
 from kernel.clientip import client_ip
 from kernel.redis import key, sync_client
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.views import APIView
 
-# KEYS: first the guards (data versions a caller relies on), then the callers' histories. ARGV: the
-# number of guards and the value expected of each, then now, a unique member for this request, then a
-# window (s) and a limit per history. Returns the guards' values, then per history "" when allowed (and
-# recorded), else the oldest time still in the window; the histories only when every guard held.
+# KEYS: first the guards (data versions a caller relies on), then plain reads (versions the request
+# reads anyway: an order's caches'), then the callers' histories. ARGV: the number of guards and of
+# reads, the value expected of each guard, then now, a unique member for this request, then a window
+# (s) and a limit per history. Returns the guards' and the reads' values, then per history "" when
+# allowed (and recorded), else the oldest time still in the window; the histories only when every
+# guard held.
 _SLIDING_WINDOWS = """
-local guards = tonumber(ARGV[1])
+local guards, reads = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 local held = true
-for i = 1, guards do
+for i = 1, guards + reads do
   out[i] = redis.call('GET', KEYS[i])
-  if out[i] ~= ARGV[1 + i] then held = false end
+  if i <= guards and out[i] ~= ARGV[2 + i] then held = false end
 end
 if not held then
   return out
 end
-local now, member = tonumber(ARGV[guards + 2]), ARGV[guards + 3]
-for i = guards + 1, #KEYS do
-  local at = 2 * i + 2 - guards
+local now, member = tonumber(ARGV[guards + 3]), ARGV[guards + 4]
+for i = guards + reads + 1, #KEYS do
+  local at = 2 * (i - guards - reads) + guards + 3
   local window, limit = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
   local count = redis.call('ZCARD', KEYS[i])
@@ -99,12 +103,16 @@ Answers = dict[str, float | None]  # per window's key: its oldest time when over
 
 
 def _call(guards: list[tuple[str, bytes]], windows: list[Window], now: float) -> list[bytes | None]:
-    return cast(
+    """The script's answers for `guards` and `windows`, without the reads: the seeded caches' versions
+    of the thread's pinned block that it has not read yet are read with them (kernel.versions)."""
+    reads = versions.unread_hot()
+    answers = cast(
         "list[bytes | None]",
         _script()(
-            keys=[*(name for name, _ in guards), *(name for name, _, _ in windows)],
+            keys=[*(name for name, _ in guards), *versions.keys_of(reads), *(name for name, _, _ in windows)],
             args=[
                 len(guards),
+                len(reads),
                 *(value for _, value in guards),
                 repr(now),
                 uuid.uuid4().hex,
@@ -112,6 +120,10 @@ def _call(guards: list[tuple[str, bytes]], windows: list[Window], now: float) ->
             ],
         ),
     )
+    if reads:
+        versions.supply(reads, answers[len(guards) : len(guards) + len(reads)])
+        del answers[len(guards) : len(guards) + len(reads)]
+    return answers
 
 
 def _answers(windows: list[Window], answers: list[bytes | None]) -> Answers:

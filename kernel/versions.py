@@ -33,26 +33,46 @@ def bump_on_commit(name: str) -> None:
 
 
 _pins = local()
-# The versions of the seeded caches (data read on every order): a pinned block reads them all at its
-# start, in one round trip.
+# The versions of the seeded caches (data read on every order): a pinned block reads them all with its
+# first read of a version, in one round trip.
 _hot: set[str] = set()
 
 
 @contextmanager
-def pinned() -> Iterator[None]:
-    """Within the block this thread reads each version once (the seeded caches' ones together, at
-    its start): the work done in it may use data as of the block's start, as though all of it had
-    been done then (a dealer's orders, which arrived before it started, read them once, not once per
-    order and cache). Within an enclosing pinned block it keeps that block's reads."""
+def pinned(*, ahead: bool = False) -> Iterator[None]:
+    """Within the block this thread reads each version once (the seeded caches' ones together, with
+    the block's first read, or in a round trip the caller makes anyway: `unread_hot`; with `ahead`,
+    at once): the work done in it may use data as of that read, as though all of it had been done
+    then (a dealer's orders, which arrived before it started, read them once, not once per order and
+    cache). Within an enclosing pinned block it keeps that block's reads."""
     if getattr(_pins, "reads", None) is not None:
         yield
         return
-    names = sorted(_hot)
-    _pins.reads = dict(zip(names, mget([_key(n) for n in names]), strict=True)) if names else {}
+    _pins.reads, _pins.hot_unread = {}, True
     try:
+        if ahead and (hot := unread_hot()):
+            supply(hot, mget(keys_of(hot)))
         yield
     finally:
-        del _pins.reads
+        del _pins.reads, _pins.hot_unread
+
+
+def unread_hot() -> list[str]:
+    """The seeded caches' version names when this thread's pinned block has not read them yet, else
+    none: for a caller making a round trip to Redis anyway, which reads their keys (`keys_of`) with it
+    and hands the values to `supply`."""
+    return sorted(_hot) if getattr(_pins, "reads", None) is not None and _pins.hot_unread else []
+
+
+def keys_of(names: Sequence[str]) -> list[str]:
+    """The Redis keys of the versions `names`."""
+    return [_key(n) for n in names]
+
+
+def supply(names: Sequence[str], values: Sequence[bytes | None]) -> None:
+    """The versions `names` as just read from Redis (None for one missing), for the pinned block."""
+    _pins.reads.update(zip(names, values, strict=True))
+    _pins.hot_unread = False
 
 
 def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | None:
@@ -62,6 +82,9 @@ def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | N
     reads: dict[str, bytes | None] | None = getattr(_pins, "reads", None)
     if reads is None:
         return _read(names, seed=seed)
+    if hot := unread_hot():  # the block's first read: the seeded caches' versions come with it
+        wanted = [*hot, *(n for n in names if n not in _hot)]
+        supply(wanted, mget(keys_of(wanted)))
     known = tuple(v for n in names if (v := reads.get(n)) is not None)
     if len(known) == len(names):
         return known
@@ -72,13 +95,13 @@ def read(names: tuple[str, ...], *, seed: bool = False) -> tuple[bytes, ...] | N
 
 
 def _read(names: tuple[str, ...], *, seed: bool) -> tuple[bytes, ...] | None:
-    raw = mget([_key(n) for n in names])
+    raw = mget(keys_of(names))
     if seed and any(r is None for r in raw):
         client = sync_client()
         for name, value in zip(names, raw, strict=True):
             if value is None:
                 client.set(_key(name), uuid4().hex, nx=True)
-        raw = mget([_key(n) for n in names])
+        raw = mget(keys_of(names))
     if any(r is None for r in raw):
         return None
     return tuple(r for r in raw if r is not None)
@@ -105,7 +128,7 @@ class VersionedCache(Generic[K, T]):
     @property
     def keys(self) -> list[str]:
         """The Redis keys of its versions, in the order of `names`."""
-        return [_key(n) for n in self.names]
+        return keys_of(self.names)
 
     def kept(self, arg: K) -> tuple[tuple[bytes, ...], T] | None:
         """The versions and the value kept for `arg`, unchecked: for a caller that reads the versions

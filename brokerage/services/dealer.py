@@ -148,7 +148,7 @@ class _Dealer:
     def _batch(self, batch: list[_Request]) -> None:
         ordered = sorted(batch, key=lambda r: r.account_id)  # stable: one account's stay in order
         try:
-            with versions.pinned():  # the versions its caches check (routing, trading states): one read
+            with versions.pinned(ahead=True):  # its caches' versions (routing, trading states): one read
                 again = self._attempt(ordered, savepoints=False)
                 if again:
                     self._attempt(again, savepoints=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
 from brokerage import services
 from brokerage.models import ClientGroup, Deal, GroupInstrument, Order, Position, TradingAccount
@@ -17,7 +18,7 @@ from kernel.redis import sync_client
 from marketdata.models import Instrument
 from marketdata.selectors import MARKET_VERSION
 from tests.support.trading import open_account
-from users.models import User
+from users.models import ApiKey, User
 
 from .conftest import Market, client_for, set_commission
 
@@ -133,16 +134,21 @@ def _redis_calls(command: str) -> int:
     return int(stats.get("calls", 0))
 
 
-def test_an_order_through_the_api_reads_the_versions_of_its_account_and_caches_in_one_round_trip(
-    alice: User, group: ClientGroup, market: Market
+@pytest.mark.parametrize("auth", ["session", "api key"])
+def test_an_order_through_the_api_reads_the_versions_of_its_account_and_caches_with_its_rates(
+    alice: User, group: ClientGroup, market: Market, auth: str
 ) -> None:
     """The account's identity (selectors.account_identity) and the instrument, group and routing the
-    order deals with are kept under versions that the order reads together: one MGET."""
+    order deals with are kept under versions that the order reads together, in the round trip that
+    checks the caller's rates (kernel.throttling), with an API key's own versions: no MGET."""
     market.set("EURUSD", "1.1000", "1.1002")
     account = open_account(alice, group)
     api, path = client_for(alice), f"/api/v1/accounts/{account.number}/orders"
+    if auth == "api key":
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Api-Key {ApiKey.issue(user=alice, name='bot')[1]}")
     body = {"symbol": "EURUSD", "side": "buy", "volume": "0.1"}
-    assert api.post(path, body, format="json").status_code == 201  # the caches are kept now
-    before = _redis_calls("mget")
+    assert api.post(path, body, format="json").status_code == 201  # the caches and the key are kept now
+    before = _redis_calls("mget"), _redis_calls("evalsha")
     assert api.post(path, body, format="json").status_code == 201
-    assert _redis_calls("mget") - before == 1
+    assert (_redis_calls("mget") - before[0], _redis_calls("evalsha") - before[1]) == (0, 1)

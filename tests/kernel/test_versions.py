@@ -106,6 +106,31 @@ def test_a_pinned_block_inside_another_keeps_the_outer_reads() -> None:
     assert versions.read(("q",)) not in (None, first)
 
 
+def test_a_pinned_block_reads_the_seeded_versions_with_its_first_read_or_a_round_trip_made_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pinned block reads nothing until a version is asked for: then the seeded caches' versions
+    come with that read, or, handed to `supply`, with a round trip its caller makes anyway."""
+    monkeypatch.setattr(versions, "_hot", {"hot"})  # as a seeded cache of "hot" would
+    versions.bump_on_commit("hot")
+    versions.bump_on_commit("cold")
+    hot_now = versions.read(("hot",))
+    assert versions.unread_hot() == []  # outside a block
+    fetched: list[list[str]] = []
+    mget = versions.mget
+    monkeypatch.setattr(versions, "mget", lambda names: fetched.append(names) or mget(names))
+    with versions.pinned():
+        assert fetched == [] and versions.unread_hot() == ["hot"]
+        versions.read(("cold",))
+        assert versions.unread_hot() == []
+        assert fetched == [versions.keys_of(["hot", "cold"])]  # one round trip
+        assert versions.read(("hot",)) == hot_now and len(fetched) == 1
+    fetched.clear()
+    with versions.pinned():
+        versions.supply(versions.unread_hot(), [b"supplied"])
+        assert versions.read(("hot",)) == (b"supplied",) and fetched == []
+
+
 def test_keys_are_computed_side_by_side_and_each_key_once() -> None:
     """Once a version moves on, every key misses: a slow computation of one key must not hold the
     others (a bot's request behind every other key's statement), and threads asking for the same key
