@@ -19,6 +19,7 @@ from marketdata.models import Instrument
 from marketdata.selectors import MARKET_VERSION
 from tests.support.trading import open_account
 from users.models import ApiKey, User
+from users.services import api_key_revoke
 
 from .conftest import Market, client_for, set_commission
 
@@ -152,3 +153,24 @@ def test_an_order_through_the_api_reads_the_versions_of_its_account_and_caches_w
     before = _redis_calls("mget"), _redis_calls("evalsha")
     assert api.post(path, body, format="json").status_code == 201
     assert (_redis_calls("mget") - before[0], _redis_calls("evalsha") - before[1]) == (0, 1)
+
+
+def test_an_order_with_a_key_revoked_since_it_was_kept_is_refused_and_the_next_key_deals(
+    alice: User, group: ClientGroup, market: Market
+) -> None:
+    """The key's versions moved on: the rates' script reads the order's caches' versions all the same
+    (kernel.throttling), the key is looked up again and refused, and the next request deals."""
+    market.set("EURUSD", "1.1000", "1.1002")
+    account = open_account(alice, group)
+    path = f"/api/v1/accounts/{account.number}/orders"
+    body = {"symbol": "EURUSD", "side": "buy", "volume": "0.1"}
+    (key, raw), (_, other_raw) = ApiKey.issue(user=alice, name="bot"), ApiKey.issue(user=alice, name="other")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    assert api.post(path, body, format="json").status_code == 201  # kept
+    api_key_revoke(user=alice, key_id=key.pk)
+    refused = api.post(path, body, format="json")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_raw}")
+    assert api.post(path, body, format="json").status_code == 201
+    assert Order.objects.filter(account=account).count() == 2
