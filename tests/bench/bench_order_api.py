@@ -337,7 +337,6 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
     # nearly every request rode the same connection, so the same web process, while the others idled.
     clients = {account: HttpClient(base) for account, _ in accounts}
     try:
-        # Throughput: CONCURRENCY workers back to back, each on its own accounts.
         done = {"throughput": 0, "floor": 0}
         failures: dict[str, dict[str, int]] = {"throughput": {}, "floor": {}, "steady": {}}  # why, how often
 
@@ -375,6 +374,7 @@ async def _load(base: str, keys: list[str]) -> dict[str, Any]:
             await asyncio.gather(*tasks)
             return done[phase] / (time.monotonic() - measured_from)
 
+        # Throughput, then the web stack's floor (already warm: one second's settling).
         throughput = await closed_loop("throughput", WARMUP_S, THROUGHPUT_S)
         floor = await closed_loop("floor", 1.0, FLOOR_S)
 
